@@ -1,0 +1,85 @@
+// The one interface between a VCP's runtime and the storage behind it (the SPDK lesson: one
+// narrow function table per backend, per-thread channels, completion on the submitting thread).
+//
+// Threading: a BlockBackend is created once (start-up, may throw nothing, returns errors).
+// Each queue thread opens its own BackendQueue and uses it alone: no locks on the data path.
+// A BackendQueue completes every request it accepted exactly once, on its own thread, either
+// inside submit() or later from poll(). No exceptions, no allocation on submit/poll.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/result.hpp"
+
+namespace vcp {
+
+enum class BlockOp : uint8_t { read, write, flush, discard, write_zeroes, get_id };
+const char* to_string(BlockOp op);
+
+struct BlockRequest;
+// status: 0, or -errno. -EOPNOTSUPP means "this backend does not do that" (virtio UNSUPP);
+// anything else is an I/O error.
+using BlockCompletion = void (*)(BlockRequest* req, int status);
+
+struct BlockRequest {
+  BlockOp op = BlockOp::read;
+  bool fua = false;    // write: durable before completion
+  bool unmap = false;  // write_zeroes: the range may be deallocated
+  uint64_t offset = 0; // bytes from the start of the device
+  uint64_t length = 0; // bytes; for read/write/get_id the sum of the iovecs
+  const iovec* iov = nullptr;  // read/write/get_id: buffers (in shared memory: zero copy)
+  uint32_t iovcnt = 0;
+  BlockCompletion done = nullptr;
+  void* ctx = nullptr;  // the submitter's
+};
+
+// What a backend can do; the VCP turns it into virtio-blk config and feature bits.
+struct BackendInfo {
+  uint64_t capacity_bytes = 0;
+  uint32_t block_size = 512;          // logical block size, bytes (power of two >= 512)
+  uint32_t optimal_io_bytes = 0;      // 0: no preference
+  bool read_only = false;
+  bool volatile_cache = false;        // flush means something
+  bool discard = false;
+  bool write_zeroes = false;
+  uint32_t max_transfer_bytes = 0;    // largest read/write; 0: no limit
+  uint32_t max_discard_bytes = 0;     // per range; 0: no limit
+  uint32_t max_write_zeroes_bytes = 0;
+  uint32_t discard_granularity = 0;   // bytes; 0: block_size
+  std::string serial;                 // GET_ID (at most 20 bytes are used)
+  std::string description;            // for logs and `vcp ctl`
+};
+
+class BackendQueue {
+ public:
+  virtual ~BackendQueue() = default;
+  // Starts a request; it completes through req->done (possibly before submit returns).
+  virtual void submit(BlockRequest* req) = 0;
+  // Called after a batch of submit()s: a chance to hand the whole batch to the kernel at once.
+  virtual void commit() {}
+  // Reaps finished work, calling done() for each; returns how many completed.
+  virtual int poll() { return 0; }
+  // A descriptor that becomes readable when poll() has something to reap (for sleeping), or -1
+  // when this backend only completes inline.
+  virtual int wait_fd() const { return -1; }
+  // Requests accepted and not yet completed.
+  virtual uint32_t in_flight() const { return 0; }
+};
+
+class BlockBackend {
+ public:
+  virtual ~BlockBackend() = default;
+  virtual const BackendInfo& info() const = 0;
+  // Opens the channel for queue `index`; called on the thread that will use it.
+  virtual Result<std::unique_ptr<BackendQueue>> open_queue(unsigned index) = 0;
+};
+
+// Creates a backend from a spec such as "ram:size=256M" or "file:path=/x,direct=on".
+// On failure, *error says what is wrong in words a user can act on.
+std::unique_ptr<BlockBackend> make_backend(const std::string& spec, std::string* error);
+
+}  // namespace vcp

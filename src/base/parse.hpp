@@ -1,0 +1,32 @@
+// Parsing of the small textual forms users type: sizes ("4k", "1G") and backend specs
+// ("file:path=/x,direct=on"). Everything here is input from a user: errors are values with a
+// message, never exceptions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "base/result.hpp"
+
+namespace vcp {
+
+// "512", "4k", "4K", "4KiB", "1M", "1G", "2T" (powers of 1024). Overflow and junk are errors.
+Result<uint64_t> parse_size(const std::string& s);
+// "on"/"off", "yes"/"no", "true"/"false", "1"/"0".
+Result<bool> parse_bool(const std::string& s);
+
+// "kind:key=value,key=value" (also "kind" alone). Keys are unique; values may be empty.
+struct Spec {
+  std::string kind;
+  std::map<std::string, std::string> options;
+
+  std::optional<std::string> get(const std::string& key) const;
+  // Removes and returns a key's value, so that leftovers can be reported as unknown.
+  std::optional<std::string> take(const std::string& key);
+};
+// On failure, *error says what is wrong.
+std::optional<Spec> parse_spec(const std::string& text, std::string* error);
+
+}  // namespace vcp
