@@ -21,7 +21,7 @@ spdlog::level::level_enum to_spd(Level l) {
 }
 
 std::shared_ptr<spdlog::logger> make() {
-  auto l = std::make_shared<spdlog::logger>("vcp", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto l = std::make_shared<spdlog::logger>("vcp", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
   l->set_pattern("%H:%M:%S.%e %^%L%$ [%t] %v");
   Level lv = Level::info;
   if (const char* env = std::getenv("VCP_LOG")) parse_level(env, &lv);
