@@ -1,0 +1,88 @@
+#include <cstring>
+
+#include "backends/factories.hpp"
+
+namespace vcp {
+
+const char* to_string(BlockOp op) {
+  switch (op) {
+    case BlockOp::read: return "read";
+    case BlockOp::write: return "write";
+    case BlockOp::flush: return "flush";
+    case BlockOp::discard: return "discard";
+    case BlockOp::write_zeroes: return "write-zeroes";
+    case BlockOp::get_id: return "get-id";
+  }
+  return "?";
+}
+
+namespace {
+struct Kind {
+  const char* name;
+  std::unique_ptr<BlockBackend> (*make)(Spec&, std::string*);
+  const char* usage;
+};
+// Adding a backend: one line here and its file in this folder.
+constexpr Kind kKinds[] = {
+    {"null", backends::make_null, "null:size=SIZE[,block_size=N]  (completes at once; data untouched)"},
+    {"ram", backends::make_ram, "ram:size=SIZE[,block_size=N]"},
+    {"file", backends::make_file, "file:path=PATH[,direct=on][,ro=on][,block_size=N][,size=SIZE]"},
+};
+}  // namespace
+
+std::unique_ptr<BlockBackend> make_backend(const std::string& text, std::string* error) {
+  auto spec = parse_spec(text, error);
+  if (!spec) return nullptr;
+  for (const auto& k : kKinds) {
+    if (spec->kind != k.name) continue;
+    auto b = k.make(*spec, error);
+    if (b && !spec->options.empty()) {
+      *error = "unknown option '" + spec->options.begin()->first + "' for " + k.name + "; usage: " + k.usage;
+      return nullptr;
+    }
+    if (!b && error->find("usage:") == std::string::npos) *error += "; usage: " + std::string(k.usage);
+    return b;
+  }
+  *error = "unknown backend kind '" + spec->kind + "' (known: null, ram, file)";
+  return nullptr;
+}
+
+namespace backends {
+
+bool take_size(Spec& spec, const char* key, uint64_t* out, std::string* error) {
+  auto v = spec.take(key);
+  if (!v) return true;
+  auto n = parse_size(*v);
+  if (!n || *n == 0) {
+    *error = std::string("bad ") + key + " '" + *v + "' (expected a size such as 512M or 1G)";
+    return false;
+  }
+  *out = *n;
+  return true;
+}
+
+bool take_block_size(Spec& spec, uint32_t* out, std::string* error) {
+  uint64_t bs = *out;
+  if (!take_size(spec, "block_size", &bs, error)) return false;
+  if (bs < 512 || bs > 65536 || (bs & (bs - 1)) != 0) {
+    *error = "block_size must be a power of two from 512 to 64K";
+    return false;
+  }
+  *out = static_cast<uint32_t>(bs);
+  return true;
+}
+
+bool take_bool(Spec& spec, const char* key, bool* out, std::string* error) {
+  auto v = spec.take(key);
+  if (!v) return true;
+  auto b = parse_bool(v->empty() ? "on" : *v);
+  if (!b) {
+    *error = std::string("bad ") + key + " '" + *v + "' (expected on or off)";
+    return false;
+  }
+  *out = *b;
+  return true;
+}
+
+}  // namespace backends
+}  // namespace vcp
