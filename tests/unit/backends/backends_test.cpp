@@ -1,0 +1,219 @@
+// Every backend behind the one interface: the same requests, the same expectations.
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "backends/block_backend.hpp"
+
+namespace vcp {
+namespace {
+
+struct Done {
+  bool done = false;
+  int status = 1;
+};
+
+void on_done(BlockRequest* r, int status) {
+  auto* d = static_cast<Done*>(r->ctx);
+  EXPECT_FALSE(d->done) << "completed twice";
+  d->done = true;
+  d->status = status;
+}
+
+// Submits one request and waits (bounded) for its completion.
+int run(BackendQueue& q, BlockOp op, uint64_t offset, std::vector<iovec> iov, uint64_t length = 0, bool flag = false) {
+  Done d;
+  BlockRequest r;
+  r.op = op;
+  r.offset = offset;
+  r.iov = iov.data();
+  r.iovcnt = static_cast<uint32_t>(iov.size());
+  r.length = length;
+  if (!length)
+    for (auto& v : iov) r.length += v.iov_len;
+  r.fua = op == BlockOp::write && flag;
+  r.unmap = op == BlockOp::write_zeroes && flag;
+  r.done = on_done;
+  r.ctx = &d;
+  q.submit(&r);
+  q.commit();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!d.done && std::chrono::steady_clock::now() < deadline) {
+    if (q.poll() == 0 && q.wait_fd() >= 0) {
+      pollfd p{q.wait_fd(), POLLIN, 0};
+      ::poll(&p, 1, 10);
+      uint64_t v;
+      (void)!read(q.wait_fd(), &v, sizeof(v));
+    }
+  }
+  EXPECT_TRUE(d.done) << "request never completed";
+  EXPECT_EQ(q.in_flight(), 0u);
+  return d.status;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/vcp-backends-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name, uint64_t size) const {
+    std::string p = path_ + "/" + name;
+    int fd = open(p.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(ftruncate(fd, static_cast<off_t>(size)), 0);
+    close(fd);
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+class DataBackends : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    std::string spec = GetParam();
+    if (spec == "file") spec = "file:path=" + dir_.file("disk.img", 8 << 20);
+    if (spec == "file-direct") spec = "file:path=" + dir_.file("disk.img", 8 << 20) + ",direct=on";
+    std::string err;
+    backend_ = make_backend(spec, &err);
+    ASSERT_TRUE(backend_) << err;
+    auto q = backend_->open_queue(0);
+    ASSERT_TRUE(q.ok());
+    q_ = std::move(q.value());
+  }
+  TempDir dir_;
+  std::unique_ptr<BlockBackend> backend_;
+  std::unique_ptr<BackendQueue> q_;
+};
+
+// Page-aligned buffers, so O_DIRECT takes them.
+std::vector<uint8_t*> aligned_bufs(size_t n, size_t size, std::vector<std::unique_ptr<uint8_t, decltype(&free)>>* keep) {
+  std::vector<uint8_t*> out;
+  for (size_t i = 0; i < n; ++i) {
+    void* p = nullptr;
+    EXPECT_EQ(posix_memalign(&p, 4096, size), 0);
+    keep->emplace_back(static_cast<uint8_t*>(p), &free);
+    out.push_back(static_cast<uint8_t*>(p));
+  }
+  return out;
+}
+
+TEST_P(DataBackends, WriteThenReadScatterGather) {
+  const auto& info = backend_->info();
+  EXPECT_EQ(info.capacity_bytes % info.block_size, 0u);
+  std::vector<std::unique_ptr<uint8_t, decltype(&free)>> keep;
+  auto b = aligned_bufs(4, 8192, &keep);
+  for (int i = 0; i < 8192; ++i) {
+    b[0][i] = static_cast<uint8_t>(i * 7);
+    b[1][i] = static_cast<uint8_t>(i * 13 + 1);
+  }
+  ASSERT_EQ(run(*q_, BlockOp::write, 1 << 20, {{b[0], 8192}, {b[1], 4096}}, 0, /*fua=*/true), 0);
+  std::memset(b[2], 0xee, 8192);
+  std::memset(b[3], 0xee, 8192);
+  ASSERT_EQ(run(*q_, BlockOp::read, 1 << 20, {{b[2], 4096}, {b[3], 8192}}), 0);
+  EXPECT_EQ(std::memcmp(b[2], b[0], 4096), 0);
+  EXPECT_EQ(std::memcmp(b[3], b[0] + 4096, 4096), 0);
+  EXPECT_EQ(std::memcmp(b[3] + 4096, b[1], 4096), 0);
+  EXPECT_EQ(run(*q_, BlockOp::flush, 0, {}), 0);
+}
+
+TEST_P(DataBackends, DiscardAndWriteZeroesReadBackAsZeros) {
+  std::vector<std::unique_ptr<uint8_t, decltype(&free)>> keep;
+  auto b = aligned_bufs(2, 64 << 10, &keep);
+  std::memset(b[0], 0x5a, 64 << 10);
+  ASSERT_EQ(run(*q_, BlockOp::write, 0, {{b[0], 64 << 10}}), 0);
+  ASSERT_EQ(run(*q_, BlockOp::write_zeroes, 4096, {}, 8192), 0);
+  ASSERT_EQ(run(*q_, BlockOp::write_zeroes, 16384, {}, 4096, /*unmap=*/true), 0);
+  ASSERT_EQ(run(*q_, BlockOp::discard, 32768, {}, 32768), 0);
+  ASSERT_EQ(run(*q_, BlockOp::read, 0, {{b[1], 64 << 10}}), 0);
+  for (size_t i = 0; i < (64u << 10); ++i) {
+    bool zero = (i >= 4096 && i < 12288) || (i >= 16384 && i < 20480) || i >= 32768;
+    ASSERT_EQ(b[1][i], zero ? 0 : 0x5a) << "byte " << i;
+  }
+}
+
+TEST_P(DataBackends, GetIdIsLeftToTheDeviceModel) { EXPECT_EQ(run(*q_, BlockOp::get_id, 0, {}), -EOPNOTSUPP); }
+
+INSTANTIATE_TEST_SUITE_P(All, DataBackends, ::testing::Values("ram:size=8M", "file", "file-direct"));
+
+TEST(NullBackend, CompletesAtOnceWithoutTouchingData) {
+  std::string err;
+  auto b = make_backend("null:size=1G", &err);
+  ASSERT_TRUE(b) << err;
+  EXPECT_EQ(b->info().capacity_bytes, 1ull << 30);
+  auto q = b->open_queue(0);
+  ASSERT_TRUE(q.ok());
+  uint8_t buf[512];
+  std::memset(buf, 0x77, sizeof(buf));
+  EXPECT_EQ(run(**q, BlockOp::read, 0, {{buf, sizeof(buf)}}), 0);
+  EXPECT_EQ(buf[0], 0x77);
+}
+
+TEST(FileBackend, ReadOnlyRefusesWrites) {
+  TempDir d;
+  std::string err;
+  auto b = make_backend("file:path=" + d.file("ro.img", 1 << 20) + ",ro=on", &err);
+  ASSERT_TRUE(b) << err;
+  EXPECT_TRUE(b->info().read_only);
+  EXPECT_FALSE(b->info().discard);
+  auto q = b->open_queue(0);
+  ASSERT_TRUE(q.ok());
+  uint8_t buf[4096] = {};
+  EXPECT_EQ(run(**q, BlockOp::read, 0, {{buf, sizeof(buf)}}), 0);
+  EXPECT_LT(run(**q, BlockOp::write, 0, {{buf, sizeof(buf)}}), 0);
+}
+
+TEST(FileBackend, ShortReadIsAnErrorNotSuccess) {
+  TempDir d;
+  std::string path = d.file("shrink.img", 1 << 20);
+  std::string err;
+  auto b = make_backend("file:path=" + path, &err);
+  ASSERT_TRUE(b) << err;
+  auto q = b->open_queue(0);
+  ASSERT_TRUE(q.ok());
+  ASSERT_EQ(truncate(path.c_str(), 4096), 0);  // the file shrinks under the VCP
+  uint8_t buf[8192];
+  EXPECT_EQ(run(**q, BlockOp::read, 0, {{buf, sizeof(buf)}}), -EIO);
+}
+
+TEST(Registry, ClearErrors) {
+  TempDir d;
+  std::string err;
+  EXPECT_FALSE(make_backend("tape:size=1G", &err));
+  EXPECT_NE(err.find("unknown backend kind 'tape'"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("ram:size=1G,colour=blue", &err));
+  EXPECT_NE(err.find("unknown option 'colour'"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("ram:size=lots", &err));
+  EXPECT_NE(err.find("bad size 'lots'"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("ram:size=1G,block_size=1000", &err));
+  EXPECT_NE(err.find("power of two"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("ram:size=100", &err));
+  EXPECT_NE(err.find("smaller than one block"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("file", &err));
+  EXPECT_NE(err.find("path="), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("file:path=/nonexistent/disk.img", &err));
+  EXPECT_NE(err.find("cannot open '/nonexistent/disk.img'"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("file:path=" + d.file("e.img", 0), &err));
+  EXPECT_NE(err.find("smaller than one block"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("file:path=/tmp", &err));
+  EXPECT_NE(err.find("Is a directory"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("file:path=/dev/null", &err));
+  EXPECT_NE(err.find("neither a regular file nor a block device"), std::string::npos) << err;
+  EXPECT_FALSE(make_backend("file:path=" + d.file("f.img", 4096) + ",direct=maybe", &err));
+  EXPECT_NE(err.find("bad direct"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace vcp
