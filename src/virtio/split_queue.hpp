@@ -12,6 +12,10 @@
 //    driver's used_event / avail->idx (the classic lost-wakeup fence, both sides).
 #pragma once
 
+// The legacy helpers of this header are C, not C++; we need only the layout and vring_need_event.
+#ifndef VIRTIO_RING_NO_LEGACY
+#define VIRTIO_RING_NO_LEGACY
+#endif
 #include <linux/virtio_ring.h>
 
 #include <cstdint>
