@@ -111,6 +111,7 @@ fi
   echo "run-guest: FAIL ($test_name, $queues queue(s), ${elapsed}s, QEMU exit status $qemu_rc)"
   [ "$timed_out" = no ] || echo "run-guest: QEMU killed after the ${timeout_s}s timeout"
   echo "run-guest: ${verdict:-no VCPTEST verdict on the console}"
+  [ -s "$log" ] || echo "run-guest: the console is empty: QEMU never started the guest (did the vhost-user handshake with the server stall?)"
   echo "--- last 60 lines of $log:"
   tail -n 60 "$log" | tr -d '\r'
 } >&2
