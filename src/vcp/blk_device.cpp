@@ -1,0 +1,124 @@
+#include "vcp/blk_device.hpp"
+
+#include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/log.hpp"
+
+namespace vcp {
+
+BlkDevice::BlkDevice(std::unique_ptr<BlockBackend> backend, const BlkDeviceOptions& opts)
+    : backend_(std::move(backend)), opts_(opts) {}
+
+std::unique_ptr<BlkDevice> BlkDevice::create(std::unique_ptr<BlockBackend> backend, const BlkDeviceOptions& opts,
+                                             std::string* error) {
+  if (opts.num_queues == 0 || opts.num_queues > 64) {
+    *error = "queues must be 1..64";
+    return nullptr;
+  }
+  if (opts.max_queue_size < 2 || opts.max_queue_size > 32768 || (opts.max_queue_size & (opts.max_queue_size - 1))) {
+    *error = "queue size must be a power of two from 2 to 32768";
+    return nullptr;
+  }
+  std::unique_ptr<BlkDevice> d(new BlkDevice(std::move(backend), opts));
+  const BackendInfo& info = d->backend_->info();
+  d->shared_ = {d->backend_.get(), &info, opts.seg_max};
+
+  uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
+               (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_SIZE_MAX) |
+               (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_TOPOLOGY) |
+               (1ull << VIRTIO_BLK_F_MQ);
+  if (info.read_only) f |= 1ull << VIRTIO_BLK_F_RO;
+  if (info.discard && !info.read_only) f |= 1ull << VIRTIO_BLK_F_DISCARD;
+  if (info.write_zeroes && !info.read_only) f |= 1ull << VIRTIO_BLK_F_WRITE_ZEROES;
+  d->features_ = f;
+
+  virtio::BlkConfigParams p;
+  p.capacity_sectors = info.capacity_bytes >> 9;
+  p.blk_size = info.block_size;
+  p.seg_max = opts.seg_max;
+  p.size_max = opts.size_max;
+  p.num_queues = opts.num_queues;
+  p.opt_io_size_blocks = info.optimal_io_bytes / info.block_size;
+  const uint32_t sectors_cap = 0xffffffffu;
+  auto to_sectors = [&](uint32_t bytes) { return bytes ? bytes >> 9 : sectors_cap; };
+  p.max_discard_sectors = to_sectors(info.max_discard_bytes);
+  p.max_discard_seg = 1;
+  p.discard_sector_alignment = (info.discard_granularity ? info.discard_granularity : info.block_size) >> 9;
+  p.max_write_zeroes_sectors = to_sectors(info.max_write_zeroes_bytes);
+  p.max_write_zeroes_seg = 1;
+  p.write_zeroes_may_unmap = info.discard;
+  d->config_ = virtio::make_blk_config(p);
+
+  for (unsigned i = 0; i < opts.num_queues; ++i) {
+    WorkerOptions w;
+    w.poll_mode = opts.poll_mode;
+    w.spin_us = opts.spin_us;
+    w.cpu = opts.cpus.empty() ? -1 : opts.cpus[i % opts.cpus.size()];
+    w.name = opts.name + "-q" + std::to_string(i);
+    d->workers_.push_back(std::make_unique<QueueWorker>(i, d->shared_, w));
+  }
+  for (auto& w : d->workers_) {
+    int rc = w->wait_ready();
+    if (rc < 0) {
+      *error = "cannot open the backend for a queue: " + errno_str(rc);
+      return nullptr;
+    }
+  }
+  return d;
+}
+
+BlkDevice::~BlkDevice() { workers_.clear(); }
+
+int BlkDevice::read_config(uint32_t offset, std::span<uint8_t> out) {
+  // Frontends ask for the config size their own headers know (QEMU: up to the fields of the
+  // features it supports); fields past ours read as zero, as for a device without them.
+  constexpr size_t kMaxConfig = 256;
+  if (offset > kMaxConfig || out.size() > kMaxConfig - offset) return -EINVAL;
+  std::memset(out.data(), 0, out.size());
+  if (offset < sizeof(config_)) {
+    size_t n = std::min(out.size(), sizeof(config_) - offset);
+    std::memcpy(out.data(), reinterpret_cast<const uint8_t*>(&config_) + offset, n);
+  }
+  return 0;
+}
+
+int BlkDevice::write_config(uint32_t offset, std::span<const uint8_t> data) {
+  // Only the cache mode byte is writable in virtio-blk, and only with CONFIG_WCE, which we do
+  // not offer: the cache mode is the backend's, not the driver's, to choose.
+  (void)offset;
+  (void)data;
+  return -EINVAL;
+}
+
+int BlkDevice::start_queue(const vhost::QueueStart& q) {
+  if (q.index >= workers_.size()) return -EINVAL;
+  return workers_[q.index]->start(q);
+}
+
+uint16_t BlkDevice::stop_queue(unsigned index) {
+  if (index >= workers_.size()) return 0;
+  return workers_[index]->stop();
+}
+
+void BlkDevice::set_call_fd(unsigned index, int call_fd) {
+  if (index < workers_.size()) workers_[index]->set_call_fd(call_fd);
+}
+
+void BlkDevice::pause() {
+  for (auto& w : workers_) w->pause();
+}
+
+void BlkDevice::resume() {
+  for (auto& w : workers_) w->resume();
+}
+
+void BlkDevice::reset() {
+  for (auto& w : workers_) w->stop();
+  acked_ = 0;
+}
+
+}  // namespace vcp

@@ -1,0 +1,66 @@
+// A virtio-blk device served by a VCP: the device model that vhost-user drives.
+//
+// It turns a BlockBackend's capabilities into virtio-blk features and config space, and owns
+// one QueueWorker (thread) per queue. Everything here runs on the control thread except what
+// the workers do.
+#pragma once
+
+#include <linux/virtio_blk.h>
+
+#include <memory>
+#include <vector>
+
+#include "backends/block_backend.hpp"
+#include "vcp/queue_worker.hpp"
+#include "vhost/device.hpp"
+
+namespace vcp {
+
+struct BlkDeviceOptions {
+  uint16_t num_queues = 1;
+  uint16_t max_queue_size = 1024;
+  uint32_t seg_max = 128;              // data segments per request
+  uint32_t size_max = 1u << 20;        // bytes per segment
+  PollMode poll_mode = PollMode::adaptive;
+  uint32_t spin_us = 50;
+  std::vector<int> cpus;               // queue i runs on cpus[i % size]; empty: unpinned
+  std::string name = "vcp";
+};
+
+class BlkDevice final : public vhost::Device {
+ public:
+  // Starts the queue threads; on failure (a backend channel would not open) returns null and
+  // says why in *error.
+  static std::unique_ptr<BlkDevice> create(std::unique_ptr<BlockBackend> backend, const BlkDeviceOptions& opts,
+                                           std::string* error);
+  ~BlkDevice() override;
+
+  uint64_t features() const override { return features_; }
+  void set_features(uint64_t acked) override { acked_ = acked; }
+  uint16_t num_queues() const override { return opts_.num_queues; }
+  uint16_t max_queue_size() const override { return opts_.max_queue_size; }
+  int read_config(uint32_t offset, std::span<uint8_t> out) override;
+  int write_config(uint32_t offset, std::span<const uint8_t> data) override;
+  int start_queue(const vhost::QueueStart& q) override;
+  uint16_t stop_queue(unsigned index) override;
+  void set_call_fd(unsigned index, int call_fd) override;
+  void pause() override;
+  void resume() override;
+  void reset() override;
+
+  const BackendInfo& info() const { return backend_->info(); }
+  const QueueWorker& worker(unsigned i) const { return *workers_[i]; }
+
+ private:
+  BlkDevice(std::unique_ptr<BlockBackend> backend, const BlkDeviceOptions& opts);
+
+  std::unique_ptr<BlockBackend> backend_;
+  BlkDeviceOptions opts_;
+  BlkDeviceShared shared_;
+  virtio_blk_config config_{};
+  uint64_t features_ = 0;
+  uint64_t acked_ = 0;
+  std::vector<std::unique_ptr<QueueWorker>> workers_;
+};
+
+}  // namespace vcp

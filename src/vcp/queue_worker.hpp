@@ -1,0 +1,127 @@
+// One virtqueue served by one thread: the VCP's scheduling domain for that queue.
+//
+// The thread lives as long as the device. The control thread (vhost-user messages) drives it
+// through a small command handshake: start, stop, pause/resume (memory table changes),
+// set_call_fd, shutdown. Between commands the thread owns everything it touches: the ring, the
+// backend channel, the request slots. No locks on the data path: the only shared word it reads
+// per loop iteration is `command_pending_`.
+#pragma once
+
+#include <linux/virtio_blk.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backends/block_backend.hpp"
+#include "base/unique_fd.hpp"
+#include "vcp/poll_mode.hpp"
+#include "vcp/queue_stats.hpp"
+#include "vhost/device.hpp"
+#include "virtio/blk.hpp"
+#include "virtio/split_queue.hpp"
+
+namespace vcp {
+
+struct WorkerOptions {
+  PollMode poll_mode = PollMode::adaptive;
+  uint32_t spin_us = 50;  // adaptive: how long to keep polling after the last piece of work
+  int cpu = -1;           // pin to this CPU; -1: leave placement to the kernel
+  std::string name;       // thread and log name, e.g. "vcp0-q1"
+};
+
+// What every queue of a device shares (read-only while queues run).
+struct BlkDeviceShared {
+  BlockBackend* backend = nullptr;
+  const BackendInfo* info = nullptr;
+  uint32_t max_segments = 0;  // data segments per request we accept (seg_max)
+};
+
+class QueueWorker {
+ public:
+  QueueWorker(unsigned index, const BlkDeviceShared& shared, WorkerOptions opts);
+  ~QueueWorker();
+  QueueWorker(const QueueWorker&) = delete;
+  QueueWorker& operator=(const QueueWorker&) = delete;
+
+  // Waits until the thread has opened its backend channel; -errno if that failed.
+  int wait_ready();
+
+  // Commands, from the control thread; each returns when the worker has carried it out.
+  int start(const vhost::QueueStart& q);
+  uint16_t stop();  // drains; returns last_avail_idx
+  void pause();     // drains; stays off guest memory until resume()
+  void resume();
+  void set_call_fd(int fd);
+
+  const QueueStats& stats() const { return stats_; }
+  bool running() const { return state_.load(std::memory_order_relaxed) == State::running; }
+
+ private:
+  enum class State : uint8_t { idle, running, paused };
+  enum class Cmd : uint8_t { none, start, stop, pause, resume, set_call, shutdown };
+
+  struct Slot {
+    BlockRequest req;
+    QueueWorker* worker = nullptr;
+    uint8_t* status = nullptr;
+    uint32_t written = 0;  // bytes the driver gets back on success, status byte included
+    uint16_t head = 0;
+    bool busy = false;
+    std::unique_ptr<iovec[]> iov;
+  };
+
+  int post(Cmd c, const vhost::QueueStart* q = nullptr, int fd = -1);
+  void thread_main();
+  bool take_command();  // returns false on shutdown
+  void run_command();
+  int do_start();
+  void drain();
+
+  // Data path.
+  int process_available();
+  void handle_chain(virtio::DescriptorChain& chain);
+  void finish(Slot& s, uint8_t status);
+  static void on_backend_done(BlockRequest* req, int status);
+  void publish();
+  void sleep_until_work(int timeout_ms);
+
+  const unsigned index_;
+  const BlkDeviceShared shared_;
+  const WorkerOptions opts_;
+  QueueStats stats_;
+
+  // Command handshake.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<bool> command_pending_{false};
+  Cmd cmd_ = Cmd::none;
+  uint64_t cmd_seq_ = 0, done_seq_ = 0;
+  int cmd_result_ = 0;
+  vhost::QueueStart cmd_queue_{};
+  int cmd_fd_ = -1;
+  int ready_ = 1;  // 1: not yet, 0: ready, <0: failed
+  UniqueFd wake_fd_;  // eventfd that interrupts sleep when a command is posted
+
+  // Owned by the thread.
+  std::atomic<State> state_{State::idle};
+  std::unique_ptr<BackendQueue> bq_;
+  virtio::DeviceQueue dq_;
+  vhost::QueueStart cur_{};
+  int call_fd_ = -1;
+  UniqueFd epoll_fd_;
+  std::vector<Slot> slots_;
+  std::unique_ptr<virtio::Segment[]> segs_;  // scratch for walking a chain
+  uint32_t seg_capacity_ = 0;
+  uint32_t in_flight_ = 0;
+  bool pending_publish_ = false;
+
+  std::thread thread_;
+};
+
+}  // namespace vcp
