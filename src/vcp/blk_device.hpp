@@ -20,7 +20,10 @@ struct BlkDeviceOptions {
   uint16_t num_queues = 1;
   uint16_t max_queue_size = 1024;
   uint32_t seg_max = 128;              // data segments per request
-  uint32_t size_max = 1u << 20;        // bytes per segment
+  // Bytes per segment. Observed with QEMU 7.2's SeaBIOS: with size_max 1 MiB and seg_max 128 it
+  // sends zero-length reads forever (its per-request block count seems to be a 16-bit
+  // size_max * seg_max / 512, here 0); 64 KiB * 128 is a 8 MiB request, plenty.
+  uint32_t size_max = 64u << 10;
   PollMode poll_mode = PollMode::adaptive;
   uint32_t spin_us = 50;
   std::vector<int> cpus;               // queue i runs on cpus[i % size]; empty: unpinned

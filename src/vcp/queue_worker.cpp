@@ -186,6 +186,7 @@ void QueueWorker::run_command() {
         cmd_result_ = cur_.last_avail_idx;
       }
       if (epoll_fd_ && cur_.kick_fd >= 0) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, cur_.kick_fd, nullptr);
+      if (st != State::idle) log_stats("queue stopped");
       cur_.last_avail_idx = static_cast<uint16_t>(cmd_result_);
       state_.store(State::idle, std::memory_order_relaxed);
       break;
@@ -284,8 +285,10 @@ int QueueWorker::process_available() {
     }
     ++n;
     if (r == virtio::DeviceQueue::Pop::bad_chain) {
-      VCP_LOG_ERROR("{}: refused descriptor chain at head {}: {}", opts_.name, chain.head, virtio::to_string(chain.error));
       QueueStats::bump(stats_.bad_requests);
+      if (log_this_refusal())
+        VCP_LOG_ERROR("{}: refused descriptor chain at head {}: {}", opts_.name, chain.head,
+                      virtio::to_string(chain.error));
       dq_.push(chain.head, 0);
       pending_publish_ = true;
       continue;
@@ -297,6 +300,8 @@ int QueueWorker::process_available() {
 
 void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
   QueueStats::bump(stats_.requests);
+  VCP_LOG_DEBUG("{}: chain head {}: {} readable segments ({} bytes), {} writable ({} bytes)", opts_.name, chain.head,
+                chain.num_readable, chain.readable_bytes, chain.num_writable, chain.writable_bytes);
   if (chain.head >= slots_.size() || slots_[chain.head].busy) {
     // A head the driver handed us again while we still hold it: answering would complete it twice.
     VCP_LOG_ERROR("{}: head {} is already in flight; request dropped", opts_.name, chain.head);
@@ -309,8 +314,9 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
   virtio::BlkRequestView v;
   int rc = virtio::parse_blk_request(chain, &v);
   if (rc < 0) {
-    VCP_LOG_ERROR("{}: malformed virtio-blk request at head {}: {}", opts_.name, chain.head, errno_str(rc));
     QueueStats::bump(stats_.bad_requests);
+    if (log_this_refusal())
+      VCP_LOG_ERROR("{}: malformed virtio-blk request at head {}: {}", opts_.name, chain.head, errno_str(rc));
     if (v.status) {
       *v.status = VIRTIO_BLK_S_IOERR;
       dq_.push(chain.head, 1);
@@ -342,11 +348,15 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
     case VIRTIO_BLK_T_OUT: {
       const bool write = v.type == VIRTIO_BLK_T_OUT;
       if (write && info.read_only) return finish(s, VIRTIO_BLK_S_IOERR);
+      if (v.data_len == 0 && v.sector <= (info.capacity_bytes >> 9)) {
+        // No data: nothing to move (SeaBIOS probes with such a read). Done, successfully.
+        s.written = 1;
+        return finish(s, VIRTIO_BLK_S_OK);
+      }
       if (v.num_data > shared_.max_segments || v.data_len == 0 ||
           (info.max_transfer_bytes && v.data_len > info.max_transfer_bytes) ||
           !in_range(v.sector, v.data_len, &req.offset)) {
-        QueueStats::bump(stats_.bad_requests);
-        return finish(s, VIRTIO_BLK_S_IOERR);
+        return refuse(s, v, "outside the device, not whole blocks, empty or too many segments");
       }
       for (uint16_t i = 0; i < v.num_data; ++i) s.iov[i] = {v.data[i].addr, v.data[i].len};
       req.op = write ? BlockOp::write : BlockOp::read;
@@ -392,8 +402,7 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
       uint64_t bytes = uint64_t{range.num_sectors} << 9;
       uint32_t limit = wz ? info.max_write_zeroes_bytes : info.max_discard_bytes;
       if (rc < 0 || count != 1 || bytes == 0 || (limit && bytes > limit) || !in_range(range.sector, bytes, &req.offset)) {
-        QueueStats::bump(stats_.bad_requests);
-        return finish(s, VIRTIO_BLK_S_IOERR);
+        return refuse(s, v, "not one range inside the device and its limits");
       }
       req.op = wz ? BlockOp::write_zeroes : BlockOp::discard;
       req.unmap = wz && (range.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP);
@@ -449,6 +458,30 @@ void QueueWorker::sleep_until_work(int timeout_ms) {
   for (int i = 0; i < n; ++i) drain_eventfd(evs[i].data.fd);
   QueueStats::bump(stats_.wakeups);
   if (opts_.poll_mode != PollMode::never) dq_.set_notification(false);
+}
+
+// A misbehaving driver must not be able to flood the log: the first few, then one in 1000.
+bool QueueWorker::log_this_refusal() const {
+  const uint64_t n = stats_.bad_requests.load(std::memory_order_relaxed);
+  return n <= 16 || n % 1000 == 0;
+}
+
+void QueueWorker::refuse(Slot& s, const virtio::BlkRequestView& v, const char* why) {
+  QueueStats::bump(stats_.bad_requests);
+  const uint64_t n = stats_.bad_requests.load(std::memory_order_relaxed);
+  if (log_this_refusal())
+    VCP_LOG_WARN("{}: {} at sector {} ({} bytes in {} segments) refused: {} [{} refused so far]", opts_.name,
+                 virtio::blk_type_name(v.type), v.sector, v.data_len, v.num_data, why, n);
+  finish(s, VIRTIO_BLK_S_IOERR);
+}
+
+void QueueWorker::log_stats(const char* what) const {
+  auto ld = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+  VCP_LOG_INFO("{}: {}: {} requests, {:.1f} MiB read, {:.1f} MiB written, {} I/O errors, {} unsupported, "
+               "{} refused, {} interrupts sent, {} wake-ups",
+               opts_.name, what, ld(stats_.requests), ld(stats_.bytes_read) / 1048576.0,
+               ld(stats_.bytes_written) / 1048576.0, ld(stats_.io_errors), ld(stats_.unsupported),
+               ld(stats_.bad_requests), ld(stats_.notifications), ld(stats_.wakeups));
 }
 
 std::optional<PollMode> parse_poll_mode(const std::string& s) {

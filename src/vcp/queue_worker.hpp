@@ -87,9 +87,12 @@ class QueueWorker {
   int process_available();
   void handle_chain(virtio::DescriptorChain& chain);
   void finish(Slot& s, uint8_t status);
+  bool log_this_refusal() const;
+  void refuse(Slot& s, const virtio::BlkRequestView& v, const char* why);
   static void on_backend_done(BlockRequest* req, int status);
   void publish();
   void sleep_until_work(int timeout_ms);
+  void log_stats(const char* what) const;
 
   const unsigned index_;
   const BlkDeviceShared shared_;

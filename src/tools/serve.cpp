@@ -1,0 +1,172 @@
+// `vcp serve`: a VCP serving one block device as a vhost-user-blk backend on a unix socket.
+//
+// The control thread (this one) accepts one frontend at a time and feeds its vhost-user
+// messages to the protocol layer; queue threads do the I/O. A frontend that goes away (or
+// misbehaves and is disconnected) leaves the device reset and the socket listening for the
+// next one: a QEMU with reconnect=1 comes back to the same VCP.
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "backends/block_backend.hpp"
+#include "base/cpu.hpp"
+#include "base/log.hpp"
+#include "base/parse.hpp"
+#include "tools/commands.hpp"
+#include "vcp/blk_device.hpp"
+#include "vhost/backend.hpp"
+
+namespace vcp::tools {
+namespace {
+
+struct ServeArgs {
+  std::string socket;
+  std::string backend;
+  uint16_t queues = 1;
+  uint16_t queue_size = 1024;
+  std::string cpus;
+  std::string poll = "adaptive";
+  uint32_t spin_us = 50;
+};
+
+Result<UniqueFd> listen_unix(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) return Err(ENAMETOOLONG);
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Err(errno);
+  // A socket file left by a VCP that died is in the way; anything else at that path is not ours.
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return Err(EEXIST);
+    unlink(path.c_str());
+  }
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return Err(errno);
+  if (listen(fd.get(), 4) != 0) return Err(errno);
+  return fd;
+}
+
+int run_serve(const ServeArgs& a) {
+  std::string error;
+  auto backend = make_backend(a.backend, &error);
+  if (!backend) {
+    std::fprintf(stderr, "vcp serve: bad --backend '%s': %s\n", a.backend.c_str(), error.c_str());
+    return 2;
+  }
+  BlkDeviceOptions opts;
+  opts.num_queues = a.queues;
+  opts.max_queue_size = a.queue_size;
+  opts.spin_us = a.spin_us;
+  auto mode = parse_poll_mode(a.poll);
+  if (!mode) {
+    std::fprintf(stderr, "vcp serve: --poll must be always, adaptive or never\n");
+    return 2;
+  }
+  opts.poll_mode = *mode;
+  if (!a.cpus.empty()) {
+    auto cpus = parse_cpu_list(a.cpus);
+    if (!cpus) {
+      std::fprintf(stderr, "vcp serve: bad --cpu '%s' (expected a list such as 1 or 0-3,6)\n", a.cpus.c_str());
+      return 2;
+    }
+    for (int c : *cpus) {
+      if (c >= online_cpus()) {
+        std::fprintf(stderr, "vcp serve: --cpu %d: this machine has CPUs 0-%d\n", c, online_cpus() - 1);
+        return 2;
+      }
+    }
+    opts.cpus = *cpus;
+  }
+  const std::string desc = backend->info().description;
+  auto device = BlkDevice::create(std::move(backend), opts, &error);
+  if (!device) {
+    std::fprintf(stderr, "vcp serve: %s\n", error.c_str());
+    return 1;
+  }
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
+
+  auto lfd = listen_unix(a.socket);
+  if (!lfd) {
+    std::fprintf(stderr, "vcp serve: cannot listen on %s: %s\n", a.socket.c_str(), errno_str(lfd.error()).c_str());
+    return 1;
+  }
+  VCP_LOG_INFO("serving {} on {} ({} queue{}, poll {})", desc, a.socket, a.queues, a.queues > 1 ? "s" : "",
+               a.poll);
+  std::printf("vcp: ready on %s\n", a.socket.c_str());
+  std::fflush(stdout);
+
+  std::unique_ptr<vhost::VhostUserBackend> conn;
+  int rc = 0;
+  for (;;) {
+    pollfd fds[3] = {{sfd.get(), POLLIN, 0}, {lfd->get(), POLLIN, 0}, {conn ? conn->fd() : -1, POLLIN, 0}};
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      rc = 1;
+      break;
+    }
+    if (fds[0].revents) {
+      VCP_LOG_INFO("signal received; shutting down");
+      break;
+    }
+    if (fds[2].revents) {
+      int r = conn->on_readable();
+      if (r < 0) {
+        if (r == -ECONNRESET)
+          VCP_LOG_INFO("frontend disconnected");
+        else
+          VCP_LOG_ERROR("frontend dropped: {}", errno_str(r));
+        conn.reset();
+        device->reset();
+      }
+    }
+    if (fds[1].revents) {
+      UniqueFd cfd(accept4(lfd->get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!cfd) continue;
+      if (conn) {
+        // One frontend owns the device at a time; a second one is told no by a closed socket.
+        VCP_LOG_WARN("refusing a second frontend while one is connected");
+        continue;
+      }
+      VCP_LOG_INFO("frontend connected");
+      conn = std::make_unique<vhost::VhostUserBackend>(*device, std::move(cfd));
+    }
+  }
+  conn.reset();
+  device->reset();
+  unlink(a.socket.c_str());
+  return rc;
+}
+
+}  // namespace
+
+Runner add_serve(CLI::App& app) {
+  auto args = std::make_shared<ServeArgs>();
+  auto* sub = app.add_subcommand("serve", "Serve a block device as a vhost-user-blk VCP on a unix socket");
+  sub->add_option("--socket", args->socket, "unix socket path to listen on")->required();
+  sub->add_option("--backend", args->backend,
+                  "null:size=SIZE | ram:size=SIZE | file:path=PATH[,direct=on][,ro=on] (block_size=N for all)")
+      ->required();
+  sub->add_option("--queues", args->queues, "number of virtqueues (one thread each)")->check(CLI::Range(1, 64));
+  sub->add_option("--queue-size", args->queue_size, "largest virtqueue size accepted (power of two)");
+  sub->add_option("--cpu", args->cpus, "CPUs for the queue threads, e.g. 1 or 0-1 (queue i on the i-th)");
+  sub->add_option("--poll", args->poll, "always | adaptive | never")->check(CLI::IsMember({"always", "adaptive", "never"}));
+  sub->add_option("--spin-us", args->spin_us, "adaptive polling: microseconds to spin before sleeping");
+  return [args] { return run_serve(*args); };
+}
+
+}  // namespace vcp::tools
