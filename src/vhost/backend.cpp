@@ -80,14 +80,6 @@ int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t*
   return 0;
 }
 
-// The next fetch order number for a queue's inflight region: after every recorded one.
-uint64_t next_inflight_counter(const virtio::InflightQueueSplit* q, uint16_t queue_size) {
-  uint64_t next = 0;
-  for (uint16_t i = 0; i < queue_size; ++i)
-    if (q->desc[i].inflight && q->desc[i].counter >= next) next = q->desc[i].counter + 1;
-  return next;
-}
-
 }  // namespace
 
 VhostUserBackend::VhostUserBackend(Device& device, UniqueFd conn, BackendOptions opts)
@@ -595,13 +587,13 @@ int VhostUserBackend::set_inflight_fd(const InflightMsg& in, int fd) {
   std::vector<virtio::InflightQueue> queues(rings_.size());
   for (uint16_t i = 0; i < in.num_queues; ++i) {
     auto* q = reinterpret_cast<virtio::InflightQueueSplit*>(base + i * per_queue);
-    if (q->version != 0 && q->desc_num != in.queue_size) {
-      VCP_LOG_ERROR("vhost-user: inflight queue {} records {} descriptors, expected {}", i, q->desc_num,
+    // The queue side records desc_num = its ring size; more than the slice holds is corrupt.
+    if (q->version != 0 && q->desc_num > in.queue_size) {
+      VCP_LOG_ERROR("vhost-user: inflight queue {} records {} descriptors in a slice for {}", i, q->desc_num,
                     in.queue_size);
       return -EINVAL;
     }
-    queues[i].region = q;
-    queues[i].counter = next_inflight_counter(q, in.queue_size);
+    queues[i].region = q;  // the queue continues the fetch order from what it finds recorded
   }
   inflight_map_ = std::move(map);
   inflight_ = std::move(queues);
