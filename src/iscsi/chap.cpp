@@ -1,0 +1,199 @@
+#include "iscsi/chap.hpp"
+
+#include <nettle/md5.h>
+#include <sys/random.h>
+
+#include <cerrno>
+
+namespace vcp::iscsi {
+
+std::string_view to_string(ChapError e) {
+  switch (e) {
+    case ChapError::Ok: return "ok";
+    case ChapError::UnsupportedAlgorithm: return "no supported CHAP algorithm (need MD5)";
+    case ChapError::MissingKey: return "CHAP key missing";
+    case ChapError::BadIdentifier: return "CHAP_I invalid";
+    case ChapError::BadChallenge: return "CHAP_C invalid";
+    case ChapError::ChallengeTooShort: return "CHAP challenge too short";
+    case ChapError::ChallengeTooLong: return "CHAP challenge too long";
+    case ChapError::ReflectedChallenge: return "CHAP challenge reflected";
+    case ChapError::BadResponse: return "CHAP_R invalid";
+    case ChapError::WrongName: return "CHAP_N unknown";
+    case ChapError::WrongResponse: return "CHAP response mismatch";
+    case ChapError::BadSecret: return "CHAP secret length out of bounds";
+    case ChapError::SameSecretBothWays: return "mutual CHAP with the same secret both ways";
+    case ChapError::RandomFailure: return "no random bytes for a CHAP challenge";
+    case ChapError::UnexpectedKey: return "unexpected CHAP key";
+  }
+  return "unknown ChapError";
+}
+
+Md5Digest chap_md5_response(uint8_t id, std::string_view secret,
+                            std::span<const uint8_t> challenge) {
+  md5_ctx ctx;
+  md5_init(&ctx);
+  md5_update(&ctx, 1, &id);
+  md5_update(&ctx, secret.size(), reinterpret_cast<const uint8_t*>(secret.data()));
+  md5_update(&ctx, challenge.size(), challenge.data());
+  Md5Digest out;
+  md5_digest(&ctx, out.size(), out.data());
+  return out;
+}
+
+bool system_random(std::span<uint8_t> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+ChapError validate_secret(std::string_view secret) {
+  if (secret.size() < kChapMinSecret || secret.size() > kChapMaxSecret) return ChapError::BadSecret;
+  return ChapError::Ok;
+}
+
+namespace {
+
+// Compares without an early exit, so timing does not tell how many bytes matched.
+bool same_digest(std::span<const uint8_t> a, const Md5Digest& b) {
+  if (a.size() != b.size()) return false;
+  uint8_t diff = 0;
+  for (size_t i = 0; i < b.size(); ++i) diff |= static_cast<uint8_t>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+ChapError parse_identifier(const std::string* v, uint8_t& id) {
+  if (!v) return ChapError::MissingKey;
+  const auto n = parse_number(*v);
+  if (!n || *n > 255) return ChapError::BadIdentifier;
+  id = static_cast<uint8_t>(*n);
+  return ChapError::Ok;
+}
+
+ChapError parse_challenge(const std::string* v, std::vector<uint8_t>& out) {
+  if (!v) return ChapError::MissingKey;
+  auto bin = parse_binary(*v);
+  if (!bin) return ChapError::BadChallenge;
+  if (bin->size() < kChapMinChallenge) return ChapError::ChallengeTooShort;
+  if (bin->size() > kChapMaxChallenge) return ChapError::ChallengeTooLong;
+  out = std::move(*bin);
+  return ChapError::Ok;
+}
+
+// Checks CHAP_N and CHAP_R against the credentials for the challenge we sent.
+ChapError verify(const TextKeys& in, const ChapCredentials& who, uint8_t id,
+                 std::span<const uint8_t> challenge) {
+  const std::string* n = in.find("CHAP_N");
+  const std::string* r = in.find("CHAP_R");
+  if (!n || !r) return ChapError::MissingKey;
+  const auto resp = parse_binary(*r);
+  if (!resp || resp->size() != kMd5Size) return ChapError::BadResponse;
+  // Compute and compare before looking at the name, so a wrong name costs the same time.
+  const bool match = same_digest(*resp, chap_md5_response(id, who.secret, challenge));
+  if (*n != who.name) return ChapError::WrongName;
+  return match ? ChapError::Ok : ChapError::WrongResponse;
+}
+
+ChapError make_challenge(const RandomSource& random, uint8_t& id, std::vector<uint8_t>& c) {
+  std::array<uint8_t, 1 + kChapChallengeLength> bytes;
+  if (!random(bytes)) return ChapError::RandomFailure;
+  id = bytes[0];
+  c.assign(bytes.begin() + 1, bytes.end());
+  return ChapError::Ok;
+}
+
+ChapError check_pair(const ChapCredentials& a, const std::optional<ChapCredentials>& b) {
+  ChapError e = validate_secret(a.secret);
+  if (e != ChapError::Ok) return e;
+  if (b) {
+    if ((e = validate_secret(b->secret)) != ChapError::Ok) return e;
+    if (a.secret == b->secret) return ChapError::SameSecretBothWays;
+  }
+  return ChapError::Ok;
+}
+
+}  // namespace
+
+ChapTarget::ChapTarget(ChapCredentials incoming, std::optional<ChapCredentials> outgoing,
+                       RandomSource random)
+    : incoming_(std::move(incoming)), outgoing_(std::move(outgoing)), random_(std::move(random)) {}
+
+ChapError ChapTarget::check_config() const { return check_pair(incoming_, outgoing_); }
+
+ChapError ChapTarget::on_algorithms(std::string_view chap_a, TextKeys& out) {
+  bool md5 = false;
+  for (std::string_view a : split_list(chap_a)) md5 = md5 || a == kChapMd5;
+  if (!md5) {
+    out.add("CHAP_A", std::string(kReject));
+    return ChapError::UnsupportedAlgorithm;
+  }
+  const ChapError e = make_challenge(random_, id_, challenge_);
+  if (e != ChapError::Ok) return e;
+  out.add("CHAP_A", std::string(kChapMd5));
+  out.add("CHAP_I", std::to_string(id_));
+  out.add("CHAP_C", encode_hex(challenge_));
+  return ChapError::Ok;
+}
+
+ChapError ChapTarget::on_response(const TextKeys& in, TextKeys& out) {
+  if (challenge_.empty()) return ChapError::UnexpectedKey;
+  ChapError e = verify(in, incoming_, id_, challenge_);
+  if (e != ChapError::Ok) return e;
+  const std::string* ci = in.find("CHAP_I");
+  const std::string* cc = in.find("CHAP_C");
+  if (!ci && !cc) return ChapError::Ok;  // one-way
+  mutual_requested_ = true;
+  if (!outgoing_) return ChapError::UnexpectedKey;  // no credentials to prove ourselves with
+  uint8_t id = 0;
+  std::vector<uint8_t> challenge;
+  if ((e = parse_identifier(ci, id)) != ChapError::Ok) return e;
+  if ((e = parse_challenge(cc, challenge)) != ChapError::Ok) return e;
+  if (challenge == challenge_) return ChapError::ReflectedChallenge;
+  out.add("CHAP_N", outgoing_->name);
+  out.add("CHAP_R", encode_hex(chap_md5_response(id, outgoing_->secret, challenge)));
+  return ChapError::Ok;
+}
+
+ChapInitiator::ChapInitiator(ChapCredentials ours, std::optional<ChapCredentials> target,
+                             RandomSource random)
+    : ours_(std::move(ours)), target_(std::move(target)), random_(std::move(random)) {}
+
+ChapError ChapInitiator::check_config() const { return check_pair(ours_, target_); }
+
+void ChapInitiator::start(TextKeys& out) const { out.add("CHAP_A", std::string(kChapMd5)); }
+
+ChapError ChapInitiator::on_challenge(const TextKeys& in, TextKeys& out) {
+  const std::string* a = in.find("CHAP_A");
+  if (!a) return ChapError::MissingKey;
+  if (*a != kChapMd5) return ChapError::UnsupportedAlgorithm;
+  uint8_t id = 0;
+  std::vector<uint8_t> challenge;
+  ChapError e = parse_identifier(in.find("CHAP_I"), id);
+  if (e != ChapError::Ok) return e;
+  if ((e = parse_challenge(in.find("CHAP_C"), challenge)) != ChapError::Ok) return e;
+  out.add("CHAP_N", ours_.name);
+  out.add("CHAP_R", encode_hex(chap_md5_response(id, ours_.secret, challenge)));
+  if (!target_) return ChapError::Ok;
+  // Our challenge must differ from the target's, or the target could answer us with ours.
+  for (int attempt = 0;; ++attempt) {
+    if ((e = make_challenge(random_, id_, challenge_)) != ChapError::Ok) return e;
+    if (challenge_ != challenge) break;
+    if (attempt == 3) return ChapError::RandomFailure;
+  }
+  out.add("CHAP_I", std::to_string(id_));
+  out.add("CHAP_C", encode_hex(challenge_));
+  return ChapError::Ok;
+}
+
+ChapError ChapInitiator::on_target_response(const TextKeys& in) {
+  if (!target_ || challenge_.empty()) return ChapError::UnexpectedKey;
+  return verify(in, *target_, id_, challenge_);
+}
+
+}  // namespace vcp::iscsi

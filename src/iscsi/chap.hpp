@@ -1,0 +1,115 @@
+// CHAP with MD5 for iSCSI login (RFC 7143 §12.1.3, RFC 1994): CHAP_R = MD5(CHAP_I || secret ||
+// CHAP_C). One-way (the target authenticates the initiator) and mutual (then the initiator
+// authenticates the target too, in the same exchange).
+//
+// Rules we enforce: algorithm 5 (MD5) only; challenges of 16..1024 bytes; a challenge that
+// comes back the other way (reflection) fails the login; secrets of at least 12 bytes (96 bits,
+// §12.1.3); mutual CHAP refuses the same secret in both directions.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iscsi/text.hpp"
+
+namespace vcp::iscsi {
+
+constexpr std::string_view kChapMd5 = "5";
+constexpr size_t kChapChallengeLength = 16;  // what we send
+constexpr size_t kChapMinChallenge = 16;     // what we accept
+constexpr size_t kChapMaxChallenge = 1024;
+constexpr size_t kChapMinSecret = 12;
+constexpr size_t kChapMaxSecret = 255;
+constexpr size_t kMd5Size = 16;
+
+struct ChapCredentials {
+  std::string name;
+  std::string secret;
+};
+
+enum class ChapError : uint8_t {
+  Ok,
+  UnsupportedAlgorithm,  // CHAP_A without 5
+  MissingKey,            // CHAP_N / CHAP_R / CHAP_I / CHAP_C absent
+  BadIdentifier,         // CHAP_I not a number 0..255
+  BadChallenge,          // CHAP_C not a binary value
+  ChallengeTooShort,
+  ChallengeTooLong,
+  ReflectedChallenge,    // the peer sent back our own challenge
+  BadResponse,           // CHAP_R not a 16-byte binary value
+  WrongName,             // CHAP_N is not the configured user
+  WrongResponse,         // CHAP_R does not match: wrong secret
+  BadSecret,             // our configured secret is too short/long
+  SameSecretBothWays,    // mutual CHAP with one secret for both directions
+  RandomFailure,         // no random bytes for a challenge
+  UnexpectedKey,         // mutual CHAP keys where none were expected (or the reverse)
+};
+std::string_view to_string(ChapError e);
+
+using Md5Digest = std::array<uint8_t, kMd5Size>;
+Md5Digest chap_md5_response(uint8_t id, std::string_view secret,
+                            std::span<const uint8_t> challenge);
+
+// Fills a buffer with random bytes; false on failure. Tests inject a fixed source.
+using RandomSource = std::function<bool(std::span<uint8_t>)>;
+bool system_random(std::span<uint8_t> out);  // getrandom(2)
+
+ChapError validate_secret(std::string_view secret);
+
+// The target side: challenges the initiator, checks its answer, and for mutual CHAP answers
+// the initiator's challenge.
+class ChapTarget {
+ public:
+  // incoming: the initiator's name and secret we accept; outgoing: ours, for mutual CHAP.
+  ChapTarget(ChapCredentials incoming, std::optional<ChapCredentials> outgoing,
+             RandomSource random = system_random);
+  ChapError check_config() const;
+
+  // The initiator's CHAP_A list: answers CHAP_A=5, CHAP_I, CHAP_C.
+  ChapError on_algorithms(std::string_view chap_a, TextKeys& out);
+  // The initiator's CHAP_N, CHAP_R (and CHAP_I, CHAP_C for mutual): verifies; for mutual
+  // answers CHAP_N and CHAP_R.
+  ChapError on_response(const TextKeys& in, TextKeys& out);
+  bool mutual_requested() const { return mutual_requested_; }
+
+ private:
+  ChapCredentials incoming_;
+  std::optional<ChapCredentials> outgoing_;
+  RandomSource random_;
+  uint8_t id_ = 0;
+  std::vector<uint8_t> challenge_;
+  bool mutual_requested_ = false;
+};
+
+// The initiator side: answers the target's challenge; with target credentials configured it
+// asks for mutual CHAP and checks the target's answer.
+class ChapInitiator {
+ public:
+  // ours: our name and secret; target: the name and secret the target must prove (mutual).
+  ChapInitiator(ChapCredentials ours, std::optional<ChapCredentials> target,
+                RandomSource random = system_random);
+  ChapError check_config() const;
+  bool mutual() const { return target_.has_value(); }
+
+  // CHAP_A=5.
+  void start(TextKeys& out) const;
+  // The target's CHAP_A, CHAP_I, CHAP_C: answers CHAP_N, CHAP_R (and CHAP_I, CHAP_C).
+  ChapError on_challenge(const TextKeys& in, TextKeys& out);
+  // The target's CHAP_N, CHAP_R (mutual only).
+  ChapError on_target_response(const TextKeys& in);
+
+ private:
+  ChapCredentials ours_;
+  std::optional<ChapCredentials> target_;
+  RandomSource random_;
+  uint8_t id_ = 0;
+  std::vector<uint8_t> challenge_;
+};
+
+}  // namespace vcp::iscsi
