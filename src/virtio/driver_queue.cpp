@@ -20,10 +20,14 @@ inline uint16_t load_acquire(const uint16_t* p) {
 inline uint16_t load_relaxed(const uint16_t* p) {
   return std::atomic_ref<uint16_t>(*const_cast<uint16_t*>(p)).load(std::memory_order_relaxed);
 }
-inline void store_release(uint16_t* p, uint16_t v) {
-  std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_release);
-}
 inline void store_relaxed(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_relaxed); }
+// The store-then-load of the notification handshake (publish an index, then read whether the
+// peer wants to hear about it) needs store-load ordering: seq_cst on both accesses gives it (a
+// locked instruction on x86, like the fence the peer uses) and, unlike a fence, TSan models it.
+inline void store_sc(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_seq_cst); }
+inline uint16_t load_sc(const uint16_t* p) {
+  return std::atomic_ref<uint16_t>(*const_cast<uint16_t*>(p)).load(std::memory_order_seq_cst);
+}
 
 }  // namespace
 
@@ -103,15 +107,15 @@ int DriverQueue::add(const DriverBuffer* bufs, uint16_t n, void* token, bool ind
 bool DriverQueue::publish() {
   if (avail_idx_ == published_avail_) return false;
   const uint16_t old = published_avail_;
-  store_release(&avail_->idx, avail_idx_);
+  // seq_cst store then seq_cst loads: our avail->idx is ordered before we read whether the
+  // device wants a kick (pairs with the device's store of avail_event / flags, then its re-check).
+  store_sc(&avail_->idx, avail_idx_);
   published_avail_ = avail_idx_;
-  // Our avail->idx must be visible before we read whether the device wants a kick.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (event_idx_) {
-    const uint16_t ev = load_relaxed(reinterpret_cast<uint16_t*>(&used_->ring[size_]));
+    const uint16_t ev = load_sc(reinterpret_cast<uint16_t*>(&used_->ring[size_]));
     return vring_need_event(ev, avail_idx_, old);
   }
-  return !(load_relaxed(&used_->flags) & VRING_USED_F_NO_NOTIFY);
+  return !(load_sc(&used_->flags) & VRING_USED_F_NO_NOTIFY);
 }
 
 int DriverQueue::get_used(void** token, uint32_t* len) {
@@ -145,13 +149,14 @@ int DriverQueue::get_used(void** token, uint32_t* len) {
 bool DriverQueue::enable_interrupts(bool enable) {
   if (event_idx_) {
     if (!enable) return false;
-    store_relaxed(&avail_->ring[size_], last_used_);
+    store_sc(&avail_->ring[size_], last_used_);
+  } else if (enable) {
+    store_sc(&avail_->flags, 0);
   } else {
-    store_relaxed(&avail_->flags, enable ? 0 : VRING_AVAIL_F_NO_INTERRUPT);
-    if (!enable) return false;
+    store_relaxed(&avail_->flags, VRING_AVAIL_F_NO_INTERRUPT);
+    return false;
   }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  return load_acquire(&used_->idx) != last_used_;
+  return load_sc(&used_->idx) != last_used_;
 }
 
 }  // namespace vcp::virtio

@@ -14,10 +14,14 @@ inline uint16_t load_acquire(const uint16_t* p) {
 inline uint16_t load_relaxed(const uint16_t* p) {
   return std::atomic_ref<uint16_t>(*const_cast<uint16_t*>(p)).load(std::memory_order_relaxed);
 }
-inline void store_release(uint16_t* p, uint16_t v) {
-  std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_release);
-}
 inline void store_relaxed(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_relaxed); }
+// The store-then-load of the notification handshake (publish an index, then read whether the
+// peer wants to hear about it) needs store-load ordering: seq_cst on both accesses gives it (a
+// locked instruction on x86, like the fence the peer uses) and, unlike a fence, TSan models it.
+inline void store_sc(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_seq_cst); }
+inline uint16_t load_sc(const uint16_t* p) {
+  return std::atomic_ref<uint16_t>(*const_cast<uint16_t*>(p)).load(std::memory_order_seq_cst);
+}
 
 // The event fields sit just past each ring (virtio 1.x, 2.7.7 / 2.7.10).
 inline uint16_t* used_event_ptr(const QueueLayout& l) { return &l.avail->ring[l.size]; }
@@ -95,7 +99,7 @@ int DeviceQueue::start(const GuestMemory* mem, const QueueLayout& layout, bool e
 
 bool DeviceQueue::has_available() const {
   if (!started_ || broken_) return false;
-  return load_acquire(&layout_.avail->idx) != last_avail_;
+  return load_sc(&layout_.avail->idx) != last_avail_;
 }
 
 void DeviceQueue::set_notification(bool enable) {
@@ -103,13 +107,14 @@ void DeviceQueue::set_notification(bool enable) {
   if (event_idx_) {
     // Kick me when you put entry last_avail_ in the ring. Disabling needs no write: the driver
     // kicks at most once more, when it passes the old value.
-    if (enable) store_relaxed(avail_event_ptr(layout_), last_avail_);
+    if (enable) store_sc(avail_event_ptr(layout_), last_avail_);
+  } else if (enable) {
+    store_sc(&layout_.used->flags, 0);
   } else {
-    store_relaxed(&layout_.used->flags, enable ? 0 : VRING_USED_F_NO_NOTIFY);
+    store_relaxed(&layout_.used->flags, VRING_USED_F_NO_NOTIFY);
   }
-  // Our store must be visible before we look at avail->idx again (pairs with the driver's fence
-  // between writing avail->idx and reading the flags / avail_event).
-  if (enable) std::atomic_thread_fence(std::memory_order_seq_cst);
+  // When enabling, our store is ordered before the caller's next has_available() (seq_cst both):
+  // pairs with the driver's barrier between writing avail->idx and reading flags / avail_event.
 }
 
 DeviceQueue::Pop DeviceQueue::pop(DescriptorChain* out, Segment* storage, uint32_t capacity) {
@@ -219,7 +224,7 @@ void DeviceQueue::push(uint16_t head, uint32_t written) {
 bool DeviceQueue::publish_used() {
   if (!started_ || used_idx_ == published_used_) return false;
   const uint16_t old = published_used_;
-  store_release(&layout_.used->idx, used_idx_);
+  store_sc(&layout_.used->idx, used_idx_);
   published_used_ = used_idx_;
   if (inflight_) {
     // After the used ring is updated, the heads are no longer in flight (vhost-user spec order).
@@ -230,17 +235,16 @@ bool DeviceQueue::publish_used() {
     }
     r->used_idx = used_idx_;
   }
-  // The used->idx store must be visible before we read what the driver asked for.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // The used->idx store (seq_cst) is ordered before these reads of what the driver asked for.
   if (event_idx_) {
     const uint16_t prev = signalled_used_;
     const bool valid = signalled_valid_;
     signalled_used_ = used_idx_;
     signalled_valid_ = true;
     if (!valid) return true;
-    return vring_need_event(load_relaxed(used_event_ptr(layout_)), used_idx_, prev);
+    return vring_need_event(load_sc(used_event_ptr(layout_)), used_idx_, prev);
   }
-  return !(load_relaxed(&layout_.avail->flags) & VRING_AVAIL_F_NO_INTERRUPT);
+  return !(load_sc(&layout_.avail->flags) & VRING_AVAIL_F_NO_INTERRUPT);
 }
 
 }  // namespace vcp::virtio
