@@ -1,0 +1,394 @@
+// Dispatch, completion, the task list, unit attentions and task management.
+#include "target/scsi/lun.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "target/scsi/cdb.hpp"
+#include "target/scsi/commands.hpp"
+#include "target/scsi/iov.hpp"
+
+namespace vcp::scsi {
+namespace {
+const ItNexus kAnonymousNexus{};
+constexpr uint64_t kNotLive = ~uint64_t{0};
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Unit attention queue (SAM-5 5.14): one entry per condition, oldest first.
+
+void Lun::UnitAttentions::add(Asc a) {
+  for (unsigned i = 0; i < count; ++i)
+    if (pending[i] == a) return;
+  if (count < kMax) pending[count++] = a;
+}
+
+Asc Lun::UnitAttentions::take() {
+  Asc a = pending[0];
+  std::copy(pending + 1, pending + count, pending);
+  --count;
+  return a;
+}
+
+void Lun::UnitAttentions::remove(Asc a) {
+  for (unsigned i = 0; i < count; ++i) {
+    if (pending[i] != a) continue;
+    std::copy(pending + i + 1, pending + count, pending + i);
+    --count;
+    return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Result<std::unique_ptr<Lun>> Lun::open(LunConfig cfg, BlockBackend& backend) {
+  auto q = backend.open_queue(0);
+  if (!q) return Err(q.error());
+  std::unique_ptr<BackendQueue> queue = std::move(*q);
+  auto lun = std::make_unique<Lun>(std::move(cfg), backend, *queue);
+  lun->owned_queue_ = std::move(queue);
+  return lun;
+}
+
+Lun::Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue)
+    : cfg_(std::move(cfg)), backend_(backend), queue_(&queue) {
+  const BackendInfo& info = backend_.info();
+  block_size_ = info.block_size;
+  blocks_ = info.capacity_bytes / info.block_size;
+  read_only_ = cfg_.read_only || info.read_only;
+  thin_ = cfg_.thin_provisioning && (info.write_zeroes || info.discard);
+  lbprz_ = info.write_zeroes;
+  max_io_bytes_ = info.max_transfer_bytes;
+  max_transfer_blocks_ = cfg_.max_transfer_blocks;
+  mode_.wce = info.volatile_cache;
+  if (cfg_.serial.empty()) {
+    char lun_hex[24];
+    std::snprintf(lun_hex, sizeof(lun_hex), "%04llx", static_cast<unsigned long long>(cfg_.lun));
+    cfg_.serial = (info.serial.empty() ? std::string("vcp") : info.serial) + "-" + lun_hex;
+  }
+  if (cfg_.target_port_name.empty() && !cfg_.target_name.empty()) {
+    char port[16];
+    std::snprintf(port, sizeof(port), ",t,0x%04x", cfg_.target_port_group);
+    cfg_.target_port_name = cfg_.target_name + port;
+  }
+  response_.reserve(4096);
+}
+
+Lun::~Lun() {
+  // Requests still in the backend complete into tasks the transport owns: reap them first.
+  while (active_count_ > 0 && queue_->in_flight() > 0) queue_->poll();
+}
+
+int Lun::poll() {
+  int n = queue_->poll();
+  queue_->commit();
+  return n;
+}
+
+void Lun::set_reported_luns(std::vector<uint64_t> luns, bool changed) {
+  reported_luns_ = std::move(luns);
+  if (changed) ua_all(Asc::reported_luns_data_changed, nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// I_T nexuses and their unit attentions.
+
+Lun::NexusState* Lun::find_nexus(const std::string& name, uint64_t isid, uint16_t port) {
+  for (auto& s : nexuses_)
+    if (s.isid == isid && s.target_port == port && s.initiator_name == name) return &s;
+  return nullptr;
+}
+
+Lun::NexusState& Lun::nexus_state(const ItNexus& n) {
+  for (auto& s : nexuses_)
+    if (s.id == n.id && s.id != kNotLive) return s;
+  if (NexusState* s = find_nexus(n.initiator_name, n.isid, n.target_port)) {
+    s->id = n.id;
+    return *s;
+  }
+  // First access through this I_T nexus: it has not seen the power-on yet.
+  NexusState s;
+  s.id = n.id;
+  s.initiator_name = n.initiator_name;
+  s.isid = n.isid;
+  s.target_port = n.target_port;
+  s.ua.add(Asc::power_on_reset);
+  nexuses_.push_back(std::move(s));
+  return nexuses_.back();
+}
+
+void Lun::ua_all(Asc asc, const ItNexus* except) {
+  for (auto& s : nexuses_) {
+    if (except && s.isid == except->isid && s.target_port == except->target_port &&
+        s.initiator_name == except->initiator_name)
+      continue;
+    s.ua.add(asc);
+  }
+}
+
+void Lun::pr_unit_attention(const Registration& who, Asc asc) {
+  NexusState* s = find_nexus(who.initiator_name, who.isid, who.target_port);
+  if (!s) {
+    NexusState fresh;
+    fresh.id = kNotLive;
+    fresh.initiator_name = who.initiator_name;
+    fresh.isid = who.isid;
+    fresh.target_port = who.target_port;
+    nexuses_.push_back(std::move(fresh));
+    s = &nexuses_.back();
+  }
+  s->ua.add(asc);
+}
+
+void Lun::pr_abort_tasks(const Registration& who) {
+  ItNexus n;
+  n.initiator_name = who.initiator_name;
+  n.isid = who.isid;
+  n.target_port = who.target_port;
+  abort_matching(&n, false, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch.
+
+void Lun::link(ScsiTask* t) {
+  t->priv.prev = nullptr;
+  t->priv.next = active_head_;
+  if (active_head_) active_head_->priv.prev = t;
+  active_head_ = t;
+  ++active_count_;
+}
+
+void Lun::unlink(ScsiTask* t) {
+  auto& p = t->priv;
+  if (p.prev) p.prev->priv.next = p.next;
+  else active_head_ = p.next;
+  if (p.next) p.next->priv.prev = p.prev;
+  p.prev = p.next = nullptr;
+  --active_count_;
+}
+
+bool Lun::legacy_conflict(const ScsiTask* t) const {
+  if (!legacy_reserved_) return false;
+  const ItNexus& n = *t->nexus;
+  return !(n.isid == legacy_isid_ && n.target_port == legacy_port_ && n.initiator_name == legacy_name_);
+}
+
+void Lun::execute(ScsiTask* t) {
+  t->status = Status::good;
+  t->sense_len = 0;
+  t->residual_kind = Residual::none;
+  t->residual = 0;
+  t->data_in_len = 0;
+  t->aborted = false;
+  if (!t->nexus) t->nexus = &kAnonymousNexus;
+  auto& p = t->priv;
+  p.lun = this;
+  p.cmd = nullptr;
+  p.lba = p.blocks = p.next_lba = p.bytes_left = p.buffer_off = 0;
+  p.cursor = {};
+  p.tail = 0;
+  p.want = 0;
+  p.io_bytes = 0;
+  p.io_status = 0;
+  p.phase = 0;
+  p.fua = p.writes = p.waiting = p.in_io = p.holds_range = p.in_advance = p.again = false;
+  p.wait_next = nullptr;
+  p.iov_sum = 0;
+  for (uint32_t i = 0; i < t->iovcnt; ++i) p.iov_sum += t->iov[i].iov_len;
+  p.data_len = std::min<uint64_t>(p.iov_sum, t->expected_length);
+  link(t);
+
+  if (active_count_ > cfg_.max_tasks) {
+    finish(t, Outcome{Status::task_set_full, {}});
+    return;
+  }
+  NexusState& ns = nexus_state(*t->nexus);
+  bool opcode_known = false;
+  const CommandInfo* cmd = CommandTable::find(t->cdb, &opcode_known);
+  if (cmd && cmd->needs_thin && !thin_) cmd = nullptr, opcode_known = false;
+  if (!(cmd && cmd->ua_exempt) && ns.ua.has()) {
+    finish_sense(t, sense(SenseKey::unit_attention, ns.ua.take()));
+    return;
+  }
+  if (!cmd) {
+    finish_sense(t, opcode_known ? invalid_cdb_field(1, 4) : illegal(Asc::invalid_opcode));
+    return;
+  }
+  p.cmd = cmd;
+  if (t->cdb_len < cmd->cdb_len) {
+    finish_sense(t, illegal(Asc::invalid_opcode));
+    return;
+  }
+  uint8_t control = t->cdb[cmd->cdb_len - 1];
+  if (control & 0x04) {  // NACA: auto contingent allegiance is not supported
+    finish_sense(t, invalid_cdb_field(cmd->cdb_len - 1, 2));
+    return;
+  }
+  if (control & 0x01) {  // LINK (obsolete)
+    finish_sense(t, invalid_cdb_field(cmd->cdb_len - 1, 0));
+    return;
+  }
+  if (!cmd->legacy_allowed && legacy_conflict(t)) {
+    finish(t, conflict());
+    return;
+  }
+  PrAccess access = cmd->pr;
+  if (cmd->opcode == op::kStartStopUnit && (t->cdb[4] & 0x01) && (t->cdb[4] >> 4) == 0) access = PrAccess::allowed;
+  if (cmd->opcode == op::kPreventAllow && (t->cdb[4] & 0x03) == 0) access = PrAccess::allowed;
+  if (pr_.conflicts(*t->nexus, access)) {
+    finish(t, conflict());
+    return;
+  }
+  (this->*cmd->handler)(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completion.
+
+void Lun::finish(ScsiTask* t, const Outcome& o) {
+  t->status = o.status;
+  if (o.status == Status::check_condition) {
+    o.sense.encode(t->sense);
+    t->sense_len = kFixedSenseLen;
+  }
+  complete(t);
+}
+
+void Lun::complete(ScsiTask* t) {
+  auto& p = t->priv;
+  unlink(t);
+  if (t->aborted) {
+    t->status = Status::task_aborted;
+    t->sense_len = 0;
+  }
+  uint64_t edtl = t->expected_length;
+  if (t->status == Status::good || t->status == Status::condition_met) {
+    if (p.want > edtl) {
+      t->residual_kind = Residual::overflow;
+      t->residual = static_cast<uint32_t>(std::min<uint64_t>(p.want - edtl, UINT32_MAX));
+    } else if (p.want < edtl) {
+      t->residual_kind = Residual::underflow;
+      t->residual = static_cast<uint32_t>(edtl - p.want);
+    }
+  } else {
+    t->data_in_len = 0;
+    if (edtl) {
+      t->residual_kind = Residual::underflow;
+      t->residual = static_cast<uint32_t>(edtl);
+    }
+  }
+  if (p.holds_range) {
+    p.holds_range = false;
+    --caw_active_;
+  }
+  bool wake = p.writes && wait_head_;
+  p.scratch.reset();
+  p.scratch_len = 0;
+  t->done(t);
+  if (wake) release_waiters();
+}
+
+uint64_t Lun::copy_to_iov(ScsiTask* t, uint64_t offset, const uint8_t* src, uint64_t len) {
+  return walk_iov(t->iov, t->iovcnt, offset, len, [src](uint8_t* seg, uint64_t done, uint64_t n) {
+    std::memcpy(seg, src + done, n);
+    return true;
+  });
+}
+
+uint64_t Lun::copy_from_iov(const ScsiTask* t, uint64_t offset, uint8_t* dst, uint64_t len) const {
+  return walk_iov(t->iov, t->iovcnt, offset, len, [dst](uint8_t* seg, uint64_t done, uint64_t n) {
+    std::memcpy(dst + done, seg, n);
+    return true;
+  });
+}
+
+void Lun::finish_data_in(ScsiTask* t, const uint8_t* data, uint64_t len, uint64_t alloc_len) {
+  uint64_t want = std::min(len, alloc_len);
+  uint64_t n = std::min(want, t->priv.data_len);
+  if (t->dir != DataDir::in) n = 0;
+  t->data_in_len = static_cast<uint32_t>(copy_to_iov(t, 0, data, n));
+  t->priv.want = want;
+  finish(t, ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task management.
+
+uint32_t Lun::abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag) {
+  uint32_t count = 0;
+  ScsiTask* parked = nullptr;  // parked tasks complete now, after the walk
+  for (ScsiTask* t = active_head_; t; t = t->priv.next) {
+    if (t->aborted) continue;
+    if (nexus && !t->nexus->same_port_as(*nexus)) continue;
+    if (by_tag && t->tag != tag) continue;
+    t->aborted = true;
+    ++count;
+    if (t->priv.waiting) {
+      ScsiTask** pp = &wait_head_;
+      ScsiTask* prev = nullptr;
+      while (*pp != t) {
+        prev = *pp;
+        pp = &(*pp)->priv.wait_next;
+      }
+      *pp = t->priv.wait_next;
+      if (wait_tail_ == t) wait_tail_ = prev;
+      t->priv.waiting = false;
+      t->priv.wait_next = parked;
+      parked = t;
+    }
+  }
+  while (parked) {
+    ScsiTask* t = parked;
+    parked = t->priv.wait_next;
+    t->priv.wait_next = nullptr;
+    complete(t);
+  }
+  return count;
+}
+
+bool Lun::abort_task(const ItNexus& nexus, uint64_t tag) { return abort_matching(&nexus, true, tag) > 0; }
+
+uint32_t Lun::abort_task_set(const ItNexus& nexus) { return abort_matching(&nexus, false, 0); }
+
+uint32_t Lun::clear_task_set() { return abort_matching(nullptr, false, 0); }
+
+void Lun::reset(ResetKind kind) {
+  abort_matching(nullptr, false, 0);
+  legacy_reserved_ = false;
+  Asc asc = kind == ResetKind::lun_reset ? Asc::bus_device_reset_function : Asc::power_on_reset;
+  for (auto& s : nexuses_) {
+    s.ua.clear();  // a reset outranks every other pending condition
+    s.ua.add(asc);
+  }
+}
+
+void Lun::nexus_lost(const ItNexus& nexus) {
+  abort_matching(&nexus, false, 0);
+  if (legacy_reserved_ && nexus.isid == legacy_isid_ && nexus.target_port == legacy_port_ &&
+      nexus.initiator_name == legacy_name_)
+    legacy_reserved_ = false;
+  for (auto& s : nexuses_)
+    if (s.id == nexus.id) s.id = kNotLive;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void encode_lun(uint64_t lun, uint8_t out[8]) {
+  std::memset(out, 0, 8);
+  if (lun < 256) {
+    out[1] = static_cast<uint8_t>(lun);
+  } else {
+    put_be16(out, static_cast<uint16_t>(0x4000 | (lun & 0x3fff)));
+  }
+}
+
+uint64_t decode_lun(const uint8_t in[8]) {
+  switch (in[0] >> 6) {
+    case 0: return in[1];
+    case 1: return be16(in) & 0x3fff;
+    default: return ~uint64_t{0};
+  }
+}
+
+}  // namespace vcp::scsi

@@ -1,0 +1,89 @@
+// Persistent reservations (SPC-4 5.13): registrations per I_T nexus, one reservation per LU,
+// the access rules per reservation type, and the PERSISTENT RESERVE IN/OUT service actions.
+//
+// Pure state: no I/O, no threads. The Lun calls conflicts() before every command and hands
+// PERSISTENT RESERVE IN/OUT here; side effects on other nexuses (unit attentions, aborted
+// tasks) come back through PrEvents. State is not persisted across restarts (PTPL_C = 0).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "target/scsi/task.hpp"
+
+namespace vcp::scsi {
+
+enum class PrType : uint8_t {
+  none = 0,
+  write_exclusive = 1,
+  exclusive_access = 3,
+  write_exclusive_registrants_only = 5,
+  exclusive_access_registrants_only = 6,
+  write_exclusive_all_registrants = 7,
+  exclusive_access_all_registrants = 8,
+};
+
+// What a command does to the medium, for the conflict rules.
+enum class PrAccess : uint8_t { allowed, read, write };
+
+struct Registration {
+  std::string initiator_name;
+  uint64_t isid = 0;
+  uint16_t target_port = 0;
+  uint64_t key = 0;
+
+  bool is(const ItNexus& n) const {
+    return isid == n.isid && target_port == n.target_port && initiator_name == n.initiator_name;
+  }
+};
+
+class PrEvents {
+ public:
+  virtual ~PrEvents() = default;
+  // Establish a unit attention for the I_T nexus a registration names.
+  virtual void pr_unit_attention(const Registration& who, Asc asc) = 0;
+  // PREEMPT AND ABORT: abort every task from that I_T nexus.
+  virtual void pr_abort_tasks(const Registration& who) = 0;
+};
+
+class PersistentReservations {
+ public:
+  static constexpr size_t kMaxRegistrations = 128;
+
+  bool conflicts(const ItNexus& n, PrAccess access) const;
+  bool registered(const ItNexus& n) const { return find(n) != nullptr; }
+  bool reserved() const { return type_ != PrType::none; }
+  PrType type() const { return type_; }
+  uint32_t generation() const { return generation_; }
+  size_t registrations() const { return regs_.size(); }
+
+  // PERSISTENT RESERVE IN: appends the parameter data for the service action to out.
+  Outcome in(const uint8_t* cdb, std::vector<uint8_t>& out) const;
+  // PERSISTENT RESERVE OUT with its parameter list (param_len bytes received).
+  Outcome out(const ItNexus& n, const uint8_t* cdb, const uint8_t* param, uint32_t param_len, PrEvents& ev);
+
+ private:
+  const Registration* find(const ItNexus& n) const;
+  Registration* find(const ItNexus& n);
+  bool all_registrants() const;
+  bool is_holder(const ItNexus& n) const;
+  bool holder_is(const Registration& r) const;
+  void release(PrEvents& ev, const ItNexus* releaser);
+  Outcome do_register(const ItNexus& n, uint64_t key, uint64_t sa_key, bool ignore_key, PrEvents& ev);
+  Outcome do_reserve(const ItNexus& n, PrType type);
+  Outcome do_release(const ItNexus& n, PrType type, PrEvents& ev);
+  Outcome do_clear(const ItNexus& n, PrEvents& ev);
+  Outcome do_preempt(const ItNexus& n, uint64_t sa_key, PrType type, bool abort, PrEvents& ev);
+  void read_full_status(std::vector<uint8_t>& out) const;
+
+  std::vector<Registration> regs_;
+  PrType type_ = PrType::none;
+  Registration holder_;  // the reserving I_T nexus (unused for the all-registrants types)
+  uint32_t generation_ = 0;
+};
+
+// The iSCSI TransportID of an initiator port (SPC-4 7.6.4.6, format 01b: name,i,0xISID).
+void append_iscsi_transport_id(std::vector<uint8_t>& out, const std::string& name, uint64_t isid);
+
+}  // namespace vcp::scsi
