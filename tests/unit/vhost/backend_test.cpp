@@ -652,9 +652,9 @@ TEST_F(BackendTest, UnknownRequestsAreIgnoredOrAnswered) {
 }
 
 TEST(FrontendChannel, ConnectsToAListeningBackend) {
-  char dir[] = "/tmp/vhost-test-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string path = std::string(dir) + "/sock";
+  const std::string dir = "/tmp/vhost-test-" + std::to_string(getpid());
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  const std::string path = dir + "/sock";
   UniqueFd lfd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -673,9 +673,9 @@ TEST(FrontendChannel, ConnectsToAListeningBackend) {
     ch.reset();
     EXPECT_EQ(loop.join(), -ECONNRESET);
   }
-  EXPECT_FALSE(FrontendChannel::connect(std::string(dir) + "/none").ok());
+  EXPECT_FALSE(FrontendChannel::connect(dir + "/none").ok());
   unlink(path.c_str());
-  rmdir(dir);
+  rmdir(dir.c_str());
 }
 
 }  // namespace
