@@ -13,7 +13,6 @@ namespace {
 constexpr uint8_t kImmediateBit = 0x40;
 constexpr uint8_t kFinalBit = 0x80;
 constexpr uint8_t kContinueBit = 0x40;  // Login and Text: the C bit
-constexpr uint8_t kLoginVersionBits = 0;
 
 // Offsets shared by (almost) every opcode.
 constexpr size_t kOffFlags = 1;
