@@ -134,6 +134,11 @@ if [ -n "$fail" ]; then
   die "$kind/$queues queue(s) on $server: $fail"
 fi
 
+echo "--- the guest's console (test lines):"
+grep -a -E 'VCPTEST|^vda|^queue|^fs:|^discard:|trimmed' "$guest_log" | tr -d '\r'
+echo "--- $server log (last lines):"
+tail -n 12 "$server_log"
+
 if [ "$kind" = file ]; then
   if ! e2fsck -fn "$img" >"$work/e2fsck.out" 2>&1; then
     cat "$work/e2fsck.out" >&2
