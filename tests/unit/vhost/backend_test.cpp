@@ -479,6 +479,32 @@ TEST_F(BackendTest, WrongFdCountsAreRefusedAndClosed) {
   EXPECT_EQ(backend_memory_regions(), 0u);
 }
 
+TEST_F(BackendTest, MoreFdsThanAnyMessageTakesAreRefusedAndClosed) {
+  negotiate();
+  const size_t before = open_fd_count();
+  // Twelve fds on one ADD_MEM_REG: more than a message may carry, so the control data is cut.
+  SingleMemRegion r{0, mem.region(0)};
+  auto m = raw_message(Request::add_mem_reg, &r, sizeof(r), kVersion | kFlagNeedReply);
+  alignas(cmsghdr) uint8_t control[CMSG_SPACE(sizeof(int) * 12)];
+  iovec iov{m.data(), m.size()};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control;
+  mh.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * 12);
+  const int fd = mem.fd.get();
+  for (int i = 0; i < 12; ++i) std::memcpy(CMSG_DATA(c) + i * sizeof(int), &fd, sizeof(int));
+  ASSERT_EQ(sendmsg(fe->fd(), &mh, 0), static_cast<ssize_t>(m.size()));
+  EXPECT_EQ(fe->receive_ack(Request::add_mem_reg), -EBADF);
+  ASSERT_TRUE(alive());
+  EXPECT_EQ(backend_memory_regions(), 0u);
+  EXPECT_EQ(open_fd_count(), before);
+}
+
 TEST_F(BackendTest, QueueIndexOutOfRange) {
   negotiate();
   set_memory(mem);
