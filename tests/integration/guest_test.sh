@@ -9,7 +9,8 @@
 #   SERVER        vcp (default; the binary is $VCP_BIN, default build/vcp, pinned with --cpu 1)
 #                 or qsd (qemu-storage-daemon, the reference peer: file and null only)
 #
-# Environment: VCP_BIN, VCP_GUEST_DIR (initramfs cache), GUEST_TIMEOUT (default 150 s).
+# Environment: VCP_BIN, VCP_SERVE_ARGS (more vcp serve options), VCP_GUEST_DIR (initramfs cache),
+# GUEST_TIMEOUT (default 150 s).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -81,7 +82,9 @@ case $server in
       file) spec="file:path=$img" ;;
       null) spec="null:size=256M" ;;
     esac
-    cmd=("$vcp" serve --socket "$sock" --backend "$spec" --queues "$queues" --cpu 1)
+    # VCP_SERVE_ARGS: more options for vcp serve, e.g. "--poll never" (word-split on purpose).
+    # shellcheck disable=SC2206
+    cmd=("$vcp" serve --socket "$sock" --backend "$spec" --queues "$queues" --cpu 1 ${VCP_SERVE_ARGS:-})
     ;;
   qsd)
     command -v qemu-storage-daemon >/dev/null || die "qemu-storage-daemon is missing (package qemu-system-common)"
