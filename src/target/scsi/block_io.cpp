@@ -464,7 +464,8 @@ void Lun::cmd_write_same(ScsiTask* t) {
   if (read_only_) return finish_sense(t, sense(SenseKey::data_protect, Asc::write_protected));
   p.want = ndob ? 0 : block_size_;
   if (t->dir != DataDir::out) p.data_len = 0;
-  if (!ndob && p.data_len < block_size_) return finish_sense(t, illegal(Asc::parameter_list_length_error));
+  if (!ndob && (t->expected_length != block_size_ || p.data_len < block_size_))  // exactly one block
+    return finish_sense(t, invalid_cdb_field(a.length_field));
 
   uint64_t total = a.blocks * block_size_;
   bool zero = ndob;
@@ -600,7 +601,8 @@ void Lun::cmd_compare_and_write(ScsiTask* t) {
   if (read_only_) return finish_sense(t, sense(SenseKey::data_protect, Asc::write_protected));
   if (n == 0) return finish(t, ok());
   if (t->dir != DataDir::out) p.data_len = 0;
-  if (p.data_len < p.want) return finish_sense(t, invalid_cdb_field(13));
+  // The data-out buffer must hold exactly the verify and the write data.
+  if (t->expected_length != p.want || p.data_len < p.want) return finish_sense(t, invalid_cdb_field(13));
   if (!alloc_scratch(t, uint64_t{n} * block_size_)) return finish(t, Outcome{Status::busy, {}});
   p.lba = p.next_lba = lba;
   p.blocks = n;

@@ -36,7 +36,7 @@ struct LunConfig {
   bool read_only = false;              // on top of a read-only backend
   bool thin_provisioning = true;       // report LBPME and UNMAP when the backend can deallocate
   uint32_t max_transfer_blocks = 0;    // 0: the backend's limit, else none
-  uint32_t max_unmap_blocks = 1u << 22;
+  uint32_t max_unmap_blocks = 1u << 20;  // libiscsi calls more than 1M blocks insane
   uint32_t max_unmap_descriptors = 256;
   uint32_t max_write_same_blocks = 1u << 22;
   uint8_t max_compare_write_blocks = 255;

@@ -11,7 +11,7 @@ namespace {
 
 constexpr uint8_t kCachingPage = 0x08, kControlPage = 0x0a, kInfoExceptionsPage = 0x1c, kAllPages = 0x3f;
 constexpr uint8_t kPageOrder[] = {kCachingPage, kControlPage, kInfoExceptionsPage};
-constexpr uint8_t kPcCurrent = 0, kPcChangeable = 1, kPcDefault = 2, kPcSaved = 3;
+constexpr uint8_t kPcChangeable = 1, kPcDefault = 2, kPcSaved = 3;  // 0: current values
 
 uint8_t page_length(uint8_t code) {
   switch (code) {
@@ -51,7 +51,7 @@ bool Lun::append_mode_page(uint8_t code, uint8_t pc, std::vector<uint8_t>& out) 
   uint8_t len = page_length(code);
   if (!len) return false;
   uint8_t d[32];
-  bool wce = pc == kPcCurrent ? mode_.wce : pc == kPcChangeable ? true : backend_.info().volatile_cache;
+  bool wce = pc == kPcDefault ? backend_.info().volatile_cache : pc == kPcChangeable ? true : mode_.wce;
   fill_page(code, pc == kPcChangeable, wce, d);
   out.insert(out.end(), d, d + len);
   return true;

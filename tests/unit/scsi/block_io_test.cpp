@@ -317,6 +317,14 @@ TEST_F(BlockIoTest, CompareAndWriteChecks) {
   LunHarness small("ram:size=1M", cfg);
   small.clear_ua();
   EXPECT_TRUE(small.out(caw_cdb(0, 2), pattern(2048, 1)).invalid_field(13));
+  // The data-out buffer must be exactly two halves of NUMBER OF LOGICAL BLOCKS.
+  EXPECT_TRUE(h.out(caw_cdb(0, 1), pattern(4 * 512, 1)).invalid_field(13));
+  EXPECT_TRUE(h.out(caw_cdb(0, 3), pattern(4 * 512, 1)).invalid_field(13));
+}
+
+TEST_F(BlockIoTest, WriteSameDataOutMustBeOneBlock) {
+  EXPECT_TRUE(h.out(cdb10(op::kWriteSame10, 0, 1), pattern(1024, 1)).invalid_field(7));
+  EXPECT_TRUE(h.out(cdb16(op::kWriteSame16, 0, 1), pattern(100, 1)).invalid_field(10));
 }
 
 // ---- File backend: asynchronous completions ----

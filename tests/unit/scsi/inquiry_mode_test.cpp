@@ -92,7 +92,7 @@ TEST_F(InfoTest, BlockLimitsAndProvisioning) {
   ASSERT_EQ(b0.data.size(), 64u);
   EXPECT_EQ(b0.data[4] & 1, 1);  // WSNZ
   EXPECT_EQ(b0.data[5], 255);    // MAXIMUM COMPARE AND WRITE LENGTH
-  EXPECT_EQ(be32(&b0.data[20]), 1u << 22);
+  EXPECT_EQ(be32(&b0.data[20]), 1u << 20);
   EXPECT_EQ(be32(&b0.data[24]), 256u);
   EXPECT_EQ(be64(&b0.data[36]), 1u << 22);
   Reply b1 = vpd(0xb1);
