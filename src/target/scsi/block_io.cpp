@@ -441,6 +441,14 @@ bool Lun::step_flush(ScsiTask* t) {
   return true;
 }
 
+// PRE-FETCH (10, 16): there is no cache to load, so GOOD (not CONDITION MET) once the range
+// checks out (SBC-4 5.8).
+void Lun::cmd_prefetch(ScsiTask* t) {
+  RangeArgs a = decode_range(t->cdb);
+  if (!range_ok(a.lba, a.blocks)) return finish_sense(t, illegal(Asc::lba_out_of_range));
+  finish(t, ok());
+}
+
 // ---------------------------------------------------------------------------------------------
 // WRITE SAME (10, 16). Zeros (or NDOB) go to the backend as write-zeroes, deallocating when
 // UNMAP is set; any other pattern is replicated into a scratch buffer and written in pieces.

@@ -162,6 +162,7 @@ class Lun final : private PrEvents {
   void cmd_read_write(ScsiTask* t);
   void cmd_verify(ScsiTask* t);
   void cmd_sync_cache(ScsiTask* t);
+  void cmd_prefetch(ScsiTask* t);
   void cmd_write_same(ScsiTask* t);
   void cmd_unmap(ScsiTask* t);
   void cmd_compare_and_write(ScsiTask* t);

@@ -165,6 +165,15 @@ TEST_F(BlockIoTest, SynchronizeCache) {
   EXPECT_TRUE(h.none(cdb16(op::kSyncCache16, n - 1, 2)).is(SenseKey::illegal_request, Asc::lba_out_of_range));
 }
 
+TEST_F(BlockIoTest, PreFetch) {
+  uint64_t n = h.lun().blocks();
+  EXPECT_TRUE(h.none(cdb10(op::kPreFetch10, 0, 256)).good());
+  EXPECT_TRUE(h.none(cdb10(op::kPreFetch10, static_cast<uint32_t>(n - 1), 1, 0x02)).good());  // IMMED
+  EXPECT_TRUE(h.none(cdb16(op::kPreFetch16, n - 8, 8)).good());
+  EXPECT_TRUE(h.none(cdb16(op::kPreFetch16, n, 1)).is(SenseKey::illegal_request, Asc::lba_out_of_range));
+  EXPECT_TRUE(h.none(cdb10(op::kPreFetch10, static_cast<uint32_t>(n) + 1, 0)).is(SenseKey::illegal_request, Asc::lba_out_of_range));
+}
+
 TEST_F(BlockIoTest, WriteSamePattern) {
   auto block = pattern(512, 21);
   EXPECT_TRUE(h.out(cdb10(op::kWriteSame10, 1000, 5), block).good());

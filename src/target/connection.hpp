@@ -1,0 +1,189 @@
+// One iSCSI connection on the target side as a state machine: bytes from the peer in, bytes to
+// the peer out, SCSI tasks handed to the thread's logical units. No sockets and no threads here
+// (server.cpp owns those), so tests and the fuzzer drive it with in-memory byte streams.
+//
+// One connection per session (MaxConnections=1, ERL 0): the connection *is* the session.
+// Phases: Login (TargetLogin from iscsi/) -> Full Feature Phase (Normal or Discovery) ->
+// closing (after a Logout, a fatal protocol error, a timeout or reinstatement) -> finished (no
+// task left inside a Lun).
+//
+// The rules the PDU intake applies (RFC 7143):
+//  - a PDU that fails to decode is answered with the Reject reject_reason_for() gives; header
+//    digest errors, data digest errors, oversized data segments and sequence errors on Data-Out
+//    (ERL 0 cannot recover them) close the connection after the Reject;
+//  - non-immediate commands outside [ExpCmdSN, MaxCmdSN] are dropped silently; ones ahead of
+//    ExpCmdSN inside the window wait for the gap to fill;
+//  - writes: immediate data, then unsolicited Data-Out up to FirstBurstLength (InitialR2T=No),
+//    then R2Ts of at most MaxBurstLength, MaxOutstandingR2T at a time; every Data-Out must come
+//    in order (DataPDUInOrder=Yes) with the right DataSN, offset and TTT;
+//  - reads: Data-In PDUs of at most the initiator's MaxRecvDataSegmentLength, F at each
+//    MaxBurstLength, GOOD status carried in the last one (S bit); otherwise a SCSI Response;
+//  - a connection that does not finish login in time, or does not answer a NOP-In ping, is
+//    dropped.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "iscsi/login.hpp"
+#include "iscsi/pdu.hpp"
+#include "iscsi/sendtargets.hpp"
+#include "iscsi/seq.hpp"
+#include "target/scsi/lun.hpp"
+#include "target/session_registry.hpp"
+#include "target/settings.hpp"
+
+namespace vcp::target {
+
+// What the connections of one I/O thread share: settings, the session registry, and this
+// thread's logical units (a scsi::Lun lives on one thread).
+struct ThreadContext {
+  struct LunEntry {
+    uint64_t number;
+    scsi::Lun* lun;
+  };
+  const TargetSettings* settings = nullptr;
+  SessionRegistry* sessions = nullptr;
+  std::vector<LunEntry> luns;         // sorted by number
+  std::vector<uint64_t> lun_numbers;  // for REPORT LUNS on LUNs we do not have
+  std::vector<iscsi::SendTargetsRecord> targets;  // what SendTargets reports
+  std::function<void()> wake;         // wakes this thread from another one
+
+  scsi::Lun* find_lun(uint64_t n) const {
+    for (const auto& e : luns)
+      if (e.number == n) return e.lun;
+    return nullptr;
+  }
+};
+
+struct ConnectionStats {
+  uint64_t commands = 0;
+  uint64_t rejects = 0;
+  uint64_t dropped_commands = 0;  // outside the CmdSN window
+};
+
+class TargetConnection {
+ public:
+  TargetConnection(ThreadContext& ctx, uint64_t now_ms);
+  ~TargetConnection();
+  TargetConnection(const TargetConnection&) = delete;
+  TargetConnection& operator=(const TargetConnection&) = delete;
+
+  // ---- Receive: the caller reads straight into rx_space() and reports how much arrived ----
+  std::span<uint8_t> rx_space();
+  void rx_commit(size_t n, uint64_t now_ms);
+  // Convenience for tests and the fuzzer: copies bytes in and processes them.
+  void receive(std::span<const uint8_t> bytes, uint64_t now_ms);
+
+  // ---- Transmit: output() stays valid until output_sent() (more output may queue meanwhile) ----
+  bool has_output() const { return tx_off_ < tx_.size() || !out_.empty(); }
+  std::span<const uint8_t> output();
+  void output_sent(size_t n);
+
+  // Timers (login timeout, NOP-In keepalive) and requests from other threads (reinstatement).
+  void tick(uint64_t now_ms);
+  // The peer went away or the server stops: tasks are aborted, the session ends.
+  void shutdown();
+
+  // No more input is wanted; close once the output is flushed.
+  bool closing() const { return closing_; }
+  // Closing, and no task is still inside a Lun: the object may be destroyed.
+  bool finished() const { return closing_ && tasks_.empty(); }
+  bool full_feature() const { return phase_ == Phase::FullFeature; }
+  bool discovery() const { return params_.session_type == iscsi::SessionType::Discovery; }
+  const iscsi::SessionParams& params() const { return params_; }
+  const ConnectionStats& stats() const { return stats_; }
+  const std::string& close_reason() const { return close_reason_; }
+  uint32_t tasks_in_flight() const { return static_cast<uint32_t>(tasks_.size()); }
+
+ private:
+  enum class Phase : uint8_t { Login, FullFeature };
+  struct Task;
+
+  // intake
+  void process_input();
+  bool handle_pdu(std::span<const uint8_t> pdu);
+  void handle_decode_error(std::span<const uint8_t> pdu, iscsi::PduError err);
+  void handle_login(const iscsi::PduParts& p);
+  void enter_full_feature();
+  bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
+  void replay_held();
+  void on_scsi_command(const iscsi::ScsiCommandPdu& c, const iscsi::PduParts& p);
+  void on_data_out(const iscsi::DataOutPdu& d, std::span<const uint8_t> data, std::span<const uint8_t> pdu);
+  void on_nop_out(const iscsi::NopOutPdu& n, std::span<const uint8_t> data);
+  void on_task_mgmt(const iscsi::TaskMgmtRequestPdu& t);
+  void on_text(const iscsi::TextRequestPdu& t, std::span<const uint8_t> data, std::span<const uint8_t> pdu);
+  void on_logout(const iscsi::LogoutRequestPdu& l);
+
+  // tasks
+  Task* alloc_task();
+  void free_task(Task* t);
+  Task* find_task(uint32_t itt) const;
+  void issue_r2ts(Task* t);
+  void execute(Task* t);
+  static void task_done(scsi::ScsiTask* st);
+  void complete(Task* t);
+  void send_data_in(Task* t, bool with_status);
+  void send_scsi_response(Task* t);
+  void drop_collecting(uint64_t lun, bool all_luns);
+
+  // output
+  void send(const iscsi::Pdu& hdr, std::span<const uint8_t> data = {});
+  void reject(iscsi::RejectReason why, std::span<const uint8_t> pdu);
+  void close(std::string why);
+  uint32_t max_cmd_sn() const;
+
+  ThreadContext& ctx_;
+  Phase phase_ = Phase::Login;
+  bool closing_ = false;
+  bool ended_ = false;  // shutdown() ran
+  std::string close_reason_;
+  uint64_t started_ms_ = 0;
+  uint64_t last_rx_ms_ = 0;
+  uint64_t nop_sent_ms_ = 0;
+  bool nop_outstanding_ = false;
+  uint32_t nop_ttt_ = 0;
+
+  std::unique_ptr<iscsi::TargetLogin> login_;
+  uint16_t tsih_ = 0;
+  iscsi::SessionParams params_;
+  iscsi::Digests digests_{};
+  iscsi::Isid isid_{};
+  uint16_t cid_ = 0;
+  scsi::ItNexus nexus_;
+  std::shared_ptr<SessionRecord> session_;
+
+  iscsi::SequenceCounter stat_sn_;
+  iscsi::TargetCmdWindow window_;
+  uint32_t window_active_ = 0;  // non-immediate SCSI commands not yet completed
+  std::map<uint32_t, std::vector<uint8_t>> held_;  // commands ahead of ExpCmdSN, by CmdSN
+  bool replaying_ = false;
+  uint32_t next_ttt_ = 1;
+
+  // Text continuation (a SendTargets answer longer than one PDU).
+  std::vector<uint8_t> text_in_;
+  std::vector<uint8_t> text_out_;
+  size_t text_out_off_ = 0;
+  uint32_t text_ttt_ = iscsi::kReservedTag;
+
+  std::vector<Task*> tasks_;
+  std::vector<std::unique_ptr<Task>> owned_;  // every task made so far (the owner)
+  std::vector<Task*> free_;                   // not in use; their buffers are kept
+
+  std::vector<uint8_t> rx_;
+  size_t rx_start_ = 0;
+  size_t rx_end_ = 0;
+  std::vector<uint8_t> out_;  // being filled
+  std::vector<uint8_t> tx_;   // handed to output()
+  size_t tx_off_ = 0;
+  ConnectionStats stats_;
+};
+
+}  // namespace vcp::target

@@ -1,0 +1,68 @@
+// What one `vcp target` serves: its name, portal, LUNs, credentials, CPUs and protocol limits.
+// Built from the command line or a TOML file (settings.cpp); read-only once the server starts.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "iscsi/chap.hpp"
+#include "iscsi/negotiation.hpp"
+
+namespace vcp::target {
+
+struct LunSpec {
+  uint32_t number = 0;
+  std::string backend;  // a backend spec: "ram:size=64M", "file:path=...", "null:size=..."
+};
+
+struct TargetSettings {
+  std::string iqn;
+  std::string alias;
+  std::string host = "127.0.0.1";
+  uint16_t port = 3260;
+  uint16_t portal_group_tag = 1;
+  std::vector<LunSpec> luns;
+  // CHAP: the initiator's name and secret we require; for mutual CHAP also ours.
+  std::optional<iscsi::ChapCredentials> chap;
+  std::optional<iscsi::ChapCredentials> mutual_chap;
+  std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
+
+  iscsi::NegotiationLimits limits = default_limits();
+  uint32_t cmd_window = 128;             // commands in flight per session (MaxCmdSN - ExpCmdSN + 1)
+  uint32_t max_transfer_bytes = 16u << 20;  // largest EDTL a command may carry
+  uint32_t login_timeout_ms = 15000;     // a connection must finish login in this time
+  uint32_t nop_interval_ms = 20000;      // idle this long: ping with a NOP-In
+  uint32_t nop_timeout_ms = 20000;       // unanswered ping this long: drop the connection
+
+  static iscsi::NegotiationLimits default_limits() {
+    iscsi::NegotiationLimits l;
+    l.initial_r2t = false;  // accept unsolicited Data-Out when the initiator wants it
+    l.immediate_data = true;
+    l.max_recv_data_segment_length = 262144;
+    l.max_burst_length = 1u << 20;
+    l.first_burst_length = 262144;
+    l.max_outstanding_r2t = 8;
+    return l;
+  }
+};
+
+// Parses "N=SPEC" (a --lun argument).
+std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error);
+// Parses "HOST:PORT" ("[v6]:PORT" for IPv6).
+bool parse_portal(const std::string& arg, std::string* host, uint16_t* port, std::string* error);
+// Reads a CHAP credentials file: one line "NAME SECRET" (blank lines and # comments ignored).
+std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, std::string* error);
+// Loads a TOML file into settings (keys the file has override what is there):
+//   iqn, alias, portal = "HOST:PORT", cpus = "1-2", [[lun]] number/backend,
+//   [chap] name/secret, [mutual_chap] name/secret (or chap_file / mutual_chap_file paths),
+//   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
+//   max_outstanding_r2t, initial_r2t, immediate_data, header_digest / data_digest
+//   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,
+//   nop_timeout_ms.
+bool load_toml(const std::string& path, TargetSettings& s, std::string* error);
+// Final consistency checks (IQN present, at least one LUN, distinct LUN numbers, secrets).
+bool validate(const TargetSettings& s, std::string* error);
+
+}  // namespace vcp::target
