@@ -55,12 +55,15 @@ diagnostics() {
   [ -r /sys/block/vda/inflight ] && echo "vda inflight (reads writes): $(cat /sys/block/vda/inflight)"
   for f in /sys/kernel/debug/block/vda/hctx*/busy /sys/kernel/debug/block/vda/hctx*/dispatch \
            /sys/kernel/debug/block/vda/hctx*/state; do
-    [ -s "$f" ] && { echo "$f:"; cat "$f"; }
+    # debugfs files show size 0: read them to know whether they are empty.
+    c=$(cat "$f" 2>/dev/null) && [ -n "$c" ] && printf '%s:\n%s\n' "$f" "$c"
   done
   grep virtio /proc/interrupts
   echo w >/proc/sysrq-trigger 2>/dev/null
-  echo "--- dmesg (last 60 lines)"
-  dmesg | tail -n 60
+  echo "--- tasks blocked (sysrq w):"
+  dmesg | grep -E 'task:.*state:D' | sed 's/ stack:.*//'
+  echo "--- kernel messages about the disk and its file system:"
+  dmesg | grep -i -E 'vda|virtio|blk_|I/O error|EXT4|jbd2|hung' | tail -n 40
   echo "--- end of diagnostics"
 }
 

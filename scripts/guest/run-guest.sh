@@ -84,8 +84,16 @@ start=$SECONDS
 "${qemu[@]}" </dev/null >"$work/qemu.out" 2>&1 &
 qemu_pid=$!
 timed_out=no
+deadline=$((start + timeout_s))
+# Once the guest has given its verdict it powers off; a guest or QEMU stuck in that (a dead
+# backend, say) gets 10 s, not the whole timeout.
+verdict_deadline=""
 while kill -0 "$qemu_pid" 2>/dev/null; do
-  if [ $((SECONDS - start)) -ge "$timeout_s" ]; then
+  if [ -z "$verdict_deadline" ] && grep -a -q -E 'VCPTEST: (PASS|FAIL)' "$log"; then
+    verdict_deadline=$((SECONDS + 10))
+    [ "$verdict_deadline" -ge "$deadline" ] || deadline=$verdict_deadline
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
     timed_out=yes
     kill -KILL "$qemu_pid" 2>/dev/null || true
     break
@@ -109,10 +117,21 @@ fi
 
 {
   echo "run-guest: FAIL ($test_name, $queues queue(s), ${elapsed}s, QEMU exit status $qemu_rc)"
-  [ "$timed_out" = no ] || echo "run-guest: QEMU killed after the ${timeout_s}s timeout"
+  if [ "$timed_out" = yes ] && [ -n "$verdict_deadline" ]; then
+    echo "run-guest: QEMU did not exit within 10 s of the guest's verdict (stuck powering off?): killed"
+  elif [ "$timed_out" = yes ]; then
+    echo "run-guest: QEMU killed after the ${timeout_s}s timeout"
+  fi
   echo "run-guest: ${verdict:-no VCPTEST verdict on the console}"
   [ -s "$log" ] || echo "run-guest: the console is empty: QEMU never started the guest (did the vhost-user handshake with the server stall?)"
-  echo "--- last 60 lines of $log:"
-  tail -n 60 "$log" | tr -d '\r'
+  if grep -a -q 'VCPTEST: FAIL' "$log"; then
+    # The guest's own report: its steps, then everything from the failure on (diagnostics).
+    echo "--- the guest's steps and its report from $log:"
+    grep -a 'VCPTEST: ' "$log" | grep -a -v 'VCPTEST: FAIL' | tr -d '\r'
+    sed -n '/VCPTEST: FAIL/,$p' "$log" | head -n 250 | tr -d '\r'
+  else
+    echo "--- last 60 lines of $log:"
+    tail -n 60 "$log" | tr -d '\r'
+  fi
 } >&2
 exit 1
