@@ -10,5 +10,6 @@ namespace vcp::tools {
 // Each returns the function that runs the subcommand once parsing has succeeded.
 using Runner = std::function<int()>;
 Runner add_serve(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 }  // namespace vcp::tools

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     runners[app.get_subcommands({})[before]] = std::move(r);
   };
   add(vcp::tools::add_serve);
+  add(vcp::tools::add_bench);
 
   try {
     app.parse(argc, argv);
