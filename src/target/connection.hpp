@@ -115,7 +115,7 @@ class TargetConnection {
   void enter_full_feature();
   bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
   void replay_held();
-  void on_scsi_command(const iscsi::ScsiCommandPdu& c, const iscsi::PduParts& p);
+  void on_scsi_command(const iscsi::ScsiCommandPdu& c, const iscsi::PduParts& p, std::span<const uint8_t> pdu);
   void on_data_out(const iscsi::DataOutPdu& d, std::span<const uint8_t> data, std::span<const uint8_t> pdu);
   void on_nop_out(const iscsi::NopOutPdu& n, std::span<const uint8_t> data);
   void on_task_mgmt(const iscsi::TaskMgmtRequestPdu& t);

@@ -70,7 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     n = std::min(n, size - off);
     DataDir dir = (flags & 3) == 1 ? DataDir::in : (flags & 3) == 2 ? DataDir::out : DataDir::none;
     std::vector<uint8_t> buf(edtl, 0);
-    if (dir == DataDir::out) std::memcpy(buf.data(), data + off, std::min<size_t>(n, edtl));
+    if (dir == DataDir::out && !buf.empty() && n > 0) std::memcpy(buf.data(), data + off, std::min<size_t>(n, edtl));
     off += n;
     iovec iov[2];
     size_t half = (flags & 0x10) ? buf.size() / 3 : buf.size();

@@ -1,0 +1,897 @@
+#include "target/connection.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "iscsi/text.hpp"
+
+namespace vcp::target {
+
+using namespace vcp::iscsi;
+
+namespace {
+
+constexpr size_t kRxSpace = 64 * 1024;  // free room offered to each receive
+
+scsi::TaskAttr to_scsi(TaskAttr a) {
+  switch (a) {
+    case TaskAttr::Ordered: return scsi::TaskAttr::ordered;
+    case TaskAttr::HeadOfQueue: return scsi::TaskAttr::head_of_queue;
+    case TaskAttr::Aca: return scsi::TaskAttr::aca;
+    default: return scsi::TaskAttr::simple;
+  }
+}
+
+uint64_t isid_value(const Isid& i) {
+  uint64_t v = 0;
+  for (uint8_t b : i) v = v << 8 | b;
+  return v;
+}
+
+// Opcodes that carry a CmdSN the window counts.
+bool carries_cmd_sn(uint8_t op) {
+  switch (static_cast<Opcode>(op)) {
+    case Opcode::NopOut:
+    case Opcode::ScsiCommand:
+    case Opcode::TaskMgmtRequest:
+    case Opcode::TextRequest:
+    case Opcode::LogoutRequest: return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+struct TargetConnection::Task {
+  scsi::ScsiTask st;
+  TargetConnection* conn = nullptr;
+  bool in_lun = false;  // handed to a Lun (else still collecting Data-Out)
+  uint32_t itt = 0;
+  uint32_t cmd_sn = 0;
+  uint32_t edtl = 0;
+  Lun lun_field;
+  uint64_t lun = 0;
+  scsi::Lun* lu = nullptr;
+  bool read = false;
+  bool write = false;
+  bool counted = false;  // holds a place in the CmdSN window
+  std::unique_ptr<uint8_t[]> buf;
+  uint32_t cap = 0;
+  iovec iov{};
+  // Write data still to come.
+  bool unsol_open = false;  // unsolicited Data-Out may still arrive
+  uint32_t unsol_next = 0;  // the offset the next unsolicited Data-Out must have
+  uint32_t unsol_limit = 0;
+  uint32_t unsol_data_sn = 0;
+  uint32_t r2t_next = 0;  // first byte not yet solicited
+  uint32_t r2t_sn = 0;
+  struct R2t {
+    uint32_t ttt, offset, length, next, data_sn;
+  };
+  std::vector<R2t> r2ts;  // outstanding
+};
+
+TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
+    : ctx_(ctx), started_ms_(now_ms), last_rx_ms_(now_ms) {
+  const TargetSettings& s = *ctx_.settings;
+  tsih_ = ctx_.sessions->reserve_tsih();
+  TargetLoginConfig cfg;
+  cfg.limits = s.limits;
+  cfg.portal_group_tag = s.portal_group_tag;
+  cfg.tsih = tsih_ ? tsih_ : 1;
+  cfg.first_stat_sn = 1;
+  cfg.cmd_window = s.cmd_window;
+  cfg.lookup = [&s](std::string_view name, std::string_view) {
+    TargetLookup t;
+    if (name == s.iqn) {
+      t.kind = TargetLookup::Kind::Found;
+      t.alias = s.alias;
+      if (s.chap) {
+        t.auth.require_chap = true;
+        t.auth.incoming = s.chap;
+        t.auth.outgoing = s.mutual_chap;
+      }
+    }
+    return t;
+  };
+  login_ = std::make_unique<TargetLogin>(std::move(cfg));
+  rx_.resize(kRxSpace);
+}
+
+TargetConnection::~TargetConnection() {
+  shutdown();
+  if (tsih_) ctx_.sessions->release_tsih(tsih_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Byte stream in
+
+std::span<uint8_t> TargetConnection::rx_space() {
+  if (rx_.size() - rx_end_ < kRxSpace && rx_start_ > 0) {
+    std::memmove(rx_.data(), rx_.data() + rx_start_, rx_end_ - rx_start_);
+    rx_end_ -= rx_start_;
+    rx_start_ = 0;
+  }
+  if (rx_.size() - rx_end_ < kRxSpace) rx_.resize(rx_end_ + kRxSpace);
+  return {rx_.data() + rx_end_, rx_.size() - rx_end_};
+}
+
+void TargetConnection::rx_commit(size_t n, uint64_t now_ms) {
+  rx_end_ += n;
+  if (n) last_rx_ms_ = now_ms;
+  process_input();
+}
+
+void TargetConnection::receive(std::span<const uint8_t> bytes, uint64_t now_ms) {
+  while (!bytes.empty() && !closing_) {
+    auto space = rx_space();
+    size_t n = std::min(space.size(), bytes.size());
+    std::memcpy(space.data(), bytes.data(), n);
+    bytes = bytes.subspan(n);
+    rx_commit(n, now_ms);
+  }
+}
+
+void TargetConnection::process_input() {
+  while (!closing_) {
+    size_t avail = rx_end_ - rx_start_;
+    if (avail < kBhsSize) break;
+    const uint8_t* p = rx_.data() + rx_start_;
+    Bhs bhs;
+    std::memcpy(bhs.bytes.data(), p, kBhsSize);
+    const bool login = phase_ == Phase::Login;
+    const uint32_t limit = login ? kLoginSegmentLength : params_.max_recv_data_segment_length;
+    if (bhs.data_segment_length() > limit) {
+      // Skipping the segment would mean trusting a length we refuse; ERL 0 ends here.
+      if (!login) reject(RejectReason::ProtocolError, {p, kBhsSize});
+      close("data segment of " + std::to_string(bhs.data_segment_length()) + " bytes, limit " +
+            std::to_string(limit));
+      break;
+    }
+    const uint64_t len = pdu_length(bhs, login ? Digests{} : digests_);
+    if (avail < len) break;  // rx_space() grows the buffer for the rest
+    handle_pdu({p, static_cast<size_t>(len)});
+    rx_start_ += len;
+  }
+  if (rx_start_ == rx_end_) rx_start_ = rx_end_ = 0;
+}
+
+bool TargetConnection::handle_pdu(std::span<const uint8_t> pdu) {
+  const bool login = phase_ == Phase::Login;
+  PduParts parts;
+  DecodeOptions opts{Direction::FromInitiator,
+                     login ? kLoginSegmentLength : params_.max_recv_data_segment_length};
+  PduError err = decode_pdu(pdu, login ? Digests{} : digests_, parts, opts);
+  if (err != PduError::Ok) {
+    handle_decode_error(pdu, err);
+    return false;
+  }
+  if (login) {
+    if (const auto* rq = std::get_if<LoginRequestPdu>(&parts.header)) {
+      (void)rq;
+      handle_login(parts);
+    } else {
+      close(std::string("a ") + std::string(to_string(opcode_of(parts.header))) + " PDU during login");
+    }
+    return true;
+  }
+
+  const Pdu& h = parts.header;
+  if (const auto* d = std::get_if<DataOutPdu>(&h)) {
+    on_data_out(*d, parts.data, pdu);
+    return true;
+  }
+  if (const auto* s = std::get_if<SnackPdu>(&h)) {
+    (void)s;
+    reject(RejectReason::SnackReject, pdu);  // ERL 0: nothing to retransmit from
+    return true;
+  }
+  if (std::holds_alternative<LoginRequestPdu>(h)) {
+    reject(RejectReason::ProtocolError, pdu);
+    return true;
+  }
+
+  // The rest carry a CmdSN.
+  uint32_t cmd_sn = 0;
+  bool immediate = false;
+  std::visit(
+      [&](const auto& x) {
+        if constexpr (requires { x.cmd_sn; x.immediate; }) {
+          cmd_sn = x.cmd_sn;
+          immediate = x.immediate;
+        }
+      },
+      h);
+  if (const auto* n = std::get_if<NopOutPdu>(&h); n && n->itt == kReservedTag) {
+    // A ping answer or a one-way ping: immediate by rule, no CmdSN check, no reply.
+    if (nop_outstanding_ && n->ttt == nop_ttt_) nop_outstanding_ = false;
+    return true;
+  }
+  if (!admit(cmd_sn, immediate, pdu)) return false;
+
+  if (discovery() && !std::holds_alternative<TextRequestPdu>(h) &&
+      !std::holds_alternative<LogoutRequestPdu>(h) && !std::holds_alternative<NopOutPdu>(h)) {
+    reject(RejectReason::ProtocolError, pdu);  // a discovery session only does Text and Logout
+  } else if (const auto* c = std::get_if<ScsiCommandPdu>(&h)) {
+    on_scsi_command(*c, parts, pdu);
+  } else if (const auto* n = std::get_if<NopOutPdu>(&h)) {
+    on_nop_out(*n, parts.data);
+  } else if (const auto* t = std::get_if<TaskMgmtRequestPdu>(&h)) {
+    on_task_mgmt(*t);
+  } else if (const auto* x = std::get_if<TextRequestPdu>(&h)) {
+    on_text(*x, parts.data, pdu);
+  } else if (const auto* l = std::get_if<LogoutRequestPdu>(&h)) {
+    on_logout(*l);
+  }
+  if (!replaying_) replay_held();
+  return true;
+}
+
+void TargetConnection::handle_decode_error(std::span<const uint8_t> pdu, PduError err) {
+  ++stats_.rejects;
+  if (phase_ == Phase::Login) {
+    close("malformed login PDU: " + std::string(to_string(err)));
+    return;
+  }
+  if (err == PduError::HeaderDigestMismatch) {
+    // The header (and its lengths) cannot be trusted: no way to find the next PDU (ERL 0).
+    close("header digest error");
+    return;
+  }
+  // A command that fails to decode still used its CmdSN, or the window would stall.
+  const uint8_t op = pdu[0] & 0x3f;
+  const bool imm = (pdu[0] & 0x40) != 0;
+  if (err != PduError::DataDigestMismatch && carries_cmd_sn(op) && !imm && pdu.size() >= kBhsSize &&
+      wire::load_be32(&pdu[24]) == window_.exp_cmd_sn())
+    window_.accept(window_.exp_cmd_sn());
+  if (auto why = reject_reason_for(err)) reject(*why, pdu);
+  if (err == PduError::DataDigestMismatch) close("data digest error");
+}
+
+bool TargetConnection::admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu) {
+  if (immediate) return true;
+  if (cmd_sn == window_.exp_cmd_sn() && serial_le(cmd_sn, max_cmd_sn())) {
+    window_.accept(cmd_sn);
+    return true;
+  }
+  if (window_.in_window(cmd_sn) && serial_le(cmd_sn, max_cmd_sn()) && !replaying_ &&
+      held_.size() < ctx_.settings->cmd_window && !held_.contains(cmd_sn)) {
+    held_.emplace(cmd_sn, std::vector<uint8_t>(pdu.begin(), pdu.end()));
+    return false;
+  }
+  ++stats_.dropped_commands;  // outside the window or a duplicate: ignored (§4.2.2.1)
+  VCP_LOG_DEBUG("target: dropped command CmdSN {} (window {}..{})", cmd_sn, window_.exp_cmd_sn(), max_cmd_sn());
+  return false;
+}
+
+void TargetConnection::replay_held() {
+  replaying_ = true;
+  while (!closing_ && !held_.empty()) {
+    auto it = held_.find(window_.exp_cmd_sn());
+    if (it == held_.end()) break;
+    std::vector<uint8_t> bytes = std::move(it->second);
+    held_.erase(it);
+    handle_pdu(bytes);
+  }
+  replaying_ = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+
+void TargetConnection::handle_login(const PduParts& p) {
+  const auto& rq = std::get<LoginRequestPdu>(p.header);
+  LoginResponseOut out;
+  LoginState st = login_->on_request(rq, p.data, out);
+  auto wire = to_wire(out);
+  out_.insert(out_.end(), wire.begin(), wire.end());
+  if (st == LoginState::Failed) {
+    close("login failed: " + login_->failure());
+  } else if (st == LoginState::FullFeature) {
+    if (tsih_ == 0) {
+      close("no TSIH left");
+      return;
+    }
+    enter_full_feature();
+  }
+}
+
+void TargetConnection::enter_full_feature() {
+  params_ = login_->params();
+  digests_ = params_.digests();
+  isid_ = login_->isid();
+  cid_ = login_->cid();
+  stat_sn_.reset(login_->next_stat_sn());
+  window_.reset(login_->exp_cmd_sn(), ctx_.settings->cmd_window);
+  phase_ = Phase::FullFeature;
+  if (params_.session_type == SessionType::Normal) {
+    nexus_.id = ctx_.sessions->next_nexus_id();
+    nexus_.initiator_name = params_.initiator_name;
+    nexus_.isid = isid_value(isid_);
+    nexus_.target_port = ctx_.settings->portal_group_tag;
+    int reinstated = 0;
+    session_ = ctx_.sessions->add(params_.initiator_name, isid_, params_.target_name, tsih_, nexus_.id,
+                                  ctx_.wake, &reinstated);
+    if (reinstated)
+      VCP_LOG_INFO("target: session of {} reinstated (TSIH {})", params_.initiator_name, tsih_);
+  }
+  login_.reset();
+}
+
+// ---------------------------------------------------------------------------------------------
+// SCSI commands and their data
+
+TargetConnection::Task* TargetConnection::alloc_task() {
+  Task* t;
+  if (!free_.empty()) {
+    t = free_.back();
+    free_.pop_back();
+  } else {
+    owned_.push_back(std::make_unique<Task>());
+    t = owned_.back().get();
+  }
+  t->conn = this;
+  t->in_lun = false;
+  t->counted = false;
+  t->r2ts.clear();
+  t->unsol_open = false;
+  t->unsol_next = t->unsol_limit = t->unsol_data_sn = 0;
+  t->r2t_next = t->r2t_sn = 0;
+  t->st.aborted = false;
+  tasks_.push_back(t);
+  return t;
+}
+
+void TargetConnection::free_task(Task* t) {
+  auto it = std::find(tasks_.begin(), tasks_.end(), t);
+  if (it != tasks_.end()) {
+    *it = tasks_.back();
+    tasks_.pop_back();
+  }
+  if (t->counted) --window_active_;
+  t->counted = false;
+  free_.push_back(t);
+}
+
+TargetConnection::Task* TargetConnection::find_task(uint32_t itt) const {
+  for (Task* t : tasks_)
+    if (t->itt == itt) return t;
+  return nullptr;
+}
+
+void TargetConnection::on_scsi_command(const ScsiCommandPdu& c, const PduParts& p,
+                                       std::span<const uint8_t> pdu) {
+  ++stats_.commands;
+  if (find_task(c.itt)) {
+    reject(RejectReason::TaskInProgress, pdu);
+    return;
+  }
+  AhsInfo ahs;
+  if (!p.ahs.empty() && parse_ahs(p.ahs, ahs) != PduError::Ok) {
+    reject(RejectReason::InvalidPduField, pdu);
+    return;
+  }
+  // Bidirectional commands: no SBC command we serve has them.
+  if ((c.read && c.write) || ahs.bidi_read_expected_length || 16 + ahs.extended_cdb.size() > 32) {
+    reject(RejectReason::CommandNotSupported, pdu);
+    return;
+  }
+  const uint32_t edtl = c.expected_data_transfer_length;
+  const uint32_t imm = c.data_segment_length;
+  if (imm > 0 && (!c.write || !params_.immediate_data || imm > edtl ||
+                  (params_.first_burst_relevant() && imm > params_.first_burst_length))) {
+    reject(RejectReason::ProtocolError, pdu);
+    return;
+  }
+  if (c.write && !c.final && params_.initial_r2t) {
+    reject(RejectReason::ProtocolError, pdu);  // unsolicited Data-Out announced but not allowed
+    return;
+  }
+
+  Task* t = alloc_task();
+  t->itt = c.itt;
+  t->cmd_sn = c.cmd_sn;
+  t->lun_field = c.lun;
+  auto num = c.lun.number();
+  t->lun = num.value_or(~uint64_t{0});
+  t->lu = num ? ctx_.find_lun(*num) : nullptr;
+  t->read = c.read;
+  t->write = c.write;
+  t->counted = !c.immediate;
+  if (t->counted) ++window_active_;
+
+  // An EDTL beyond what we hold in memory: the command fails before any data moves.
+  const bool too_big = edtl > ctx_.settings->max_transfer_bytes;
+  t->edtl = too_big ? 0 : edtl;
+  if (t->cap < t->edtl) {
+    t->buf.reset(new uint8_t[t->edtl]);
+    t->cap = t->edtl;
+  }
+  scsi::ScsiTask& st = t->st;
+  std::memset(st.cdb, 0, sizeof(st.cdb));
+  std::memcpy(st.cdb, c.cdb.data(), 16);
+  if (!ahs.extended_cdb.empty()) std::memcpy(st.cdb + 16, ahs.extended_cdb.data(), ahs.extended_cdb.size());
+  st.cdb_len = static_cast<uint8_t>(16 + ahs.extended_cdb.size());
+  st.lun = t->lun;
+  st.tag = c.itt;
+  st.attr = to_scsi(c.attr);
+  st.nexus = &nexus_;
+  st.dir = c.write ? scsi::DataDir::out : c.read ? scsi::DataDir::in : scsi::DataDir::none;
+  st.expected_length = t->edtl;
+  t->iov = {t->buf.get(), t->edtl};
+  st.iov = t->edtl ? &t->iov : nullptr;
+  st.iovcnt = t->edtl ? 1 : 0;
+  st.done = &TargetConnection::task_done;
+  st.ctx = t;
+
+  if (too_big) {
+    st.status = scsi::Status::check_condition;
+    scsi::invalid_cdb_field(0).encode(st.sense);
+    st.sense_len = scsi::kFixedSenseLen;
+    st.residual_kind = scsi::Residual::underflow;
+    st.residual = edtl;
+    st.data_in_len = 0;  // unsolicited data still on its way is dropped (unknown ITT)
+    complete(t);
+    return;
+  }
+
+  if (c.write) {
+    if (imm) std::memcpy(t->buf.get(), p.data.data(), imm);
+    t->unsol_next = imm;
+    t->r2t_next = imm;
+    if (!c.final) {
+      t->unsol_open = true;
+      t->unsol_limit = std::min(edtl, params_.first_burst_length);
+    }
+    if (t->unsol_open) return;  // R2Ts once the unsolicited burst ends
+    if (t->r2t_next < t->edtl) {
+      issue_r2ts(t);
+      return;
+    }
+  }
+  execute(t);
+}
+
+void TargetConnection::issue_r2ts(Task* t) {
+  while (t->r2t_next < t->edtl && t->r2ts.size() < params_.max_outstanding_r2t) {
+    Task::R2t r;
+    r.ttt = next_ttt_++;
+    if (next_ttt_ == kReservedTag) next_ttt_ = 1;
+    r.offset = t->r2t_next;
+    r.length = std::min(params_.max_burst_length, t->edtl - t->r2t_next);
+    r.next = r.offset;
+    r.data_sn = 0;
+    t->r2t_next += r.length;
+    t->r2ts.push_back(r);
+    R2TPdu pdu;
+    pdu.lun = t->lun_field;
+    pdu.itt = t->itt;
+    pdu.ttt = r.ttt;
+    pdu.stat_sn = stat_sn_.next();
+    pdu.exp_cmd_sn = window_.exp_cmd_sn();
+    pdu.max_cmd_sn = max_cmd_sn();
+    pdu.r2t_sn = t->r2t_sn++;
+    pdu.buffer_offset = r.offset;
+    pdu.desired_data_transfer_length = r.length;
+    send(pdu);
+  }
+}
+
+void TargetConnection::on_data_out(const DataOutPdu& d, std::span<const uint8_t> data,
+                                   std::span<const uint8_t> pdu) {
+  Task* t = find_task(d.itt);
+  if (!t || t->in_lun) {
+    // Data for a task that was aborted, refused or already complete: discarded (§11.7).
+    VCP_LOG_DEBUG("target: Data-Out for unknown ITT {:#x} dropped", d.itt);
+    return;
+  }
+  const uint32_t len = d.data_segment_length;
+  auto protocol_error = [&](const char* why) {
+    reject(RejectReason::ProtocolError, pdu);
+    close(std::string("Data-Out: ") + why);
+  };
+  if (d.ttt == kReservedTag) {
+    if (!t->unsol_open) return protocol_error("unsolicited data not expected");
+    if (d.data_sn != t->unsol_data_sn) return protocol_error("wrong DataSN");
+    if (d.buffer_offset != t->unsol_next) return protocol_error("wrong buffer offset");
+    if (uint64_t{d.buffer_offset} + len > t->unsol_limit) return protocol_error("beyond FirstBurstLength");
+    std::memcpy(t->buf.get() + d.buffer_offset, data.data(), len);
+    ++t->unsol_data_sn;
+    t->unsol_next += len;
+    if (d.final) {
+      t->unsol_open = false;
+      t->r2t_next = t->unsol_next;
+    }
+  } else {
+    auto r = std::find_if(t->r2ts.begin(), t->r2ts.end(), [&](const Task::R2t& x) { return x.ttt == d.ttt; });
+    if (r == t->r2ts.end()) return protocol_error("unknown Target Transfer Tag");
+    if (d.data_sn != r->data_sn) return protocol_error("wrong DataSN");
+    if (d.buffer_offset != r->next) return protocol_error("wrong buffer offset");
+    if (uint64_t{d.buffer_offset} + len > uint64_t{r->offset} + r->length)
+      return protocol_error("more data than the R2T asked for");
+    std::memcpy(t->buf.get() + d.buffer_offset, data.data(), len);
+    ++r->data_sn;
+    r->next += len;
+    if (d.final) {
+      if (r->next != r->offset + r->length) return protocol_error("sequence ended early");
+      t->r2ts.erase(r);
+    }
+  }
+  if (t->unsol_open) return;
+  if (t->r2t_next < t->edtl) issue_r2ts(t);
+  if (t->r2ts.empty() && t->r2t_next >= t->edtl) execute(t);
+}
+
+void TargetConnection::execute(Task* t) {
+  t->in_lun = true;
+  if (t->lu) {
+    t->lu->execute(&t->st);
+  } else {
+    scsi::respond_without_lun(&t->st, ctx_.lun_numbers);
+  }
+}
+
+void TargetConnection::task_done(scsi::ScsiTask* st) {
+  Task* t = static_cast<Task*>(st->ctx);
+  t->conn->complete(t);
+}
+
+void TargetConnection::complete(Task* t) {
+  const bool respond = !t->st.aborted && !closing_;
+  if (t->counted) {
+    --window_active_;  // before the window goes out in the response
+    t->counted = false;
+  }
+  if (respond) {
+    const bool good = t->st.status == scsi::Status::good && t->st.sense_len == 0;
+    if (t->read && t->st.data_in_len > 0) {
+      send_data_in(t, good);
+      if (!good) send_scsi_response(t);
+    } else {
+      send_scsi_response(t);
+    }
+  }
+  free_task(t);
+}
+
+void TargetConnection::send_data_in(Task* t, bool with_status) {
+  const scsi::ScsiTask& st = t->st;
+  const uint32_t total = std::min(st.data_in_len, t->edtl);
+  const uint32_t seg = std::max<uint32_t>(512, params_.max_send_data_segment_length);
+  const uint32_t burst = std::max<uint32_t>(seg, params_.max_burst_length);
+  uint32_t off = 0, data_sn = 0, in_burst = 0;
+  while (off < total) {
+    uint32_t n = std::min({seg, total - off, burst - in_burst});
+    DataInPdu d;
+    d.lun = t->lun_field;
+    d.itt = t->itt;
+    d.ttt = kReservedTag;
+    d.data_sn = data_sn++;
+    d.buffer_offset = off;
+    d.data_segment_length = n;
+    off += n;
+    in_burst += n;
+    const bool last = off == total;
+    d.final = last || in_burst == burst;
+    if (in_burst == burst) in_burst = 0;
+    if (last && with_status) {
+      d.has_status = true;
+      d.status = static_cast<uint8_t>(st.status);
+      d.stat_sn = stat_sn_.take();
+      d.overflow = st.residual_kind == scsi::Residual::overflow;
+      d.underflow = st.residual_kind == scsi::Residual::underflow;
+      d.residual_count = st.residual_kind == scsi::Residual::none ? 0 : st.residual;
+    }
+    d.exp_cmd_sn = window_.exp_cmd_sn();
+    d.max_cmd_sn = max_cmd_sn();
+    send(d, {t->buf.get() + d.buffer_offset, n});
+  }
+}
+
+void TargetConnection::send_scsi_response(Task* t) {
+  const scsi::ScsiTask& st = t->st;
+  ScsiResponsePdu r;
+  r.response = ScsiResponseCode::CommandCompleted;
+  r.status = static_cast<uint8_t>(st.status);
+  r.itt = t->itt;
+  r.stat_sn = stat_sn_.take();
+  r.exp_cmd_sn = window_.exp_cmd_sn();
+  r.max_cmd_sn = max_cmd_sn();
+  r.overflow = st.residual_kind == scsi::Residual::overflow;
+  r.underflow = st.residual_kind == scsi::Residual::underflow;
+  r.residual_count = st.residual_kind == scsi::Residual::none ? 0 : st.residual;
+  uint8_t sense[2 + scsi::kFixedSenseLen];
+  size_t n = 0;
+  if (st.sense_len) {
+    sense[0] = 0;
+    sense[1] = st.sense_len;
+    std::memcpy(sense + 2, st.sense, st.sense_len);
+    n = 2 + st.sense_len;
+  }
+  r.data_segment_length = static_cast<uint32_t>(n);
+  send(r, {sense, n});
+}
+
+// ---------------------------------------------------------------------------------------------
+// NOP, task management, text, logout
+
+void TargetConnection::on_nop_out(const NopOutPdu& n, std::span<const uint8_t> data) {
+  NopInPdu r;
+  r.lun = n.lun;
+  r.itt = n.itt;
+  r.ttt = kReservedTag;
+  r.stat_sn = stat_sn_.take();
+  r.exp_cmd_sn = window_.exp_cmd_sn();
+  r.max_cmd_sn = max_cmd_sn();
+  auto echo = data.first(std::min<size_t>(data.size(), params_.max_send_data_segment_length));
+  r.data_segment_length = static_cast<uint32_t>(echo.size());
+  send(r, echo);
+}
+
+void TargetConnection::drop_collecting(uint64_t lun, bool all_luns) {
+  for (size_t i = 0; i < tasks_.size();) {
+    Task* t = tasks_[i];
+    if (!t->in_lun && (all_luns || t->lun == lun)) {
+      free_task(t);  // swaps the last task into slot i
+    } else {
+      ++i;
+    }
+  }
+}
+
+void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
+  TaskMgmtResponsePdu r;
+  r.itt = rq.itt;
+  r.response = TmfResponse::Complete;
+  const auto num = rq.lun.number();
+  scsi::Lun* lu = num ? ctx_.find_lun(*num) : nullptr;
+  const bool lun_scoped = rq.function == TmfFunction::AbortTask || rq.function == TmfFunction::AbortTaskSet ||
+                          rq.function == TmfFunction::ClearTaskSet || rq.function == TmfFunction::ClearAca ||
+                          rq.function == TmfFunction::LogicalUnitReset;
+  if (discovery()) {
+    r.response = TmfResponse::Rejected;
+  } else if (lun_scoped && !lu) {
+    r.response = TmfResponse::LunDoesNotExist;
+  } else {
+    switch (rq.function) {
+      case TmfFunction::AbortTask: {
+        Task* t = find_task(rq.referenced_task_tag);
+        if (t && t->lun == *num) {
+          if (t->in_lun) {
+            t->lu->abort_task(nexus_, t->itt);  // completes it (aborted: no response)
+          } else {
+            free_task(t);
+          }
+        } else if (!(serial_ge(rq.ref_cmd_sn, window_.exp_cmd_sn()) && serial_lt(rq.ref_cmd_sn, rq.cmd_sn))) {
+          // Not here and not a command still to come: §11.5.1 c).
+          r.response = TmfResponse::TaskDoesNotExist;
+        }
+        break;
+      }
+      case TmfFunction::AbortTaskSet:
+        drop_collecting(*num, false);
+        lu->abort_task_set(nexus_);
+        break;
+      case TmfFunction::ClearTaskSet:
+        drop_collecting(*num, false);
+        lu->clear_task_set();
+        break;
+      case TmfFunction::LogicalUnitReset:
+        drop_collecting(*num, false);
+        lu->reset(scsi::ResetKind::lun_reset);
+        break;
+      case TmfFunction::TargetWarmReset:
+      case TmfFunction::TargetColdReset:
+        drop_collecting(0, true);
+        for (auto& e : ctx_.luns) e.lun->reset(scsi::ResetKind::target_reset);
+        break;
+      case TmfFunction::ClearAca:
+        r.response = TmfResponse::NotSupported;
+        break;
+      case TmfFunction::TaskReassign:
+        r.response = TmfResponse::ReassignmentNotSupported;  // ERL 0
+        break;
+    }
+  }
+  r.stat_sn = stat_sn_.take();
+  r.exp_cmd_sn = window_.exp_cmd_sn();
+  r.max_cmd_sn = max_cmd_sn();
+  send(r);
+  // A cold reset ends every connection to the target (SAM-5); we end ours.
+  if (rq.function == TmfFunction::TargetColdReset && r.response == TmfResponse::Complete)
+    close("target cold reset");
+}
+
+void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t> data,
+                               std::span<const uint8_t> pdu) {
+  auto respond = [&](bool final, uint32_t ttt, std::span<const uint8_t> chunk) {
+    TextResponsePdu r;
+    r.final = final;
+    r.cont = !final;
+    r.lun = rq.lun;
+    r.itt = rq.itt;
+    r.ttt = ttt;
+    r.stat_sn = stat_sn_.take();
+    r.exp_cmd_sn = window_.exp_cmd_sn();
+    r.max_cmd_sn = max_cmd_sn();
+    r.data_segment_length = static_cast<uint32_t>(chunk.size());
+    send(r, chunk);
+  };
+  auto send_chunk = [&]() {
+    size_t room = std::max<uint32_t>(512, params_.max_send_data_segment_length);
+    size_t n = std::min(room, text_out_.size() - text_out_off_);
+    std::span<const uint8_t> chunk{text_out_.data() + text_out_off_, n};
+    text_out_off_ += n;
+    const bool last = text_out_off_ == text_out_.size();
+    if (!last && text_ttt_ == kReservedTag) {
+      text_ttt_ = next_ttt_++;
+      if (next_ttt_ == kReservedTag) next_ttt_ = 1;
+    }
+    respond(last, last ? kReservedTag : text_ttt_, chunk);
+    if (last) {
+      text_out_.clear();
+      text_out_off_ = 0;
+      text_ttt_ = kReservedTag;
+    }
+  };
+
+  if (rq.ttt != kReservedTag) {
+    // The initiator asks for the next piece of a long answer.
+    if (rq.ttt != text_ttt_ || text_out_off_ >= text_out_.size()) {
+      reject(RejectReason::InvalidPduField, pdu);
+      return;
+    }
+    send_chunk();
+    return;
+  }
+  text_out_.clear();
+  text_out_off_ = 0;
+  text_ttt_ = kReservedTag;
+  if (text_in_.size() + data.size() > kMaxLoginText) {
+    text_in_.clear();
+    reject(RejectReason::ProtocolError, pdu);
+    return;
+  }
+  text_in_.insert(text_in_.end(), data.begin(), data.end());
+  if (rq.cont) {
+    respond(false, kReservedTag, {});  // more of the request to come: an empty answer (§11.10.2)
+    return;
+  }
+  TextKeys in, out;
+  TextError terr = parse_text(text_in_, in);
+  text_in_.clear();
+  if (terr != TextError::Ok) {
+    reject(RejectReason::ProtocolError, pdu);
+    return;
+  }
+  for (const auto& kv : in.pairs()) {
+    if (kv.key == "SendTargets") {
+      build_send_targets(kv.value, params_.session_type, params_.target_name, ctx_.targets, out);
+    } else if (find_key(kv.key)) {
+      out.add(kv.key, std::string(kReject));  // no renegotiation in Full Feature Phase
+    } else {
+      out.add(kv.key, std::string(kNotUnderstood));
+    }
+  }
+  encode_text(out, text_out_);
+  send_chunk();
+}
+
+void TargetConnection::on_logout(const LogoutRequestPdu& rq) {
+  LogoutResponsePdu r;
+  r.itt = rq.itt;
+  if (rq.reason == LogoutReason::RemoveForRecovery) {
+    r.response = LogoutResponseCode::RecoveryNotSupported;
+  } else if (rq.reason == LogoutReason::CloseConnection && rq.cid != cid_) {
+    r.response = LogoutResponseCode::CidNotFound;
+  }
+  r.stat_sn = stat_sn_.take();
+  r.exp_cmd_sn = window_.exp_cmd_sn();
+  r.max_cmd_sn = max_cmd_sn();
+  r.time2wait = 0;
+  r.time2retain = 0;
+  send(r);
+  if (r.response == LogoutResponseCode::Success) close("logout");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output, timers, the end
+
+uint32_t TargetConnection::max_cmd_sn() const {
+  // Grows as commands complete, never shrinks: ExpCmdSN moves with each command received while
+  // the room shrinks by one for it.
+  const uint32_t depth = ctx_.settings->cmd_window;
+  const uint32_t room = window_active_ >= depth ? 0 : depth - window_active_;
+  return window_.exp_cmd_sn() + room - 1;
+}
+
+void TargetConnection::send(const Pdu& hdr, std::span<const uint8_t> data) {
+  const Digests d = phase_ == Phase::FullFeature ? digests_ : Digests{};
+  const size_t len = pdu_length(total_ahs_length_of(hdr), data_segment_length_of(hdr), d);
+  const size_t at = out_.size();
+  out_.resize(at + len);
+  size_t n = encode_pdu(hdr, {}, data, d, {out_.data() + at, len});
+  out_.resize(at + n);
+}
+
+void TargetConnection::reject(RejectReason why, std::span<const uint8_t> pdu) {
+  ++stats_.rejects;
+  RejectPdu r;
+  r.reason = why;
+  r.stat_sn = stat_sn_.take();
+  r.exp_cmd_sn = window_.exp_cmd_sn();
+  r.max_cmd_sn = max_cmd_sn();
+  uint8_t bhs[kBhsSize] = {};
+  if (pdu.size() >= kBhsSize) std::memcpy(bhs, pdu.data(), kBhsSize);
+  r.data_segment_length = kBhsSize;
+  send(r, {bhs, kBhsSize});
+}
+
+void TargetConnection::close(std::string why) {
+  if (closing_) return;
+  closing_ = true;
+  close_reason_ = std::move(why);
+  VCP_LOG_DEBUG("target: closing connection: {}", close_reason_);
+  shutdown();
+}
+
+void TargetConnection::tick(uint64_t now_ms) {
+  if (closing_) return;
+  const TargetSettings& s = *ctx_.settings;
+  if (session_ && session_->close_requested.load(std::memory_order_acquire)) {
+    close("session reinstated by a new login");
+    return;
+  }
+  if (phase_ == Phase::Login) {
+    if (now_ms - started_ms_ > s.login_timeout_ms) close("login timed out");
+    return;
+  }
+  if (nop_outstanding_) {
+    if (last_rx_ms_ <= nop_sent_ms_ && now_ms - nop_sent_ms_ > s.nop_timeout_ms) close("NOP-In ping unanswered");
+    else if (last_rx_ms_ > nop_sent_ms_) nop_outstanding_ = false;  // the peer is alive
+    return;
+  }
+  if (now_ms - last_rx_ms_ > s.nop_interval_ms) {
+    NopInPdu p;
+    p.itt = kReservedTag;
+    nop_ttt_ = next_ttt_++;
+    if (next_ttt_ == kReservedTag) next_ttt_ = 1;
+    p.ttt = nop_ttt_;
+    p.stat_sn = stat_sn_.next();  // not advanced by a ping (§11.19)
+    p.exp_cmd_sn = window_.exp_cmd_sn();
+    p.max_cmd_sn = max_cmd_sn();
+    send(p);
+    nop_outstanding_ = true;
+    nop_sent_ms_ = now_ms;
+  }
+}
+
+void TargetConnection::shutdown() {
+  closing_ = true;
+  if (ended_) return;
+  ended_ = true;
+  held_.clear();
+  drop_collecting(0, true);
+  if (session_) {
+    ctx_.sessions->remove(session_.get());
+    session_.reset();
+  }
+  if (phase_ == Phase::FullFeature && nexus_.id) {
+    // Tasks inside the Luns are aborted; they come back through task_done (no response).
+    for (auto& e : ctx_.luns) e.lun->nexus_lost(nexus_);
+  }
+}
+
+std::span<const uint8_t> TargetConnection::output() {
+  if (tx_off_ >= tx_.size()) {
+    tx_.clear();
+    tx_off_ = 0;
+    tx_.swap(out_);
+  }
+  return {tx_.data() + tx_off_, tx_.size() - tx_off_};
+}
+
+void TargetConnection::output_sent(size_t n) { tx_off_ += n; }
+
+}  // namespace vcp::target

@@ -1,0 +1,423 @@
+#include "target/server.hpp"
+
+#include <arpa/inet.h>
+#include <liburing.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+
+#include "base/cpu.hpp"
+#include "base/log.hpp"
+#include "iscsi/sendtargets.hpp"
+#include "target/connection.hpp"
+#include "target/scsi/lun.hpp"
+
+namespace vcp::target {
+
+namespace {
+
+uint64_t now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+// io_uring user_data: a pointer (8-aligned) or an index, with the kind in the low 3 bits.
+enum Kind : uint64_t { kRecv = 1, kSend = 2, kWake = 3, kTimer = 4, kLunPoll = 5 };
+uint64_t tag(const void* p, Kind k) { return reinterpret_cast<uint64_t>(p) | k; }
+uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
+
+}  // namespace
+
+class IoThread {
+ public:
+  IoThread(unsigned index, int cpu, const TargetSettings& settings, SessionRegistry& sessions,
+           std::vector<std::unique_ptr<BlockBackend>>& backends)
+      : index_(index), cpu_(cpu), settings_(settings), sessions_(sessions), backends_(backends) {
+    wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  }
+
+  // Opens the ring, the backend queues and the Luns (on the I/O thread itself), then loops.
+  void start() {
+    thread_ = std::thread([this] { loop(); });
+    std::unique_lock lock(mu_);
+    ready_cv_.wait(lock, [this] { return ready_; });
+  }
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
+
+  void hand_over(int fd) {
+    {
+      std::lock_guard lock(mu_);
+      incoming_.push_back(fd);
+    }
+    wake();
+  }
+  void stop() {
+    stop_.store(true, std::memory_order_release);
+    wake();
+  }
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void wake() {
+    uint64_t one = 1;
+    ssize_t rc = ::write(wake_fd_.get(), &one, sizeof(one));
+    (void)rc;
+  }
+
+ private:
+  struct Conn {
+    UniqueFd fd;
+    std::unique_ptr<TargetConnection> c;
+    bool recv_pending = false;
+    bool send_pending = false;
+    bool eof = false;        // the socket is done (peer closed or an error)
+    bool shut = false;       // we shut it down after the last output
+  };
+
+  bool setup() {
+    if (cpu_ >= 0) {
+      if (int rc = pin_current_thread(cpu_); rc < 0) {
+        error_ = "cannot pin to CPU " + std::to_string(cpu_) + ": " + errno_str(rc);
+        return false;
+      }
+    }
+    name_current_thread("vcp-target-" + std::to_string(index_));
+    if (int rc = io_uring_queue_init(512, &ring_, 0); rc < 0) {
+      error_ = "io_uring_queue_init: " + errno_str(rc);
+      return false;
+    }
+    ring_ok_ = true;
+    ctx_.settings = &settings_;
+    ctx_.sessions = &sessions_;
+    ctx_.wake = [this] { wake(); };
+    ctx_.targets.push_back(iscsi::SendTargetsRecord{
+        settings_.iqn, {iscsi::target_address(settings_.host, settings_.port, settings_.portal_group_tag)}});
+    for (const auto& l : settings_.luns) ctx_.lun_numbers.push_back(l.number);
+    std::sort(ctx_.lun_numbers.begin(), ctx_.lun_numbers.end());
+    for (size_t i = 0; i < settings_.luns.size(); ++i) {
+      auto q = backends_[i]->open_queue(index_);
+      if (!q) {
+        error_ = "LUN " + std::to_string(settings_.luns[i].number) + ": cannot open a backend queue: " +
+                 errno_str(q.error());
+        return false;
+      }
+      scsi::LunConfig cfg;
+      cfg.lun = settings_.luns[i].number;
+      cfg.target_name = settings_.iqn;
+      cfg.relative_port = settings_.portal_group_tag;
+      const uint32_t bs = backends_[i]->info().block_size;
+      cfg.max_transfer_blocks = settings_.max_transfer_bytes / bs;
+      queues_.push_back(std::move(*q));
+      luns_.push_back(std::make_unique<scsi::Lun>(cfg, *backends_[i], *queues_.back()));
+      luns_.back()->set_reported_luns(ctx_.lun_numbers, false);
+      ctx_.luns.push_back({cfg.lun, luns_.back().get()});
+    }
+    std::sort(ctx_.luns.begin(), ctx_.luns.end(), [](auto& a, auto& b) { return a.number < b.number; });
+    lun_poll_pending_.assign(luns_.size(), false);
+    return true;
+  }
+
+  void loop() {
+    bool ok = setup();
+    {
+      std::lock_guard lock(mu_);
+      ready_ = true;
+    }
+    ready_cv_.notify_all();
+    if (!ok) {
+      if (ring_ok_) io_uring_queue_exit(&ring_);
+      return;
+    }
+    arm_wake();
+    arm_timer();
+    bool stopping = false;
+    uint64_t stop_deadline = 0;
+    for (;;) {
+      io_uring_submit_and_wait(&ring_, 1);
+      const uint64_t now = now_ms();
+      bool ticked = false;
+      io_uring_cqe* cqe;
+      unsigned head, seen = 0;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        ++seen;
+        on_cqe(cqe->user_data, cqe->res, now, &ticked);
+      }
+      io_uring_cq_advance(&ring_, seen);
+
+      if (!stopping && stop_.load(std::memory_order_acquire)) {
+        stopping = true;
+        stop_deadline = now + 2000;
+        for (auto& c : conns_) c->c->shutdown();
+      }
+      for (auto& l : luns_) l->poll();
+      if (ticked)
+        for (auto& c : conns_) c->c->tick(now);
+      service_connections(now);
+      for (auto& l : luns_) l->commit();
+      arm_lun_polls();
+      if (stopping && (conns_.empty() || now > stop_deadline)) break;
+    }
+    // A connection whose tasks are still inside a backend cannot be freed safely: it is left to
+    // the process exit (only after the 2 s grace period).
+    for (auto& c : conns_)
+      if (!c->c->finished()) c->c.release();
+    conns_.clear();
+    io_uring_queue_exit(&ring_);
+  }
+
+  void on_cqe(uint64_t ud, int res, uint64_t now, bool* ticked) {
+    const uint64_t kind = ud & 7;
+    if (kind == kWake) {
+      take_incoming(now);
+      arm_wake();
+      *ticked = true;  // reinstatement requests are noticed by tick()
+      return;
+    }
+    if (kind == kTimer) {
+      *ticked = true;
+      arm_timer();
+      return;
+    }
+    if (kind == kLunPoll) {
+      lun_poll_pending_[ud >> 3] = false;
+      return;
+    }
+    Conn* c = reinterpret_cast<Conn*>(ud & ~uint64_t{7});
+    if (kind == kRecv) {
+      c->recv_pending = false;
+      if (res > 0) {
+        c->c->rx_commit(static_cast<size_t>(res), now);
+      } else if (res != -EAGAIN && res != -EINTR) {
+        c->eof = true;
+        c->c->shutdown();
+      }
+    } else if (kind == kSend) {
+      c->send_pending = false;
+      if (res >= 0) {
+        c->c->output_sent(static_cast<size_t>(res));
+      } else if (res != -EAGAIN && res != -EINTR) {
+        c->eof = true;
+        c->c->shutdown();
+      }
+    }
+  }
+
+  void service_connections(uint64_t now) {
+    (void)now;
+    for (size_t i = 0; i < conns_.size();) {
+      Conn& c = *conns_[i];
+      TargetConnection& tc = *c.c;
+      if (!c.eof && !c.send_pending && tc.has_output()) {
+        auto out = tc.output();
+        if (!out.empty()) {
+          io_uring_sqe* sqe = get_sqe();
+          io_uring_prep_send(sqe, c.fd.get(), out.data(), out.size(), MSG_NOSIGNAL);
+          io_uring_sqe_set_data64(sqe, tag(&c, kSend));
+          c.send_pending = true;
+        }
+      }
+      if (!c.eof && !c.recv_pending && !tc.closing()) {
+        auto space = tc.rx_space();
+        io_uring_sqe* sqe = get_sqe();
+        io_uring_prep_recv(sqe, c.fd.get(), space.data(), space.size(), 0);
+        io_uring_sqe_set_data64(sqe, tag(&c, kRecv));
+        c.recv_pending = true;
+      }
+      if (tc.closing() && !c.shut && !c.send_pending && (c.eof || !tc.has_output())) {
+        ::shutdown(c.fd.get(), SHUT_RDWR);  // ends a receive still pending
+        c.shut = true;
+      }
+      if (c.shut && !c.recv_pending && !c.send_pending && tc.finished()) {
+        VCP_LOG_DEBUG("target: connection closed ({})", tc.close_reason());
+        conns_[i] = std::move(conns_.back());
+        conns_.pop_back();
+        continue;
+      }
+      ++i;
+    }
+  }
+
+  void take_incoming(uint64_t now) {
+    uint64_t v;
+    while (::read(wake_fd_.get(), &v, sizeof(v)) > 0) {
+    }
+    std::vector<int> fds;
+    {
+      std::lock_guard lock(mu_);
+      fds.swap(incoming_);
+    }
+    for (int fd : fds) {
+      auto c = std::make_unique<Conn>();
+      c->fd.reset(fd);
+      if (stop_.load(std::memory_order_acquire)) continue;  // closes it
+      c->c = std::make_unique<TargetConnection>(ctx_, now);
+      conns_.push_back(std::move(c));
+    }
+  }
+
+  io_uring_sqe* get_sqe() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    while (!sqe) {
+      io_uring_submit(&ring_);
+      sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+  }
+  void arm_wake() {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_poll_add(sqe, wake_fd_.get(), POLLIN);
+    io_uring_sqe_set_data64(sqe, tag(uint64_t{0}, kWake));
+  }
+  void arm_timer() {
+    timer_.tv_sec = 0;
+    timer_.tv_nsec = 250'000'000;
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_timeout(sqe, &timer_, 0, 0);
+    io_uring_sqe_set_data64(sqe, tag(uint64_t{0}, kTimer));
+  }
+  void arm_lun_polls() {
+    for (size_t i = 0; i < luns_.size(); ++i) {
+      int fd = luns_[i]->wait_fd();
+      if (fd < 0 || lun_poll_pending_[i]) continue;
+      io_uring_sqe* sqe = get_sqe();
+      io_uring_prep_poll_add(sqe, fd, POLLIN);
+      io_uring_sqe_set_data64(sqe, tag(uint64_t{i}, kLunPoll));
+      lun_poll_pending_[i] = true;
+    }
+  }
+
+  unsigned index_;
+  int cpu_;
+  const TargetSettings& settings_;
+  SessionRegistry& sessions_;
+  std::vector<std::unique_ptr<BlockBackend>>& backends_;
+  std::thread thread_;
+  UniqueFd wake_fd_;
+  std::mutex mu_;
+  std::condition_variable ready_cv_;
+  bool ready_ = false;
+  std::string error_;
+  std::vector<int> incoming_;
+  std::atomic<bool> stop_{false};
+
+  // Owned by the I/O thread.
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  __kernel_timespec timer_{};
+  ThreadContext ctx_;
+  std::vector<std::unique_ptr<BackendQueue>> queues_;
+  std::vector<std::unique_ptr<scsi::Lun>> luns_;
+  std::vector<bool> lun_poll_pending_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+};
+
+std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std::string* error) {
+  if (!validate(settings, error)) return nullptr;
+  std::unique_ptr<TargetServer> s(new TargetServer());
+  for (const auto& l : settings.luns) {
+    std::string why;
+    auto b = make_backend(l.backend, &why);
+    if (!b) {
+      *error = "LUN " + std::to_string(l.number) + " '" + l.backend + "': " + why;
+      return nullptr;
+    }
+    s->backends_.push_back(std::move(b));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+  addrinfo* ai = nullptr;
+  std::string port = std::to_string(settings.port);
+  if (int rc = getaddrinfo(settings.host.c_str(), port.c_str(), &hints, &ai); rc != 0) {
+    *error = "portal " + settings.host + ": " + gai_strerror(rc) + " (give a numeric address)";
+    return nullptr;
+  }
+  UniqueFd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  if (fd) setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (!fd || bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 128) != 0) {
+    *error = "cannot listen on " + settings.host + ":" + port + ": " + errno_str(errno);
+    freeaddrinfo(ai);
+    return nullptr;
+  }
+  freeaddrinfo(ai);
+  sockaddr_storage sa{};
+  socklen_t len = sizeof(sa);
+  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+  settings.port = ntohs(sa.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
+                                                 : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+  s->listen_fd_ = std::move(fd);
+  s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  s->settings_ = std::move(settings);
+  return s;
+}
+
+TargetServer::~TargetServer() {
+  stop();
+  for (auto& t : threads_) t->join();
+}
+
+std::string TargetServer::address() const {
+  if (settings_.host.find(':') != std::string::npos) return "[" + settings_.host + "]:" + std::to_string(settings_.port);
+  return settings_.host + ":" + std::to_string(settings_.port);
+}
+
+void TargetServer::stop() {
+  stopping_.store(true, std::memory_order_release);
+  uint64_t one = 1;
+  if (stop_fd_) {
+    ssize_t rc = ::write(stop_fd_.get(), &one, sizeof(one));
+    (void)rc;
+  }
+}
+
+int TargetServer::run() {
+  std::vector<int> cpus = settings_.cpus;
+  if (cpus.empty()) cpus.push_back(-1);
+  for (size_t i = 0; i < cpus.size(); ++i) {
+    threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, sessions_, backends_));
+    threads_.back()->start();
+    if (threads_.back()->failed()) {
+      VCP_LOG_ERROR("vcp target: {}", threads_.back()->error());
+      for (auto& t : threads_) {
+        t->stop();
+        t->join();
+      }
+      return EIO;
+    }
+  }
+  size_t next = 0;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents) break;
+    if (!(fds[0].revents & POLLIN)) continue;
+    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    threads_[next]->hand_over(fd);
+    next = (next + 1) % threads_.size();
+  }
+  for (auto& t : threads_) t->stop();
+  for (auto& t : threads_) t->join();
+  threads_.clear();
+  return 0;
+}
+
+}  // namespace vcp::target

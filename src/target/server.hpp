@@ -1,0 +1,57 @@
+// The `vcp target` process: a listening portal, one I/O thread per CPU given, each with its own
+// io_uring, its own queue on every backend and its own scsi::Lun per LUN. The accepting thread
+// hands each new connection to the next I/O thread (round robin); from then on the connection
+// lives on that thread alone.
+//
+// Per thread, one loop: submit-and-wait on the ring; receive and send completions feed the
+// TargetConnection state machines; then every Lun is polled (backend completions become Data-In
+// and responses), sends are queued for connections with output, and the Luns commit their
+// batches. A 250 ms timeout drives login timeouts and NOP-In keepalives.
+//
+// Known limit: LUN state that SPC-4 shares across I_T nexuses (persistent reservations, unit
+// attentions, mode pages) is per I/O thread. With one I/O thread (the default) it is exact.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backends/block_backend.hpp"
+#include "base/unique_fd.hpp"
+#include "target/session_registry.hpp"
+#include "target/settings.hpp"
+
+namespace vcp::target {
+
+class IoThread;
+
+class TargetServer {
+ public:
+  // Opens the backends and the listening socket; nothing runs yet.
+  static std::unique_ptr<TargetServer> create(TargetSettings settings, std::string* error);
+  ~TargetServer();
+
+  // "HOST:PORT" actually bound (the port is filled in when the settings asked for 0).
+  std::string address() const;
+  // Starts the I/O threads and accepts connections until stop(); returns 0 or an errno.
+  int run();
+  // Safe from any thread.
+  void stop();
+
+  const SessionRegistry& sessions() const { return sessions_; }
+
+ private:
+  TargetServer() = default;
+
+  TargetSettings settings_;
+  std::vector<std::unique_ptr<BlockBackend>> backends_;  // one per settings_.luns entry
+  SessionRegistry sessions_;
+  UniqueFd listen_fd_;
+  UniqueFd stop_fd_;  // eventfd
+  std::atomic<bool> stopping_{false};
+  std::vector<std::unique_ptr<IoThread>> threads_;
+};
+
+}  // namespace vcp::target

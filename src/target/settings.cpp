@@ -1,0 +1,227 @@
+#include "target/settings.hpp"
+
+#include <toml++/toml.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "base/cpu.hpp"
+
+namespace vcp::target {
+
+std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error) {
+  auto eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size()) {
+    *error = "expected N=SPEC, e.g. 0=ram:size=64M";
+    return std::nullopt;
+  }
+  std::string num = arg.substr(0, eq);
+  if (!std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; }) || num.size() > 5) {
+    *error = "LUN number '" + num + "' is not a number";
+    return std::nullopt;
+  }
+  unsigned long n = std::stoul(num);
+  if (n > 16383) {
+    *error = "LUN number " + num + " is above 16383";
+    return std::nullopt;
+  }
+  return LunSpec{static_cast<uint32_t>(n), arg.substr(eq + 1)};
+}
+
+bool parse_portal(const std::string& arg, std::string* host, uint16_t* port, std::string* error) {
+  std::string h, p;
+  if (!arg.empty() && arg[0] == '[') {
+    auto close = arg.find(']');
+    if (close == std::string::npos || close + 1 >= arg.size() || arg[close + 1] != ':') {
+      *error = "expected [ADDR]:PORT";
+      return false;
+    }
+    h = arg.substr(1, close - 1);
+    p = arg.substr(close + 2);
+  } else {
+    auto colon = arg.rfind(':');
+    if (colon == std::string::npos) {
+      *error = "expected HOST:PORT";
+      return false;
+    }
+    h = arg.substr(0, colon);
+    p = arg.substr(colon + 1);
+  }
+  if (h.empty() || p.empty() || p.size() > 5 ||
+      !std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; }) || std::stoul(p) > 65535) {
+    *error = "bad portal '" + arg + "' (expected HOST:PORT)";
+    return false;
+  }
+  *host = h;
+  *port = static_cast<uint16_t>(std::stoul(p));
+  return true;
+}
+
+std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = "cannot read " + path;
+    return std::nullopt;
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    auto hash = line.find('#');
+    if (hash != std::string::npos) line.resize(hash);
+    std::istringstream ls(line);
+    std::string name, secret, extra;
+    if (!(ls >> name)) continue;
+    if (!(ls >> secret) || (ls >> extra)) {
+      *error = path + ": expected one line 'NAME SECRET'";
+      return std::nullopt;
+    }
+    if (iscsi::validate_secret(secret) != iscsi::ChapError::Ok) {
+      *error = path + ": the secret must be 12 to 255 bytes";
+      return std::nullopt;
+    }
+    return iscsi::ChapCredentials{name, secret};
+  }
+  *error = path + ": no 'NAME SECRET' line";
+  return std::nullopt;
+}
+
+namespace {
+
+bool digest_policy(const std::string& v, iscsi::DigestPolicy* out) {
+  if (v == "none") *out = iscsi::DigestPolicy::None;
+  else if (v == "allow") *out = iscsi::DigestPolicy::Allow;
+  else if (v == "prefer") *out = iscsi::DigestPolicy::Prefer;
+  else if (v == "require") *out = iscsi::DigestPolicy::Require;
+  else return false;
+  return true;
+}
+
+bool chap_table(const toml::table& root, const char* table, const char* file_key,
+                std::optional<iscsi::ChapCredentials>* out, std::string* error) {
+  if (auto f = root[file_key].value<std::string>()) {
+    auto c = read_chap_file(*f, error);
+    if (!c) return false;
+    *out = c;
+  }
+  if (const toml::table* t = root[table].as_table()) {
+    auto name = (*t)["name"].value<std::string>();
+    auto secret = (*t)["secret"].value<std::string>();
+    if (!name || !secret) {
+      *error = std::string("[") + table + "] needs name and secret";
+      return false;
+    }
+    *out = iscsi::ChapCredentials{*name, *secret};
+  }
+  return true;
+}
+
+}  // namespace
+
+bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << path << ": " << e.description() << " (line " << e.source().begin.line << ")";
+    *error = os.str();
+    return false;
+  }
+  if (auto v = root["iqn"].value<std::string>()) s.iqn = *v;
+  if (auto v = root["alias"].value<std::string>()) s.alias = *v;
+  if (auto v = root["portal"].value<std::string>()) {
+    if (!parse_portal(*v, &s.host, &s.port, error)) return false;
+  }
+  if (auto v = root["cpus"].value<std::string>()) {
+    auto cpus = parse_cpu_list(*v);
+    if (!cpus) {
+      *error = "cpus: bad CPU list '" + *v + "'";
+      return false;
+    }
+    s.cpus = *cpus;
+  }
+  if (const toml::array* luns = root["lun"].as_array()) {
+    for (const auto& node : *luns) {
+      const toml::table* t = node.as_table();
+      auto num = t ? (*t)["number"].value<int64_t>() : std::nullopt;
+      auto backend = t ? (*t)["backend"].value<std::string>() : std::nullopt;
+      if (!num || !backend || *num < 0 || *num > 16383) {
+        *error = "[[lun]] needs number (0..16383) and backend";
+        return false;
+      }
+      s.luns.push_back(LunSpec{static_cast<uint32_t>(*num), *backend});
+    }
+  }
+  if (!chap_table(root, "chap", "chap_file", &s.chap, error)) return false;
+  if (!chap_table(root, "mutual_chap", "mutual_chap_file", &s.mutual_chap, error)) return false;
+  if (const toml::table* l = root["limits"].as_table()) {
+    auto u32 = [&](const char* key, uint32_t* out) {
+      if (auto v = (*l)[key].value<int64_t>()) {
+        if (*v < 0 || *v > 0xffffffffll) return false;
+        *out = static_cast<uint32_t>(*v);
+      }
+      return true;
+    };
+    auto& lim = s.limits;
+    bool ok = u32("max_recv_data_segment_length", &lim.max_recv_data_segment_length) &&
+              u32("max_burst_length", &lim.max_burst_length) &&
+              u32("first_burst_length", &lim.first_burst_length) &&
+              u32("max_outstanding_r2t", &lim.max_outstanding_r2t) && u32("cmd_window", &s.cmd_window) &&
+              u32("max_transfer_bytes", &s.max_transfer_bytes) &&
+              u32("login_timeout_ms", &s.login_timeout_ms) && u32("nop_interval_ms", &s.nop_interval_ms) &&
+              u32("nop_timeout_ms", &s.nop_timeout_ms);
+    if (!ok) {
+      *error = "[limits]: a value is out of range";
+      return false;
+    }
+    if (auto v = (*l)["initial_r2t"].value<bool>()) lim.initial_r2t = *v;
+    if (auto v = (*l)["immediate_data"].value<bool>()) lim.immediate_data = *v;
+    for (auto [key, field] : {std::pair{"header_digest", &lim.header_digest}, std::pair{"data_digest", &lim.data_digest}}) {
+      if (auto v = (*l)[key].value<std::string>()) {
+        if (!digest_policy(*v, field)) {
+          *error = std::string("[limits] ") + key + ": none, allow, prefer or require";
+          return false;
+        }
+      }
+    }
+  }
+  return true;
+}
+
+bool validate(const TargetSettings& s, std::string* error) {
+  if (s.iqn.empty()) {
+    *error = "no target name (--iqn)";
+    return false;
+  }
+  if (s.luns.empty()) {
+    *error = "no LUN (--lun N=SPEC)";
+    return false;
+  }
+  for (size_t i = 0; i < s.luns.size(); ++i)
+    for (size_t j = i + 1; j < s.luns.size(); ++j)
+      if (s.luns[i].number == s.luns[j].number) {
+        *error = "LUN " + std::to_string(s.luns[i].number) + " given twice";
+        return false;
+      }
+  if (s.mutual_chap && !s.chap) {
+    *error = "mutual CHAP needs the initiator's CHAP credentials too (--chap-file)";
+    return false;
+  }
+  for (const auto* c : {&s.chap, &s.mutual_chap}) {
+    if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) {
+      *error = "CHAP secrets must be 12 to 255 bytes";
+      return false;
+    }
+  }
+  if (s.chap && s.mutual_chap && s.chap->secret == s.mutual_chap->secret) {
+    *error = "mutual CHAP needs a different secret in each direction";
+    return false;
+  }
+  if (s.cmd_window < 1 || s.cmd_window > 4096) {
+    *error = "cmd_window must be 1..4096";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace vcp::target
