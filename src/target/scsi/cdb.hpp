@@ -79,6 +79,7 @@ constexpr uint8_t kVerify12 = 0xaf;
 
 namespace sa {
 constexpr uint16_t kReadCapacity16 = 0x10;
+constexpr uint16_t kGetLbaStatus = 0x12;
 constexpr uint16_t kReportSupportedOpcodes = 0x0c;
 constexpr uint16_t kReportSupportedTmfs = 0x0d;
 }  // namespace sa

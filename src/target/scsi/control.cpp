@@ -32,11 +32,24 @@ void Lun::cmd_read_capacity10(ScsiTask* t) {
 }
 
 void Lun::cmd_service_action_in16(ScsiTask* t) {
-  // READ CAPACITY(16): the only service action of 9Eh in the table.
+  if ((t->cdb[1] & 0x1f) == sa::kGetLbaStatus) return get_lba_status(t);
+  // READ CAPACITY(16)
   uint8_t d[32] = {};
   put_be64(d, blocks_ - 1);
   put_be32(d + 8, block_size_);
   if (thin_) d[14] = static_cast<uint8_t>(0x80 | (lbprz_ ? 0x40 : 0));  // LBPME, LBPRZ
+  finish_data_in(t, d, sizeof(d), be32(t->cdb + 10));
+}
+
+// GET LBA STATUS: the backend interface cannot tell allocated from deallocated blocks, so one
+// descriptor says "mapped or unknown" (SBC-4 provisioning status 0h) from the LBA to the end.
+void Lun::get_lba_status(ScsiTask* t) {
+  uint64_t lba = be64(t->cdb + 2);
+  if (lba >= blocks_) return finish_sense(t, illegal(Asc::lba_out_of_range));
+  uint8_t d[24] = {};
+  put_be32(d, sizeof(d) - 4);
+  put_be64(d + 8, lba);
+  put_be32(d + 16, static_cast<uint32_t>(std::min<uint64_t>(blocks_ - lba, 0xffffffff)));
   finish_data_in(t, d, sizeof(d), be32(t->cdb + 10));
 }
 

@@ -139,6 +139,7 @@ class Lun final : private PrEvents {
   void cmd_report_luns(ScsiTask* t);
   void cmd_read_capacity10(ScsiTask* t);
   void cmd_service_action_in16(ScsiTask* t);
+  void get_lba_status(ScsiTask* t);
   void cmd_test_unit_ready(ScsiTask* t);
   void cmd_request_sense(ScsiTask* t);
   void cmd_start_stop_unit(ScsiTask* t);

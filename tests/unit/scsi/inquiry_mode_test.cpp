@@ -131,6 +131,23 @@ TEST_F(InfoTest, ReadCapacity) {
   EXPECT_EQ(r.residual_kind, Residual::underflow);
 }
 
+TEST_F(InfoTest, GetLbaStatus) {
+  std::vector<uint8_t> c(16, 0);
+  c[0] = op::kServiceActionIn16;
+  c[1] = sa::kGetLbaStatus;
+  put_be64(&c[2], 100);
+  put_be32(&c[10], 24);
+  Reply r = h.in(c, 24);
+  ASSERT_TRUE(r.good());
+  ASSERT_EQ(r.data.size(), 24u);
+  EXPECT_EQ(be32(&r.data[0]), 20u);
+  EXPECT_EQ(be64(&r.data[8]), 100u);
+  EXPECT_EQ(be32(&r.data[16]), 8192u - 100);
+  EXPECT_EQ(r.data[20] & 0x0f, 0);  // mapped or unknown
+  put_be64(&c[2], 8192);
+  EXPECT_TRUE(h.in(c, 24).is(SenseKey::illegal_request, Asc::lba_out_of_range));
+}
+
 TEST_F(InfoTest, ReportLuns) {
   std::vector<uint8_t> c(12, 0);
   c[0] = op::kReportLuns;
@@ -279,7 +296,7 @@ TEST_F(InfoTest, ReportSupportedOpcodesAll) {
   bool read16 = false, rc16 = false, unmap = false;
   for (size_t off = 4; off < r.data.size(); off += 8) {
     if (r.data[off] == op::kRead16) read16 = be16(&r.data[off + 6]) == 16;
-    if (r.data[off] == op::kServiceActionIn16) rc16 = be16(&r.data[off + 2]) == 0x10 && (r.data[off + 5] & 1);
+    if (r.data[off] == op::kServiceActionIn16 && be16(&r.data[off + 2]) == 0x10) rc16 = r.data[off + 5] & 1;
     if (r.data[off] == op::kUnmap) unmap = true;
   }
   EXPECT_TRUE(read16 && rc16 && unmap);
