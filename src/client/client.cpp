@@ -120,9 +120,9 @@ class Connector {
     if (!indirect) segs = std::min<uint32_t>(segs, o_.queue_size - 2u);
     segs = std::max<uint32_t>(segs, 1);
     base_.segs_per_piece = segs;
-    base_.size_max = d.size_max ? d.size_max : (1u << 20);
+    base_.size_max = d.size_max ? d.size_max : kDefaultSizeMax;
     const uint64_t bs = d.block_size;
-    uint64_t piece = std::min<uint64_t>(uint64_t{segs} * base_.size_max, 1u << 30) / bs * bs;
+    uint64_t piece = std::min<uint64_t>(uint64_t{segs} * base_.size_max, kMaxPieceBytes) / bs * bs;
     base_.max_piece = static_cast<uint32_t>(std::max<uint64_t>(piece, bs));
     uint64_t bounce = std::max<uint64_t>(round_up(o_.bounce_bytes, bs), bs);
     base_.bounce_piece = static_cast<uint32_t>(std::min<uint64_t>(bounce, base_.max_piece));
@@ -189,13 +189,16 @@ class Connector {
     if (int rc = ch.set_vring_base(q, 0); rc < 0) return Failure{rc, "SET_VRING_BASE"};
     if (int rc = ch.set_vring_addr(a); rc < 0) return Failure{rc, "SET_VRING_ADDR"};
     if (int rc = ch.set_vring_kick(q, impl->kick_fd.get()); rc < 0) return Failure{rc, "SET_VRING_KICK"};
-    // Polling always: the device need not signal at all ("no fd").
-    const int call_fd = o_.poll == PollMode::always ? -1 : impl->call_fd.get();
-    if (int rc = ch.set_vring_call(q, call_fd); rc < 0) return Failure{rc, "SET_VRING_CALL"};
+    // A call fd even when polling always: "no fd" is in the protocol, but libvhost-user
+    // (qemu-storage-daemon) panics on it. Suppressing interrupts in the ring keeps it quiet.
+    if (int rc = ch.set_vring_call(q, impl->call_fd.get()); rc < 0) return Failure{rc, "SET_VRING_CALL"};
     if (acked_ & f(vhost::kFeatureProtocolFeatures))
       if (int rc = ch.set_vring_enable(q, true); rc < 0) return Failure{rc, "SET_VRING_ENABLE"};
     impl->interrupts_on = o_.poll == PollMode::never;
-    dq.enable_interrupts(impl->interrupts_on);
+    if (impl->interrupts_on)
+      dq.enable_interrupts(true);
+    else
+      impl->suppress_interrupts();
     c_.queues.push_back(Client::Impl::make_queue(std::move(impl)));
     return std::nullopt;
   }

@@ -36,6 +36,10 @@ inline constexpr size_t kMetaBytes = 64;
 inline constexpr size_t kMetaRangeOff = 16;
 inline constexpr size_t kMetaStatusOff = 32;
 inline constexpr uint32_t kMaxSegsPerPiece = 128;
+// A device without SIZE_MAX (qemu-storage-daemon) would take 126 x 4 GiB; pieces this big keep
+// one request from holding the ring for long.
+inline constexpr uint32_t kMaxPieceBytes = 4u << 20;
+inline constexpr uint32_t kDefaultSizeMax = 1u << 20;  // per descriptor, without SIZE_MAX
 inline constexpr uint32_t kGetIdBytes = 20;  // VIRTIO_BLK_ID_BYTES
 
 struct Client::Impl {
@@ -105,6 +109,7 @@ struct Queue::Impl {
   int deliver(Completion* out, unsigned max, unsigned* delivered);
   int sleep_until(int64_t deadline_ns);
   void check_socket();
+  void suppress_interrupts();
 
   Client::Impl* client;
   QueueSetup setup;
@@ -126,6 +131,7 @@ struct Queue::Impl {
   uint32_t done_head = 0, done_count = 0;
   unsigned outstanding = 0;
   uint32_t idle_polls = 0;
+  uint16_t used_seen = 0;  // completions taken from the used ring, mod 2^16 (DriverQueue's last_used)
   bool interrupts_on = false;
 };
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "base/cpu.hpp"
@@ -251,6 +252,7 @@ int Queue::Impl::reap() {
       return rc;
     }
     ++n;
+    ++used_seen;
     Chain& ch = *static_cast<Chain*>(token);
     const uint16_t c = static_cast<uint16_t>(&ch - chains.get());
     Slot& s = slots[ch.slot];
@@ -265,8 +267,27 @@ int Queue::Impl::reap() {
     ++chains_free;
     if (--s.pieces_out == 0 && s.all_issued) finish(ch.slot);
   }
-  if (n) pump();
+  if (n) {
+    if (!interrupts_on) suppress_interrupts();
+    pump();
+  }
   return n;
+}
+
+// With EVENT_IDX, DriverQueue re-arms used_event at every completion it hands out (it asks for
+// an interrupt at the next one), and enable_interrupts(false) leaves it so. While we poll we do
+// not want those interrupts: the device would pay an eventfd write per batch. used_event one
+// behind what we have seen lies behind every index the device publishes next, so it signals
+// only after 65535 more completions (a harmless spurious wake-up). Without EVENT_IDX the
+// NO_INTERRUPT flag does it.
+void Queue::Impl::suppress_interrupts() {
+  if (!setup.event_idx) {
+    dq.enable_interrupts(false);
+    return;
+  }
+  vring_avail* avail = dq.layout().avail;
+  std::atomic_ref<uint16_t>(avail->ring[setup.size]).store(static_cast<uint16_t>(used_seen - 1),
+                                                          std::memory_order_relaxed);
 }
 
 void Queue::Impl::finish(uint16_t i) {
@@ -355,7 +376,7 @@ int Queue::Impl::sleep_until(int64_t deadline_ns) {
   if (rc > 0 && p[1].revents) fail(-ECONNRESET);
   if (mode != PollMode::never) {
     interrupts_on = false;
-    dq.enable_interrupts(false);
+    suppress_interrupts();
   }
   return 0;
 }
