@@ -14,6 +14,8 @@ namespace vcp::backends {
 std::unique_ptr<BlockBackend> make_null(Spec& spec, std::string* error);
 std::unique_ptr<BlockBackend> make_ram(Spec& spec, std::string* error);
 std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error);
+// iscsi takes the whole URL ("iscsi://host/iqn/lun?..."): its syntax is not "kind:key=value".
+std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* error);
 
 // Shared option helpers: a size option (with a default), a block size (power of two, 512..64K).
 bool take_size(Spec& spec, const char* key, uint64_t* out, std::string* error);

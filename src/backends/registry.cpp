@@ -1,6 +1,7 @@
 #include <cstring>
 
 #include "backends/factories.hpp"
+#include "backends/iscsi/url.hpp"
 
 namespace vcp {
 
@@ -31,6 +32,12 @@ constexpr Kind kKinds[] = {
 }  // namespace
 
 std::unique_ptr<BlockBackend> make_backend(const std::string& text, std::string* error) {
+  if (text.rfind("iscsi:", 0) == 0) {
+    auto b = backends::make_iscsi(text, error);
+    // Spec mistakes get the usage line; failures talking to the target ("iscsi: ...") do not.
+    if (!b && error->rfind("iscsi: ", 0) != 0) *error += "; usage: " + std::string(backends::iscsi::kIscsiUsage);
+    return b;
+  }
   auto spec = parse_spec(text, error);
   if (!spec) return nullptr;
   for (const auto& k : kKinds) {
@@ -43,7 +50,7 @@ std::unique_ptr<BlockBackend> make_backend(const std::string& text, std::string*
     if (!b && error->find("usage:") == std::string::npos) *error += "; usage: " + std::string(k.usage);
     return b;
   }
-  *error = "unknown backend kind '" + spec->kind + "' (known: null, ram, file)";
+  *error = "unknown backend kind '" + spec->kind + "' (known: null, ram, file, iscsi)";
   return nullptr;
 }
 

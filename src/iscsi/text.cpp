@@ -64,7 +64,7 @@ TextError parse_text(std::span<const uint8_t> data, TextKeys& out, const TextLim
     if (std::any_of(value.begin(), value.end(),
                     [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
       return TextError::BadValueCharacter;
-    if (out.contains(key)) return TextError::DuplicateKey;
+    if (!limits.allow_repeated_keys && out.contains(key)) return TextError::DuplicateKey;
     if (out.size() >= limits.max_pairs) return TextError::TooManyPairs;
     out.add(std::string(key), std::string(value));
   }

@@ -22,6 +22,9 @@ constexpr size_t kMaxBinaryValueLength = 2 + 2 * 1024;
 struct TextLimits {
   size_t max_pairs = 256;
   size_t max_total_bytes = 64 * 1024;  // the whole (reassembled) text
+  // SendTargets responses repeat TargetName and TargetAddress (RFC 7143 §13.3, Appendix C);
+  // login and negotiation texts never may.
+  bool allow_repeated_keys = false;
 };
 
 enum class TextError : uint8_t {

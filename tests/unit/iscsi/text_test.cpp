@@ -56,6 +56,22 @@ TEST(Text, Errors) {
   EXPECT_NE(to_string(TextError::DuplicateKey), "unknown TextError");
 }
 
+TEST(Text, RepeatedKeysOnlyWhenAllowed) {
+  using namespace std::string_literals;
+  const std::string in =
+      "TargetName=iqn.a\0TargetAddress=127.0.0.1:3260,1\0TargetAddress=[::1]:3260,1\0TargetName=iqn.b\0"s;
+  TextKeys k;
+  EXPECT_EQ(parse(in, k), TextError::DuplicateKey);
+  TextLimits l;
+  l.allow_repeated_keys = true;
+  ASSERT_EQ(parse(in, k, l), TextError::Ok);
+  ASSERT_EQ(k.size(), 4u);
+  EXPECT_EQ(k.pairs()[2].value, "[::1]:3260,1");
+  EXPECT_EQ(k.pairs()[3].key, "TargetName");
+  l.max_pairs = 3;
+  EXPECT_EQ(parse(in, k, l), TextError::TooManyPairs);
+}
+
 TEST(Text, KeyAndValueLimits) {
   TextKeys k;
   const std::string key63(63, 'K');

@@ -1,0 +1,1378 @@
+#include "backends/iscsi/session.hpp"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "iscsi/crc32c.hpp"
+#include "iscsi/text.hpp"
+
+namespace vcp::backends::iscsi {
+
+namespace is = vcp::iscsi;
+
+namespace {
+
+constexpr uint32_t kTaskIndexBits = 10;
+static_assert((1u << kTaskIndexBits) == Session::kMaxTasks);
+// Tags of our own PDUs that are not SCSI commands: above every task ITT (< 2^26).
+constexpr uint32_t kNopTag = 0x40000000;
+constexpr uint32_t kTmfTag = 0x41000000;
+constexpr uint32_t kLogoutTag = 0x42000000;
+constexpr uint32_t kLoginTag = 0x43000000;
+constexpr uint32_t kTxReserve = 16;       // records kept free for NOP/TMF/logout
+constexpr uint64_t kTickMs = 100;         // timer period: timeouts, NOPs, back-off, reconnect
+constexpr uint32_t kOverflow = 32768;     // requests beyond kMaxTasks
+constexpr uint32_t kMaxRetriesNow = 10;   // UNIT ATTENTION in a row
+constexpr uint32_t kMaxRetriesBackoff = 40;
+constexpr uint32_t kMaxTimeouts = 3;      // a command aborted this often fails
+
+enum class Op : uint8_t { Timer = 1, Connect, Send, Recv, Cancel };
+uint64_t user_data(Op op, uint32_t gen) { return uint64_t{static_cast<uint8_t>(op)} << 56 | gen; }
+
+// Appends the part of [base, base+len) that is not yet skipped; false when the iovec array is full.
+struct IovBuilder {
+  iovec* out;
+  uint32_t max;
+  uint32_t n = 0;
+  uint64_t skip = 0;
+  bool add(const void* base, uint64_t len) {
+    if (len == 0) return true;
+    if (skip >= len) {
+      skip -= len;
+      return true;
+    }
+    if (n == max) return false;
+    out[n].iov_base = const_cast<uint8_t*>(static_cast<const uint8_t*>(base)) + skip;
+    out[n].iov_len = len - skip;
+    skip = 0;
+    ++n;
+    return true;
+  }
+  // The byte range [off, off+len) of a scattered buffer.
+  bool add_range(const iovec* iov, uint32_t iovcnt, uint64_t off, uint64_t len) {
+    for (uint32_t i = 0; i < iovcnt && len > 0; ++i) {
+      if (off >= iov[i].iov_len) {
+        off -= iov[i].iov_len;
+        continue;
+      }
+      uint64_t take = std::min<uint64_t>(iov[i].iov_len - off, len);
+      if (!add(static_cast<uint8_t*>(iov[i].iov_base) + off, take)) return false;
+      len -= take;
+      off = 0;
+    }
+    return true;
+  }
+};
+
+void crc_range(is::Crc32c& crc, const iovec* iov, uint32_t iovcnt, uint64_t off, uint64_t len) {
+  for (uint32_t i = 0; i < iovcnt && len > 0; ++i) {
+    if (off >= iov[i].iov_len) {
+      off -= iov[i].iov_len;
+      continue;
+    }
+    uint64_t take = std::min<uint64_t>(iov[i].iov_len - off, len);
+    crc.update({static_cast<const uint8_t*>(iov[i].iov_base) + off, take});
+    len -= take;
+    off = 0;
+  }
+}
+
+uint64_t monotonic_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+}  // namespace
+
+Session::Session(IscsiConfig cfg, is::Isid isid, std::string name, LunShape shape)
+    : cfg_(std::move(cfg)), isid_(isid), name_(std::move(name)), shape_(shape) {}
+
+Session::~Session() {
+  if (!ring_ok_) return;
+  // Nothing may complete into freed memory: cancel everything of ours and wait for it.
+  state_ = State::Failed;
+  if (sock_) ::shutdown(sock_.get(), SHUT_RDWR);
+  if (io_uring_sqe* s = io_uring_get_sqe(&ring_)) {
+    io_uring_prep_cancel64(s, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(s, user_data(Op::Cancel, 0));
+  }
+  io_uring_submit(&ring_);
+  uint64_t until = monotonic_ms() + 2000;
+  while ((ops_in_flight_ > 0 || timer_armed_) && monotonic_ms() < until) {
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec ts{0, 50 * 1000 * 1000};
+    if (io_uring_wait_cqe_timeout(&ring_, &cqe, &ts) < 0) continue;
+    unsigned head = 0, n = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++n;
+      auto op = static_cast<Op>(cqe->user_data >> 56);
+      if (op == Op::Timer) timer_armed_ = false;
+      else if (op != Op::Cancel && ops_in_flight_ > 0) --ops_in_flight_;
+    }
+    io_uring_cq_advance(&ring_, n);
+  }
+  io_uring_queue_exit(&ring_);
+}
+
+uint64_t Session::now_ms() const { return monotonic_ms(); }
+
+int Session::start() {
+  tasks_ = std::make_unique<Task[]>(kMaxTasks);
+  free_.reserve(kMaxTasks);
+  for (uint32_t i = kMaxTasks; i-- > 0;) free_.push_back(i);
+  overflow_.assign(kOverflow, nullptr);
+  zero_block_.assign(shape_.block_size, 0);
+  zero_iov_ = {zero_block_.data(), zero_block_.size()};
+  tx_ = std::make_unique<TxRecord[]>(kTxRecords);
+  send_iov_ = std::make_unique<iovec[]>(kMaxIov);
+  recv_iov_ = std::make_unique<iovec[]>(kMaxIov + 2);
+  uint32_t seg = std::max(cfg_.max_recv_data_segment_length, is::kLoginSegmentLength);
+  scratch_.assign(seg + 8, 0);
+  scratch_iov_ = {scratch_.data(), scratch_.size()};
+  nop_echo_.assign(seg, 0);
+
+  io_uring_params p{};
+  int rc = io_uring_queue_init_params(64, &ring_, &p);
+  if (rc < 0) {
+    error_ = "io_uring_queue_init: " + errno_str(rc);
+    return rc;
+  }
+  ring_ok_ = true;
+  event_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!event_fd_) return -errno;
+  rc = io_uring_register_eventfd(&ring_, event_fd_.get());
+  if (rc < 0) return rc;
+  timer_fd_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+  if (!timer_fd_) return -errno;
+  itimerspec its{};
+  its.it_interval.tv_nsec = static_cast<long>(kTickMs * 1000000);
+  its.it_value = its.it_interval;
+  if (timerfd_settime(timer_fd_.get(), 0, &its, nullptr) != 0) return -errno;
+  arm_timer_read();
+
+  host_ = cfg_.host;
+  port_ = cfg_.port;
+  down_since_ms_ = now_ms();
+  start_connect();
+  io_uring_submit(&ring_);
+  return 0;
+}
+
+io_uring_sqe* Session::sqe() {
+  io_uring_sqe* s = io_uring_get_sqe(&ring_);
+  if (!s) {
+    io_uring_submit(&ring_);
+    s = io_uring_get_sqe(&ring_);
+  }
+  return s;  // never null: at most a handful of ops are outstanding in a 64-entry ring
+}
+
+void Session::arm_timer_read() {
+  if (timer_armed_ || !timer_fd_) return;
+  io_uring_sqe* s = sqe();
+  io_uring_prep_read(s, timer_fd_.get(), &timer_buf_, sizeof timer_buf_, 0);
+  io_uring_sqe_set_data64(s, user_data(Op::Timer, 0));
+  timer_armed_ = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection lifecycle
+
+void Session::start_connect() {
+  ++conn_gen_;
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(port_);
+  int g = getaddrinfo(host_.c_str(), port.c_str(), &hints, &res);
+  if (g != 0 || !res) {
+    std::string why = "cannot resolve '" + host_ + "': " + gai_strerror(g);
+    if (res) freeaddrinfo(res);
+    if (!first_login_done_) {
+      state_ = State::Failed;
+      error_ = why;
+      return;
+    }
+    connection_failed(why);
+    return;
+  }
+  std::memcpy(&peer_, res->ai_addr, res->ai_addrlen);
+  peer_len_ = res->ai_addrlen;
+  int family = res->ai_family;
+  freeaddrinfo(res);
+  sock_.reset(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!sock_) {
+    connection_failed("socket: " + errno_str(errno));
+    return;
+  }
+  int one = 1;
+  setsockopt(sock_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(sock_.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  state_ = State::Connecting;
+  login_deadline_ms_ = now_ms() + cfg_.login_timeout_ms;
+  io_uring_sqe* s = sqe();
+  io_uring_prep_connect(s, sock_.get(), reinterpret_cast<sockaddr*>(&peer_), peer_len_);
+  io_uring_sqe_set_data64(s, user_data(Op::Connect, conn_gen_));
+  ++ops_in_flight_;
+}
+
+void Session::on_connected(int res) {
+  if (res < 0) {
+    std::string why = "cannot connect to " + host_ + ":" + std::to_string(port_) + ": " + errno_str(res);
+    if (!first_login_done_) {
+      state_ = State::Failed;
+      error_ = why;
+      error_code_ = res;
+      connection_failed(why);
+      return;
+    }
+    connection_failed(why);
+    return;
+  }
+  begin_login();
+}
+
+void Session::begin_login() {
+  rx_phase_ = RxPhase::Header;
+  rx_got_ = 0;
+  rx_hdr_len_ = is::kBhsSize;
+  digests_ = {};
+  is::InitiatorLoginConfig lc;
+  lc.initiator_name = cfg_.initiator;
+  lc.target_name = cfg_.target;
+  lc.isid = isid_;
+  lc.cid = 0;
+  lc.itt = kLoginTag | (++special_seq_ & 0xffffff);
+  lc.cmd_sn = 1;
+  if (!cfg_.user.empty()) lc.chap = is::ChapCredentials{cfg_.user, cfg_.secret};
+  if (!cfg_.mutual_user.empty()) lc.target_chap = is::ChapCredentials{cfg_.mutual_user, cfg_.mutual_secret};
+  lc.limits.header_digest = cfg_.header_digest;
+  lc.limits.data_digest = cfg_.data_digest;
+  lc.limits.max_recv_data_segment_length = cfg_.max_recv_data_segment_length;
+  // We can send unsolicited data and take large bursts; the target's answers (Min/OR) decide.
+  lc.limits.initial_r2t = false;
+  lc.limits.immediate_data = true;
+  lc.limits.max_burst_length = 16776192;
+  lc.limits.first_burst_length = 262144;
+  login_ = std::make_unique<is::InitiatorLogin>(std::move(lc));
+  state_ = State::LoggingIn;
+  is::LoginRequestOut out = login_->start();
+  login_tx_ = is::to_wire(out);
+  login_iov_ = {login_tx_.data(), login_tx_.size()};
+  TxRecord* r = tx_alloc();
+  r->hdr_len = 0;
+  r->iov = &login_iov_;
+  r->iovcnt = 1;
+  r->data_off = 0;
+  r->data_len = static_cast<uint32_t>(login_tx_.size());
+  r->trailer_len = 0;
+  arm_send();
+  arm_recv();
+}
+
+void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const uint8_t> data) {
+  is::LoginRequestOut out;
+  // A refusal is reported by its status even when the target does not echo our ITT/ISID on it
+  // (tgtd zeroes them), which the login machine would otherwise call "another login".
+  const bool refused = rs.status_class != 0;
+  is::LoginState st = refused ? is::LoginState::Failed : login_->on_response(rs, data, out);
+  if (st == is::LoginState::InProgress) {
+    login_tx_ = is::to_wire(out);
+    login_iov_ = {login_tx_.data(), login_tx_.size()};
+    TxRecord* r = tx_alloc();
+    r->hdr_len = 0;
+    r->iov = &login_iov_;
+    r->iovcnt = 1;
+    r->data_off = 0;
+    r->data_len = static_cast<uint32_t>(login_tx_.size());
+    r->trailer_len = 0;
+    arm_send();
+    return;
+  }
+  if (st == is::LoginState::FullFeature) {
+    enter_full_feature();
+    return;
+  }
+  is::LoginStatus status =
+      refused ? static_cast<is::LoginStatus>(rs.status_class << 8 | rs.status_detail) : login_->status();
+  char code[8];
+  std::snprintf(code, sizeof code, "%04x", static_cast<unsigned>(status));
+  std::string why = "login to " + host_ + ":" + std::to_string(port_) + " target " + cfg_.target +
+                    " failed: " + std::string(is::to_string(status)) + " (0x" + code + ")";
+  if (!refused && !login_->failure().empty()) why += ": " + login_->failure();
+  if (status == is::LoginStatus::TargetMovedTemporarily || status == is::LoginStatus::TargetMovedPermanently) {
+    std::string h, perr;
+    uint16_t p = 0;
+    is::TextKeys keys;
+    std::string address;
+    if (is::parse_text(data, keys) == is::TextError::Ok && keys.find("TargetAddress")) address = *keys.find("TargetAddress");
+    if (!address.empty() && parse_portal(address, &h, &p, &perr)) {
+      VCP_LOG_INFO("{}: target redirects us to {}", name_, address);
+      host_ = h;
+      port_ = p;
+      reconnect_attempts_ = 0;
+      connection_failed("redirected");
+      reconnect_at_ms_ = 0;
+      return;
+    }
+  }
+  if (!first_login_done_) {
+    error_ = why;
+    error_code_ = status == is::LoginStatus::AuthenticationFailure || status == is::LoginStatus::AuthorizationFailure
+                      ? -EACCES
+                  : status == is::LoginStatus::NotFound || status == is::LoginStatus::TargetRemoved ? -ENOENT
+                                                                                                      : -EIO;
+    state_ = State::Failed;
+    connection_failed(why);
+    return;
+  }
+  connection_failed(why);
+}
+
+void Session::enter_full_feature() {
+  params_ = login_->params();
+  digests_ = params_.digests();
+  rx_hdr_len_ = is::kBhsSize + (digests_.header ? is::kDigestSize : 0);
+  window_.reset(login_->cmd_sn(), login_->exp_cmd_sn(), login_->max_cmd_sn());
+  exp_stat_sn_ = login_->exp_stat_sn();
+  bool reconnect = first_login_done_;
+  first_login_done_ = true;
+  state_ = State::FullFeature;
+  reconnect_attempts_ = 0;
+  down_since_ms_ = 0;
+  recovery_expired_ = false;
+  last_rx_ms_ = now_ms();
+  nop_outstanding_ = false;
+  tmf_ = Tmf::None;
+  uint32_t waiting = 0;
+  for (uint32_t i = ready_head_; i != UINT32_MAX; i = tasks_[i].next) ++waiting;
+  if (reconnect) {
+    ++stats_.reconnects;
+    VCP_LOG_INFO("{}: session reinstated on {}:{} (TSIH {}); reissuing {} command(s)", name_, host_, port_,
+                 login_->tsih(), waiting);
+  } else {
+    VCP_LOG_INFO("{}: logged in to {} on {}:{} (TSIH {}, header digest {}, data digest {}, ImmediateData {}, "
+                 "InitialR2T {}, FirstBurst {}, MaxBurst {}, MaxRecvDSL {}/{}, window {})",
+                 name_, cfg_.target, host_, port_, login_->tsih(), digests_.header ? "CRC32C" : "None",
+                 digests_.data ? "CRC32C" : "None", params_.immediate_data ? "Yes" : "No",
+                 params_.initial_r2t ? "Yes" : "No", params_.first_burst_length, params_.max_burst_length,
+                 params_.max_recv_data_segment_length, params_.max_send_data_segment_length, window_.room());
+  }
+  login_.reset();
+  pump();
+}
+
+void Session::connection_failed(const std::string& why) {
+  if (tearing_down_) return;
+  bool closing = state_ == State::Failed || logout_done_ || closing_;
+  if (!closing) {
+    VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting", name_, why, in_flight_);
+    state_ = State::Down;
+    if (down_since_ms_ == 0) down_since_ms_ = now_ms();
+    uint64_t delay = reconnect_attempts_ == 0 ? 0 : std::min<uint64_t>(100ull << std::min(reconnect_attempts_, 5u), 2000);
+    reconnect_at_ms_ = now_ms() + delay;
+    ++reconnect_attempts_;
+    requeue_issued();
+  }
+  tmf_ = Tmf::None;
+  nop_outstanding_ = false;
+  // Drop the tx FIFO: tasks requeued above are issued afresh on the next connection.
+  for (uint32_t i = tx_head_task_; i != UINT32_MAX;) {
+    uint32_t nx = tasks_[i].tx_next;
+    tasks_[i].in_tx_fifo = false;
+    tasks_[i].tx_next = UINT32_MAX;
+    i = nx;
+  }
+  tx_head_task_ = tx_tail_task_ = UINT32_MAX;
+  login_.reset();
+  tearing_down_ = true;
+  if (sock_) {
+    ::shutdown(sock_.get(), SHUT_RDWR);
+    if (ops_in_flight_ > 0) {
+      io_uring_sqe* s = sqe();
+      io_uring_prep_cancel_fd(s, sock_.get(), IORING_ASYNC_CANCEL_ALL);
+      io_uring_sqe_set_data64(s, user_data(Op::Cancel, 0));
+    }
+  }
+  if (ops_in_flight_ == 0) finish_teardown();
+}
+
+void Session::finish_teardown() {
+  sock_.reset();
+  tearing_down_ = false;
+  tx_head_ = tx_count_ = 0;
+  tx_head_sent_ = 0;
+  send_in_flight_ = recv_in_flight_ = false;
+  rx_phase_ = RxPhase::Header;
+  rx_got_ = 0;
+}
+
+void Session::requeue_issued() {
+  for (uint32_t i = 0; i < kMaxTasks; ++i) {
+    Task& t = tasks_[i];
+    if (t.state != TaskState::Issued) continue;
+    ++stats_.reissued;
+    ready_push(t);
+  }
+}
+
+void Session::fail_all(int status) {
+  for (uint32_t i = 0; i < kMaxTasks; ++i) {
+    Task& t = tasks_[i];
+    if (t.state == TaskState::Free) continue;
+    if (t.state == TaskState::Delayed) --delayed_;
+    complete(t, status);
+  }
+  ready_head_ = ready_tail_ = UINT32_MAX;
+  while (overflow_count_ > 0) {
+    BlockRequest* r = overflow_[overflow_head_];
+    overflow_head_ = (overflow_head_ + 1) % kOverflow;
+    --overflow_count_;
+    --in_flight_;
+    r->done(r, status);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests and tasks
+
+void Session::submit(BlockRequest* req) {
+  if (req->op == BlockOp::get_id) {  // the device model answers GET_ID from BackendInfo.serial
+    req->done(req, -EOPNOTSUPP);
+    return;
+  }
+  if ((req->op == BlockOp::discard && !shape_.discard) || (req->op == BlockOp::write_zeroes && !shape_.write_zeroes)) {
+    req->done(req, -EOPNOTSUPP);
+    return;
+  }
+  const uint64_t bs = shape_.block_size;
+  if (req->offset % bs || req->length % bs || req->length / bs > UINT32_MAX || req->iovcnt > kMaxIov) {
+    req->done(req, -EINVAL);
+    return;
+  }
+  if (state_ == State::Failed || recovery_expired_) {
+    req->done(req, -EIO);
+    return;
+  }
+  ++in_flight_;
+  if (free_.empty() || overflow_count_ > 0) {
+    if (overflow_count_ == kOverflow) {
+      --in_flight_;
+      req->done(req, -EAGAIN);
+      return;
+    }
+    overflow_[(overflow_head_ + overflow_count_) % kOverflow] = req;
+    ++overflow_count_;
+    return;
+  }
+  start_request(req);
+}
+
+void Session::start_request(BlockRequest* req) {
+  uint32_t i = free_.back();
+  free_.pop_back();
+  Task& t = tasks_[i];
+  uint16_t gen = t.gen;
+  t = Task{};
+  t.gen = gen;
+  t.req = req;
+  const uint64_t lba = req->offset / shape_.block_size;
+  const auto blocks = static_cast<uint32_t>(req->length / shape_.block_size);
+  switch (req->op) {
+    case BlockOp::read:
+      t.cdb = build_read16(lba, blocks);
+      t.read = true;
+      t.xfer = static_cast<uint32_t>(req->length);
+      t.iov = req->iov;
+      t.iovcnt = req->iovcnt;
+      break;
+    case BlockOp::write:
+      t.cdb = build_write16(lba, blocks, req->fua);
+      t.write = true;
+      t.xfer = static_cast<uint32_t>(req->length);
+      t.iov = req->iov;
+      t.iovcnt = req->iovcnt;
+      break;
+    case BlockOp::flush:
+      t.cdb = build_synchronize_cache16();
+      break;
+    case BlockOp::discard:
+      t.cdb = build_unmap(kUnmapParamLength);
+      build_unmap_params(lba, blocks, t.params);
+      t.param_iov = {t.params.data(), t.params.size()};
+      t.write = true;
+      t.xfer = kUnmapParamLength;
+      t.iov = &t.param_iov;
+      t.iovcnt = 1;
+      break;
+    case BlockOp::write_zeroes:
+      t.cdb = build_write_same16(lba, blocks, req->unmap);
+      t.write = true;
+      t.xfer = shape_.block_size;
+      t.iov = &zero_iov_;
+      t.iovcnt = 1;
+      break;
+    case BlockOp::get_id:
+      break;
+  }
+  ready_push(t);
+}
+
+void Session::submit_cdb(BlockRequest* req, const Cdb& cdb, bool read, bool write) {
+  if (free_.empty() || state_ == State::Failed) {
+    req->done(req, -EIO);
+    return;
+  }
+  ++in_flight_;
+  uint32_t i = free_.back();
+  free_.pop_back();
+  Task& t = tasks_[i];
+  uint16_t gen = t.gen;
+  t = Task{};
+  t.gen = gen;
+  t.req = req;
+  t.raw = true;
+  t.cdb = cdb;
+  t.read = read;
+  t.write = write;
+  t.xfer = static_cast<uint32_t>(req->length);
+  t.iov = req->iov;
+  t.iovcnt = req->iovcnt;
+  ready_push(t);
+}
+
+void Session::ready_push(Task& t) {
+  t.state = TaskState::Ready;
+  t.next = UINT32_MAX;
+  uint32_t idx = static_cast<uint32_t>(&t - tasks_.get());
+  if (ready_tail_ == UINT32_MAX) {
+    ready_head_ = ready_tail_ = idx;
+  } else {
+    tasks_[ready_tail_].next = idx;
+    ready_tail_ = idx;
+  }
+}
+
+void Session::retry_later(Task& t, uint64_t delay_ms) {
+  ++stats_.retries;
+  t.state = TaskState::Delayed;
+  t.deadline_ms = now_ms() + delay_ms;
+  ++delayed_;
+}
+
+void Session::complete(Task& t, int status) {
+  if (t.in_tx_fifo) {
+    uint32_t idx = static_cast<uint32_t>(&t - tasks_.get());
+    uint32_t prev = UINT32_MAX;
+    for (uint32_t i = tx_head_task_; i != UINT32_MAX; prev = i, i = tasks_[i].tx_next) {
+      if (i != idx) continue;
+      uint32_t nx = tasks_[i].tx_next;
+      if (prev == UINT32_MAX) tx_head_task_ = nx;
+      else tasks_[prev].tx_next = nx;
+      if (tx_tail_task_ == idx) tx_tail_task_ = prev;
+      break;
+    }
+    t.in_tx_fifo = false;
+  }
+  BlockRequest* req = t.req;
+  t.req = nullptr;
+  t.state = TaskState::Free;
+  ++t.gen;
+  free_.push_back(static_cast<uint32_t>(&t - tasks_.get()));
+  --in_flight_;
+  ++completed_;
+  req->done(req, status);
+}
+
+Session::Task* Session::task_for(uint32_t itt) {
+  if (itt >= kNopTag) return nullptr;
+  uint32_t idx = itt & (kMaxTasks - 1);
+  Task& t = tasks_[idx];
+  if (t.state != TaskState::Issued || t.itt != itt) return nullptr;
+  return &t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transmit
+
+Session::TxRecord* Session::tx_alloc() {
+  // Callers check tx_has_room; login and control PDUs use the reserve.
+  TxRecord& r = tx_[(tx_head_ + tx_count_) % kTxRecords];
+  ++tx_count_;
+  r.hdr_len = 0;
+  r.iov = nullptr;
+  r.iovcnt = 0;
+  r.data_off = r.data_len = 0;
+  r.trailer_len = 0;
+  return &r;
+}
+
+void Session::emit_header(TxRecord& r, const is::Pdu& pdu) {
+  is::encode_bhs(pdu, std::span<uint8_t, is::kBhsSize>(r.hdr.data(), is::kBhsSize));
+  r.hdr_len = is::kBhsSize;
+  if (digests_.header) {
+    is::store_digest(std::span<uint8_t, 4>(&r.hdr[is::kBhsSize], 4), is::crc32c({r.hdr.data(), is::kBhsSize}));
+    r.hdr_len += is::kDigestSize;
+  }
+}
+
+void Session::emit_data(TxRecord& r, const iovec* iov, uint32_t iovcnt, uint32_t off, uint32_t len) {
+  r.iov = iov;
+  r.iovcnt = iovcnt;
+  r.data_off = off;
+  r.data_len = len;
+  uint32_t pad = is::pad_length(len);
+  std::fill(r.trailer.begin(), r.trailer.begin() + pad, uint8_t{0});
+  r.trailer_len = static_cast<uint8_t>(pad);
+  if (digests_.data && len > 0) {
+    is::Crc32c crc;
+    crc_range(crc, iov, iovcnt, off, len);
+    if (pad) crc.update({r.trailer.data(), pad});
+    is::store_digest(std::span<uint8_t, 4>(&r.trailer[pad], 4), crc.value());
+    r.trailer_len = static_cast<uint8_t>(pad + is::kDigestSize);
+  }
+}
+
+void Session::tx_fifo_push(Task& t) {
+  if (t.in_tx_fifo) return;
+  uint32_t idx = static_cast<uint32_t>(&t - tasks_.get());
+  t.in_tx_fifo = true;
+  t.tx_next = UINT32_MAX;
+  if (tx_tail_task_ == UINT32_MAX) {
+    tx_head_task_ = tx_tail_task_ = idx;
+  } else {
+    tasks_[tx_tail_task_].tx_next = idx;
+    tx_tail_task_ = idx;
+  }
+}
+
+void Session::issue_ready() {
+  if (state_ != State::FullFeature || tmf_ == Tmf::LunReset) return;
+  const uint64_t now = ready_head_ != UINT32_MAX ? now_ms() : 0;
+  const is::Lun lun = *is::Lun::from_number(cfg_.lun);
+  (void)lun;
+  while (ready_head_ != UINT32_MAX && window_.is_open()) {
+    Task& t = tasks_[ready_head_];
+    ready_head_ = t.next;
+    if (ready_head_ == UINT32_MAX) ready_tail_ = UINT32_MAX;
+    t.next = UINT32_MAX;
+    uint32_t idx = static_cast<uint32_t>(&t - tasks_.get());
+    ++t.gen;
+    t.itt = (uint32_t{t.gen} << kTaskIndexBits) | idx;
+    t.cmd_sn = window_.take();
+    t.state = TaskState::Issued;
+    t.deadline_ms = now + cfg_.timeout_ms;
+    t.rx_done = 0;
+    t.next_data_sn = 0;
+    t.r2t_count = 0;
+    t.cmd_pending = true;
+    t.imm_len = 0;
+    t.tx_off = t.tx_end = 0;
+    t.tx_ttt = is::kReservedTag;
+    t.tx_data_sn = 0;
+    if (t.write) {
+      const uint32_t seg = params_.max_send_data_segment_length;
+      const uint32_t first = params_.first_burst_length;
+      t.imm_len = params_.immediate_data ? std::min({t.xfer, first, seg}) : 0;
+      t.tx_off = t.imm_len;
+      t.tx_end = params_.initial_r2t ? t.imm_len : std::min(t.xfer, first);
+    }
+    tx_fifo_push(t);
+  }
+}
+
+bool Session::emit_task_pdu(Task& t) {
+  TxRecord& r = *tx_alloc();
+  if (t.cmd_pending) {
+    is::ScsiCommandPdu c;
+    c.immediate = false;
+    c.final = t.tx_end == t.imm_len;  // no unsolicited Data-Out follows
+    c.read = t.read;
+    c.write = t.write;
+    c.attr = is::TaskAttr::Simple;
+    c.data_segment_length = t.imm_len;
+    c.lun = *is::Lun::from_number(cfg_.lun);
+    c.itt = t.itt;
+    c.expected_data_transfer_length = t.xfer;
+    c.cmd_sn = t.cmd_sn;
+    c.exp_stat_sn = exp_stat_sn_;
+    c.cdb = t.cdb;
+    emit_header(r, c);
+    emit_data(r, t.iov, t.iovcnt, 0, t.imm_len);
+    t.cmd_pending = false;
+  } else {
+    const uint32_t len = std::min(t.tx_end - t.tx_off, params_.max_send_data_segment_length);
+    is::DataOutPdu d;
+    d.final = t.tx_off + len == t.tx_end;
+    d.data_segment_length = len;
+    d.lun = *is::Lun::from_number(cfg_.lun);
+    d.itt = t.itt;
+    d.ttt = t.tx_ttt;
+    d.exp_stat_sn = exp_stat_sn_;
+    d.data_sn = t.tx_data_sn++;
+    d.buffer_offset = t.tx_off;
+    emit_header(r, d);
+    emit_data(r, t.iov, t.iovcnt, t.tx_off, len);
+    t.tx_off += len;
+  }
+  if (t.tx_off == t.tx_end && t.r2t_count > 0) {
+    const auto& n = t.r2t[0];
+    t.tx_off = n[0];
+    t.tx_end = n[0] + n[1];
+    t.tx_ttt = n[2];
+    t.tx_data_sn = 0;
+    std::move(t.r2t.begin() + 1, t.r2t.begin() + t.r2t_count, t.r2t.begin());
+    --t.r2t_count;
+  }
+  return t.cmd_pending || t.tx_off < t.tx_end;
+}
+
+void Session::pump() {
+  while (overflow_count_ > 0 && !free_.empty()) {
+    BlockRequest* r = overflow_[overflow_head_];
+    overflow_head_ = (overflow_head_ + 1) % kOverflow;
+    --overflow_count_;
+    start_request(r);
+  }
+  issue_ready();
+  // Round robin over tasks with data to send, one PDU each, while the ring has room.
+  while (tx_head_task_ != UINT32_MAX && tx_has_room(kTxReserve) && state_ == State::FullFeature) {
+    Task& t = tasks_[tx_head_task_];
+    bool more = emit_task_pdu(t);
+    tx_head_task_ = t.tx_next;
+    if (tx_head_task_ == UINT32_MAX) tx_tail_task_ = UINT32_MAX;
+    t.in_tx_fifo = false;
+    t.tx_next = UINT32_MAX;
+    if (more) tx_fifo_push(t);
+  }
+  arm_send();
+}
+
+void Session::arm_send() {
+  if (send_in_flight_ || tx_count_ == 0 || !sock_ || tearing_down_) return;
+  if (state_ != State::LoggingIn && state_ != State::FullFeature && state_ != State::LoggingOut) return;
+  IovBuilder b{send_iov_.get(), kMaxIov};
+  b.skip = tx_head_sent_;
+  for (uint32_t k = 0; k < tx_count_; ++k) {
+    const TxRecord& r = tx_[(tx_head_ + k) % kTxRecords];
+    if (!b.add(r.hdr.data(), r.hdr_len) || !b.add_range(r.iov, r.iovcnt, r.data_off, r.data_len) ||
+        !b.add(r.trailer.data(), r.trailer_len))
+      break;
+  }
+  if (b.n == 0) return;
+  queue_msg(static_cast<int>(Op::Send), send_msg_, send_iov_.get(), b.n);
+  send_in_flight_ = true;
+}
+
+void Session::queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n) {
+  msg = {};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = n;
+  io_uring_sqe* s = sqe();
+  if (static_cast<Op>(op) == Op::Send) {
+    io_uring_prep_sendmsg(s, sock_.get(), &msg, MSG_NOSIGNAL);
+  } else {
+    // MSG_WAITALL: the kernel keeps receiving until the BHS or the data segment is complete.
+    io_uring_prep_recvmsg(s, sock_.get(), &msg, MSG_WAITALL);
+  }
+  io_uring_sqe_set_data64(s, user_data(static_cast<Op>(op), conn_gen_));
+  ++ops_in_flight_;
+}
+
+void Session::on_sent(int res) {
+  send_in_flight_ = false;
+  if (res < 0) {
+    connection_failed("send: " + errno_str(res));
+    return;
+  }
+  uint64_t n = static_cast<uint64_t>(res);
+  while (n > 0 && tx_count_ > 0) {
+    const TxRecord& r = tx_[tx_head_];
+    uint64_t rem = r.total() - tx_head_sent_;
+    if (n >= rem) {
+      n -= rem;
+      tx_head_ = (tx_head_ + 1) % kTxRecords;
+      --tx_count_;
+      tx_head_sent_ = 0;
+    } else {
+      tx_head_sent_ += n;
+      n = 0;
+    }
+  }
+  pump();
+}
+
+void Session::send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> ping) {
+  if (!tx_has_room(1) || state_ != State::FullFeature) return;
+  size_t len = std::min(ping.size(), nop_echo_.size());
+  if (len) std::memcpy(nop_echo_.data(), ping.data(), len);
+  nop_echo_iov_ = {nop_echo_.data(), len};
+  is::NopOutPdu n;
+  n.immediate = true;
+  n.data_segment_length = static_cast<uint32_t>(len);
+  n.lun = *is::Lun::from_number(cfg_.lun);
+  n.itt = itt;
+  n.ttt = ttt;
+  n.cmd_sn = window_.peek();
+  n.exp_stat_sn = exp_stat_sn_;
+  TxRecord& r = *tx_alloc();
+  emit_header(r, n);
+  emit_data(r, &nop_echo_iov_, 1, 0, static_cast<uint32_t>(len));
+  arm_send();
+}
+
+void Session::send_tmf(is::TmfFunction fn, Task* t) {
+  if (!tx_has_room(1)) return;
+  is::TaskMgmtRequestPdu m;
+  m.immediate = true;
+  m.function = fn;
+  m.lun = *is::Lun::from_number(cfg_.lun);
+  m.itt = tmf_itt_ = kTmfTag | (++special_seq_ & 0xffffff);
+  m.referenced_task_tag = t ? t->itt : is::kReservedTag;
+  m.cmd_sn = window_.peek();
+  m.exp_stat_sn = exp_stat_sn_;
+  m.ref_cmd_sn = t ? t->cmd_sn : window_.peek();
+  m.exp_data_sn = 0;
+  tmf_task_itt_ = t ? t->itt : is::kReservedTag;
+  tmf_deadline_ms_ = now_ms() + cfg_.timeout_ms;
+  TxRecord& r = *tx_alloc();
+  emit_header(r, m);
+  arm_send();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receive
+
+void Session::arm_recv() {
+  if (recv_in_flight_ || !sock_ || tearing_down_) return;
+  if (state_ != State::LoggingIn && state_ != State::FullFeature && state_ != State::LoggingOut) return;
+  IovBuilder b{recv_iov_.get(), kMaxIov + 2};
+  b.skip = rx_got_;
+  if (rx_phase_ == RxPhase::Header) {
+    b.add(rx_hdr_.data(), rx_hdr_len_);
+  } else {
+    b.add_range(rx_iov_, rx_iovcnt_, rx_off_, rx_dsl_);
+    b.add(rx_trailer_.data(), rx_total_ - rx_dsl_);
+  }
+  queue_msg(static_cast<int>(Op::Recv), recv_msg_, recv_iov_.get(), b.n);
+  recv_in_flight_ = true;
+}
+
+void Session::on_received(int res) {
+  recv_in_flight_ = false;
+  if (res == 0) {
+    connection_failed("the target closed the connection");
+    return;
+  }
+  if (res < 0) {
+    connection_failed("recv: " + errno_str(res));
+    return;
+  }
+  rx_got_ += static_cast<uint32_t>(res);
+  const uint32_t gen = conn_gen_;
+  if (rx_phase_ == RxPhase::Header && rx_got_ == rx_hdr_len_) {
+    rx_header_done();
+  } else if (rx_phase_ == RxPhase::Data && rx_got_ == rx_total_) {
+    rx_data_done();
+  }
+  if (gen == conn_gen_) arm_recv();
+}
+
+void Session::rx_header_done() {
+  last_rx_ms_ = now_ms();
+  if (digests_.header) {
+    uint32_t want = is::load_digest(std::span<const uint8_t, 4>(&rx_hdr_[is::kBhsSize], 4));
+    if (is::crc32c({rx_hdr_.data(), is::kBhsSize}) != want) {
+      connection_failed("header digest mismatch");
+      return;
+    }
+  }
+  is::DecodeOptions opts;
+  opts.direction = is::Direction::FromTarget;
+  opts.max_data_segment_length = static_cast<uint32_t>(scratch_.size() - 8);
+  is::PduError e = is::decode_bhs({rx_hdr_.data(), is::kBhsSize}, rx_pdu_, opts);
+  if (e != is::PduError::Ok) {
+    connection_failed("malformed PDU from the target: " + std::string(is::to_string(e)));
+    return;
+  }
+  rx_dsl_ = is::data_segment_length_of(rx_pdu_);
+  rx_got_ = 0;
+  if (rx_dsl_ == 0) {
+    rx_into_task_ = false;
+    process_pdu();
+    return;
+  }
+  rx_total_ = static_cast<uint32_t>(is::padded_length(rx_dsl_)) + (digests_.data ? is::kDigestSize : 0);
+  rx_iov_ = &scratch_iov_;
+  rx_iovcnt_ = 1;
+  rx_off_ = 0;
+  rx_into_task_ = false;
+  if (auto* d = std::get_if<is::DataInPdu>(&rx_pdu_)) {
+    if (Task* t = task_for(d->itt)) {
+      if (!t->read || d->buffer_offset != t->rx_done || uint64_t{d->buffer_offset} + rx_dsl_ > t->xfer) {
+        connection_failed("Data-In out of order or beyond the transfer (offset " + std::to_string(d->buffer_offset) +
+                          ", length " + std::to_string(rx_dsl_) + ")");
+        return;
+      }
+      // Zero copy: the data segment lands in the request's own buffers.
+      rx_iov_ = t->iov;
+      rx_iovcnt_ = t->iovcnt;
+      rx_off_ = d->buffer_offset;
+      rx_into_task_ = true;
+    }
+  }
+  rx_phase_ = RxPhase::Data;
+}
+
+void Session::rx_data_done() {
+  rx_phase_ = RxPhase::Header;
+  rx_got_ = 0;
+  last_rx_ms_ = now_ms();
+  const uint32_t pad = is::pad_length(rx_dsl_);
+  if (digests_.data) {
+    is::Crc32c crc;
+    crc_range(crc, rx_iov_, rx_iovcnt_, rx_off_, rx_dsl_);
+    if (pad) crc.update({rx_trailer_.data(), pad});
+    uint32_t want = is::load_digest(std::span<const uint8_t, 4>(&rx_trailer_[pad], 4));
+    if (crc.value() != want) {
+      // ERL 0: a digest error costs the connection; the command is reissued on the next one.
+      connection_failed("data digest mismatch");
+      return;
+    }
+  }
+  process_pdu();
+}
+
+void Session::update_sn(uint32_t stat_sn, bool advances, uint32_t exp_cmd_sn, uint32_t max_cmd_sn) {
+  if (advances && is::serial_ge(stat_sn, exp_stat_sn_)) exp_stat_sn_ = stat_sn + 1;
+  window_.update(exp_cmd_sn, max_cmd_sn);
+}
+
+void Session::process_pdu() {
+  std::span<const uint8_t> data;
+  if (!rx_into_task_) data = {scratch_.data(), rx_dsl_};
+  if (auto* lr = std::get_if<is::LoginResponsePdu>(&rx_pdu_)) {
+    if (state_ != State::LoggingIn || !login_) {
+      connection_failed("Login Response outside login");
+      return;
+    }
+    on_login_response(*lr, data);
+    return;
+  }
+  if (state_ == State::LoggingIn) {
+    connection_failed("unexpected " + std::string(is::to_string(is::opcode_of(rx_pdu_))) + " during login");
+    return;
+  }
+  if (auto* d = std::get_if<is::DataInPdu>(&rx_pdu_)) {
+    window_.update(d->exp_cmd_sn, d->max_cmd_sn);
+    Task* t = task_for(d->itt);
+    if (!t) return;  // a command we gave up on (aborted, reissued): its data is dropped
+    if (rx_into_task_) t->rx_done += rx_dsl_;
+    if (d->has_status) {
+      update_sn(d->stat_sn, true, d->exp_cmd_sn, d->max_cmd_sn);
+      on_scsi_status(*t, 0, d->status, d->underflow, d->overflow, d->residual_count, {});
+    }
+    return;
+  }
+  if (auto* r = std::get_if<is::ScsiResponsePdu>(&rx_pdu_)) {
+    update_sn(r->stat_sn, true, r->exp_cmd_sn, r->max_cmd_sn);
+    if (Task* t = task_for(r->itt))
+      on_scsi_status(*t, static_cast<uint8_t>(r->response), r->status, r->underflow, r->overflow, r->residual_count,
+                     data);
+    return;
+  }
+  if (auto* r = std::get_if<is::R2TPdu>(&rx_pdu_)) {
+    window_.update(r->exp_cmd_sn, r->max_cmd_sn);
+    on_r2t(*r);
+    return;
+  }
+  if (auto* n = std::get_if<is::NopInPdu>(&rx_pdu_)) {
+    update_sn(n->stat_sn, n->itt != is::kReservedTag, n->exp_cmd_sn, n->max_cmd_sn);
+    if (n->ttt != is::kReservedTag) send_nop_out(is::kReservedTag, n->ttt, data);  // the target pings us
+    if (nop_outstanding_ && n->itt == nop_itt_) nop_outstanding_ = false;
+    return;
+  }
+  if (auto* m = std::get_if<is::TaskMgmtResponsePdu>(&rx_pdu_)) {
+    update_sn(m->stat_sn, true, m->exp_cmd_sn, m->max_cmd_sn);
+    on_tmf_response(*m);
+    return;
+  }
+  if (auto* a = std::get_if<is::AsyncMessagePdu>(&rx_pdu_)) {
+    update_sn(a->stat_sn, true, a->exp_cmd_sn, a->max_cmd_sn);
+    switch (a->event) {
+      case is::AsyncEvent::ScsiEvent: {
+        auto s = parse_response_sense(data);
+        VCP_LOG_WARN("{}: asynchronous SCSI event from the target: {}", name_, s ? describe(*s) : "no sense data");
+        break;
+      }
+      case is::AsyncEvent::LogoutRequested:
+        connection_failed("the target asked us to log out");
+        break;
+      case is::AsyncEvent::ConnectionDropped:
+      case is::AsyncEvent::SessionDropped:
+        connection_failed("the target is dropping the connection");
+        break;
+      case is::AsyncEvent::ParameterNegotiation:
+        VCP_LOG_WARN("{}: the target asks for parameter renegotiation, which we do not do", name_);
+        break;
+      case is::AsyncEvent::Vendor:
+        break;
+    }
+    return;
+  }
+  if (auto* rj = std::get_if<is::RejectPdu>(&rx_pdu_)) {
+    update_sn(rj->stat_sn, true, rj->exp_cmd_sn, rj->max_cmd_sn);
+    uint32_t itt = data.size() >= is::kBhsSize ? is::wire::load_be32(&data[16]) : is::kReservedTag;
+    VCP_LOG_ERROR("{}: the target rejected a PDU (reason 0x{:02x}, ITT 0x{:08x})", name_,
+                  static_cast<unsigned>(rj->reason), itt);
+    if (Task* t = task_for(itt)) complete(*t, -EIO);
+    return;
+  }
+  if (std::get_if<is::LogoutResponsePdu>(&rx_pdu_)) {
+    logout_done_ = true;
+    return;
+  }
+  VCP_LOG_DEBUG("{}: ignoring {}", name_, is::to_string(is::opcode_of(rx_pdu_)));
+}
+
+void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool underflow, bool overflow,
+                             uint32_t residual, std::span<const uint8_t> sense_segment) {
+  if (response != 0) {
+    VCP_LOG_WARN("{}: target failure (iSCSI response 0x{:02x}) for CDB 0x{:02x}", name_, response, t.cdb[0]);
+    if (++t.retries <= kMaxRetriesBackoff) {
+      retry_later(t, 100);
+      return;
+    }
+    complete(t, -EIO);
+    return;
+  }
+  std::optional<Sense> sense;
+  if (status == scsi_status::kCheckCondition) {
+    sense = parse_response_sense(sense_segment);
+  }
+  Outcome o = classify(status, sense, t.raw ? BlockOp::read : t.req->op);
+  if (sense) {
+    if (sense->key == sense_key::kUnitAttention) {
+      VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
+    } else if (!(t.raw && sense->key == sense_key::kIllegalRequest)) {
+      VCP_LOG_WARN("{}: CDB 0x{:02x}: CHECK CONDITION: {}", name_, t.cdb[0], describe(*sense));
+    }
+  } else if (status != scsi_status::kGood) {
+    VCP_LOG_DEBUG("{}: CDB 0x{:02x}: SCSI status 0x{:02x}", name_, t.cdb[0], status);
+  }
+  switch (o.verdict) {
+    case Verdict::RetryNow:
+      if (++t.retries <= kMaxRetriesNow) {
+        ++stats_.retries;
+        ready_push(t);
+        return;
+      }
+      complete(t, -EIO);
+      return;
+    case Verdict::RetryBackoff:
+      if (++t.retries <= kMaxRetriesBackoff) {
+        retry_later(t, std::min<uint64_t>(10ull << std::min(t.retries, 7u), 1000));
+        return;
+      }
+      VCP_LOG_ERROR("{}: CDB 0x{:02x} still refused after {} retries", name_, t.cdb[0], t.retries - 1);
+      complete(t, -EIO);
+      return;
+    case Verdict::Done:
+      break;
+  }
+  int err = o.error;
+  if (err == 0) {
+    if (t.raw) {
+      t.req->length = t.read ? t.rx_done : (underflow ? t.xfer - std::min(residual, t.xfer) : t.xfer);
+    } else if ((t.req->op == BlockOp::read || t.req->op == BlockOp::write) && (underflow || overflow) &&
+               residual != 0) {
+      // (UNMAP and WRITE SAME: some targets report their parameter data as residual; harmless.)
+      VCP_LOG_ERROR("{}: CDB 0x{:02x}: residual {} bytes ({})", name_, t.cdb[0], residual,
+                    underflow ? "underflow" : "overflow");
+      err = -EIO;
+    } else if (t.read && t.rx_done != t.xfer) {
+      VCP_LOG_ERROR("{}: read returned {} of {} bytes", name_, t.rx_done, t.xfer);
+      err = -EIO;
+    }
+  } else if (err != -EOPNOTSUPP || !t.raw) {
+    if (!t.raw)
+      VCP_LOG_ERROR("{}: {} at byte {} ({} bytes) failed: {}", name_, to_string(t.req->op), t.req->offset,
+                    t.req->length, errno_str(err));
+  }
+  complete(t, err);
+}
+
+void Session::on_r2t(const is::R2TPdu& r) {
+  Task* t = task_for(r.itt);
+  if (!t) return;  // for a command we already gave up on
+  if (!t->write || r.desired_data_transfer_length == 0 ||
+      uint64_t{r.buffer_offset} + r.desired_data_transfer_length > t->xfer) {
+    connection_failed("R2T outside the command's data (offset " + std::to_string(r.buffer_offset) + ", length " +
+                      std::to_string(r.desired_data_transfer_length) + ")");
+    return;
+  }
+  const bool busy = t->cmd_pending || t->tx_off < t->tx_end;
+  if (busy) {
+    if (t->r2t_count == t->r2t.size()) {
+      connection_failed("more outstanding R2Ts than we can hold");
+      return;
+    }
+    t->r2t[t->r2t_count++] = {r.buffer_offset, r.desired_data_transfer_length, r.ttt};
+    return;
+  }
+  t->tx_off = r.buffer_offset;
+  t->tx_end = r.buffer_offset + r.desired_data_transfer_length;
+  t->tx_ttt = r.ttt;
+  t->tx_data_sn = 0;
+  tx_fifo_push(*t);
+}
+
+void Session::on_tmf_response(const is::TaskMgmtResponsePdu& r) {
+  if (r.itt != tmf_itt_ || tmf_ == Tmf::None) return;
+  const bool ok = r.response == is::TmfResponse::Complete || r.response == is::TmfResponse::TaskDoesNotExist;
+  if (tmf_ == Tmf::AbortTask) {
+    if (!ok) {
+      VCP_LOG_WARN("{}: ABORT TASK refused (response {}); resetting the LUN", name_, static_cast<int>(r.response));
+      tmf_ = Tmf::LunReset;
+      ++stats_.lun_resets;
+      send_tmf(is::TmfFunction::LogicalUnitReset, nullptr);
+      return;
+    }
+    tmf_ = Tmf::None;
+    if (Task* t = task_for(tmf_task_itt_)) {
+      if (++t->timeouts > kMaxTimeouts) {
+        complete(*t, -EIO);
+      } else {
+        ++stats_.reissued;
+        ready_push(*t);
+      }
+    }
+    return;
+  }
+  // LUN reset: every command of ours on the LUN is gone; the ones not answered go again.
+  if (!ok) {
+    connection_failed("LOGICAL UNIT RESET refused");
+    return;
+  }
+  tmf_ = Tmf::None;
+  VCP_LOG_INFO("{}: LUN reset done; reissuing outstanding commands", name_);
+  requeue_issued();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timer: keep-alive, timeouts and their escalation, back-off, reconnect
+
+void Session::on_timer() {
+  const uint64_t now = now_ms();
+  if (delayed_ > 0) {
+    for (uint32_t i = 0; i < kMaxTasks; ++i) {
+      Task& t = tasks_[i];
+      if (t.state == TaskState::Delayed && t.deadline_ms <= now) {
+        --delayed_;
+        ready_push(t);
+      }
+    }
+  }
+  switch (state_) {
+    case State::FullFeature: {
+      if (nop_outstanding_ && now > nop_deadline_ms_) {
+        connection_failed("no answer to NOP-Out for " + std::to_string(cfg_.timeout_ms / 1000) + " s");
+        break;
+      }
+      if (!nop_outstanding_ && now - last_rx_ms_ >= cfg_.nop_interval_ms) {
+        nop_itt_ = kNopTag | (++special_seq_ & 0xffffff);
+        nop_outstanding_ = true;
+        nop_deadline_ms_ = now + cfg_.timeout_ms;
+        ++stats_.nops_sent;
+        send_nop_out(nop_itt_, is::kReservedTag, {});
+      }
+      if (tmf_ != Tmf::None && now > tmf_deadline_ms_) {
+        if (tmf_ == Tmf::AbortTask) {
+          VCP_LOG_WARN("{}: ABORT TASK unanswered; resetting the LUN", name_);
+          tmf_ = Tmf::LunReset;
+          ++stats_.lun_resets;
+          send_tmf(is::TmfFunction::LogicalUnitReset, nullptr);
+        } else {
+          connection_failed("LOGICAL UNIT RESET unanswered");
+          break;
+        }
+      }
+      if (tmf_ == Tmf::None) {
+        for (uint32_t i = 0; i < kMaxTasks; ++i) {
+          Task& t = tasks_[i];
+          if (t.state != TaskState::Issued || t.deadline_ms > now) continue;
+          VCP_LOG_WARN("{}: CDB 0x{:02x} (ITT 0x{:x}) unanswered for {} ms; ABORT TASK", name_, t.cdb[0], t.itt,
+                       cfg_.timeout_ms);
+          tmf_ = Tmf::AbortTask;
+          ++stats_.aborts;
+          send_tmf(is::TmfFunction::AbortTask, &t);
+          break;
+        }
+      }
+      break;
+    }
+    case State::Connecting:
+    case State::LoggingIn:
+      if (now > login_deadline_ms_) {
+        std::string why = "no login to " + host_ + ":" + std::to_string(port_) + " within " +
+                          std::to_string(cfg_.login_timeout_ms / 1000) + " s";
+        if (!first_login_done_) {
+          error_ = why;
+          error_code_ = -ETIMEDOUT;
+          state_ = State::Failed;
+        }
+        connection_failed(why);
+      }
+      break;
+    case State::Down:
+      if (down_since_ms_ && !recovery_expired_ && now - down_since_ms_ > cfg_.recovery_timeout_ms) {
+        VCP_LOG_ERROR("{}: no session for {} s: failing {} outstanding request(s)", name_,
+                      cfg_.recovery_timeout_ms / 1000, in_flight_);
+        recovery_expired_ = true;
+        fail_all(-EIO);
+      }
+      break;
+    case State::LoggingOut:
+    case State::Failed:
+      break;
+  }
+  maybe_reconnect();
+}
+
+void Session::maybe_reconnect() {
+  if (state_ == State::Down && !tearing_down_ && !sock_ && !closing_ && now_ms() >= reconnect_at_ms_)
+    start_connect();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event loop
+
+void Session::handle_cqe(uint64_t ud, int res) {
+  const auto op = static_cast<Op>(ud >> 56);
+  const auto gen = static_cast<uint32_t>(ud);
+  if (op == Op::Cancel) return;
+  if (op == Op::Timer) {
+    timer_armed_ = false;
+    if (closing_) return;
+    arm_timer_read();
+    on_timer();
+    return;
+  }
+  if (ops_in_flight_ > 0) --ops_in_flight_;
+  if (gen != conn_gen_ || tearing_down_) {
+    if (op == Op::Send) send_in_flight_ = false;
+    if (op == Op::Recv) recv_in_flight_ = false;
+    if (tearing_down_ && ops_in_flight_ == 0) finish_teardown();
+    return;
+  }
+  switch (op) {
+    case Op::Connect: on_connected(res); break;
+    case Op::Send: on_sent(res); break;
+    case Op::Recv: on_received(res); break;
+    default: break;
+  }
+}
+
+int Session::poll() {
+  const uint64_t before = completed_;
+  io_uring_cqe* cqe = nullptr;
+  unsigned head = 0, n = 0;
+  // Handlers may queue new SQEs (never reap): collect, advance, then handle.
+  std::array<std::pair<uint64_t, int>, 64> batch;
+  for (;;) {
+    n = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      if (n == batch.size()) break;
+      batch[n++] = {cqe->user_data, cqe->res};
+    }
+    if (n == 0) break;
+    io_uring_cq_advance(&ring_, n);
+    for (unsigned i = 0; i < n; ++i) handle_cqe(batch[i].first, batch[i].second);
+  }
+  if (!closing_) {
+    maybe_reconnect();
+    pump();
+  }
+  if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
+  return static_cast<int>(completed_ - before);
+}
+
+void Session::commit() {
+  pump();
+  if (io_uring_sq_ready(&ring_) > 0) io_uring_submit(&ring_);
+}
+
+void Session::wait_event(uint32_t timeout_ms) {
+  pollfd pfd{event_fd_.get(), POLLIN, 0};
+  if (::poll(&pfd, 1, static_cast<int>(timeout_ms)) > 0) {
+    uint64_t v = 0;
+    (void)!::read(event_fd_.get(), &v, sizeof v);
+  }
+}
+
+int Session::wait_logged_in() {
+  const uint64_t until = now_ms() + cfg_.login_timeout_ms + 1000;
+  while (state_ != State::FullFeature && state_ != State::Failed && now_ms() < until) {
+    poll();
+    if (state_ == State::FullFeature || state_ == State::Failed) break;
+    wait_event(50);
+  }
+  if (state_ == State::FullFeature) return 0;
+  if (error_.empty()) error_ = "no login to " + host_ + ":" + std::to_string(port_) + " (timed out)";
+  return error_code_ ? error_code_ : -EIO;
+}
+
+uint32_t Session::run_until_idle(uint32_t timeout_ms) {
+  const uint64_t until = now_ms() + timeout_ms;
+  commit();
+  while (in_flight_ > 0 && now_ms() < until) {
+    if (poll() == 0 && in_flight_ > 0) wait_event(20);
+  }
+  return in_flight_;
+}
+
+void Session::logout(uint32_t timeout_ms) {
+  if (state_ == State::FullFeature && tx_has_room(1)) {
+    is::LogoutRequestPdu l;
+    l.immediate = true;
+    l.reason = is::LogoutReason::CloseSession;
+    l.itt = kLogoutTag | (++special_seq_ & 0xffffff);
+    l.cid = 0;
+    l.cmd_sn = window_.peek();
+    l.exp_stat_sn = exp_stat_sn_;
+    TxRecord& r = *tx_alloc();
+    emit_header(r, l);
+    state_ = State::LoggingOut;
+    arm_send();
+    const uint64_t until = now_ms() + timeout_ms;
+    while (!logout_done_ && state_ == State::LoggingOut && now_ms() < until) {
+      poll();
+      if (!logout_done_) wait_event(20);
+    }
+  }
+  closing_ = true;
+  logout_done_ = true;
+  if (!tearing_down_ && sock_) connection_failed("logged out");
+  const uint64_t until = now_ms() + 1000;
+  while (tearing_down_ && now_ms() < until) {
+    poll();
+    if (tearing_down_) wait_event(20);
+  }
+  state_ = State::Failed;
+  if (error_.empty()) error_ = "logged out";
+}
+
+}  // namespace vcp::backends::iscsi

@@ -1,0 +1,306 @@
+// One iSCSI session with one TCP connection, driven by io_uring on the thread that owns it.
+//
+// The backend opens one Session per queue thread (and one short-lived one at start-up to read
+// the LUN's capacity and limits): nothing is shared between threads, so nothing is locked.
+// MC/S is not used (vcp_iscsi negotiates MaxConnections=1): parallelism comes from a session
+// per queue, which the target schedules like any other set of sessions.
+//
+// Data path: submit() turns a BlockRequest into a task (a preallocated slot with its CDB);
+// commit()/poll() assign CmdSNs while the window is open, emit PDUs into a preallocated ring
+// of outgoing PDU records, and keep exactly one sendmsg and one recvmsg in flight. Data-In is
+// received straight into the request's iovecs (BHS first, then the data segment into the
+// right offset of the caller's buffers); Data-Out is sent from them. No allocation, no
+// exceptions, no locks after start().
+//
+// Keeping going: NOP-Out when the target is silent, answers to its NOP-Ins; a command past its
+// timeout is aborted (ABORT TASK), then the LUN reset (LOGICAL UNIT RESET), then the connection
+// dropped; a lost connection is re-established with the same ISID and TSIH 0, which reinstates
+// the session on the target (RFC 7143 §6.3.5), and every command still outstanding is issued
+// again with a new ITT and CmdSN. A task completes once: its slot is freed on completion and
+// responses for an older ITT of the slot are dropped.
+#pragma once
+
+#include <liburing.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backends/block_backend.hpp"
+#include "backends/iscsi/scsi.hpp"
+#include "backends/iscsi/url.hpp"
+#include "base/unique_fd.hpp"
+#include "iscsi/login.hpp"
+#include "iscsi/pdu.hpp"
+#include "iscsi/seq.hpp"
+
+namespace vcp::backends::iscsi {
+
+// What the backend knows about the LUN that the data path needs.
+struct LunShape {
+  uint32_t block_size = 512;
+  bool discard = false;
+  bool write_zeroes = false;
+};
+
+class Session {
+ public:
+  static constexpr uint32_t kMaxTasks = 1024;      // commands in flight per session
+  static constexpr uint32_t kMaxIov = 1024;        // iovecs per request (IOV_MAX)
+  static constexpr uint32_t kTxRecords = 2048;     // PDUs queued for sending
+
+  enum class State : uint8_t { Down, Connecting, LoggingIn, FullFeature, LoggingOut, Failed };
+
+  Session(IscsiConfig cfg, vcp::iscsi::Isid isid, std::string name, LunShape shape);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Allocates everything (rings, buffers, the io_uring) and starts connecting. <0: -errno.
+  int start();
+  // Runs the loop until the first login ends. 0 when in Full Feature Phase; otherwise -errno
+  // and error() says why (authentication failure, target not found, timeout ...).
+  int wait_logged_in();
+  const std::string& error() const { return error_; }
+  State state() const { return state_; }
+
+  // Data path (BackendQueue semantics).
+  void submit(BlockRequest* req);
+  // A SCSI command of the caller's making (start-up probes). The data buffer is req->iov;
+  // req->length is updated to the bytes transferred (short reads of VPD pages are fine).
+  void submit_cdb(BlockRequest* req, const Cdb& cdb, bool read, bool write);
+  void commit();
+  int poll();
+  int wait_fd() const { return event_fd_.get(); }
+  uint32_t in_flight() const { return in_flight_; }
+
+  // Blocks until every request completed or timeout_ms passed; returns in_flight().
+  uint32_t run_until_idle(uint32_t timeout_ms);
+  // Logs out (best effort, bounded by timeout_ms) and closes the connection.
+  void logout(uint32_t timeout_ms);
+
+  // Observability for tests and logs.
+  struct Stats {
+    uint64_t reconnects = 0;
+    uint64_t reissued = 0;
+    uint64_t retries = 0;
+    uint64_t aborts = 0;
+    uint64_t lun_resets = 0;
+    uint64_t nops_sent = 0;
+  };
+  const Stats& stats() const { return stats_; }
+  const vcp::iscsi::SessionParams& params() const { return params_; }
+
+ private:
+  enum class TaskState : uint8_t { Free, Ready, Issued, Delayed };
+  struct Task {
+    BlockRequest* req = nullptr;
+    Cdb cdb{};
+    bool read = false;
+    bool write = false;
+    bool raw = false;  // submit_cdb: short transfers are fine
+    TaskState state = TaskState::Free;
+    uint16_t gen = 0;
+    uint32_t itt = 0;
+    uint32_t cmd_sn = 0;
+    uint32_t xfer = 0;
+    const iovec* iov = nullptr;
+    uint32_t iovcnt = 0;
+    uint32_t rx_done = 0;         // Data-In bytes received (in order)
+    uint32_t next_data_sn = 0;
+    // Outgoing data: the current sequence [tx_off, tx_end) with its TTT, plus queued R2Ts.
+    bool cmd_pending = false;     // the SCSI Command PDU is still to be emitted
+    bool in_tx_fifo = false;
+    uint32_t imm_len = 0;
+    uint32_t tx_off = 0;
+    uint32_t tx_end = 0;
+    uint32_t tx_ttt = vcp::iscsi::kReservedTag;
+    uint32_t tx_data_sn = 0;
+    std::array<std::array<uint32_t, 3>, 4> r2t{};  // offset, length, ttt
+    uint8_t r2t_count = 0;
+    uint32_t retries = 0;
+    uint32_t timeouts = 0;
+    uint64_t deadline_ms = 0;     // Issued: command timeout; Delayed: when to retry
+    uint32_t next = UINT32_MAX;   // ready / tx FIFO link
+    uint32_t tx_next = UINT32_MAX;
+    std::array<uint8_t, kUnmapParamLength> params{};
+    iovec param_iov{};
+  };
+  struct TxRecord {
+    std::array<uint8_t, vcp::iscsi::kBhsSize + 4> hdr{};
+    uint8_t hdr_len = 0;
+    const iovec* iov = nullptr;
+    uint32_t iovcnt = 0;
+    uint32_t data_off = 0;
+    uint32_t data_len = 0;
+    std::array<uint8_t, 8> trailer{};  // pad + data digest
+    uint8_t trailer_len = 0;
+    uint64_t total() const { return uint64_t{hdr_len} + data_len + trailer_len; }
+  };
+  enum class RxPhase : uint8_t { Header, Data };
+  enum class Tmf : uint8_t { None, AbortTask, LunReset };
+
+  // connection lifecycle
+  void start_connect();
+  void on_connected(int res);
+  void begin_login();
+  void on_login_response(const vcp::iscsi::LoginResponsePdu& rs, std::span<const uint8_t> data);
+  void enter_full_feature();
+  void connection_failed(const std::string& why);
+  void finish_teardown();
+  void fail_all(int status);
+
+  // io_uring plumbing
+  io_uring_sqe* sqe();
+  void arm_send();
+  void arm_recv();
+  void queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n);  // op: Send or Recv
+  void arm_timer_read();
+  void handle_cqe(uint64_t ud, int res);
+  void on_sent(int res);
+  void on_received(int res);
+  void on_timer();
+  void maybe_reconnect();
+  void wait_event(uint32_t timeout_ms);
+
+  // tx
+  TxRecord* tx_alloc();
+  bool tx_has_room(uint32_t n) const { return kTxRecords - tx_count_ >= n; }
+  void emit_header(TxRecord& r, const vcp::iscsi::Pdu& pdu);
+  void emit_data(TxRecord& r, const iovec* iov, uint32_t iovcnt, uint32_t off, uint32_t len);
+  void pump();
+  void issue_ready();
+  bool emit_task_pdu(Task& t);
+  void tx_fifo_push(Task& t);
+  void send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> ping);
+  void send_tmf(vcp::iscsi::TmfFunction fn, Task* t);
+
+  // rx
+  void rx_header_done();
+  void rx_data_done();
+  void rx_start_data(uint32_t len, const iovec* iov, uint32_t iovcnt, uint32_t off);
+  void process_pdu();
+  Task* task_for(uint32_t itt);
+  void update_sn(uint32_t stat_sn, bool advances, uint32_t exp_cmd_sn, uint32_t max_cmd_sn);
+  void on_scsi_status(Task& t, uint8_t response, uint8_t status, bool underflow, bool overflow,
+                      uint32_t residual, std::span<const uint8_t> sense_segment);
+  void on_r2t(const vcp::iscsi::R2TPdu& r);
+  void on_tmf_response(const vcp::iscsi::TaskMgmtResponsePdu& r);
+
+  // tasks
+  void start_request(BlockRequest* req);
+  void ready_push(Task& t);
+  void complete(Task& t, int status);
+  void retry_later(Task& t, uint64_t delay_ms);
+  void requeue_issued();
+  uint64_t now_ms() const;
+
+  IscsiConfig cfg_;
+  vcp::iscsi::Isid isid_;
+  std::string name_;
+  LunShape shape_;
+  std::string error_;
+  int error_code_ = 0;
+  State state_ = State::Down;
+  bool closing_ = false;           // logout() or destruction: never reconnect
+  bool recovery_expired_ = false;  // down longer than recovery_timeout: fail fast
+  bool first_login_done_ = false;
+  bool logout_done_ = false;
+
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  UniqueFd event_fd_;
+  UniqueFd timer_fd_;
+  uint64_t timer_buf_ = 0;
+  bool timer_armed_ = false;
+  UniqueFd sock_;
+  uint32_t conn_gen_ = 0;
+  uint32_t ops_in_flight_ = 0;  // connect/send/recv of the current connection
+  bool tearing_down_ = false;
+  std::string host_;  // where we connect (a redirect may change it)
+  uint16_t port_ = 0;
+  sockaddr_storage peer_{};
+  socklen_t peer_len_ = 0;
+
+  // login
+  std::unique_ptr<vcp::iscsi::InitiatorLogin> login_;
+  std::vector<uint8_t> login_tx_;
+  iovec login_iov_{};
+  uint64_t login_deadline_ms_ = 0;
+  vcp::iscsi::SessionParams params_;
+  vcp::iscsi::Digests digests_{};
+
+  // sequence numbers
+  vcp::iscsi::CmdWindow window_;
+  uint32_t exp_stat_sn_ = 0;
+
+  // tasks
+  std::unique_ptr<Task[]> tasks_;
+  std::vector<uint32_t> free_;
+  uint32_t ready_head_ = UINT32_MAX, ready_tail_ = UINT32_MAX;
+  uint32_t tx_head_task_ = UINT32_MAX, tx_tail_task_ = UINT32_MAX;
+  uint32_t in_flight_ = 0;
+  uint64_t completed_ = 0;
+  uint32_t delayed_ = 0;
+  // Requests beyond kMaxTasks wait here (a fixed ring: no allocation).
+  std::vector<BlockRequest*> overflow_;
+  uint32_t overflow_head_ = 0, overflow_count_ = 0;
+  std::vector<uint8_t> zero_block_;
+  iovec zero_iov_{};
+
+  // tx ring
+  std::unique_ptr<TxRecord[]> tx_;
+  uint32_t tx_head_ = 0, tx_count_ = 0;
+  uint64_t tx_head_sent_ = 0;  // bytes of the head record already sent
+  bool send_in_flight_ = false;
+  std::unique_ptr<iovec[]> send_iov_;
+  msghdr send_msg_{};
+  uint32_t send_records_ = 0;
+
+  // rx
+  RxPhase rx_phase_ = RxPhase::Header;
+  std::array<uint8_t, vcp::iscsi::kBhsSize + 4> rx_hdr_{};
+  uint32_t rx_hdr_len_ = vcp::iscsi::kBhsSize;
+  uint32_t rx_got_ = 0;
+  vcp::iscsi::Pdu rx_pdu_;
+  uint32_t rx_dsl_ = 0;
+  // Data segment destination: the task's iovecs (Data-In) or the scratch buffer.
+  const iovec* rx_iov_ = nullptr;
+  uint32_t rx_iovcnt_ = 0;
+  uint32_t rx_off_ = 0;
+  uint32_t rx_total_ = 0;  // data + pad + digest
+  bool rx_into_task_ = false;
+  std::array<uint8_t, 8> rx_trailer_{};
+  std::vector<uint8_t> scratch_;
+  iovec scratch_iov_{};
+  bool recv_in_flight_ = false;
+  std::unique_ptr<iovec[]> recv_iov_;
+  msghdr recv_msg_{};
+
+  // keep-alive and task management
+  uint64_t last_rx_ms_ = 0;
+  uint32_t nop_itt_ = 0;
+  bool nop_outstanding_ = false;
+  uint64_t nop_deadline_ms_ = 0;
+  std::vector<uint8_t> nop_echo_;
+  iovec nop_echo_iov_{};
+  Tmf tmf_ = Tmf::None;
+  uint32_t tmf_itt_ = 0;
+  uint32_t tmf_task_itt_ = 0;
+  uint64_t tmf_deadline_ms_ = 0;
+  uint32_t special_seq_ = 0;
+
+  // recovery
+  uint64_t down_since_ms_ = 0;
+  uint64_t reconnect_at_ms_ = 0;
+  uint32_t reconnect_attempts_ = 0;
+
+  Stats stats_;
+};
+
+}  // namespace vcp::backends::iscsi

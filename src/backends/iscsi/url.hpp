@@ -1,0 +1,55 @@
+// The iscsi backend's SPEC: the URL form users know from libiscsi and QEMU,
+//   iscsi://[user@]host[:port]/target-iqn/lun[?key=value&key=value][,key=value...]
+// and where its secrets come from (a file or the environment, never the command line: a
+// command line is visible to every user through /proc).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "iscsi/negotiation.hpp"
+
+namespace vcp::backends::iscsi {
+
+constexpr uint16_t kDefaultPort = 3260;
+constexpr const char* kDefaultInitiator = "iqn.2024-01.org.vcp:initiator";
+
+struct IscsiConfig {
+  std::string host;  // name or address; IPv6 without the brackets
+  uint16_t port = kDefaultPort;
+  std::string target;  // IQN / EUI / NAA name
+  uint32_t lun = 0;
+  std::string initiator = kDefaultInitiator;
+  // CHAP: user set means "offer CHAP with this name"; mutual_user set means "require the
+  // target to prove itself with this name" (mutual CHAP).
+  std::string user;
+  std::string secret;
+  std::string mutual_user;
+  std::string mutual_secret;
+  vcp::iscsi::DigestPolicy header_digest = vcp::iscsi::DigestPolicy::Allow;
+  vcp::iscsi::DigestPolicy data_digest = vcp::iscsi::DigestPolicy::Allow;
+  uint32_t max_recv_data_segment_length = 262144;  // what we declare
+  uint32_t timeout_ms = 30000;           // a command without an answer for this long is aborted
+  uint32_t nop_interval_ms = 5000;       // NOP-Out after this long without hearing the target
+  uint32_t recovery_timeout_ms = 120000; // reconnecting longer than this fails outstanding I/O
+  uint32_t login_timeout_ms = 15000;     // connect + login
+};
+
+// Looks up an environment variable (tests inject their own).
+using EnvLookup = std::function<std::optional<std::string>(const char*)>;
+std::optional<std::string> system_env(const char* name);
+
+// Parses "iscsi://...". On failure *error says what is wrong in words a user can act on.
+std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string* error,
+                                           const EnvLookup& env = system_env);
+
+// "host:port" or "[v6]:port" or "host" (port defaults to 3260), for `vcp discover` and
+// TargetAddress values ("host:port,tpgt": the ",tpgt" is dropped).
+bool parse_portal(const std::string& text, std::string* host, uint16_t* port, std::string* error);
+
+// The usage line for the registry.
+extern const char* const kIscsiUsage;
+
+}  // namespace vcp::backends::iscsi
