@@ -382,7 +382,10 @@ int Queue::Impl::sleep_until(int64_t deadline_ns) {
 }
 
 int Queue::Impl::wait(Completion* out, unsigned max, unsigned min, int timeout_ms) {
-  const int64_t start = now_ns();
+  // The clock is read only where it matters (a deadline, adaptive spinning): polling always
+  // with no deadline spends nothing on it.
+  const bool timed = timeout_ms >= 0 || mode == PollMode::adaptive;
+  const int64_t start = timed ? now_ns() : 0;
   const int64_t deadline = timeout_ms < 0 ? 0 : start + int64_t{timeout_ms} * 1'000'000 + (timeout_ms == 0);
   int64_t last_progress = start;
   unsigned total = 0, delivered = 0;  // delivered: how many went into out[]
@@ -392,7 +395,7 @@ int Queue::Impl::wait(Completion* out, unsigned max, unsigned min, int timeout_m
     if (n < 0) return total ? static_cast<int>(delivered) : n;
     if (n > 0) {
       total += static_cast<unsigned>(n);
-      last_progress = now_ns();
+      if (mode == PollMode::adaptive) last_progress = now_ns();
     }
     if (total >= min || (outstanding == 0 && done_count == 0)) return static_cast<int>(delivered);
     if (error) return total ? static_cast<int>(delivered) : error;
