@@ -68,9 +68,12 @@ inline Outcome ok() { return {}; }
 inline Outcome check(Sense s) { return {Status::check_condition, s}; }
 inline Outcome conflict() { return {Status::reservation_conflict, {}}; }
 
+// The longest CDB a task carries: 16 bytes plus an iSCSI extended-CDB AHS of up to 16 more.
+constexpr unsigned kMaxCdbLen = 32;
+
 struct ScsiTask {
   // ---- Filled by the transport before execute() ----
-  uint8_t cdb[32] = {};
+  uint8_t cdb[kMaxCdbLen] = {};
   uint8_t cdb_len = 0;
   uint64_t lun = 0;
   uint64_t tag = 0;

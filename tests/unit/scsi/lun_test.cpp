@@ -51,6 +51,47 @@ TEST(LunUnitAttention, UnknownOpcodeStillReportsUnitAttentionFirst) {
   EXPECT_TRUE(h.none({0xc0, 0, 0, 0, 0, 0}).is(SenseKey::illegal_request, Asc::invalid_opcode));
 }
 
+TEST_F(LunTest, UnitAttentionsAreReportedOldestFirstOneAtATime) {
+  h.lun().set_reported_luns({0, 1}, true);
+  auto p = std::vector<uint8_t>(4 + 20, 0);
+  p[4] = 0x08;
+  p[5] = 0x12;
+  if (!h.lun().mode().wce) p[6] = 0x04;
+  h.clear_ua(&h.b);
+  ASSERT_TRUE(h.out({op::kModeSelect6, 0x10, 0, 0, 24, 0}, p, &h.b).good());
+  Reply r1 = h.none(cdb6(op::kTestUnitReady, 0, 0));
+  Reply r2 = h.none(cdb6(op::kTestUnitReady, 0, 0));
+  EXPECT_TRUE(r1.is(SenseKey::unit_attention, Asc::reported_luns_data_changed));
+  EXPECT_TRUE(r2.is(SenseKey::unit_attention, Asc::mode_parameters_changed));
+  EXPECT_TRUE(h.none(cdb6(op::kTestUnitReady, 0, 0)).good());
+}
+
+TEST_F(LunTest, ANewSessionOfTheSameInitiatorPortKeepsItsState) {
+  h.lun().nexus_lost(h.a);
+  ItNexus again = h.a;
+  again.id = 77;
+  EXPECT_TRUE(h.none(cdb6(op::kTestUnitReady, 0, 0), &again).good());  // no second power-on
+  ItNexus other_isid = h.a;
+  other_isid.id = 78;
+  other_isid.isid = 0x23d000000099;
+  EXPECT_TRUE(h.none(cdb6(op::kTestUnitReady, 0, 0), &other_isid).is(SenseKey::unit_attention, Asc::power_on_reset));
+}
+
+TEST_F(LunTest, CdbShorterThanItsOpcodeNeeds) {
+  ScsiTask t;
+  auto c = cdb16(op::kRead16, 0, 1);
+  std::copy(c.begin(), c.end(), t.cdb);
+  t.cdb_len = 10;
+  t.nexus = &h.a;
+  bool done = false;
+  t.ctx = &done;
+  t.done = [](ScsiTask* x) { *static_cast<bool*>(x->ctx) = true; };
+  h.lun().execute(&t);
+  ASSERT_TRUE(done);
+  EXPECT_EQ(t.status, Status::check_condition);
+  EXPECT_EQ(t.sense[12], 0x20);
+}
+
 TEST_F(LunTest, InvalidOpcode) {
   EXPECT_TRUE(h.none({0xc0, 0, 0, 0, 0, 0}).is(SenseKey::illegal_request, Asc::invalid_opcode));
   EXPECT_TRUE(h.none({0x04, 0, 0, 0, 0, 0}).is(SenseKey::illegal_request, Asc::invalid_opcode));  // FORMAT UNIT
