@@ -1,6 +1,6 @@
 #include "target/settings.hpp"
 
-#include <toml++/toml.hpp>
+#include <toml++/toml.h>
 
 #include <algorithm>
 #include <fstream>

@@ -11,5 +11,6 @@ namespace vcp::tools {
 using Runner = std::function<int()>;
 Runner add_serve(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_target(CLI::App& app);
 
 }  // namespace vcp::tools

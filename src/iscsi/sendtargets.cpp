@@ -1,0 +1,41 @@
+#include "iscsi/sendtargets.hpp"
+
+namespace vcp::iscsi {
+
+std::string target_address(std::string_view host, uint16_t port, uint16_t tpgt) {
+  std::string s;
+  if (host.find(':') != std::string_view::npos && !host.starts_with('[')) {
+    s += '[';
+    s += host;
+    s += ']';
+  } else {
+    s += host;
+  }
+  s += ':' + std::to_string(port) + ',' + std::to_string(tpgt);
+  return s;
+}
+
+namespace {
+void append_record(const SendTargetsRecord& r, TextKeys& out) {
+  out.add("TargetName", r.name);
+  for (const auto& a : r.addresses) out.add("TargetAddress", a);
+}
+}  // namespace
+
+void build_send_targets(std::string_view value, SessionType session, std::string_view session_target,
+                        std::span<const SendTargetsRecord> targets, TextKeys& out) {
+  const bool all = value == "All";
+  for (const auto& r : targets) {
+    bool match;
+    if (all) {
+      match = session == SessionType::Discovery || r.name == session_target;
+    } else if (value.empty()) {
+      match = session == SessionType::Normal && r.name == session_target;
+    } else {
+      match = r.name == value;
+    }
+    if (match) append_record(r, out);
+  }
+}
+
+}  // namespace vcp::iscsi

@@ -1,0 +1,115 @@
+// `vcp target`: an iSCSI target serving ram/file/null LUNs (src/target/).
+//
+//   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
+//              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
+//              [--config target.toml]
+// The TOML file gives the same settings (docs/target.md); command-line options override it.
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "base/cpu.hpp"
+#include "base/log.hpp"
+#include "target/server.hpp"
+#include "tools/commands.hpp"
+
+namespace vcp::tools {
+namespace {
+
+struct TargetArgs {
+  std::string portal;
+  std::string iqn;
+  std::vector<std::string> luns;
+  std::string chap_file;
+  std::string mutual_chap_file;
+  std::string cpus;
+  std::string config;
+};
+
+int fail(const std::string& why) {
+  std::fprintf(stderr, "vcp target: %s\n", why.c_str());
+  return 2;
+}
+
+int run_target(const TargetArgs& a) {
+  target::TargetSettings s;
+  std::string error;
+  if (!a.config.empty() && !target::load_toml(a.config, s, &error)) return fail(error);
+  if (!a.portal.empty() && !target::parse_portal(a.portal, &s.host, &s.port, &error))
+    return fail("--portal: " + error);
+  if (!a.iqn.empty()) s.iqn = a.iqn;
+  for (const auto& l : a.luns) {
+    auto spec = target::parse_lun_arg(l, &error);
+    if (!spec) return fail("--lun " + l + ": " + error);
+    s.luns.push_back(*spec);
+  }
+  if (!a.chap_file.empty()) {
+    auto c = target::read_chap_file(a.chap_file, &error);
+    if (!c) return fail(error);
+    s.chap = c;
+  }
+  if (!a.mutual_chap_file.empty()) {
+    auto c = target::read_chap_file(a.mutual_chap_file, &error);
+    if (!c) return fail(error);
+    s.mutual_chap = c;
+  }
+  if (!a.cpus.empty()) {
+    auto cpus = parse_cpu_list(a.cpus);
+    if (!cpus) return fail("bad --cpu '" + a.cpus + "' (expected a list such as 1 or 0-3,6)");
+    s.cpus = *cpus;
+  }
+  for (int c : s.cpus)
+    if (c >= online_cpus())
+      return fail("--cpu " + std::to_string(c) + ": this machine has CPUs 0-" + std::to_string(online_cpus() - 1));
+
+  // Signals are taken by a thread of ours, never by the I/O threads (blocked before they start).
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto server = target::TargetServer::create(std::move(s), &error);
+  if (!server) {
+    std::fprintf(stderr, "vcp target: %s\n", error.c_str());
+    return 1;
+  }
+  std::thread signals([&server, mask] {
+    int sig = 0;
+    sigwait(&mask, &sig);
+    VCP_LOG_INFO("vcp target: signal {}, stopping", sig);
+    server->stop();
+  });
+  std::printf("vcp target: listening on %s\n", server->address().c_str());
+  std::fflush(stdout);
+  int rc = server->run();
+  if (signals.joinable()) {
+    // run() ended without a signal (an I/O thread failed): release the signal thread.
+    pthread_kill(signals.native_handle(), SIGTERM);
+    signals.join();
+  }
+  return rc == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+Runner add_target(CLI::App& app) {
+  auto* cmd = app.add_subcommand("target", "iSCSI target serving ram/file/null LUNs");
+  auto a = std::make_shared<TargetArgs>();
+  cmd->add_option("--portal", a->portal, "HOST:PORT to listen on (default 127.0.0.1:3260)");
+  cmd->add_option("--iqn", a->iqn, "the target's iSCSI name");
+  cmd->add_option("--lun", a->luns, "N=SPEC, SPEC a backend: ram:size=64M, file:path=IMG, null:size=1G")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--chap-file", a->chap_file, "file with 'NAME SECRET': CHAP required of initiators");
+  cmd->add_option("--mutual-chap-file", a->mutual_chap_file, "file with 'NAME SECRET': the target's, for mutual CHAP");
+  cmd->add_option("--cpu", a->cpus, "CPUs for the I/O threads, one thread each (e.g. 1 or 1-2)");
+  cmd->add_option("--config", a->config, "TOML file with the same settings");
+  return [a] { return run_target(*a); };
+}
+
+}  // namespace vcp::tools

@@ -1,0 +1,34 @@
+# Integration tests of `vcp target` (include()d from tests/integration/CMakeLists.txt): libiscsi's
+# tools and iscsi-test-cu against the target on 127.0.0.1, through tests/integration/target_tools.sh.
+# The iscsi-test-cu families listed here are the ones we pass (docs/conformance.md); CI keeps them
+# passing. A missing tool fails the test.
+set(VCP_TARGET_DRIVER ${CMAKE_CURRENT_LIST_DIR}/target_tools.sh)
+if(TARGET vcp)
+  set(VCP_TARGET_BIN $<TARGET_FILE:vcp>)
+else()
+  set(VCP_TARGET_BIN "")  # target_tools.sh fails loudly on a missing binary
+endif()
+
+function(vcp_target_test name)
+  add_test(NAME ${name} COMMAND ${VCP_TARGET_DRIVER} ${VCP_TARGET_BIN} ${ARGN})
+  set_tests_properties(${name} PROPERTIES LABELS integration TIMEOUT 600)
+endfunction()
+
+vcp_target_test(target_libiscsi_tools tools)
+vcp_target_test(target_chap chap)
+vcp_target_test(target_digests digests)
+vcp_target_test(target_sessions sessions)
+
+set(VCP_TARGET_CU_SCSI
+  ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16
+  PreventAllow PrinReadKeys PrinServiceactionRange PrinReportCapabilities ProutRegister
+  ProutReserve ProutClear ProutPreempt Read6 Read10 Read12 Read16 ReadCapacity10 ReadCapacity16
+  ReadDefectData10 ReadDefectData12 ReadOnly ReceiveCopyResults ReportSupportedOpcodes Reserve6
+  Sanitize StartStopUnit TestUnitReady Unmap Verify10 Verify12 Verify16 Write10 Write12 Write16
+  WriteAtomic16 WriteSame10 WriteVerify10 WriteVerify12 WriteVerify16 MultipathIO)
+set(_specs "")
+foreach(f ${VCP_TARGET_CU_SCSI})
+  list(APPEND _specs "SCSI.${f}.*")
+endforeach()
+vcp_target_test(target_cu_scsi cu ${_specs})
+vcp_target_test(target_cu_iscsi cu iSCSI.iSCSIcmdsn.* iSCSI.iSCSIResiduals.* iSCSI.iSCSITMF.*)

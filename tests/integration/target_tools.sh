@@ -1,0 +1,145 @@
+#!/bin/bash
+# Integration test of `vcp target` against libiscsi's tools on 127.0.0.1.
+#
+#   target_tools.sh VCP_BIN tools           iscsi-inq, iscsi-readcapacity16, iscsi-ls, iscsi-perf
+#   target_tools.sh VCP_BIN chap            one-way and mutual CHAP; a wrong secret is refused
+#   target_tools.sh VCP_BIN digests         header and data digests (CRC32C)
+#   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement
+#   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
+#
+# The target listens on port 0 (the kernel picks a free one; we read it from its first line),
+# with a file LUN 0 and a ram LUN 1 in a temporary directory; everything is removed at the end.
+# A missing tool is a failure, never a skip.
+set -u
+VCP_BIN=${1:?usage: target_tools.sh VCP_BIN MODE [ARGS]}
+MODE=${2:?mode}
+shift 2
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+for tool in iscsi-inq iscsi-readcapacity16 iscsi-ls iscsi-perf iscsi-test-cu; do
+  command -v "$tool" >/dev/null || fail "$tool not installed (Debian package libiscsi-bin)"
+done
+[ -x "$VCP_BIN" ] || fail "vcp binary '$VCP_BIN' missing"
+
+IQN=iqn.2024-01.org.vcp:itest
+INI=iqn.2024-01.org.vcp:itest-initiator
+DIR=$(mktemp -d /tmp/vcp-target-it.XXXXXX)
+PID=
+cleanup() {
+  if [ -n "$PID" ]; then
+    kill -TERM "$PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+# start_target [extra vcp target options...]: sets PORT and URL.
+start_target() {
+  truncate -s 64M "$DIR/lun0.img"
+  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "0=file:path=$DIR/lun0.img" \
+    --lun 1=ram:size=16M "$@" >"$DIR/target.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do
+    PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/target.log")
+    [ -n "$PORT" ] && break
+    kill -0 "$PID" 2>/dev/null || { cat "$DIR/target.log"; fail "vcp target exited"; }
+    sleep 0.05
+  done
+  [ -n "$PORT" ] || fail "vcp target did not print its address"
+  PORTAL=127.0.0.1:$PORT
+  URL=iscsi://$PORTAL/$IQN
+}
+
+# Stops the target with SIGTERM and checks it ends cleanly (exit 0).
+stop_target() {
+  kill -TERM "$PID"
+  local rc=0
+  wait "$PID" || rc=$?
+  PID=
+  [ "$rc" = 0 ] || { cat "$DIR/target.log"; fail "vcp target exited with $rc after SIGTERM"; }
+}
+
+case "$MODE" in
+tools)
+  start_target
+  out=$(timeout 20 iscsi-inq -i $INI "$URL/0") || fail "iscsi-inq: $out"
+  grep -q "Vendor:VCP" <<<"$out" || fail "iscsi-inq: no vendor: $out"
+  out=$(timeout 20 iscsi-inq -i $INI -e 1 -c 131 "$URL/0") || fail "iscsi-inq VPD 0x83: $out"
+  grep -q "$IQN" <<<"$out" || fail "device identification lacks the target name: $out"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/0") || fail "iscsi-readcapacity16: $out"
+  grep -q "Total size:67108864" <<<"$out" || fail "LUN 0 size: $out"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/1") || fail "iscsi-readcapacity16 LUN 1: $out"
+  grep -q "Total size:16777216" <<<"$out" || fail "LUN 1 size: $out"
+  out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://$PORTAL") || fail "iscsi-ls: $out"
+  grep -q "Target:$IQN Portal:$PORTAL,1" <<<"$out" || fail "iscsi-ls target line: $out"
+  grep -q "Lun:0 *Type:DIRECT_ACCESS" <<<"$out" || fail "iscsi-ls LUN 0: $out"
+  grep -q "Lun:1 *Type:DIRECT_ACCESS" <<<"$out" || fail "iscsi-ls LUN 1: $out"
+  out=$(timeout 30 iscsi-perf -i $INI -m 32 -b 8 -r -t 2 "$URL/0" 2>&1) || fail "iscsi-perf: $out"
+  iops=$(grep -o 'iops average [0-9]*' <<<"$out" | tail -1 | awk '{print $3}')
+  [ -n "$iops" ] && [ "$iops" -gt 1000 ] || fail "iscsi-perf: $out"
+  echo "iscsi-perf 4 KiB random read qd 32: $iops IOPS"
+  # A LUN the target does not have: the login works, the LUN is reported missing.
+  out=$(timeout 20 iscsi-inq -i $INI "$URL/5" 2>&1) && fail "iscsi-inq on LUN 5 succeeded: $out"
+  stop_target
+  ;;
+chap)
+  printf 'user initiator-secret\n' >"$DIR/chap"
+  printf 'tgtuser target-secret-1\n' >"$DIR/mutual"
+  start_target --chap-file "$DIR/chap"
+  timeout 20 iscsi-inq -i $INI "iscsi://user%initiator-secret@$PORTAL/$IQN/0" >/dev/null ||
+    fail "CHAP login refused"
+  timeout 20 iscsi-inq -i $INI "iscsi://user%wrong-secret-99@$PORTAL/$IQN/0" >/dev/null 2>&1 &&
+    fail "a wrong CHAP secret was accepted"
+  timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null 2>&1 && fail "a login without CHAP was accepted"
+  stop_target
+  start_target --chap-file "$DIR/chap" --mutual-chap-file "$DIR/mutual"
+  timeout 20 iscsi-inq -i $INI \
+    "iscsi://user%initiator-secret@$PORTAL/$IQN/0?target_user=tgtuser&target_password=target-secret-1" \
+    >/dev/null || fail "mutual CHAP login refused"
+  timeout 20 iscsi-inq -i $INI \
+    "iscsi://user%initiator-secret@$PORTAL/$IQN/0?target_user=tgtuser&target_password=not-the-secret" \
+    >/dev/null 2>&1 && fail "the initiator accepted a target with the wrong mutual secret"
+  stop_target
+  ;;
+digests)
+  start_target
+  for d in "header_digest=crc32c" "header_digest=crc32c&data_digest=crc32c"; do
+    out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/0?$d") || fail "digests $d: $out"
+    out=$(timeout 30 iscsi-perf -i $INI -m 16 -b 64 -t 1 "$URL/0?$d" 2>&1) || fail "iscsi-perf $d: $out"
+  done
+  stop_target
+  ;;
+sessions)
+  start_target
+  pids=()
+  for i in 1 2 3 4; do
+    timeout 30 iscsi-perf -i "$INI-$i" -m 8 -b 8 -r -t 2 "$URL/$((i % 2))" >"$DIR/perf$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || fail "one of four concurrent iscsi-perf runs failed"; done
+  # The same initiator logging in again and again (same default ISID): each login reinstates
+  # the session before it.
+  for i in 1 2 3; do timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null || fail "login $i"; done
+  stop_target
+  ;;
+cu)
+  [ $# -gt 0 ] || fail "cu needs test specs"
+  start_target
+  for spec in "$@"; do
+    out=$(timeout 600 iscsi-test-cu -i $INI --dataloss --test="$spec" "$URL/0" 2>&1)
+    summary=$(grep -E '^ +tests ' <<<"$out")
+    echo "$spec: $summary"
+    failed=$(awk '{print $5}' <<<"$summary")
+    [ -n "$summary" ] || { echo "$out" | tail -30; fail "$spec: no CUnit summary"; }
+    [ "$failed" = 0 ] || { grep -E "FAILED|Test:" <<<"$out" | grep -B1 FAILED | head -40; fail "$spec: $failed failed"; }
+  done
+  stop_target
+  ;;
+*)
+  fail "unknown mode $MODE"
+  ;;
+esac
+echo "PASS: target_tools.sh $MODE"

@@ -1,0 +1,235 @@
+// Hostile and broken initiators: each gets the RFC's answer (Reject, a dropped command, a
+// closed connection) and other sessions carry on.
+#include <cstring>
+
+#include "harness.hpp"
+#include "iscsi/crc32c.hpp"
+
+namespace vcp::target::test {
+namespace {
+
+using namespace vcp::iscsi;
+
+std::vector<uint8_t> bhs_of(const Pdu& p) {
+  std::vector<uint8_t> b(kBhsSize);
+  encode_bhs(p, std::span<uint8_t, kBhsSize>(b.data(), kBhsSize));
+  return b;
+}
+
+struct LoggedIn : ::testing::Test {
+  TargetFixture f;
+  Initiator ini{f};
+  void SetUp() override {
+    ASSERT_EQ(ini.login(), LoginState::FullFeature);
+    ini.tur();  // the power-on unit attention
+  }
+  // The target still answers commands on this connection.
+  void expect_alive() {
+    EXPECT_FALSE(ini.conn().closing());
+    EXPECT_EQ(outcome_of(ini.run(cdb_inquiry(36), true, false, 36)).status, 0);
+  }
+};
+
+TEST_F(LoggedIn, UnknownOpcodeIsRejectedAndTheConnectionLives) {
+  auto b = bhs_of(NopOutPdu{});
+  b[0] = 0x1b;  // unassigned initiator opcode
+  ini.send_raw(b);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].as<RejectPdu>());
+  EXPECT_EQ(got[0].data, b);  // the rejected header comes back
+  expect_alive();
+}
+
+TEST_F(LoggedIn, ReservedFieldValueIsRejected) {
+  TaskMgmtRequestPdu t;
+  t.itt = 1;
+  t.cmd_sn = ini.cmd_sn();
+  auto b = bhs_of(t);
+  b[1] = 0x80 | 0x7f;  // function 127: reserved
+  ini.send_raw(b);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].as<RejectPdu>());
+  expect_alive();
+}
+
+TEST_F(LoggedIn, SnackIsRejectedAtErl0) {
+  SnackPdu s;
+  s.itt = 5;
+  ini.send(s);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::SnackReject);
+  expect_alive();
+}
+
+TEST_F(LoggedIn, OversizedDataSegmentClosesAfterReject) {
+  auto b = bhs_of(NopOutPdu{});
+  b[5] = 0x10;  // 1 MiB data segment, more than the 256 KiB we declared
+  ini.send_raw(b);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
+  EXPECT_TRUE(ini.conn().closing());
+  EXPECT_EQ(f.sessions.size(), 0u);
+}
+
+TEST_F(LoggedIn, DuplicateTaskTagIsRejected) {
+  uint32_t itt = ini.command(cdb_rw16(0x8a, 0, 8), false, true, 4096);
+  ASSERT_EQ(ini.take().size(), 1u);  // the R2T
+  ScsiCommandPdu c;
+  c.itt = itt;
+  c.cmd_sn = ini.next_cmd_sn();
+  c.cdb[0] = 0x00;
+  ini.send(c);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::TaskInProgress);
+}
+
+TEST_F(LoggedIn, WrongDataSnEndsTheConnection) {
+  uint32_t itt = ini.command(cdb_rw16(0x8a, 0, 16), false, true, 8192);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  uint32_t ttt = got[0].as<R2TPdu>()->ttt;
+  auto data = pattern(4096, 0);
+  ini.data_out(itt, ttt, 1, 0, data, false);  // DataSN must start at 0
+  got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+TEST_F(LoggedIn, DataOutBeyondTheR2TEndsTheConnection) {
+  uint32_t itt = ini.command(cdb_rw16(0x8a, 0, 8), false, true, 4096);
+  auto got = ini.take();
+  uint32_t ttt = got[0].as<R2TPdu>()->ttt;
+  auto data = pattern(8192, 0);
+  ini.data_out(itt, ttt, 0, 0, data, true);
+  got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].as<RejectPdu>());
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+TEST_F(LoggedIn, ImmediateDataLongerThanFirstBurstIsRejected) {
+  auto data = pattern(f.settings.limits.first_burst_length + 512, 0);
+  ScsiCommandPdu c;
+  c.write = true;
+  c.itt = ini.next_itt();
+  c.cmd_sn = ini.next_cmd_sn();
+  c.expected_data_transfer_length = static_cast<uint32_t>(data.size());
+  auto cdb = cdb_rw16(0x8a, 0, static_cast<uint32_t>(data.size() / 512));
+  std::memcpy(c.cdb.data(), cdb.data(), 16);
+  c.data_segment_length = static_cast<uint32_t>(data.size());
+  ini.send(c, data);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
+  expect_alive();  // and the window moved on
+}
+
+TEST_F(LoggedIn, HugeTransferLengthFailsTheCommandOnly) {
+  auto o = outcome_of(ini.run(cdb_rw16(0x88, 0, 1u << 20), true, false, 0x7fffffff));
+  EXPECT_EQ(o.status, 2);
+  expect_alive();
+}
+
+TEST(TargetBadInput, HeaderDigestErrorClosesOnlyThatConnection) {
+  TargetFixture f;
+  SessionOptions o;
+  o.limits.header_digest = DigestPolicy::Require;
+  Initiator bad(f, o);
+  SessionOptions o2 = o;
+  o2.isid = {0x80, 0, 0, 0, 0, 7};
+  Initiator good(f, o2);
+  ASSERT_EQ(bad.login(), LoginState::FullFeature);
+  ASSERT_EQ(good.login(), LoginState::FullFeature);
+  ScsiCommandPdu c;
+  c.itt = 1;
+  c.cmd_sn = bad.cmd_sn();
+  std::vector<uint8_t> wire(kBhsSize + 4);
+  encode_pdu(c, {}, {}, Digests{true, false}, wire);
+  wire[kBhsSize] ^= 0xff;
+  bad.send_raw(wire);
+  EXPECT_TRUE(bad.take().empty());  // nothing can be trusted: no Reject either
+  EXPECT_TRUE(bad.conn().closing());
+  good.tur();
+  EXPECT_EQ(outcome_of(good.run(cdb_inquiry(36), true, false, 36)).status, 0);
+}
+
+TEST(TargetBadInput, DataDigestErrorIsRejected) {
+  TargetFixture f;
+  SessionOptions o;
+  o.limits.data_digest = DigestPolicy::Require;
+  Initiator ini(f, o);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  NopOutPdu n;
+  n.immediate = true;
+  n.itt = 3;
+  n.data_segment_length = 4;
+  const uint8_t d[4] = {1, 2, 3, 4};
+  std::vector<uint8_t> wire(kBhsSize + 8);
+  encode_pdu(n, {}, d, Digests{false, true}, wire);
+  wire.back() ^= 1;
+  ini.send_raw(wire);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::DataDigestError);
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+TEST(TargetBadInput, NonLoginPduDuringLoginCloses) {
+  TargetFixture f;
+  Initiator ini(f);
+  NopOutPdu n;
+  n.immediate = true;
+  n.itt = 1;
+  ini.send(n);
+  EXPECT_TRUE(ini.take().empty());
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+TEST(TargetBadInput, GarbageDuringLoginCloses) {
+  TargetFixture f;
+  Initiator ini(f);
+  std::vector<uint8_t> junk(kBhsSize, 0xff);
+  ini.send_raw(junk);
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+TEST(TargetBadInput, LoginWithATsihIsRefused) {
+  TargetFixture f;
+  Initiator ini(f);
+  LoginRequestPdu rq;
+  rq.tsih = 77;
+  rq.version_max = rq.version_min = 0;
+  rq.itt = 1;
+  const char kv[] = "InitiatorName=iqn.x\0SessionType=Normal\0TargetName=iqn.2024-01.org.vcp:test";
+  rq.data_segment_length = sizeof(kv);
+  ini.send(rq, {reinterpret_cast<const uint8_t*>(kv), sizeof(kv)});
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].as<LoginResponsePdu>());
+  EXPECT_EQ(got[0].as<LoginResponsePdu>()->status_class, 2);
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+TEST(TargetBadInput, ByteAtATimeStillParses) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  NopOutPdu n;
+  n.immediate = true;
+  n.itt = 9;
+  std::vector<uint8_t> wire(kBhsSize);
+  encode_pdu(n, {}, {}, {}, wire);
+  for (uint8_t b : wire) ini.send_raw({&b, 1});
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].as<NopInPdu>());
+}
+
+}  // namespace
+}  // namespace vcp::target::test

@@ -1,0 +1,464 @@
+// The target connection state machine in Full Feature Phase: login, discovery, reads and writes
+// (immediate data, unsolicited Data-Out, R2T with MaxOutstandingR2T), NOP, task management,
+// logout, the CmdSN window, reinstatement and timers.
+#include <cstring>
+
+#include "harness.hpp"
+#include "iscsi/sendtargets.hpp"
+
+namespace vcp::target::test {
+namespace {
+
+using namespace vcp::iscsi;
+
+TEST(TargetLogin, NormalSessionWithoutAuthentication) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  EXPECT_TRUE(ini.conn().full_feature());
+  EXPECT_FALSE(ini.conn().discovery());
+  EXPECT_NE(ini.last_login.tsih, 0);
+  EXPECT_EQ(f.sessions.size(), 1u);
+  EXPECT_EQ(ini.conn().params().max_outstanding_r2t, 2u);
+  EXPECT_EQ(ini.conn().params().max_send_data_segment_length, 8192u);
+}
+
+TEST(TargetLogin, UnknownTargetIs0203AndCloses) {
+  TargetFixture f;
+  SessionOptions o;
+  o.target = "iqn.2024-01.org.vcp:nope";
+  Initiator ini(f, o);
+  EXPECT_EQ(ini.login(), LoginState::Failed);
+  EXPECT_EQ(ini.last_login.status_class, 2);
+  EXPECT_EQ(ini.last_login.status_detail, 3);
+  EXPECT_TRUE(ini.conn().closing());
+  EXPECT_EQ(f.sessions.size(), 0u);
+}
+
+TEST(TargetLogin, ChapRequiredAndChecked) {
+  TargetSettings s = TargetFixture::default_settings();
+  s.chap = ChapCredentials{"user", "initiator-secret"};
+  TargetFixture f(s);
+  {
+    Initiator none(f);  // no credentials: refused
+    EXPECT_EQ(none.login(), LoginState::Failed);
+    EXPECT_EQ(none.last_login.status_detail, 1);  // 0x0201
+  }
+  {
+    SessionOptions o;
+    o.chap = ChapCredentials{"user", "wrong-secret-123"};
+    Initiator wrong(f, o);
+    EXPECT_EQ(wrong.login(), LoginState::Failed);
+    EXPECT_TRUE(wrong.conn().closing());
+  }
+  SessionOptions o;
+  o.chap = s.chap;
+  Initiator ok(f, o);
+  EXPECT_EQ(ok.login(), LoginState::FullFeature);
+}
+
+TEST(TargetLogin, MutualChapWithDigests) {
+  TargetSettings s = TargetFixture::default_settings();
+  s.chap = ChapCredentials{"user", "initiator-secret"};
+  s.mutual_chap = ChapCredentials{"target", "target-secret-1"};
+  TargetFixture f(s);
+  SessionOptions o;
+  o.chap = s.chap;
+  o.target_chap = s.mutual_chap;
+  o.limits.header_digest = DigestPolicy::Require;
+  o.limits.data_digest = DigestPolicy::Require;
+  Initiator ini(f, o);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  EXPECT_TRUE(ini.digests.header);
+  EXPECT_TRUE(ini.digests.data);
+  // Commands flow with both digests on.
+  ini.tur();
+  auto data = pattern(4096, 3);
+  auto w = outcome_of(ini.run(cdb_rw16(0x8a, 8, 8), false, true, 4096, data));
+  EXPECT_EQ(w.status, 0);
+  auto r = outcome_of(ini.run(cdb_rw16(0x88, 8, 8), true, false, 4096));
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.data, data);
+}
+
+TEST(TargetLogin, MutualChapWrongTargetSecretFailsAtInitiator) {
+  TargetSettings s = TargetFixture::default_settings();
+  s.chap = ChapCredentials{"user", "initiator-secret"};
+  s.mutual_chap = ChapCredentials{"target", "target-secret-1"};
+  TargetFixture f(s);
+  SessionOptions o;
+  o.chap = s.chap;
+  o.target_chap = ChapCredentials{"target", "not-the-secret"};
+  Initiator ini(f, o);
+  EXPECT_EQ(ini.login(), LoginState::Failed);
+}
+
+TEST(TargetDiscovery, SendTargetsAll) {
+  TargetFixture f;
+  SessionOptions o;
+  o.type = SessionType::Discovery;
+  Initiator ini(f, o);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  EXPECT_TRUE(ini.conn().discovery());
+  EXPECT_EQ(f.sessions.size(), 0u);  // discovery sessions hold no I_T nexus
+  TextRequestPdu t;
+  t.itt = ini.next_itt();
+  t.cmd_sn = ini.next_cmd_sn();
+  const char kv[] = "SendTargets=All";
+  t.data_segment_length = sizeof(kv);
+  ini.send(t, {reinterpret_cast<const uint8_t*>(kv), sizeof(kv)});
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  const auto* r = got[0].as<TextResponsePdu>();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->final);
+  EXPECT_EQ(r->ttt, kReservedTag);
+  TextKeys keys;
+  ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+  ASSERT_TRUE(keys.find("TargetName"));
+  EXPECT_EQ(*keys.find("TargetName"), kIqn);
+  EXPECT_EQ(*keys.find("TargetAddress"), "127.0.0.1:3260,1");
+
+  // SCSI commands have no place in a discovery session.
+  ini.command(cdb_inquiry(36), true, false, 36);
+  got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].as<RejectPdu>());
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
+}
+
+TEST(SendTargets, Scopes) {
+  std::vector<SendTargetsRecord> t{{"iqn.a", {"10.0.0.1:3260,1", "[fe80::1]:3260,1"}}, {"iqn.b", {"10.0.0.1:3260,1"}}};
+  TextKeys all;
+  build_send_targets("All", SessionType::Discovery, "", t, all);
+  EXPECT_EQ(all.size(), 5u);
+  TextKeys mine;
+  build_send_targets("All", SessionType::Normal, "iqn.b", t, mine);
+  ASSERT_EQ(mine.size(), 2u);
+  EXPECT_EQ(mine.pairs()[0].value, "iqn.b");
+  TextKeys empty;
+  build_send_targets("", SessionType::Normal, "iqn.a", t, empty);
+  EXPECT_EQ(empty.size(), 3u);
+  TextKeys named;
+  build_send_targets("iqn.zzz", SessionType::Discovery, "", t, named);
+  EXPECT_TRUE(named.empty());
+  EXPECT_EQ(target_address("fe80::1", 3260, 1), "[fe80::1]:3260,1");
+  EXPECT_EQ(target_address("127.0.0.1", 3261, 2), "127.0.0.1:3261,2");
+}
+
+TEST(TargetIo, InquiryStatusInLastDataIn) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  // The first command sees the power-on unit attention; INQUIRY is exempt.
+  auto pdus = ini.run(cdb_inquiry(96), true, false, 96);
+  ASSERT_FALSE(pdus.empty());
+  const auto* last = pdus.back().as<DataInPdu>();
+  ASSERT_TRUE(last);
+  EXPECT_TRUE(last->has_status);
+  EXPECT_TRUE(last->final);
+  auto o = outcome_of(pdus);
+  EXPECT_EQ(o.status, 0);
+  EXPECT_EQ(o.data[0], 0x00);  // direct access block device
+  EXPECT_EQ(std::string(o.data.begin() + 8, o.data.begin() + 11), "VCP");
+}
+
+TEST(TargetIo, WriteWithImmediateDataThenR2TsThenReadBack) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ini.tur();  // TEST UNIT READY takes the unit attention
+  // 200 KiB: FirstBurstLength (16 KiB) immediate, the rest through R2Ts of MaxBurstLength
+  // 64 KiB, at most MaxOutstandingR2T = 2 at a time.
+  const uint32_t len = 200 * 1024;
+  auto data = pattern(len, 9);
+  auto pdus = ini.run(cdb_rw16(0x8a, 100, len / 512), false, true, len, data);
+  auto w = outcome_of(pdus);
+  EXPECT_EQ(w.status, 0);
+  EXPECT_EQ(w.r2ts, 3);  // 184 KiB in 64 + 64 + 56
+  const R2TPdu* first = nullptr;
+  for (auto& p : pdus)
+    if ((first = p.as<R2TPdu>())) break;
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->buffer_offset, 16384u);
+  EXPECT_EQ(first->desired_data_transfer_length, 65536u);
+  EXPECT_EQ(first->r2t_sn, 0u);
+
+  auto pr = ini.run(cdb_rw16(0x88, 100, len / 512), true, false, len);
+  auto r = outcome_of(pr);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.data, data);
+  // Data-In PDUs respect the initiator's MaxRecvDataSegmentLength and F marks each burst.
+  int finals = 0;
+  for (auto& p : pr)
+    if (const auto* d = p.as<DataInPdu>()) {
+      EXPECT_LE(p.data.size(), 8192u);
+      finals += d->final;
+    }
+  EXPECT_EQ(finals, 4);  // 64+64+64+8 KiB
+}
+
+TEST(TargetIo, R2TsNeverExceedMaxOutstanding) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ini.tur();
+  const uint32_t len = 256 * 1024;
+  ini.command(cdb_rw16(0x8a, 0, len / 512), false, true, len);  // no immediate data
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 2u);  // MaxOutstandingR2T = 2
+  EXPECT_EQ(got[0].as<R2TPdu>()->buffer_offset, 0u);
+  EXPECT_EQ(got[1].as<R2TPdu>()->buffer_offset, 65536u);
+}
+
+TEST(TargetIo, UnsolicitedDataOutWhenInitialR2TIsNo) {
+  TargetFixture f;
+  SessionOptions o;
+  o.limits.initial_r2t = false;
+  o.limits.immediate_data = false;
+  Initiator ini(f, o);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ASSERT_FALSE(ini.params().initial_r2t);
+  ini.tur();
+  const uint32_t len = 32 * 1024;  // FirstBurstLength 16 KiB unsolicited, then one R2T
+  auto data = pattern(len, 1);
+  uint32_t itt = ini.command(cdb_rw16(0x8a, 0, len / 512), false, true, len, {}, /*final=*/false);
+  ini.data_out(itt, kReservedTag, 0, 0, std::span(data).first(8192), false);
+  ini.data_out(itt, kReservedTag, 1, 8192, std::span(data).subspan(8192, 8192), true);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  const auto* r2t = got[0].as<R2TPdu>();
+  ASSERT_TRUE(r2t);
+  EXPECT_EQ(r2t->buffer_offset, 16384u);
+  EXPECT_EQ(r2t->desired_data_transfer_length, 16384u);
+  ini.data_out(itt, r2t->ttt, 0, 16384, std::span(data).subspan(16384, 8192), false);
+  ini.data_out(itt, r2t->ttt, 1, 24576, std::span(data).subspan(24576, 8192), true);
+  auto w = outcome_of(ini.take());
+  EXPECT_EQ(w.status, 0);
+  auto r = outcome_of(ini.run(cdb_rw16(0x88, 0, len / 512), true, false, len));
+  EXPECT_EQ(r.data, data);
+}
+
+TEST(TargetIo, CheckConditionCarriesSense) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  auto first = outcome_of(ini.tur());
+  EXPECT_EQ(first.status, 2);  // POWER ON unit attention
+  ASSERT_GE(first.sense.size(), 14u);
+  EXPECT_EQ(first.sense[2] & 0x0f, 0x06);
+  // READ beyond the end: LBA OUT OF RANGE.
+  auto o = outcome_of(ini.run(cdb_rw16(0x88, 1u << 20, 1), true, false, 512));
+  EXPECT_EQ(o.status, 2);
+  ASSERT_GE(o.sense.size(), 14u);
+  EXPECT_EQ(o.sense[2] & 0x0f, 0x05);
+  EXPECT_EQ(o.sense[12], 0x21);
+}
+
+TEST(TargetIo, ResidualsOnReads) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ini.tur();
+  auto under = outcome_of(ini.run(cdb_rw16(0x88, 0, 1), true, false, 10000));
+  EXPECT_EQ(under.status, 0);
+  EXPECT_TRUE(under.underflow);
+  EXPECT_EQ(under.residual, 10000u - 512);
+  auto over = outcome_of(ini.run(cdb_rw16(0x88, 0, 2), true, false, 512));
+  EXPECT_TRUE(over.overflow);
+  EXPECT_EQ(over.residual, 512u);
+}
+
+TEST(TargetIo, LunThatDoesNotExist) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ini.command({0x00, 0, 0, 0, 0, 0}, false, false, 0, {}, true, 7);
+  auto o = outcome_of(ini.take());
+  EXPECT_EQ(o.status, 2);
+  ASSERT_GE(o.sense.size(), 14u);
+  EXPECT_EQ(o.sense[12], 0x25);  // LOGICAL UNIT NOT SUPPORTED
+}
+
+TEST(TargetNop, PingIsEchoed) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  NopOutPdu n;
+  n.immediate = true;
+  n.itt = ini.next_itt();
+  n.cmd_sn = ini.cmd_sn();
+  const uint8_t ping[] = {1, 2, 3, 4, 5};
+  n.data_segment_length = sizeof(ping);
+  ini.send(n, ping);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  const auto* in = got[0].as<NopInPdu>();
+  ASSERT_TRUE(in);
+  EXPECT_EQ(in->itt, n.itt);
+  EXPECT_EQ(in->ttt, kReservedTag);
+  EXPECT_EQ(got[0].data, std::vector<uint8_t>(ping, ping + 5));
+}
+
+TEST(TargetNop, IdleConnectionIsPingedThenDropped) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ini.conn().tick(ini.now + f.settings.nop_interval_ms + 1);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  const auto* ping = got[0].as<NopInPdu>();
+  ASSERT_TRUE(ping);
+  EXPECT_EQ(ping->itt, kReservedTag);
+  EXPECT_NE(ping->ttt, kReservedTag);
+  // Answered: the connection stays.
+  ini.now += f.settings.nop_interval_ms + 2;
+  NopOutPdu answer;
+  answer.immediate = true;
+  answer.itt = kReservedTag;
+  answer.ttt = ping->ttt;
+  answer.cmd_sn = ini.cmd_sn();
+  ini.send(answer);
+  EXPECT_TRUE(ini.take().empty());
+  ini.conn().tick(ini.now + 10);
+  EXPECT_FALSE(ini.conn().closing());
+  // Not answered: dropped.
+  uint64_t t = ini.now + f.settings.nop_interval_ms + 1;
+  ini.conn().tick(t);
+  ASSERT_EQ(ini.take().size(), 1u);
+  ini.conn().tick(t + f.settings.nop_timeout_ms + 1);
+  EXPECT_TRUE(ini.conn().closing());
+  EXPECT_EQ(f.sessions.size(), 0u);
+}
+
+TEST(TargetLogin, HalfOpenLoginTimesOut) {
+  TargetFixture f;
+  Initiator ini(f);
+  ini.conn().tick(ini.now + f.settings.login_timeout_ms - 1);
+  EXPECT_FALSE(ini.conn().closing());
+  ini.conn().tick(ini.now + f.settings.login_timeout_ms + 1);
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+TEST(TargetWindow, OutOfWindowDroppedAheadHeld) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  const uint32_t exp = ini.cmd_sn();
+  auto tur = [&](uint32_t cmd_sn) {
+    ScsiCommandPdu c;
+    c.itt = ini.next_itt();
+    c.cmd_sn = cmd_sn;
+    c.cdb[0] = 0x00;
+    ini.send(c);
+    return c.itt;
+  };
+  tur(exp - 1);   // already used: dropped
+  tur(exp + 100);  // beyond MaxCmdSN: dropped
+  EXPECT_TRUE(ini.take().empty());
+  EXPECT_EQ(ini.conn().stats().dropped_commands, 2u);
+  uint32_t later = tur(exp + 1);  // ahead: held until exp arrives
+  EXPECT_TRUE(ini.take().empty());
+  uint32_t first = tur(exp);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].as<ScsiResponsePdu>()->itt, first);
+  EXPECT_EQ(got[1].as<ScsiResponsePdu>()->itt, later);
+  EXPECT_EQ(got[1].as<ScsiResponsePdu>()->exp_cmd_sn, exp + 2);
+  // MaxCmdSN = ExpCmdSN + window - 1 when nothing is in flight.
+  EXPECT_EQ(got[1].as<ScsiResponsePdu>()->max_cmd_sn, exp + 2 + f.settings.cmd_window - 1);
+}
+
+TEST(TargetTmf, AbortTaskWaitingForData) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  uint32_t itt = ini.command(cdb_rw16(0x8a, 0, 8), false, true, 4096);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  const R2TPdu r2t = *got[0].as<R2TPdu>();
+  EXPECT_EQ(ini.conn().tasks_in_flight(), 1u);
+  EXPECT_EQ(ini.tmf(TmfFunction::AbortTask, 0, itt, ini.cmd_sn() - 1), TmfResponse::Complete);
+  EXPECT_EQ(ini.conn().tasks_in_flight(), 0u);
+  // Data for the aborted task is discarded quietly.
+  auto data = pattern(4096, 0);
+  ini.data_out(itt, r2t.ttt, 0, 0, data, true);
+  EXPECT_TRUE(ini.take().empty());
+  EXPECT_FALSE(ini.conn().closing());
+
+  // Again for a task that is not there.
+  EXPECT_EQ(ini.tmf(TmfFunction::AbortTask, 0, 0x5555, ini.cmd_sn() - 10), TmfResponse::TaskDoesNotExist);
+}
+
+TEST(TargetTmf, LunResetAndTargetResetRaiseUnitAttention) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ini.tur();
+  EXPECT_EQ(outcome_of(ini.tur()).status, 0);
+  for (TmfFunction fn : {TmfFunction::LogicalUnitReset, TmfFunction::TargetWarmReset}) {
+    EXPECT_EQ(ini.tmf(fn), TmfResponse::Complete);
+    auto o = outcome_of(ini.tur());
+    EXPECT_EQ(o.status, 2);
+    ASSERT_GE(o.sense.size(), 14u);
+    EXPECT_EQ(o.sense[2] & 0x0f, 0x06);  // UNIT ATTENTION
+  }
+  EXPECT_EQ(ini.tmf(TmfFunction::LogicalUnitReset, 9), TmfResponse::LunDoesNotExist);
+}
+
+TEST(TargetLogout, ClosesTheSession) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  EXPECT_EQ(f.sessions.size(), 1u);
+  LogoutRequestPdu l;
+  l.immediate = true;
+  l.itt = ini.next_itt();
+  l.cmd_sn = ini.cmd_sn();
+  ini.send(l);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].as<LogoutResponsePdu>());
+  EXPECT_EQ(got[0].as<LogoutResponsePdu>()->response, LogoutResponseCode::Success);
+  EXPECT_TRUE(ini.conn().closing());
+  EXPECT_TRUE(ini.conn().finished());
+  EXPECT_EQ(f.sessions.size(), 0u);
+}
+
+TEST(TargetSessions, ReinstatementClosesTheOldSession) {
+  TargetFixture f;
+  Initiator a(f), b(f);
+  SessionOptions other;
+  other.isid = {0x80, 0, 0, 0, 0, 2};
+  Initiator c(f, other);
+  ASSERT_EQ(a.login(), LoginState::FullFeature);
+  ASSERT_EQ(c.login(), LoginState::FullFeature);
+  EXPECT_EQ(f.sessions.size(), 2u);
+  ASSERT_EQ(b.login(), LoginState::FullFeature);  // same initiator name and ISID as a
+  EXPECT_GE(f.wakes, 1);
+  a.conn().tick(a.now);
+  EXPECT_TRUE(a.conn().closing());
+  c.conn().tick(c.now);
+  EXPECT_FALSE(c.conn().closing());  // another I_T nexus is not touched
+  EXPECT_EQ(f.sessions.size(), 2u);
+  EXPECT_EQ(outcome_of(b.run(cdb_inquiry(36), true, false, 36)).status, 0);
+}
+
+TEST(TargetSessions, TwoSessionsInterleave) {
+  TargetFixture f;
+  SessionOptions o2;
+  o2.isid = {0x80, 0, 0, 0, 0, 9};
+  Initiator a(f), b(f, o2);
+  ASSERT_EQ(a.login(), LoginState::FullFeature);
+  ASSERT_EQ(b.login(), LoginState::FullFeature);
+  a.tur();
+  b.tur();
+  auto da = pattern(4096, 1), db = pattern(4096, 2);
+  EXPECT_EQ(outcome_of(a.run(cdb_rw16(0x8a, 0, 8), false, true, 4096, da)).status, 0);
+  EXPECT_EQ(outcome_of(b.run(cdb_rw16(0x8a, 8, 8), false, true, 4096, db)).status, 0);
+  EXPECT_EQ(outcome_of(b.run(cdb_rw16(0x88, 0, 8), true, false, 4096)).data, da);
+  EXPECT_EQ(outcome_of(a.run(cdb_rw16(0x88, 8, 8), true, false, 4096)).data, db);
+}
+
+}  // namespace
+}  // namespace vcp::target::test

@@ -1,0 +1,148 @@
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "target/session_registry.hpp"
+#include "target/settings.hpp"
+
+namespace vcp::target {
+namespace {
+
+std::string write_temp(const std::string& text) {
+  char path[] = "/tmp/vcp-target-test-XXXXXX";
+  int fd = mkstemp(path);
+  EXPECT_GE(fd, 0);
+  ::close(fd);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(TargetSettings, LunAndPortalArguments) {
+  std::string err;
+  auto l = parse_lun_arg("3=file:path=/x,direct=on", &err);
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->number, 3u);
+  EXPECT_EQ(l->backend, "file:path=/x,direct=on");
+  EXPECT_FALSE(parse_lun_arg("x=ram:size=1M", &err));
+  EXPECT_FALSE(parse_lun_arg("20000=ram:size=1M", &err));
+  EXPECT_FALSE(parse_lun_arg("1=", &err));
+  std::string host;
+  uint16_t port = 0;
+  ASSERT_TRUE(parse_portal("127.0.0.1:3261", &host, &port, &err));
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 3261);
+  ASSERT_TRUE(parse_portal("[::1]:0", &host, &port, &err));
+  EXPECT_EQ(host, "::1");
+  EXPECT_FALSE(parse_portal("localhost", &host, &port, &err));
+  EXPECT_FALSE(parse_portal("1.2.3.4:99999", &host, &port, &err));
+}
+
+TEST(TargetSettings, ChapFile) {
+  std::string err;
+  auto p = write_temp("# comment\n\n user  a-long-secret-1 \n");
+  auto c = read_chap_file(p, &err);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->name, "user");
+  EXPECT_EQ(c->secret, "a-long-secret-1");
+  std::remove(p.c_str());
+  p = write_temp("user short\n");
+  EXPECT_FALSE(read_chap_file(p, &err));
+  std::remove(p.c_str());
+  EXPECT_FALSE(read_chap_file("/nonexistent/chap", &err));
+}
+
+TEST(TargetSettings, Toml) {
+  auto p = write_temp(R"(
+iqn = "iqn.2024-01.org.vcp:toml"
+portal = "127.0.0.1:3333"
+cpus = "0"
+[[lun]]
+number = 0
+backend = "ram:size=8M"
+[[lun]]
+number = 5
+backend = "null:size=1G"
+[chap]
+name = "user"
+secret = "initiator-secret"
+[mutual_chap]
+name = "tgt"
+secret = "target-secret-1"
+[limits]
+max_outstanding_r2t = 4
+initial_r2t = true
+header_digest = "require"
+cmd_window = 64
+)");
+  TargetSettings s;
+  std::string err;
+  ASSERT_TRUE(load_toml(p, s, &err)) << err;
+  std::remove(p.c_str());
+  EXPECT_EQ(s.iqn, "iqn.2024-01.org.vcp:toml");
+  EXPECT_EQ(s.port, 3333);
+  ASSERT_EQ(s.luns.size(), 2u);
+  EXPECT_EQ(s.luns[1].number, 5u);
+  EXPECT_EQ(s.chap->name, "user");
+  EXPECT_EQ(s.mutual_chap->secret, "target-secret-1");
+  EXPECT_EQ(s.limits.max_outstanding_r2t, 4u);
+  EXPECT_TRUE(s.limits.initial_r2t);
+  EXPECT_EQ(s.limits.header_digest, iscsi::DigestPolicy::Require);
+  EXPECT_EQ(s.cmd_window, 64u);
+  EXPECT_EQ(s.cpus, std::vector<int>{0});
+  EXPECT_TRUE(validate(s, &err)) << err;
+
+  s.luns.push_back(s.luns[0]);
+  EXPECT_FALSE(validate(s, &err));  // LUN 0 twice
+
+  auto bad = write_temp("iqn = \n");
+  EXPECT_FALSE(load_toml(bad, s, &err));
+  std::remove(bad.c_str());
+}
+
+TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
+  TargetSettings s;
+  std::string err;
+  EXPECT_FALSE(validate(s, &err));
+  s.iqn = "iqn.x";
+  EXPECT_FALSE(validate(s, &err));
+  s.luns.push_back({0, "ram:size=1M"});
+  EXPECT_TRUE(validate(s, &err));
+  s.mutual_chap = iscsi::ChapCredentials{"t", "target-secret-1"};
+  EXPECT_FALSE(validate(s, &err));  // mutual without one-way
+  s.chap = iscsi::ChapCredentials{"u", "target-secret-1"};
+  EXPECT_FALSE(validate(s, &err));  // same secret both ways
+}
+
+TEST(SessionRegistry, TsihsAreUniqueAndNonZero) {
+  SessionRegistry r;
+  uint16_t a = r.reserve_tsih(), b = r.reserve_tsih();
+  EXPECT_NE(a, 0);
+  EXPECT_NE(b, 0);
+  EXPECT_NE(a, b);
+  r.release_tsih(a);
+  EXPECT_NE(r.next_nexus_id(), r.next_nexus_id());
+}
+
+TEST(SessionRegistry, Reinstatement) {
+  SessionRegistry r;
+  int woke = 0, n = -1;
+  auto s1 = r.add("iqn.i", {1, 2, 3, 4, 5, 6}, "iqn.t", 1, 1, [&] { ++woke; }, &n);
+  EXPECT_EQ(n, 0);
+  auto s2 = r.add("iqn.i", {1, 2, 3, 4, 5, 7}, "iqn.t", 2, 2, [&] { ++woke; }, &n);
+  EXPECT_EQ(n, 0);
+  auto s3 = r.add("iqn.i", {1, 2, 3, 4, 5, 6}, "iqn.t", 3, 3, {}, &n);
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(woke, 1);
+  EXPECT_TRUE(s1->close_requested.load());
+  EXPECT_FALSE(s2->close_requested.load());
+  EXPECT_EQ(r.size(), 2u);
+  r.remove(s1.get());  // already gone: no effect
+  EXPECT_EQ(r.size(), 2u);
+  r.remove(s3.get());
+  EXPECT_EQ(r.size(), 1u);
+}
+
+}  // namespace
+}  // namespace vcp::target
