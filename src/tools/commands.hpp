@@ -11,6 +11,7 @@ namespace vcp::tools {
 using Runner = std::function<int()>;
 Runner add_serve(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_discover(CLI::App& app);
 Runner add_target(CLI::App& app);
 
 }  // namespace vcp::tools

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   };
   add(vcp::tools::add_serve);
   add(vcp::tools::add_bench);
+  add(vcp::tools::add_discover);
   add(vcp::tools::add_target);
 
   try {
