@@ -1,0 +1,157 @@
+#include "backends/iscsi/url.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "backends/block_backend.hpp"
+#include "backends/iscsi/discovery.hpp"
+
+namespace vcp::backends::iscsi {
+namespace {
+
+using vcp::iscsi::DigestPolicy;
+
+EnvLookup env_of(std::map<std::string, std::string> m) {
+  return [m](const char* k) -> std::optional<std::string> {
+    auto it = m.find(k);
+    if (it == m.end()) return std::nullopt;
+    return it->second;
+  };
+}
+const EnvLookup kNoEnv = env_of({});
+
+TEST(IscsiUrl, Minimal) {
+  std::string err;
+  auto c = parse_iscsi_url("iscsi://10.0.0.1/iqn.2024-01.org.x:disk/3", &err, kNoEnv);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->host, "10.0.0.1");
+  EXPECT_EQ(c->port, 3260);
+  EXPECT_EQ(c->target, "iqn.2024-01.org.x:disk");
+  EXPECT_EQ(c->lun, 3u);
+  EXPECT_EQ(c->initiator, kDefaultInitiator);
+  EXPECT_TRUE(c->user.empty());
+  EXPECT_EQ(c->header_digest, DigestPolicy::Allow);
+}
+
+TEST(IscsiUrl, PortIpv6AndOptionsBothWays) {
+  std::string err;
+  auto c = parse_iscsi_url("iscsi://[::1]:3261/iqn.a:b/0?header_digest=crc32c&data_digest=none&initiator=iqn.i:me",
+                           &err, kNoEnv);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->host, "::1");
+  EXPECT_EQ(c->port, 3261);
+  EXPECT_EQ(c->header_digest, DigestPolicy::Require);
+  EXPECT_EQ(c->data_digest, DigestPolicy::None);
+  EXPECT_EQ(c->initiator, "iqn.i:me");
+  c = parse_iscsi_url("iscsi://h:1/iqn.a:b/16383,timeout=5,nop_interval=2,max_recv_segment=4096", &err, kNoEnv);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->lun, 16383u);
+  EXPECT_EQ(c->timeout_ms, 5000u);
+  EXPECT_EQ(c->nop_interval_ms, 2000u);
+  EXPECT_EQ(c->max_recv_data_segment_length, 4096u);
+}
+
+TEST(IscsiUrl, Errors) {
+  std::string err;
+  for (const char* bad : {"iscsi:/h/iqn/1", "iscsi://h", "iscsi://h/iqn", "iscsi://h/iqn/x", "iscsi://h/iqn/16384",
+                          "iscsi://h:0/iqn/1", "iscsi://h:99999/iqn/1", "iscsi://::1/iqn/1", "iscsi://[::1/iqn/1",
+                          "iscsi:///iqn/1", "iscsi://h/iqn/1?header_digest=md5", "iscsi://h/iqn/1?bogus=1",
+                          "iscsi://h/iqn/1?timeout=0", "iscsi://h/a/b/1", "iscsi://h/iqn/1?timeout=1&timeout=2"}) {
+    err.clear();
+    EXPECT_FALSE(parse_iscsi_url(bad, &err, kNoEnv)) << bad;
+    EXPECT_FALSE(err.empty()) << bad;
+  }
+}
+
+TEST(IscsiUrl, SecretsNeverFromTheCommandLine) {
+  std::string err;
+  EXPECT_FALSE(parse_iscsi_url("iscsi://u%pw@h/iqn/1", &err, kNoEnv));
+  EXPECT_NE(err.find("visible"), std::string::npos) << err;
+  EXPECT_FALSE(parse_iscsi_url("iscsi://u@h/iqn/1?secret=abc", &err, kNoEnv));
+  EXPECT_NE(err.find("command line"), std::string::npos) << err;
+  // A user without a secret anywhere is an error, said plainly.
+  EXPECT_FALSE(parse_iscsi_url("iscsi://u@h/iqn/1", &err, kNoEnv));
+  EXPECT_NE(err.find("VCP_ISCSI_SECRET"), std::string::npos) << err;
+}
+
+TEST(IscsiUrl, SecretsFromEnvironmentAndFile) {
+  std::string err;
+  auto c = parse_iscsi_url("iscsi://alice@h/iqn/1?mutual_user=tgt", &err,
+                           env_of({{"VCP_ISCSI_SECRET", "s1-0123456789"}, {"VCP_ISCSI_MUTUAL_SECRET", "s2-0123456789"}}));
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->user, "alice");
+  EXPECT_EQ(c->secret, "s1-0123456789");
+  EXPECT_EQ(c->mutual_user, "tgt");
+  EXPECT_EQ(c->mutual_secret, "s2-0123456789");
+
+  char path[] = "/tmp/vcp-secret-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  std::ofstream(path) << "file-secret-0123\r\nfile-mutual-4567\n";
+  c = parse_iscsi_url(std::string("iscsi://alice@h/iqn/1?mutual_user=tgt&secret_file=") + path, &err,
+                      env_of({{"VCP_ISCSI_SECRET", "from-env-000000"}}));
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->secret, "file-secret-0123");  // the file wins over the environment
+  EXPECT_EQ(c->mutual_secret, "file-mutual-4567");
+  std::remove(path);
+  EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?secret_file=/nonexistent/x", &err, kNoEnv));
+  // Mutual CHAP without our own CHAP, or without the target's secret.
+  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?mutual_user=tgt", &err, kNoEnv));
+  EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?mutual_user=tgt", &err,
+                               env_of({{"VCP_ISCSI_SECRET", "s1-0123456789"}})));
+}
+
+TEST(IscsiUrl, Portal) {
+  std::string h, err;
+  uint16_t p = 0;
+  ASSERT_TRUE(parse_portal("127.0.0.1:3262,1", &h, &p, &err)) << err;
+  EXPECT_EQ(h, "127.0.0.1");
+  EXPECT_EQ(p, 3262);
+  ASSERT_TRUE(parse_portal("[fe80::1]:3260,7", &h, &p, &err)) << err;
+  EXPECT_EQ(h, "fe80::1");
+  ASSERT_TRUE(parse_portal("target.example", &h, &p, &err)) << err;
+  EXPECT_EQ(p, 3260);
+  EXPECT_FALSE(parse_portal(":3260", &h, &p, &err));
+  EXPECT_FALSE(parse_portal("h:abc", &h, &p, &err));
+}
+
+TEST(IscsiUrl, RegistryRoutesIscsiAndReportsUsage) {
+  std::string err;
+  EXPECT_FALSE(make_backend("iscsi://h/iqn/notanumber", &err));
+  EXPECT_NE(err.find("usage: iscsi://"), std::string::npos) << err;
+}
+
+TEST(SendTargets, ParsesRepeatedKeys) {
+  using namespace std::string_literals;
+  const std::string text =
+      "TargetName=iqn.a\0TargetAddress=10.0.0.1:3260,1\0TargetAddress=[::1]:3260,1\0"
+      "TargetName=iqn.b\0TargetAlias=bee\0TargetName=iqn.c\0TargetAddress=h:1,2\0"s;
+  std::vector<DiscoveredTarget> out;
+  std::string err;
+  ASSERT_TRUE(parse_send_targets({reinterpret_cast<const uint8_t*>(text.data()), text.size()}, &out, &err)) << err;
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0], (DiscoveredTarget{"iqn.a", {"10.0.0.1:3260,1", "[::1]:3260,1"}}));
+  EXPECT_EQ(out[1], (DiscoveredTarget{"iqn.b", {}}));
+  EXPECT_EQ(out[2], (DiscoveredTarget{"iqn.c", {"h:1,2"}}));
+}
+
+TEST(SendTargets, Malformed) {
+  using namespace std::string_literals;
+  std::vector<DiscoveredTarget> out;
+  std::string err;
+  auto parse = [&](const std::string& s) {
+    return parse_send_targets({reinterpret_cast<const uint8_t*>(s.data()), s.size()}, &out, &err);
+  };
+  EXPECT_FALSE(parse("TargetAddress=h:1,1\0TargetName=iqn.a\0"s));
+  EXPECT_FALSE(parse("TargetName=\0"s));
+  EXPECT_FALSE(parse("TargetName=iqn.a"s));  // not terminated
+  EXPECT_TRUE(parse(""s));
+  EXPECT_TRUE(out.empty());
+}
+
+}  // namespace
+}  // namespace vcp::backends::iscsi
