@@ -1,0 +1,162 @@
+#!/bin/bash
+# Conformance of `vcp target` judged by libiscsi's iscsi-test-cu, side by side with tgt's tgtd,
+# in one run: the same suites, the same LUN size (a 256 MiB file each), 127.0.0.1 only.
+# Writes the per-family table of docs/conformance.md (or the file given as $2).
+#
+#   scripts/conformance.sh [VCP_BIN] [OUT.md]
+#
+# CUnit counts a test that prints [SKIPPED] as passed; we count those apart.
+# Needs: iscsi-test-cu (libiscsi-bin), tgtd/tgtadm (tgt). A missing one is an error.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VCP_BIN=${1:-$ROOT/build-target/vcp}
+OUT=${2:-$ROOT/docs/conformance.md}
+SUITES=("SCSI.*" "iSCSI.*")
+IQN_VCP=iqn.2024-01.org.vcp:conformance
+IQN_TGT=iqn.2024-01.org.tgt:conformance
+INI=iqn.2024-01.org.vcp:conformance-initiator
+
+fail() { echo "conformance.sh: $*" >&2; exit 1; }
+for t in iscsi-test-cu tgtd tgtadm python3; do command -v $t >/dev/null || fail "$t not installed"; done
+[ -x "$VCP_BIN" ] || fail "no vcp binary at $VCP_BIN (build it: cmake --build build-target --target vcp)"
+
+DIR=$(mktemp -d /tmp/vcp-conformance.XXXXXX)
+VCP_PID=
+TGT_PID=
+cleanup() {
+  [ -n "$VCP_PID" ] && { kill -TERM "$VCP_PID" 2>/dev/null; wait "$VCP_PID" 2>/dev/null; }
+  # tgtd with targets configured ignores SIGTERM (peers.md): SIGKILL by pid.
+  [ -n "$TGT_PID" ] && { kill -KILL "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null; }
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+truncate -s 256M "$DIR/vcp.img" "$DIR/tgt.img"
+
+# ---- vcp target
+"$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$DIR/vcp.img" >"$DIR/vcp.log" 2>&1 &
+VCP_PID=$!
+for _ in $(seq 100); do
+  VCP_PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/vcp.log")
+  [ -n "$VCP_PORT" ] && break
+  sleep 0.05
+done
+[ -n "$VCP_PORT" ] || { cat "$DIR/vcp.log"; fail "vcp target did not start"; }
+
+# ---- tgtd (LUN 1: tgtd keeps LUN 0 for its controller)
+TGT_PORT=$(free_port)
+CTL=$((100 + RANDOM % 400))
+tgtd -f --iscsi portal=127.0.0.1:$TGT_PORT -C $CTL >"$DIR/tgtd.log" 2>&1 &
+TGT_PID=$!
+ok=
+for _ in $(seq 50); do
+  tgtadm -C $CTL --lld iscsi --op new --mode target --tid 1 -T $IQN_TGT 2>/dev/null && { ok=1; break; }
+  sleep 0.1
+done
+[ -n "$ok" ] || { cat "$DIR/tgtd.log"; fail "tgtd did not start"; }
+tgtadm -C $CTL --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$DIR/tgt.img" || fail "tgtadm lun"
+tgtadm -C $CTL --lld iscsi --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1 ||
+  fail "tgtadm thin_provisioning"
+tgtadm -C $CTL --lld iscsi --op bind --mode target --tid 1 -I ALL || fail "tgtadm bind"
+
+run_suites() {  # name url
+  local name=$1 url=$2
+  : >"$DIR/$name.out"
+  for s in "${SUITES[@]}"; do
+    echo "== $name: iscsi-test-cu --dataloss --test='$s' $url" >&2
+    timeout 1800 iscsi-test-cu -i $INI --dataloss --test="$s" "$url" >>"$DIR/$name.out" 2>&1
+  done
+}
+run_suites vcp "iscsi://127.0.0.1:$VCP_PORT/$IQN_VCP/0"
+run_suites tgtd "iscsi://127.0.0.1:$TGT_PORT/$IQN_TGT/1"
+
+VERSION=$(dpkg-query -W -f='${Version}' libiscsi-bin 2>/dev/null)
+TGT_VERSION=$(dpkg-query -W -f='${Version}' tgt 2>/dev/null)
+python3 - "$DIR/vcp.out" "$DIR/tgtd.out" "$OUT" "$VERSION" "$TGT_VERSION" <<'PY'
+import re, sys, datetime
+vcp_out, tgt_out, out, libiscsi_ver, tgt_ver = sys.argv[1:6]
+
+def parse(path):
+    """family -> {test: 'pass'|'fail'|'skip'} from iscsi-test-cu's CUnit console output."""
+    fams, fam, test, text = {}, None, None, []
+    def close():
+        if fam is None or test is None:
+            return
+        body = "\n".join(text)
+        failed = re.search(r"(^|\.\.\.)\s*FAILED\s*$", body, re.M) is not None
+        v = "fail" if failed else ("skip" if "[SKIPPED]" in body else "pass")
+        fams.setdefault(fam, {})[test] = v
+    prefix = ""
+    for line in open(path, errors="replace"):
+        line = line.rstrip("\n")
+        m = re.match(r"^== \S+: iscsi-test-cu .*--test='([A-Za-z]+)\.", line)
+        if m:
+            prefix = m.group(1)
+        m = re.match(r"^Suite: (\S+)", line)
+        if m:
+            close(); fam, test, text = m.group(1), None, []
+            continue
+        m = re.match(r"^\s+Test: (\S+) \.\.\.(.*)$", line)
+        if m:
+            close(); test, text = m.group(1), [m.group(2)]
+            continue
+        if re.match(r"^Run Summary", line):
+            close(); test = None
+            continue
+        if test is not None:
+            text.append(line)
+    close()
+    return fams
+
+def counts(d):
+    c = {"pass": 0, "fail": 0, "skip": 0}
+    for v in d.values():
+        c[v] += 1
+    return c
+
+a, b = parse(vcp_out), parse(tgt_out)
+fams = sorted(set(a) | set(b), key=lambda f: (f.startswith("iSCSI"), f))
+rows, tot = [], {"vcp": {"pass": 0, "fail": 0, "skip": 0}, "tgtd": {"pass": 0, "fail": 0, "skip": 0}}
+ours_only, theirs_only, both_fail = [], [], []
+for f in fams:
+    ca, cb = counts(a.get(f, {})), counts(b.get(f, {}))
+    for k in ca: tot["vcp"][k] += ca[k]
+    for k in cb: tot["tgtd"][k] += cb[k]
+    fa = "all pass" if ca["fail"] == 0 and a.get(f) else ("-" if not a.get(f) else "fails")
+    rows.append(f"| {f} | {ca['pass']} | {ca['fail']} | {ca['skip']} | {cb['pass']} | {cb['fail']} | {cb['skip']} |")
+    for t in sorted(set(a.get(f, {})) | set(b.get(f, {}))):
+        va, vb = a.get(f, {}).get(t), b.get(f, {}).get(t)
+        if va == "fail" and vb != "fail": theirs_only.append(f"{f}.{t}")
+        if vb == "fail" and va != "fail": ours_only.append(f"{f}.{t}")
+        if va == "fail" and vb == "fail": both_fail.append(f"{f}.{t}")
+fam_pass = lambda d: sorted(f for f in d if d[f] and all(v != "fail" for v in d[f].values()))
+pa, pb = set(fam_pass(a)), set(fam_pass(b))
+
+with open(out, "w") as o:
+    o.write(f"""# Conformance: iscsi-test-cu against vcp target and tgtd
+
+Measured by `scripts/conformance.sh` on {datetime.date.today().isoformat()}: libiscsi-bin {libiscsi_ver}
+`iscsi-test-cu --dataloss --test='SCSI.*'` and `--test='iSCSI.*'`, against `vcp target` (one
+256 MiB file LUN, default settings) and tgt {tgt_ver} `tgtd` (one 256 MiB file LUN,
+thin_provisioning=1), both on 127.0.0.1, in the same run.
+
+CUnit counts a test that prints `[SKIPPED]` as passed; here *skipped* is counted apart and
+*passed* means passed and not skipped. A test skips when the device does not claim the feature
+(e.g. SANITIZE, EXTENDED COPY, WRITE ATOMIC, read-only media, no medium).
+
+| family | vcp passed | vcp failed | vcp skipped | tgtd passed | tgtd failed | tgtd skipped |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+""")
+    o.write("\n".join(rows) + "\n")
+    t1, t2 = tot["vcp"], tot["tgtd"]
+    o.write(f"| **total** | **{t1['pass']}** | **{t1['fail']}** | **{t1['skip']}** | **{t2['pass']}** | **{t2['fail']}** | **{t2['skip']}** |\n\n")
+    o.write(f"Families without a failure: vcp {len(pa)} of {len(fams)}, tgtd {len(pb)} of {len(fams)}.\n")
+    o.write(f"Families tgtd passes and vcp does not: {', '.join(sorted(pb - pa)) or 'none'}.\n")
+    o.write(f"Families vcp passes and tgtd does not: {', '.join(sorted(pa - pb)) or 'none'}.\n\n")
+    o.write("Tests that fail on vcp only: " + (", ".join(theirs_only) or "none") + ".\n\n")
+    o.write("Tests that fail on tgtd only: " + (", ".join(ours_only) or "none") + ".\n\n")
+    o.write("Tests that fail on both: " + (", ".join(both_fail) or "none") + ".\n")
+print(open(out).read())
+PY
