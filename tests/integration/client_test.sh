@@ -60,6 +60,13 @@ verify=()
   || fail "vcp bench read 1M ${verify[*]}"
 "$VCP_BIN" bench --socket "$sock" --rw randread --bs 512 --qd 32 --time 1 --poll always --json \
   || fail "vcp bench randread 512 poll always"
+if [ "$keeps_data" = 0 ]; then
+  # A device that keeps nothing must fail verification: proves --verify checks what it reads.
+  if "$VCP_BIN" bench --socket "$sock" --rw randrw --bs 4k --qd 8 --time 1 --size 1M --verify >"$dir/neg.log" 2>&1; then
+    fail "vcp bench --verify passed on a device that keeps no data"
+  fi
+  grep -q "verify failed: LBA" "$dir/neg.log" || fail "vcp bench --verify did not name the LBA"
+fi
 VCP_TEST_SOCKET=$sock VCP_TEST_KEEPS_DATA=$keeps_data VCP_TEST_DISCARD_ZEROES=$discard_zeroes \
   "$VCP_CLIENT_PEER_TESTS" || fail "client_peer_tests"
 kill -0 "$pid" 2>/dev/null || fail "the server died"
