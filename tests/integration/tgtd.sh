@@ -13,6 +13,7 @@ set -euo pipefail
 CASE=${1:?usage: tgtd.sh CASE}
 IQN=iqn.2024-01.org.vcp.test:disk1
 LUN_SIZE=${LUN_SIZE:-64M}
+[[ $CASE == guest ]] && LUN_SIZE=256M  # the guest test needs at least 128 MiB
 SECRET="vcp-initiator-secret-0123"
 MUTUAL="vcp-target-secret-4567890"
 
