@@ -125,12 +125,13 @@ server_rc=0
 stop_server || server_rc=$?
 
 fail=""
-if [ "$guest_rc" -ne 0 ]; then
-  fail="the guest's test failed (run-guest exit status $guest_rc)"
-elif [ "$server_alive" = no ]; then
-  fail="$server exited while the guest ran (exit status $server_rc)"
+[ "$guest_rc" -eq 0 ] || fail="the guest's test failed (run-guest exit status $guest_rc)"
+if [ "$server_alive" = no ]; then
+  fail="${fail:+$fail; }$server exited while the guest ran (exit status $server_rc)"
 elif [ "$server_rc" -ne 0 ] && [ "$server_rc" -ne 143 ]; then
-  fail="$server ended with exit status $server_rc when stopped with SIGTERM"
+  # 143: ended by our SIGTERM. A clean exit on SIGTERM is vcp_serve_sigterm's business; here any
+  # other status (a crash, a sanitizer report) fails.
+  fail="${fail:+$fail; }$server ended with exit status $server_rc when stopped with SIGTERM"
 fi
 if [ -n "$fail" ]; then
   show_logs
