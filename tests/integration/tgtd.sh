@@ -34,6 +34,8 @@ cleanup() {
     kill -KILL "$TGTD_PID" 2>/dev/null || true
     wait "$TGTD_PID" 2>/dev/null || true
   fi
+  # A SIGKILLed tgtd leaves its control socket and lock file behind: ours, so ours to remove.
+  [[ -n "${CTL:-}" ]] && rm -f "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
   if [[ $rc -ne 0 ]]; then
     log "tgtd log (last lines):"; tail -n 20 "$WORK/tgtd.log" >&2 2>/dev/null || true
   fi
