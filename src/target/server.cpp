@@ -27,7 +27,7 @@ namespace {
 
 uint64_t now_ms() {
   timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // ms resolution is plenty for timers
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
@@ -125,6 +125,7 @@ class IoThread {
     }
     std::sort(ctx_.luns.begin(), ctx_.luns.end(), [](auto& a, auto& b) { return a.number < b.number; });
     lun_poll_pending_.assign(luns_.size(), false);
+    lun_wait_counts_.assign(luns_.size(), 0);
     return true;
   }
 
@@ -286,12 +287,14 @@ class IoThread {
     io_uring_prep_timeout(sqe, &timer_, 0, 0);
     io_uring_sqe_set_data64(sqe, tag(uint64_t{0}, kTimer));
   }
+  // A backend's wait_fd is an eventfd it signals and never drains: reading it (rather than
+  // polling it) both waits for completions and resets it, in one operation.
   void arm_lun_polls() {
     for (size_t i = 0; i < luns_.size(); ++i) {
       int fd = luns_[i]->wait_fd();
       if (fd < 0 || lun_poll_pending_[i]) continue;
       io_uring_sqe* sqe = get_sqe();
-      io_uring_prep_poll_add(sqe, fd, POLLIN);
+      io_uring_prep_read(sqe, fd, &lun_wait_counts_[i], sizeof(uint64_t), 0);
       io_uring_sqe_set_data64(sqe, tag(uint64_t{i}, kLunPoll));
       lun_poll_pending_[i] = true;
     }
@@ -319,6 +322,7 @@ class IoThread {
   std::vector<std::unique_ptr<BackendQueue>> queues_;
   std::vector<std::unique_ptr<scsi::Lun>> luns_;
   std::vector<bool> lun_poll_pending_;
+  std::vector<uint64_t> lun_wait_counts_;  // read targets for the wait_fd eventfds
   std::vector<std::unique_ptr<Conn>> conns_;
 };
 

@@ -1,0 +1,112 @@
+#!/bin/bash
+# vcp target against tgt's tgtd, side by side in one run: the same initiator, the same LUN size
+# (a 256 MiB file each), on 127.0.0.1. The target process is pinned to CPU 1 and the initiator
+# to CPU 0. For each load: IOPS, the target's CPU time per I/O (utime+stime from /proc/PID/stat
+# over the run) and the ratio of IOPS per target CPU-second, vcp over tgtd.
+#
+#   scripts/bench-target.sh [VCP_BIN] [SECONDS]
+#
+# Loads:
+#   randread-4k-qd32   iscsi-perf -r -m 32 -b 8          (4 KiB random reads)
+#   write-4k-qd32      qemu-img bench -w -d 32 -s 4k     (4 KiB writes; qemu-img bench writes
+#                                                         sequentially: iscsi-perf 1.19 cannot write)
+#   seqread-256k-qd8   iscsi-perf -m 8 -b 512            (256 KiB sequential reads)
+#   seqwrite-256k-qd8  qemu-img bench -w -d 8 -s 256k    (256 KiB sequential writes)
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VCP_BIN=${1:-$ROOT/build-target/vcp}
+SECS=${2:-10}
+IQN_VCP=iqn.2024-01.org.vcp:bench
+IQN_TGT=iqn.2024-01.org.tgt:bench
+INI=iqn.2024-01.org.vcp:bench-initiator
+
+fail() { echo "bench-target.sh: $*" >&2; exit 1; }
+for t in iscsi-perf qemu-img tgtd tgtadm taskset python3; do command -v $t >/dev/null || fail "$t not installed"; done
+[ -x "$VCP_BIN" ] || fail "no vcp binary at $VCP_BIN"
+[ -f /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || fail "qemu-img has no iscsi driver: install qemu-block-extra"
+[ "$(nproc)" -ge 2 ] || fail "needs 2 CPUs (target on CPU 1, initiator on CPU 0)"
+
+DIR=$(mktemp -d /tmp/vcp-bench-target.XXXXXX)
+VCP_PID=
+TGT_PID=
+cleanup() {
+  [ -n "$VCP_PID" ] && { kill -TERM "$VCP_PID" 2>/dev/null; wait "$VCP_PID" 2>/dev/null; }
+  [ -n "$TGT_PID" ] && { kill -KILL "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null; }
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# CPU ticks (utime + stime, all threads) of a process.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+truncate -s 256M "$DIR/vcp.img" "$DIR/tgt.img"
+# Fill the files so reads hit allocated blocks in both.
+dd if=/dev/zero of="$DIR/vcp.img" bs=1M count=256 conv=notrunc status=none
+dd if=/dev/zero of="$DIR/tgt.img" bs=1M count=256 conv=notrunc status=none
+
+taskset -c 1 "$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$DIR/vcp.img" --cpu 1 \
+  >"$DIR/vcp.log" 2>&1 &
+VCP_PID=$!
+for _ in $(seq 100); do
+  VCP_PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/vcp.log")
+  [ -n "$VCP_PORT" ] && break
+  sleep 0.05
+done
+[ -n "$VCP_PORT" ] || { cat "$DIR/vcp.log"; fail "vcp target did not start"; }
+
+TGT_PORT=$(free_port)
+CTL=$((100 + RANDOM % 400))
+taskset -c 1 tgtd -f --iscsi portal=127.0.0.1:$TGT_PORT -C $CTL >"$DIR/tgtd.log" 2>&1 &
+TGT_PID=$!
+ok=
+for _ in $(seq 50); do
+  tgtadm -C $CTL --lld iscsi --op new --mode target --tid 1 -T $IQN_TGT 2>/dev/null && { ok=1; break; }
+  sleep 0.1
+done
+[ -n "$ok" ] || fail "tgtd did not start"
+tgtadm -C $CTL --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$DIR/tgt.img" || fail "tgtadm lun"
+tgtadm -C $CTL --lld iscsi --op bind --mode target --tid 1 -I ALL || fail "tgtadm bind"
+
+# run NAME PID HOST_PORT IQN LUN LOAD -> prints "iops us_per_io"
+run() {
+  local pid=$1 portal=$2 iqn=$3 lun=$4 load=$5
+  local url="iscsi://$portal/$iqn/$lun"
+  local t0 t1 out iops ios
+  t0=$(ticks "$pid")
+  case $load in
+    randread-4k-qd32) out=$(taskset -c 0 iscsi-perf -i $INI -r -m 32 -b 8 -t "$SECS" "$url" 2>&1) ;;
+    seqread-256k-qd8) out=$(taskset -c 0 iscsi-perf -i $INI -m 8 -b 512 -t "$SECS" "$url" 2>&1) ;;
+    write-4k-qd32) out=$(taskset -c 0 qemu-img bench -f raw -t none -n -w -d 32 -s 4k -c $((SECS * 20000)) "$url" 2>&1) ;;
+    seqwrite-256k-qd8) out=$(taskset -c 0 qemu-img bench -f raw -t none -n -w -d 8 -s 256k -c $((SECS * 1500)) "$url" 2>&1) ;;
+  esac
+  t1=$(ticks "$pid")
+  case $load in
+    *read*)
+      iops=$(grep -o 'iops average [0-9]*' <<<"$out" | tail -1 | awk '{print $3}')
+      ios=$((iops * SECS))
+      ;;
+    *)
+      # "Run completed in 3.456 seconds."
+      local secs count
+      secs=$(grep -o 'Run completed in [0-9.]*' <<<"$out" | awk '{print $4}')
+      count=$(grep -o 'count [0-9]*\|-c [0-9]*' <<<"$out" | head -1)
+      [ -n "$secs" ] || { echo "$out" >&2; fail "qemu-img bench failed"; }
+      ios=$([ "$load" = write-4k-qd32 ] && echo $((SECS * 20000)) || echo $((SECS * 1500)))
+      iops=$(python3 -c "print(int($ios / $secs))")
+      ;;
+  esac
+  [ -n "$iops" ] && [ "$iops" -gt 0 ] || { echo "$out" >&2; fail "$load against $portal produced no result"; }
+  python3 -c "print($iops, round(($t1 - $t0) / $HZ * 1e6 / $ios, 2))"
+}
+
+printf '%-18s %12s %10s %12s %10s %8s\n' load "vcp IOPS" "vcp us/IO" "tgtd IOPS" "tgtd us/IO" ratio
+for load in randread-4k-qd32 write-4k-qd32 seqread-256k-qd8 seqwrite-256k-qd8; do
+  read -r v_iops v_us < <(run "$VCP_PID" "127.0.0.1:$VCP_PORT" $IQN_VCP 0 $load)
+  read -r t_iops t_us < <(run "$TGT_PID" "127.0.0.1:$TGT_PORT" $IQN_TGT 1 $load)
+  # IOPS per target CPU-second = 1e6 / us_per_io.
+  ratio=$(python3 -c "print(round($t_us / $v_us, 2) if $v_us > 0 else 'inf')")
+  printf '%-18s %12s %10s %12s %10s %7sx\n' $load "$v_iops" "$v_us" "$t_iops" "$t_us" "$ratio"
+done
+echo "target pinned to CPU 1 (vcp: --cpu 1 and taskset -c 1; tgtd: taskset -c 1), initiator on CPU 0;"
+echo "ratio = (IOPS per target CPU-second, vcp) / (same, tgtd) = tgtd us/IO / vcp us/IO; ${SECS} s per load."
