@@ -206,6 +206,11 @@ step_discard() {
   check_punched discard 8 && check_punched zero-out 16
 }
 
+# queue_interrupts: "NAME TOTAL" per virtio request queue vector, summed over the CPUs.
+queue_interrupts() {
+  grep 'virtio.*-req' /proc/interrupts | awk -v n="$(nproc)" '{ s = 0; for (i = 2; i <= n + 1; i++) s += $i; print $NF, s }'
+}
+
 # One dd per job, each pinned to its CPU, writing then reading its own 8 MiB with O_DIRECT, all
 # jobs at once; then every request queue must have signalled completions.
 step_parallel() {
@@ -219,7 +224,7 @@ step_parallel() {
     head -c $((8 * MIB)) /dev/urandom >/tmp/par.$j
     j=$((j + 1))
   done
-  grep 'virtio.*-req' /proc/interrupts >/tmp/irq.before
+  queue_interrupts >/tmp/irq.before
   for phase in write read; do
     pids=""
     j=0
@@ -245,15 +250,15 @@ step_parallel() {
     j=$((j + 1))
   done
   rm -f /tmp/par.*
-  # Each request virtqueue has its own MSI-X vector, named virtioN-req.Q.
-  grep 'virtio.*-req' /proc/interrupts >/tmp/irq.after
+  # Each request virtqueue has its own MSI-X vector, named virtioN-req.Q: every one of them
+  # must have signalled completions during this step.
+  queue_interrupts >/tmp/irq.after
   nq=$(wc -l </tmp/irq.after)
-  [ "$nq" -eq "$QUEUES" ] || { why "/proc/interrupts has $nq virtio request vectors, expected $QUEUES"; cat /tmp/irq.after >>/tmp/why; return 1; }
-  while read -r line; do
-    q=$(echo "$line" | awk '{ print $NF }')
-    total=$(echo "$line" | awk -v n="$ncpu" '{ s = 0; for (i = 2; i <= n + 1; i++) s += $i; print s }')
-    echo "queue $q: $total interrupts"
-    [ "$total" -gt 0 ] || { why "request queue $q signalled no completion"; return 1; }
+  [ "$nq" -eq "$QUEUES" ] || { why "/proc/interrupts has $nq virtio request vectors, expected $QUEUES"; return 1; }
+  while read -r q total; do
+    before=$(awk -v q="$q" '$1 == q { print $2 }' /tmp/irq.before)
+    echo "queue $q: $((total - before)) interrupts in this step"
+    [ $((total - before)) -gt 0 ] || { why "request queue $q signalled no completion during the parallel load"; return 1; }
   done </tmp/irq.after
 }
 
