@@ -105,6 +105,8 @@ wait "$qemu_pid" || qemu_rc=$?
 qemu_pid=""
 elapsed=$((SECONDS - start))
 
+console_empty=no
+[ -s "$log" ] || console_empty=yes
 if [ -s "$work/qemu.out" ]; then
   { echo "--- QEMU's output:"; cat "$work/qemu.out"; } >>"$log"
 fi
@@ -123,7 +125,7 @@ fi
     echo "run-guest: QEMU killed after the ${timeout_s}s timeout"
   fi
   echo "run-guest: ${verdict:-no VCPTEST verdict on the console}"
-  [ -s "$log" ] || echo "run-guest: the console is empty: QEMU never started the guest (did the vhost-user handshake with the server stall?)"
+  [ "$console_empty" = no ] || echo "run-guest: the console is empty: QEMU never started the guest (did the vhost-user handshake with the server stall?)"
   if grep -a -q 'VCPTEST: FAIL' "$log"; then
     # The guest's own report: its steps, then everything from the failure on (diagnostics).
     echo "--- the guest's steps and its report from $log:"
