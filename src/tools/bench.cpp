@@ -11,6 +11,7 @@
 
 #include "base/cpu.hpp"
 #include "base/parse.hpp"
+#include "tools/bench_backend_engine.hpp"
 #include "tools/bench_load.hpp"
 #include "tools/commands.hpp"
 #include "vcp/client.hpp"
@@ -65,6 +66,7 @@ class ChannelEngine final : public Engine {
 
 struct BenchArgs {
   std::string socket;
+  std::string backend;  // in-process instead of a socket
   std::string rw = "randread";
   std::string bs = "4k";
   unsigned qd = 32;
@@ -172,6 +174,8 @@ int run_load(Engine& engine, const BenchArgs& a, const std::vector<bench::JobCon
     threads.emplace_back([&, j] {
       name_current_thread("bench-" + std::to_string(j));
       if (!bench::run_job(*queues[j], cfgs[j], &stop, results[j].get())) setup_failed.fetch_add(1);
+      // Closed on the thread that used it: io_uring cancels a thread's requests when it exits.
+      queues[j].reset();
     });
   uint64_t last_ios = 0;
   double last_t = t0;
@@ -240,16 +244,30 @@ int run_bench(const BenchArgs& a) {
     std::fprintf(stderr, "vcp bench: --qd 1..1024, --jobs 1..64, --time > 0\n");
     return 2;
   }
-  co.num_queues = static_cast<uint16_t>(a.jobs);
-  co.queue_size = queue_size_for(a.qd);
-  co.buffer_bytes = size_t{a.jobs} * a.qd * *bs + (1u << 20);
-  std::unique_ptr<client::Client> c;
-  std::string why;
-  if (int rc = client::Client::connect(a.socket, co, &c, &why); rc < 0) {
-    std::fprintf(stderr, "vcp bench: %s\n", why.c_str());
-    return 1;
+  if (a.socket.empty() == a.backend.empty()) {
+    std::fprintf(stderr, "vcp bench: give either --socket or --backend\n");
+    return 2;
   }
-  ChannelEngine engine(std::move(c));
+  std::unique_ptr<Engine> engine_ptr;
+  std::string why;
+  if (!a.backend.empty()) {
+    engine_ptr = bench::make_backend_engine(a.backend, co.poll, co.spin_us, a.jobs, &why);
+    if (!engine_ptr) {
+      std::fprintf(stderr, "vcp bench: bad --backend '%s': %s\n", a.backend.c_str(), why.c_str());
+      return 1;
+    }
+  } else {
+    co.num_queues = static_cast<uint16_t>(a.jobs);
+    co.queue_size = queue_size_for(a.qd);
+    co.buffer_bytes = size_t{a.jobs} * a.qd * *bs + (1u << 20);
+    std::unique_ptr<client::Client> c;
+    if (int rc = client::Client::connect(a.socket, co, &c, &why); rc < 0) {
+      std::fprintf(stderr, "vcp bench: %s\n", why.c_str());
+      return 1;
+    }
+    engine_ptr = std::make_unique<ChannelEngine>(std::move(c));
+  }
+  Engine& engine = *engine_ptr;
   if (*bs % engine.block_size()) {
     std::fprintf(stderr, "vcp bench: --bs must be a multiple of the device's block size %u\n", engine.block_size());
     return 2;
@@ -279,7 +297,7 @@ int run_bench(const BenchArgs& a) {
   }
   if (!a.json)
     std::printf("vcp bench: %s, %s bs=%" PRIu64 " qd=%u jobs=%u over %" PRIu64 " MiB for %.0f s, poll %s%s\n",
-                a.socket.c_str(), a.rw.c_str(), *bs, a.qd, a.jobs, size >> 20, a.time_s, a.poll.c_str(),
+                a.socket.empty() ? a.backend.c_str() : a.socket.c_str(), a.rw.c_str(), *bs, a.qd, a.jobs, size >> 20, a.time_s, a.poll.c_str(),
                 a.verify ? ", verify" : "");
   return run_load(engine, a, cfgs);
 }
@@ -288,8 +306,10 @@ int run_bench(const BenchArgs& a) {
 
 Runner add_bench(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
-  auto* sub = app.add_subcommand("bench", "Drive a vhost-user-blk device with a fio-like load through libvcp");
-  sub->add_option("--socket", a->socket, "vhost-user socket of the device")->required();
+  auto* sub = app.add_subcommand("bench", "Drive a vhost-user-blk device (or a backend in-process) with a fio-like load");
+  auto* socket = sub->add_option("--socket", a->socket, "vhost-user socket of the device");
+  sub->add_option("--backend", a->backend, "a backend spec (as for vcp serve), driven in this process")
+      ->excludes(socket);
   sub->add_option("--rw", a->rw, "read | write | randread | randwrite | randrw");
   sub->add_option("--bs", a->bs, "block size per request (4k, 64k ...)");
   sub->add_option("--qd", a->qd, "requests in flight per job");

@@ -145,6 +145,16 @@ kill_restart() {
   start_tgtd; configure; log "tgtd restarted (pid $TGTD_PID)"
 }
 
+# vcp serve on $URL, listening on $sock; $serve is its pid.
+start_serve() {
+  [[ -x "${VCP_BIN:-}" ]] || die "VCP_BIN is not set to the vcp binary"
+  sock="$WORK/vcp.sock"
+  "$VCP_BIN" serve --socket "$sock" --backend "$URL" >"$WORK/serve.log" 2>&1 &
+  serve=$!
+  for _ in $(seq 1 100); do [[ -S $sock ]] && break; sleep 0.1; done
+  [[ -S $sock ]] || { cat "$WORK/serve.log" >&2; die "vcp serve did not create $sock"; }
+}
+
 case "$CASE" in
   plain|digests|r2t|unsolicited)
     opts=""
@@ -172,14 +182,23 @@ case "$CASE" in
     out=$("$VCP_BIN" discover "127.0.0.1:$PORT")
     echo "$out"
     grep -q "^$IQN 127.0.0.1:$PORT,1$" <<<"$out" || die "discover did not list $IQN at 127.0.0.1:$PORT,1" ;;
+  bench)
+    # vcp bench --verify on the initiator in-process (--backend), then through the channel
+    # (vcp serve --backend): small random mixed I/O and large sequential I/O, both directions.
+    [[ -x "${VCP_BIN:-}" ]] || die "VCP_BIN is not set to the vcp binary"
+    "$VCP_BIN" bench --backend "$URL" --rw randrw --bs 4k --qd 32 --time 3 --verify || die "in-process randrw"
+    "$VCP_BIN" bench --backend "$URL" --rw write --bs 128k --qd 8 --time 2 --verify || die "in-process write 128k"
+    "$VCP_BIN" bench --backend "$URL" --rw read --bs 128k --qd 8 --time 2 --verify || die "in-process read 128k"
+    "$VCP_BIN" bench --backend "$URL" --rw randread --bs 512 --qd 64 --time 2 --poll always || die "in-process 512"
+    start_serve
+    rc=0
+    "$VCP_BIN" bench --socket "$sock" --rw randrw --bs 16k --qd 32 --time 3 --verify || rc=$?
+    kill -TERM "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true
+    [[ $rc -eq 0 ]] || { tail -n 10 "$WORK/serve.log" >&2; die "through vcp serve: randrw 16k"; } ;;
   guest)
     [[ -x "${VCP_BIN:-}" ]] || die "VCP_BIN is not set to the vcp binary"
     [[ -x "${GUEST_RUNNER:-}" ]] || die "GUEST_RUNNER is not set to scripts/guest/run-guest.sh"
-    sock="$WORK/vcp.sock"
-    "$VCP_BIN" serve --socket "$sock" --backend "$URL" >"$WORK/serve.log" 2>&1 &
-    serve=$!
-    for _ in $(seq 1 100); do [[ -S $sock ]] && break; sleep 0.1; done
-    [[ -S $sock ]] || { cat "$WORK/serve.log" >&2; die "vcp serve did not create $sock"; }
+    start_serve
     rc=0
     "$GUEST_RUNNER" --socket "$sock" --queues 1 --log "$WORK/guest.log" || rc=$?
     kill -TERM "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true
