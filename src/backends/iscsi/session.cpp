@@ -141,6 +141,7 @@ int Session::start() {
   uint32_t seg = std::max(cfg_.max_recv_data_segment_length, is::kLoginSegmentLength);
   scratch_.assign(seg + 8, 0);
   scratch_iov_ = {scratch_.data(), scratch_.size()};
+  stage_ = std::make_unique<uint8_t[]>(kStageBytes);
   nop_echo_.assign(seg, 0);
 
   io_uring_params p{};
@@ -246,8 +247,7 @@ void Session::on_connected(int res) {
 }
 
 void Session::begin_login() {
-  rx_phase_ = RxPhase::Header;
-  rx_got_ = 0;
+  rx_reset();
   rx_hdr_len_ = is::kBhsSize;
   digests_ = {};
   is::InitiatorLoginConfig lc;
@@ -416,8 +416,7 @@ void Session::finish_teardown() {
   tx_head_ = tx_count_ = 0;
   tx_head_sent_ = 0;
   send_in_flight_ = recv_in_flight_ = false;
-  rx_phase_ = RxPhase::Header;
-  rx_got_ = 0;
+  rx_reset();
 }
 
 void Session::requeue_issued() {
@@ -775,6 +774,7 @@ void Session::arm_send() {
   if (b.n == 0) return;
   queue_msg(static_cast<int>(Op::Send), send_msg_, send_iov_.get(), b.n);
   send_in_flight_ = true;
+  ++stats_.sends;
 }
 
 void Session::queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n) {
@@ -785,7 +785,7 @@ void Session::queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n) {
   if (static_cast<Op>(op) == Op::Send) {
     io_uring_prep_sendmsg(s, sock_.get(), &msg, MSG_NOSIGNAL);
   } else {
-    // MSG_WAITALL: the kernel keeps receiving until the BHS or the data segment is complete.
+    // MSG_WAITALL: the kernel keeps receiving until the data segment is complete.
     io_uring_prep_recvmsg(s, sock_.get(), &msg, MSG_WAITALL);
   }
   io_uring_sqe_set_data64(s, user_data(static_cast<Op>(op), conn_gen_));
@@ -856,18 +856,40 @@ void Session::send_tmf(is::TmfFunction fn, Task* t) {
 // ---------------------------------------------------------------------------------------------
 // Receive
 
+void Session::rx_reset() {
+  rx_phase_ = RxPhase::Stage;
+  rx_got_ = 0;
+  stage_begin_ = stage_end_ = 0;
+  rx_since_large_ = UINT32_MAX;
+}
+
 void Session::arm_recv() {
   if (recv_in_flight_ || !sock_ || tearing_down_) return;
   if (state_ != State::LoggingIn && state_ != State::FullFeature && state_ != State::LoggingOut) return;
-  IovBuilder b{recv_iov_.get(), kMaxIov + 2};
-  b.skip = rx_got_;
-  if (rx_phase_ == RxPhase::Header) {
-    b.add(rx_hdr_.data(), rx_hdr_len_);
-  } else {
+  if (rx_phase_ == RxPhase::Data) {
+    IovBuilder b{recv_iov_.get(), kMaxIov + 2};
+    b.skip = rx_got_;
     b.add_range(rx_iov_, rx_iovcnt_, rx_off_, rx_dsl_);
     b.add(rx_trailer_.data(), rx_total_ - rx_dsl_);
+    queue_msg(static_cast<int>(Op::Recv), recv_msg_, recv_iov_.get(), b.n);
+    recv_in_flight_ = true;
+    return;
   }
-  queue_msg(static_cast<int>(Op::Recv), recv_msg_, recv_iov_.get(), b.n);
+  // What is left unparsed is the start of one PDU (at most kStageBytes): move it to the front.
+  const uint32_t held = stage_end_ - stage_begin_;
+  if (stage_begin_ > 0) {
+    if (held > 0) std::memmove(stage_.get(), stage_.get() + stage_begin_, held);
+    stage_begin_ = 0;
+    stage_end_ = held;
+  }
+  uint32_t want = kStageBytes - stage_end_;
+  // Large Data-In lately: read up to the next BHS only, so its segment goes straight to the
+  // request's buffers instead of through the staging buffer.
+  if (rx_since_large_ < 4 && held < rx_hdr_len_) want = rx_hdr_len_ - held;
+  io_uring_sqe* s = sqe();
+  io_uring_prep_recv(s, sock_.get(), stage_.get() + stage_end_, want, 0);
+  io_uring_sqe_set_data64(s, user_data(Op::Recv, conn_gen_));
+  ++ops_in_flight_;
   recv_in_flight_ = true;
 }
 
@@ -881,51 +903,129 @@ void Session::on_received(int res) {
     connection_failed("recv: " + errno_str(res));
     return;
   }
-  rx_got_ += static_cast<uint32_t>(res);
+  last_rx_ms_ = now_ms();  // the target is alive: keep-alive counts from here
+  ++stats_.receives;
   const uint32_t gen = conn_gen_;
-  if (rx_phase_ == RxPhase::Header && rx_got_ == rx_hdr_len_) {
-    rx_header_done();
-  } else if (rx_phase_ == RxPhase::Data && rx_got_ == rx_total_) {
-    rx_data_done();
+  if (rx_phase_ == RxPhase::Data) {
+    rx_got_ += static_cast<uint32_t>(res);
+    if (rx_got_ == rx_total_) rx_data_done();
+  } else {
+    stage_end_ += static_cast<uint32_t>(res);
   }
+  if (gen == conn_gen_ && !tearing_down_) rx_parse_staged();
   if (gen == conn_gen_) arm_recv();
 }
 
-void Session::rx_header_done() {
-  last_rx_ms_ = now_ms();
+// Handles every complete PDU in the staging buffer; stops at a partial one (kept for the next
+// receive) or when a data segment continues beyond what is staged (Data phase).
+void Session::rx_parse_staged() {
+  const uint32_t gen = conn_gen_;
+  while (rx_phase_ == RxPhase::Stage && gen == conn_gen_ && !tearing_down_ && sock_) {
+    const uint32_t hdr_len = rx_hdr_len_;  // the PDU that ends login may change it
+    uint32_t held = stage_end_ - stage_begin_;
+    if (held < hdr_len) break;
+    if (!rx_header(stage_.get() + stage_begin_)) return;
+    if (rx_dsl_ == 0) {
+      stage_begin_ += hdr_len;
+      rx_data_ = nullptr;
+      process_pdu();
+      continue;
+    }
+    if (!rx_into_task_) {
+      if (held - hdr_len >= rx_total_) {
+        // Staged whole: handled in place.
+        stage_begin_ += hdr_len;
+        rx_data_ = stage_.get() + stage_begin_;
+        stage_iov_ = {stage_.get() + stage_begin_, rx_dsl_};
+        rx_iov_ = &stage_iov_;
+        rx_iovcnt_ = 1;
+        rx_off_ = 0;
+        std::memcpy(rx_trailer_.data(), rx_data_ + rx_dsl_, rx_total_ - rx_dsl_);
+        stage_begin_ += rx_total_;
+        rx_data_done();
+        continue;
+      }
+      if (uint64_t{hdr_len} + rx_total_ <= kStageBytes) break;  // fits: wait for the rest
+      rx_data_ = scratch_.data();  // too large for the staging buffer: gathered in scratch
+    }
+    stage_begin_ += hdr_len;
+    held -= hdr_len;
+    rx_got_ = 0;
+    rx_take_staged(std::min(held, rx_total_));
+    if (rx_got_ == rx_total_) {
+      rx_data_done();
+      continue;
+    }
+    rx_phase_ = RxPhase::Data;  // the staging buffer is empty now; the rest goes straight in
+  }
+  if (stage_begin_ == stage_end_) stage_begin_ = stage_end_ = 0;
+}
+
+// Copies `len` staged bytes of the current data segment (then its pad and digest) to where
+// the segment goes.
+void Session::rx_take_staged(uint32_t len) {
+  const uint8_t* src = stage_.get() + stage_begin_;
+  stage_begin_ += len;
+  if (rx_got_ < rx_dsl_) {
+    uint32_t n = std::min(len, rx_dsl_ - rx_got_);
+    uint64_t off = uint64_t{rx_off_} + rx_got_;
+    uint32_t left = n;
+    const uint8_t* from = src;
+    for (uint32_t i = 0; i < rx_iovcnt_ && left > 0; ++i) {
+      if (off >= rx_iov_[i].iov_len) {
+        off -= rx_iov_[i].iov_len;
+        continue;
+      }
+      const auto take = static_cast<uint32_t>(std::min<uint64_t>(rx_iov_[i].iov_len - off, left));
+      std::memcpy(static_cast<uint8_t*>(rx_iov_[i].iov_base) + off, from, take);
+      from += take;
+      left -= take;
+      off = 0;
+    }
+    rx_got_ += n;
+    src += n;
+    len -= n;
+  }
+  if (len > 0) {
+    std::memcpy(rx_trailer_.data() + (rx_got_ - rx_dsl_), src, len);
+    rx_got_ += len;
+  }
+}
+
+// Checks and decodes the BHS at `hdr` and picks where its data segment goes; false when the
+// connection failed over it.
+bool Session::rx_header(const uint8_t* hdr) {
   if (digests_.header) {
-    uint32_t want = is::load_digest(std::span<const uint8_t, 4>(&rx_hdr_[is::kBhsSize], 4));
-    if (is::crc32c({rx_hdr_.data(), is::kBhsSize}) != want) {
+    uint32_t want = is::load_digest(std::span<const uint8_t, 4>(hdr + is::kBhsSize, 4));
+    if (is::crc32c({hdr, is::kBhsSize}) != want) {
       connection_failed("header digest mismatch");
-      return;
+      return false;
     }
   }
   is::DecodeOptions opts;
   opts.direction = is::Direction::FromTarget;
   opts.max_data_segment_length = static_cast<uint32_t>(scratch_.size() - 8);
-  is::PduError e = is::decode_bhs({rx_hdr_.data(), is::kBhsSize}, rx_pdu_, opts);
+  is::PduError e = is::decode_bhs({hdr, is::kBhsSize}, rx_pdu_, opts);
   if (e != is::PduError::Ok) {
     connection_failed("malformed PDU from the target: " + std::string(is::to_string(e)));
-    return;
+    return false;
   }
   rx_dsl_ = is::data_segment_length_of(rx_pdu_);
-  rx_got_ = 0;
-  if (rx_dsl_ == 0) {
-    rx_into_task_ = false;
-    process_pdu();
-    return;
-  }
+  rx_into_task_ = false;
+  auto* d = std::get_if<is::DataInPdu>(&rx_pdu_);
+  if (d) rx_since_large_ = rx_dsl_ > kCopyMax ? 0 : UINT32_MAX;
+  else if (rx_since_large_ != UINT32_MAX) ++rx_since_large_;
+  if (rx_dsl_ == 0) return true;
   rx_total_ = static_cast<uint32_t>(is::padded_length(rx_dsl_)) + (digests_.data ? is::kDigestSize : 0);
   rx_iov_ = &scratch_iov_;
   rx_iovcnt_ = 1;
   rx_off_ = 0;
-  rx_into_task_ = false;
-  if (auto* d = std::get_if<is::DataInPdu>(&rx_pdu_)) {
+  if (d) {
     if (Task* t = task_for(d->itt)) {
       if (!t->read || d->buffer_offset != t->rx_done || uint64_t{d->buffer_offset} + rx_dsl_ > t->xfer) {
         connection_failed("Data-In out of order or beyond the transfer (offset " + std::to_string(d->buffer_offset) +
                           ", length " + std::to_string(rx_dsl_) + ")");
-        return;
+        return false;
       }
       // Zero copy: the data segment lands in the request's own buffers.
       rx_iov_ = t->iov;
@@ -934,13 +1034,12 @@ void Session::rx_header_done() {
       rx_into_task_ = true;
     }
   }
-  rx_phase_ = RxPhase::Data;
+  return true;
 }
 
 void Session::rx_data_done() {
-  rx_phase_ = RxPhase::Header;
+  rx_phase_ = RxPhase::Stage;
   rx_got_ = 0;
-  last_rx_ms_ = now_ms();
   const uint32_t pad = is::pad_length(rx_dsl_);
   if (digests_.data) {
     is::Crc32c crc;
@@ -962,8 +1061,9 @@ void Session::update_sn(uint32_t stat_sn, bool advances, uint32_t exp_cmd_sn, ui
 }
 
 void Session::process_pdu() {
+  ++stats_.pdus_received;
   std::span<const uint8_t> data;
-  if (!rx_into_task_) data = {scratch_.data(), rx_dsl_};
+  if (!rx_into_task_ && rx_dsl_ > 0) data = {rx_data_, rx_dsl_};
   if (auto* lr = std::get_if<is::LoginResponsePdu>(&rx_pdu_)) {
     if (state_ != State::LoggingIn || !login_) {
       connection_failed("Login Response outside login");
@@ -1365,6 +1465,9 @@ void Session::logout(uint32_t timeout_ms) {
   }
   closing_ = true;
   logout_done_ = true;
+  if (stats_.receives > 0)
+    VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends", name_, stats_.pdus_received,
+                 stats_.receives, double(stats_.pdus_received) / double(stats_.receives), stats_.sends);
   if (!tearing_down_ && sock_) connection_failed("logged out");
   const uint64_t until = now_ms() + 1000;
   while (tearing_down_ && now_ms() < until) {

@@ -7,10 +7,13 @@
 //
 // Data path: submit() turns a BlockRequest into a task (a preallocated slot with its CDB);
 // commit()/poll() assign CmdSNs while the window is open, emit PDUs into a preallocated ring
-// of outgoing PDU records, and keep exactly one sendmsg and one recvmsg in flight. Data-In is
-// received straight into the request's iovecs (BHS first, then the data segment into the
-// right offset of the caller's buffers); Data-Out is sent from them. No allocation, no
-// exceptions, no locks after start().
+// of outgoing PDU records, and keep exactly one sendmsg and one receive in flight. Receives
+// read ahead into a per-connection staging buffer and every complete PDU it holds is handled
+// from there (one receive for many small PDUs); a Data-In segment that is not all staged yet is
+// received straight into the request's iovecs at its buffer offset (only the staged part is
+// copied), and after a large Data-In the next receives stop at the next BHS so that large reads
+// stay zero copy. Data-Out is sent from the caller's buffers. No allocation, no exceptions, no
+// locks after start().
 //
 // Keeping going: NOP-Out when the target is silent, answers to its NOP-Ins; a command past its
 // timeout is aborted (ABORT TASK), then the LUN reset (LOGICAL UNIT RESET), then the connection
@@ -53,6 +56,9 @@ class Session {
   static constexpr uint32_t kMaxTasks = 1024;      // commands in flight per session
   static constexpr uint32_t kMaxIov = 1024;        // iovecs per request (IOV_MAX)
   static constexpr uint32_t kTxRecords = 2048;     // PDUs queued for sending
+  static constexpr uint32_t kStageBytes = 64 * 1024;  // receive read-ahead per connection
+  // A Data-In segment larger than this makes the next receives header-sized (no copying).
+  static constexpr uint32_t kCopyMax = 16 * 1024;
 
   enum class State : uint8_t { Down, Connecting, LoggingIn, FullFeature, LoggingOut, Failed };
 
@@ -92,6 +98,9 @@ class Session {
     uint64_t aborts = 0;
     uint64_t lun_resets = 0;
     uint64_t nops_sent = 0;
+    uint64_t pdus_received = 0;
+    uint64_t receives = 0;  // socket receives that returned data
+    uint64_t sends = 0;     // sendmsg calls (each carries every queued PDU it can)
   };
   const Stats& stats() const { return stats_; }
   const vcp::iscsi::SessionParams& params() const { return params_; }
@@ -142,7 +151,9 @@ class Session {
     uint8_t trailer_len = 0;
     uint64_t total() const { return uint64_t{hdr_len} + data_len + trailer_len; }
   };
-  enum class RxPhase : uint8_t { Header, Data };
+  // Stage: reading ahead into the staging buffer; Data: the rest of one data segment straight
+  // into its destination (the task's iovecs or the scratch buffer) and its trailer.
+  enum class RxPhase : uint8_t { Stage, Data };
   enum class Tmf : uint8_t { None, AbortTask, LunReset };
 
   // connection lifecycle
@@ -181,9 +192,11 @@ class Session {
   void send_tmf(vcp::iscsi::TmfFunction fn, Task* t);
 
   // rx
-  void rx_header_done();
+  void rx_parse_staged();
+  bool rx_header(const uint8_t* hdr);
+  void rx_take_staged(uint32_t len);
   void rx_data_done();
-  void rx_start_data(uint32_t len, const iovec* iov, uint32_t iovcnt, uint32_t off);
+  void rx_reset();
   void process_pdu();
   Task* task_for(uint32_t itt);
   void update_sn(uint32_t stat_sn, bool advances, uint32_t exp_cmd_sn, uint32_t max_cmd_sn);
@@ -263,13 +276,18 @@ class Session {
   uint32_t send_records_ = 0;
 
   // rx
-  RxPhase rx_phase_ = RxPhase::Header;
-  std::array<uint8_t, vcp::iscsi::kBhsSize + 4> rx_hdr_{};
+  RxPhase rx_phase_ = RxPhase::Stage;
+  std::unique_ptr<uint8_t[]> stage_;
+  uint32_t stage_begin_ = 0, stage_end_ = 0;  // unparsed bytes: [begin, end)
+  uint32_t rx_since_large_ = UINT32_MAX;       // PDUs since the last Data-In above kCopyMax
   uint32_t rx_hdr_len_ = vcp::iscsi::kBhsSize;
-  uint32_t rx_got_ = 0;
+  uint32_t rx_got_ = 0;  // Data phase: bytes of rx_total_ in place
   vcp::iscsi::Pdu rx_pdu_;
   uint32_t rx_dsl_ = 0;
-  // Data segment destination: the task's iovecs (Data-In) or the scratch buffer.
+  // Data segment destination: the task's iovecs (Data-In), the staging buffer (a PDU staged
+  // whole: handled in place) or the scratch buffer (larger than the staging buffer).
+  const uint8_t* rx_data_ = nullptr;  // the segment, when not in a task's iovecs
+  iovec stage_iov_{};
   const iovec* rx_iov_ = nullptr;
   uint32_t rx_iovcnt_ = 0;
   uint32_t rx_off_ = 0;
