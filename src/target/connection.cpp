@@ -284,8 +284,7 @@ void TargetConnection::handle_login(const PduParts& p) {
   const auto& rq = std::get<LoginRequestPdu>(p.header);
   LoginResponseOut out;
   LoginState st = login_->on_request(rq, p.data, out);
-  auto wire = to_wire(out);
-  out_.insert(out_.end(), wire.begin(), wire.end());
+  out_.append(to_wire(out));
   if (st == LoginState::Failed) {
     close("login failed: " + login_->failure());
   } else if (st == LoginState::FullFeature) {
@@ -558,7 +557,10 @@ void TargetConnection::complete(Task* t) {
 void TargetConnection::send_data_in(Task* t, bool with_status) {
   const scsi::ScsiTask& st = t->st;
   const uint32_t total = std::min(st.data_in_len, t->edtl);
-  const uint32_t seg = std::max<uint32_t>(512, params_.max_send_data_segment_length);
+  // The initiator's MaxRecvDataSegmentLength, capped: libiscsi reads large Data-In PDUs much
+  // more slowly than several 32 KiB ones (measured: 256 KiB reads at qd 8 went 1.7x faster).
+  const uint32_t seg = std::max<uint32_t>(
+      512, std::min(params_.max_send_data_segment_length, ctx_.settings->max_data_in_segment));
   const uint32_t burst = std::max<uint32_t>(seg, params_.max_burst_length);
   uint32_t off = 0, data_sn = 0, in_burst = 0;
   while (off < total) {
@@ -810,9 +812,9 @@ void TargetConnection::send(const Pdu& hdr, std::span<const uint8_t> data) {
   const Digests d = phase_ == Phase::FullFeature ? digests_ : Digests{};
   const size_t len = pdu_length(total_ahs_length_of(hdr), data_segment_length_of(hdr), d);
   const size_t at = out_.size();
-  out_.resize(at + len);
-  size_t n = encode_pdu(hdr, {}, data, d, {out_.data() + at, len});
-  out_.resize(at + n);
+  uint8_t* p = out_.extend(len);
+  size_t n = encode_pdu(hdr, {}, data, d, {p, len});
+  out_.truncate(at + n);
 }
 
 void TargetConnection::reject(RejectReason why, std::span<const uint8_t> pdu) {

@@ -24,7 +24,9 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -61,6 +63,42 @@ struct ThreadContext {
       if (e.number == n) return e.lun;
     return nullptr;
   }
+};
+
+// Bytes waiting to be sent. Unlike std::vector it never zero-fills what it grows by: PDUs are
+// encoded straight into it.
+class OutBuffer {
+ public:
+  uint8_t* extend(size_t n) {
+    if (size_ + n > cap_) {
+      size_t cap = std::max(cap_ * 2, size_ + n);
+      std::unique_ptr<uint8_t[]> p(new uint8_t[cap]);
+      if (size_) std::memcpy(p.get(), p_.get(), size_);
+      p_ = std::move(p);
+      cap_ = cap;
+    }
+    uint8_t* at = p_.get() + size_;
+    size_ += n;
+    return at;
+  }
+  void append(std::span<const uint8_t> b) {
+    if (!b.empty()) std::memcpy(extend(b.size()), b.data(), b.size());
+  }
+  void truncate(size_t n) { size_ = n; }
+  const uint8_t* data() const { return p_.get(); }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  void clear() { size_ = 0; }
+  void swap(OutBuffer& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(size_, o.size_);
+    std::swap(cap_, o.cap_);
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> p_;
+  size_t size_ = 0;
+  size_t cap_ = 0;
 };
 
 struct ConnectionStats {
@@ -180,8 +218,8 @@ class TargetConnection {
   std::vector<uint8_t> rx_;
   size_t rx_start_ = 0;
   size_t rx_end_ = 0;
-  std::vector<uint8_t> out_;  // being filled
-  std::vector<uint8_t> tx_;   // handed to output()
+  OutBuffer out_;  // being filled
+  OutBuffer tx_;   // handed to output()
   size_t tx_off_ = 0;
   ConnectionStats stats_;
 };

@@ -223,7 +223,7 @@ class IoThread {
         auto out = tc.output();
         if (!out.empty()) {
           io_uring_sqe* sqe = get_sqe();
-          io_uring_prep_send(sqe, c.fd.get(), out.data(), out.size(), MSG_NOSIGNAL);
+          io_uring_prep_send(sqe, c.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_WAITALL);
           io_uring_sqe_set_data64(sqe, tag(&c, kSend));
           c.send_pending = true;
         }
@@ -415,6 +415,10 @@ int TargetServer::run() {
     if (fd < 0) continue;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    // Room for a few whole Data-In bursts: a send that stops half way waits for the peer's
+    // ACKs, which a reading initiator delays (it has nothing to send back).
+    int sndbuf = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     threads_[next]->hand_over(fd);
     next = (next + 1) % threads_.size();
   }
