@@ -18,6 +18,7 @@ vcp_target_test(target_libiscsi_tools tools)
 vcp_target_test(target_chap chap)
 vcp_target_test(target_digests digests)
 vcp_target_test(target_sessions sessions)
+vcp_target_test(target_vcp_initiator initiator)
 
 set(VCP_TARGET_CU_SCSI
   ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16

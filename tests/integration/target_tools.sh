@@ -5,6 +5,8 @@
 #   target_tools.sh VCP_BIN chap            one-way and mutual CHAP; a wrong secret is refused
 #   target_tools.sh VCP_BIN digests         header and data digests (CRC32C)
 #   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement
+#   target_tools.sh VCP_BIN initiator       our own initiator (vcp bench --backend iscsi://...) with
+#                                           --verify, plain and with digests
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #
 # The target listens on port 0 (the kernel picks a free one; we read it from its first line),
@@ -123,6 +125,19 @@ sessions)
   # The same initiator logging in again and again (same default ISID): each login reinstates
   # the session before it.
   for i in 1 2 3; do timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null || fail "login $i"; done
+  stop_target
+  ;;
+initiator)
+  start_target
+  for q in "" "?header_digest=crc32c&data_digest=crc32c"; do
+    for load in "randrw 4k 16" "randwrite 64k 8" "read 256k 4"; do
+      set -- $load
+      out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/1$q" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
+        { echo "$out" | tail -5; fail "vcp bench $load $q"; }
+      grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load $q: verify"; }
+      grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load $q: errors"; }
+    done
+  done
   stop_target
   ;;
 cu)
