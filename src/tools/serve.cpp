@@ -55,6 +55,14 @@ Result<UniqueFd> listen_unix(const std::string& path) {
 }
 
 int run_serve(const ServeArgs& a) {
+  // Blocked before any thread exists (backends and queue workers start threads): threads inherit
+  // the mask, so SIGINT/SIGTERM reach only the signalfd below and shut down cleanly.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+
   std::string error;
   auto backend = make_backend(a.backend, &error);
   if (!backend) {
@@ -92,11 +100,6 @@ int run_serve(const ServeArgs& a) {
     return 1;
   }
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
   UniqueFd sfd(signalfd(-1, &mask, SFD_CLOEXEC));
 

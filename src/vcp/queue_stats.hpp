@@ -18,6 +18,13 @@ struct QueueStats {
   std::atomic<uint64_t> notifications{0};// call eventfd writes
   std::atomic<uint64_t> wakeups{0};      // returns from sleep
 
+  // From the owning thread, when a queue (re)starts: counts are per run of the queue.
+  void clear() {
+    for (auto* c : {&requests, &bytes_read, &bytes_written, &io_errors, &unsupported, &bad_requests, &notifications,
+                    &wakeups})
+      c->store(0, std::memory_order_relaxed);
+  }
+
   static void bump(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }

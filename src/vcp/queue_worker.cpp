@@ -231,6 +231,7 @@ int QueueWorker::do_start() {
   }
   in_flight_ = 0;
   pending_publish_ = false;
+  stats_.clear();
 
   // The epoll set: kick (requests), backend completions, and our own wake-up for commands.
   epoll_event ev{};
