@@ -1,0 +1,216 @@
+#!/bin/bash
+# The iSCSI initiator against its peers on one tgtd LUN, side by side in one run:
+#   vcp       vcp bench (CPU 0) -> vcp serve --backend iscsi:// (CPU 1)        the VCP
+#   libiscsi  iscsi-perf (CPU 0)                                              reads only
+#   qsd       vcp bench (CPU 0) -> qemu-storage-daemon --blockdev driver=iscsi exported over
+#             vhost-user-blk (CPU 1)                                          libiscsi in QEMU
+#   inproc    vcp bench --backend iscsi:// (CPU 0)                            no channel
+# Workloads: 4 KiB random read, 128 KiB sequential read and write, qd $QD; then the channel's
+# overhead curve (vcp against inproc) for random reads of 512 B, 4, 16 and 128 KiB.
+# CPU per I/O is the initiator side's, utime + stime over the run: from /proc/PID/stat of the
+# server process (vcp serve, qsd: login and vhost-user set-up included) and from getrusage of
+# the client process (iscsi-perf, vcp bench --backend). tgtd (17-18 us CPU per 4 KiB read,
+# ../shared/peers.md) is not pinned: it shares both CPUs with everything else.
+#
+#   scripts/bench-iscsi.sh [BUILD_DIR]        (default: build; needs BUILD_DIR/vcp)
+# Every run is repeated REPS times, round robin over the initiators so that a disturbance from
+# whatever else the machine runs is spread over all of them; the table shows medians.
+# Environment: SECS (seconds per run, default 10), REPS (3), QD (32), CURVE (1: also the curve),
+# POLL (--poll of vcp serve and vcp bench, default never), OUT (raw results; default a temp dir),
+# WHO (default "vcp libiscsi qsd inproc"), WORKLOADS (default "randread:4k read:128k write:128k").
+# Prints a markdown table for docs/performance.md.
+set -euo pipefail
+build=${1:-build}
+vcp=$(realpath "$build/vcp")
+SECS=${SECS:-10}
+REPS=${REPS:-3}
+QD=${QD:-32}
+CURVE=${CURVE:-1}
+POLL=${POLL:-never}
+WHO=${WHO:-vcp libiscsi qsd inproc}
+WORKLOADS=${WORKLOADS:-randread:4k read:128k write:128k}
+IQN=iqn.2024-01.org.vcp.bench:lun1
+for tool in tgtd tgtadm iscsi-perf qemu-storage-daemon taskset python3; do
+  command -v "$tool" >/dev/null || { echo "bench-iscsi: $tool is needed" >&2; exit 2; }
+done
+[ -x "$vcp" ] || { echo "bench-iscsi: $vcp not built (cmake --build $build --target vcp)" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/vcp-bench-iscsi.XXXXXX)
+out=${OUT:-$(mktemp -d /tmp/vcp-bench-iscsi-results.XXXXXX)}
+mkdir -p "$out"
+tgtd_pid="" server_pid="" ctl=""
+stop_pid() {  # PID: SIGTERM, then SIGKILL after 5 s
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+cleanup() {
+  [ -n "$server_pid" ] && stop_pid "$server_pid"
+  if [ -n "$tgtd_pid" ]; then  # SIGTERM does not stop a tgtd with targets
+    kill -9 "$tgtd_pid" 2>/dev/null || true
+    wait "$tgtd_pid" 2>/dev/null || true
+  fi
+  [ -n "$ctl" ] && rm -f "/var/run/tgtd/socket.$ctl" "/var/run/tgtd/socket.$ctl.lock"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# tgtd on a free port and a free control port (-C 100..499), one 256 MiB file LUN, written
+# through so that reads come from the page cache rather than from holes.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+for _ in $(seq 200); do
+  n=$(( 100 + RANDOM % 400 ))
+  [ -e "/var/run/tgtd/socket.$n" ] || { ctl=$n; break; }
+done
+[ -n "$ctl" ] || { echo "bench-iscsi: no free tgtd control port" >&2; exit 1; }
+dd if=/dev/zero of="$work/lun.img" bs=1M count=256 status=none
+tgtd -f --iscsi portal=127.0.0.1:$port -C "$ctl" >"$work/tgtd.log" 2>&1 &
+tgtd_pid=$!
+tgt() { tgtadm -C "$ctl" --lld iscsi "$@"; }
+for _ in $(seq 100); do tgt --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
+tgt --op new --mode target --tid 1 -T "$IQN"
+tgt --op new --mode logicalunit --tid 1 --lun 1 -b "$work/lun.img"
+tgt --op bind --mode target --tid 1 -I ALL
+url="iscsi://127.0.0.1:$port/$IQN/1"
+
+cpu_ticks() {  # utime + stime of PID (all threads), in clock ticks
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+wait_socket() {
+  for _ in $(seq 200); do [ -S "$1" ] && return 0; kill -0 "$server_pid" 2>/dev/null || break; sleep 0.05; done
+  echo "bench-iscsi: no server on $1" >&2; cat "$work/server.log" >&2; exit 1
+}
+# result NAME WORKLOAD BS IOS SECONDS CPU_SECONDS: one line of raw results
+result() { echo "$1 $2 $3 $4 $5 $6" >>"$out/results.txt"; }
+bench_args() {  # WORKLOAD BS -> vcp bench arguments
+  case "$1" in
+    randread) echo "--rw randread --bs $2 --qd $QD --time $SECS --poll $POLL --json" ;;
+    read) echo "--rw read --bs $2 --qd $QD --time $SECS --poll $POLL --json" ;;
+    write) echo "--rw write --bs $2 --qd $QD --time $SECS --poll $POLL --json" ;;
+  esac
+}
+json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
+
+# A server (vcp serve or qsd) on CPU 1 driven by vcp bench on CPU 0; the server's CPU counts.
+run_served() {  # NAME WORKLOAD BS SERVER-COMMAND...
+  local name=$1 workload=$2 bs=$3; shift 3
+  local sock=$work/$name.sock
+  rm -f "$sock"
+  taskset -c 1 "$@" >"$work/server.log" 2>&1 &
+  server_pid=$!
+  wait_socket "$sock"
+  local t0 t1 json
+  t0=$(cpu_ticks "$server_pid")
+  # shellcheck disable=SC2046
+  json=$(taskset -c 0 "$vcp" bench --socket "$sock" $(bench_args "$workload" "$bs") 2>"$work/bench.log") \
+    || { cat "$work/bench.log" "$work/server.log" >&2; exit 1; }
+  t1=$(cpu_ticks "$server_pid")
+  stop_pid "$server_pid"; server_pid=""
+  result "$name" "$workload" "$bs" "$(json_field ios <<<"$json")" "$(json_field seconds <<<"$json")" \
+    "$(python3 -c "print(($t1 - $t0) / $(getconf CLK_TCK))")"
+  echo "$json" >>"$out/$name.json"
+}
+run_vcp() {
+  run_served vcp "$1" "$2" "$vcp" serve --socket "$work/vcp.sock" --backend "$url" --poll "$POLL"
+}
+run_qsd() {
+  run_served qsd "$1" "$2" qemu-storage-daemon \
+    --blockdev "driver=iscsi,node-name=i0,transport=tcp,portal=127.0.0.1:$port,target=$IQN,lun=1,cache.direct=on" \
+    --export "type=vhost-user-blk,id=e0,node-name=i0,addr.type=unix,addr.path=$work/qsd.sock,writable=on,num-queues=1"
+}
+# The in-process initiator: the bench process's own CPU counts (load generator included).
+run_inproc() {
+  local json
+  # shellcheck disable=SC2046
+  json=$(taskset -c 0 "$vcp" bench --backend "$url" $(bench_args "$1" "$2") 2>"$work/bench.log") \
+    || { cat "$work/bench.log" >&2; exit 1; }
+  result inproc "$1" "$2" "$(json_field ios <<<"$json")" "$(json_field seconds <<<"$json")" \
+    "$(json_field client_cpu_s <<<"$json")"
+  echo "$json" >>"$out/inproc.json"
+}
+# iscsi-perf reads only; its CPU from getrusage of the child, IOPS from its final average.
+run_libiscsi() {
+  local workload=$1 bs=$2 random=()
+  [ "$workload" = write ] && return 0
+  [ "$workload" = randread ] && random=(-r)
+  python3 - "$out" "$workload" "$bs" "$SECS" taskset -c 0 iscsi-perf -m "$QD" -b $(( bs / 512 )) "${random[@]}" \
+    -t "$SECS" "$url" <<'PY'
+import re, resource, subprocess, sys, time
+out, workload, bs, secs, cmd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+t0 = time.monotonic()
+p = subprocess.run(cmd, capture_output=True, text=True)
+elapsed = time.monotonic() - t0
+if p.returncode != 0:
+    sys.exit("iscsi-perf failed: " + p.stdout + p.stderr)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+iops = int(re.findall(r"iops average (\d+)", p.stdout)[-1])
+with open(out + "/results.txt", "a") as f:
+    f.write(f"libiscsi {workload} {bs} {iops * secs} {secs} {ru.ru_utime + ru.ru_stime}\n")
+PY
+}
+
+size_of() { case "$1" in 512) echo 512 ;; *k) echo $(( ${1%k} * 1024 )) ;; esac; }
+echo "bench-iscsi: tgtd pid $tgtd_pid on 127.0.0.1:$port, $SECS s per run, $REPS runs each, qd $QD, poll $POLL" >&2
+for rep in $(seq "$REPS"); do
+  for w in $WORKLOADS; do
+    bs=$(size_of "${w#*:}")
+    for who in $WHO; do
+      echo "bench-iscsi: [$rep/$REPS] $who $w ..." >&2
+      "run_$who" "${w%%:*}" "$bs"
+    done
+  done
+  if [ "$CURVE" = 1 ]; then
+    for b in 512 16k 128k; do  # 4k is in the table above
+      bs=$(size_of "$b")
+      for who in vcp inproc; do
+        echo "bench-iscsi: [$rep/$REPS] curve $who randread $b ..." >&2
+        "run_$who" randread "$bs"
+      done
+    done
+  fi
+done
+
+python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" <<'PY'
+import platform, statistics, subprocess, sys
+rows = [l.split() for l in open(sys.argv[1])]
+qd, secs, poll, reps = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+runs = {}
+for name, w, bs, ios, s, cpu in rows:
+    ios, s, cpu = int(float(ios)), float(s), float(cpu)
+    runs.setdefault((name, w, int(bs)), []).append((ios / s, ios * int(bs) / s / 1e6, cpu / ios * 1e6 if ios else 0))
+r = {k: dict(iops=statistics.median(x[0] for x in v), mbs=statistics.median(x[1] for x in v),
+             us=statistics.median(x[2] for x in v)) for k, v in runs.items()}
+model = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
+load = " ".join(open("/proc/loadavg").read().split()[:3])
+print(f"machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs (no SMT), "
+      f"kernel {platform.release()}, load average at the end {load}; qd {qd}, {secs} s per run, median of {reps} runs, poll {poll}\n")
+label = {"vcp": "VCP (vcp serve, CPU 1)", "libiscsi": "libiscsi iscsi-perf (CPU 0)",
+         "qsd": "qemu-storage-daemon (CPU 1)", "inproc": "in-process vcp bench --backend (CPU 0)"}
+print("| workload | initiator | IOPS | MB/s | CPU us per I/O | IOPS per CPU-second | VCP vs this (per CPU-second) |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for w, bs, title in [("randread", 4096, "4 KiB random read"), ("read", 131072, "128 KiB sequential read"),
+                     ("write", 131072, "128 KiB sequential write")]:
+    ours = r.get(("vcp", w, bs))
+    for name in ["vcp", "libiscsi", "qsd", "inproc"]:
+        x = r.get((name, w, bs))
+        if not x:
+            if name == "libiscsi" and w == "write" and ours:
+                print(f"| {title} | {label[name]} | n/a (iscsi-perf only reads) | | | | |")
+            continue
+        ratio = "" if name == "vcp" or not ours or not x["us"] else f"{x['us'] / ours['us']:.2f}x"
+        per = 1e6 / x["us"] if x["us"] else 0
+        print(f"| {title} | {label[name]} | {x['iops'] / 1e3:.1f}k | {x['mbs']:.0f} | {x['us']:.2f} | {per / 1e3:.0f}k | {ratio} |")
+curve = sorted({bs for (n, w, bs) in r if n == "vcp" and w == "randread"})
+if len(curve) > 1:
+    print("\nThe channel's overhead: random read, CPU us per I/O of the VCP process against the in-process "
+          "initiator (whose figure includes the load generator)\n")
+    print("| block size | VCP IOPS | VCP us/I/O | in-process IOPS | in-process us/I/O | VCP / in-process |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for bs in curve:
+        a, d = r.get(("vcp", "randread", bs)), r.get(("inproc", "randread", bs))
+        if a and d:
+            print(f"| {bs if bs < 1024 else str(bs // 1024) + ' KiB'}{' B' if bs < 1024 else ''} | {a['iops'] / 1e3:.1f}k | "
+                  f"{a['us']:.2f} | {d['iops'] / 1e3:.1f}k | {d['us']:.2f} | {a['us'] / d['us']:.2f}x |")
+PY
+echo "bench-iscsi: raw results in $out" >&2
