@@ -12,7 +12,7 @@ BUILD_PKGS=(
 # Real peers and guest pieces used by the integration tests and the demo.
 PEER_PKGS=(
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs
-  tgt libiscsi-bin libnbd-bin fio iproute2 util-linux kmod qemu-block-extra rsync
+  tgt libiscsi-bin libnbd-bin fio iproute2 util-linux kmod qemu-block-extra
 )
 
 want=("${BUILD_PKGS[@]}")
