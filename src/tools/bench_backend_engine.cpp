@@ -141,7 +141,9 @@ class BackendEngineQueue final : public EngineQueue {
     return n;
   }
 
-  // Sleeps until the backend's wait_fd is readable (or timeout_ms), then clears it.
+  // Sleeps until the backend's wait_fd is readable (or timeout_ms), then clears it when it is
+  // an eventfd (a descriptor that is readable while completions wait, such as an io_uring,
+  // refuses the read and is cleared by poll()).
   void wait_for_backend(int timeout_ms) {
     const int fd = q_->wait_fd();
     if (fd < 0) {

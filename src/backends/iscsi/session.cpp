@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -151,10 +150,6 @@ int Session::start() {
     return rc;
   }
   ring_ok_ = true;
-  event_fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!event_fd_) return -errno;
-  rc = io_uring_register_eventfd(&ring_, event_fd_.get());
-  if (rc < 0) return rc;
   timer_fd_.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
   if (!timer_fd_) return -errno;
   itimerspec its{};
@@ -1416,11 +1411,8 @@ void Session::commit() {
 }
 
 void Session::wait_event(uint32_t timeout_ms) {
-  pollfd pfd{event_fd_.get(), POLLIN, 0};
-  if (::poll(&pfd, 1, static_cast<int>(timeout_ms)) > 0) {
-    uint64_t v = 0;
-    (void)!::read(event_fd_.get(), &v, sizeof v);
-  }
+  pollfd pfd{ring_.ring_fd, POLLIN, 0};
+  (void)::poll(&pfd, 1, static_cast<int>(timeout_ms));
 }
 
 int Session::wait_logged_in() {

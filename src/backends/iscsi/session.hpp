@@ -82,7 +82,9 @@ class Session {
   void submit_cdb(BlockRequest* req, const Cdb& cdb, bool read, bool write);
   void commit();
   int poll();
-  int wait_fd() const { return event_fd_.get(); }
+  // The ring itself: readable while completions wait in it, so a waiter is woken only by
+  // completions nobody has reaped yet (an eventfd would also count those reaped inline).
+  int wait_fd() const { return ring_.ring_fd; }
   uint32_t in_flight() const { return in_flight_; }
 
   // Blocks until every request completed or timeout_ms passed; returns in_flight().
@@ -227,7 +229,6 @@ class Session {
 
   io_uring ring_{};
   bool ring_ok_ = false;
-  UniqueFd event_fd_;
   UniqueFd timer_fd_;
   uint64_t timer_buf_ = 0;
   bool timer_armed_ = false;
