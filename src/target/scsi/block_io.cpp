@@ -607,7 +607,12 @@ void Lun::cmd_compare_and_write(ScsiTask* t) {
   if (n > cfg_.max_compare_write_blocks) return finish_sense(t, invalid_cdb_field(13));
   if (!range_ok(lba, n)) return finish_sense(t, illegal(Asc::lba_out_of_range));
   if (read_only_) return finish_sense(t, sense(SenseKey::data_protect, Asc::write_protected));
-  if (n == 0) return finish(t, ok());
+  if (n == 0) {
+    // Nothing to compare or write; data sent along with it means the initiator's count and
+    // ours disagree (a count of 256 wrapped to 0 in the one-byte field, say).
+    if (t->expected_length != 0) return finish_sense(t, invalid_cdb_field(13));
+    return finish(t, ok());
+  }
   if (t->dir != DataDir::out) p.data_len = 0;
   // The data-out buffer must hold exactly the verify and the write data.
   if (t->expected_length != p.want || p.data_len < p.want) return finish_sense(t, invalid_cdb_field(13));

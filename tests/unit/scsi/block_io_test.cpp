@@ -329,6 +329,8 @@ TEST_F(BlockIoTest, CompareAndWriteChecks) {
   // The data-out buffer must be exactly two halves of NUMBER OF LOGICAL BLOCKS.
   EXPECT_TRUE(h.out(caw_cdb(0, 1), pattern(4 * 512, 1)).invalid_field(13));
   EXPECT_TRUE(h.out(caw_cdb(0, 3), pattern(4 * 512, 1)).invalid_field(13));
+  // A count of 0 with data attached (256 wrapped in the one-byte field): the counts disagree.
+  EXPECT_TRUE(h.out(caw_cdb(0, 0), pattern(512 * 512, 1)).invalid_field(13));
 }
 
 TEST_F(BlockIoTest, WriteSameDataOutMustBeOneBlock) {
