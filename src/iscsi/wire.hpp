@@ -2,39 +2,17 @@
 // (RFC 7143 §11.1); the only little-endian thing on the wire is the CRC32C digest.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
+#include "base/endian.hpp"
 
 namespace vcp::iscsi::wire {
 
-inline uint16_t load_be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-inline uint32_t load_be24(const uint8_t* p) {
-  return uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | uint32_t{p[2]};
-}
-inline uint32_t load_be32(const uint8_t* p) {
-  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
-}
-inline uint64_t load_be64(const uint8_t* p) {
-  return uint64_t{load_be32(p)} << 32 | load_be32(p + 4);
-}
-inline void store_be16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline void store_be24(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 16);
-  p[1] = static_cast<uint8_t>(v >> 8);
-  p[2] = static_cast<uint8_t>(v);
-}
-inline void store_be32(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 24);
-  p[1] = static_cast<uint8_t>(v >> 16);
-  p[2] = static_cast<uint8_t>(v >> 8);
-  p[3] = static_cast<uint8_t>(v);
-}
-inline void store_be64(uint8_t* p, uint64_t v) {
-  store_be32(p, static_cast<uint32_t>(v >> 32));
-  store_be32(p + 4, static_cast<uint32_t>(v));
-}
+using vcp::load_be16;
+using vcp::load_be24;
+using vcp::load_be32;
+using vcp::load_be64;
+using vcp::store_be16;
+using vcp::store_be24;
+using vcp::store_be32;
+using vcp::store_be64;
 
 }  // namespace vcp::iscsi::wire

@@ -30,23 +30,23 @@ RangeArgs decode_range(const uint8_t* cdb) {
   RangeArgs a;
   switch (cdb_length_for(cdb[0])) {
     case 6:
-      a.lba = be24(cdb + 1) & 0x1fffff;
+      a.lba = load_be24(cdb + 1) & 0x1fffff;
       a.blocks = cdb[4] ? cdb[4] : 256;  // READ(6)/WRITE(6): 0 means 256 blocks
       a.length_field = 4;
       break;
     case 10:
-      a.lba = be32(cdb + 2);
-      a.blocks = be16(cdb + 7);
+      a.lba = load_be32(cdb + 2);
+      a.blocks = load_be16(cdb + 7);
       a.length_field = 7;
       break;
     case 12:
-      a.lba = be32(cdb + 2);
-      a.blocks = be32(cdb + 6);
+      a.lba = load_be32(cdb + 2);
+      a.blocks = load_be32(cdb + 6);
       a.length_field = 6;
       break;
     default:
-      a.lba = be64(cdb + 2);
-      a.blocks = be32(cdb + 10);
+      a.lba = load_be64(cdb + 2);
+      a.blocks = load_be32(cdb + 10);
       a.length_field = 10;
       break;
   }
@@ -538,7 +538,7 @@ void Lun::cmd_unmap(ScsiTask* t) {
   const uint8_t* cdb = t->cdb;
   auto& p = t->priv;
   if (cdb[1] & 0x01) return finish_sense(t, invalid_cdb_field(1, 0));  // ANCHOR: ANC_SUP = 0
-  uint32_t plen = be16(cdb + 7);
+  uint32_t plen = load_be16(cdb + 7);
   p.want = plen;
   if (read_only_) return finish_sense(t, sense(SenseKey::data_protect, Asc::write_protected));
   if (plen == 0) return finish(t, ok());
@@ -546,7 +546,7 @@ void Lun::cmd_unmap(ScsiTask* t) {
   if (plen < 8 || p.data_len < plen) return finish_sense(t, illegal(Asc::parameter_list_length_error));
   uint8_t hdr[8];
   copy_from_iov(t, 0, hdr, sizeof(hdr));
-  uint32_t bd_len = be16(hdr + 2);
+  uint32_t bd_len = load_be16(hdr + 2);
   if (bd_len > plen - 8) return finish_sense(t, invalid_param_field(2));
   uint32_t count = bd_len / 16;
   if (count > cfg_.max_unmap_descriptors) return finish_sense(t, invalid_param_field(2));
@@ -555,8 +555,8 @@ void Lun::cmd_unmap(ScsiTask* t) {
   copy_from_iov(t, 8, p.scratch.get(), uint64_t{count} * 16);
   for (uint32_t i = 0; i < count; ++i) {
     const uint8_t* d = p.scratch.get() + i * 16;
-    uint64_t lba = be64(d);
-    uint32_t n = be32(d + 8);
+    uint64_t lba = load_be64(d);
+    uint32_t n = load_be32(d + 8);
     if (!range_ok(lba, n)) return finish_sense(t, illegal(Asc::lba_out_of_range));
     if (n > cfg_.max_unmap_blocks) return finish_sense(t, invalid_param_field(static_cast<uint16_t>(8 + i * 16 + 8)));
   }
@@ -582,8 +582,8 @@ bool Lun::step_unmap(ScsiTask* t) {
     if (p.buffer_off * 16 >= p.scratch_len) return fail(t, ok());
     const uint8_t* d = p.scratch.get() + p.buffer_off * 16;
     ++p.buffer_off;
-    p.next_lba = be64(d);
-    p.bytes_left = uint64_t{be32(d + 8)} * block_size_;
+    p.next_lba = load_be64(d);
+    p.bytes_left = uint64_t{load_be32(d + 8)} * block_size_;
   }
   const BackendInfo& info = backend_.info();
   uint64_t limit = lbprz_ ? info.max_write_zeroes_bytes : info.max_discard_bytes;
@@ -601,7 +601,7 @@ void Lun::cmd_compare_and_write(ScsiTask* t) {
   const uint8_t* cdb = t->cdb;
   auto& p = t->priv;
   if (cdb[1] >> 5) return finish_sense(t, invalid_cdb_field(1, 7));
-  uint64_t lba = be64(cdb + 2);
+  uint64_t lba = load_be64(cdb + 2);
   uint32_t n = cdb[13];
   p.want = uint64_t{n} * 2 * block_size_;
   if (n > cfg_.max_compare_write_blocks) return finish_sense(t, invalid_cdb_field(13));

@@ -1,36 +1,16 @@
-// Big-endian field access for CDBs and parameter data, and the operation codes we decode.
+// Operation codes we decode; big-endian field access comes from base/endian.hpp.
 //
-// SCSI is big-endian on the wire; every multi-byte field goes through these helpers so that no
-// logic reads raw offsets by hand. Readers take a pointer the caller has already bounds-checked
+// SCSI is big-endian on the wire; every multi-byte field goes through load_be*/store_be* so that
+// no logic reads raw offsets by hand. Readers take a pointer the caller has already bounds-checked
 // (CDB lengths are fixed per opcode; parameter lists are checked against their length first).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "base/endian.hpp"
+
 namespace vcp::scsi {
-
-inline uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-inline uint32_t be24(const uint8_t* p) { return uint32_t{p[0]} << 16 | uint32_t{p[1]} << 8 | p[2]; }
-inline uint32_t be32(const uint8_t* p) { return uint32_t{be16(p)} << 16 | be16(p + 2); }
-inline uint64_t be64(const uint8_t* p) { return uint64_t{be32(p)} << 32 | be32(p + 4); }
-
-inline void put_be16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline void put_be24(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 16);
-  put_be16(p + 1, static_cast<uint16_t>(v));
-}
-inline void put_be32(uint8_t* p, uint32_t v) {
-  put_be16(p, static_cast<uint16_t>(v >> 16));
-  put_be16(p + 2, static_cast<uint16_t>(v));
-}
-inline void put_be64(uint8_t* p, uint64_t v) {
-  put_be32(p, static_cast<uint32_t>(v >> 32));
-  put_be32(p + 4, static_cast<uint32_t>(v));
-}
 
 // Operation codes (SPC-4, SBC-4) this device server knows.
 namespace op {

@@ -24,10 +24,10 @@ void Lun::cmd_request_sense(ScsiTask* t) {
 
 void Lun::cmd_read_capacity10(ScsiTask* t) {
   const uint8_t* cdb = t->cdb;
-  if (!(cdb[8] & 0x01) && be32(cdb + 2) != 0) return finish_sense(t, invalid_cdb_field(2));
+  if (!(cdb[8] & 0x01) && load_be32(cdb + 2) != 0) return finish_sense(t, invalid_cdb_field(2));
   uint8_t d[8];
-  put_be32(d, static_cast<uint32_t>(std::min<uint64_t>(blocks_ - 1, 0xffffffff)));
-  put_be32(d + 4, block_size_);
+  store_be32(d, static_cast<uint32_t>(std::min<uint64_t>(blocks_ - 1, 0xffffffff)));
+  store_be32(d + 4, block_size_);
   finish_data_in(t, d, sizeof(d), sizeof(d));
 }
 
@@ -35,22 +35,22 @@ void Lun::cmd_service_action_in16(ScsiTask* t) {
   if ((t->cdb[1] & 0x1f) == sa::kGetLbaStatus) return get_lba_status(t);
   // READ CAPACITY(16)
   uint8_t d[32] = {};
-  put_be64(d, blocks_ - 1);
-  put_be32(d + 8, block_size_);
+  store_be64(d, blocks_ - 1);
+  store_be32(d + 8, block_size_);
   if (thin_) d[14] = static_cast<uint8_t>(0x80 | (lbprz_ ? 0x40 : 0));  // LBPME, LBPRZ
-  finish_data_in(t, d, sizeof(d), be32(t->cdb + 10));
+  finish_data_in(t, d, sizeof(d), load_be32(t->cdb + 10));
 }
 
 // GET LBA STATUS: the backend interface cannot tell allocated from deallocated blocks, so one
 // descriptor says "mapped or unknown" (SBC-4 provisioning status 0h) from the LBA to the end.
 void Lun::get_lba_status(ScsiTask* t) {
-  uint64_t lba = be64(t->cdb + 2);
+  uint64_t lba = load_be64(t->cdb + 2);
   if (lba >= blocks_) return finish_sense(t, illegal(Asc::lba_out_of_range));
   uint8_t d[24] = {};
-  put_be32(d, sizeof(d) - 4);
-  put_be64(d + 8, lba);
-  put_be32(d + 16, static_cast<uint32_t>(std::min<uint64_t>(blocks_ - lba, 0xffffffff)));
-  finish_data_in(t, d, sizeof(d), be32(t->cdb + 10));
+  store_be32(d, sizeof(d) - 4);
+  store_be64(d + 8, lba);
+  store_be32(d + 16, static_cast<uint32_t>(std::min<uint64_t>(blocks_ - lba, 0xffffffff)));
+  finish_data_in(t, d, sizeof(d), load_be32(t->cdb + 10));
 }
 
 void Lun::cmd_start_stop_unit(ScsiTask* t) {
@@ -79,7 +79,7 @@ void Lun::report_tmfs(ScsiTask* t) {
   d[0] = 0x80 | 0x40 | 0x10 | 0x08 | 0x02;  // ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LU RESET, TARGET RESET
   bool repd = t->cdb[2] & 0x80;
   if (repd) d[3] = 0x0c;
-  finish_data_in(t, d, repd ? 16 : 4, be32(t->cdb + 6));
+  finish_data_in(t, d, repd ? 16 : 4, load_be32(t->cdb + 6));
 }
 
 void Lun::report_opcodes(ScsiTask* t) {
@@ -87,12 +87,12 @@ void Lun::report_opcodes(ScsiTask* t) {
   bool rctd = cdb[2] & 0x80;
   uint8_t options = cdb[2] & 0x07;
   uint8_t req_op = cdb[3];
-  uint16_t req_sa = be16(cdb + 4);
-  uint32_t alloc = be32(cdb + 6);
+  uint16_t req_sa = load_be16(cdb + 4);
+  uint32_t alloc = load_be32(cdb + 6);
   auto append_timeouts = [&] {
     uint8_t td[12] = {};
-    put_be16(td, 0x0a);
-    put_be32(td + 8, 30);  // recommended command timeout, seconds
+    store_be16(td, 0x0a);
+    store_be32(td + 8, 30);  // recommended command timeout, seconds
     response_.insert(response_.end(), td, td + sizeof(td));
   };
   auto visible = [&](const CommandInfo& c) { return !c.needs_thin || thin_; };
@@ -104,11 +104,11 @@ void Lun::report_opcodes(ScsiTask* t) {
       if (!visible(c)) continue;
       uint8_t d[8] = {c.opcode, 0, 0, c.service_action, 0, 0, 0, 0};
       d[5] = static_cast<uint8_t>((rctd ? 0x02 : 0) | (c.has_sa ? 0x01 : 0));
-      put_be16(d + 6, c.cdb_len);
+      store_be16(d + 6, c.cdb_len);
       response_.insert(response_.end(), d, d + 8);
       if (rctd) append_timeouts();
     }
-    put_be32(response_.data(), static_cast<uint32_t>(response_.size() - 4));
+    store_be32(response_.data(), static_cast<uint32_t>(response_.size() - 4));
     return finish_data_in(t, response_.data(), response_.size(), alloc);
   }
   if (options > 3) return finish_sense(t, invalid_cdb_field(2, 2));
@@ -130,7 +130,7 @@ void Lun::report_opcodes(ScsiTask* t) {
     return finish_data_in(t, response_.data(), response_.size(), alloc);
   }
   response_[1] = static_cast<uint8_t>((rctd ? 0x80 : 0) | 0x03);  // CTDP, SUPPORT: as in the standard
-  put_be16(response_.data() + 2, match->cdb_len);
+  store_be16(response_.data() + 2, match->cdb_len);
   response_.insert(response_.end(), match->usage, match->usage + match->cdb_len);
   if (rctd) append_timeouts();
   finish_data_in(t, response_.data(), response_.size(), alloc);
@@ -139,11 +139,11 @@ void Lun::report_opcodes(ScsiTask* t) {
 void Lun::cmd_pr_in(ScsiTask* t) {
   Outcome o = pr_.in(t->cdb, response_);
   if (!o.good()) return finish(t, o);
-  finish_data_in(t, response_.data(), response_.size(), be16(t->cdb + 7));
+  finish_data_in(t, response_.data(), response_.size(), load_be16(t->cdb + 7));
 }
 
 void Lun::cmd_pr_out(ScsiTask* t) {
-  uint32_t plen = be32(t->cdb + 5);
+  uint32_t plen = load_be32(t->cdb + 5);
   uint8_t param[24] = {};
   uint64_t got = copy_from_iov(t, 0, param, std::min<uint64_t>({plen, t->priv.data_len, sizeof(param)}));
   t->priv.want = plen;

@@ -28,10 +28,10 @@ void standard_inquiry(uint8_t* d, uint8_t peripheral, const std::string& vendor,
   put_padded(d + 16, product, 16);
   put_padded(d + 32, revision, 4);
   // Version descriptors: SAM-5, iSCSI, SPC-4, SBC-3.
-  put_be16(d + 58, 0x00a0);
-  put_be16(d + 60, 0x0960);
-  put_be16(d + 62, 0x0460);
-  put_be16(d + 64, 0x04c0);
+  store_be16(d + 58, 0x00a0);
+  store_be16(d + 60, 0x0960);
+  store_be16(d + 62, 0x0460);
+  store_be16(d + 64, 0x04c0);
 }
 
 // FNV-1a: a stable 60-bit locally assigned NAA identifier from the serial number.
@@ -79,17 +79,17 @@ void Lun::build_vpd(uint8_t page, std::vector<uint8_t>& out, bool* supported) co
       break;
     case 0x83: {
       uint8_t naa[8];
-      put_be64(naa, naa_from(cfg_.serial + "/" + cfg_.target_name));
+      store_be64(naa, naa_from(cfg_.serial + "/" + cfg_.target_name));
       append_designator(out, 0x01, 0x03, naa, 8);  // binary, LU, NAA
       std::vector<uint8_t> t10(8, ' ');
       std::memcpy(t10.data(), cfg_.vendor.data(), std::min<size_t>(cfg_.vendor.size(), 8));
       t10.insert(t10.end(), cfg_.serial.begin(), cfg_.serial.end());
       append_designator(out, 0x02, 0x01, t10.data(), t10.size());  // ASCII, LU, T10 vendor id
       uint8_t rel[4] = {0, 0, 0, 0};
-      put_be16(rel + 2, cfg_.relative_port);
+      store_be16(rel + 2, cfg_.relative_port);
       append_designator(out, 0x51, 0x94, rel, 4);  // iSCSI, PIV, target port, relative port
       uint8_t tpg[4] = {0, 0, 0, 0};
-      put_be16(tpg + 2, cfg_.target_port_group);
+      store_be16(tpg + 2, cfg_.target_port_group);
       append_designator(out, 0x51, 0x95, tpg, 4);  // target port group
       if (!cfg_.target_port_name.empty()) append_name_designator(out, 0x98, cfg_.target_port_name);
       if (!cfg_.target_name.empty()) append_name_designator(out, 0xa8, cfg_.target_name);
@@ -101,20 +101,20 @@ void Lun::build_vpd(uint8_t page, std::vector<uint8_t>& out, bool* supported) co
       d[4] = 0x01;  // WSNZ: WRITE SAME with zero blocks is not "to the end"
       d[5] = cfg_.max_compare_write_blocks;
       const BackendInfo& info = backend_.info();
-      put_be16(d + 6, static_cast<uint16_t>(std::min<uint32_t>(info.optimal_io_bytes / block_size_, 0xffff)));
-      put_be32(d + 8, max_transfer_blocks_);
+      store_be16(d + 6, static_cast<uint16_t>(std::min<uint32_t>(info.optimal_io_bytes / block_size_, 0xffff)));
+      store_be32(d + 8, max_transfer_blocks_);
       if (thin_) {
-        put_be32(d + 20, cfg_.max_unmap_blocks);
-        put_be32(d + 24, cfg_.max_unmap_descriptors);
+        store_be32(d + 20, cfg_.max_unmap_blocks);
+        store_be32(d + 24, cfg_.max_unmap_descriptors);
         uint32_t gran = info.discard_granularity ? info.discard_granularity / block_size_ : 1;
-        put_be32(d + 28, std::max<uint32_t>(gran, 1));
+        store_be32(d + 28, std::max<uint32_t>(gran, 1));
       }
-      put_be64(d + 36, cfg_.max_write_same_blocks);
+      store_be64(d + 36, cfg_.max_write_same_blocks);
       break;
     }
     case 0xb1:
       out.resize(64, 0);
-      put_be16(out.data() + 4, 0x0001);  // non-rotating medium
+      store_be16(out.data() + 4, 0x0001);  // non-rotating medium
       break;
     case 0xb2:
       if (!thin_) {
@@ -129,12 +129,12 @@ void Lun::build_vpd(uint8_t page, std::vector<uint8_t>& out, bool* supported) co
       *supported = false;
       return;
   }
-  put_be16(out.data() + 2, static_cast<uint16_t>(out.size() - 4));
+  store_be16(out.data() + 2, static_cast<uint16_t>(out.size() - 4));
 }
 
 void Lun::cmd_inquiry(ScsiTask* t) {
   const uint8_t* cdb = t->cdb;
-  uint32_t alloc = be16(cdb + 3);
+  uint32_t alloc = load_be16(cdb + 3);
   if (cdb[1] & 0x02) return finish_sense(t, invalid_cdb_field(1, 1));  // CMDDT
   if (!(cdb[1] & 0x01)) {
     if (cdb[2] != 0) return finish_sense(t, invalid_cdb_field(2));
@@ -163,8 +163,8 @@ void Lun::cmd_report_luns(ScsiTask* t) {
       response_.insert(response_.end(), e, e + 8);
     }
   }
-  put_be32(response_.data(), static_cast<uint32_t>(response_.size() - 8));
-  finish_data_in(t, response_.data(), response_.size(), be32(cdb + 6));
+  store_be32(response_.data(), static_cast<uint32_t>(response_.size() - 8));
+  finish_data_in(t, response_.data(), response_.size(), load_be32(cdb + 6));
 }
 
 // A task for a LUN that does not exist completes here, with no Lun behind it.
@@ -198,7 +198,7 @@ void respond_without_lun(ScsiTask* t, const std::vector<uint64_t>& luns) {
   if (cdb[0] == op::kInquiry && !(cdb[1] & 0x03) && cdb[2] == 0) {
     uint8_t d[kStdInquiryLen];
     standard_inquiry(d, 0x7f, "VCP", "no such LUN", "0001");  // qualifier 011b, type 1Fh
-    reply(d, sizeof(d), be16(cdb + 3));
+    reply(d, sizeof(d), load_be16(cdb + 3));
   } else if (cdb[0] == op::kReportLuns && cdb[2] <= 0x02) {
     std::vector<uint8_t> d(8, 0);
     if (cdb[2] != 0x01)
@@ -207,8 +207,8 @@ void respond_without_lun(ScsiTask* t, const std::vector<uint64_t>& luns) {
         encode_lun(l, e);
         d.insert(d.end(), e, e + 8);
       }
-    put_be32(d.data(), static_cast<uint32_t>(d.size() - 8));
-    reply(d.data(), d.size(), be32(cdb + 6));
+    store_be32(d.data(), static_cast<uint32_t>(d.size() - 8));
+    reply(d.data(), d.size(), load_be32(cdb + 6));
   } else if (cdb[0] == op::kRequestSense) {
     uint8_t s[kFixedSenseLen];
     not_supported.encode(s);

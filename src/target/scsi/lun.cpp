@@ -379,14 +379,14 @@ void encode_lun(uint64_t lun, uint8_t out[8]) {
   if (lun < 256) {
     out[1] = static_cast<uint8_t>(lun);
   } else {
-    put_be16(out, static_cast<uint16_t>(0x4000 | (lun & 0x3fff)));
+    store_be16(out, static_cast<uint16_t>(0x4000 | (lun & 0x3fff)));
   }
 }
 
 uint64_t decode_lun(const uint8_t in[8]) {
   switch (in[0] >> 6) {
     case 0: return in[1];
-    case 1: return be16(in) & 0x3fff;
+    case 1: return load_be16(in) & 0x3fff;
     default: return ~uint64_t{0};
   }
 }

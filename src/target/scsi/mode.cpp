@@ -35,7 +35,7 @@ void fill_page(uint8_t code, bool changeable, bool wce, uint8_t* d) {
     case kControlPage:
       if (changeable) break;
       d[3] = 0x10;  // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering; QERR 00b
-      put_be16(d + 8, 0xffff);  // BUSY TIMEOUT PERIOD: unlimited
+      store_be16(d + 8, 0xffff);  // BUSY TIMEOUT PERIOD: unlimited
       break;
     case kInfoExceptionsPage:
       if (!changeable) d[2] = 0x08;  // DEXCPT: no informational exceptions reported
@@ -65,7 +65,7 @@ void Lun::cmd_mode_sense(ScsiTask* t) {
   uint8_t pc = cdb[2] >> 6;
   uint8_t page = cdb[2] & 0x3f;
   uint8_t subpage = cdb[3];
-  uint32_t alloc = ten ? be16(cdb + 7) : cdb[4];
+  uint32_t alloc = ten ? load_be16(cdb + 7) : cdb[4];
   if (pc == kPcSaved) return finish_sense(t, illegal(Asc::saving_parameters_not_supported));
   if (page == kAllPages) {
     if (subpage != 0x00 && subpage != 0xff) return finish_sense(t, invalid_cdb_field(3));
@@ -82,18 +82,18 @@ void Lun::cmd_mode_sense(ScsiTask* t) {
   if (ten) {
     h[3] = dsp;
     if (llbaa && !dbd) h[4] = 0x01;  // LONGLBA
-    put_be16(h + 6, static_cast<uint16_t>(bdlen));
+    store_be16(h + 6, static_cast<uint16_t>(bdlen));
   } else {
     h[2] = dsp;
     h[3] = static_cast<uint8_t>(bdlen);
   }
   uint8_t* bd = h + hdr;
   if (bdlen == 8) {
-    put_be32(bd, static_cast<uint32_t>(std::min<uint64_t>(blocks_, 0xffffffff)));
-    put_be24(bd + 5, block_size_);
+    store_be32(bd, static_cast<uint32_t>(std::min<uint64_t>(blocks_, 0xffffffff)));
+    store_be24(bd + 5, block_size_);
   } else if (bdlen == 16) {
-    put_be64(bd, blocks_);
-    put_be32(bd + 12, block_size_);
+    store_be64(bd, blocks_);
+    store_be32(bd + 12, block_size_);
   }
   if (page == kAllPages) {
     for (uint8_t code : kPageOrder) append_mode_page(code, pc, response_);
@@ -101,7 +101,7 @@ void Lun::cmd_mode_sense(ScsiTask* t) {
     append_mode_page(page, pc, response_);
   }
   if (ten) {
-    put_be16(response_.data(), static_cast<uint16_t>(response_.size() - 2));
+    store_be16(response_.data(), static_cast<uint16_t>(response_.size() - 2));
   } else {
     response_[0] = static_cast<uint8_t>(response_.size() - 1);
   }
@@ -111,7 +111,7 @@ void Lun::cmd_mode_sense(ScsiTask* t) {
 void Lun::cmd_mode_select(ScsiTask* t) {
   const uint8_t* cdb = t->cdb;
   bool ten = cdb[0] == op::kModeSelect10;
-  uint32_t plen = ten ? be16(cdb + 7) : cdb[4];
+  uint32_t plen = ten ? load_be16(cdb + 7) : cdb[4];
   t->priv.want = plen;
   if (cdb[1] & 0x01) return finish_sense(t, invalid_cdb_field(1, 0));  // SP: nothing can be saved
   if (plen == 0) return finish(t, ok());
@@ -122,12 +122,12 @@ void Lun::cmd_mode_select(ScsiTask* t) {
 
   unsigned hdr = ten ? 8 : 4;
   if (plen < hdr) return finish_sense(t, illegal(Asc::parameter_list_length_error));
-  unsigned bdlen = ten ? be16(&p[6]) : p[3];
+  unsigned bdlen = ten ? load_be16(&p[6]) : p[3];
   bool longlba = ten && (p[4] & 0x01);
   if (bdlen != 0 && bdlen != (longlba ? 16u : 8u)) return finish_sense(t, invalid_param_field(ten ? 6 : 3));
   if (hdr + bdlen > plen) return finish_sense(t, illegal(Asc::parameter_list_length_error));
-  if (bdlen == 8 && be24(&p[hdr + 5]) != block_size_) return finish_sense(t, invalid_param_field(hdr + 5));
-  if (bdlen == 16 && be32(&p[hdr + 12]) != block_size_) return finish_sense(t, invalid_param_field(hdr + 12));
+  if (bdlen == 8 && load_be24(&p[hdr + 5]) != block_size_) return finish_sense(t, invalid_param_field(hdr + 5));
+  if (bdlen == 16 && load_be32(&p[hdr + 12]) != block_size_) return finish_sense(t, invalid_param_field(hdr + 12));
 
   ModePages next = mode_;
   for (unsigned off = hdr + bdlen; off < plen;) {

@@ -33,12 +33,12 @@ bool registrants_only(PrType t) {
 
 void append_be32(std::vector<uint8_t>& out, uint32_t v) {
   uint8_t b[4];
-  put_be32(b, v);
+  store_be32(b, v);
   out.insert(out.end(), b, b + 4);
 }
 void append_be64(std::vector<uint8_t>& out, uint64_t v) {
   uint8_t b[8];
-  put_be64(b, v);
+  store_be64(b, v);
   out.insert(out.end(), b, b + 8);
 }
 
@@ -53,7 +53,7 @@ void append_iscsi_transport_id(std::vector<uint8_t>& out, const std::string& nam
   size_t start = out.size();
   out.resize(start + 4 + len, 0);
   out[start] = 0x40 | 0x05;  // FORMAT CODE 01b (port with ISID), PROTOCOL IDENTIFIER iSCSI
-  put_be16(&out[start + 2], static_cast<uint16_t>(len));
+  store_be16(&out[start + 2], static_cast<uint16_t>(len));
   std::copy(id.begin(), id.end(), out.begin() + static_cast<long>(start + 4));
 }
 
@@ -156,22 +156,22 @@ void PersistentReservations::read_full_status(std::vector<uint8_t>& out) const {
       d[12] = 0x01;  // R_HOLDER
       d[13] = static_cast<uint8_t>(type_);
     }
-    put_be16(d + 18, r.target_port);
+    store_be16(d + 18, r.target_port);
     size_t tid_start = out.size();
     append_iscsi_transport_id(out, r.initiator_name, r.isid);
-    put_be32(&out[start + 20], static_cast<uint32_t>(out.size() - tid_start));
+    store_be32(&out[start + 20], static_cast<uint32_t>(out.size() - tid_start));
   }
-  put_be32(&out[4], static_cast<uint32_t>(out.size() - 8));
+  store_be32(&out[4], static_cast<uint32_t>(out.size() - 8));
 }
 
 Outcome PersistentReservations::out(const ItNexus& n, const uint8_t* cdb, const uint8_t* param, uint32_t param_len,
                                     PrEvents& ev) {
   uint8_t action = cdb[1] & 0x1f;
   if (action > kPrOutRegisterIgnore) return check(invalid_cdb_field(1, 4));
-  if (be32(cdb + 5) != kPrOutParamLen || param_len < kPrOutParamLen)
+  if (load_be32(cdb + 5) != kPrOutParamLen || param_len < kPrOutParamLen)
     return check(illegal(Asc::parameter_list_length_error));
-  uint64_t key = be64(param);
-  uint64_t sa_key = be64(param + 8);
+  uint64_t key = load_be64(param);
+  uint64_t sa_key = load_be64(param + 8);
   uint8_t flags = param[20];
   if (flags & 0x08) return check(invalid_param_field(20, 3));  // SPEC_I_PT: SIP_C = 0
   if (flags & 0x04) return check(invalid_param_field(20, 2));  // ALL_TG_PT: ATP_C = 0

@@ -221,11 +221,11 @@ TEST_F(BlockIoTest, WriteSameLimits) {
 
 std::vector<uint8_t> unmap_list(std::vector<std::pair<uint64_t, uint32_t>> ranges) {
   std::vector<uint8_t> p(8 + 16 * ranges.size(), 0);
-  put_be16(&p[0], static_cast<uint16_t>(p.size() - 2));
-  put_be16(&p[2], static_cast<uint16_t>(16 * ranges.size()));
+  store_be16(&p[0], static_cast<uint16_t>(p.size() - 2));
+  store_be16(&p[2], static_cast<uint16_t>(16 * ranges.size()));
   for (size_t i = 0; i < ranges.size(); ++i) {
-    put_be64(&p[8 + 16 * i], ranges[i].first);
-    put_be32(&p[8 + 16 * i + 8], ranges[i].second);
+    store_be64(&p[8 + 16 * i], ranges[i].first);
+    store_be32(&p[8 + 16 * i + 8], ranges[i].second);
   }
   return p;
 }
@@ -234,7 +234,7 @@ std::vector<uint8_t> unmap_cdb(size_t plen, uint8_t b1 = 0) {
   std::vector<uint8_t> c(10, 0);
   c[0] = op::kUnmap;
   c[1] = b1;
-  put_be16(&c[7], static_cast<uint16_t>(plen));
+  store_be16(&c[7], static_cast<uint16_t>(plen));
   return c;
 }
 
@@ -259,7 +259,7 @@ TEST_F(BlockIoTest, UnmapParameterListChecks) {
   EXPECT_TRUE(h.out(unmap_cdb(p.size(), 0x01), p).invalid_field(1));  // ANCHOR
   EXPECT_TRUE(h.out(unmap_cdb(4), std::vector<uint8_t>(4, 0)).is(SenseKey::illegal_request, Asc::parameter_list_length_error));
   auto bad = p;
-  put_be16(&bad[2], 32);  // claims two descriptors, carries one
+  store_be16(&bad[2], 32);  // claims two descriptors, carries one
   Reply r = h.out(unmap_cdb(bad.size()), bad);
   EXPECT_TRUE(r.is(SenseKey::illegal_request, Asc::invalid_field_in_parameter_list));
   EXPECT_EQ(r.sense[15] & 0x40, 0);  // C/D: the pointer is into the parameter list

@@ -6,7 +6,7 @@ namespace vcp::scsi::test {
 
 bool Reply::invalid_field(uint16_t byte) const {
   return is(SenseKey::illegal_request, Asc::invalid_field_in_cdb) && (sense[15] & 0xc0) == 0xc0 &&
-         be16(&sense[16]) == byte;
+         load_be16(&sense[16]) == byte;
 }
 
 ItNexus make_nexus(uint64_t id, const std::string& name, uint64_t isid) {
@@ -106,7 +106,7 @@ void LunHarness::write_blocks(uint64_t lba, const std::vector<uint8_t>& data, co
 std::vector<uint8_t> cdb6(uint8_t op, uint32_t lba, uint8_t len, uint8_t b1) {
   std::vector<uint8_t> c(6, 0);
   c[0] = op;
-  put_be24(&c[1], lba & 0x1fffff);
+  store_be24(&c[1], lba & 0x1fffff);
   c[1] |= b1;
   c[4] = len;
   return c;
@@ -116,8 +116,8 @@ std::vector<uint8_t> cdb10(uint8_t op, uint32_t lba, uint16_t len, uint8_t b1) {
   std::vector<uint8_t> c(10, 0);
   c[0] = op;
   c[1] = b1;
-  put_be32(&c[2], lba);
-  put_be16(&c[7], len);
+  store_be32(&c[2], lba);
+  store_be16(&c[7], len);
   return c;
 }
 
@@ -125,8 +125,8 @@ std::vector<uint8_t> cdb12(uint8_t op, uint32_t lba, uint32_t len, uint8_t b1) {
   std::vector<uint8_t> c(12, 0);
   c[0] = op;
   c[1] = b1;
-  put_be32(&c[2], lba);
-  put_be32(&c[6], len);
+  store_be32(&c[2], lba);
+  store_be32(&c[6], len);
   return c;
 }
 
@@ -134,8 +134,8 @@ std::vector<uint8_t> cdb16(uint8_t op, uint64_t lba, uint32_t len, uint8_t b1) {
   std::vector<uint8_t> c(16, 0);
   c[0] = op;
   c[1] = b1;
-  put_be64(&c[2], lba);
-  put_be32(&c[10], len);
+  store_be64(&c[2], lba);
+  store_be32(&c[10], len);
   return c;
 }
 

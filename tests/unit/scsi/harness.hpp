@@ -30,7 +30,7 @@ struct Reply {
            ascq == ascq_of(a);
   }
   bool invalid_field(uint16_t byte) const;  // INVALID FIELD IN CDB pointing at this byte
-  uint32_t information() const { return be32(&sense[3]); }
+  uint32_t information() const { return load_be32(&sense[3]); }
 };
 
 ItNexus make_nexus(uint64_t id, const std::string& name, uint64_t isid);

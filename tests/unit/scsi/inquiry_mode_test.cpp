@@ -14,7 +14,7 @@ class InfoTest : public ::testing::Test {
   void SetUp() override { h.clear_ua(); }
   Reply vpd(uint8_t page, uint16_t alloc = 512) {
     std::vector<uint8_t> c = {op::kInquiry, 0x01, page, 0, 0, 0};
-    put_be16(&c[3], alloc);
+    store_be16(&c[3], alloc);
     return h.in(c, alloc);
   }
   LunHarness h;
@@ -47,12 +47,12 @@ TEST_F(InfoTest, SupportedVpdPages) {
   ASSERT_TRUE(r.good());
   std::vector<uint8_t> pages(r.data.begin() + 4, r.data.end());
   EXPECT_EQ(pages, (std::vector<uint8_t>{0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2}));
-  EXPECT_EQ(be16(&r.data[2]), pages.size());
+  EXPECT_EQ(load_be16(&r.data[2]), pages.size());
   for (uint8_t p : pages) {
     Reply v = vpd(p);
     ASSERT_TRUE(v.good()) << int(p);
     EXPECT_EQ(v.data[1], p);
-    EXPECT_EQ(be16(&v.data[2]) + 4u, v.data.size()) << int(p);
+    EXPECT_EQ(load_be16(&v.data[2]) + 4u, v.data.size()) << int(p);
   }
 }
 
@@ -72,7 +72,7 @@ TEST_F(InfoTest, DeviceIdentification) {
     uint8_t assoc = (d[1] >> 4) & 3, type = d[1] & 0x0f, len = d[3];
     if (assoc == 0 && type == 3) naa = (d[4] >> 4) == 3 && len == 8;
     if (assoc == 0 && type == 1) t10 = std::string(d + 4, d + 12) == "VCP     ";
-    if (assoc == 1 && type == 4) relport = be16(d + 6) == 1 && (d[0] >> 4) == 5 && (d[1] & 0x80);
+    if (assoc == 1 && type == 4) relport = load_be16(d + 6) == 1 && (d[0] >> 4) == 5 && (d[1] & 0x80);
     if (assoc == 1 && type == 8) port_name = std::string(reinterpret_cast<const char*>(d + 4)) == "iqn.2024-01.vcp:target,t,0x0001";
     if (assoc == 2 && type == 8) target_name = std::string(reinterpret_cast<const char*>(d + 4)) == "iqn.2024-01.vcp:target";
     if (type == 8) {
@@ -92,11 +92,11 @@ TEST_F(InfoTest, BlockLimitsAndProvisioning) {
   ASSERT_EQ(b0.data.size(), 64u);
   EXPECT_EQ(b0.data[4] & 1, 1);  // WSNZ
   EXPECT_EQ(b0.data[5], 255);    // MAXIMUM COMPARE AND WRITE LENGTH
-  EXPECT_EQ(be32(&b0.data[20]), 1u << 20);
-  EXPECT_EQ(be32(&b0.data[24]), 256u);
-  EXPECT_EQ(be64(&b0.data[36]), 1u << 22);
+  EXPECT_EQ(load_be32(&b0.data[20]), 1u << 20);
+  EXPECT_EQ(load_be32(&b0.data[24]), 256u);
+  EXPECT_EQ(load_be64(&b0.data[36]), 1u << 22);
   Reply b1 = vpd(0xb1);
-  EXPECT_EQ(be16(&b1.data[4]), 1);  // non-rotating
+  EXPECT_EQ(load_be16(&b1.data[4]), 1);  // non-rotating
   Reply b2 = vpd(0xb2);
   EXPECT_EQ(b2.data[5] & 0xe0, 0xe0);  // LBPU, LBPWS, LBPWS10
   EXPECT_EQ((b2.data[5] >> 2) & 7, 1);  // LBPRZ: unmapped blocks read zero
@@ -107,25 +107,25 @@ TEST_F(InfoTest, BlockLimitsAndProvisioning) {
   std::vector<uint8_t> c = {op::kInquiry, 0x01, 0xb2, 0, 255, 0};
   EXPECT_TRUE(thick.in(c, 255).invalid_field(2));
   Reply b0t = thick.in({op::kInquiry, 0x01, 0xb0, 0, 255, 0}, 255);
-  EXPECT_EQ(be32(&b0t.data[20]), 0u);
+  EXPECT_EQ(load_be32(&b0t.data[20]), 0u);
 }
 
 TEST_F(InfoTest, ReadCapacity) {
   Reply r = h.in({op::kReadCapacity10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 8);
   ASSERT_TRUE(r.good());
-  EXPECT_EQ(be32(&r.data[0]), 8191u);
-  EXPECT_EQ(be32(&r.data[4]), 512u);
+  EXPECT_EQ(load_be32(&r.data[0]), 8191u);
+  EXPECT_EQ(load_be32(&r.data[4]), 512u);
   EXPECT_TRUE(h.in({op::kReadCapacity10, 0, 0, 0, 0, 1, 0, 0, 0, 0}, 8).invalid_field(2));  // LBA without PMI
   std::vector<uint8_t> c(16, 0);
   c[0] = op::kServiceActionIn16;
   c[1] = sa::kReadCapacity16;
-  put_be32(&c[10], 32);
+  store_be32(&c[10], 32);
   r = h.in(c, 32);
   ASSERT_TRUE(r.good());
-  EXPECT_EQ(be64(&r.data[0]), 8191u);
-  EXPECT_EQ(be32(&r.data[8]), 512u);
+  EXPECT_EQ(load_be64(&r.data[0]), 8191u);
+  EXPECT_EQ(load_be32(&r.data[8]), 512u);
   EXPECT_EQ(r.data[14] & 0xc0, 0xc0);  // LBPME, LBPRZ
-  put_be32(&c[10], 12);  // allocation length cuts the data
+  store_be32(&c[10], 12);  // allocation length cuts the data
   r = h.in(c, 32);
   EXPECT_EQ(r.data.size(), 12u);
   EXPECT_EQ(r.residual_kind, Residual::underflow);
@@ -135,34 +135,34 @@ TEST_F(InfoTest, GetLbaStatus) {
   std::vector<uint8_t> c(16, 0);
   c[0] = op::kServiceActionIn16;
   c[1] = sa::kGetLbaStatus;
-  put_be64(&c[2], 100);
-  put_be32(&c[10], 24);
+  store_be64(&c[2], 100);
+  store_be32(&c[10], 24);
   Reply r = h.in(c, 24);
   ASSERT_TRUE(r.good());
   ASSERT_EQ(r.data.size(), 24u);
-  EXPECT_EQ(be32(&r.data[0]), 20u);
-  EXPECT_EQ(be64(&r.data[8]), 100u);
-  EXPECT_EQ(be32(&r.data[16]), 8192u - 100);
+  EXPECT_EQ(load_be32(&r.data[0]), 20u);
+  EXPECT_EQ(load_be64(&r.data[8]), 100u);
+  EXPECT_EQ(load_be32(&r.data[16]), 8192u - 100);
   EXPECT_EQ(r.data[20] & 0x0f, 0);  // mapped or unknown
-  put_be64(&c[2], 8192);
+  store_be64(&c[2], 8192);
   EXPECT_TRUE(h.in(c, 24).is(SenseKey::illegal_request, Asc::lba_out_of_range));
 }
 
 TEST_F(InfoTest, ReportLuns) {
   std::vector<uint8_t> c(12, 0);
   c[0] = op::kReportLuns;
-  put_be32(&c[6], 256);
+  store_be32(&c[6], 256);
   Reply r = h.in(c, 256);
   ASSERT_TRUE(r.good());
-  EXPECT_EQ(be32(&r.data[0]), 8u);
+  EXPECT_EQ(load_be32(&r.data[0]), 8u);
   h.lun().set_reported_luns({0, 1, 7, 300}, false);
   r = h.in(c, 256);
-  EXPECT_EQ(be32(&r.data[0]), 32u);
+  EXPECT_EQ(load_be32(&r.data[0]), 32u);
   EXPECT_EQ(r.data[8 + 16 + 1], 7);
   EXPECT_EQ(r.data[8 + 24], 0x41);
   c[2] = 0x01;  // well-known LUNs only
   r = h.in(c, 256);
-  EXPECT_EQ(be32(&r.data[0]), 0u);
+  EXPECT_EQ(load_be32(&r.data[0]), 0u);
   c[2] = 0x05;
   EXPECT_TRUE(h.in(c, 256).invalid_field(2));
 }
@@ -172,7 +172,7 @@ TEST_F(InfoTest, ModeSenseAllPages) {
   ASSERT_TRUE(r6.good());
   EXPECT_EQ(r6.data[0] + 1u, r6.data.size());
   EXPECT_EQ(r6.data[3], 8);  // block descriptor
-  EXPECT_EQ(be24(&r6.data[4 + 5]), 512u);
+  EXPECT_EQ(load_be24(&r6.data[4 + 5]), 512u);
   EXPECT_EQ(r6.data[2] & 0x10, 0x10);  // DPOFUA
   size_t off = 12;
   std::vector<uint8_t> codes;
@@ -190,11 +190,11 @@ TEST_F(InfoTest, ModeSenseAllPages) {
   std::vector<uint8_t> c10 = {op::kModeSense10, 0x10, 0x3f, 0, 0, 0, 0, 0x01, 0x00, 0};  // LLBAA
   Reply r10 = h.in(c10, 256);
   ASSERT_TRUE(r10.good());
-  EXPECT_EQ(be16(&r10.data[0]) + 2u, r10.data.size());
+  EXPECT_EQ(load_be16(&r10.data[0]) + 2u, r10.data.size());
   EXPECT_EQ(r10.data[4] & 1, 1);  // LONGLBA
-  EXPECT_EQ(be16(&r10.data[6]), 16);
-  EXPECT_EQ(be64(&r10.data[8]), 8192u);
-  EXPECT_EQ(be32(&r10.data[8 + 12]), 512u);
+  EXPECT_EQ(load_be16(&r10.data[6]), 16);
+  EXPECT_EQ(load_be64(&r10.data[8]), 8192u);
+  EXPECT_EQ(load_be32(&r10.data[8 + 12]), 512u);
   Reply ff = h.in({op::kModeSense6, 0x08, 0x3f, 0xff, 255, 0}, 255);  // all pages and subpages
   EXPECT_TRUE(ff.good());
 }
@@ -237,8 +237,8 @@ TEST_F(InfoTest, ModeSelectWce) {
   EXPECT_EQ((cur.data[6] & 0x04) != 0, !wce);
   // MODE SELECT(10) with a block descriptor of the right block length.
   std::vector<uint8_t> p10(8 + 8 + 20, 0);
-  put_be16(&p10[6], 8);
-  put_be24(&p10[8 + 5], 512);
+  store_be16(&p10[6], 8);
+  store_be24(&p10[8 + 5], 512);
   p10[16] = 0x08;
   p10[17] = 0x12;
   if (wce) p10[18] = 0x04;
@@ -255,7 +255,7 @@ TEST_F(InfoTest, ModeSelectErrors) {
   bad[6] |= 0x01;  // RCD is not changeable
   Reply r = h.out({op::kModeSelect6, 0x10, 0, 0, n, 0}, bad);
   EXPECT_TRUE(r.is(SenseKey::illegal_request, Asc::invalid_field_in_parameter_list));
-  EXPECT_EQ(be16(&r.sense[16]), 6);
+  EXPECT_EQ(load_be16(&r.sense[16]), 6);
   bad = p;
   bad[5] = 0x10;  // wrong page length
   EXPECT_TRUE(h.out({op::kModeSelect6, 0x10, 0, 0, n, 0}, bad).is(SenseKey::illegal_request, Asc::invalid_field_in_parameter_list));
@@ -266,7 +266,7 @@ TEST_F(InfoTest, ModeSelectErrors) {
   EXPECT_TRUE(h.out({op::kModeSelect6, 0x10, 0, 0, 10, 0}, shortp).is(SenseKey::illegal_request, Asc::parameter_list_length_error));
   std::vector<uint8_t> bd(4 + 8, 0);
   bd[3] = 8;
-  put_be24(&bd[4 + 5], 4096);  // block length we do not have
+  store_be24(&bd[4 + 5], 4096);  // block length we do not have
   EXPECT_TRUE(h.out({op::kModeSelect6, 0x10, 0, 0, 12, 0}, bd).is(SenseKey::illegal_request, Asc::invalid_field_in_parameter_list));
   EXPECT_TRUE(h.none({op::kModeSelect6, 0x10, 0, 0, 0, 0}).good());  // empty list
   // A control page identical to the current one is accepted.
@@ -282,33 +282,33 @@ std::vector<uint8_t> rsoc(uint8_t options, uint8_t opcode = 0, uint16_t sa = 0, 
   c[1] = sa::kReportSupportedOpcodes;
   c[2] = static_cast<uint8_t>(options | (rctd ? 0x80 : 0));
   c[3] = opcode;
-  put_be16(&c[4], sa);
-  put_be32(&c[6], 4096);
+  store_be16(&c[4], sa);
+  store_be32(&c[6], 4096);
   return c;
 }
 
 TEST_F(InfoTest, ReportSupportedOpcodesAll) {
   Reply r = h.in(rsoc(0), 4096);
   ASSERT_TRUE(r.good());
-  uint32_t len = be32(&r.data[0]);
+  uint32_t len = load_be32(&r.data[0]);
   EXPECT_EQ(len + 4, r.data.size());
   EXPECT_EQ(len % 8, 0u);
   bool read16 = false, rc16 = false, unmap = false;
   for (size_t off = 4; off < r.data.size(); off += 8) {
-    if (r.data[off] == op::kRead16) read16 = be16(&r.data[off + 6]) == 16;
-    if (r.data[off] == op::kServiceActionIn16 && be16(&r.data[off + 2]) == 0x10) rc16 = r.data[off + 5] & 1;
+    if (r.data[off] == op::kRead16) read16 = load_be16(&r.data[off + 6]) == 16;
+    if (r.data[off] == op::kServiceActionIn16 && load_be16(&r.data[off + 2]) == 0x10) rc16 = r.data[off + 5] & 1;
     if (r.data[off] == op::kUnmap) unmap = true;
   }
   EXPECT_TRUE(read16 && rc16 && unmap);
   Reply t = h.in(rsoc(0, 0, 0, true), 4096);
-  EXPECT_EQ(be32(&t.data[0]) % 20, 0u);  // with timeout descriptors
+  EXPECT_EQ(load_be32(&t.data[0]) % 20, 0u);  // with timeout descriptors
 }
 
 TEST_F(InfoTest, ReportSupportedOpcodesOne) {
   Reply r = h.in(rsoc(1, op::kRead10), 4096);
   ASSERT_TRUE(r.good());
   EXPECT_EQ(r.data[1] & 7, 3);
-  EXPECT_EQ(be16(&r.data[2]), 10);
+  EXPECT_EQ(load_be16(&r.data[2]), 10);
   EXPECT_EQ(r.data[4], op::kRead10);
   EXPECT_EQ(r.data.size(), 14u);
   r = h.in(rsoc(1, 0xc0), 4096);
@@ -331,7 +331,7 @@ TEST_F(InfoTest, ReportSupportedTmfs) {
   std::vector<uint8_t> c(12, 0);
   c[0] = op::kMaintenanceIn;
   c[1] = sa::kReportSupportedTmfs;
-  put_be32(&c[6], 16);
+  store_be32(&c[6], 16);
   Reply r = h.in(c, 16);
   ASSERT_TRUE(r.good());
   ASSERT_EQ(r.data.size(), 4u);

@@ -29,7 +29,7 @@ TEST(LunUnitAttention, InquiryReportLunsAndRequestSenseAreNotBlocked) {
   EXPECT_TRUE(h.in(cdb6(op::kInquiry, 0, 96), 96).good());
   std::vector<uint8_t> rl(12, 0);
   rl[0] = op::kReportLuns;
-  put_be32(&rl[6], 64);
+  store_be32(&rl[6], 64);
   EXPECT_TRUE(h.in(rl, 64).good());
   // REQUEST SENSE returns the unit attention as data and clears it.
   Reply r = h.in(cdb6(op::kRequestSense, 0, 18), 18);
@@ -138,17 +138,17 @@ TEST_F(LunTest, ReportedLunsChangedIsClearedByReportLuns) {
   h.lun().set_reported_luns({0, 1, 2}, true);
   std::vector<uint8_t> rl(12, 0);
   rl[0] = op::kReportLuns;
-  put_be32(&rl[6], 64);
+  store_be32(&rl[6], 64);
   Reply r = h.in(rl, 64);
   ASSERT_TRUE(r.good());
-  EXPECT_EQ(be32(&r.data[0]), 24u);
+  EXPECT_EQ(load_be32(&r.data[0]), 24u);
   EXPECT_TRUE(h.none(cdb6(op::kTestUnitReady, 0, 0)).good());
   EXPECT_TRUE(h.none(cdb6(op::kTestUnitReady, 0, 0), &h.b).is(SenseKey::unit_attention, Asc::reported_luns_data_changed));
 }
 
 TEST_F(LunTest, LunResetEstablishesUnitAttentionAndKeepsReservations) {
   std::vector<uint8_t> reg(24, 0);
-  put_be64(&reg[8], 0xabc);
+  store_be64(&reg[8], 0xabc);
   EXPECT_TRUE(h.out({op::kPrOut, 0, 0, 0, 0, 0, 0, 0, 24, 0}, reg).good());
   h.lun().reset(ResetKind::lun_reset);
   EXPECT_TRUE(h.none(cdb6(op::kTestUnitReady, 0, 0)).is(SenseKey::unit_attention, Asc::bus_device_reset_function));
@@ -259,10 +259,10 @@ TEST(LunWithoutLun, AnswersForAnAbsentLun) {
   ScsiTask t2;
   std::vector<uint8_t> rl(12, 0);
   rl[0] = op::kReportLuns;
-  put_be32(&rl[6], 64);
+  store_be32(&rl[6], 64);
   call(rl, 64, &t2, &buf);
   EXPECT_EQ(t2.status, Status::good);
-  EXPECT_EQ(be32(&buf[0]), 16u);
+  EXPECT_EQ(load_be32(&buf[0]), 16u);
   EXPECT_EQ(buf[8 + 8 + 1], 3);
   ScsiTask t3;
   call(cdb10(op::kRead10, 0, 1), 512, &t3, &buf);
@@ -291,10 +291,10 @@ TEST(LunSense, FieldPointerEncoding) {
   uint8_t s[kFixedSenseLen];
   invalid_cdb_field(2, 5).encode(s);
   EXPECT_EQ(s[15], 0x80 | 0x40 | 0x08 | 5);
-  EXPECT_EQ(be16(s + 16), 2);
+  EXPECT_EQ(load_be16(s + 16), 2);
   invalid_param_field(20).encode(s);
   EXPECT_EQ(s[15], 0x80);
-  EXPECT_EQ(be16(s + 16), 20);
+  EXPECT_EQ(load_be16(s + 16), 20);
   EXPECT_EQ(s[12], 0x26);
 }
 

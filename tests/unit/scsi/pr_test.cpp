@@ -21,24 +21,24 @@ class PrTest : public ::testing::Test {
   Reply prout(const ItNexus& n, uint8_t action, uint8_t type, uint64_t key, uint64_t sa_key, uint8_t flags = 0,
               uint32_t plen = 24) {
     std::vector<uint8_t> cdb = {op::kPrOut, action, type, 0, 0, 0, 0, 0, 0, 0};
-    put_be32(&cdb[5], plen);
+    store_be32(&cdb[5], plen);
     std::vector<uint8_t> p(plen, 0);
     if (plen >= 24) {
-      put_be64(&p[0], key);
-      put_be64(&p[8], sa_key);
+      store_be64(&p[0], key);
+      store_be64(&p[8], sa_key);
       p[20] = flags;
     }
     return h.out(cdb, p, &n);
   }
   Reply prin(const ItNexus& n, uint8_t action, uint16_t alloc = 1024) {
     std::vector<uint8_t> cdb = {op::kPrIn, action, 0, 0, 0, 0, 0, 0, 0, 0};
-    put_be16(&cdb[7], alloc);
+    store_be16(&cdb[7], alloc);
     return h.in(cdb, alloc, &n);
   }
   std::vector<uint64_t> keys(const ItNexus& n) {
     Reply r = prin(n, 0);
     std::vector<uint64_t> k;
-    for (size_t off = 8; off + 8 <= r.data.size(); off += 8) k.push_back(be64(&r.data[off]));
+    for (size_t off = 8; off + 8 <= r.data.size(); off += 8) k.push_back(load_be64(&r.data[off]));
     return k;
   }
   bool can_read(const ItNexus& n) { return h.in(cdb16(op::kRead16, 0, 1), 512, &n).good(); }
@@ -54,7 +54,7 @@ TEST_F(PrTest, RegisterAndReadKeys) {
   EXPECT_TRUE(prout(h.b, kRegister, 0, 0, 0xb1).good());
   EXPECT_EQ(keys(h.a), (std::vector<uint64_t>{0xa1, 0xb1}));
   Reply r = prin(h.a, 0);
-  EXPECT_EQ(be32(&r.data[0]), 2u);  // generation
+  EXPECT_EQ(load_be32(&r.data[0]), 2u);  // generation
   // Wrong key: conflict. Right key: changes it.
   EXPECT_EQ(prout(h.a, kRegister, 0, 0x99, 0xa2).status, Status::reservation_conflict);
   EXPECT_TRUE(prout(h.a, kRegister, 0, 0xa1, 0xa2).good());
@@ -65,7 +65,7 @@ TEST_F(PrTest, RegisterAndReadKeys) {
   EXPECT_EQ(keys(h.a), (std::vector<uint64_t>{0xb1}));
   // Unregistered nexus registering with a non-zero key: conflict.
   EXPECT_EQ(prout(h.a, kRegister, 0, 0x5, 0xa4).status, Status::reservation_conflict);
-  EXPECT_EQ(be32(&prin(h.a, 0).data[0]), 5u);
+  EXPECT_EQ(load_be32(&prin(h.a, 0).data[0]), 5u);
 }
 
 TEST_F(PrTest, ParameterChecks) {
@@ -86,11 +86,11 @@ TEST_F(PrTest, ReserveReadReservationRelease) {
   ASSERT_TRUE(prout(h.a, kRegister, 0, 0, 0xa1).good());
   ASSERT_TRUE(prout(h.b, kRegister, 0, 0, 0xb1).good());
   Reply r = prin(h.a, 1);
-  EXPECT_EQ(be32(&r.data[4]), 0u);
+  EXPECT_EQ(load_be32(&r.data[4]), 0u);
   ASSERT_TRUE(prout(h.a, kReserve, 1, 0xa1, 0).good());
   r = prin(h.b, 1);
-  ASSERT_EQ(be32(&r.data[4]), 16u);
-  EXPECT_EQ(be64(&r.data[8]), 0xa1u);
+  ASSERT_EQ(load_be32(&r.data[4]), 16u);
+  EXPECT_EQ(load_be64(&r.data[8]), 0xa1u);
   EXPECT_EQ(r.data[8 + 13], 1);
   EXPECT_TRUE(prout(h.a, kReserve, 1, 0xa1, 0).good());  // same again: fine
   EXPECT_EQ(prout(h.a, kReserve, 3, 0xa1, 0).status, Status::reservation_conflict);  // other type
@@ -100,7 +100,7 @@ TEST_F(PrTest, ReserveReadReservationRelease) {
   EXPECT_TRUE(prout(h.a, kRelease, 3, 0xa1, 0).is(SenseKey::illegal_request, Asc::invalid_release_of_pr));
   EXPECT_TRUE(prout(h.a, kRelease, 1, 0xa1, 0).good());
   EXPECT_FALSE(h.lun().reservations().reserved());
-  EXPECT_EQ(be32(&prin(h.a, 0).data[0]), 2u);  // RESERVE/RELEASE do not bump the generation
+  EXPECT_EQ(load_be32(&prin(h.a, 0).data[0]), 2u);  // RESERVE/RELEASE do not bump the generation
 }
 
 struct MatrixCase {
@@ -149,7 +149,7 @@ TEST_F(PrTest, AllRegistrantsAreHolders) {
   ASSERT_TRUE(prout(h.a, kReserve, 8, 0xa1, 0).good());
   EXPECT_TRUE(prout(h.b, kReserve, 8, 0xb1, 0).good());  // b holds it too
   Reply r = prin(h.a, 1);
-  EXPECT_EQ(be64(&r.data[8]), 0u);  // key 0 for all-registrants
+  EXPECT_EQ(load_be64(&r.data[8]), 0u);  // key 0 for all-registrants
   // The reservation stays while any registrant is left.
   ASSERT_TRUE(prout(h.a, kRegister, 0, 0xa1, 0).good());
   EXPECT_TRUE(h.lun().reservations().reserved());
@@ -176,7 +176,7 @@ TEST_F(PrTest, PreemptTakesTheReservation) {
   EXPECT_TRUE(prout(h.b, kPreempt, 3, 0xb1, 0xa1).good());
   EXPECT_EQ(keys(h.b), (std::vector<uint64_t>{0xb1}));
   Reply r = prin(h.b, 1);
-  EXPECT_EQ(be64(&r.data[8]), 0xb1u);
+  EXPECT_EQ(load_be64(&r.data[8]), 0xb1u);
   EXPECT_EQ(r.data[8 + 13], 3);
   EXPECT_TRUE(h.none(cdb6(op::kTestUnitReady, 0, 0), &h.a).is(SenseKey::unit_attention, Asc::registrations_preempted));
   EXPECT_EQ(read_status(h.a), Status::reservation_conflict);
@@ -215,27 +215,27 @@ TEST_F(PrTest, HolderUnregisteringReleasesAndNotifiesForRegistrantsOnly) {
 TEST_F(PrTest, ReportCapabilitiesAndFullStatus) {
   Reply r = prin(h.a, 2);
   ASSERT_EQ(r.data.size(), 8u);
-  EXPECT_EQ(be16(&r.data[0]), 8);
+  EXPECT_EQ(load_be16(&r.data[0]), 8);
   EXPECT_EQ(r.data[3] & 0x80, 0x80);  // TMV
-  EXPECT_EQ(be16(&r.data[4]), 0xea01);
+  EXPECT_EQ(load_be16(&r.data[4]), 0xea01);
   ASSERT_TRUE(prout(h.a, kRegister, 0, 0, 0xa1).good());
   ASSERT_TRUE(prout(h.b, kRegister, 0, 0, 0xb1).good());
   ASSERT_TRUE(prout(h.a, kReserve, 1, 0xa1, 0).good());
   r = prin(h.a, 3);
   ASSERT_TRUE(r.good());
-  EXPECT_EQ(be32(&r.data[4]) + 8, r.data.size());
+  EXPECT_EQ(load_be32(&r.data[4]) + 8, r.data.size());
   const uint8_t* d = &r.data[8];
-  EXPECT_EQ(be64(d), 0xa1u);
+  EXPECT_EQ(load_be64(d), 0xa1u);
   EXPECT_EQ(d[12] & 1, 1);  // R_HOLDER
   EXPECT_EQ(d[13], 1);
-  EXPECT_EQ(be16(d + 18), 1);
-  uint32_t tid_len = be32(d + 20);
+  EXPECT_EQ(load_be16(d + 18), 1);
+  uint32_t tid_len = load_be32(d + 20);
   EXPECT_EQ(d[24], 0x45);  // format 01b, iSCSI
   std::string tid(reinterpret_cast<const char*>(d + 28));
   EXPECT_EQ(tid, "iqn.2024-01.test:a,i,0x23d000000001");
   EXPECT_EQ(tid_len % 4, 0u);
   const uint8_t* d2 = d + 24 + tid_len;
-  EXPECT_EQ(be64(d2), 0xb1u);
+  EXPECT_EQ(load_be64(d2), 0xb1u);
   EXPECT_EQ(d2[12] & 1, 0);
 }
 
