@@ -131,7 +131,6 @@ struct Queue::Impl {
   uint32_t done_head = 0, done_count = 0;
   unsigned outstanding = 0;
   uint32_t idle_polls = 0;
-  uint16_t used_seen = 0;  // completions taken from the used ring, mod 2^16 (DriverQueue's last_used)
   bool interrupts_on = false;
 };
 

@@ -252,7 +252,6 @@ int Queue::Impl::reap() {
       return rc;
     }
     ++n;
-    ++used_seen;
     Chain& ch = *static_cast<Chain*>(token);
     const uint16_t c = static_cast<uint16_t>(&ch - chains.get());
     Slot& s = slots[ch.slot];
@@ -274,21 +273,10 @@ int Queue::Impl::reap() {
   return n;
 }
 
-// With EVENT_IDX, DriverQueue re-arms used_event at every completion it hands out (it asks for
-// an interrupt at the next one), and enable_interrupts(false) leaves it so. While we poll we do
-// not want those interrupts: the device would pay an eventfd write per batch. used_event one
-// behind what we have seen lies behind every index the device publishes next, so it signals
-// only after 65535 more completions (a harmless spurious wake-up). Without EVENT_IDX the
-// NO_INTERRUPT flag does it.
-void Queue::Impl::suppress_interrupts() {
-  if (!setup.event_idx) {
-    dq.enable_interrupts(false);
-    return;
-  }
-  vring_avail* avail = dq.layout().avail;
-  std::atomic_ref<uint16_t>(avail->ring[setup.size]).store(static_cast<uint16_t>(used_seen - 1),
-                                                          std::memory_order_relaxed);
-}
+// While we poll, interrupts would only cost the device an eventfd write per batch.
+// DriverQueue keeps them off (EVENT_IDX: used_event behind what we have seen; otherwise the
+// NO_INTERRUPT flag) until they are asked for again.
+void Queue::Impl::suppress_interrupts() { dq.enable_interrupts(false); }
 
 void Queue::Impl::finish(uint16_t i) {
   slots[i].state = SlotState::done;

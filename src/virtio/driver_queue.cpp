@@ -57,6 +57,7 @@ int DriverQueue::init(uint8_t* host, uint64_t addr, uint16_t size, bool event_id
   free_head_ = 0;
   num_free_ = size;
   avail_idx_ = published_avail_ = last_used_ = 0;
+  interrupts_ = true;
   return 0;
 }
 
@@ -142,13 +143,20 @@ int DriverQueue::get_used(void** token, uint32_t* len) {
   free_head_ = static_cast<uint16_t>(e.id);
   num_free_ = static_cast<uint16_t>(num_free_ + h.ndesc);
   h = HeadState{};
-  if (event_idx_) store_relaxed(&avail_->ring[size_], last_used_);
+  // With EVENT_IDX, used_event says when to interrupt us: at the next completion while we want
+  // interrupts, otherwise one behind what we have seen (the device passes it only after 65535
+  // more completions: at worst one spurious interrupt).
+  if (event_idx_) store_relaxed(&avail_->ring[size_], static_cast<uint16_t>(interrupts_ ? last_used_ : last_used_ - 1));
   return 0;
 }
 
 bool DriverQueue::enable_interrupts(bool enable) {
+  interrupts_ = enable;
   if (event_idx_) {
-    if (!enable) return false;
+    if (!enable) {
+      store_relaxed(&avail_->ring[size_], static_cast<uint16_t>(last_used_ - 1));
+      return false;
+    }
     store_sc(&avail_->ring[size_], last_used_);
   } else if (enable) {
     store_sc(&avail_->flags, 0);

@@ -58,8 +58,8 @@ class DriverQueue {
   // the device wrote a used entry naming a head that is not in flight (the queue is then
   // unusable: every later call returns -EPROTO).
   int get_used(void** token, uint32_t* len);
-  // Asks for interrupts (call eventfd) or not. Enabling returns true when completions arrived
-  // meanwhile (look again before sleeping).
+  // Asks for interrupts (call eventfd) or not; the choice holds until changed (get_used keeps
+  // it). Enabling returns true when completions arrived meanwhile (look again before sleeping).
   bool enable_interrupts(bool enable);
 
   uint16_t num_free() const { return num_free_; }
@@ -78,6 +78,7 @@ class DriverQueue {
   uint16_t size_ = 0;
   bool event_idx_ = false;
   bool broken_ = false;
+  bool interrupts_ = true;
   vring_desc* desc_ = nullptr;
   vring_avail* avail_ = nullptr;
   vring_used* used_ = nullptr;
