@@ -390,6 +390,11 @@ void TargetServer::stop() {
 int TargetServer::run() {
   std::vector<int> cpus = settings_.cpus;
   if (cpus.empty()) cpus.push_back(-1);
+  if (cpus.size() > 1)
+    VCP_LOG_WARN("vcp target: {} I/O threads: each keeps its own LUN state, so persistent reservations, "
+                 "RESERVE(6), unit attentions and mode pages are shared only between sessions on the same "
+                 "thread (give one --cpu for exact SPC semantics across all initiators)",
+                 cpus.size());
   for (size_t i = 0; i < cpus.size(); ++i) {
     threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, sessions_, backends_));
     threads_.back()->start();
