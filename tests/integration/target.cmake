@@ -19,9 +19,10 @@ vcp_target_test(target_chap chap)
 vcp_target_test(target_digests digests)
 vcp_target_test(target_sessions sessions)
 vcp_target_test(target_vcp_initiator initiator)
+vcp_target_test(target_qsd_iscsi qsd)
 
 set(VCP_TARGET_CU_SCSI
-  ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16
+  CompareAndWrite ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16
   PreventAllow PrinReadKeys PrinServiceactionRange PrinReportCapabilities ProutRegister
   ProutReserve ProutClear ProutPreempt Read6 Read10 Read12 Read16 ReadCapacity10 ReadCapacity16
   ReadDefectData10 ReadDefectData12 ReadOnly ReceiveCopyResults ReportSupportedOpcodes Reserve6

@@ -140,6 +140,27 @@ initiator)
   done
   stop_target
   ;;
+qsd)
+  # qemu-storage-daemon's iSCSI driver (libiscsi inside QEMU's block layer) against our target,
+  # its node exported over vhost-user-blk and checked end to end by vcp bench --verify.
+  command -v qemu-storage-daemon >/dev/null || fail "qemu-storage-daemon not installed (Debian package qemu-system-common)"
+  start_target
+  sock=$DIR/qsd.sock
+  qemu-storage-daemon --blockdev "driver=iscsi,node-name=i0,transport=tcp,portal=$PORTAL,target=$IQN,lun=0,initiator-name=$INI,cache.direct=on" \
+    --export "type=vhost-user-blk,id=e0,node-name=i0,addr.type=unix,addr.path=$sock,writable=on,num-queues=1" \
+    >"$DIR/qsd.log" 2>&1 &
+  QSD=$!
+  for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 "$QSD" 2>/dev/null || break; sleep 0.05; done
+  [ -S "$sock" ] || { cat "$DIR/qsd.log"; kill "$QSD" 2>/dev/null; fail "qemu-storage-daemon did not export the LUN"; }
+  rc=0
+  timeout 60 "$VCP_BIN" bench --socket "$sock" --rw randrw --bs 4k --qd 16 --time 3 --verify >"$DIR/bench.log" 2>&1 || rc=$?
+  kill -TERM "$QSD" 2>/dev/null
+  wait "$QSD" 2>/dev/null
+  cat "$DIR/bench.log"
+  [ "$rc" = 0 ] || { cat "$DIR/qsd.log"; fail "vcp bench --verify through qemu-storage-daemon's iscsi driver failed ($rc)"; }
+  grep -q " 0 errors" "$DIR/bench.log" || fail "vcp bench reported errors"
+  stop_target
+  ;;
 cu)
   [ $# -gt 0 ] || fail "cu needs test specs"
   start_target
