@@ -20,7 +20,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 0: (void)parse_read_capacity16(in); break;
     case 1: (void)parse_block_limits_vpd(in); break;
     case 2: (void)parse_provisioning_vpd(in); break;
-    case 3: (void)parse_serial_vpd(in); break;
+    case 3:
+      (void)parse_serial_vpd(in);
+      (void)parse_device_id_vpd(in);
+      break;
     case 4:
       if (auto s = parse_sense(in)) {
         (void)describe(*s);

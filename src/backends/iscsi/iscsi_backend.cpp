@@ -138,6 +138,12 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
   if (has_page(0xb0)) limits = iscsi::parse_block_limits_vpd(vpd(0xb0));
   if (has_page(0xb2)) prov = iscsi::parse_provisioning_vpd(vpd(0xb2));
   if (has_page(0x80)) serial = iscsi::parse_serial_vpd(vpd(0x80));
+  // No unit serial: the device identification page names the LU instead. GET_ID carries 20
+  // bytes; a long hex designator keeps its end, where the vendor-specific (unique) part is.
+  if ((!serial || serial->empty()) && has_page(0x83)) {
+    serial = iscsi::parse_device_id_vpd(vpd(0x83));
+    if (serial && serial->size() > 20) serial = serial->substr(serial->size() - 20);
+  }
   probe.logout(1000);
 
   BackendInfo info;

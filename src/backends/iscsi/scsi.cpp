@@ -150,6 +150,45 @@ std::optional<std::string> parse_serial_vpd(std::span<const uint8_t> d) {
   return s.substr(b, e - b + 1);
 }
 
+std::optional<std::string> parse_device_id_vpd(std::span<const uint8_t> d) {
+  auto p = vpd_payload(d, 0x83);
+  if (!p) return std::nullopt;
+  // Designation descriptors (SPC-4 7.8.6): 4-byte header, then the designator. Of those that
+  // name the logical unit (association 0) we take the strongest: NAA, then EUI-64, then the
+  // T10 vendor ID, then the SCSI name string.
+  static constexpr uint8_t kRank[16] = {0, 2, 3, 4, 0, 0, 0, 0, 1};  // by designator type
+  std::optional<std::string> best;
+  uint8_t best_rank = 0;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (size_t off = 0; off + 4 <= p->size();) {
+    const uint8_t* h = &(*p)[off];
+    const size_t len = h[3];
+    if (off + 4 + len > p->size()) break;  // a descriptor running past the page: stop there
+    const uint8_t code_set = h[0] & 0x0f, assoc = (h[1] >> 4) & 0x3, type = h[1] & 0x0f;
+    const uint8_t* v = h + 4;
+    off += 4 + len;
+    if (assoc != 0 || len == 0 || kRank[type] <= best_rank) continue;
+    std::string s;
+    if (code_set == 1) {  // binary: hex
+      for (size_t k = 0; k < len; ++k) {
+        s.push_back(kHex[v[k] >> 4]);
+        s.push_back(kHex[v[k] & 0xf]);
+      }
+    } else {  // ASCII or UTF-8: printable ASCII only
+      bool ok = true;
+      for (size_t k = 0; k < len && v[k]; ++k) {
+        if (v[k] < 0x20 || v[k] > 0x7e) ok = false;
+        s.push_back(static_cast<char>(v[k]));
+      }
+      while (!s.empty() && s.back() == ' ') s.pop_back();
+      if (!ok || s.empty()) continue;
+    }
+    best = std::move(s);
+    best_rank = kRank[type];
+  }
+  return best;
+}
+
 std::optional<Sense> parse_sense(std::span<const uint8_t> d) {
   if (d.empty()) return std::nullopt;
   uint8_t code = d[0] & 0x7f;

@@ -91,6 +91,9 @@ std::optional<Provisioning> parse_provisioning_vpd(std::span<const uint8_t> data
 
 // Unit Serial Number VPD (0x80): the printable serial without padding spaces.
 std::optional<std::string> parse_serial_vpd(std::span<const uint8_t> data);
+// Device Identification VPD (0x83): the logical unit's strongest designator (NAA, EUI-64,
+// T10 vendor ID, SCSI name), binary ones as lower-case hex. nullopt when there is none.
+std::optional<std::string> parse_device_id_vpd(std::span<const uint8_t> data);
 
 // Sense data, fixed (0x70/0x71) or descriptor (0x72/0x73) format (SPC-4 §4.5).
 struct Sense {

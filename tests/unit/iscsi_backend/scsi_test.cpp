@@ -129,6 +129,30 @@ TEST(ScsiParse, ProvisioningAndSerial) {
   EXPECT_EQ(parse_serial_vpd(longer), std::optional<std::string>("xy"));
 }
 
+TEST(ScsiVpd, DeviceIdentificationPicksTheStrongestLuDesignator) {
+  // A T10 vendor ID (ASCII), a target-port designator (association 1: ignored) and an NAA
+  // (binary) for the LU: the NAA wins, as hex.
+  std::vector<uint8_t> d = {0, 0x83, 0, 0};
+  auto add = [&](uint8_t code_set, uint8_t assoc, uint8_t type, std::vector<uint8_t> v) {
+    d.insert(d.end(), {code_set, static_cast<uint8_t>(assoc << 4 | type), 0, static_cast<uint8_t>(v.size())});
+    d.insert(d.end(), v.begin(), v.end());
+  };
+  add(2, 0, 1, {'V', 'E', 'N', 'D', 'O', 'R', ' ', ' ', 'l', 'u', '1', ' '});
+  add(1, 1, 3, {0x60, 1, 2, 3, 4, 5, 6, 7});
+  add(1, 0, 3, {0x60, 0x01, 0x40, 0x5a, 0xbc, 0xde, 0xf0, 0x12});
+  d[3] = static_cast<uint8_t>(d.size() - 4);
+  EXPECT_EQ(parse_device_id_vpd(d), std::optional<std::string>("6001405abcdef012"));
+  // Without the NAA, the vendor ID (trailing spaces trimmed).
+  std::vector<uint8_t> t(d.begin(), d.begin() + 4 + 16);
+  t[3] = 16;
+  EXPECT_EQ(parse_device_id_vpd(t), std::optional<std::string>("VENDOR  lu1"));
+  // A descriptor claiming more bytes than the page holds ends the walk; a wrong page is no page.
+  std::vector<uint8_t> bad = {0, 0x83, 0, 6, 1, 3, 0, 40, 1, 2};
+  EXPECT_FALSE(parse_device_id_vpd(bad));
+  bad[1] = 0x80;
+  EXPECT_FALSE(parse_device_id_vpd(bad));
+}
+
 TEST(ScsiSense, FixedAndDescriptorFormats) {
   std::vector<uint8_t> fixed(18, 0);
   fixed[0] = 0x70;
