@@ -264,7 +264,12 @@ void Session::begin_login() {
   lc.limits.first_burst_length = 262144;
   login_ = std::make_unique<is::InitiatorLogin>(std::move(lc));
   state_ = State::LoggingIn;
-  is::LoginRequestOut out = login_->start();
+  send_login(login_->start());
+  arm_recv();
+}
+
+// Queues one login request (header and data already laid out by the login machine).
+void Session::send_login(const is::LoginRequestOut& out) {
   login_tx_ = is::to_wire(out);
   login_iov_ = {login_tx_.data(), login_tx_.size()};
   TxRecord* r = tx_alloc();
@@ -275,7 +280,6 @@ void Session::begin_login() {
   r->data_len = static_cast<uint32_t>(login_tx_.size());
   r->trailer_len = 0;
   arm_send();
-  arm_recv();
 }
 
 void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const uint8_t> data) {
@@ -285,16 +289,7 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
   const bool refused = rs.status_class != 0;
   is::LoginState st = refused ? is::LoginState::Failed : login_->on_response(rs, data, out);
   if (st == is::LoginState::InProgress) {
-    login_tx_ = is::to_wire(out);
-    login_iov_ = {login_tx_.data(), login_tx_.size()};
-    TxRecord* r = tx_alloc();
-    r->hdr_len = 0;
-    r->iov = &login_iov_;
-    r->iovcnt = 1;
-    r->data_off = 0;
-    r->data_len = static_cast<uint32_t>(login_tx_.size());
-    r->trailer_len = 0;
-    arm_send();
+    send_login(out);
     return;
   }
   if (st == is::LoginState::FullFeature) {

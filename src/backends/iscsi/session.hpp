@@ -163,6 +163,7 @@ class Session {
   void on_connected(int res);
   void begin_login();
   void on_login_response(const vcp::iscsi::LoginResponsePdu& rs, std::span<const uint8_t> data);
+  void send_login(const vcp::iscsi::LoginRequestOut& out);
   void enter_full_feature();
   void connection_failed(const std::string& why);
   void finish_teardown();
