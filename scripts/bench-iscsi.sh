@@ -30,7 +30,7 @@ POLL=${POLL:-never}
 WHO=${WHO:-vcp libiscsi qsd inproc}
 WORKLOADS=${WORKLOADS:-randread:4k read:128k write:128k}
 IQN=iqn.2024-01.org.vcp.bench:lun1
-for tool in tgtd tgtadm iscsi-perf qemu-storage-daemon taskset python3; do
+for tool in iscsi-perf qemu-storage-daemon taskset python3; do
   command -v "$tool" >/dev/null || { echo "bench-iscsi: $tool is needed" >&2; exit 2; }
 done
 [ -x "$vcp" ] || { echo "bench-iscsi: $vcp not built (cmake --build $build --target vcp)" >&2; exit 2; }
@@ -38,7 +38,8 @@ done
 work=$(mktemp -d /tmp/vcp-bench-iscsi.XXXXXX)
 out=${OUT:-$(mktemp -d /tmp/vcp-bench-iscsi-results.XXXXXX)}
 mkdir -p "$out"
-tgtd_pid="" server_pid="" ctl=""
+server_pid=""
+source "$(dirname "$0")/lib/tgtd.sh"
 stop_pid() {  # PID: SIGTERM, then SIGKILL after 5 s
   kill "$1" 2>/dev/null || return 0
   for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
@@ -47,31 +48,17 @@ stop_pid() {  # PID: SIGTERM, then SIGKILL after 5 s
 }
 cleanup() {
   [ -n "$server_pid" ] && stop_pid "$server_pid"
-  if [ -n "$tgtd_pid" ]; then  # SIGTERM does not stop a tgtd with targets
-    kill -9 "$tgtd_pid" 2>/dev/null || true
-    wait "$tgtd_pid" 2>/dev/null || true
-  fi
-  [ -n "$ctl" ] && rm -f "/var/run/tgtd/socket.$ctl" "/var/run/tgtd/socket.$ctl.lock"
+  tgtd_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# tgtd on a free port and a free control port (-C 100..499), one 256 MiB file LUN, written
-# through so that reads come from the page cache rather than from holes.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-for _ in $(seq 200); do
-  n=$(( 100 + RANDOM % 400 ))
-  [ -e "/var/run/tgtd/socket.$n" ] || { ctl=$n; break; }
-done
-[ -n "$ctl" ] || { echo "bench-iscsi: no free tgtd control port" >&2; exit 1; }
+# tgtd (scripts/lib/tgtd.sh) with one 256 MiB file LUN, written through so that reads come
+# from the page cache rather than from holes.
 dd if=/dev/zero of="$work/lun.img" bs=1M count=256 status=none
-tgtd -f --iscsi portal=127.0.0.1:$port -C "$ctl" >"$work/tgtd.log" 2>&1 &
-tgtd_pid=$!
-tgt() { tgtadm -C "$ctl" --lld iscsi "$@"; }
-for _ in $(seq 100); do tgt --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
-tgt --op new --mode target --tid 1 -T "$IQN"
-tgt --op new --mode logicalunit --tid 1 --lun 1 -b "$work/lun.img"
-tgt --op bind --mode target --tid 1 -I ALL
+tgtd_start "$work/tgtd.log"
+tgtd_target 1 "$IQN" 1 "$work/lun.img"
+tgtd_pid=$TGTD_PID port=$TGTD_PORT
 url="iscsi://127.0.0.1:$port/$IQN/1"
 
 cpu_ticks() {  # utime + stime of PID (all threads), in clock ticks

@@ -21,21 +21,21 @@ IQN_TGT=iqn.2024-01.org.tgt:bench
 INI=iqn.2024-01.org.vcp:bench-initiator
 
 fail() { echo "bench-target.sh: $*" >&2; exit 1; }
-for t in iscsi-perf qemu-img tgtd tgtadm taskset python3; do command -v $t >/dev/null || fail "$t not installed"; done
+die() { fail "$@"; }
+source "$(dirname "$0")/lib/tgtd.sh"
+for t in iscsi-perf qemu-img taskset python3; do command -v $t >/dev/null || fail "$t not installed"; done
 [ -x "$VCP_BIN" ] || fail "no vcp binary at $VCP_BIN"
 [ -f /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so ] || fail "qemu-img has no iscsi driver: install qemu-block-extra"
 [ "$(nproc)" -ge 2 ] || fail "needs 2 CPUs (target on CPU 1, initiator on CPU 0)"
 
 DIR=$(mktemp -d /tmp/vcp-bench-target.XXXXXX)
 VCP_PID=
-TGT_PID=
 cleanup() {
   [ -n "$VCP_PID" ] && { kill -TERM "$VCP_PID" 2>/dev/null; wait "$VCP_PID" 2>/dev/null; }
-  [ -n "$TGT_PID" ] && { kill -KILL "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null; }
+  tgtd_stop
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # CPU ticks (utime + stime, all threads) of a process.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -55,18 +55,10 @@ for _ in $(seq 100); do
 done
 [ -n "$VCP_PORT" ] || { cat "$DIR/vcp.log"; fail "vcp target did not start"; }
 
-TGT_PORT=$(free_port)
-CTL=$((100 + RANDOM % 400))
-taskset -c 1 tgtd -f --iscsi portal=127.0.0.1:$TGT_PORT -C $CTL >"$DIR/tgtd.log" 2>&1 &
-TGT_PID=$!
-ok=
-for _ in $(seq 50); do
-  tgtadm -C $CTL --lld iscsi --op new --mode target --tid 1 -T $IQN_TGT 2>/dev/null && { ok=1; break; }
-  sleep 0.1
-done
-[ -n "$ok" ] || fail "tgtd did not start"
-tgtadm -C $CTL --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$DIR/tgt.img" || fail "tgtadm lun"
-tgtadm -C $CTL --lld iscsi --op bind --mode target --tid 1 -I ALL || fail "tgtadm bind"
+tgtd_start "$DIR/tgtd.log" 1
+tgtd_target 1 $IQN_TGT 1 "$DIR/tgt.img"
+TGT_PORT=$TGTD_PORT
+TGT_PID=$TGTD_PID
 
 # run NAME PID HOST_PORT IQN LUN LOAD -> prints "iops us_per_io"
 run() {
@@ -88,9 +80,8 @@ run() {
       ;;
     *)
       # "Run completed in 3.456 seconds."
-      local secs count
+      local secs
       secs=$(grep -o 'Run completed in [0-9.]*' <<<"$out" | awk '{print $4}')
-      count=$(grep -o 'count [0-9]*\|-c [0-9]*' <<<"$out" | head -1)
       [ -n "$secs" ] || { echo "$out" >&2; fail "qemu-img bench failed"; }
       ios=$([ "$load" = write-4k-qd32 ] && echo $((SECS * 20000)) || echo $((SECS * 1500)))
       iops=$(python3 -c "print(int($ios / $secs))")

@@ -17,21 +17,19 @@ IQN_TGT=iqn.2024-01.org.tgt:conformance
 INI=iqn.2024-01.org.vcp:conformance-initiator
 
 fail() { echo "conformance.sh: $*" >&2; exit 1; }
-for t in iscsi-test-cu tgtd tgtadm python3; do command -v $t >/dev/null || fail "$t not installed"; done
+for t in iscsi-test-cu python3; do command -v $t >/dev/null || fail "$t not installed"; done
+die() { fail "$@"; }
+source "$(dirname "$0")/lib/tgtd.sh"
 [ -x "$VCP_BIN" ] || fail "no vcp binary at $VCP_BIN (build it: cmake --build build-target --target vcp)"
 
 DIR=$(mktemp -d /tmp/vcp-conformance.XXXXXX)
 VCP_PID=
-TGT_PID=
 cleanup() {
   [ -n "$VCP_PID" ] && { kill -TERM "$VCP_PID" 2>/dev/null; wait "$VCP_PID" 2>/dev/null; }
-  # tgtd with targets configured ignores SIGTERM (peers.md): SIGKILL by pid.
-  [ -n "$TGT_PID" ] && { kill -KILL "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null; }
+  tgtd_stop
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 truncate -s 256M "$DIR/vcp.img" "$DIR/tgt.img"
 
@@ -46,20 +44,11 @@ done
 [ -n "$VCP_PORT" ] || { cat "$DIR/vcp.log"; fail "vcp target did not start"; }
 
 # ---- tgtd (LUN 1: tgtd keeps LUN 0 for its controller)
-TGT_PORT=$(free_port)
-CTL=$((100 + RANDOM % 400))
-tgtd -f --iscsi portal=127.0.0.1:$TGT_PORT -C $CTL >"$DIR/tgtd.log" 2>&1 &
-TGT_PID=$!
-ok=
-for _ in $(seq 50); do
-  tgtadm -C $CTL --lld iscsi --op new --mode target --tid 1 -T $IQN_TGT 2>/dev/null && { ok=1; break; }
-  sleep 0.1
-done
-[ -n "$ok" ] || { cat "$DIR/tgtd.log"; fail "tgtd did not start"; }
-tgtadm -C $CTL --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$DIR/tgt.img" || fail "tgtadm lun"
-tgtadm -C $CTL --lld iscsi --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1 ||
+tgtd_start "$DIR/tgtd.log"
+tgtd_target 1 $IQN_TGT 1 "$DIR/tgt.img"
+tgt --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1 ||
   fail "tgtadm thin_provisioning"
-tgtadm -C $CTL --lld iscsi --op bind --mode target --tid 1 -I ALL || fail "tgtadm bind"
+TGT_PORT=$TGTD_PORT
 
 run_suites() {  # name url
   local name=$1 url=$2

@@ -4,10 +4,9 @@
 #   tgtd.sh CASE
 # Environment: IO_TEST (the iscsi_io_test binary), VCP_BIN (the vcp binary, for discover/guest).
 #
-# Each run starts its own tgtd on a free TCP port with a free control port (-C, 100..499), with
-# file-backed LUNs in a temporary directory, configures it with tgtadm, runs the case and kills
-# tgtd by its pid with SIGKILL at exit (SIGTERM does not stop a tgtd with targets). A missing
-# tool is a failure, never a skip.
+# Each run starts its own tgtd (scripts/lib/tgtd.sh: free TCP port, free control port) with a
+# file-backed LUN in a temporary directory, configures it with tgtadm, runs the case and kills
+# tgtd at exit. A missing tool is a failure, never a skip.
 set -euo pipefail
 
 CASE=${1:?usage: tgtd.sh CASE}
@@ -20,22 +19,13 @@ MUTUAL="vcp-target-secret-4567890"
 die() { echo "tgtd.sh[$CASE]: FAIL: $*" >&2; exit 1; }
 log() { echo "tgtd.sh[$CASE]: $*" >&2; }
 
-for tool in tgtd tgtadm python3; do
-  command -v "$tool" >/dev/null || die "$tool not found (install the Debian package tgt / python3)"
-done
 [[ -x "${IO_TEST:-}" ]] || die "IO_TEST is not set to the iscsi_io_test binary"
+source "$(dirname "$0")/../../scripts/lib/tgtd.sh"
 
 WORK=$(mktemp -d /tmp/vcp-tgtd.XXXXXX)
-TGTD_PID=""
 cleanup() {
   local rc=$?
-  if [[ -n "$TGTD_PID" ]]; then
-    kill -CONT "$TGTD_PID" 2>/dev/null || true
-    kill -KILL "$TGTD_PID" 2>/dev/null || true
-    wait "$TGTD_PID" 2>/dev/null || true
-  fi
-  # A SIGKILLed tgtd leaves its control socket and lock file behind: ours, so ours to remove.
-  [[ -n "${CTL:-}" ]] && rm -f "/var/run/tgtd/socket.$CTL" "/var/run/tgtd/socket.$CTL.lock"
+  tgtd_stop
   if [[ $rc -ne 0 ]]; then
     log "tgtd log (last lines):"; tail -n 20 "$WORK/tgtd.log" >&2 2>/dev/null || true
   fi
@@ -44,50 +34,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-# A control port nobody uses: tgtd listens on the abstract/unix socket /var/run/tgtd/socket.N.
-free_ctl() {
-  local n
-  for _ in $(seq 1 200); do
-    n=$(( 100 + RANDOM % 400 ))
-    if [[ ! -e /var/run/tgtd/socket.$n ]] && ! ss -xl 2>/dev/null | grep -q "socket\.$n\b"; then
-      echo "$n"; return
-    fi
-  done
-  die "no free tgtd control port in 100..499"
-}
-
-PORT=$(free_port)
-CTL=$(free_ctl)
 truncate -s "$LUN_SIZE" "$WORK/lun1.img"
-
-tgt() { tgtadm -C "$CTL" --lld iscsi "$@"; }
-
-start_tgtd() {
-  local i
-  for i in $(seq 1 50); do
-    tgtd -f --iscsi portal=127.0.0.1:$PORT -C "$CTL" >>"$WORK/tgtd.log" 2>&1 &
-    TGTD_PID=$!
-    for _ in $(seq 1 50); do
-      if tgt --op show --mode sys >/dev/null 2>&1; then return 0; fi
-      kill -0 "$TGTD_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$TGTD_PID" 2>/dev/null || true
-    wait "$TGTD_PID" 2>/dev/null || true
-    TGTD_PID=""
-    sleep 0.2  # the port may still be held by the previous tgtd's connections
-  done
-  die "tgtd did not start on 127.0.0.1:$PORT -C $CTL"
-}
+start_tgtd() { tgtd_start "$WORK/tgtd.log"; }
 
 configure() {
-  tgt --op new --mode target --tid 1 -T "$IQN"
-  tgt --op new --mode logicalunit --tid 1 --lun 1 -b "$WORK/lun1.img"
+  tgtd_target 1 "$IQN" 1 "$WORK/lun1.img"
   tgt --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1
-  tgt --op bind --mode target --tid 1 -I ALL
   case "$CASE" in
     chap|wrong_secret)
       tgt --op new --mode account --user vcpuser --password "$SECRET"
@@ -117,8 +69,9 @@ configure() {
 
 start_tgtd
 configure
+PORT=$TGTD_PORT
 URL="iscsi://127.0.0.1:$PORT/$IQN/1"
-log "tgtd pid $TGTD_PID on 127.0.0.1:$PORT (-C $CTL), LUN $WORK/lun1.img"
+log "tgtd pid $TGTD_PID on 127.0.0.1:$PORT (-C $TGTD_CTL), LUN $WORK/lun1.img"
 
 # Runs the load generator in the background and disturbs tgtd while it runs.
 under_load() {
@@ -140,7 +93,7 @@ stop_cont() {
 }
 kill_restart() {
   log "SIGKILL tgtd, restart in 1 s"
-  kill -KILL "$TGTD_PID"; wait "$TGTD_PID" 2>/dev/null || true; TGTD_PID=""
+  tgtd_kill
   sleep 1
   start_tgtd; configure; log "tgtd restarted (pid $TGTD_PID)"
 }
@@ -172,7 +125,7 @@ case "$CASE" in
   absent_target)
     "$IO_TEST" expect-fail "iscsi://127.0.0.1:$PORT/iqn.2024-01.org.vcp.test:nosuch/1" "not found" ;;
   no_listener)
-    "$IO_TEST" expect-fail "iscsi://127.0.0.1:$(free_port)/$IQN/1" "Connection refused" ;;
+    "$IO_TEST" expect-fail "iscsi://127.0.0.1:$(tgtd_free_port)/$IQN/1" "Connection refused" ;;
   stop_cont)
     under_load stop_cont 20 ;;
   restart)
