@@ -29,12 +29,15 @@ constexpr uint32_t kNopTag = 0x40000000;
 constexpr uint32_t kTmfTag = 0x41000000;
 constexpr uint32_t kLogoutTag = 0x42000000;
 constexpr uint32_t kLoginTag = 0x43000000;
+constexpr uint32_t kTextTag = 0x44000000;
 constexpr uint32_t kTxReserve = 16;       // records kept free for NOP/TMF/logout
 constexpr uint64_t kTickMs = 100;         // timer period: timeouts, NOPs, back-off, reconnect
 constexpr uint32_t kOverflow = 32768;     // requests beyond kMaxTasks
 constexpr uint32_t kMaxRetriesNow = 10;   // UNIT ATTENTION in a row
 constexpr uint32_t kMaxRetriesBackoff = 40;
 constexpr uint32_t kMaxTimeouts = 3;      // a command aborted this often fails
+constexpr uint32_t kMaxRedirects = 8;     // login redirects in a row: a loop
+constexpr uint64_t kMaxTime2WaitMs = 10000;  // cap on a target's Time2Wait before reconnecting
 
 enum class Op : uint8_t { Timer = 1, Connect, Send, Recv, Cancel };
 uint64_t user_data(Op op, uint32_t gen) { return uint64_t{static_cast<uint8_t>(op)} << 56 | gen; }
@@ -309,10 +312,24 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
     is::TextKeys keys;
     std::string address;
     if (is::parse_text(data, keys) == is::TextError::Ok && keys.find("TargetAddress")) address = *keys.find("TargetAddress");
-    if (!address.empty() && parse_portal(address, &h, &p, &perr)) {
-      VCP_LOG_INFO("{}: target redirects us to {}", name_, address);
+    if (address.empty()) {
+      why += ": the redirect carries no TargetAddress";
+    } else if (!parse_portal(address, &h, &p, &perr)) {
+      why += ": bad TargetAddress '" + address + "'";
+    } else if (++redirects_ > kMaxRedirects) {
+      why += ": more than " + std::to_string(kMaxRedirects) + " redirects in a row (last to " + address +
+             "): a redirect loop";
+      redirects_ = 0;
+      host_ = cfg_.host;  // start over from the configured portal (with back-off)
+      port_ = cfg_.port;
+      redirected_temporarily_ = false;
+    } else {
+      VCP_LOG_INFO("{}: target redirects us ({}) to {}", name_,
+                   status == is::LoginStatus::TargetMovedTemporarily ? "temporarily" : "permanently", address);
+      ++stats_.redirects;
       host_ = h;
       port_ = p;
+      redirected_temporarily_ = status == is::LoginStatus::TargetMovedTemporarily;
       reconnect_attempts_ = 0;
       connection_failed("redirected");
       reconnect_at_ms_ = 0;
@@ -342,8 +359,10 @@ void Session::enter_full_feature() {
   first_login_done_ = true;
   state_ = State::FullFeature;
   reconnect_attempts_ = 0;
+  redirects_ = 0;
   down_since_ms_ = 0;
   recovery_expired_ = false;
+  async_logout_ = async_logout_sent_ = false;
   last_rx_ms_ = now_ms();
   nop_outstanding_ = false;
   tmf_ = Tmf::None;
@@ -370,6 +389,13 @@ void Session::connection_failed(const std::string& why) {
   bool closing = state_ == State::Failed || logout_done_ || closing_;
   if (!closing) {
     VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting", name_, why, in_flight_);
+    // A temporary redirect holds for the session it was given to (RFC 7143 §11.13.5): the
+    // next session starts at the configured portal again.
+    if (state_ == State::FullFeature && redirected_temporarily_) {
+      host_ = cfg_.host;
+      port_ = cfg_.port;
+      redirected_temporarily_ = false;
+    }
     state_ = State::Down;
     if (down_since_ms_ == 0) down_since_ms_ = now_ms();
     uint64_t delay = reconnect_attempts_ == 0 ? 0 : std::min<uint64_t>(100ull << std::min(reconnect_attempts_, 5u), 2000);
@@ -379,6 +405,7 @@ void Session::connection_failed(const std::string& why) {
   }
   tmf_ = Tmf::None;
   nop_outstanding_ = false;
+  async_logout_ = async_logout_sent_ = false;
   // Drop the tx FIFO: tasks requeued above are issued afresh on the next connection.
   for (uint32_t i = tx_head_task_; i != UINT32_MAX;) {
     uint32_t nx = tasks_[i].tx_next;
@@ -405,8 +432,16 @@ void Session::finish_teardown() {
   tearing_down_ = false;
   tx_head_ = tx_count_ = 0;
   tx_head_sent_ = 0;
+  send_upto_ = 0;
   send_in_flight_ = recv_in_flight_ = false;
   rx_reset();
+  // Every operation of the connection has been reaped: the kernel holds no request buffer any
+  // more, so completions held for a send can be delivered now.
+  for (uint32_t i = 0; i < kMaxTasks; ++i) {
+    Task& t = tasks_[i];
+    t.tx_refs = 0;
+    if (t.state == TaskState::Completing) finish_complete(t, t.held_status);
+  }
 }
 
 void Session::requeue_issued() {
@@ -414,6 +449,7 @@ void Session::requeue_issued() {
     Task& t = tasks_[i];
     if (t.state != TaskState::Issued) continue;
     ++stats_.reissued;
+    tx_cancel(t);
     ready_push(t);
   }
 }
@@ -421,7 +457,7 @@ void Session::requeue_issued() {
 void Session::fail_all(int status) {
   for (uint32_t i = 0; i < kMaxTasks; ++i) {
     Task& t = tasks_[i];
-    if (t.state == TaskState::Free) continue;
+    if (t.state == TaskState::Free || t.state == TaskState::Completing) continue;
     if (t.state == TaskState::Delayed) --delayed_;
     complete(t, status);
   }
@@ -557,12 +593,17 @@ void Session::ready_push(Task& t) {
 
 void Session::retry_later(Task& t, uint64_t delay_ms) {
   ++stats_.retries;
+  tx_cancel(t);
   t.state = TaskState::Delayed;
   t.deadline_ms = now_ms() + delay_ms;
   ++delayed_;
 }
 
+// A task answered by the target completes to the client only when no send still reads from
+// the request's buffers: Data-Out not yet handed to the kernel is dropped (the target has no use
+// for it), and one the in-flight sendmsg carries holds the completion until that send ends.
 void Session::complete(Task& t, int status) {
+  if (t.state == TaskState::Completing) return;
   if (t.in_tx_fifo) {
     uint32_t idx = static_cast<uint32_t>(&t - tasks_.get());
     uint32_t prev = UINT32_MAX;
@@ -576,6 +617,19 @@ void Session::complete(Task& t, int status) {
     }
     t.in_tx_fifo = false;
   }
+  tx_cancel(t);
+  if (t.tx_refs > 0) {
+    t.state = TaskState::Completing;
+    t.held_status = status;
+    ++completing_;
+    ++stats_.held_completions;
+    return;
+  }
+  finish_complete(t, status);
+}
+
+void Session::finish_complete(Task& t, int status) {
+  if (t.state == TaskState::Completing) --completing_;
   BlockRequest* req = t.req;
   t.req = nullptr;
   t.state = TaskState::Free;
@@ -606,7 +660,36 @@ Session::TxRecord* Session::tx_alloc() {
   r.iovcnt = 0;
   r.data_off = r.data_len = 0;
   r.trailer_len = 0;
+  r.data_out = false;
+  r.owner = UINT32_MAX;
   return &r;
+}
+
+// A record leaves the ring (sent, or dropped unsent): its task may be waiting for it.
+void Session::tx_release(TxRecord& r) {
+  if (r.owner == UINT32_MAX) return;
+  Task& t = tasks_[r.owner];
+  r.owner = UINT32_MAX;
+  if (t.tx_refs > 0 && --t.tx_refs == 0 && t.state == TaskState::Completing) finish_complete(t, t.held_status);
+}
+
+// Drops the task's Data-Out records that no sendmsg has taken yet (a record dropped whole
+// leaves the byte stream intact). Command PDUs stay: each holds a CmdSN the target waits for.
+void Session::tx_cancel(Task& t) {
+  if (t.tx_refs == 0) return;
+  const uint32_t idx = static_cast<uint32_t>(&t - tasks_.get());
+  const uint32_t first = std::max<uint32_t>(send_upto_, tx_head_sent_ > 0 ? 1 : 0);
+  for (uint32_t k = first; k < tx_count_ && t.tx_refs > 0; ++k) {
+    TxRecord& r = tx_[(tx_head_ + k) % kTxRecords];
+    if (r.owner != idx || !r.data_out) continue;
+    r.hdr_len = 0;
+    r.iov = nullptr;
+    r.iovcnt = 0;
+    r.data_len = 0;
+    r.trailer_len = 0;
+    r.owner = UINT32_MAX;
+    --t.tx_refs;
+  }
 }
 
 void Session::emit_header(TxRecord& r, const is::Pdu& pdu) {
@@ -649,7 +732,8 @@ void Session::tx_fifo_push(Task& t) {
 }
 
 void Session::issue_ready() {
-  if (state_ != State::FullFeature || tmf_ == Tmf::LunReset) return;
+  // After an Async logout request no new command goes out on this connection (RFC 7143 §11.9.1).
+  if (state_ != State::FullFeature || tmf_ == Tmf::LunReset || async_logout_) return;
   const uint64_t now = ready_head_ != UINT32_MAX ? now_ms() : 0;
   const is::Lun lun = *is::Lun::from_number(cfg_.lun);
   (void)lun;
@@ -685,6 +769,7 @@ void Session::issue_ready() {
 
 bool Session::emit_task_pdu(Task& t) {
   TxRecord& r = *tx_alloc();
+  r.owner = static_cast<uint32_t>(&t - tasks_.get());
   if (t.cmd_pending) {
     is::ScsiCommandPdu c;
     c.immediate = false;
@@ -715,8 +800,11 @@ bool Session::emit_task_pdu(Task& t) {
     d.buffer_offset = t.tx_off;
     emit_header(r, d);
     emit_data(r, t.iov, t.iovcnt, t.tx_off, len);
+    r.data_out = true;
     t.tx_off += len;
   }
+  if (r.data_len > 0) ++t.tx_refs;
+  else r.owner = UINT32_MAX;
   if (t.tx_off == t.tx_end && t.r2t_count > 0) {
     const auto& n = t.r2t[0];
     t.tx_off = n[0];
@@ -737,6 +825,7 @@ void Session::pump() {
     start_request(r);
   }
   issue_ready();
+  if (async_logout_) maybe_answer_logout_request();
   // Round robin over tasks with data to send, one PDU each, while the ring has room.
   while (tx_head_task_ != UINT32_MAX && tx_has_room(kTxReserve) && state_ == State::FullFeature) {
     Task& t = tasks_[tx_head_task_];
@@ -755,13 +844,17 @@ void Session::arm_send() {
   if (state_ != State::LoggingIn && state_ != State::FullFeature && state_ != State::LoggingOut) return;
   IovBuilder b{send_iov_.get(), kMaxIov};
   b.skip = tx_head_sent_;
+  uint32_t covered = tx_count_;
   for (uint32_t k = 0; k < tx_count_; ++k) {
     const TxRecord& r = tx_[(tx_head_ + k) % kTxRecords];
     if (!b.add(r.hdr.data(), r.hdr_len) || !b.add_range(r.iov, r.iovcnt, r.data_off, r.data_len) ||
-        !b.add(r.trailer.data(), r.trailer_len))
+        !b.add(r.trailer.data(), r.trailer_len)) {
+      covered = k + 1;  // (partly) in this sendmsg: the kernel reads its buffers from now on
       break;
+    }
   }
   if (b.n == 0) return;
+  send_upto_ = covered;
   queue_msg(static_cast<int>(Op::Send), send_msg_, send_iov_.get(), b.n);
   send_in_flight_ = true;
   ++stats_.sends;
@@ -784,29 +877,38 @@ void Session::queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n) {
 
 void Session::on_sent(int res) {
   send_in_flight_ = false;
+  send_upto_ = 0;
   if (res < 0) {
     connection_failed("send: " + errno_str(res));
     return;
   }
   uint64_t n = static_cast<uint64_t>(res);
-  while (n > 0 && tx_count_ > 0) {
-    const TxRecord& r = tx_[tx_head_];
+  // Pops every record sent whole (and dropped ones, of length 0, on the way).
+  while (tx_count_ > 0) {
+    TxRecord& r = tx_[tx_head_];
     uint64_t rem = r.total() - tx_head_sent_;
-    if (n >= rem) {
-      n -= rem;
-      tx_head_ = (tx_head_ + 1) % kTxRecords;
-      --tx_count_;
-      tx_head_sent_ = 0;
-    } else {
+    if (rem > n) {
       tx_head_sent_ += n;
-      n = 0;
+      break;
     }
+    n -= rem;
+    tx_head_ = (tx_head_ + 1) % kTxRecords;
+    --tx_count_;
+    tx_head_sent_ = 0;
+    tx_release(r);
+  }
+  // Held completions: what this send did not take is no longer the kernel's; drop it.
+  for (uint32_t i = 0; completing_ > 0 && i < kMaxTasks; ++i) {
+    Task& t = tasks_[i];
+    if (t.state != TaskState::Completing) continue;
+    tx_cancel(t);
+    if (t.tx_refs == 0) finish_complete(t, t.held_status);
   }
   pump();
 }
 
-void Session::send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> ping) {
-  if (!tx_has_room(1) || state_ != State::FullFeature) return;
+bool Session::send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> ping) {
+  if (!tx_has_room(1) || state_ != State::FullFeature) return false;
   size_t len = std::min(ping.size(), nop_echo_.size());
   if (len) std::memcpy(nop_echo_.data(), ping.data(), len);
   nop_echo_iov_ = {nop_echo_.data(), len};
@@ -822,6 +924,22 @@ void Session::send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> 
   emit_header(r, n);
   emit_data(r, &nop_echo_iov_, 1, 0, static_cast<uint32_t>(len));
   arm_send();
+  return true;
+}
+
+// An immediate Logout closing the session; returns its ITT.
+uint32_t Session::send_logout_request() {
+  is::LogoutRequestPdu l;
+  l.immediate = true;
+  l.reason = is::LogoutReason::CloseSession;
+  l.itt = kLogoutTag | (++special_seq_ & 0xffffff);
+  l.cid = 0;
+  l.cmd_sn = window_.peek();
+  l.exp_stat_sn = exp_stat_sn_;
+  TxRecord& r = *tx_alloc();
+  emit_header(r, l);
+  arm_send();
+  return l.itt;
 }
 
 void Session::send_tmf(is::TmfFunction fn, Task* t) {
@@ -1091,7 +1209,8 @@ void Session::process_pdu() {
   }
   if (auto* n = std::get_if<is::NopInPdu>(&rx_pdu_)) {
     update_sn(n->stat_sn, n->itt != is::kReservedTag, n->exp_cmd_sn, n->max_cmd_sn);
-    if (n->ttt != is::kReservedTag) send_nop_out(is::kReservedTag, n->ttt, data);  // the target pings us
+    // The target pings us: echo its TTT and data (RFC 7143 §11.18).
+    if (n->ttt != is::kReservedTag && send_nop_out(is::kReservedTag, n->ttt, data)) ++stats_.nop_ins_answered;
     if (nop_outstanding_ && n->itt == nop_itt_) nop_outstanding_ = false;
     return;
   }
@@ -1102,25 +1221,13 @@ void Session::process_pdu() {
   }
   if (auto* a = std::get_if<is::AsyncMessagePdu>(&rx_pdu_)) {
     update_sn(a->stat_sn, true, a->exp_cmd_sn, a->max_cmd_sn);
-    switch (a->event) {
-      case is::AsyncEvent::ScsiEvent: {
-        auto s = parse_response_sense(data);
-        VCP_LOG_WARN("{}: asynchronous SCSI event from the target: {}", name_, s ? describe(*s) : "no sense data");
-        break;
-      }
-      case is::AsyncEvent::LogoutRequested:
-        connection_failed("the target asked us to log out");
-        break;
-      case is::AsyncEvent::ConnectionDropped:
-      case is::AsyncEvent::SessionDropped:
-        connection_failed("the target is dropping the connection");
-        break;
-      case is::AsyncEvent::ParameterNegotiation:
-        VCP_LOG_WARN("{}: the target asks for parameter renegotiation, which we do not do", name_);
-        break;
-      case is::AsyncEvent::Vendor:
-        break;
-    }
+    on_async_message(*a, data);
+    return;
+  }
+  if (auto* tr = std::get_if<is::TextResponsePdu>(&rx_pdu_)) {
+    update_sn(tr->stat_sn, true, tr->exp_cmd_sn, tr->max_cmd_sn);
+    VCP_LOG_INFO("{}: Text Response to our (empty) renegotiation request: {} bytes of keys, ignored", name_,
+                 data.size());
     return;
   }
   if (auto* rj = std::get_if<is::RejectPdu>(&rx_pdu_)) {
@@ -1131,11 +1238,78 @@ void Session::process_pdu() {
     if (Task* t = task_for(itt)) complete(*t, -EIO);
     return;
   }
-  if (std::get_if<is::LogoutResponsePdu>(&rx_pdu_)) {
+  if (auto* lo = std::get_if<is::LogoutResponsePdu>(&rx_pdu_)) {
+    update_sn(lo->stat_sn, true, lo->exp_cmd_sn, lo->max_cmd_sn);
+    if (async_logout_sent_ && lo->itt == async_logout_itt_) {
+      // The target has cleaned up the session: what it did not answer is issued again on the
+      // next one, after Time2Wait.
+      const uint64_t wait = std::min<uint64_t>(uint64_t{lo->time2wait} * 1000, kMaxTime2WaitMs);
+      connection_failed("logged out at the target's request");
+      reconnect_at_ms_ = now_ms() + wait;
+      return;
+    }
     logout_done_ = true;
     return;
   }
   VCP_LOG_DEBUG("{}: ignoring {}", name_, is::to_string(is::opcode_of(rx_pdu_)));
+}
+
+// Async Messages (RFC 7143 §11.9.1).
+void Session::on_async_message(const is::AsyncMessagePdu& a, std::span<const uint8_t> data) {
+  switch (a.event) {
+    case is::AsyncEvent::ScsiEvent: {
+      auto s = parse_response_sense(data);
+      VCP_LOG_WARN("{}: asynchronous SCSI event from the target: {}", name_, s ? describe(*s) : "no sense data");
+      break;
+    }
+    case is::AsyncEvent::LogoutRequested:
+      // Logout within Parameter3 seconds; meanwhile no new commands. Commands already issued
+      // get half of that time to finish; whatever is left is issued again after the Logout.
+      if (async_logout_) break;
+      VCP_LOG_WARN("{}: the target asks us to log out within {} s; {} command(s) outstanding", name_, a.parameter3,
+                   in_flight_);
+      async_logout_ = true;
+      async_logout_at_ms_ = now_ms() + uint64_t{a.parameter3} * 1000 / 2;
+      maybe_answer_logout_request();
+      break;
+    case is::AsyncEvent::ConnectionDropped:
+    case is::AsyncEvent::SessionDropped: {
+      // Parameter2 is Time2Wait: no new connection before it has passed.
+      const uint64_t wait = std::min<uint64_t>(uint64_t{a.parameter2} * 1000, kMaxTime2WaitMs);
+      connection_failed(a.event == is::AsyncEvent::ConnectionDropped ? "the target dropped the connection"
+                                                                      : "the target dropped all connections");
+      reconnect_at_ms_ = now_ms() + wait;
+      break;
+    }
+    case is::AsyncEvent::ParameterNegotiation: {
+      // We must answer with a Text Request (which may be empty); we renegotiate nothing.
+      VCP_LOG_WARN("{}: the target asks for parameter renegotiation: sending an empty Text Request", name_);
+      if (!tx_has_room(1)) break;
+      is::TextRequestPdu tq;
+      tq.immediate = true;
+      tq.final = true;
+      tq.itt = kTextTag | (++special_seq_ & 0xffffff);
+      tq.cmd_sn = window_.peek();
+      tq.exp_stat_sn = exp_stat_sn_;
+      TxRecord& r = *tx_alloc();
+      emit_header(r, tq);
+      arm_send();
+      break;
+    }
+    case is::AsyncEvent::Vendor:
+      break;
+  }
+}
+
+void Session::maybe_answer_logout_request() {
+  if (!async_logout_ || async_logout_sent_ || state_ != State::FullFeature || !tx_has_room(1)) return;
+  if (now_ms() < async_logout_at_ms_) {
+    for (uint32_t i = 0; i < kMaxTasks; ++i)
+      if (tasks_[i].state == TaskState::Issued) return;  // still draining
+  }
+  async_logout_itt_ = send_logout_request();
+  async_logout_sent_ = true;
+  ++stats_.async_logouts;
 }
 
 void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool underflow, bool overflow,
@@ -1167,6 +1341,7 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
     case Verdict::RetryNow:
       if (++t.retries <= kMaxRetriesNow) {
         ++stats_.retries;
+        tx_cancel(t);
         ready_push(t);
         return;
       }
@@ -1247,6 +1422,7 @@ void Session::on_tmf_response(const is::TaskMgmtResponsePdu& r) {
         complete(*t, -EIO);
       } else {
         ++stats_.reissued;
+        tx_cancel(*t);
         ready_push(*t);
       }
     }
@@ -1278,8 +1454,10 @@ void Session::on_timer() {
   }
   switch (state_) {
     case State::FullFeature: {
+      maybe_answer_logout_request();
+      if (state_ != State::FullFeature) break;
       if (nop_outstanding_ && now > nop_deadline_ms_) {
-        connection_failed("no answer to NOP-Out for " + std::to_string(cfg_.timeout_ms / 1000) + " s");
+        connection_failed("no answer to NOP-Out for " + std::to_string(cfg_.timeout_ms) + " ms");
         break;
       }
       if (!nop_outstanding_ && now - last_rx_ms_ >= cfg_.nop_interval_ms) {
@@ -1432,18 +1610,9 @@ uint32_t Session::run_until_idle(uint32_t timeout_ms) {
 }
 
 void Session::logout(uint32_t timeout_ms) {
-  if (state_ == State::FullFeature && tx_has_room(1)) {
-    is::LogoutRequestPdu l;
-    l.immediate = true;
-    l.reason = is::LogoutReason::CloseSession;
-    l.itt = kLogoutTag | (++special_seq_ & 0xffffff);
-    l.cid = 0;
-    l.cmd_sn = window_.peek();
-    l.exp_stat_sn = exp_stat_sn_;
-    TxRecord& r = *tx_alloc();
-    emit_header(r, l);
+  if (state_ == State::FullFeature && tx_has_room(1) && !async_logout_sent_) {
+    send_logout_request();
     state_ = State::LoggingOut;
-    arm_send();
     const uint64_t until = now_ms() + timeout_ms;
     while (!logout_done_ && state_ == State::LoggingOut && now_ms() < until) {
       poll();
@@ -1453,8 +1622,11 @@ void Session::logout(uint32_t timeout_ms) {
   closing_ = true;
   logout_done_ = true;
   if (stats_.receives > 0)
-    VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends", name_, stats_.pdus_received,
-                 stats_.receives, double(stats_.pdus_received) / double(stats_.receives), stats_.sends);
+    VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends; {} target NOP-In pings "
+                 "answered, {} reconnects, {} retries, {} aborts, {} LUN resets, {} redirects",
+                 name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),
+                 stats_.sends, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.aborts,
+                 stats_.lun_resets, stats_.redirects);
   if (!tearing_down_ && sock_) connection_failed("logged out");
   const uint64_t until = now_ms() + 1000;
   while (tearing_down_ && now_ms() < until) {

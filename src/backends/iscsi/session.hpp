@@ -100,6 +100,10 @@ class Session {
     uint64_t aborts = 0;
     uint64_t lun_resets = 0;
     uint64_t nops_sent = 0;
+    uint64_t nop_ins_answered = 0;  // target pings (NOP-In with a TTT) echoed back
+    uint64_t redirects = 0;         // login redirects followed
+    uint64_t async_logouts = 0;     // Logouts sent because the target asked (Async event 1)
+    uint64_t held_completions = 0;  // completions held until the kernel was done with their data
     uint64_t pdus_received = 0;
     uint64_t receives = 0;  // socket receives that returned data
     uint64_t sends = 0;     // sendmsg calls (each carries every queued PDU it can)
@@ -108,7 +112,8 @@ class Session {
   const vcp::iscsi::SessionParams& params() const { return params_; }
 
  private:
-  enum class TaskState : uint8_t { Free, Ready, Issued, Delayed };
+  // Completing: answered, but a send still holds its buffers; completes when that send ends.
+  enum class TaskState : uint8_t { Free, Ready, Issued, Delayed, Completing };
   struct Task {
     BlockRequest* req = nullptr;
     Cdb cdb{};
@@ -136,6 +141,8 @@ class Session {
     uint8_t r2t_count = 0;
     uint32_t retries = 0;
     uint32_t timeouts = 0;
+    uint32_t tx_refs = 0;         // queued PDU records that send from the request's buffers
+    int held_status = 0;          // Completing: the status to report
     uint64_t deadline_ms = 0;     // Issued: command timeout; Delayed: when to retry
     uint32_t next = UINT32_MAX;   // ready / tx FIFO link
     uint32_t tx_next = UINT32_MAX;
@@ -151,6 +158,8 @@ class Session {
     uint32_t data_len = 0;
     std::array<uint8_t, 8> trailer{};  // pad + data digest
     uint8_t trailer_len = 0;
+    bool data_out = false;          // a Data-Out: may be dropped while not yet handed to the kernel
+    uint32_t owner = UINT32_MAX;    // the task whose buffers data_len bytes come from
     uint64_t total() const { return uint64_t{hdr_len} + data_len + trailer_len; }
   };
   // Stage: reading ahead into the staging buffer; Data: the rest of one data segment straight
@@ -185,13 +194,19 @@ class Session {
   // tx
   TxRecord* tx_alloc();
   bool tx_has_room(uint32_t n) const { return kTxRecords - tx_count_ >= n; }
+  void tx_release(TxRecord& r);
+  void tx_cancel(Task& t);
   void emit_header(TxRecord& r, const vcp::iscsi::Pdu& pdu);
   void emit_data(TxRecord& r, const iovec* iov, uint32_t iovcnt, uint32_t off, uint32_t len);
   void pump();
   void issue_ready();
   bool emit_task_pdu(Task& t);
   void tx_fifo_push(Task& t);
-  void send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> ping);
+  bool send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> ping);
+  uint32_t send_logout_request();
+  void on_async_message(const vcp::iscsi::AsyncMessagePdu& a, std::span<const uint8_t> data);
+  void maybe_answer_logout_request();
+  void on_redirect(const std::string& address);
   void send_tmf(vcp::iscsi::TmfFunction fn, Task* t);
 
   // rx
@@ -212,6 +227,7 @@ class Session {
   void start_request(BlockRequest* req);
   void ready_push(Task& t);
   void complete(Task& t, int status);
+  void finish_complete(Task& t, int status);
   void retry_later(Task& t, uint64_t delay_ms);
   void requeue_issued();
   uint64_t now_ms() const;
@@ -262,6 +278,7 @@ class Session {
   uint32_t in_flight_ = 0;
   uint64_t completed_ = 0;
   uint32_t delayed_ = 0;
+  uint32_t completing_ = 0;  // tasks in TaskState::Completing
   // Requests beyond kMaxTasks wait here (a fixed ring: no allocation).
   std::vector<BlockRequest*> overflow_;
   uint32_t overflow_head_ = 0, overflow_count_ = 0;
@@ -275,7 +292,7 @@ class Session {
   bool send_in_flight_ = false;
   std::unique_ptr<iovec[]> send_iov_;
   msghdr send_msg_{};
-  uint32_t send_records_ = 0;
+  uint32_t send_upto_ = 0;  // records (from the head) the in-flight sendmsg covers
 
   // rx
   RxPhase rx_phase_ = RxPhase::Stage;
@@ -315,7 +332,15 @@ class Session {
   uint64_t tmf_deadline_ms_ = 0;
   uint32_t special_seq_ = 0;
 
+  // the target asked us to log out (Async event 1): no new commands, Logout by this time
+  bool async_logout_ = false;
+  bool async_logout_sent_ = false;
+  uint32_t async_logout_itt_ = 0;
+  uint64_t async_logout_at_ms_ = 0;
+
   // recovery
+  uint32_t redirects_ = 0;           // in a row, without a login in between
+  bool redirected_temporarily_ = false;
   uint64_t down_since_ms_ = 0;
   uint64_t reconnect_at_ms_ = 0;
   uint32_t reconnect_attempts_ = 0;

@@ -1,0 +1,485 @@
+// The initiator's recovery paths, against a scripted target (scripted_target.hpp) that plays
+// each scenario PDU by PDU: retries with back-off, timeouts escalating ABORT TASK -> LUN RESET
+// -> reconnect, Async Messages, target pings, redirects, and a write the target fails while
+// its Data-Out is still being sent. Every test checks what the initiator sent and that each
+// request completed exactly once.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "backends/iscsi/scsi.hpp"
+#include "scripted_target.hpp"
+
+namespace vcp::backends::iscsi {
+namespace {
+
+using testing::mono_ms;
+using testing::Received;
+using testing::ScriptedTarget;
+using testing::TestIo;
+namespace is = vcp::iscsi;
+
+constexpr uint64_t kTickSlackMs = 150;  // the session's timer ticks every 100 ms
+
+std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 9));
+  return v;
+}
+
+class IscsiSession : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(target_.ok()); }
+  void TearDown() override {
+    target_.attach(nullptr);
+    session_.reset();
+  }
+  // Starts a session on the target and logs it in; cfg_ may be changed before.
+  void start(bool login = true) {
+    session_ = std::make_unique<Session>(cfg_, is::Isid{0x80, 1, 2, 3, 0, 0}, "test", LunShape{512, false, true});
+    target_.attach(session_.get());
+    ASSERT_EQ(session_->start(), 0);
+    if (login) {
+      ASSERT_TRUE(target_.connect_and_login());
+    }
+  }
+  // The next SCSI Command, noted for the target's ExpCmdSN.
+  std::optional<is::ScsiCommandPdu> next_command(int timeout_ms = 3000) {
+    auto r = target_.next(timeout_ms);
+    if (!r || !r->as<is::ScsiCommandPdu>()) return std::nullopt;
+    target_.saw_command(*r->as<is::ScsiCommandPdu>());
+    last_at_ms_ = r->at_ms;
+    return *r->as<is::ScsiCommandPdu>();
+  }
+  void submit(TestIo& io) {
+    session_->submit(&io.req);
+    session_->commit();
+  }
+  // Submits io and returns its SCSI Command as the target sees it.
+  std::optional<is::ScsiCommandPdu> issue(TestIo& io) {
+    submit(io);
+    return next_command();
+  }
+  // A 512-byte read answered with good data: the session works (and is in step).
+  void read_works(uint8_t seed) {
+    TestIo io(BlockOp::read, 0, 512);
+    auto c = issue(io);
+    ASSERT_TRUE(c);
+    target_.data_in_good(c->itt, pattern(512, seed));
+    ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+    EXPECT_EQ(io.status, 0);
+    EXPECT_EQ(io.buf, pattern(512, seed));
+    EXPECT_EQ(io.calls, 1);
+  }
+
+  ScriptedTarget target_;
+  IscsiConfig cfg_ = testing::scripted_config(target_.port());
+  std::unique_ptr<Session> session_;
+  uint64_t last_at_ms_ = 0;
+};
+
+// ---- retries ----
+
+TEST_F(IscsiSession, BusyAndTaskSetFullAreRetriedWithBackoff) {
+  start();
+  TestIo io(BlockOp::read, 4096, 4096);
+  auto c1 = issue(io);
+  ASSERT_TRUE(c1);
+  EXPECT_EQ(c1->cdb[0], scsi_op::kRead16);
+  target_.respond(c1->itt, scsi_status::kBusy);
+  const uint64_t t1 = mono_ms();
+  auto c2 = next_command();
+  ASSERT_TRUE(c2);
+  EXPECT_GE(last_at_ms_ - t1, 15u) << "BUSY must be retried after a back-off, not at once";
+  EXPECT_NE(c2->itt, c1->itt);
+  EXPECT_EQ(c2->cmd_sn, c1->cmd_sn + 1);
+  EXPECT_EQ(c2->cdb, c1->cdb);
+  target_.respond(c2->itt, scsi_status::kTaskSetFull);
+  const uint64_t t2 = mono_ms();
+  auto c3 = next_command();
+  ASSERT_TRUE(c3);
+  EXPECT_GE(last_at_ms_ - t2, 35u) << "the back-off doubles";
+  auto data = pattern(4096, 3);
+  target_.data_in_good(c3->itt, data);
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.buf, data);
+  EXPECT_EQ(session_->stats().retries, 2u);
+  // A late answer to a superseded ITT completes nothing a second time.
+  target_.respond(c1->itt, 0);
+  target_.run_for(100);
+  EXPECT_EQ(io.calls, 1);
+}
+
+TEST_F(IscsiSession, UnitAttentionIsRetriedAtOnceAndAStormFails) {
+  start();
+  TestIo io(BlockOp::write, 0, 512);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  auto ua = ScriptedTarget::sense(0x6, 0x29, 0x00);
+  target_.respond(c->itt, scsi_status::kCheckCondition, ua);
+  const uint64_t t = mono_ms();
+  c = next_command();
+  ASSERT_TRUE(c);
+  EXPECT_LT(last_at_ms_ - t, 90u) << "UNIT ATTENTION is reissued without waiting for the timer";
+  target_.respond(c->itt, 0);
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+
+  // Eleven in a row: the request fails, once, and is not issued again.
+  TestIo storm(BlockOp::write, 512, 512);
+  submit(storm);
+  int issued = 0;
+  while (auto s = next_command(500)) {
+    ++issued;
+    target_.respond(s->itt, scsi_status::kCheckCondition, ua);
+  }
+  EXPECT_EQ(issued, 11);
+  EXPECT_EQ(storm.calls, 1);
+  EXPECT_EQ(storm.status, -EIO);
+}
+
+TEST_F(IscsiSession, ErrorsAreNotRetried) {
+  start();
+  TestIo io(BlockOp::read, 0, 4096);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  target_.respond(c->itt, scsi_status::kCheckCondition, ScriptedTarget::sense(0x3, 0x11, 0x00));
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, -EIO);
+  EXPECT_TRUE(target_.quiet(300));
+  EXPECT_EQ(io.calls, 1);
+}
+
+// ---- timeouts ----
+
+TEST_F(IscsiSession, TimeoutEscalatesAbortTaskLunResetThenReconnect) {
+  cfg_.timeout_ms = 300;
+  start();
+  TestIo io(BlockOp::write, 8192, 4096);
+  io.buf = pattern(4096, 9);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  const uint64_t issued = last_at_ms_;
+  // Never answered: ABORT TASK for exactly this command.
+  auto r = target_.next(2000);
+  ASSERT_TRUE(r && r->as<is::TaskMgmtRequestPdu>());
+  auto abort = *r->as<is::TaskMgmtRequestPdu>();
+  EXPECT_EQ(abort.function, is::TmfFunction::AbortTask);
+  EXPECT_TRUE(abort.immediate);
+  EXPECT_EQ(abort.referenced_task_tag, c->itt);
+  EXPECT_EQ(abort.ref_cmd_sn, c->cmd_sn);
+  EXPECT_GE(r->at_ms - issued, 300u);
+  EXPECT_LE(r->at_ms - issued, 300 + kTickSlackMs + 100);
+  // ABORT TASK unanswered: LOGICAL UNIT RESET.
+  r = target_.next(2000);
+  ASSERT_TRUE(r && r->as<is::TaskMgmtRequestPdu>());
+  EXPECT_EQ(r->as<is::TaskMgmtRequestPdu>()->function, is::TmfFunction::LogicalUnitReset);
+  const uint64_t reset_at = r->at_ms;
+  // LUN reset unanswered: the connection is dropped and the session reinstated.
+  ASSERT_TRUE(target_.wait_eof(2000));
+  EXPECT_GE(mono_ms() - reset_at, 300u);
+  EXPECT_FALSE(io.done());
+  is::Isid isid{};
+  uint16_t tsih = 1;
+  ASSERT_TRUE(target_.connect_and_login(&isid, &tsih));
+  EXPECT_EQ(isid, (is::Isid{0x80, 1, 2, 3, 0, 0}));  // same ISID, TSIH 0: reinstatement
+  EXPECT_EQ(tsih, 0);
+  auto again = next_command();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->cdb, c->cdb);
+  auto imm = target_.next(200);  // immediate data came with the command (no R2T needed)
+  EXPECT_FALSE(imm && imm->as<is::DataOutPdu>());
+  target_.respond(again->itt, 0);
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.calls, 1);
+  EXPECT_EQ(session_->stats().aborts, 1u);
+  EXPECT_EQ(session_->stats().lun_resets, 1u);
+  EXPECT_EQ(session_->stats().reconnects, 1u);
+}
+
+TEST_F(IscsiSession, AnsweredAbortTaskReissuesTheCommand) {
+  cfg_.timeout_ms = 300;
+  start();
+  TestIo io(BlockOp::read, 0, 2048);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  auto r = target_.next(2000);
+  ASSERT_TRUE(r && r->as<is::TaskMgmtRequestPdu>());
+  ASSERT_EQ(r->as<is::TaskMgmtRequestPdu>()->function, is::TmfFunction::AbortTask);
+  is::TaskMgmtResponsePdu done;
+  done.response = is::TmfResponse::Complete;
+  done.itt = r->as<is::TaskMgmtRequestPdu>()->itt;
+  target_.stamp(done);
+  target_.send(done);
+  auto again = next_command();
+  ASSERT_TRUE(again);
+  EXPECT_NE(again->itt, c->itt);
+  auto data = pattern(2048, 5);
+  // The aborted ITT's late data and status are dropped; the new one completes the request.
+  target_.data_in_good(c->itt, pattern(2048, 99));
+  target_.data_in_good(again->itt, data);
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  target_.run_for(100);
+  EXPECT_EQ(io.calls, 1);
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.buf, data);
+  EXPECT_EQ(session_->stats().lun_resets, 0u);
+  EXPECT_EQ(session_->stats().reconnects, 0u);
+}
+
+// ---- keep-alive and target pings ----
+
+TEST_F(IscsiSession, TargetPingsAreEchoed) {
+  start();
+  const std::string ping = "ping-data-0123";
+  is::NopInPdu n;
+  n.ttt = 0x1234;
+  n.itt = is::kReservedTag;
+  target_.stamp(n, false);  // a ping does not advance StatSN
+  n.data_segment_length = static_cast<uint32_t>(ping.size());
+  target_.send(n, {reinterpret_cast<const uint8_t*>(ping.data()), ping.size()});
+  auto r = target_.next(1000);
+  ASSERT_TRUE(r && r->as<is::NopOutPdu>());
+  const auto& o = *r->as<is::NopOutPdu>();
+  EXPECT_EQ(o.itt, is::kReservedTag);  // an answer, not a ping of ours
+  EXPECT_EQ(o.ttt, 0x1234u);
+  EXPECT_TRUE(o.immediate);
+  EXPECT_EQ(std::string(r->data.begin(), r->data.end()), ping);
+  // A NOP-In without a TTT wants no answer.
+  n.ttt = is::kReservedTag;
+  n.data_segment_length = 0;
+  target_.send(n);
+  EXPECT_TRUE(target_.quiet(300));
+  EXPECT_EQ(session_->stats().nop_ins_answered, 1u);
+}
+
+TEST_F(IscsiSession, KeepAlivePingsAndDropsASilentTarget) {
+  cfg_.nop_interval_ms = 200;
+  cfg_.timeout_ms = 500;
+  start();
+  for (int i = 0; i < 3; ++i) {
+    auto r = target_.next(1000);
+    ASSERT_TRUE(r && r->as<is::NopOutPdu>());
+    const auto& o = *r->as<is::NopOutPdu>();
+    EXPECT_NE(o.itt, is::kReservedTag);
+    EXPECT_EQ(o.ttt, is::kReservedTag);
+    is::NopInPdu n;
+    n.itt = o.itt;
+    n.ttt = is::kReservedTag;
+    target_.stamp(n);
+    target_.send(n);
+  }
+  EXPECT_EQ(session_->stats().reconnects, 0u);
+  EXPECT_EQ(session_->stats().nops_sent, 3u);
+  // Unanswered: the connection goes after `timeout`.
+  auto r = target_.next(1000);
+  ASSERT_TRUE(r && r->as<is::NopOutPdu>());
+  ASSERT_TRUE(target_.wait_eof(500 + 2 * kTickSlackMs + 200));
+  EXPECT_GE(mono_ms() - r->at_ms, 500u);
+}
+
+// ---- Async Messages ----
+
+TEST_F(IscsiSession, AsyncLogoutRequestDrainsThenLogsOutWithinParameter3) {
+  start();
+  TestIo a(BlockOp::read, 0, 512), b(BlockOp::read, 512, 512), late(BlockOp::read, 1024, 512);
+  submit(a);
+  submit(b);
+  auto ca = next_command(), cb = next_command();
+  ASSERT_TRUE(ca && cb);
+  target_.async(is::AsyncEvent::LogoutRequested, 0, 0, 2);  // log out within 2 s
+  const uint64_t asked = mono_ms();
+  target_.run_for(50);  // the session has the message now
+  // No new command goes out on this connection; the one answered completes.
+  submit(late);
+  target_.data_in_good(ca->itt, pattern(512, 1));
+  auto r = target_.next(3000);
+  ASSERT_TRUE(r);
+  ASSERT_TRUE(r->as<is::LogoutRequestPdu>()) << "expected the Logout, got opcode "
+                                             << static_cast<int>(is::opcode_of(r->bhs));
+  EXPECT_TRUE(a.done());
+  // b is never answered here: the Logout comes when half of Parameter3 has passed.
+  EXPECT_GE(r->at_ms - asked, 900u);
+  EXPECT_LE(r->at_ms - asked, 2000u);
+  EXPECT_EQ(r->as<is::LogoutRequestPdu>()->reason, is::LogoutReason::CloseSession);
+  is::LogoutResponsePdu lr;
+  lr.itt = r->as<is::LogoutRequestPdu>()->itt;
+  target_.stamp(lr);
+  lr.time2wait = 0;
+  target_.send(lr);
+  ASSERT_TRUE(target_.wait_eof(1000));
+  // A new session: b is issued again, late for the first time.
+  ASSERT_TRUE(target_.connect_and_login());
+  for (int i = 0; i < 2; ++i) {
+    auto c = next_command();
+    ASSERT_TRUE(c);
+    target_.data_in_good(c->itt, pattern(512, 2));
+  }
+  ASSERT_TRUE(target_.run_until([&] { return b.done() && late.done(); }, 2000));
+  EXPECT_EQ(a.calls + b.calls + late.calls, 3);
+  EXPECT_EQ(b.status, 0);
+  EXPECT_EQ(late.status, 0);
+  EXPECT_EQ(session_->stats().async_logouts, 1u);
+}
+
+TEST_F(IscsiSession, AsyncDropConnectionWaitsTime2WaitAndReissues) {
+  start();
+  TestIo io(BlockOp::write, 0, 4096);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  target_.async(is::AsyncEvent::ConnectionDropped, 0, 1, 20);  // Time2Wait 1 s, Time2Retain 20 s
+  const uint64_t sent = mono_ms();
+  ASSERT_TRUE(target_.wait_eof(1000));
+  ASSERT_TRUE(target_.connect_and_login());
+  EXPECT_GE(target_.accepted_at_ms() - sent, 950u) << "reconnected before Time2Wait";
+  auto again = next_command();
+  ASSERT_TRUE(again);
+  target_.respond(again->itt, 0);
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+
+  // All connections dropped, Time2Wait 0: back at once.
+  TestIo io2(BlockOp::read, 0, 512);
+  submit(io2);
+  c = next_command();
+  ASSERT_TRUE(c);
+  target_.async(is::AsyncEvent::SessionDropped, 0, 0, 0);
+  ASSERT_TRUE(target_.wait_eof(1000));
+  ASSERT_TRUE(target_.connect_and_login());
+  again = next_command();
+  ASSERT_TRUE(again);
+  target_.data_in_good(again->itt, pattern(512, 4));
+  ASSERT_TRUE(target_.run_until([&] { return io2.done(); }, 2000));
+  EXPECT_EQ(io2.status, 0);
+  EXPECT_EQ(io.calls + io2.calls, 2);
+  EXPECT_EQ(session_->stats().reconnects, 2u);
+}
+
+TEST_F(IscsiSession, AsyncRenegotiationGetsAnEmptyTextRequest) {
+  start();
+  target_.async(is::AsyncEvent::ParameterNegotiation, 0, 0, 0);
+  auto r = target_.next(1000);
+  ASSERT_TRUE(r && r->as<is::TextRequestPdu>());
+  EXPECT_TRUE(r->as<is::TextRequestPdu>()->final);
+  EXPECT_TRUE(r->data.empty());
+  is::TextResponsePdu tr;
+  tr.final = true;
+  tr.itt = r->as<is::TextRequestPdu>()->itt;
+  target_.stamp(tr);
+  target_.send(tr);
+  // An asynchronous SCSI event is only logged; the session carries on.
+  auto ua = ScriptedTarget::sense(0x6, 0x2a, 0x09);
+  std::vector<uint8_t> seg{0, static_cast<uint8_t>(ua.size())};
+  seg.insert(seg.end(), ua.begin(), ua.end());
+  is::AsyncMessagePdu ev;
+  ev.event = is::AsyncEvent::ScsiEvent;
+  target_.stamp(ev);
+  ev.data_segment_length = static_cast<uint32_t>(seg.size());
+  target_.send(ev, seg);
+  read_works(6);
+  EXPECT_EQ(session_->stats().reconnects, 0u);
+}
+
+// ---- redirects ----
+
+TEST_F(IscsiSession, LoginRedirectIsFollowed) {
+  ScriptedTarget other;
+  ASSERT_TRUE(other.ok());
+  start(false);
+  ASSERT_TRUE(target_.accept());
+  ASSERT_TRUE(target_.redirect("127.0.0.1:" + std::to_string(other.port()) + ",1"));
+  other.attach(session_.get());
+  target_.attach(nullptr);
+  ASSERT_TRUE(other.connect_and_login());
+  EXPECT_EQ(session_->stats().redirects, 1u);
+  TestIo io(BlockOp::read, 0, 512);
+  session_->submit(&io.req);
+  session_->commit();
+  auto r = other.next();
+  ASSERT_TRUE(r && r->as<is::ScsiCommandPdu>());
+  other.saw_command(*r->as<is::ScsiCommandPdu>());
+  other.data_in_good(r->as<is::ScsiCommandPdu>()->itt, pattern(512, 8));
+  ASSERT_TRUE(other.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  other.attach(nullptr);
+  target_.attach(session_.get());
+}
+
+TEST_F(IscsiSession, RedirectLoopFailsTheLoginClearly) {
+  start(false);
+  const std::string self = "127.0.0.1:" + std::to_string(target_.port()) + ",1";
+  const uint64_t t0 = mono_ms();
+  for (int i = 0; i < 9; ++i) {
+    ASSERT_TRUE(target_.accept()) << "connection " << i;
+    ASSERT_TRUE(target_.redirect(self));
+  }
+  ASSERT_TRUE(target_.run_until([&] { return session_->state() == Session::State::Failed; }, 2000));
+  EXPECT_LT(mono_ms() - t0, 3000u);
+  EXPECT_NE(session_->error().find("redirect loop"), std::string::npos) << session_->error();
+  EXPECT_FALSE(target_.accept(300)) << "no login attempt after the loop was detected";
+}
+
+TEST_F(IscsiSession, RedirectWithoutAddressFailsClearly) {
+  start(false);
+  ASSERT_TRUE(target_.accept());
+  ASSERT_TRUE(target_.redirect(""));
+  ASSERT_TRUE(target_.run_until([&] { return session_->state() == Session::State::Failed; }, 2000));
+  EXPECT_NE(session_->error().find("no TargetAddress"), std::string::npos) << session_->error();
+  EXPECT_NE(session_->error().find("0x0101"), std::string::npos) << session_->error();
+}
+
+// ---- a write failed while its Data-Out is still going out ----
+
+TEST_F(IscsiSession, EarlyFailedWriteCompletesOnlyAfterItsDataOutLeftTheBuffer) {
+  target_.limits.immediate_data = false;  // all data by R2T
+  start();
+  const uint32_t len = 16776192;  // MaxBurstLength: one R2T, far more than the socket buffers take
+  TestIo w(BlockOp::write, 0, len);
+  w.buf = pattern(len, 0x11);
+  w.iov = {w.buf.data(), w.buf.size()};
+  w.scribble = 0xde;  // the client reuses the buffer the moment the request completes
+  auto c = issue(w);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->data_segment_length, 0u);
+  is::R2TPdu r2t;
+  r2t.itt = c->itt;
+  r2t.ttt = 0x777;
+  target_.stamp(r2t, false);  // a ping does not advance StatSN
+  r2t.desired_data_transfer_length = len;
+  target_.send(r2t);
+  target_.run_for(200);  // the initiator's sendmsg fills the socket buffers and waits
+  target_.respond(c->itt, scsi_status::kCheckCondition, ScriptedTarget::sense(0x3, 0x0c, 0x00));
+  target_.run_for(300);
+  EXPECT_FALSE(w.done()) << "completed while the kernel still sends from the request's buffer";
+  EXPECT_EQ(session_->stats().held_completions, 1u);
+  // Read everything: the payload is the request's data throughout, never what the client
+  // wrote after the completion (bytes in the socket buffers are the kernel's copies).
+  uint64_t bytes = 0;
+  uint32_t next_offset = 0;
+  bool intact = true;
+  const auto want = pattern(len, 0x11);
+  while (auto r = target_.next(500)) {
+    auto* d = r->as<is::DataOutPdu>();
+    ASSERT_TRUE(d) << "unexpected opcode " << static_cast<int>(is::opcode_of(r->bhs));
+    EXPECT_EQ(d->itt, c->itt);
+    EXPECT_EQ(d->ttt, 0x777u);
+    EXPECT_EQ(d->buffer_offset, next_offset);
+    next_offset = d->buffer_offset + d->data_segment_length;
+    intact = intact && std::equal(r->data.begin(), r->data.end(), want.begin() + d->buffer_offset);
+    bytes += d->data_segment_length;
+  }
+  ASSERT_TRUE(w.done());
+  EXPECT_EQ(w.calls, 1);
+  EXPECT_EQ(w.status, -EIO);
+  EXPECT_TRUE(intact) << "a Data-Out carried bytes written after the completion";
+  EXPECT_GT(bytes, 0u);
+  EXPECT_LT(bytes, uint64_t{len}) << "the Data-Out not yet handed to the kernel is dropped";
+  // The byte stream is still in step: the next command is parsed and answered normally.
+  read_works(1);
+  EXPECT_EQ(session_->stats().reconnects, 0u);
+}
+
+}  // namespace
+}  // namespace vcp::backends::iscsi
