@@ -118,6 +118,7 @@ class IoThread {
       cfg.relative_port = settings_.portal_group_tag;
       const uint32_t bs = backends_[i]->info().block_size;
       cfg.max_transfer_blocks = settings_.max_transfer_bytes / bs;
+      cfg.max_tasks = settings_.max_tasks;
       queues_.push_back(std::move(*q));
       luns_.push_back(std::make_unique<scsi::Lun>(cfg, *backends_[i], *queues_.back()));
       luns_.back()->set_reported_luns(ctx_.lun_numbers, false);

@@ -170,7 +170,7 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
               u32("max_transfer_bytes", &s.max_transfer_bytes) &&
               u32("max_data_in_segment", &s.max_data_in_segment) &&
               u32("login_timeout_ms", &s.login_timeout_ms) && u32("nop_interval_ms", &s.nop_interval_ms) &&
-              u32("nop_timeout_ms", &s.nop_timeout_ms);
+              u32("nop_timeout_ms", &s.nop_timeout_ms) && u32("max_tasks", &s.max_tasks);
     if (!ok) {
       *error = "[limits]: a value is out of range";
       return false;
@@ -220,6 +220,10 @@ bool validate(const TargetSettings& s, std::string* error) {
   }
   if (s.cmd_window < 1 || s.cmd_window > 4096) {
     *error = "cmd_window must be 1..4096";
+    return false;
+  }
+  if (s.max_tasks < 1 || s.max_tasks > 65536) {
+    *error = "max_tasks must be 1..65536";
     return false;
   }
   return true;

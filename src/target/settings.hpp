@@ -36,6 +36,7 @@ struct TargetSettings {
   uint32_t login_timeout_ms = 15000;     // a connection must finish login in this time
   uint32_t nop_interval_ms = 20000;      // idle this long: ping with a NOP-In
   uint32_t nop_timeout_ms = 20000;       // unanswered ping this long: drop the connection
+  uint32_t max_tasks = 1024;             // tasks in flight per LUN; more: TASK SET FULL
 
   static iscsi::NegotiationLimits default_limits() {
     iscsi::NegotiationLimits l;
@@ -61,7 +62,7 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
 //   max_outstanding_r2t, max_data_in_segment, initial_r2t, immediate_data, header_digest / data_digest
 //   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,
-//   nop_timeout_ms.
+//   nop_timeout_ms, max_tasks.
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error);
 // Final consistency checks (IQN present, at least one LUN, distinct LUN numbers, secrets).
 bool validate(const TargetSettings& s, std::string* error);

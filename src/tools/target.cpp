@@ -2,7 +2,7 @@
 //
 //   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
 //              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
-//              [--config target.toml]
+//              [--config target.toml] [--max-tasks N]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -27,6 +27,7 @@ struct TargetArgs {
   std::string mutual_chap_file;
   std::string cpus;
   std::string config;
+  uint32_t max_tasks = 0;
 };
 
 int fail(const std::string& why) {
@@ -41,6 +42,7 @@ int run_target(const TargetArgs& a) {
   if (!a.portal.empty() && !target::parse_portal(a.portal, &s.host, &s.port, &error))
     return fail("--portal: " + error);
   if (!a.iqn.empty()) s.iqn = a.iqn;
+  if (a.max_tasks) s.max_tasks = a.max_tasks;
   for (const auto& l : a.luns) {
     auto spec = target::parse_lun_arg(l, &error);
     if (!spec) return fail("--lun " + l + ": " + error);
@@ -109,6 +111,8 @@ Runner add_target(CLI::App& app) {
   cmd->add_option("--mutual-chap-file", a->mutual_chap_file, "file with 'NAME SECRET': the target's, for mutual CHAP");
   cmd->add_option("--cpu", a->cpus, "CPUs for the I/O threads, one thread each (e.g. 1 or 1-2)");
   cmd->add_option("--config", a->config, "TOML file with the same settings");
+  cmd->add_option("--max-tasks", a->max_tasks, "tasks in flight per LUN; more get TASK SET FULL (default 1024)")
+      ->check(CLI::Range(1u, 65536u));
   return [a] { return run_target(*a); };
 }
 

@@ -75,6 +75,7 @@ max_outstanding_r2t = 4
 initial_r2t = true
 header_digest = "require"
 cmd_window = 64
+max_tasks = 4
 )");
   TargetSettings s;
   std::string err;
@@ -90,6 +91,7 @@ cmd_window = 64
   EXPECT_TRUE(s.limits.initial_r2t);
   EXPECT_EQ(s.limits.header_digest, iscsi::DigestPolicy::Require);
   EXPECT_EQ(s.cmd_window, 64u);
+  EXPECT_EQ(s.max_tasks, 4u);
   EXPECT_EQ(s.cpus, std::vector<int>{0});
   EXPECT_TRUE(validate(s, &err)) << err;
 
@@ -108,6 +110,11 @@ TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   s.iqn = "iqn.x";
   EXPECT_FALSE(validate(s, &err));
   s.luns.push_back({0, "ram:size=1M"});
+  EXPECT_TRUE(validate(s, &err));
+  s.max_tasks = 0;
+  EXPECT_FALSE(validate(s, &err));  // no task could ever run
+  EXPECT_NE(err.find("max_tasks"), std::string::npos);
+  s.max_tasks = 4;
   EXPECT_TRUE(validate(s, &err));
   s.mutual_chap = iscsi::ChapCredentials{"t", "target-secret-1"};
   EXPECT_FALSE(validate(s, &err));  // mutual without one-way
