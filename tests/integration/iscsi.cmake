@@ -28,7 +28,19 @@ vcp_iscsi_test(absent_target 60)
 vcp_iscsi_test(no_listener 60)
 vcp_iscsi_test(stop_cont 180)
 vcp_iscsi_test(restart 180)
+vcp_iscsi_test(delete_conn 120)
+vcp_iscsi_test(nop 120)
+vcp_iscsi_test(redirect 120)
+vcp_iscsi_test(redirect_loop 60)
 vcp_iscsi_test(discover 60)
 vcp_iscsi_test(bench 120)
 vcp_iscsi_test(guest 300)
 set_tests_properties(iscsi_tgtd_guest PROPERTIES RESOURCE_LOCK qemu_guest)
+
+# The initiator against our own target made to push back (initiator_vcp_target.sh).
+if(TARGET vcp)
+  add_test(NAME iscsi_vcp_target_task_set_full
+           COMMAND ${CMAKE_CURRENT_LIST_DIR}/initiator_vcp_target.sh task_set_full)
+  set_tests_properties(iscsi_vcp_target_task_set_full PROPERTIES LABELS integration TIMEOUT 120
+                       ENVIRONMENT "IO_TEST=$<TARGET_FILE:iscsi_io_test>;VCP_BIN=$<TARGET_FILE:vcp>")
+endif()

@@ -4,9 +4,9 @@
 //   iscsi_io_test verify URL               read/write (several sizes and iovec splits, FUA),
 //                                          1 MiB I/O at queue depth 8, flush, discard,
 //                                          write-zeroes, two queues at once
-//   iscsi_io_test load URL SECONDS         random verified I/O at queue depth 16 for SECONDS
-//                                          while the script disturbs the target; ends with a
-//                                          full verify ("VERIFY OK")
+//   iscsi_io_test load URL SECONDS [QD]    random verified I/O at queue depth QD (16) for
+//                                          SECONDS while the script disturbs the target; ends
+//                                          with a full verify ("VERIFY OK")
 //   iscsi_io_test expect-fail URL TEXT     creating the backend must fail with TEXT in the error
 // Exit status 0 only when everything checked out.
 #include <poll.h>
@@ -226,7 +226,7 @@ int verify(const std::string& url) {
 
 // Random verified load. Each 4 KiB block has a version; its content is a function of
 // (block, version). Requests never overlap blocks in flight, so the model is exact.
-int load(const std::string& url, int seconds) {
+int load(const std::string& url, int seconds, int qd) {
   auto b = open_backend(url);
   auto q = open_queue(*b, 0);
   const uint64_t bs = 4096;
@@ -244,7 +244,6 @@ int load(const std::string& url, int seconds) {
       std::memcpy(out + i, &v, 8);
     }
   };
-  constexpr int kQd = 16;
   constexpr uint64_t kMaxBlocks = 16;
   struct Slot {
     Io io;
@@ -254,7 +253,7 @@ int load(const std::string& url, int seconds) {
     bool write = false;
     bool active = false;
   };
-  std::vector<Slot> slots(kQd);
+  std::vector<Slot> slots(static_cast<size_t>(qd));
   std::mt19937_64 rng(42);
   uint64_t done_ops = 0, errors = 0;
   uint32_t next_version = 1;
@@ -366,12 +365,19 @@ int expect_fail(const std::string& url, const std::string& text) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: iscsi_io_test verify|load|expect-fail URL [SECONDS|TEXT]\n");
+    std::fprintf(stderr, "usage: iscsi_io_test verify|load|expect-fail URL [SECONDS [QD]|TEXT]\n");
     return 2;
   }
   std::string mode = argv[1], url = argv[2];
   if (mode == "verify") return verify(url);
-  if (mode == "load" && argc == 4) return load(url, std::atoi(argv[3]));
+  if (mode == "load" && (argc == 4 || argc == 5)) {
+    const int qd = argc == 5 ? std::atoi(argv[4]) : 16;
+    if (qd < 1 || qd > 1024) {
+      std::fprintf(stderr, "iscsi_io_test: QD must be 1..1024\n");
+      return 2;
+    }
+    return load(url, std::atoi(argv[3]), qd);
+  }
   if (mode == "expect-fail" && argc == 4) return expect_fail(url, argv[3]);
   std::fprintf(stderr, "iscsi_io_test: bad arguments\n");
   return 2;

@@ -21,11 +21,19 @@ log() { echo "tgtd.sh[$CASE]: $*" >&2; }
 
 [[ -x "${IO_TEST:-}" ]] || die "IO_TEST is not set to the iscsi_io_test binary"
 source "$(dirname "$0")/../../scripts/lib/tgtd.sh"
+source "$(dirname "$0")/iscsi_load_check.sh"
 
 WORK=$(mktemp -d /tmp/vcp-tgtd.XXXXXX)
+OTHER_PID=""  # a second tgtd (redirect): killed by pid, its control socket removed
+OTHER_CTL=""
 cleanup() {
   local rc=$?
   tgtd_stop
+  if [[ -n "$OTHER_PID" ]]; then
+    kill -KILL "$OTHER_PID" 2>/dev/null || true
+    wait "$OTHER_PID" 2>/dev/null || true
+    rm -f "/var/run/tgtd/socket.$OTHER_CTL" "/var/run/tgtd/socket.$OTHER_CTL.lock"
+  fi
   if [[ $rc -ne 0 ]]; then
     log "tgtd log (last lines):"; tail -n 20 "$WORK/tgtd.log" >&2 2>/dev/null || true
   fi
@@ -64,7 +72,34 @@ configure() {
       tgt --op update --mode target --tid 1 --name FirstBurstLength --value 16384
       tgt --op update --mode target --tid 1 --name MaxBurstLength --value 32768
       tgt --op update --mode target --tid 1 --name MaxRecvDataSegmentLength --value 8192 ;;
+    nop)
+      # tgtd pings every second and drops a connection with 2 pings unanswered.
+      tgt --op update --mode target --tid 1 -n nop_interval -v 1
+      tgt --op update --mode target --tid 1 -n nop_count -v 2 ;;
   esac
+}
+
+# redirect_to ADDR PORT: tgtd's target 1 sends every login to ADDR:PORT (status 0x0101).
+# tgtd does not redirect to the address the login came in on, so ADDR is 127.0.0.2.
+redirect_to() {
+  tgt --op update --mode target --tid 1 --name RedirectAddress --value "$1"
+  tgt --op update --mode target --tid 1 --name RedirectPort --value "$2"
+  tgt --op update --mode target --tid 1 --name RedirectReason --value Temporary
+}
+
+# A second tgtd serving $IQN from $WORK/lunb.img, also listening on 127.0.0.2:$B_PORT; the
+# first stays the one `tgt` talks to.
+start_other_tgtd() {
+  local a_pid=$TGTD_PID a_port=$TGTD_PORT a_ctl=$TGTD_CTL
+  TGTD_PID="" TGTD_PORT="" TGTD_CTL=""
+  truncate -s "$LUN_SIZE" "$WORK/lunb.img"
+  tgtd_start "$WORK/tgtd-b.log"
+  OTHER_PID=$TGTD_PID OTHER_CTL=$TGTD_CTL
+  tgtd_target 1 "$IQN" 1 "$WORK/lunb.img"
+  tgt --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1
+  B_PORT=$(tgtd_free_port)
+  tgt --op new --mode portal --param "portal=127.0.0.2:$B_PORT"
+  TGTD_PID=$a_pid TGTD_PORT=$a_port TGTD_CTL=$a_ctl
 }
 
 start_tgtd
@@ -90,6 +125,13 @@ under_load() {
 stop_cont() {
   log "SIGSTOP tgtd for 7 s"
   kill -STOP "$TGTD_PID"; sleep 7; kill -CONT "$TGTD_PID"; log "SIGCONT"
+}
+delete_conn() {
+  local sid
+  sid=$(tgt --op show --mode conn --tid 1 | awk '/^Session:/ {print $2; exit}')
+  [[ -n "$sid" ]] || die "no session to delete"
+  log "tgtadm --op delete --mode conn --sid $sid --cid 0"
+  tgt --op delete --mode conn --tid 1 --sid "$sid" --cid 0
 }
 kill_restart() {
   log "SIGKILL tgtd, restart in 1 s"
@@ -130,6 +172,31 @@ case "$CASE" in
     under_load stop_cont 20 ;;
   restart)
     under_load kill_restart 14 ;;
+  delete_conn)
+    under_load delete_conn 10 ;;
+  nop)
+    # 10 s of verified load with tgtd pinging every second: every ping is answered, so the
+    # session is never dropped (our own keep-alive is off: nop_interval=60).
+    clean_load "$WORK/load.log" "$URL,timeout=5,nop_interval=60" 10
+    answered=$(q0_stat "$WORK/load.log" "target NOP-In pings answered")
+    log "target pings answered: ${answered:-none}"
+    [[ -n "$answered" && "$answered" -ge 8 ]] || die "expected at least 8 target NOP-In pings answered in 10 s" ;;
+  redirect)
+    # tgtd A sends the login to tgtd B's portal: the initiator follows, and the data lands on B.
+    start_other_tgtd
+    redirect_to 127.0.0.2 "$B_PORT"
+    "$IO_TEST" verify "$URL" >"$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log" >&2; die "verify through a redirect failed"; }
+    cat "$WORK/verify.log" >&2
+    grep -q "VERIFY OK" "$WORK/verify.log" || die "no clean verify"
+    grep -q "target redirects us (temporarily) to 127.0.0.2:$B_PORT" "$WORK/verify.log" || die "no redirect seen"
+    cmp -s -n "$(stat -c %s "$WORK/lun1.img")" "$WORK/lun1.img" /dev/zero || die "data was written on tgtd A"
+    ! cmp -s -n "$(stat -c %s "$WORK/lunb.img")" "$WORK/lunb.img" /dev/zero || die "no data reached tgtd B" ;;
+  redirect_loop)
+    # tgtd redirects to its own second portal: the initiator gives up with a clear error.
+    A2_PORT=$(tgtd_free_port)
+    tgt --op new --mode portal --param "portal=127.0.0.2:$A2_PORT"
+    redirect_to 127.0.0.2 "$A2_PORT"
+    timeout 20 "$IO_TEST" expect-fail "$URL" "redirect loop" ;;
   discover)
     [[ -x "${VCP_BIN:-}" ]] || die "VCP_BIN is not set to the vcp binary"
     out=$("$VCP_BIN" discover "127.0.0.1:$PORT")

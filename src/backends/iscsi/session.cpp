@@ -1328,6 +1328,7 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
     sense = parse_response_sense(sense_segment);
   }
   Outcome o = classify(status, sense, t.raw ? BlockOp::read : t.req->op);
+  if (status == scsi_status::kBusy || status == scsi_status::kTaskSetFull) ++stats_.busy;
   if (sense) {
     if (sense->key == sense_key::kUnitAttention) {
       VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
@@ -1623,9 +1624,9 @@ void Session::logout(uint32_t timeout_ms) {
   logout_done_ = true;
   if (stats_.receives > 0)
     VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends; {} target NOP-In pings "
-                 "answered, {} reconnects, {} retries, {} aborts, {} LUN resets, {} redirects",
+                 "answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects",
                  name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),
-                 stats_.sends, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.aborts,
+                 stats_.sends, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.aborts,
                  stats_.lun_resets, stats_.redirects);
   if (!tearing_down_ && sock_) connection_failed("logged out");
   const uint64_t until = now_ms() + 1000;

@@ -105,6 +105,7 @@ TEST_F(IscsiSession, BusyAndTaskSetFullAreRetriedWithBackoff) {
   EXPECT_EQ(io.status, 0);
   EXPECT_EQ(io.buf, data);
   EXPECT_EQ(session_->stats().retries, 2u);
+  EXPECT_EQ(session_->stats().busy, 2u);
   // A late answer to a superseded ITT completes nothing a second time.
   target_.respond(c1->itt, 0);
   target_.run_for(100);
