@@ -142,6 +142,10 @@ class ScriptedTarget {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
   }
+  // Ends the target's byte stream (the initiator sees EOF after what was sent).
+  void shutdown_write() {
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+  }
 
   // The initiator's next PDU; nullopt on timeout or when it closed the connection (eof()).
   std::optional<Received> next(int timeout_ms = 3000) {
