@@ -1302,6 +1302,10 @@ void Session::on_async_message(const is::AsyncMessagePdu& a, std::span<const uin
 }
 
 void Session::maybe_answer_logout_request() {
+  if (async_logout_sent_ && state_ == State::FullFeature && now_ms() > async_logout_at_ms_) {
+    connection_failed("no Logout Response within " + std::to_string(cfg_.timeout_ms) + " ms");
+    return;
+  }
   if (!async_logout_ || async_logout_sent_ || state_ != State::FullFeature || !tx_has_room(1)) return;
   if (now_ms() < async_logout_at_ms_) {
     for (uint32_t i = 0; i < kMaxTasks; ++i)
@@ -1309,6 +1313,7 @@ void Session::maybe_answer_logout_request() {
   }
   async_logout_itt_ = send_logout_request();
   async_logout_sent_ = true;
+  async_logout_at_ms_ = now_ms() + cfg_.timeout_ms;  // now: the deadline for the Logout Response
   ++stats_.async_logouts;
 }
 

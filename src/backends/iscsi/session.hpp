@@ -337,7 +337,7 @@ class Session {
   bool async_logout_ = false;
   bool async_logout_sent_ = false;
   uint32_t async_logout_itt_ = 0;
-  uint64_t async_logout_at_ms_ = 0;
+  uint64_t async_logout_at_ms_ = 0;  // Logout due by then; once sent: its answer due by then
 
   // recovery
   uint32_t redirects_ = 0;           // in a row, without a login in between
