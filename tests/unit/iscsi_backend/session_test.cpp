@@ -443,6 +443,15 @@ TEST_F(IscsiSession, RedirectWithoutAddressFailsClearly) {
   EXPECT_NE(session_->error().find("0x0101"), std::string::npos) << session_->error();
 }
 
+TEST_F(IscsiSession, RedirectToAnUnparsableAddressFailsClearly) {
+  start(false);
+  ASSERT_TRUE(target_.accept());
+  ASSERT_TRUE(target_.redirect("[::1:3260", true));
+  ASSERT_TRUE(target_.run_until([&] { return session_->state() == Session::State::Failed; }, 2000));
+  EXPECT_NE(session_->error().find("bad TargetAddress '[::1:3260'"), std::string::npos) << session_->error();
+  EXPECT_NE(session_->error().find("0x0102"), std::string::npos) << session_->error();
+}
+
 // ---- a write failed while its Data-Out is still going out ----
 
 TEST_F(IscsiSession, EarlyFailedWriteCompletesOnlyAfterItsDataOutLeftTheBuffer) {
