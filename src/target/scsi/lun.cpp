@@ -294,7 +294,13 @@ bool Lun::abort_task(const ItNexus& nexus, uint64_t tag) { return abort_matching
 
 uint32_t Lun::abort_task_set(const ItNexus& nexus) { return abort_matching(&nexus, false, 0); }
 
-uint32_t Lun::clear_task_set() { return abort_matching(nullptr, false, 0); }
+// The task set is the logical unit's: the other threads' tasks go too (by message).
+uint32_t Lun::clear_task_set() {
+  uint32_t n = abort_matching(nullptr, false, 0);
+  const uint64_t seq = ++reset_seq_;
+  if (uint32_t peers = shared_->abort_everywhere(mailbox_, seq)) barriers_.push_back(ResetBarrier{seq, peers});
+  return n;
+}
 
 void Lun::reset(ResetKind kind) {
   abort_matching(nullptr, false, 0);

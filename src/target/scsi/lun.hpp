@@ -89,6 +89,8 @@ class Lun final {
   // ---- Task management (SAM-5 7): aborted tasks complete with aborted = true ----
   bool abort_task(const ItNexus& nexus, uint64_t tag);
   uint32_t abort_task_set(const ItNexus& nexus);
+  // Every task of the logical unit, on this thread now and on the others by message; the
+  // count is this thread's.
   uint32_t clear_task_set();
   // LOGICAL UNIT RESET / TARGET (WARM) RESET: aborts every task, drops RESERVE(6/10)
   // reservations and establishes a unit attention for every I_T nexus. Persistent
@@ -97,7 +99,7 @@ class Lun final {
   // The session of this I_T nexus ended (or was reinstated): its tasks are aborted.
   void nexus_lost(const ItNexus& nexus);
   // Calls w->done once every task aborted so far on this Lun has ended, and the other
-  // threads have acknowledged that the resets this Lun sent them have quiesced theirs.
+  // threads have acknowledged that the resets and CLEAR TASK SETs this Lun sent them have quiesced theirs.
   void when_quiesced(QuiesceWait* w);
   // Takes back a wait whose done() has not run (its owner goes away); a no-op otherwise.
   void cancel_wait(QuiesceWait* w);
@@ -124,7 +126,7 @@ class Lun final {
     uint64_t id = 0;
     NexusRecord* rec = nullptr;
   };
-  // A reset this Lun sent to the other threads, until they all ack it.
+  // A reset or CLEAR TASK SET this Lun sent to the other threads, until they all ack it.
   struct ResetBarrier {
     uint64_t seq = 0;
     uint32_t acks_left = 0;
@@ -233,7 +235,7 @@ class Lun final {
   Mailbox* mailbox_ = nullptr;
   std::vector<LunMessage> mail_;       // taken from the mailbox, being handled
   uint64_t abort_gen_ = 0;             // one more per abort_matching()
-  uint64_t reset_seq_ = 0;             // one more per reset sent to the other threads
+  uint64_t reset_seq_ = 0;             // one more per abort_all sent to the other threads
   std::vector<ResetBarrier> barriers_;
   std::vector<OwedAck> owed_acks_;
   std::vector<QuiesceWait*> waits_;

@@ -240,6 +240,15 @@ uint32_t SharedLuState::reset(Mailbox* self, ResetKind kind, uint64_t seq) {
     r->ua.add(asc);
     r->publish();
   }
+  return abort_everywhere_locked(self, seq);
+}
+
+uint32_t SharedLuState::abort_everywhere(Mailbox* self, uint64_t seq) {
+  std::lock_guard g(mu_);
+  return abort_everywhere_locked(self, seq);
+}
+
+uint32_t SharedLuState::abort_everywhere_locked(Mailbox* self, uint64_t seq) {
   uint32_t posted = 0;
   for (auto& m : members_) {
     if (m.get() == self) continue;

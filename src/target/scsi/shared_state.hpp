@@ -147,16 +147,19 @@ class SharedLuState {
   // Sets them; a change raises MODE PARAMETERS CHANGED for every other nexus.
   void set_mode(ModePages next, const ItNexus* changer);
 
-  // ---- Resets ----
+  // ---- Resets and CLEAR TASK SET ----
   // Drops RESERVE(6/10), replaces every nexus's unit attentions with the reset's one and posts
   // abort_all(seq) to every member but `self`. Returns how many were posted (acks to expect).
   uint32_t reset(Mailbox* self, ResetKind kind, uint64_t seq);
+  // Only posts abort_all(seq) to every member but `self` (CLEAR TASK SET); likewise returns.
+  uint32_t abort_everywhere(Mailbox* self, uint64_t seq);
 
  private:
   class PrEventSink;
   friend class PrEventSink;
 
   void post_locked(Mailbox* to, const LunMessage& m);
+  uint32_t abort_everywhere_locked(Mailbox* self, uint64_t seq);
   NexusRecord* record_locked(const std::string& name, uint64_t isid, uint16_t port);
   void publish_access_locked();
   bool legacy_conflict_locked(const ItNexus& n) const;

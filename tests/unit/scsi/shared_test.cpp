@@ -174,6 +174,25 @@ TEST_F(SharedLuTest, TargetResetOnARaisesPowerOnResetOnB) {
   EXPECT_EQ(wf.calls, 1);
 }
 
+TEST_F(SharedLuTest, ClearTaskSetOnAClearsBsTasks) {
+  qb->held = true;
+  Started s;
+  start_read(*lb, b, s, 0x79);
+  la->clear_task_set();
+  WaitFlag wf;
+  la->when_quiesced(&wf.w);
+  lb->poll();
+  EXPECT_TRUE(s.t.aborted);
+  la->poll();
+  EXPECT_EQ(wf.calls, 0);
+  qb->release();
+  lb->poll();
+  la->poll();
+  EXPECT_EQ(s.done, 1);
+  EXPECT_EQ(wf.calls, 1);
+  EXPECT_TRUE(tur(*lb, b).good());  // no reset: no unit attention
+}
+
 TEST_F(SharedLuTest, ModePageChangeOnAIsSeenOnB) {
   const bool wce = lb->mode().wce;
   std::vector<uint8_t> p(4 + 20, 0);

@@ -86,7 +86,16 @@ TEST_P(TmfQuiesceTest, ResponseFollowsTheAbortedBackendRequest) {
 INSTANTIATE_TEST_SUITE_P(Functions, TmfQuiesceTest,
                          ::testing::Values(TmfFunction::AbortTask, TmfFunction::AbortTaskSet,
                                            TmfFunction::ClearTaskSet, TmfFunction::LogicalUnitReset,
-                                           TmfFunction::TargetWarmReset));
+                                           TmfFunction::TargetWarmReset),
+                         [](const ::testing::TestParamInfo<TmfFunction>& i) {
+                           switch (i.param) {
+                             case TmfFunction::AbortTask: return "AbortTask";
+                             case TmfFunction::AbortTaskSet: return "AbortTaskSet";
+                             case TmfFunction::ClearTaskSet: return "ClearTaskSet";
+                             case TmfFunction::LogicalUnitReset: return "LogicalUnitReset";
+                             default: return "TargetWarmReset";
+                           }
+                         });
 
 TEST(TargetTmf, ConnectionDropsWhileTheResponseWaits) {
   TargetFixture f;
