@@ -15,7 +15,7 @@ void Lun::cmd_test_unit_ready(ScsiTask* t) { finish(t, ok()); }
 void Lun::cmd_request_sense(ScsiTask* t) {
   // Sense is returned with each command (autosense); all that waits here are unit attentions.
   // DESC=1 asks for descriptor format, which is optional: fixed format is returned.
-  NexusRecord& ns = nexus_state(*t->nexus);
+  NexusRecord& ns = *nexus_state(*t->nexus).rec;
   Asc ua;
   Sense s = ns.ua_pending.load(std::memory_order_acquire) != 0 && shared_->take_ua(ns, &ua)
                 ? sense(SenseKey::unit_attention, ua)

@@ -77,12 +77,11 @@ void Lun::set_reported_luns(std::vector<uint64_t> luns, bool changed) {
 // ---------------------------------------------------------------------------------------------
 // I_T nexuses and their unit attentions.
 
-NexusRecord& Lun::nexus_state(const ItNexus& n) {
+Lun::NexusState& Lun::nexus_state(const ItNexus& n) {
   for (auto& s : nexuses_)
-    if (s.id == n.id) return *s.rec;
-  NexusRecord* rec = shared_->nexus(n);
-  nexuses_.push_back(NexusState{n.id, rec});
-  return *rec;
+    if (s.id == n.id) return s;
+  nexuses_.push_back(NexusState{n.id, shared_->nexus(n), {}});
+  return nexuses_.back();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -105,16 +104,20 @@ void Lun::unlink(ScsiTask* t) {
   --active_count_;
 }
 
-// The fast path reads one summary of the shared reservations; the lock only when one is held.
-bool Lun::access_conflict(const ScsiTask* t, const CommandInfo* cmd) const {
-  const uint32_t held = shared_->access_flags();
-  if (held == 0) return false;
-  const bool check_legacy = !cmd->legacy_allowed && (held & SharedLuState::kLegacyReserved);
+// The fast path compares the shared reservations' generation with the one this nexus's verdict
+// was computed at; the lock only when they differ (the reservations changed since).
+bool Lun::access_conflict(const ScsiTask* t, const CommandInfo* cmd, NexusState& ns) const {
+  if (shared_->access_gen() != ns.access.gen) shared_->access_verdict(*t->nexus, &ns.access);
+  if (!cmd->legacy_allowed && ns.access.legacy_conflict) return true;
   PrAccess access = cmd->pr;
   if (cmd->opcode == op::kStartStopUnit && (t->cdb[4] & 0x01) && (t->cdb[4] >> 4) == 0) access = PrAccess::allowed;
   if (cmd->opcode == op::kPreventAllow && (t->cdb[4] & 0x03) == 0) access = PrAccess::allowed;
-  if (!check_legacy && (!(held & SharedLuState::kPrReserved) || access == PrAccess::allowed)) return false;
-  return shared_->conflicts(*t->nexus, check_legacy, access);
+  switch (access) {
+    case PrAccess::read: return ns.access.read_conflict;
+    case PrAccess::write: return ns.access.write_conflict;
+    case PrAccess::allowed: break;
+  }
+  return false;
 }
 
 void Lun::execute(ScsiTask* t) {
@@ -146,13 +149,14 @@ void Lun::execute(ScsiTask* t) {
     finish(t, Outcome{Status::task_set_full, {}});
     return;
   }
-  NexusRecord& ns = nexus_state(*t->nexus);
+  NexusState& ns = nexus_state(*t->nexus);
   bool opcode_known = false;
   const CommandInfo* cmd = CommandTable::find(t->cdb, &opcode_known);
   if (cmd && cmd->needs_thin && !thin_) cmd = nullptr, opcode_known = false;
   // Acquire: pairs with NexusRecord::publish(); the lock is taken only when one is pending.
   Asc ua;
-  if (!(cmd && cmd->ua_exempt) && ns.ua_pending.load(std::memory_order_acquire) != 0 && shared_->take_ua(ns, &ua)) {
+  if (!(cmd && cmd->ua_exempt) && ns.rec->ua_pending.load(std::memory_order_acquire) != 0 &&
+      shared_->take_ua(*ns.rec, &ua)) {
     finish_sense(t, sense(SenseKey::unit_attention, ua));
     return;
   }
@@ -174,7 +178,7 @@ void Lun::execute(ScsiTask* t) {
     finish_sense(t, invalid_cdb_field(cmd->cdb_len - 1, 0));
     return;
   }
-  if (access_conflict(t, cmd)) {
+  if (access_conflict(t, cmd, ns)) {
     finish(t, conflict());
     return;
   }

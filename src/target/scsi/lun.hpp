@@ -125,6 +125,7 @@ class Lun final {
   struct NexusState {
     uint64_t id = 0;
     NexusRecord* rec = nullptr;
+    AccessVerdict access;  // as of shared_->access_gen() == access.gen
   };
   // A reset or CLEAR TASK SET this Lun sent to the other threads, until they all ack it.
   struct ResetBarrier {
@@ -141,8 +142,8 @@ class Lun final {
   friend struct CommandTable;
 
   // ---- lun.cpp: dispatch, completion, task lists, unit attentions ----
-  NexusRecord& nexus_state(const ItNexus& n);
-  bool access_conflict(const ScsiTask* t, const CommandInfo* cmd) const;
+  NexusState& nexus_state(const ItNexus& n);
+  bool access_conflict(const ScsiTask* t, const CommandInfo* cmd, NexusState& ns) const;
   void handle_mail();
   void check_quiesced();
   void complete(ScsiTask* t);

@@ -130,8 +130,9 @@ void SharedLuState::ua_all(Asc asc, const ItNexus* except) {
 // Reservations.
 
 void SharedLuState::publish_access_locked() {
-  uint32_t f = (pr_.reserved() ? kPrReserved : 0) | (legacy_reserved_ ? kLegacyReserved : 0);
-  access_flags_.store(f, std::memory_order_release);  // pairs with the acquire in access_flags()
+  // Only writers under mu_ change it, so load + store is an increment.
+  const uint64_t next = access_gen_.load(std::memory_order_relaxed) + 1;
+  access_gen_.store(next, std::memory_order_release);  // pairs with the acquire in access_gen()
 }
 
 bool SharedLuState::legacy_conflict_locked(const ItNexus& n) const {
@@ -139,10 +140,12 @@ bool SharedLuState::legacy_conflict_locked(const ItNexus& n) const {
   return !(n.isid == legacy_isid_ && n.target_port == legacy_port_ && n.initiator_name == legacy_name_);
 }
 
-bool SharedLuState::conflicts(const ItNexus& n, bool check_legacy, PrAccess access) {
+void SharedLuState::access_verdict(const ItNexus& n, AccessVerdict* v) {
   std::lock_guard g(mu_);
-  if (check_legacy && legacy_conflict_locked(n)) return true;
-  return pr_.conflicts(n, access);
+  v->gen = access_gen_.load(std::memory_order_relaxed);  // the state below is this generation's
+  v->legacy_conflict = legacy_conflict_locked(n);
+  v->read_conflict = pr_.conflicts(n, PrAccess::read);
+  v->write_conflict = pr_.conflicts(n, PrAccess::write);
 }
 
 Outcome SharedLuState::pr_in(const uint8_t* cdb, std::vector<uint8_t>& out) {

@@ -5,18 +5,21 @@
 // tasks of the others.
 //
 // Threading: the Luns that share it run on different threads. Everything marked "guarded"
-// is read and written under mu_ only. The data path takes no lock: it reads three summaries
-// (access_flags(), NexusRecord::ua_pending, wce()) and goes to mu_ only when one says there is
-// something to check (a reservation exists, a unit attention is pending).
+// is read and written under mu_ only. The data path takes no lock: it reads three atomics
+// (access_gen(), NexusRecord::ua_pending, wce()) and goes to mu_ only when one says there is
+// something new (the reservations changed since this nexus's verdict was cached on this
+// thread, a unit attention is pending). A reservation that stays in place costs nothing after
+// the first command of each nexus on each thread.
 //
-// Memory ordering of the summaries: each is stored while mu_ is held, right after the guarded
-// state it summarises changed, with memory_order_release; the data path loads it with
-// memory_order_acquire (the pair: publish_access() / NexusRecord::publish() <-> access_flags()
-// / ua_pending.load()). A set summary only sends the reader to mu_, which orders the guarded
-// state itself; a clear one lets it skip the state entirely. A change made for one initiator
-// is visible to another's next command because the changing thread stores the summary before
-// it unlocks and before the response leaves (send()), and the other thread loads it after its
-// receive of the later command: the response/command exchange is the happens-before edge.
+// Memory ordering: access_gen_ and ua_pending are stored while mu_ is held, right after the
+// guarded state they describe changed, with memory_order_release; the data path loads them
+// with memory_order_acquire (the pairs: publish_access_locked() <-> access_gen(),
+// NexusRecord::publish() <-> the ua_pending loads in Lun). A changed value only sends the
+// reader to mu_, which orders the guarded state itself; an unchanged one lets it use what it
+// cached under mu_ earlier. A change made for one initiator is visible to another's next
+// command because the changing thread stores the new value before it unlocks and before the
+// response leaves (send()), and the other thread loads it after receiving the later command:
+// the response/command exchange is the happens-before edge.
 //
 // Messages between threads: post() appends under mu_ to the receiver's inbox, sets its
 // Mailbox::pending (release; pairs with the acquire in Lun::poll()) and calls its wake
@@ -74,6 +77,14 @@ struct NexusRecord {
   void publish() { ua_pending.store(ua.count, std::memory_order_release); }
 };
 
+// What the reservations refuse one nexus, cached by a Lun until access_gen() moves on.
+struct AccessVerdict {
+  uint64_t gen = 0;              // 0: never computed
+  bool legacy_conflict = false;  // another nexus holds RESERVE(6/10)
+  bool read_conflict = false;    // the persistent reservation refuses reads
+  bool write_conflict = false;   // ... and writes
+};
+
 // A cross-thread request from one Lun to another of the same logical unit.
 struct LunMessage {
   enum class Kind : uint8_t {
@@ -102,9 +113,8 @@ class SharedLuState {
   SharedLuState& operator=(const SharedLuState&) = delete;
 
   // ---- Without the lock (the data path) ----
-  static constexpr uint32_t kPrReserved = 1;      // a persistent reservation is held
-  static constexpr uint32_t kLegacyReserved = 2;  // a RESERVE(6/10) reservation is held
-  uint32_t access_flags() const { return access_flags_.load(std::memory_order_acquire); }
+  // One more at every change of the reservations (persistent or RESERVE(6/10)); never 0.
+  uint64_t access_gen() const { return access_gen_.load(std::memory_order_acquire); }
   // WCE decides FUA on each write; it guards no other state, so relaxed is enough.
   bool wce() const { return wce_.load(std::memory_order_relaxed); }
 
@@ -127,9 +137,8 @@ class SharedLuState {
   void ua_all(Asc asc, const ItNexus* except);
 
   // ---- Reservations ----
-  // Under the lock: does a RESERVE(6/10) (check_legacy) or persistent reservation refuse
-  // this access to n?
-  bool conflicts(const ItNexus& n, bool check_legacy, PrAccess access);
+  // Under the lock: what the reservations refuse nexus n, as of generation v->gen.
+  void access_verdict(const ItNexus& n, AccessVerdict* v);
   Outcome pr_in(const uint8_t* cdb, std::vector<uint8_t>& out);
   // PERSISTENT RESERVE OUT from member `self`. Registrations whose tasks PREEMPT AND ABORT
   // must abort are posted to the other members and returned in abort_here for the caller's
@@ -164,7 +173,7 @@ class SharedLuState {
   void publish_access_locked();
   bool legacy_conflict_locked(const ItNexus& n) const;
 
-  std::atomic<uint32_t> access_flags_{0};
+  std::atomic<uint64_t> access_gen_{1};
   std::atomic<bool> wce_;
 
   std::mutex mu_;
