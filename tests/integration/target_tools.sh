@@ -14,7 +14,7 @@
 #
 # The target listens on port 0 (the kernel picks a free one; we read it from its first line),
 # with a file LUN 0 and a ram LUN 1 in a temporary directory; everything is removed at the end.
-# A missing tool is a failure, never a skip.
+# A missing tool is a failure, never a skip. CU_LOG=FILE appends iscsi-test-cu's whole output there.
 set -u
 VCP_BIN=${1:?usage: target_tools.sh VCP_BIN MODE [ARGS]}
 MODE=${2:?mode}
@@ -174,6 +174,7 @@ cu | cu-threads)
   fi
   for spec in "$@"; do
     out=$(timeout 600 iscsi-test-cu -i $INI --dataloss --test="$spec" "$URL/0" 2>&1)
+    [ -n "${CU_LOG:-}" ] && echo "$out" >>"$CU_LOG"
     summary=$(grep -E '^ +tests ' <<<"$out")
     echo "$spec: $summary"
     failed=$(awk '{print $5}' <<<"$summary")
