@@ -72,6 +72,16 @@ struct TargetConnection::Task {
   std::vector<R2t> r2ts;  // outstanding
 };
 
+// A task management response held back until every task the function aborted has ended
+// (SAM-5 7.1): one wait per Lun the aborted tasks were in.
+struct TargetConnection::PendingTmf {
+  TargetConnection* conn = nullptr;
+  TaskMgmtResponsePdu r;
+  bool cold_reset = false;
+  size_t left = 0;
+  std::vector<std::pair<scsi::Lun*, scsi::QuiesceWait>> waits;  // never resized once waiting
+};
+
 TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
     : ctx_(ctx), started_ms_(now_ms), last_rx_ms_(now_ms) {
   const TargetSettings& s = *ctx_.settings;
@@ -648,6 +658,7 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
   r.response = TmfResponse::Complete;
   const auto num = rq.lun.number();
   scsi::Lun* lu = num ? ctx_.find_lun(*num) : nullptr;
+  std::vector<scsi::Lun*> quiesce;  // where aborted tasks may still be in flight
   const bool lun_scoped = rq.function == TmfFunction::AbortTask || rq.function == TmfFunction::AbortTaskSet ||
                           rq.function == TmfFunction::ClearTaskSet || rq.function == TmfFunction::ClearAca ||
                           rq.function == TmfFunction::LogicalUnitReset;
@@ -661,7 +672,8 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
         Task* t = find_task(rq.referenced_task_tag);
         if (t && t->lun == *num) {
           if (t->in_lun) {
-            t->lu->abort_task(nexus_, t->itt);  // completes it (aborted: no response)
+            quiesce.push_back(t->lu);
+            t->lu->abort_task(nexus_, t->itt);  // it ends without a response, maybe later
           } else {
             free_task(t);
           }
@@ -674,19 +686,25 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
       case TmfFunction::AbortTaskSet:
         drop_collecting(*num, false);
         lu->abort_task_set(nexus_);
+        quiesce.push_back(lu);
         break;
       case TmfFunction::ClearTaskSet:
         drop_collecting(*num, false);
         lu->clear_task_set();
+        quiesce.push_back(lu);
         break;
       case TmfFunction::LogicalUnitReset:
         drop_collecting(*num, false);
         lu->reset(scsi::ResetKind::lun_reset);
+        quiesce.push_back(lu);
         break;
       case TmfFunction::TargetWarmReset:
       case TmfFunction::TargetColdReset:
         drop_collecting(0, true);
-        for (auto& e : ctx_.luns) e.lun->reset(scsi::ResetKind::target_reset);
+        for (auto& e : ctx_.luns) {
+          e.lun->reset(scsi::ResetKind::target_reset);
+          quiesce.push_back(e.lun);
+        }
         break;
       case TmfFunction::ClearAca:
         r.response = TmfResponse::NotSupported;
@@ -696,13 +714,42 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
         break;
     }
   }
+  const bool cold = rq.function == TmfFunction::TargetColdReset && r.response == TmfResponse::Complete;
+  if (quiesce.empty()) return send_tmf_response(r, cold);
+  auto pending = std::make_unique<PendingTmf>();
+  PendingTmf* pt = pending.get();
+  pt->conn = this;
+  pt->r = r;
+  pt->cold_reset = cold;
+  pt->left = quiesce.size();
+  pt->waits.resize(quiesce.size());
+  for (size_t i = 0; i < quiesce.size(); ++i) {
+    pt->waits[i].first = quiesce[i];
+    pt->waits[i].second.done = &TargetConnection::tmf_quiesced;
+    pt->waits[i].second.ctx = pt;
+  }
+  tmfs_.push_back(std::move(pending));
+  // Each may answer at once (nothing left in flight there); the last one frees pt.
+  for (size_t i = 0; i < quiesce.size(); ++i) quiesce[i]->when_quiesced(&pt->waits[i].second);
+}
+
+void TargetConnection::tmf_quiesced(scsi::QuiesceWait* w) {
+  auto* pt = static_cast<PendingTmf*>(w->ctx);
+  if (--pt->left > 0) return;
+  TargetConnection* c = pt->conn;
+  auto it = std::find_if(c->tmfs_.begin(), c->tmfs_.end(), [pt](auto& p) { return p.get() == pt; });
+  std::unique_ptr<PendingTmf> done = std::move(*it);
+  c->tmfs_.erase(it);
+  if (!c->closing_) c->send_tmf_response(done->r, done->cold_reset);
+}
+
+void TargetConnection::send_tmf_response(TaskMgmtResponsePdu& r, bool cold_reset) {
   r.stat_sn = stat_sn_.take();
   r.exp_cmd_sn = window_.exp_cmd_sn();
   r.max_cmd_sn = max_cmd_sn();
   send(r);
   // A cold reset ends every connection to the target (SAM-5); we end ours.
-  if (rq.function == TmfFunction::TargetColdReset && r.response == TmfResponse::Complete)
-    close("target cold reset");
+  if (cold_reset) close("target cold reset");
 }
 
 void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t> data,
@@ -875,6 +922,10 @@ void TargetConnection::shutdown() {
   ended_ = true;
   held_.clear();
   drop_collecting(0, true);
+  // TMF responses still waiting will not be sent: the Luns let go of their waits.
+  for (auto& pt : tmfs_)
+    for (auto& [lun, w] : pt->waits) lun->cancel_wait(&w);
+  tmfs_.clear();
   if (session_) {
     ctx_.sessions->remove(session_.get());
     session_.reset();

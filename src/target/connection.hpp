@@ -132,8 +132,8 @@ class TargetConnection {
 
   // No more input is wanted; close once the output is flushed.
   bool closing() const { return closing_; }
-  // Closing, and no task is still inside a Lun: the object may be destroyed.
-  bool finished() const { return closing_ && tasks_.empty(); }
+  // Closing, no task is still inside a Lun and no Lun holds a TMF wait: may be destroyed.
+  bool finished() const { return closing_ && tasks_.empty() && tmfs_.empty(); }
   bool full_feature() const { return phase_ == Phase::FullFeature; }
   bool discovery() const { return params_.session_type == iscsi::SessionType::Discovery; }
   const iscsi::SessionParams& params() const { return params_; }
@@ -144,6 +144,7 @@ class TargetConnection {
  private:
   enum class Phase : uint8_t { Login, FullFeature };
   struct Task;
+  struct PendingTmf;
 
   // intake
   void process_input();
@@ -157,6 +158,8 @@ class TargetConnection {
   void on_data_out(const iscsi::DataOutPdu& d, std::span<const uint8_t> data, std::span<const uint8_t> pdu);
   void on_nop_out(const iscsi::NopOutPdu& n, std::span<const uint8_t> data);
   void on_task_mgmt(const iscsi::TaskMgmtRequestPdu& t);
+  static void tmf_quiesced(scsi::QuiesceWait* w);
+  void send_tmf_response(iscsi::TaskMgmtResponsePdu& r, bool cold_reset);
   void on_text(const iscsi::TextRequestPdu& t, std::span<const uint8_t> data, std::span<const uint8_t> pdu);
   void on_logout(const iscsi::LogoutRequestPdu& l);
 
@@ -211,6 +214,7 @@ class TargetConnection {
   size_t text_out_off_ = 0;
   uint32_t text_ttt_ = iscsi::kReservedTag;
 
+  std::vector<std::unique_ptr<PendingTmf>> tmfs_;  // TMF responses waiting for quiescence
   std::vector<Task*> tasks_;
   std::vector<std::unique_ptr<Task>> owned_;  // every task made so far (the owner)
   std::vector<Task*> free_;                   // not in use; their buffers are kept

@@ -41,8 +41,10 @@ uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
 class IoThread {
  public:
   IoThread(unsigned index, int cpu, const TargetSettings& settings, SessionRegistry& sessions,
-           std::vector<std::unique_ptr<BlockBackend>>& backends)
-      : index_(index), cpu_(cpu), settings_(settings), sessions_(sessions), backends_(backends) {
+           std::vector<std::unique_ptr<BlockBackend>>& backends,
+           const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states)
+      : index_(index), cpu_(cpu), settings_(settings), sessions_(sessions), backends_(backends),
+        lu_states_(lu_states) {
     wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   }
 
@@ -120,7 +122,8 @@ class IoThread {
       cfg.max_transfer_blocks = settings_.max_transfer_bytes / bs;
       cfg.max_tasks = settings_.max_tasks;
       queues_.push_back(std::move(*q));
-      luns_.push_back(std::make_unique<scsi::Lun>(cfg, *backends_[i], *queues_.back()));
+      luns_.push_back(std::make_unique<scsi::Lun>(cfg, *backends_[i], *queues_.back(), lu_states_[i]));
+      luns_.back()->set_wake([this] { wake(); });  // resets from the other I/O threads
       luns_.back()->set_reported_luns(ctx_.lun_numbers, false);
       ctx_.luns.push_back({cfg.lun, luns_.back().get()});
     }
@@ -306,6 +309,7 @@ class IoThread {
   const TargetSettings& settings_;
   SessionRegistry& sessions_;
   std::vector<std::unique_ptr<BlockBackend>>& backends_;
+  const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states_;  // one per LUN, all threads
   std::thread thread_;
   UniqueFd wake_fd_;
   std::mutex mu_;
@@ -337,6 +341,7 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
       *error = "LUN " + std::to_string(l.number) + " '" + l.backend + "': " + why;
       return nullptr;
     }
+    s->lu_states_.push_back(std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache}));
     s->backends_.push_back(std::move(b));
   }
   addrinfo hints{};
@@ -391,13 +396,9 @@ void TargetServer::stop() {
 int TargetServer::run() {
   std::vector<int> cpus = settings_.cpus;
   if (cpus.empty()) cpus.push_back(-1);
-  if (cpus.size() > 1)
-    VCP_LOG_WARN("vcp target: {} I/O threads: each keeps its own LUN state, so persistent reservations, "
-                 "RESERVE(6), unit attentions and mode pages are shared only between sessions on the same "
-                 "thread (give one --cpu for exact SPC semantics across all initiators)",
-                 cpus.size());
   for (size_t i = 0; i < cpus.size(); ++i) {
-    threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, sessions_, backends_));
+    threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, sessions_, backends_,
+                                                  lu_states_));
     threads_.back()->start();
     if (threads_.back()->failed()) {
       VCP_LOG_ERROR("vcp target: {}", threads_.back()->error());

@@ -8,8 +8,10 @@
 // and responses), sends are queued for connections with output, and the Luns commit their
 // batches. A 250 ms timeout drives login timeouts and NOP-In keepalives.
 //
-// Known limit: LUN state that SPC-4 shares across I_T nexuses (persistent reservations, unit
-// attentions, mode pages) is per I/O thread. With one I/O thread (the default) it is exact.
+// Each thread's scsi::Lun of a LUN keeps its own backend queue and task list (no lock on the
+// data path); the state SPC-4 keeps per logical unit (persistent reservations, RESERVE(6/10),
+// unit attentions, mode pages) is one scsi::SharedLuState per LUN that all of them share, and a
+// reset on one thread reaches the others' tasks as a message that wakes their loops.
 #pragma once
 
 #include <atomic>
@@ -20,6 +22,7 @@
 
 #include "backends/block_backend.hpp"
 #include "base/unique_fd.hpp"
+#include "target/scsi/shared_state.hpp"
 #include "target/session_registry.hpp"
 #include "target/settings.hpp"
 
@@ -47,6 +50,7 @@ class TargetServer {
 
   TargetSettings settings_;
   std::vector<std::unique_ptr<BlockBackend>> backends_;  // one per settings_.luns entry
+  std::vector<std::shared_ptr<scsi::SharedLuState>> lu_states_;  // likewise
   SessionRegistry sessions_;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;  // eventfd

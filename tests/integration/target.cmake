@@ -34,3 +34,6 @@ foreach(f ${VCP_TARGET_CU_SCSI})
 endforeach()
 vcp_target_test(target_cu_scsi cu ${_specs})
 vcp_target_test(target_cu_iscsi cu iSCSI.iSCSIcmdsn.* iSCSI.iSCSIResiduals.* iSCSI.iSCSITMF.*)
+# The reservation families with two I/O threads: their two initiators land on different threads.
+vcp_target_test(target_cu_threads cu-threads SCSI.PrinReadKeys.* SCSI.ProutRegister.* SCSI.ProutReserve.*
+  SCSI.ProutClear.* SCSI.ProutPreempt.* SCSI.Reserve6.* SCSI.TestUnitReady.* SCSI.ModeSense6.*)

@@ -8,10 +8,13 @@
 #   target_tools.sh VCP_BIN initiator       our own initiator (vcp bench --backend iscsi://...) with
 #                                           --verify, plain and with digests
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
+#   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
+#                                           tests' second initiator connects next, so round robin
+#                                           puts it on the other thread (shared LU state)
 #
 # The target listens on port 0 (the kernel picks a free one; we read it from its first line),
 # with a file LUN 0 and a ram LUN 1 in a temporary directory; everything is removed at the end.
-# A missing tool is a failure, never a skip.
+# A missing tool is a failure, never a skip. CU_LOG=FILE appends iscsi-test-cu's whole output there.
 set -u
 VCP_BIN=${1:?usage: target_tools.sh VCP_BIN MODE [ARGS]}
 MODE=${2:?mode}
@@ -161,11 +164,17 @@ qsd)
   grep -q " 0 errors" "$DIR/bench.log" || fail "vcp bench reported errors"
   stop_target
   ;;
-cu)
-  [ $# -gt 0 ] || fail "cu needs test specs"
-  start_target
+cu | cu-threads)
+  [ $# -gt 0 ] || fail "$MODE needs test specs"
+  if [ "$MODE" = cu-threads ]; then
+    [ "$(nproc)" -ge 2 ] || fail "cu-threads needs 2 CPUs"
+    start_target --cpu 0,1
+  else
+    start_target
+  fi
   for spec in "$@"; do
     out=$(timeout 600 iscsi-test-cu -i $INI --dataloss --test="$spec" "$URL/0" 2>&1)
+    [ -n "${CU_LOG:-}" ] && echo "$out" >>"$CU_LOG"
     summary=$(grep -E '^ +tests ' <<<"$out")
     echo "$spec: $summary"
     failed=$(awk '{print $5}' <<<"$summary")

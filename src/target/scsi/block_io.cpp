@@ -312,7 +312,7 @@ void Lun::cmd_read_write(ScsiTask* t) {
   p.bytes_left = xfer - xfer % block_size_;
   p.tail = writing ? 0 : static_cast<uint32_t>(xfer % block_size_);  // a partial block is never written
   p.writes = writing;
-  p.fua = writing && (is_write_and_verify(cdb[0]) || (!six && (cdb[1] & 0x08)) || !mode_.wce);
+  p.fua = writing && (is_write_and_verify(cdb[0]) || (!six && (cdb[1] & 0x08)) || !shared_->wce());
   if (p.bytes_left == 0 && p.tail == 0) return finish(t, ok());
   start_io(t);
 }
@@ -497,7 +497,7 @@ void Lun::cmd_write_same(ScsiTask* t) {
   p.blocks = a.blocks;
   p.bytes_left = total;
   p.writes = true;
-  p.fua = !mode_.wce;
+  p.fua = !shared_->wce();
   start_io(t);
 }
 
@@ -620,7 +620,7 @@ void Lun::cmd_compare_and_write(ScsiTask* t) {
   p.lba = p.next_lba = lba;
   p.blocks = n;
   p.writes = true;
-  p.fua = (cdb[1] & 0x08) || !mode_.wce;
+  p.fua = (cdb[1] & 0x08) || !shared_->wce();
   p.phase = 0;
   start_io(t);
 }

@@ -15,8 +15,11 @@ void Lun::cmd_test_unit_ready(ScsiTask* t) { finish(t, ok()); }
 void Lun::cmd_request_sense(ScsiTask* t) {
   // Sense is returned with each command (autosense); all that waits here are unit attentions.
   // DESC=1 asks for descriptor format, which is optional: fixed format is returned.
-  NexusState& ns = nexus_state(*t->nexus);
-  Sense s = ns.ua.has() ? sense(SenseKey::unit_attention, ns.ua.take()) : Sense{};
+  NexusRecord& ns = *nexus_state(*t->nexus).rec;
+  Asc ua;
+  Sense s = ns.ua_pending.load(std::memory_order_acquire) != 0 && shared_->take_ua(ns, &ua)
+                ? sense(SenseKey::unit_attention, ua)
+                : Sense{};
   uint8_t d[kFixedSenseLen];
   s.encode(d);
   finish_data_in(t, d, sizeof(d), t->cdb[4]);
@@ -137,7 +140,7 @@ void Lun::report_opcodes(ScsiTask* t) {
 }
 
 void Lun::cmd_pr_in(ScsiTask* t) {
-  Outcome o = pr_.in(t->cdb, response_);
+  Outcome o = shared_->pr_in(t->cdb, response_);
   if (!o.good()) return finish(t, o);
   finish_data_in(t, response_.data(), response_.size(), load_be16(t->cdb + 7));
 }
@@ -149,24 +152,20 @@ void Lun::cmd_pr_out(ScsiTask* t) {
   t->priv.want = plen;
   uint32_t avail = static_cast<uint32_t>(std::min<uint64_t>(plen, t->priv.data_len));
   if (got < std::min<uint64_t>(avail, sizeof(param))) avail = static_cast<uint32_t>(got);
-  finish(t, pr_.out(*t->nexus, t->cdb, param, avail, *this));
+  std::vector<Registration> abort_here;  // PREEMPT AND ABORT: tasks of this thread to abort
+  Outcome o = shared_->pr_out(mailbox_, *t->nexus, t->cdb, param, avail, abort_here);
+  for (const Registration& who : abort_here) abort_registration(who);
+  finish(t, o);
 }
 
 void Lun::cmd_reserve(ScsiTask* t) {
   if (t->cdb[0] == op::kReserve10 && (t->cdb[1] & 0x12)) return finish_sense(t, invalid_cdb_field(1, 4));
-  if (pr_.registrations() > 0 || pr_.reserved() || legacy_conflict(t)) return finish(t, conflict());
-  legacy_reserved_ = true;
-  legacy_name_ = t->nexus->initiator_name;
-  legacy_isid_ = t->nexus->isid;
-  legacy_port_ = t->nexus->target_port;
-  finish(t, ok());
+  finish(t, shared_->reserve6(*t->nexus));
 }
 
 void Lun::cmd_release(ScsiTask* t) {
   if (t->cdb[0] == op::kRelease10 && (t->cdb[1] & 0x12)) return finish_sense(t, invalid_cdb_field(1, 4));
-  // Under persistent reservations, and from a nexus that holds nothing, RELEASE does nothing.
-  if (pr_.registrations() == 0 && !pr_.reserved() && legacy_reserved_ && !legacy_conflict(t))
-    legacy_reserved_ = false;
+  shared_->release6(*t->nexus);
   finish(t, ok());
 }
 

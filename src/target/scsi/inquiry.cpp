@@ -152,7 +152,7 @@ void Lun::cmd_report_luns(ScsiTask* t) {
   const uint8_t* cdb = t->cdb;
   uint8_t select = cdb[2];
   if (select != 0x00 && select != 0x01 && select != 0x02) return finish_sense(t, invalid_cdb_field(2));
-  nexus_state(*t->nexus).ua.remove(Asc::reported_luns_data_changed);
+  shared_->remove_ua(*nexus_state(*t->nexus).rec, Asc::reported_luns_data_changed);
   response_.assign(8, 0);
   if (select != 0x01) {  // 01h: well-known LUNs only, of which there are none
     std::vector<uint64_t> one{cfg_.lun};

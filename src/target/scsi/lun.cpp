@@ -11,33 +11,7 @@
 namespace vcp::scsi {
 namespace {
 const ItNexus kAnonymousNexus{};
-constexpr uint64_t kNotLive = ~uint64_t{0};
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Unit attention queue (SAM-5 5.14): one entry per condition, oldest first.
-
-void Lun::UnitAttentions::add(Asc a) {
-  for (unsigned i = 0; i < count; ++i)
-    if (pending[i] == a) return;
-  if (count < kMax) pending[count++] = a;
-}
-
-Asc Lun::UnitAttentions::take() {
-  Asc a = pending[0];
-  std::copy(pending + 1, pending + count, pending);
-  --count;
-  return a;
-}
-
-void Lun::UnitAttentions::remove(Asc a) {
-  for (unsigned i = 0; i < count; ++i) {
-    if (pending[i] != a) continue;
-    std::copy(pending + i + 1, pending + count, pending + i);
-    --count;
-    return;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -50,8 +24,8 @@ Result<std::unique_ptr<Lun>> Lun::open(LunConfig cfg, BlockBackend& backend) {
   return lun;
 }
 
-Lun::Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue)
-    : cfg_(std::move(cfg)), backend_(backend), queue_(&queue) {
+Lun::Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue, std::shared_ptr<SharedLuState> shared)
+    : cfg_(std::move(cfg)), backend_(backend), queue_(&queue), shared_(std::move(shared)) {
   const BackendInfo& info = backend_.info();
   block_size_ = info.block_size;
   blocks_ = info.capacity_bytes / info.block_size;
@@ -60,7 +34,8 @@ Lun::Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue)
   lbprz_ = info.write_zeroes;
   max_io_bytes_ = info.max_transfer_bytes;
   max_transfer_blocks_ = cfg_.max_transfer_blocks;
-  mode_.wce = info.volatile_cache;
+  if (!shared_) shared_ = std::make_shared<SharedLuState>(ModePages{info.volatile_cache});
+  mailbox_ = shared_->join();
   if (cfg_.serial.empty()) {
     char lun_hex[24];
     std::snprintf(lun_hex, sizeof(lun_hex), "%04llx", static_cast<unsigned long long>(cfg_.lun));
@@ -75,77 +50,38 @@ Lun::Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue)
 }
 
 Lun::~Lun() {
+  handle_mail();
   // Requests still in the backend complete into tasks the transport owns: reap them first.
   while (active_count_ > 0 && queue_->in_flight() > 0) queue_->poll();
+  // Whatever this Lun still owes the other threads is as done as it will get.
+  for (const OwedAck& a : owed_acks_) shared_->post_ack(a.to, mailbox_->id, a.seq);
+  shared_->leave(mailbox_);
 }
 
 int Lun::poll() {
+  // Acquire: pairs with the release in SharedLuState::post_locked(); the inbox itself is
+  // taken under the state's lock.
+  if (mailbox_->pending.load(std::memory_order_acquire)) handle_mail();
   int n = queue_->poll();
   queue_->commit();
   return n;
 }
 
+void Lun::set_wake(std::function<void()> wake) { shared_->set_wake(mailbox_, std::move(wake)); }
+
 void Lun::set_reported_luns(std::vector<uint64_t> luns, bool changed) {
   reported_luns_ = std::move(luns);
-  if (changed) ua_all(Asc::reported_luns_data_changed, nullptr);
+  if (changed) shared_->ua_all(Asc::reported_luns_data_changed, nullptr);
 }
 
 // ---------------------------------------------------------------------------------------------
 // I_T nexuses and their unit attentions.
 
-Lun::NexusState* Lun::find_nexus(const std::string& name, uint64_t isid, uint16_t port) {
-  for (auto& s : nexuses_)
-    if (s.isid == isid && s.target_port == port && s.initiator_name == name) return &s;
-  return nullptr;
-}
-
 Lun::NexusState& Lun::nexus_state(const ItNexus& n) {
   for (auto& s : nexuses_)
-    if (s.id == n.id && s.id != kNotLive) return s;
-  if (NexusState* s = find_nexus(n.initiator_name, n.isid, n.target_port)) {
-    s->id = n.id;
-    return *s;
-  }
-  // First access through this I_T nexus: it has not seen the power-on yet.
-  NexusState s;
-  s.id = n.id;
-  s.initiator_name = n.initiator_name;
-  s.isid = n.isid;
-  s.target_port = n.target_port;
-  s.ua.add(Asc::power_on_reset);
-  nexuses_.push_back(std::move(s));
+    if (s.id == n.id) return s;
+  nexuses_.push_back(NexusState{n.id, shared_->nexus(n), {}});
   return nexuses_.back();
-}
-
-void Lun::ua_all(Asc asc, const ItNexus* except) {
-  for (auto& s : nexuses_) {
-    if (except && s.isid == except->isid && s.target_port == except->target_port &&
-        s.initiator_name == except->initiator_name)
-      continue;
-    s.ua.add(asc);
-  }
-}
-
-void Lun::pr_unit_attention(const Registration& who, Asc asc) {
-  NexusState* s = find_nexus(who.initiator_name, who.isid, who.target_port);
-  if (!s) {
-    NexusState fresh;
-    fresh.id = kNotLive;
-    fresh.initiator_name = who.initiator_name;
-    fresh.isid = who.isid;
-    fresh.target_port = who.target_port;
-    nexuses_.push_back(std::move(fresh));
-    s = &nexuses_.back();
-  }
-  s->ua.add(asc);
-}
-
-void Lun::pr_abort_tasks(const Registration& who) {
-  ItNexus n;
-  n.initiator_name = who.initiator_name;
-  n.isid = who.isid;
-  n.target_port = who.target_port;
-  abort_matching(&n, false, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,10 +104,20 @@ void Lun::unlink(ScsiTask* t) {
   --active_count_;
 }
 
-bool Lun::legacy_conflict(const ScsiTask* t) const {
-  if (!legacy_reserved_) return false;
-  const ItNexus& n = *t->nexus;
-  return !(n.isid == legacy_isid_ && n.target_port == legacy_port_ && n.initiator_name == legacy_name_);
+// The fast path compares the shared reservations' generation with the one this nexus's verdict
+// was computed at; the lock only when they differ (the reservations changed since).
+bool Lun::access_conflict(const ScsiTask* t, const CommandInfo* cmd, NexusState& ns) const {
+  if (shared_->access_gen() != ns.access.gen) shared_->access_verdict(*t->nexus, &ns.access);
+  if (!cmd->legacy_allowed && ns.access.legacy_conflict) return true;
+  PrAccess access = cmd->pr;
+  if (cmd->opcode == op::kStartStopUnit && (t->cdb[4] & 0x01) && (t->cdb[4] >> 4) == 0) access = PrAccess::allowed;
+  if (cmd->opcode == op::kPreventAllow && (t->cdb[4] & 0x03) == 0) access = PrAccess::allowed;
+  switch (access) {
+    case PrAccess::read: return ns.access.read_conflict;
+    case PrAccess::write: return ns.access.write_conflict;
+    case PrAccess::allowed: break;
+  }
+  return false;
 }
 
 void Lun::execute(ScsiTask* t) {
@@ -207,8 +153,11 @@ void Lun::execute(ScsiTask* t) {
   bool opcode_known = false;
   const CommandInfo* cmd = CommandTable::find(t->cdb, &opcode_known);
   if (cmd && cmd->needs_thin && !thin_) cmd = nullptr, opcode_known = false;
-  if (!(cmd && cmd->ua_exempt) && ns.ua.has()) {
-    finish_sense(t, sense(SenseKey::unit_attention, ns.ua.take()));
+  // Acquire: pairs with NexusRecord::publish(); the lock is taken only when one is pending.
+  Asc ua;
+  if (!(cmd && cmd->ua_exempt) && ns.rec->ua_pending.load(std::memory_order_acquire) != 0 &&
+      shared_->take_ua(*ns.rec, &ua)) {
+    finish_sense(t, sense(SenseKey::unit_attention, ua));
     return;
   }
   if (!cmd) {
@@ -229,14 +178,7 @@ void Lun::execute(ScsiTask* t) {
     finish_sense(t, invalid_cdb_field(cmd->cdb_len - 1, 0));
     return;
   }
-  if (!cmd->legacy_allowed && legacy_conflict(t)) {
-    finish(t, conflict());
-    return;
-  }
-  PrAccess access = cmd->pr;
-  if (cmd->opcode == op::kStartStopUnit && (t->cdb[4] & 0x01) && (t->cdb[4] >> 4) == 0) access = PrAccess::allowed;
-  if (cmd->opcode == op::kPreventAllow && (t->cdb[4] & 0x03) == 0) access = PrAccess::allowed;
-  if (pr_.conflicts(*t->nexus, access)) {
+  if (access_conflict(t, cmd, ns)) {
     finish(t, conflict());
     return;
   }
@@ -258,9 +200,11 @@ void Lun::finish(ScsiTask* t, const Outcome& o) {
 void Lun::complete(ScsiTask* t) {
   auto& p = t->priv;
   unlink(t);
+  bool quiesce_check = false;
   if (t->aborted) {
     t->status = Status::task_aborted;
     t->sense_len = 0;
+    quiesce_check = !waits_.empty() || !owed_acks_.empty();
   }
   uint64_t edtl = t->expected_length;
   if (t->status == Status::good || t->status == Status::condition_met) {
@@ -287,6 +231,7 @@ void Lun::complete(ScsiTask* t) {
   p.scratch_len = 0;
   t->done(t);
   if (wake) release_waiters();
+  if (quiesce_check) check_quiesced();
 }
 
 uint64_t Lun::copy_to_iov(ScsiTask* t, uint64_t offset, const uint8_t* src, uint64_t len) {
@@ -317,12 +262,14 @@ void Lun::finish_data_in(ScsiTask* t, const uint8_t* data, uint64_t len, uint64_
 
 uint32_t Lun::abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag) {
   uint32_t count = 0;
+  const uint64_t gen = ++abort_gen_;
   ScsiTask* parked = nullptr;  // parked tasks complete now, after the walk
   for (ScsiTask* t = active_head_; t; t = t->priv.next) {
     if (t->aborted) continue;
     if (nexus && !t->nexus->same_port_as(*nexus)) continue;
     if (by_tag && t->tag != tag) continue;
     t->aborted = true;
+    t->priv.abort_gen = gen;
     ++count;
     if (t->priv.waiting) {
       ScsiTask** pp = &wait_head_;
@@ -351,25 +298,102 @@ bool Lun::abort_task(const ItNexus& nexus, uint64_t tag) { return abort_matching
 
 uint32_t Lun::abort_task_set(const ItNexus& nexus) { return abort_matching(&nexus, false, 0); }
 
-uint32_t Lun::clear_task_set() { return abort_matching(nullptr, false, 0); }
+// The task set is the logical unit's: the other threads' tasks go too (by message).
+uint32_t Lun::clear_task_set() {
+  uint32_t n = abort_matching(nullptr, false, 0);
+  const uint64_t seq = ++reset_seq_;
+  if (uint32_t peers = shared_->abort_everywhere(mailbox_, seq)) barriers_.push_back(ResetBarrier{seq, peers});
+  return n;
+}
 
 void Lun::reset(ResetKind kind) {
   abort_matching(nullptr, false, 0);
-  legacy_reserved_ = false;
-  Asc asc = kind == ResetKind::lun_reset ? Asc::bus_device_reset_function : Asc::power_on_reset;
-  for (auto& s : nexuses_) {
-    s.ua.clear();  // a reset outranks every other pending condition
-    s.ua.add(asc);
-  }
+  // The reservation, the unit attentions and the other threads' tasks: through the shared state.
+  const uint64_t seq = ++reset_seq_;
+  if (uint32_t peers = shared_->reset(mailbox_, kind, seq)) barriers_.push_back(ResetBarrier{seq, peers});
 }
 
 void Lun::nexus_lost(const ItNexus& nexus) {
   abort_matching(&nexus, false, 0);
-  if (legacy_reserved_ && nexus.isid == legacy_isid_ && nexus.target_port == legacy_port_ &&
-      nexus.initiator_name == legacy_name_)
-    legacy_reserved_ = false;
-  for (auto& s : nexuses_)
-    if (s.id == nexus.id) s.id = kNotLive;
+  shared_->nexus_lost(nexus);
+  std::erase_if(nexuses_, [&](const NexusState& s) { return s.id == nexus.id; });
+}
+
+void Lun::abort_registration(const Registration& who) {
+  ItNexus n;
+  n.initiator_name = who.initiator_name;
+  n.isid = who.isid;
+  n.target_port = who.target_port;
+  abort_matching(&n, false, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages from the other threads' Luns, and quiescence.
+
+void Lun::handle_mail() {
+  shared_->take_mail(mailbox_, mail_);
+  for (const LunMessage& m : mail_) {
+    switch (m.kind) {
+      case LunMessage::Kind::abort_all:
+        abort_matching(nullptr, false, 0);
+        owed_acks_.push_back(OwedAck{m.from, m.seq, abort_gen_});
+        break;
+      case LunMessage::Kind::abort_nexus:
+        abort_registration(m.who);
+        break;
+      case LunMessage::Kind::ack:
+        for (size_t i = 0; i < barriers_.size(); ++i) {
+          if (barriers_[i].seq != m.seq) continue;
+          if (--barriers_[i].acks_left == 0) barriers_.erase(barriers_.begin() + static_cast<long>(i));
+          break;
+        }
+        break;
+    }
+  }
+  mail_.clear();
+  check_quiesced();
+}
+
+void Lun::when_quiesced(QuiesceWait* w) {
+  w->abort_gen = abort_gen_;
+  w->reset_seq = reset_seq_;
+  waits_.push_back(w);
+  check_quiesced();
+}
+
+void Lun::cancel_wait(QuiesceWait* w) { std::erase(waits_, w); }
+
+// Aborted tasks end in any order: what has ended is everything aborted before the oldest
+// generation still in flight; a reset sent to the other threads has ended when all acked it.
+void Lun::check_quiesced() {
+  if (waits_.empty() && owed_acks_.empty()) return;
+  uint64_t live = ~uint64_t{0};
+  for (ScsiTask* t = active_head_; t; t = t->priv.next)
+    if (t->aborted) live = std::min(live, t->priv.abort_gen);
+  for (size_t i = 0; i < owed_acks_.size();) {
+    if (owed_acks_[i].abort_gen < live) {
+      shared_->post_ack(owed_acks_[i].to, mailbox_->id, owed_acks_[i].seq);
+      owed_acks_.erase(owed_acks_.begin() + static_cast<long>(i));
+    } else {
+      ++i;
+    }
+  }
+  uint64_t unacked = ~uint64_t{0};
+  for (const ResetBarrier& b : barriers_) unacked = std::min(unacked, b.seq);
+  // done() may call back into this Lun: take the ready waits off the list first.
+  QuiesceWait* ready[16];
+  size_t n = 0;
+  for (size_t i = 0; i < waits_.size() && n < std::size(ready);) {
+    QuiesceWait* w = waits_[i];
+    if (w->abort_gen < live && w->reset_seq < unacked) {
+      ready[n++] = w;
+      waits_.erase(waits_.begin() + static_cast<long>(i));
+    } else {
+      ++i;
+    }
+  }
+  for (size_t i = 0; i < n; ++i) ready[i]->done(ready[i]);
+  if (n == std::size(ready)) check_quiesced();
 }
 
 // ---------------------------------------------------------------------------------------------

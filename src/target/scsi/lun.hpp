@@ -6,12 +6,19 @@
 // inside execute()). Backend requests are submitted during execute() and poll(); call commit()
 // after a batch of execute() calls (poll() commits what completions started).
 //
+// Several Luns (one per I/O thread, each with its own backend queue and task list) can serve
+// one logical unit: they share one SharedLuState (reservations, unit attentions, mode pages).
+// A reset or a PREEMPT AND ABORT reaches the other threads' task lists as a message their own
+// poll() acts on (shared_state.hpp); poll() must therefore run when the wake function given
+// to set_wake() is called.
+//
 // Data path: READ/WRITE map straight onto backend requests over the task's own iovecs (zero
 // copy, no allocation); a transfer is split only when the backend has a size limit or the
 // expected transfer length cuts a block.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +26,7 @@
 #include "backends/block_backend.hpp"
 #include "base/result.hpp"
 #include "target/scsi/pr.hpp"
+#include "target/scsi/shared_state.hpp"
 #include "target/scsi/task.hpp"
 
 namespace vcp::scsi {
@@ -43,35 +51,46 @@ struct LunConfig {
   uint32_t max_tasks = 1024;           // more in flight: TASK SET FULL
 };
 
-enum class ResetKind : uint8_t { lun_reset, target_reset };
-
-// The mode pages a LUN keeps (current values; saving is not supported).
-struct ModePages {
-  bool wce = false;  // caching page: write cache enabled
-};
-
 struct CommandInfo;
 
-class Lun final : private PrEvents {
+// A task management function waiting for the tasks it aborted to end (SAM-5 7.1: the response
+// follows the end of every task the function aborted). The caller owns it; the Lun keeps it
+// from when_quiesced() until done() runs (once, on the Lun's thread, maybe inside
+// when_quiesced()) or cancel_wait() takes it back.
+struct QuiesceWait {
+  void (*done)(QuiesceWait* w) = nullptr;
+  void* ctx = nullptr;  // the caller's
+  // The Lun's:
+  uint64_t abort_gen = 0;  // tasks aborted up to this generation must have ended
+  uint64_t reset_seq = 0;  // and the other threads must have acked resets up to this one
+};
+
+class Lun final {
  public:
   // Opens queue 0 of the backend and owns it.
   static Result<std::unique_ptr<Lun>> open(LunConfig cfg, BlockBackend& backend);
-  // Uses a queue the caller owns (one per thread), which must outlive the Lun.
-  Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue);
-  ~Lun() override;
+  // Uses a queue the caller owns (one per thread), which must outlive the Lun. Luns of one
+  // logical unit on several threads pass the same `shared`; null: a state of its own.
+  Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue, std::shared_ptr<SharedLuState> shared = nullptr);
+  ~Lun();
   Lun(const Lun&) = delete;
   Lun& operator=(const Lun&) = delete;
 
   void execute(ScsiTask* task);
   void commit() { queue_->commit(); }
-  // Reaps backend completions (completing tasks) and commits requests they started.
+  // Reaps backend completions (completing tasks), acts on messages from the other threads'
+  // Luns of this logical unit, and commits requests they started.
   int poll();
+  // How another thread gets this one to poll() (its event loop's eventfd).
+  void set_wake(std::function<void()> wake);
   int wait_fd() const { return queue_->wait_fd(); }
   uint32_t in_flight() const { return active_count_; }
 
   // ---- Task management (SAM-5 7): aborted tasks complete with aborted = true ----
   bool abort_task(const ItNexus& nexus, uint64_t tag);
   uint32_t abort_task_set(const ItNexus& nexus);
+  // Every task of the logical unit, on this thread now and on the others by message; the
+  // count is this thread's.
   uint32_t clear_task_set();
   // LOGICAL UNIT RESET / TARGET (WARM) RESET: aborts every task, drops RESERVE(6/10)
   // reservations and establishes a unit attention for every I_T nexus. Persistent
@@ -79,6 +98,11 @@ class Lun final : private PrEvents {
   void reset(ResetKind kind);
   // The session of this I_T nexus ended (or was reinstated): its tasks are aborted.
   void nexus_lost(const ItNexus& nexus);
+  // Calls w->done once every task aborted so far on this Lun has ended, and the other
+  // threads have acknowledged that the resets and CLEAR TASK SETs this Lun sent them have quiesced theirs.
+  void when_quiesced(QuiesceWait* w);
+  // Takes back a wait whose done() has not run (its owner goes away); a no-op otherwise.
+  void cancel_wait(QuiesceWait* w);
 
   // The target's LUN inventory for REPORT LUNS; changed=true raises REPORTED LUNS DATA HAS
   // CHANGED for every I_T nexus.
@@ -89,37 +113,39 @@ class Lun final : private PrEvents {
   uint32_t block_size() const { return block_size_; }
   bool read_only() const { return read_only_; }
   bool thin() const { return thin_; }
-  const PersistentReservations& reservations() const { return pr_; }
-  const ModePages& mode() const { return mode_; }
+  PersistentReservations reservations() const { return shared_->reservations_snapshot(); }
+  ModePages mode() const { return shared_->mode(); }
+  const std::shared_ptr<SharedLuState>& shared() const { return shared_; }
 
   // For the command table (commands.cpp).
   using Handler = void (Lun::*)(ScsiTask*);
 
  private:
-  struct UnitAttentions {
-    static constexpr unsigned kMax = 8;
-    Asc pending[kMax];
-    unsigned count = 0;
-    void add(Asc a);
-    bool has() const { return count > 0; }
-    Asc take();
-    void remove(Asc a);
-    void clear() { count = 0; }
-  };
+  // This thread's live nexuses: the fast lookup from ItNexus::id to the shared record.
   struct NexusState {
     uint64_t id = 0;
-    std::string initiator_name;
-    uint64_t isid = 0;
-    uint16_t target_port = 0;
-    UnitAttentions ua;
+    NexusRecord* rec = nullptr;
+    AccessVerdict access;  // as of shared_->access_gen() == access.gen
+  };
+  // A reset or CLEAR TASK SET this Lun sent to the other threads, until they all ack it.
+  struct ResetBarrier {
+    uint64_t seq = 0;
+    uint32_t acks_left = 0;
+  };
+  // A reset another thread sent: acked once the tasks it aborted here have ended.
+  struct OwedAck {
+    uint64_t to = 0;
+    uint64_t seq = 0;
+    uint64_t abort_gen = 0;
   };
 
   friend struct CommandTable;
 
   // ---- lun.cpp: dispatch, completion, task lists, unit attentions ----
   NexusState& nexus_state(const ItNexus& n);
-  NexusState* find_nexus(const std::string& name, uint64_t isid, uint16_t port);
-  void ua_all(Asc asc, const ItNexus* except);
+  bool access_conflict(const ScsiTask* t, const CommandInfo* cmd, NexusState& ns) const;
+  void handle_mail();
+  void check_quiesced();
   void complete(ScsiTask* t);
   void finish(ScsiTask* t, const Outcome& o);
   void finish_sense(ScsiTask* t, const Sense& s) { finish(t, check(s)); }
@@ -130,9 +156,7 @@ class Lun final : private PrEvents {
   void link(ScsiTask* t);
   void unlink(ScsiTask* t);
   uint32_t abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag);
-  void pr_unit_attention(const Registration& who, Asc asc) override;
-  void pr_abort_tasks(const Registration& who) override;
-  bool legacy_conflict(const ScsiTask* t) const;
+  void abort_registration(const Registration& who);
 
   // ---- inquiry.cpp ----
   void cmd_inquiry(ScsiTask* t);
@@ -208,12 +232,14 @@ class Lun final : private PrEvents {
   uint64_t max_io_bytes_ = 0;  // the backend's per-request limit; 0: none
   uint32_t max_transfer_blocks_ = 0;
 
-  ModePages mode_;
-  PersistentReservations pr_;
-  bool legacy_reserved_ = false;  // RESERVE(6/10)
-  std::string legacy_name_;
-  uint64_t legacy_isid_ = 0;
-  uint16_t legacy_port_ = 0;
+  std::shared_ptr<SharedLuState> shared_;
+  Mailbox* mailbox_ = nullptr;
+  std::vector<LunMessage> mail_;       // taken from the mailbox, being handled
+  uint64_t abort_gen_ = 0;             // one more per abort_matching()
+  uint64_t reset_seq_ = 0;             // one more per abort_all sent to the other threads
+  std::vector<ResetBarrier> barriers_;
+  std::vector<OwedAck> owed_acks_;
+  std::vector<QuiesceWait*> waits_;
 
   std::vector<NexusState> nexuses_;
   std::vector<uint64_t> reported_luns_;

@@ -51,7 +51,7 @@ bool Lun::append_mode_page(uint8_t code, uint8_t pc, std::vector<uint8_t>& out) 
   uint8_t len = page_length(code);
   if (!len) return false;
   uint8_t d[32];
-  bool wce = pc == kPcDefault ? backend_.info().volatile_cache : pc == kPcChangeable ? true : mode_.wce;
+  bool wce = pc == kPcDefault ? backend_.info().volatile_cache : pc == kPcChangeable ? true : shared_->wce();
   fill_page(code, pc == kPcChangeable, wce, d);
   out.insert(out.end(), d, d + len);
   return true;
@@ -129,7 +129,7 @@ void Lun::cmd_mode_select(ScsiTask* t) {
   if (bdlen == 8 && load_be24(&p[hdr + 5]) != block_size_) return finish_sense(t, invalid_param_field(hdr + 5));
   if (bdlen == 16 && load_be32(&p[hdr + 12]) != block_size_) return finish_sense(t, invalid_param_field(hdr + 12));
 
-  ModePages next = mode_;
+  ModePages next = shared_->mode();
   for (unsigned off = hdr + bdlen; off < plen;) {
     if (plen - off < 2) return finish_sense(t, illegal(Asc::parameter_list_length_error));
     uint8_t code = p[off] & 0x3f;
@@ -146,9 +146,7 @@ void Lun::cmd_mode_select(ScsiTask* t) {
     if (code == kCachingPage) next.wce = p[off + 2] & 0x04;
     off += len;
   }
-  bool changed = next.wce != mode_.wce;
-  mode_ = next;
-  if (changed) ua_all(Asc::mode_parameters_changed, t->nexus);
+  shared_->set_mode(next, t->nexus);
   finish(t, ok());
 }
 

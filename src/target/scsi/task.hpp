@@ -125,6 +125,7 @@ struct ScsiTask {
     bool holds_range = false; // a started COMPARE AND WRITE
     bool in_advance = false;
     bool again = false;
+    uint64_t abort_gen = 0;   // the abort_matching() that aborted it
     std::unique_ptr<uint8_t[]> scratch;  // rare commands only: never READ/WRITE
     uint64_t scratch_len = 0;
   } priv;

@@ -50,10 +50,15 @@ void on_done(ScsiTask* t) {
 
 Reply LunHarness::run(std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std::vector<uint8_t> data_out,
                       const ItNexus* nexus) {
+  return run_on(*lun_, std::move(cdb), dir, edtl, std::move(data_out), nexus ? nexus : &a);
+}
+
+Reply run_on(Lun& lun, std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std::vector<uint8_t> data_out,
+             const ItNexus* nexus) {
   ScsiTask t;
   std::copy(cdb.begin(), cdb.end(), t.cdb);
   t.cdb_len = 16;
-  t.nexus = nexus ? nexus : &a;
+  t.nexus = nexus;
   t.dir = dir;
   t.expected_length = edtl;
   std::vector<uint8_t> buf = dir == DataDir::out ? data_out : std::vector<uint8_t>(edtl, 0xcc);
@@ -65,10 +70,10 @@ Reply LunHarness::run(std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std:
   Waiter w;
   t.done = on_done;
   t.ctx = &w;
-  lun_->execute(&t);
-  lun_->commit();
+  lun.execute(&t);
+  lun.commit();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!w.done && std::chrono::steady_clock::now() < deadline) lun_->poll();
+  while (!w.done && std::chrono::steady_clock::now() < deadline) lun.poll();
   EXPECT_TRUE(w.done) << "task never completed";
   EXPECT_EQ(w.calls, 1);
   Reply r;

@@ -35,6 +35,10 @@ struct Reply {
 
 ItNexus make_nexus(uint64_t id, const std::string& name, uint64_t isid);
 
+// Runs one command on `lun` through `nexus` to completion (polling that Lun).
+Reply run_on(Lun& lun, std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std::vector<uint8_t> data_out,
+             const ItNexus* nexus);
+
 class LunHarness {
  public:
   explicit LunHarness(const std::string& spec = "ram:size=4M", LunConfig cfg = {});

@@ -146,7 +146,7 @@ void Initiator::data_out(uint32_t itt, uint32_t ttt, uint32_t data_sn, uint32_t 
   send(d, data);
 }
 
-TmfResponse Initiator::tmf(TmfFunction fn, uint32_t lun, uint32_t ref_itt, uint32_t ref_cmd_sn) {
+uint32_t Initiator::send_tmf(TmfFunction fn, uint32_t lun, uint32_t ref_itt, uint32_t ref_cmd_sn) {
   TaskMgmtRequestPdu t;
   t.function = fn;
   t.lun = *Lun::from_number(lun);
@@ -155,6 +155,11 @@ TmfResponse Initiator::tmf(TmfFunction fn, uint32_t lun, uint32_t ref_itt, uint3
   t.cmd_sn = cmd_sn_;
   t.ref_cmd_sn = ref_cmd_sn;
   send(t);
+  return t.itt;
+}
+
+TmfResponse Initiator::tmf(TmfFunction fn, uint32_t lun, uint32_t ref_itt, uint32_t ref_cmd_sn) {
+  send_tmf(fn, lun, ref_itt, ref_cmd_sn);
   auto got = take();
   if (got.size() != 1 || !got[0].as<TaskMgmtResponsePdu>()) {
     ADD_FAILURE() << "expected one Task Management Response, got " << got.size() << " PDUs";

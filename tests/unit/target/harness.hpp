@@ -80,6 +80,9 @@ class Initiator {
                             std::span<const uint8_t> out = {});
   void data_out(uint32_t itt, uint32_t ttt, uint32_t data_sn, uint32_t offset, std::span<const uint8_t> data,
                 bool final);
+  // Sends a task management request (immediate); returns its ITT. The response may come later.
+  uint32_t send_tmf(iscsi::TmfFunction fn, uint32_t lun = 0, uint32_t ref_itt = iscsi::kReservedTag,
+                    uint32_t ref_cmd_sn = 0);
   // Sends a task management request (immediate) and returns the target's one response.
   iscsi::TmfResponse tmf(iscsi::TmfFunction fn, uint32_t lun = 0, uint32_t ref_itt = iscsi::kReservedTag,
                          uint32_t ref_cmd_sn = 0);
