@@ -15,10 +15,6 @@ using namespace vcp::iscsi;
 namespace {
 
 constexpr size_t kRxSpace = 64 * 1024;  // free room offered to each receive
-// A data segment at least this long whose PDU is not all in yet is received in place (into the
-// task's buffer) rather than through the staging buffer. Below it, a copy costs less than the
-// extra receive the direct path needs.
-constexpr uint32_t kDirectRxMin = 8192;
 // A Data-In data segment shorter than this is copied into the output buffer (one iovec less).
 constexpr uint32_t kTxCopyMax = 1024;
 
@@ -210,7 +206,9 @@ bool TargetConnection::try_direct(std::span<const uint8_t> staged) {
   std::memcpy(bhs.bytes.data(), staged.data(), kBhsSize);
   const uint32_t dsl = bhs.data_segment_length();
   const auto op = static_cast<Opcode>(bhs.opcode_byte());
-  if (dsl < kDirectRxMin || (op != Opcode::DataOut && op != Opcode::ScsiCommand)) return false;
+  // Small segments are copied: each direct one costs a receive of its own (and one ending at
+  // the next header), which is dearer than copying a few KiB (TargetSettings::direct_rx_min).
+  if (dsl < ctx_.settings->direct_rx_min || dsl == 0 || (op != Opcode::DataOut && op != Opcode::ScsiCommand)) return false;
   const size_t ahs_len = size_t{bhs.total_ahs_length()} * 4;
   const size_t hdr_len = kBhsSize + ahs_len + (digests_.header ? kDigestSize : 0);
   if (staged.size() < hdr_len) return false;

@@ -34,6 +34,7 @@ struct World {
     settings.limits.max_outstanding_r2t = 2;
     settings.max_transfer_bytes = 1 << 20;
     settings.cmd_window = 8;
+    settings.direct_rx_min = 4096;  // within MaxRecvDataSegmentLength: the direct path is fuzzed
     std::string err;
     backend = make_backend("ram:size=1M", &err);
     if (!backend) abort();

@@ -14,6 +14,7 @@ TargetSettings TargetFixture::default_settings() {
   s.limits.first_burst_length = 16384;
   s.limits.max_outstanding_r2t = 2;
   s.cmd_window = 16;
+  s.direct_rx_min = 8192;  // PDUs of 8 KiB and more arriving in pieces take the direct path
   return s;
 }
 

@@ -75,6 +75,7 @@ max_outstanding_r2t = 4
 initial_r2t = true
 header_digest = "require"
 cmd_window = 64
+direct_rx_min = 65536
 )");
   TargetSettings s;
   std::string err;
@@ -90,6 +91,7 @@ cmd_window = 64
   EXPECT_TRUE(s.limits.initial_r2t);
   EXPECT_EQ(s.limits.header_digest, iscsi::DigestPolicy::Require);
   EXPECT_EQ(s.cmd_window, 64u);
+  EXPECT_EQ(s.direct_rx_min, 65536u);
   EXPECT_EQ(s.cpus, std::vector<int>{0});
   EXPECT_TRUE(validate(s, &err)) << err;
 
