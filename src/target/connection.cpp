@@ -15,8 +15,10 @@ using namespace vcp::iscsi;
 namespace {
 
 constexpr size_t kRxSpace = 64 * 1024;  // free room offered to each receive
-// A Data-In data segment shorter than this is copied into the output buffer (one iovec less).
-constexpr uint32_t kTxCopyMax = 1024;
+// A Data-In data segment no longer than this is copied into the output buffer: for 4 KiB reads
+// the copy (of a buffer the backend just wrote, still in cache) measured cheaper than a second
+// iovec and the pin (4 KiB random reads, 3-4% less target CPU per I/O).
+constexpr uint32_t kTxCopyMax = 8192;
 
 scsi::TaskAttr to_scsi(TaskAttr a) {
   switch (a) {
@@ -1011,7 +1013,7 @@ void TargetConnection::send(const Pdu& hdr, std::span<const uint8_t> data) {
 // A Data-In: header (and digests) in the output buffer, the data segment where it is, in the
 // task's buffer, which stays pinned until output_sent() is past it.
 void TargetConnection::send_from_task(const Pdu& hdr, Task* t, std::span<const uint8_t> data) {
-  if (data.size() < kTxCopyMax) {
+  if (data.size() <= kTxCopyMax) {
     send(hdr, data);
     return;
   }

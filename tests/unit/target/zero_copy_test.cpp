@@ -13,7 +13,8 @@ namespace {
 using namespace vcp::iscsi;
 
 // Target MaxRecvDataSegmentLength 8 KiB (every Data-Out of a large write is one direct-path
-// candidate), initiator MaxRecvDataSegmentLength 4 KiB (many Data-In PDUs per read).
+// candidate), initiator MaxRecvDataSegmentLength 12 KiB (many Data-In PDUs per read, each
+// above the 8 KiB the target still copies).
 TargetSettings small_segments() {
   TargetSettings s = TargetFixture::default_settings();
   s.limits.max_recv_data_segment_length = 8192;
@@ -22,7 +23,7 @@ TargetSettings small_segments() {
 
 SessionOptions small_segments_with_digests() {
   SessionOptions o;
-  o.limits.max_recv_data_segment_length = 4096;
+  o.limits.max_recv_data_segment_length = 12288;
   o.limits.header_digest = DigestPolicy::Require;
   o.limits.data_digest = DigestPolicy::Require;
   return o;
@@ -133,13 +134,19 @@ TEST(TargetZeroCopy, DigestsAndManySmallPdusBothWays) {
   auto r = outcome_of(pr);
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(r.data, data);
-  EXPECT_EQ(ini.conn().stats().zero_copy_data_in, len / 4096);
-  int with_status = 0;
+  // Each 64 KiB burst: five 12 KiB segments from the task buffer, then 4 KiB (copied) up to
+  // the burst's end; the last 8 KiB copied too.
+  EXPECT_EQ(ini.conn().stats().zero_copy_data_in, 15u);
+  int with_status = 0, pdus = 0;
   for (auto& p : pr)
     if (const auto* d = p.as<DataInPdu>()) {
-      EXPECT_EQ(p.data.size(), 4096u);
+      ++pdus;
+      EXPECT_EQ(p.data.size(), (d->buffer_offset % 65536) < 61440 && d->buffer_offset + 12288 <= len ? 12288u
+                               : d->buffer_offset + 8192 == len                                       ? 8192u
+                                                                                                      : 4096u);
       with_status += d->has_status;
     }
+  EXPECT_EQ(pdus, 19);
   EXPECT_EQ(with_status, 1);  // GOOD status still collapsed into the last Data-In
 }
 
@@ -158,11 +165,14 @@ TEST(TargetZeroCopy, PaddedSegmentsKeepTheirDigests) {
   ini.data_out(itt, kReservedTag, 1, 8193, std::span(data).subspan(8193), true);
   EXPECT_EQ(outcome_of(ini.take()).status, 0);
   EXPECT_EQ(ini.conn().stats().direct_rx_pdus, 1u);  // 8191 bytes is below the direct threshold
-  // A read whose EDTL cuts the data at 8191 bytes: the last Data-In (4095 bytes) is padded.
-  auto r = outcome_of(ini.run(cdb_rw16(0x88, 0, len / 512), true, false, len - 8193));
+  // A read whose EDTL cuts the data at 10001 bytes: one Data-In sent from the task buffer,
+  // padded by 3 before its digest.
+  const uint32_t edtl = 10001;
+  auto r = outcome_of(ini.run(cdb_rw16(0x88, 0, len / 512), true, false, edtl));
   EXPECT_EQ(r.status, 0);
   EXPECT_TRUE(r.overflow);
-  EXPECT_EQ(r.data, std::vector<uint8_t>(data.begin(), data.begin() + (len - 8193)));
+  EXPECT_EQ(r.data, std::vector<uint8_t>(data.begin(), data.begin() + edtl));
+  EXPECT_EQ(ini.conn().stats().zero_copy_data_in, 1u);
 }
 
 TEST(TargetZeroCopy, OutputSurvivesSendsThatStopAnywhere) {
