@@ -82,7 +82,8 @@ bool login(target::TargetConnection& c, uint8_t flags, Digests* d) {
   cfg.cmd_sn = 1;
   cfg.limits.header_digest = (flags & 2) ? DigestPolicy::Require : DigestPolicy::None;
   cfg.limits.data_digest = (flags & 4) ? DigestPolicy::Require : DigestPolicy::None;
-  cfg.limits.max_recv_data_segment_length = 8192;
+  // Data-In segments above 8 KiB go out from the task buffer (below, they are copied).
+  cfg.limits.max_recv_data_segment_length = 16384;
   InitiatorLogin ini(cfg);
   LoginRequestOut rq = ini.start();
   for (int i = 0; i < 16 && ini.state() == LoginState::InProgress; ++i) {
