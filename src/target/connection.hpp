@@ -20,6 +20,15 @@
 //    MaxBurstLength, GOOD status carried in the last one (S bit); otherwise a SCSI Response;
 //  - a connection that does not finish login in time, or does not answer a NOP-In ping, is
 //    dropped.
+//
+// The data path copies nothing it does not have to (docs/target.md, "Zero-copy data path"):
+//  - Data-In: the BHS (and digests) are encoded into the output buffer, the data segment is an
+//    iovec pointing into the task's own buffer. A task whose data is queued stays pinned (not
+//    reused, its buffer not reallocated) until output_sent() has gone past that data.
+//  - Data-Out, immediate and unsolicited data: once the header of a PDU with a large data
+//    segment is in (and every check the complete PDU would get has passed), the rest of the
+//    segment is received straight into the task's buffer at its offset: rx_iov() offers that
+//    region first, then a small staging room for the pad, the data digest and the next header.
 #pragma once
 
 #include <sys/uio.h>
@@ -29,6 +38,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
@@ -105,6 +115,8 @@ struct ConnectionStats {
   uint64_t commands = 0;
   uint64_t rejects = 0;
   uint64_t dropped_commands = 0;  // outside the CmdSN window
+  uint64_t direct_rx_pdus = 0;    // data segments received straight into a task's buffer
+  uint64_t zero_copy_data_in = 0;  // Data-In segments sent from a task's buffer
 };
 
 class TargetConnection {
@@ -114,14 +126,19 @@ class TargetConnection {
   TargetConnection(const TargetConnection&) = delete;
   TargetConnection& operator=(const TargetConnection&) = delete;
 
-  // ---- Receive: the caller reads straight into rx_space() and reports how much arrived ----
-  std::span<uint8_t> rx_space();
+  // ---- Receive: the caller reads into the rx_iov() regions, in order, then reports how much
+  // arrived. At most kRxIov regions; the first may be a task's buffer (a data segment received
+  // in place). The regions stay valid (their memory alive) until the connection is destroyed.
+  static constexpr size_t kRxIov = 2;
+  size_t rx_iov(std::span<iovec, kRxIov> out);
   void rx_commit(size_t n, uint64_t now_ms);
   // Convenience for tests and the fuzzer: copies bytes in and processes them.
   void receive(std::span<const uint8_t> bytes, uint64_t now_ms);
 
-  // ---- Transmit: output() stays valid until output_sent() (more output may queue meanwhile) ----
-  bool has_output() const { return tx_off_ < tx_.size() || !out_.empty(); }
+  // ---- Transmit: the regions output_iov() gives stay valid until output_sent() has gone past
+  // them (more output may queue meanwhile). output() is the first region alone.
+  bool has_output() const { return tx_seg_ < tx_segs_.size() || !out_segs_.empty(); }
+  size_t output_iov(std::span<iovec> out);
   std::span<const uint8_t> output();
   void output_sent(size_t n);
 
@@ -146,16 +163,44 @@ class TargetConnection {
   struct Task;
   struct PendingTmf;
 
+  // A piece of output: bytes in the output buffer (task == nullptr: from offset `off`) or a
+  // task's data-in (`at` points into the task's buffer, which the segment pins).
+  struct TxSeg {
+    size_t off;
+    const uint8_t* at;
+    size_t len;
+    Task* task;
+  };
+  // A data segment being received straight into a task's buffer.
+  struct DirectRx {
+    Task* task = nullptr;  // pinned while set
+    uint8_t header[iscsi::kBhsSize + 4 * 255 + 4];  // BHS, AHS, header digest (for the PDU's handling)
+    uint32_t header_len = 0;
+    uint8_t* dst = nullptr;
+    uint32_t len = 0;   // the data segment
+    uint32_t got = 0;   // bytes of it already in dst
+    uint32_t tail = 0;  // pad + data digest still to come through the staging buffer
+  };
+
   // intake
   void process_input();
+  bool try_direct(std::span<const uint8_t> staged);
+  bool finish_direct();
+  void end_direct();
   bool handle_pdu(std::span<const uint8_t> pdu);
+  bool dispatch(const iscsi::PduParts& parts, std::span<const uint8_t> pdu);
+  bool admissible_now(uint32_t cmd_sn, bool immediate) const;
   void handle_decode_error(std::span<const uint8_t> pdu, iscsi::PduError err);
   void handle_login(const iscsi::PduParts& p);
   void enter_full_feature();
   bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
   void replay_held();
   void on_scsi_command(const iscsi::ScsiCommandPdu& c, const iscsi::PduParts& p, std::span<const uint8_t> pdu);
+  std::optional<iscsi::RejectReason> command_error(const iscsi::ScsiCommandPdu& c, std::span<const uint8_t> raw_ahs,
+                                                   iscsi::AhsInfo& ahs) const;
+  bool command_ok(const iscsi::ScsiCommandPdu& c, std::span<const uint8_t> raw_ahs) const;
   void on_data_out(const iscsi::DataOutPdu& d, std::span<const uint8_t> data, std::span<const uint8_t> pdu);
+  const char* check_data_out(const Task* t, const iscsi::DataOutPdu& d, size_t* r2t_index) const;
   void on_nop_out(const iscsi::NopOutPdu& n, std::span<const uint8_t> data);
   void on_task_mgmt(const iscsi::TaskMgmtRequestPdu& t);
   static void tmf_quiesced(scsi::QuiesceWait* w);
@@ -164,8 +209,11 @@ class TargetConnection {
   void on_logout(const iscsi::LogoutRequestPdu& l);
 
   // tasks
-  Task* alloc_task();
+  Task* new_task();
+  Task* alloc_task(Task* reserved = nullptr);
   void free_task(Task* t);
+  void release_task(Task* t);  // back to the free list once unpinned
+  static void reserve_buffer(Task* t, uint32_t n);
   Task* find_task(uint32_t itt) const;
   void issue_r2ts(Task* t);
   void execute(Task* t);
@@ -177,6 +225,9 @@ class TargetConnection {
 
   // output
   void send(const iscsi::Pdu& hdr, std::span<const uint8_t> data = {});
+  void send_from_task(const iscsi::Pdu& hdr, Task* t, std::span<const uint8_t> data);
+  void queued_bytes(size_t at, size_t n);
+  void unpin(Task* t);
   void reject(iscsi::RejectReason why, std::span<const uint8_t> pdu);
   void close(std::string why);
   uint32_t max_cmd_sn() const;
@@ -219,12 +270,18 @@ class TargetConnection {
   std::vector<std::unique_ptr<Task>> owned_;  // every task made so far (the owner)
   std::vector<Task*> free_;                   // not in use; their buffers are kept
 
-  std::vector<uint8_t> rx_;
+  std::vector<uint8_t> rx_;  // staging
   size_t rx_start_ = 0;
   size_t rx_end_ = 0;
+  DirectRx direct_;
+  Task* staged_command_ = nullptr;  // the task a directly received command's data went into
+
   OutBuffer out_;  // being filled
-  OutBuffer tx_;   // handed to output()
-  size_t tx_off_ = 0;
+  std::vector<TxSeg> out_segs_;
+  OutBuffer tx_;   // handed to output_iov()
+  std::vector<TxSeg> tx_segs_;
+  size_t tx_seg_ = 0;      // first segment not wholly sent
+  size_t tx_seg_off_ = 0;  // bytes of it sent
   ConnectionStats stats_;
 };
 

@@ -36,6 +36,9 @@ enum Kind : uint64_t { kRecv = 1, kSend = 2, kWake = 3, kTimer = 4, kLunPoll = 5
 uint64_t tag(const void* p, Kind k) { return reinterpret_cast<uint64_t>(p) | k; }
 uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
 
+// iovecs per send: a 256 KiB read in 32 KiB Data-In PDUs is 8 headers and 8 data segments.
+constexpr size_t kTxIov = 64;
+
 }  // namespace
 
 class IoThread {
@@ -85,6 +88,11 @@ class IoThread {
     bool send_pending = false;
     bool eof = false;        // the socket is done (peer closed or an error)
     bool shut = false;       // we shut it down after the last output
+    // What a pending sendmsg/recvmsg reads: kept here until its completion.
+    iovec tx_iov[kTxIov];
+    msghdr tx_msg{};
+    iovec rx_iov[TargetConnection::kRxIov];
+    msghdr rx_msg{};
   };
 
   bool setup() {
@@ -224,18 +232,34 @@ class IoThread {
       Conn& c = *conns_[i];
       TargetConnection& tc = *c.c;
       if (!c.eof && !c.send_pending && tc.has_output()) {
-        auto out = tc.output();
-        if (!out.empty()) {
+        // Headers from the connection's output buffer, Data-In straight from task buffers.
+        const size_t n = tc.output_iov(c.tx_iov);
+        if (n > 0) {
           io_uring_sqe* sqe = get_sqe();
-          io_uring_prep_send(sqe, c.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_WAITALL);
+          if (n == 1) {
+            io_uring_prep_send(sqe, c.fd.get(), c.tx_iov[0].iov_base, c.tx_iov[0].iov_len, MSG_NOSIGNAL | MSG_WAITALL);
+          } else {
+            c.tx_msg = {};
+            c.tx_msg.msg_iov = c.tx_iov;
+            c.tx_msg.msg_iovlen = n;
+            io_uring_prep_sendmsg(sqe, c.fd.get(), &c.tx_msg, MSG_NOSIGNAL | MSG_WAITALL);
+          }
           io_uring_sqe_set_data64(sqe, tag(&c, kSend));
           c.send_pending = true;
         }
       }
       if (!c.eof && !c.recv_pending && !tc.closing()) {
-        auto space = tc.rx_space();
+        // The staging buffer, or the rest of a data segment into its task's buffer first.
+        const size_t n = tc.rx_iov(c.rx_iov);
         io_uring_sqe* sqe = get_sqe();
-        io_uring_prep_recv(sqe, c.fd.get(), space.data(), space.size(), 0);
+        if (n == 1) {
+          io_uring_prep_recv(sqe, c.fd.get(), c.rx_iov[0].iov_base, c.rx_iov[0].iov_len, 0);
+        } else {
+          c.rx_msg = {};
+          c.rx_msg.msg_iov = c.rx_iov;
+          c.rx_msg.msg_iovlen = n;
+          io_uring_prep_recvmsg(sqe, c.fd.get(), &c.rx_msg, 0);
+        }
         io_uring_sqe_set_data64(sqe, tag(&c, kRecv));
         c.recv_pending = true;
       }

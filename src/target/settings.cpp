@@ -169,6 +169,7 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
               u32("max_outstanding_r2t", &lim.max_outstanding_r2t) && u32("cmd_window", &s.cmd_window) &&
               u32("max_transfer_bytes", &s.max_transfer_bytes) &&
               u32("max_data_in_segment", &s.max_data_in_segment) &&
+              u32("direct_rx_min", &s.direct_rx_min) &&
               u32("login_timeout_ms", &s.login_timeout_ms) && u32("nop_interval_ms", &s.nop_interval_ms) &&
               u32("nop_timeout_ms", &s.nop_timeout_ms) && u32("max_tasks", &s.max_tasks);
     if (!ok) {

@@ -33,6 +33,9 @@ struct TargetSettings {
   uint32_t cmd_window = 128;             // commands in flight per session (MaxCmdSN - ExpCmdSN + 1)
   uint32_t max_transfer_bytes = 16u << 20;  // largest EDTL a command may carry
   uint32_t max_data_in_segment = 32768;     // Data-In PDU size cap (below the peer's MRDSL)
+  // A data segment at least this long, not all in yet once its header is, is received straight
+  // into the task's buffer (each costs one receive of its own; below this a copy is cheaper).
+  uint32_t direct_rx_min = 32768;
   uint32_t login_timeout_ms = 15000;     // a connection must finish login in this time
   uint32_t nop_interval_ms = 20000;      // idle this long: ping with a NOP-In
   uint32_t nop_timeout_ms = 20000;       // unanswered ping this long: drop the connection
@@ -60,7 +63,7 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   iqn, alias, portal = "HOST:PORT", cpus = "1-2", [[lun]] number/backend,
 //   [chap] name/secret, [mutual_chap] name/secret (or chap_file / mutual_chap_file paths),
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
-//   max_outstanding_r2t, max_data_in_segment, initial_r2t, immediate_data, header_digest / data_digest
+//   max_outstanding_r2t, max_data_in_segment, direct_rx_min, initial_r2t, immediate_data, header_digest / data_digest
 //   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,
 //   nop_timeout_ms, max_tasks.
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error);

@@ -34,6 +34,7 @@ struct World {
     settings.limits.max_outstanding_r2t = 2;
     settings.max_transfer_bytes = 1 << 20;
     settings.cmd_window = 8;
+    settings.direct_rx_min = 4096;  // within MaxRecvDataSegmentLength: the direct path is fuzzed
     std::string err;
     backend = make_backend("ram:size=1M", &err);
     if (!backend) abort();
@@ -81,7 +82,8 @@ bool login(target::TargetConnection& c, uint8_t flags, Digests* d) {
   cfg.cmd_sn = 1;
   cfg.limits.header_digest = (flags & 2) ? DigestPolicy::Require : DigestPolicy::None;
   cfg.limits.data_digest = (flags & 4) ? DigestPolicy::Require : DigestPolicy::None;
-  cfg.limits.max_recv_data_segment_length = 8192;
+  // Data-In segments above 8 KiB go out from the task buffer (below, they are copied).
+  cfg.limits.max_recv_data_segment_length = 16384;
   InitiatorLogin ini(cfg);
   LoginRequestOut rq = ini.start();
   for (int i = 0; i < 16 && ini.state() == LoginState::InProgress; ++i) {

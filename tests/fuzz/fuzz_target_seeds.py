@@ -89,6 +89,12 @@ seeds = {
                   + scsi(2, 0, tur)),
     "unknown_opcode": (1, 0, bhs(0x1B, 0x80) + bhs(0x10, 0x80) + nop(1, 1)),
     "oversized_segment": (1, 0, bhs(0x00, 0x80, b"", itt=1)[:5] + b"\x10\0\0" + bytes(40)),
+    # Delivered in 200-byte pieces: headers arrive before their data, so 8 KiB and larger
+    # segments take the direct path into the task buffer.
+    "direct_write_read": (1, 200, scsi(1, 1, rw16(0x8A, 0, 48), 24576, write=True, data=blk * 16)
+                          + data_out(1, 1, 0, 8192, blk * 32) + scsi(2, 2, rw16(0x88, 0, 48), 24576, read=True)),
+    "direct_write_bad_offset": (1, 200, scsi(1, 1, rw16(0x8A, 0, 48), 24576, write=True, data=blk * 16)
+                                + data_out(1, 1, 0, 4096, blk * 32)),
 }
 
 os.makedirs(OUT, exist_ok=True)

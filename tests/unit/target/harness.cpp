@@ -14,6 +14,7 @@ TargetSettings TargetFixture::default_settings() {
   s.limits.first_burst_length = 16384;
   s.limits.max_outstanding_r2t = 2;
   s.cmd_window = 16;
+  s.direct_rx_min = 8192;  // PDUs of 8 KiB and more arriving in pieces take the direct path
   return s;
 }
 
@@ -85,7 +86,12 @@ void Initiator::send(const Pdu& hdr, std::span<const uint8_t> data) {
   std::vector<uint8_t> buf(pdu_length(total_ahs_length_of(hdr), data_segment_length_of(hdr), digests));
   size_t n = encode_pdu(hdr, {}, data, digests, buf);
   ASSERT_EQ(n, buf.size());
-  conn_->receive(buf, now);
+  std::span<const uint8_t> rest(buf);
+  while (!rest.empty()) {
+    const size_t k = chunk ? std::min(chunk, rest.size()) : rest.size();
+    conn_->receive(rest.first(k), now);
+    rest = rest.subspan(k);
+  }
 }
 
 std::vector<Received> Initiator::take() {

@@ -91,6 +91,9 @@ class Initiator {
 
   uint64_t now = 1000;
   iscsi::Digests digests{};
+  // Deliver what send() encodes in pieces of this many bytes (0: all at once), as a socket
+  // would: a PDU whose header arrives before its data takes the target's direct receive path.
+  size_t chunk = 0;
 
  private:
   TargetFixture& f_;

@@ -76,6 +76,7 @@ initial_r2t = true
 header_digest = "require"
 cmd_window = 64
 max_tasks = 4
+direct_rx_min = 65536
 )");
   TargetSettings s;
   std::string err;
@@ -92,6 +93,7 @@ max_tasks = 4
   EXPECT_EQ(s.limits.header_digest, iscsi::DigestPolicy::Require);
   EXPECT_EQ(s.cmd_window, 64u);
   EXPECT_EQ(s.max_tasks, 4u);
+  EXPECT_EQ(s.direct_rx_min, 65536u);
   EXPECT_EQ(s.cpus, std::vector<int>{0});
   EXPECT_TRUE(validate(s, &err)) << err;
 

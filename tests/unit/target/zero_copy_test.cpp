@@ -1,0 +1,358 @@
+// The zero-copy data path: Data-In sent from the task's buffer (headers and digests apart), and
+// large Data-Out / immediate data received straight into it. Digests, data split over many
+// PDUs, hostile Data-Out on the direct path, and the buffer lifetime when a connection drops or
+// a task is aborted or reset while its data is still on the move.
+#include <cstring>
+
+#include "harness.hpp"
+#include "iscsi/crc32c.hpp"
+
+namespace vcp::target::test {
+namespace {
+
+using namespace vcp::iscsi;
+
+// Target MaxRecvDataSegmentLength 8 KiB (every Data-Out of a large write is one direct-path
+// candidate), initiator MaxRecvDataSegmentLength 12 KiB (many Data-In PDUs per read, each
+// above the 8 KiB the target still copies).
+TargetSettings small_segments() {
+  TargetSettings s = TargetFixture::default_settings();
+  s.limits.max_recv_data_segment_length = 8192;
+  return s;
+}
+
+SessionOptions small_segments_with_digests() {
+  SessionOptions o;
+  o.limits.max_recv_data_segment_length = 12288;
+  o.limits.header_digest = DigestPolicy::Require;
+  o.limits.data_digest = DigestPolicy::Require;
+  return o;
+}
+
+// Sends the first `part` bytes of a PDU; returns the rest.
+std::vector<uint8_t> send_part(Initiator& ini, const Pdu& hdr, std::span<const uint8_t> data, size_t part) {
+  std::vector<uint8_t> wire(pdu_length(total_ahs_length_of(hdr), data_segment_length_of(hdr), ini.digests));
+  EXPECT_EQ(encode_pdu(hdr, {}, data, ini.digests, wire), wire.size());
+  ini.send_raw(std::span(wire).first(part));
+  return {wire.begin() + static_cast<ptrdiff_t>(part), wire.end()};
+}
+
+// A logged-in session past the power-on unit attention.
+struct Session {
+  TargetFixture f;
+  Initiator ini;
+  explicit Session(SessionOptions o = small_segments_with_digests(), TargetSettings s = TargetFixture::default_settings())
+      : f(std::move(s)), ini(f, std::move(o)) {
+    EXPECT_EQ(ini.login(), LoginState::FullFeature);
+    ini.tur();
+  }
+  // WRITE(16) of data at lba; true if it ended GOOD.
+  bool write(uint64_t lba, const std::vector<uint8_t>& data) {
+    const auto n = static_cast<uint32_t>(data.size());
+    return outcome_of(ini.run(cdb_rw16(0x8a, lba, n / 512), false, true, n, data)).status == 0;
+  }
+  uint32_t read_command(uint64_t lba, uint32_t len) { return ini.command(cdb_rw16(0x88, lba, len / 512), true, false, len); }
+  // A write at LBA 0 without immediate data, and the first `part` bytes of the one Data-Out
+  // answering its R2T; returns the rest of that PDU.
+  std::vector<uint8_t> start_data_out(std::span<const uint8_t> data, size_t part) {
+    const auto len = static_cast<uint32_t>(data.size());
+    const uint32_t itt = ini.command(cdb_rw16(0x8a, 0, len / 512), false, true, len);
+    auto got = ini.take();
+    EXPECT_EQ(got.size(), 1u);
+    if (got.empty() || !got[0].as<R2TPdu>()) return {};
+    DataOutPdu d;
+    d.final = true;
+    d.itt = itt;
+    d.ttt = got[0].as<R2TPdu>()->ttt;
+    d.data_segment_length = len;
+    return send_part(ini, d, data, part);
+  }
+};
+
+// Every byte of queued output, drained through output_iov() with sends that stop at odd places.
+std::vector<uint8_t> drain_iov(TargetConnection& c, size_t step) {
+  std::vector<uint8_t> bytes;
+  while (c.has_output()) {
+    iovec iov[8];
+    const size_t n = c.output_iov(iov);
+    size_t budget = step;
+    size_t sent = 0;
+    for (size_t i = 0; i < n && budget > 0; ++i) {
+      const size_t k = std::min(budget, iov[i].iov_len);
+      const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+      bytes.insert(bytes.end(), p, p + k);
+      sent += k;
+      budget -= k;
+    }
+    c.output_sent(sent);
+  }
+  return bytes;
+}
+
+std::vector<Received> decode_all(std::span<const uint8_t> bytes, Digests d) {
+  std::vector<Received> out;
+  size_t off = 0;
+  while (off + kBhsSize <= bytes.size()) {
+    Bhs bhs;
+    std::memcpy(bhs.bytes.data(), &bytes[off], kBhsSize);
+    const size_t len = pdu_length(bhs, d);
+    if (off + len > bytes.size()) break;
+    PduParts parts;
+    EXPECT_EQ(decode_pdu(bytes.subspan(off, len), d, parts, {Direction::FromTarget, kMaxDataSegmentLength}),
+              PduError::Ok);
+    out.push_back({parts.header, std::vector<uint8_t>(parts.data.begin(), parts.data.end())});
+    off += len;
+  }
+  EXPECT_EQ(off, bytes.size());
+  return out;
+}
+
+// The Data-In of one ITT, reassembled.
+std::vector<uint8_t> data_in_of(const std::vector<Received>& pdus, uint32_t itt) {
+  std::vector<uint8_t> data;
+  for (const auto& r : pdus)
+    if (const auto* d = r.as<DataInPdu>(); d && d->itt == itt) {
+      if (data.size() < d->buffer_offset + r.data.size()) data.resize(d->buffer_offset + r.data.size());
+      std::memcpy(data.data() + d->buffer_offset, r.data.data(), r.data.size());
+    }
+  return data;
+}
+
+TEST(TargetZeroCopy, DigestsAndManySmallPdusBothWays) {
+  Session s(small_segments_with_digests(), small_segments());
+  Initiator& ini = s.ini;
+  ASSERT_TRUE(ini.digests.header && ini.digests.data);
+  ini.chunk = 1000;  // every PDU arrives header first, its data in pieces
+  // 200 KiB: 8 KiB of immediate data, then R2Ts answered with 8 KiB Data-Out PDUs.
+  const uint32_t len = 200 * 1024;
+  auto data = pattern(len, 5);
+  auto w = outcome_of(ini.run(cdb_rw16(0x8a, 40, len / 512), false, true, len, data));
+  EXPECT_EQ(w.status, 0);
+  EXPECT_EQ(ini.conn().stats().direct_rx_pdus, len / 8192);  // the immediate data and every Data-Out
+
+  auto pr = ini.run(cdb_rw16(0x88, 40, len / 512), true, false, len);
+  auto r = outcome_of(pr);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.data, data);
+  // Each 64 KiB burst: five 12 KiB segments from the task buffer, then 4 KiB (copied) up to
+  // the burst's end; the last 8 KiB copied too.
+  EXPECT_EQ(ini.conn().stats().zero_copy_data_in, 15u);
+  int with_status = 0, pdus = 0;
+  for (auto& p : pr)
+    if (const auto* d = p.as<DataInPdu>()) {
+      ++pdus;
+      EXPECT_EQ(p.data.size(), (d->buffer_offset % 65536) < 61440 && d->buffer_offset + 12288 <= len ? 12288u
+                               : d->buffer_offset + 8192 == len                                       ? 8192u
+                                                                                                      : 4096u);
+      with_status += d->has_status;
+    }
+  EXPECT_EQ(pdus, 19);
+  EXPECT_EQ(with_status, 1);  // GOOD status still collapsed into the last Data-In
+}
+
+TEST(TargetZeroCopy, PaddedSegmentsKeepTheirDigests) {
+  SessionOptions o = small_segments_with_digests();
+  o.limits.initial_r2t = false;
+  o.limits.immediate_data = false;
+  Session s(o);
+  Initiator& ini = s.ini;
+  ini.chunk = 700;
+  // Unsolicited Data-Out of 8193 + 8191 bytes: pads of 3 and 1 before the data digest.
+  const uint32_t len = 16384;
+  auto data = pattern(len, 11);
+  uint32_t itt = ini.command(cdb_rw16(0x8a, 0, len / 512), false, true, len, {}, /*final=*/false);
+  ini.data_out(itt, kReservedTag, 0, 0, std::span(data).first(8193), false);
+  ini.data_out(itt, kReservedTag, 1, 8193, std::span(data).subspan(8193), true);
+  EXPECT_EQ(outcome_of(ini.take()).status, 0);
+  EXPECT_EQ(ini.conn().stats().direct_rx_pdus, 1u);  // 8191 bytes is below the direct threshold
+  // A read whose EDTL cuts the data at 10001 bytes: one Data-In sent from the task buffer,
+  // padded by 3 before its digest.
+  const uint32_t edtl = 10001;
+  auto r = outcome_of(ini.run(cdb_rw16(0x88, 0, len / 512), true, false, edtl));
+  EXPECT_EQ(r.status, 0);
+  EXPECT_TRUE(r.overflow);
+  EXPECT_EQ(r.data, std::vector<uint8_t>(data.begin(), data.begin() + edtl));
+  EXPECT_EQ(ini.conn().stats().zero_copy_data_in, 1u);
+}
+
+TEST(TargetZeroCopy, OutputSurvivesSendsThatStopAnywhere) {
+  Session s;
+  const uint32_t len = 64 * 1024;
+  auto data = pattern(len, 3);
+  EXPECT_TRUE(s.write(0, data));
+  for (size_t step : {size_t{7}, size_t{4100}, size_t{1} << 20}) {
+    const uint32_t itt = s.read_command(0, len);
+    auto pdus = decode_all(drain_iov(s.ini.conn(), step), s.ini.digests);
+    EXPECT_EQ(data_in_of(pdus, itt), data) << "sends of " << step << " bytes";
+  }
+}
+
+// A task whose Data-In is still queued is not reused by the next command, even after it has
+// completed and a LUN reset went by: the queued data is the first read's, not the second's.
+TEST(TargetZeroCopy, QueuedDataInPinsItsTask) {
+  Session s;
+  Initiator& ini = s.ini;
+  const uint32_t len = 32 * 1024;
+  auto a = pattern(len, 1), b = pattern(len, 2);
+  EXPECT_TRUE(s.write(0, a));
+  EXPECT_TRUE(s.write(1000, b));
+  // Nothing drained in between: each read completes inline (ram LUN) and queues its Data-In;
+  // the second would reuse the first's task (and buffer) were it not pinned.
+  const uint32_t ra = s.read_command(0, len);
+  const uint32_t rb = s.read_command(1000, len);
+  TaskMgmtRequestPdu reset;
+  reset.immediate = true;
+  reset.function = TmfFunction::LogicalUnitReset;
+  reset.lun = *Lun::from_number(0);
+  reset.itt = ini.next_itt();
+  reset.cmd_sn = ini.cmd_sn();
+  ini.send(reset);
+  const uint32_t rc = s.read_command(0, len);
+  auto pdus = decode_all(drain_iov(ini.conn(), 1 << 20), ini.digests);
+  EXPECT_EQ(data_in_of(pdus, ra), a);
+  EXPECT_EQ(data_in_of(pdus, rb), b);
+  EXPECT_TRUE(data_in_of(pdus, rc).empty());  // UNIT ATTENTION after the reset: no data
+}
+
+// The connection drops while a send of Data-In is in flight: the iovecs handed out stay
+// readable (ASan checks) until the send completes.
+TEST(TargetZeroCopy, ConnectionDropsWithDataInInFlight) {
+  Session s;
+  Initiator& ini = s.ini;
+  const uint32_t len = 64 * 1024;
+  auto data = pattern(len, 7);
+  EXPECT_TRUE(s.write(8, data));
+  const uint32_t itt = s.read_command(8, len);
+  iovec iov[64];
+  const size_t n = ini.conn().output_iov(iov);
+  ASSERT_GT(n, 2u);
+  ini.conn().shutdown();
+  EXPECT_TRUE(ini.conn().finished());
+  std::vector<uint8_t> bytes;
+  for (size_t i = 0; i < n; ++i) {
+    const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+    bytes.insert(bytes.end(), p, p + iov[i].iov_len);
+  }
+  ini.conn().output_sent(bytes.size());
+  EXPECT_EQ(data_in_of(decode_all(bytes, ini.digests), itt), data);
+}
+
+// A receive into a task's buffer is in flight when the connection drops (a Data-Out answering
+// an R2T, and a command's immediate data): the region stays writable, what lands is dropped.
+TEST(TargetZeroCopy, ConnectionDropsDuringDirectReceive) {
+  for (bool immediate : {false, true}) {
+    Session s(SessionOptions{});
+    Initiator& ini = s.ini;
+    const uint32_t len = 16384;
+    auto data = pattern(len, 4);
+    std::vector<uint8_t> rest;
+    if (immediate) {
+      ScsiCommandPdu c;
+      c.write = true;
+      c.final = true;
+      c.lun = *Lun::from_number(0);
+      c.itt = ini.next_itt();
+      c.expected_data_transfer_length = len;
+      c.cmd_sn = ini.next_cmd_sn();
+      c.data_segment_length = len;
+      auto cdb = cdb_rw16(0x8a, 0, len / 512);
+      std::memcpy(c.cdb.data(), cdb.data(), 16);
+      rest = send_part(ini, c, data, kBhsSize + 100);
+    } else {
+      rest = s.start_data_out(data, kBhsSize + 100);
+    }
+    EXPECT_EQ(ini.conn().stats().direct_rx_pdus, 1u);
+    iovec iov[TargetConnection::kRxIov];
+    ASSERT_EQ(ini.conn().rx_iov(iov), 2u);
+    EXPECT_EQ(iov[0].iov_len, len - 100);
+    ini.conn().shutdown();
+    EXPECT_TRUE(ini.conn().finished());
+    // The receive that was in flight completes into the region after all.
+    std::memcpy(iov[0].iov_base, rest.data(), iov[0].iov_len);
+    ini.conn().rx_commit(iov[0].iov_len, ini.now);
+    EXPECT_TRUE(ini.take().empty());
+    EXPECT_TRUE(ini.conn().finished());
+  }
+}
+
+// AbortTask between two Data-Out PDUs of a burst received in place: the rest of the burst is
+// dropped quietly, and the next write (which may reuse the task) lands whole.
+TEST(TargetZeroCopy, AbortBetweenDirectDataOuts) {
+  Session s(SessionOptions{}, small_segments());
+  Initiator& ini = s.ini;
+  ini.chunk = 512;
+  const uint32_t len = 32768;
+  auto data = pattern(len, 6);
+  uint32_t itt = ini.command(cdb_rw16(0x8a, 0, len / 512), false, true, len);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  const uint32_t ttt = got[0].as<R2TPdu>()->ttt;
+  ini.data_out(itt, ttt, 0, 0, std::span(data).first(8192), false);
+  EXPECT_EQ(ini.conn().stats().direct_rx_pdus, 1u);
+  EXPECT_EQ(ini.tmf(TmfFunction::AbortTask, 0, itt, ini.cmd_sn() - 1), TmfResponse::Complete);
+  ini.data_out(itt, ttt, 1, 8192, std::span(data).subspan(8192, 8192), false);
+  EXPECT_EQ(ini.conn().stats().direct_rx_pdus, 1u);  // no task for it: staging, then dropped
+  EXPECT_TRUE(ini.take().empty());
+  EXPECT_FALSE(ini.conn().closing());
+
+  auto other = pattern(len, 8);
+  EXPECT_EQ(outcome_of(ini.run(cdb_rw16(0x8a, 0, len / 512), false, true, len, other)).status, 0);
+  EXPECT_EQ(outcome_of(ini.run(cdb_rw16(0x88, 0, len / 512), true, false, len)).data, other);
+}
+
+// Hostile Data-Out whose header arrives before its data: none is received in place; each is
+// refused exactly as on the staging path (Reject, then the connection closes).
+TEST(TargetZeroCopy, HostileDataOutNeverTakesTheDirectPath) {
+  enum Case { WrongOffset, BeyondR2t, WrongDataSn, UnknownTtt, UnsolicitedNotExpected, EndsEarly };
+  for (Case k : {WrongOffset, BeyondR2t, WrongDataSn, UnknownTtt, UnsolicitedNotExpected, EndsEarly}) {
+    Session s(SessionOptions{});
+    Initiator& ini = s.ini;
+    ini.chunk = 256;
+    const uint32_t len = 65536;
+    uint32_t itt = ini.command(cdb_rw16(0x8a, 0, len / 512), false, true, len);
+    auto got = ini.take();
+    ASSERT_EQ(got.size(), 1u);
+    const R2TPdu r2t = *got[0].as<R2TPdu>();
+    ASSERT_EQ(r2t.desired_data_transfer_length, len);
+    uint32_t ttt = r2t.ttt, sn = 0, off = 0, n = 16384;
+    bool final = false;
+    switch (k) {
+      case WrongOffset: off = 0x7fff0000; break;
+      case BeyondR2t: n = len + 8192; break;  // more than the R2T (and EDTL) asked for
+      case WrongDataSn: sn = 5; break;
+      case UnknownTtt: ttt = 0x4242; break;
+      case UnsolicitedNotExpected: ttt = kReservedTag; break;
+      case EndsEarly: final = true; break;
+    }
+    auto data = pattern(n, 1);
+    ini.data_out(itt, ttt, sn, off, data, final);
+    got = ini.take();
+    ASSERT_EQ(got.size(), 1u) << "case " << k;
+    ASSERT_TRUE(got[0].as<RejectPdu>()) << "case " << k;
+    EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
+    EXPECT_TRUE(ini.conn().closing());
+    EXPECT_EQ(ini.conn().stats().direct_rx_pdus, 0u) << "case " << k;
+  }
+}
+
+// A data digest error on a segment received in place: Reject and close, as on the staging path.
+TEST(TargetZeroCopy, DataDigestErrorOnTheDirectPath) {
+  SessionOptions o;
+  o.limits.data_digest = DigestPolicy::Require;
+  Session s(o);
+  Initiator& ini = s.ini;
+  const uint32_t len = 16384;
+  auto data = pattern(len, 2);
+  auto rest = s.start_data_out(data, kBhsSize + 10);
+  ASSERT_FALSE(rest.empty());
+  rest.back() ^= 0x80;  // the digest
+  ini.send_raw(rest);
+  EXPECT_EQ(ini.conn().stats().direct_rx_pdus, 1u);
+  auto got = ini.take();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::DataDigestError);
+  EXPECT_TRUE(ini.conn().closing());
+}
+
+}  // namespace
+}  // namespace vcp::target::test
