@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 4:
       if (auto s = parse_sense(in)) {
         (void)describe(*s);
-        (void)classify(scsi_status::kCheckCondition, s, vcp::BlockOp::discard);
+        (void)classify(vcp::scsi::code(vcp::scsi::Status::check_condition), s, vcp::BlockOp::discard);
       }
       break;
     case 5: (void)parse_response_sense(in); break;

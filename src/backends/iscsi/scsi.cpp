@@ -16,7 +16,7 @@ using vcp::iscsi::wire::store_be64;
 
 Cdb build_read16(uint64_t lba, uint32_t blocks) {
   Cdb c{};
-  c[0] = scsi_op::kRead16;
+  c[0] = vcp::scsi::op::kRead16;
   store_be64(&c[2], lba);
   store_be32(&c[10], blocks);
   return c;
@@ -24,7 +24,7 @@ Cdb build_read16(uint64_t lba, uint32_t blocks) {
 
 Cdb build_write16(uint64_t lba, uint32_t blocks, bool fua) {
   Cdb c{};
-  c[0] = scsi_op::kWrite16;
+  c[0] = vcp::scsi::op::kWrite16;
   c[1] = fua ? 0x08 : 0;
   store_be64(&c[2], lba);
   store_be32(&c[10], blocks);
@@ -33,13 +33,13 @@ Cdb build_write16(uint64_t lba, uint32_t blocks, bool fua) {
 
 Cdb build_synchronize_cache16() {
   Cdb c{};  // LBA 0, NUMBER OF LOGICAL BLOCKS 0: the whole medium
-  c[0] = scsi_op::kSynchronizeCache16;
+  c[0] = vcp::scsi::op::kSyncCache16;
   return c;
 }
 
 Cdb build_unmap(uint16_t param_length) {
   Cdb c{};
-  c[0] = scsi_op::kUnmap;
+  c[0] = vcp::scsi::op::kUnmap;
   store_be16(&c[7], param_length);
   return c;
 }
@@ -54,7 +54,7 @@ void build_unmap_params(uint64_t lba, uint32_t blocks, std::span<uint8_t, kUnmap
 
 Cdb build_write_same16(uint64_t lba, uint32_t blocks, bool unmap) {
   Cdb c{};
-  c[0] = scsi_op::kWriteSame16;
+  c[0] = vcp::scsi::op::kWriteSame16;
   c[1] = unmap ? 0x08 : 0;
   store_be64(&c[2], lba);
   store_be32(&c[10], blocks);
@@ -63,7 +63,7 @@ Cdb build_write_same16(uint64_t lba, uint32_t blocks, bool unmap) {
 
 Cdb build_inquiry_vpd(uint8_t page, uint16_t allocation) {
   Cdb c{};
-  c[0] = scsi_op::kInquiry;
+  c[0] = vcp::scsi::op::kInquiry;
   c[1] = 0x01;  // EVPD
   c[2] = page;
   store_be16(&c[3], allocation);
@@ -72,8 +72,8 @@ Cdb build_inquiry_vpd(uint8_t page, uint16_t allocation) {
 
 Cdb build_read_capacity16(uint32_t allocation) {
   Cdb c{};
-  c[0] = scsi_op::kServiceActionIn16;
-  c[1] = scsi_op::kReadCapacity16;
+  c[0] = vcp::scsi::op::kServiceActionIn16;
+  c[1] = static_cast<uint8_t>(vcp::scsi::sa::kReadCapacity16);
   store_be32(&c[10], allocation);
   return c;
 }
@@ -241,45 +241,45 @@ std::string describe(const Sense& s) {
 }
 
 Outcome classify(uint8_t status, const std::optional<Sense>& sense, BlockOp op) {
-  using namespace scsi_status;
-  switch (status) {
-    case kGood:
-    case kConditionMet:
+  using vcp::scsi::Status;
+  switch (static_cast<Status>(status)) {
+    case Status::good:
+    case Status::condition_met:
       return {};
-    case kBusy:
-    case kTaskSetFull:
-    case kAcaActive:
-    case kTaskAborted:
+    case Status::busy:
+    case Status::task_set_full:
+    case Status::aca_active:
+    case Status::task_aborted:
       return {Verdict::RetryBackoff, 0};
-    case kReservationConflict:
+    case Status::reservation_conflict:
       return {Verdict::Done, -EBUSY};
-    case kCheckCondition:
+    case Status::check_condition:
       break;
     default:
       return {Verdict::Done, -EIO};
   }
   if (!sense) return {Verdict::Done, -EIO};
-  switch (sense->key) {
-    case sense_key::kNoSense:
-    case sense_key::kRecoveredError:
+  switch (static_cast<vcp::scsi::SenseKey>(sense->key)) {
+    case vcp::scsi::SenseKey::no_sense:
+    case vcp::scsi::SenseKey::recovered_error:
       return {};
-    case sense_key::kUnitAttention:
+    case vcp::scsi::SenseKey::unit_attention:
       return {Verdict::RetryNow, 0};
-    case sense_key::kAbortedCommand:
+    case vcp::scsi::SenseKey::aborted_command:
       return {Verdict::RetryBackoff, 0};
-    case sense_key::kNotReady:
+    case vcp::scsi::SenseKey::not_ready:
       // 04/01 becoming ready, 04/07 operation in progress, 04/0a transitioning: wait.
       if (sense->asc == 0x04 && (sense->ascq == 0x01 || sense->ascq == 0x07 || sense->ascq == 0x0a))
         return {Verdict::RetryBackoff, 0};
       return {Verdict::Done, -EIO};
-    case sense_key::kIllegalRequest:
+    case vcp::scsi::SenseKey::illegal_request:
       // 20/00 invalid command operation code, 24/00 invalid field in CDB: an optional command
       // (or its UNMAP bit) the target does not have.
       if ((op == BlockOp::discard || op == BlockOp::write_zeroes || op == BlockOp::flush) &&
           (sense->asc == 0x20 || sense->asc == 0x24))
         return {Verdict::Done, -EOPNOTSUPP};
       return {Verdict::Done, -EIO};
-    case sense_key::kDataProtect:
+    case vcp::scsi::SenseKey::data_protect:
       return {Verdict::Done, -EROFS};
     default:
       return {Verdict::Done, -EIO};

@@ -14,33 +14,11 @@
 #include <string>
 
 #include "backends/block_backend.hpp"
+#include "base/scsi_codes.hpp"
 
 namespace vcp::backends::iscsi {
 
 using Cdb = std::array<uint8_t, 16>;
-
-namespace scsi_op {
-constexpr uint8_t kTestUnitReady = 0x00;
-constexpr uint8_t kInquiry = 0x12;
-constexpr uint8_t kUnmap = 0x42;
-constexpr uint8_t kRead16 = 0x88;
-constexpr uint8_t kWrite16 = 0x8a;
-constexpr uint8_t kSynchronizeCache16 = 0x91;
-constexpr uint8_t kWriteSame16 = 0x93;
-constexpr uint8_t kServiceActionIn16 = 0x9e;
-constexpr uint8_t kReadCapacity16 = 0x10;  // service action of 0x9e
-}  // namespace scsi_op
-
-namespace scsi_status {
-constexpr uint8_t kGood = 0x00;
-constexpr uint8_t kCheckCondition = 0x02;
-constexpr uint8_t kConditionMet = 0x04;
-constexpr uint8_t kBusy = 0x08;
-constexpr uint8_t kReservationConflict = 0x18;
-constexpr uint8_t kTaskSetFull = 0x28;
-constexpr uint8_t kAcaActive = 0x30;
-constexpr uint8_t kTaskAborted = 0x40;
-}  // namespace scsi_status
 
 // The UNMAP parameter list for one range (SBC-4 §5.32.2): 8-byte header + one 16-byte descriptor.
 constexpr uint32_t kUnmapParamLength = 24;
@@ -102,17 +80,6 @@ struct Sense {
   uint8_t ascq = 0;
   bool deferred = false;
 };
-namespace sense_key {
-constexpr uint8_t kNoSense = 0x0;
-constexpr uint8_t kRecoveredError = 0x1;
-constexpr uint8_t kNotReady = 0x2;
-constexpr uint8_t kMediumError = 0x3;
-constexpr uint8_t kHardwareError = 0x4;
-constexpr uint8_t kIllegalRequest = 0x5;
-constexpr uint8_t kUnitAttention = 0x6;
-constexpr uint8_t kDataProtect = 0x7;
-constexpr uint8_t kAbortedCommand = 0xb;
-}  // namespace sense_key
 std::optional<Sense> parse_sense(std::span<const uint8_t> sense);
 // The iSCSI SCSI Response data segment: a 2-byte SenseLength, then the sense (RFC 7143 §11.4.7).
 std::optional<Sense> parse_response_sense(std::span<const uint8_t> segment);

@@ -1329,18 +1329,18 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
     return;
   }
   std::optional<Sense> sense;
-  if (status == scsi_status::kCheckCondition) {
+  if (status == vcp::scsi::code(vcp::scsi::Status::check_condition)) {
     sense = parse_response_sense(sense_segment);
   }
   Outcome o = classify(status, sense, t.raw ? BlockOp::read : t.req->op);
-  if (status == scsi_status::kBusy || status == scsi_status::kTaskSetFull) ++stats_.busy;
+  if (status == vcp::scsi::code(vcp::scsi::Status::busy) || status == vcp::scsi::code(vcp::scsi::Status::task_set_full)) ++stats_.busy;
   if (sense) {
-    if (sense->key == sense_key::kUnitAttention) {
+    if (sense->key == vcp::scsi::code(vcp::scsi::SenseKey::unit_attention)) {
       VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
-    } else if (!(t.raw && sense->key == sense_key::kIllegalRequest)) {
+    } else if (!(t.raw && sense->key == vcp::scsi::code(vcp::scsi::SenseKey::illegal_request))) {
       VCP_LOG_WARN("{}: CDB 0x{:02x}: CHECK CONDITION: {}", name_, t.cdb[0], describe(*sense));
     }
-  } else if (status != scsi_status::kGood) {
+  } else if (status != vcp::scsi::code(vcp::scsi::Status::good)) {
     VCP_LOG_DEBUG("{}: CDB 0x{:02x}: SCSI status 0x{:02x}", name_, t.cdb[0], status);
   }
   switch (o.verdict) {

@@ -3,20 +3,9 @@
 
 #include <cstdint>
 
-namespace vcp::scsi {
+#include "base/scsi_codes.hpp"
 
-enum class SenseKey : uint8_t {
-  no_sense = 0x0,
-  recovered_error = 0x1,
-  not_ready = 0x2,
-  medium_error = 0x3,
-  hardware_error = 0x4,
-  illegal_request = 0x5,
-  unit_attention = 0x6,
-  data_protect = 0x7,
-  aborted_command = 0xb,
-  miscompare = 0xe,
-};
+namespace vcp::scsi {
 
 // ASC in the high byte, ASCQ in the low one.
 enum class Asc : uint16_t {

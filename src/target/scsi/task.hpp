@@ -12,6 +12,7 @@
 #include <string>
 
 #include "backends/block_backend.hpp"
+#include "base/scsi_codes.hpp"
 #include "target/scsi/sense.hpp"
 
 namespace vcp::scsi {
@@ -19,15 +20,6 @@ namespace vcp::scsi {
 class Lun;
 struct CommandInfo;
 
-enum class Status : uint8_t {
-  good = 0x00,
-  check_condition = 0x02,
-  condition_met = 0x04,
-  busy = 0x08,
-  reservation_conflict = 0x18,
-  task_set_full = 0x28,
-  task_aborted = 0x40,
-};
 
 enum class TaskAttr : uint8_t { simple, ordered, head_of_queue, aca };
 enum class DataDir : uint8_t { none, in, out };  // in: device to initiator (READ)

@@ -162,7 +162,7 @@ TEST(ScsiSense, FixedAndDescriptorFormats) {
   fixed[13] = 0x00;
   auto s = parse_sense(fixed);
   ASSERT_TRUE(s);
-  EXPECT_EQ(s->key, sense_key::kUnitAttention);
+  EXPECT_EQ(s->key, vcp::scsi::code(vcp::scsi::SenseKey::unit_attention));
   EXPECT_EQ(s->asc, 0x29);
   EXPECT_FALSE(s->deferred);
   EXPECT_EQ(describe(*s), "UNIT ATTENTION, ASC/ASCQ 29/00");
@@ -171,7 +171,7 @@ TEST(ScsiSense, FixedAndDescriptorFormats) {
   s = parse_sense(desc);
   ASSERT_TRUE(s);
   EXPECT_TRUE(s->deferred);
-  EXPECT_EQ(s->key, sense_key::kIllegalRequest);
+  EXPECT_EQ(s->key, vcp::scsi::code(vcp::scsi::SenseKey::illegal_request));
   EXPECT_EQ(s->ascq, 0x01);
 
   EXPECT_FALSE(parse_sense(std::vector<uint8_t>{0x70, 0}));
@@ -186,14 +186,18 @@ TEST(ScsiSense, FixedAndDescriptorFormats) {
   std::vector<uint8_t> seg = {0, 8, 0x72, 0x02, 0x04, 0x01, 0, 0, 0, 0};
   s = parse_response_sense(seg);
   ASSERT_TRUE(s);
-  EXPECT_EQ(s->key, sense_key::kNotReady);
+  EXPECT_EQ(s->key, vcp::scsi::code(vcp::scsi::SenseKey::not_ready));
   seg[1] = 9;
   EXPECT_FALSE(parse_response_sense(seg));
   EXPECT_FALSE(parse_response_sense(std::vector<uint8_t>{0}));
 }
 
 TEST(ScsiClassify, StatusesAndSense) {
-  using namespace scsi_status;
+  using vcp::scsi::code;
+  using vcp::scsi::Status;
+  constexpr uint8_t kGood = code(Status::good), kBusy = code(Status::busy), kTaskSetFull = code(Status::task_set_full),
+                    kReservationConflict = code(Status::reservation_conflict),
+                    kCheckCondition = code(Status::check_condition);
   auto sense = [](uint8_t key, uint8_t asc, uint8_t ascq) { return std::optional<Sense>(Sense{key, asc, ascq}); };
   EXPECT_EQ(classify(kGood, {}, BlockOp::read).verdict, Verdict::Done);
   EXPECT_EQ(classify(kGood, {}, BlockOp::read).error, 0);

@@ -85,8 +85,8 @@ TEST_F(IscsiSession, BusyAndTaskSetFullAreRetriedWithBackoff) {
   TestIo io(BlockOp::read, 4096, 4096);
   auto c1 = issue(io);
   ASSERT_TRUE(c1);
-  EXPECT_EQ(c1->cdb[0], scsi_op::kRead16);
-  target_.respond(c1->itt, scsi_status::kBusy);
+  EXPECT_EQ(c1->cdb[0], vcp::scsi::op::kRead16);
+  target_.respond(c1->itt, vcp::scsi::code(vcp::scsi::Status::busy));
   const uint64_t t1 = mono_ms();
   auto c2 = next_command();
   ASSERT_TRUE(c2);
@@ -94,7 +94,7 @@ TEST_F(IscsiSession, BusyAndTaskSetFullAreRetriedWithBackoff) {
   EXPECT_NE(c2->itt, c1->itt);
   EXPECT_EQ(c2->cmd_sn, c1->cmd_sn + 1);
   EXPECT_EQ(c2->cdb, c1->cdb);
-  target_.respond(c2->itt, scsi_status::kTaskSetFull);
+  target_.respond(c2->itt, vcp::scsi::code(vcp::scsi::Status::task_set_full));
   const uint64_t t2 = mono_ms();
   auto c3 = next_command();
   ASSERT_TRUE(c3);
@@ -118,7 +118,7 @@ TEST_F(IscsiSession, UnitAttentionIsRetriedAtOnceAndAStormFails) {
   auto c = issue(io);
   ASSERT_TRUE(c);
   auto ua = ScriptedTarget::sense(0x6, 0x29, 0x00);
-  target_.respond(c->itt, scsi_status::kCheckCondition, ua);
+  target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ua);
   const uint64_t t = mono_ms();
   c = next_command();
   ASSERT_TRUE(c);
@@ -133,7 +133,7 @@ TEST_F(IscsiSession, UnitAttentionIsRetriedAtOnceAndAStormFails) {
   int issued = 0;
   while (auto s = next_command(500)) {
     ++issued;
-    target_.respond(s->itt, scsi_status::kCheckCondition, ua);
+    target_.respond(s->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ua);
   }
   EXPECT_EQ(issued, 11);
   EXPECT_EQ(storm.calls, 1);
@@ -145,7 +145,7 @@ TEST_F(IscsiSession, ErrorsAreNotRetried) {
   TestIo io(BlockOp::read, 0, 4096);
   auto c = issue(io);
   ASSERT_TRUE(c);
-  target_.respond(c->itt, scsi_status::kCheckCondition, ScriptedTarget::sense(0x3, 0x11, 0x00));
+  target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x3, 0x11, 0x00));
   ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
   EXPECT_EQ(io.status, -EIO);
   EXPECT_TRUE(target_.quiet(300));
@@ -472,7 +472,7 @@ TEST_F(IscsiSession, EarlyFailedWriteCompletesOnlyAfterItsDataOutLeftTheBuffer) 
   r2t.desired_data_transfer_length = len;
   target_.send(r2t);
   target_.run_for(200);  // the initiator's sendmsg fills the socket buffers and waits
-  target_.respond(c->itt, scsi_status::kCheckCondition, ScriptedTarget::sense(0x3, 0x0c, 0x00));
+  target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x3, 0x0c, 0x00));
   target_.run_for(300);
   EXPECT_FALSE(w.done()) << "completed while the kernel still sends from the request's buffer";
   EXPECT_EQ(session_->stats().held_completions, 1u);
