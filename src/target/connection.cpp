@@ -261,6 +261,8 @@ bool TargetConnection::try_direct(std::span<const uint8_t> staged) {
   direct_.task = t;
   std::memcpy(direct_.header, staged.data(), hdr_len);
   direct_.header_len = static_cast<uint32_t>(hdr_len);
+  direct_.ahs_len = static_cast<uint32_t>(ahs_len);
+  direct_.decoded = std::move(h);
   direct_.dst = dst;
   direct_.len = dsl;
   direct_.got = static_cast<uint32_t>(have);
@@ -290,8 +292,8 @@ bool TargetConnection::finish_direct() {
   }
   if (ok) {
     PduParts parts;
-    decode_bhs(hdr, parts.header, {Direction::FromInitiator, params_.max_recv_data_segment_length});
-    parts.ahs = hdr.subspan(kBhsSize, size_t{hdr[4]} * 4);
+    parts.header = d.decoded;
+    parts.ahs = hdr.subspan(kBhsSize, d.ahs_len);
     parts.data = {d.dst, d.len};
     if (std::holds_alternative<ScsiCommandPdu>(parts.header)) staged_command_ = d.task;
     ok = dispatch(parts, hdr);

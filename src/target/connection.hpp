@@ -176,6 +176,8 @@ class TargetConnection {
     Task* task = nullptr;  // pinned while set
     uint8_t header[iscsi::kBhsSize + 4 * 255 + 4];  // BHS, AHS, header digest (for the PDU's handling)
     uint32_t header_len = 0;
+    uint32_t ahs_len = 0;     // bytes of AHS after the BHS in header
+    iscsi::Pdu decoded;       // the header as try_direct() decoded and checked it
     uint8_t* dst = nullptr;
     uint32_t len = 0;   // the data segment
     uint32_t got = 0;   // bytes of it already in dst
