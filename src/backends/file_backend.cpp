@@ -5,6 +5,14 @@
 // hole and write-zeroes uses FALLOC_FL_ZERO_RANGE (files) or BLKDISCARD/BLKZEROOUT semantics
 // through fallocate on block devices. A short transfer (the file shrank under us, or the disk
 // is full) completes as an I/O error: it is never reported as success.
+//
+// Buffered writes (no direct=on) are written inline, on the submitting thread, while that stays
+// fast. io_uring cannot start a buffered write to ext4 without blocking, so it hands every one
+// to an io-wq worker thread: a wake-up and two context switches per write, which cost more than
+// the copy into the page cache itself (about 40% of a target's CPU per 4 KiB write, measured
+// with perf). A write that blocks anyway (dirty-page throttling, a page not in memory, a full
+// journal) is noticed by its duration: from then on writes go through io_uring again for a
+// while, so a throttled file cannot stall the thread's other work for long.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -12,7 +20,11 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <climits>
 
 #include "backends/factories.hpp"
 #include "base/log.hpp"
@@ -22,10 +34,24 @@ namespace vcp::backends {
 namespace {
 
 constexpr unsigned kRingEntries = 1024;
+// An inline write slower than kInlineSlowNs plus a nanosecond per byte (a page cache copy runs
+// at several GB/s) blocked on something: writes go through io_uring (and its worker threads)
+// for kInlinePauseFactor times as long as it took, so the thread spends at most about a tenth
+// of its time blocked in writes (ext4 blocks a writer now and then for its journal, and for
+// long under dirty-page throttling).
+constexpr uint64_t kInlineSlowNs = 200'000;
+constexpr uint64_t kInlinePauseFactor = 10;
+
+uint64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 class FileQueue final : public BackendQueue {
  public:
   ~FileQueue() override {
+    if (inline_pauses_) VCP_LOG_DEBUG("file backend: inline writes paused {} times", inline_pauses_);
     // Requests still in the kernel would complete into freed memory: wait for them.
     while (in_flight_ > 0) {
       io_uring_cqe* cqe = nullptr;
@@ -35,9 +61,10 @@ class FileQueue final : public BackendQueue {
     io_uring_queue_exit(&ring_);
   }
 
-  int init(int fd, bool flush_is_noop) {
+  int init(int fd, bool flush_is_noop, bool inline_writes) {
     fd_ = fd;
     flush_is_noop_ = flush_is_noop;
+    inline_writes_ = inline_writes;
     io_uring_params p{};
     p.flags = IORING_SETUP_CQSIZE;
     p.cq_entries = kRingEntries * 2;
@@ -53,6 +80,8 @@ class FileQueue final : public BackendQueue {
       req->done(req, -EOPNOTSUPP);
       return;
     }
+    // FUA writes wait for the device: never inline.
+    if (req->op == BlockOp::write && !req->fua && inline_writes_ && try_write_inline(req)) return;
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (!sqe) {
       // The ring is sized above the most requests a queue can have in flight; if it is full
@@ -106,6 +135,54 @@ class FileQueue final : public BackendQueue {
   uint32_t in_flight() const override { return in_flight_; }
 
  private:
+  // Writes req inline and completes it; false (nothing done) while inline writes are paused.
+  bool try_write_inline(BlockRequest* req) {
+    const uint64_t t0 = mono_ns();
+    if (t0 < inline_resume_ns_) return false;
+    uint64_t off = req->offset;
+    uint64_t left = req->length;
+    uint32_t idx = 0;   // the first iovec not wholly written
+    size_t skip = 0;    // bytes of iov[idx] already written
+    int status = 0;
+    while (left > 0 && idx < req->iovcnt) {
+      // A partly written iovec goes alone; otherwise all the rest at once.
+      iovec part{static_cast<char*>(req->iov[idx].iov_base) + skip, req->iov[idx].iov_len - skip};
+      const iovec* v = skip ? &part : req->iov + idx;
+      const int n = skip ? 1 : static_cast<int>(std::min<uint32_t>(req->iovcnt - idx, IOV_MAX));
+      const ssize_t w = pwritev(fd_, v, n, static_cast<off_t>(off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        status = -errno;
+        break;
+      }
+      if (w == 0) break;  // nothing written and no error: reported as an I/O error below
+      off += static_cast<uint64_t>(w);
+      left -= std::min<uint64_t>(left, static_cast<uint64_t>(w));
+      size_t done = static_cast<size_t>(w);
+      while (done > 0 && idx < req->iovcnt) {
+        const size_t rest = req->iov[idx].iov_len - skip;
+        if (done >= rest) {
+          done -= rest;
+          ++idx;
+          skip = 0;
+        } else {
+          skip += done;
+          done = 0;
+        }
+      }
+    }
+    if (status == 0 && left > 0) status = -EIO;
+    const uint64_t t1 = mono_ns();
+    if (t1 - t0 > kInlineSlowNs + req->length) {
+      inline_resume_ns_ = t1 + (t1 - t0) * kInlinePauseFactor;
+      ++inline_pauses_;
+      VCP_LOG_DEBUG("file backend: a {}-byte write took {} us inline; writes go through io_uring for {} us",
+                    req->length, (t1 - t0) / 1000, (t1 - t0) * kInlinePauseFactor / 1000);
+    }
+    req->done(req, status);
+    return true;
+  }
+
   int reap() {
     io_uring_cqe* cqe = nullptr;
     unsigned head = 0, n = 0;
@@ -131,18 +208,21 @@ class FileQueue final : public BackendQueue {
   UniqueFd efd_;
   int fd_ = -1;
   bool flush_is_noop_ = false;
+  bool inline_writes_ = false;
+  uint64_t inline_resume_ns_ = 0;
+  uint64_t inline_pauses_ = 0;
   unsigned unsubmitted_ = 0;
   uint32_t in_flight_ = 0;
 };
 
 class FileBackend final : public BlockBackend {
  public:
-  FileBackend(BackendInfo info, UniqueFd fd, bool flush_is_noop)
-      : info_(std::move(info)), fd_(std::move(fd)), flush_is_noop_(flush_is_noop) {}
+  FileBackend(BackendInfo info, UniqueFd fd, bool flush_is_noop, bool inline_writes)
+      : info_(std::move(info)), fd_(std::move(fd)), flush_is_noop_(flush_is_noop), inline_writes_(inline_writes) {}
   const BackendInfo& info() const override { return info_; }
   Result<std::unique_ptr<BackendQueue>> open_queue(unsigned) override {
     auto q = std::make_unique<FileQueue>();
-    int rc = q->init(fd_.get(), flush_is_noop_);
+    int rc = q->init(fd_.get(), flush_is_noop_, inline_writes_);
     if (rc < 0) return Err(-rc);
     return std::unique_ptr<BackendQueue>(std::move(q));
   }
@@ -151,6 +231,7 @@ class FileBackend final : public BlockBackend {
   BackendInfo info_;
   UniqueFd fd_;
   bool flush_is_noop_;
+  bool inline_writes_;
 };
 
 }  // namespace
@@ -212,7 +293,7 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
   info.discard = info.write_zeroes = !ro;
   info.serial = "vcp-file";
   info.description = "file " + *path + (direct ? " (O_DIRECT)" : "") + (ro ? " (read-only)" : "");
-  return std::make_unique<FileBackend>(std::move(info), std::move(fd), ro);
+  return std::make_unique<FileBackend>(std::move(info), std::move(fd), ro, !direct && !ro);
 }
 
 }  // namespace vcp::backends

@@ -1,7 +1,9 @@
 // Every backend behind the one interface: the same requests, the same expectations.
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -186,6 +188,73 @@ TEST(FileBackend, ShortReadIsAnErrorNotSuccess) {
   ASSERT_EQ(truncate(path.c_str(), 4096), 0);  // the file shrinks under the VCP
   uint8_t buf[8192];
   EXPECT_EQ(run(**q, BlockOp::read, 0, {{buf, sizeof(buf)}}), -EIO);
+}
+
+// Buffered writes are written inline (io_uring would hand each to a worker thread): complete
+// before submit() returns, however many buffers they come in.
+TEST(FileBackend, BufferedWritesCompleteInlineAcrossManyBuffers) {
+  TempDir d;
+  std::string err;
+  auto b = make_backend("file:path=" + d.file("inline.img", 4 << 20), &err);
+  ASSERT_TRUE(b) << err;
+  auto q = b->open_queue(0);
+  ASSERT_TRUE(q.ok());
+  // More buffers than one pwritev takes (IOV_MAX 1024), of odd sizes.
+  constexpr size_t kBufs = 1500;
+  std::vector<std::vector<uint8_t>> data(kBufs);
+  std::vector<iovec> iov;
+  uint64_t total = 0;
+  for (size_t i = 0; i < kBufs; ++i) {
+    data[i].assign(512 + (i % 7) * 64, static_cast<uint8_t>(i * 13 + 1));
+    iov.push_back({data[i].data(), data[i].size()});
+    total += data[i].size();
+  }
+  Done done;
+  BlockRequest r;
+  r.op = BlockOp::write;
+  r.offset = 4096;
+  r.iov = iov.data();
+  r.iovcnt = kBufs;
+  r.length = total;
+  r.done = on_done;
+  r.ctx = &done;
+  (*q)->submit(&r);
+  EXPECT_TRUE(done.done) << "a buffered write did not complete inline";
+  EXPECT_EQ(done.status, 0);
+  (*q)->commit();
+  EXPECT_EQ((*q)->in_flight(), 0u);
+  std::vector<uint8_t> back(total);
+  EXPECT_EQ(run(**q, BlockOp::read, 4096, {{back.data(), back.size()}}), 0);
+  size_t at = 0;
+  for (size_t i = 0; i < kBufs; ++i) {
+    ASSERT_EQ(memcmp(back.data() + at, data[i].data(), data[i].size()), 0) << "buffer " << i;
+    at += data[i].size();
+  }
+}
+
+// A write the file system refuses part way (here: past RLIMIT_FSIZE, EFBIG after a short
+// write) completes as an error, never as success.
+TEST(FileBackend, RefusedInlineWriteIsAnError) {
+  TempDir d;
+  std::string err;
+  auto b = make_backend("file:path=" + d.file("limit.img", 4 << 20), &err);
+  ASSERT_TRUE(b) << err;
+  auto q = b->open_queue(0);
+  ASSERT_TRUE(q.ok());
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  rlimit lim = old;
+  lim.rlim_cur = 1 << 20;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  std::vector<uint8_t> buf(64 << 10, 0x5a);
+  const int straddling = run(**q, BlockOp::write, (1 << 20) - 4096, {{buf.data(), buf.size()}});
+  const int beyond = run(**q, BlockOp::write, 2 << 20, {{buf.data(), buf.size()}});
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_EQ(straddling, -EFBIG);
+  EXPECT_EQ(beyond, -EFBIG);
+  EXPECT_EQ(run(**q, BlockOp::write, 0, {{buf.data(), buf.size()}}), 0);
 }
 
 TEST(Registry, ClearErrors) {
