@@ -68,6 +68,19 @@ class BackendQueue {
   virtual int wait_fd() const { return -1; }
   // Requests accepted and not yet completed.
   virtual uint32_t in_flight() const { return 0; }
+  // Where bytes [offset, offset + length) of the device can be read in place, with no request
+  // and no copy: a pointer into the backend's own memory (a ram disk; a file's page cache
+  // through a shared read-only mapping), or nullptr when the backend has no such view. A
+  // caller sends from it straight away (a target's Data-In: the kernel copies the page cache
+  // into the socket, once). The bytes are live: a later write shows through, and if a file
+  // shrinks under the mapping, reading the lost part faults. So a view is only handed to the
+  // kernel (send/sendmsg: EFAULT, an error the caller handles), never read in user space,
+  // where that fault is SIGBUS.
+  virtual const uint8_t* read_view(uint64_t offset, uint64_t length) const {
+    (void)offset;
+    (void)length;
+    return nullptr;
+  }
 };
 
 class BlockBackend {

@@ -13,6 +13,9 @@
 // with perf). A write that blocks anyway (dirty-page throttling, a page not in memory, a full
 // journal) is noticed by its duration: from then on writes go through io_uring again for a
 // while, so a throttled file cannot stall the thread's other work for long.
+//
+// A buffered file is also mapped read-only (MAP_SHARED) for read_view(): the iSCSI target
+// sends Data-In straight from the page cache through it (block_backend.hpp says the rules).
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -28,6 +31,7 @@
 
 #include "backends/factories.hpp"
 #include "base/log.hpp"
+#include "base/mapping.hpp"
 #include "base/unique_fd.hpp"
 
 namespace vcp::backends {
@@ -61,8 +65,9 @@ class FileQueue final : public BackendQueue {
     io_uring_queue_exit(&ring_);
   }
 
-  int init(int fd, bool flush_is_noop, bool inline_writes) {
+  int init(int fd, bool flush_is_noop, bool inline_writes, const Mapping* view) {
     fd_ = fd;
+    view_ = view;
     flush_is_noop_ = flush_is_noop;
     inline_writes_ = inline_writes;
     io_uring_params p{};
@@ -132,6 +137,10 @@ class FileQueue final : public BackendQueue {
 
   int poll() override { return reap(); }
   int wait_fd() const override { return efd_.get(); }
+  const uint8_t* read_view(uint64_t offset, uint64_t length) const override {
+    if (!view_ || offset > view_->size() || length > view_->size() - offset) return nullptr;
+    return view_->data() + offset;
+  }
   uint32_t in_flight() const override { return in_flight_; }
 
  private:
@@ -209,6 +218,7 @@ class FileQueue final : public BackendQueue {
   int fd_ = -1;
   bool flush_is_noop_ = false;
   bool inline_writes_ = false;
+  const Mapping* view_ = nullptr;  // the backend's, outlives the queue
   uint64_t inline_resume_ns_ = 0;
   uint64_t inline_pauses_ = 0;
   unsigned unsubmitted_ = 0;
@@ -217,12 +227,16 @@ class FileQueue final : public BackendQueue {
 
 class FileBackend final : public BlockBackend {
  public:
-  FileBackend(BackendInfo info, UniqueFd fd, bool flush_is_noop, bool inline_writes)
-      : info_(std::move(info)), fd_(std::move(fd)), flush_is_noop_(flush_is_noop), inline_writes_(inline_writes) {}
+  FileBackend(BackendInfo info, UniqueFd fd, bool flush_is_noop, bool inline_writes, Mapping view)
+      : info_(std::move(info)),
+        fd_(std::move(fd)),
+        flush_is_noop_(flush_is_noop),
+        inline_writes_(inline_writes),
+        view_(std::move(view)) {}
   const BackendInfo& info() const override { return info_; }
   Result<std::unique_ptr<BackendQueue>> open_queue(unsigned) override {
     auto q = std::make_unique<FileQueue>();
-    int rc = q->init(fd_.get(), flush_is_noop_, inline_writes_);
+    int rc = q->init(fd_.get(), flush_is_noop_, inline_writes_, view_.valid() ? &view_ : nullptr);
     if (rc < 0) return Err(-rc);
     return std::unique_ptr<BackendQueue>(std::move(q));
   }
@@ -232,6 +246,7 @@ class FileBackend final : public BlockBackend {
   UniqueFd fd_;
   bool flush_is_noop_;
   bool inline_writes_;
+  Mapping view_;  // read-only shared mapping of the device (buffered files only), for read_view()
 };
 
 }  // namespace
@@ -293,7 +308,17 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
   info.discard = info.write_zeroes = !ro;
   info.serial = "vcp-file";
   info.description = "file " + *path + (direct ? " (O_DIRECT)" : "") + (ro ? " (read-only)" : "");
-  return std::make_unique<FileBackend>(std::move(info), std::move(fd), ro, !direct && !ro);
+  // A buffered file's page cache, mapped read-only, is where read_view() points: a target sends
+  // Data-In from it with no read request and no copy of its own. Not with O_DIRECT (the page
+  // cache is bypassed there, and mixing the two is not coherent). Without a mapping (mmap
+  // refused: address space, a device that cannot be mapped) reads simply go through io_uring.
+  Mapping view;
+  if (!direct) {
+    auto m = Mapping::map_shared(fd.get(), 0, capacity, PROT_READ);
+    if (m) view = std::move(*m);
+    else VCP_LOG_DEBUG("file backend: cannot map '{}' ({}): no in-place reads", *path, errno_str(m.error()));
+  }
+  return std::make_unique<FileBackend>(std::move(info), std::move(fd), ro, !direct && !ro, std::move(view));
 }
 
 }  // namespace vcp::backends

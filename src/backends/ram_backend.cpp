@@ -15,11 +15,15 @@ class RamBackend;
 
 class RamQueue final : public BackendQueue {
  public:
-  explicit RamQueue(uint8_t* base) : base_(base) {}
+  RamQueue(uint8_t* base, uint64_t size) : base_(base), size_(size) {}
   void submit(BlockRequest* req) override;
+  const uint8_t* read_view(uint64_t offset, uint64_t length) const override {
+    return offset <= size_ && length <= size_ - offset ? base_ + offset : nullptr;
+  }
 
  private:
   uint8_t* base_;
+  uint64_t size_;
 };
 
 class RamBackend final : public BlockBackend {
@@ -27,7 +31,7 @@ class RamBackend final : public BlockBackend {
   RamBackend(BackendInfo info, Mapping mem) : info_(std::move(info)), mem_(std::move(mem)) {}
   const BackendInfo& info() const override { return info_; }
   Result<std::unique_ptr<BackendQueue>> open_queue(unsigned) override {
-    return std::unique_ptr<BackendQueue>(std::make_unique<RamQueue>(mem_.data()));
+    return std::unique_ptr<BackendQueue>(std::make_unique<RamQueue>(mem_.data(), info_.capacity_bytes));
   }
 
  private:

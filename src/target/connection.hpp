@@ -116,7 +116,8 @@ struct ConnectionStats {
   uint64_t rejects = 0;
   uint64_t dropped_commands = 0;  // outside the CmdSN window
   uint64_t direct_rx_pdus = 0;    // data segments received straight into a task's buffer
-  uint64_t zero_copy_data_in = 0;  // Data-In segments sent from a task's buffer
+  uint64_t zero_copy_data_in = 0;  // Data-In segments sent from a task's buffer or in place
+  uint64_t in_place_reads = 0;     // READs whose Data-In went from the backend's memory (read_view)
 };
 
 class TargetConnection {
@@ -227,7 +228,9 @@ class TargetConnection {
 
   // output
   void send(const iscsi::Pdu& hdr, std::span<const uint8_t> data = {});
-  void send_from_task(const iscsi::Pdu& hdr, Task* t, std::span<const uint8_t> data);
+  // in_place: data is backend memory (ScsiTask::data_in_view): handed to the kernel whatever its
+  // size, never copied or digested in user space.
+  void send_from_task(const iscsi::Pdu& hdr, Task* t, std::span<const uint8_t> data, bool in_place = false);
   void queued_bytes(size_t at, size_t n);
   void unpin(Task* t);
   void reject(iscsi::RejectReason why, std::span<const uint8_t> pdu);

@@ -335,6 +335,14 @@ bool Lun::step_rw(ScsiTask* t) {
   }
   if (t->aborted) return complete(t), false;
   BlockOp op = p.writes ? BlockOp::write : BlockOp::read;
+  if (p.bytes_left > 0 && !p.writes && t->accept_view && p.tail == 0 && p.buffer_off == 0) {
+    // A READ of whole blocks, from a backend that can show them in place: no request, no copy.
+    if (const uint8_t* v = queue_->read_view(p.next_lba * block_size_, p.bytes_left)) {
+      t->data_in_view = v;
+      t->data_in_len = static_cast<uint32_t>(p.bytes_left);
+      return fail(t, ok());
+    }
+  }
   if (p.bytes_left > 0) {
     uint64_t n = p.bytes_left;
     bool whole = p.cursor.index == 0 && p.cursor.offset == 0 && n == p.iov_sum &&

@@ -78,6 +78,10 @@ struct ScsiTask {
   uint32_t iovcnt = 0;
   void (*done)(ScsiTask* task) = nullptr;
   void* ctx = nullptr;  // the transport's
+  // The transport can send data-in from the backend's memory in place (data_in_view below):
+  // it hands those bytes only to the kernel (BackendQueue::read_view()). A READ of whole
+  // blocks then needs no backend request and no copy into the iovecs.
+  bool accept_view = false;
 
   // ---- Results, valid in done() ----
   Status status = Status::good;
@@ -86,6 +90,9 @@ struct ScsiTask {
   Residual residual_kind = Residual::none;
   uint32_t residual = 0;
   uint32_t data_in_len = 0;  // bytes written into the data-in buffer
+  // Non-null: the data-in is these data_in_len bytes of backend memory, not the iovecs (only
+  // when accept_view was set). Send them straight away; never read them in user space.
+  const uint8_t* data_in_view = nullptr;
   bool aborted = false;      // aborted by task management: send no response (SAM-5)
 
   // ---- The Lun's, while in flight ----

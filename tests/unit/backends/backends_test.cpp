@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -112,6 +113,24 @@ std::vector<uint8_t*> aligned_bufs(size_t n, size_t size, std::vector<std::uniqu
   return out;
 }
 
+// One file backend on a fresh file in its own directory, and its queue.
+struct OpenFile {
+  explicit OpenFile(const std::string& name, uint64_t size, const std::string& options = "") {
+    path = dir.file(name, size);
+    std::string err;
+    backend = make_backend("file:path=" + path + options, &err);
+    EXPECT_TRUE(backend) << err;
+    if (!backend) return;
+    auto q = backend->open_queue(0);
+    EXPECT_TRUE(q.ok());
+    if (q.ok()) queue = std::move(q.value());
+  }
+  TempDir dir;
+  std::string path;
+  std::unique_ptr<BlockBackend> backend;
+  std::unique_ptr<BackendQueue> queue;
+};
+
 TEST_P(DataBackends, WriteThenReadScatterGather) {
   const auto& info = backend_->info();
   EXPECT_EQ(info.capacity_bytes % info.block_size, 0u);
@@ -146,6 +165,31 @@ TEST_P(DataBackends, DiscardAndWriteZeroesReadBackAsZeros) {
   }
 }
 
+// read_view(): ram and buffered files show their bytes in place (live: a later write shows
+// through), bounded by the device; O_DIRECT files have no view.
+TEST_P(DataBackends, ReadViewShowsTheBytesInPlace) {
+  const uint64_t cap = backend_->info().capacity_bytes;
+  if (GetParam() == "file-direct") {
+    EXPECT_EQ(q_->read_view(0, 4096), nullptr);
+    return;
+  }
+  std::vector<std::unique_ptr<uint8_t, decltype(&free)>> keep;
+  auto bufs = aligned_bufs(1, 8192, &keep);
+  std::memset(bufs[0], 0x3c, 8192);
+  ASSERT_EQ(run(*q_, BlockOp::write, 65536, {{bufs[0], 8192}}), 0);
+  const uint8_t* v = q_->read_view(65536, 8192);
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(memcmp(v, bufs[0], 8192), 0);
+  std::memset(bufs[0], 0xa5, 4096);
+  ASSERT_EQ(run(*q_, BlockOp::write, 65536, {{bufs[0], 4096}}), 0);
+  EXPECT_EQ(v[0], 0xa5);
+  EXPECT_EQ(v[4096], 0x3c);
+  EXPECT_NE(q_->read_view(cap - 4096, 4096), nullptr);
+  EXPECT_EQ(q_->read_view(cap - 4096, 4097), nullptr);
+  EXPECT_EQ(q_->read_view(cap + 1, 0), nullptr);
+  EXPECT_EQ(q_->read_view(~uint64_t{0}, 2), nullptr);
+}
+
 TEST_P(DataBackends, GetIdIsLeftToTheDeviceModel) { EXPECT_EQ(run(*q_, BlockOp::get_id, 0, {}), -EOPNOTSUPP); }
 
 INSTANTIATE_TEST_SUITE_P(All, DataBackends, ::testing::Values("ram:size=8M", "file", "file-direct"));
@@ -178,27 +222,19 @@ TEST(FileBackend, ReadOnlyRefusesWrites) {
 }
 
 TEST(FileBackend, ShortReadIsAnErrorNotSuccess) {
-  TempDir d;
-  std::string path = d.file("shrink.img", 1 << 20);
-  std::string err;
-  auto b = make_backend("file:path=" + path, &err);
-  ASSERT_TRUE(b) << err;
-  auto q = b->open_queue(0);
-  ASSERT_TRUE(q.ok());
-  ASSERT_EQ(truncate(path.c_str(), 4096), 0);  // the file shrinks under the VCP
+  OpenFile f("shrink.img", 1 << 20);
+  ASSERT_TRUE(f.queue);
+  ASSERT_EQ(truncate(f.path.c_str(), 4096), 0);  // the file shrinks under the VCP
   uint8_t buf[8192];
-  EXPECT_EQ(run(**q, BlockOp::read, 0, {{buf, sizeof(buf)}}), -EIO);
+  EXPECT_EQ(run(*f.queue, BlockOp::read, 0, {{buf, sizeof(buf)}}), -EIO);
 }
 
 // Buffered writes are written inline (io_uring would hand each to a worker thread): complete
 // before submit() returns, however many buffers they come in.
 TEST(FileBackend, BufferedWritesCompleteInlineAcrossManyBuffers) {
-  TempDir d;
-  std::string err;
-  auto b = make_backend("file:path=" + d.file("inline.img", 4 << 20), &err);
-  ASSERT_TRUE(b) << err;
-  auto q = b->open_queue(0);
-  ASSERT_TRUE(q.ok());
+  OpenFile f("inline.img", 4 << 20);
+  ASSERT_TRUE(f.queue);
+  BackendQueue* q = f.queue.get();
   // More buffers than one pwritev takes (IOV_MAX 1024), of odd sizes.
   constexpr size_t kBufs = 1500;
   std::vector<std::vector<uint8_t>> data(kBufs);
@@ -218,13 +254,13 @@ TEST(FileBackend, BufferedWritesCompleteInlineAcrossManyBuffers) {
   r.length = total;
   r.done = on_done;
   r.ctx = &done;
-  (*q)->submit(&r);
+  q->submit(&r);
   EXPECT_TRUE(done.done) << "a buffered write did not complete inline";
   EXPECT_EQ(done.status, 0);
-  (*q)->commit();
-  EXPECT_EQ((*q)->in_flight(), 0u);
+  q->commit();
+  EXPECT_EQ(q->in_flight(), 0u);
   std::vector<uint8_t> back(total);
-  EXPECT_EQ(run(**q, BlockOp::read, 4096, {{back.data(), back.size()}}), 0);
+  EXPECT_EQ(run(*q, BlockOp::read, 4096, {{back.data(), back.size()}}), 0);
   size_t at = 0;
   for (size_t i = 0; i < kBufs; ++i) {
     ASSERT_EQ(memcmp(back.data() + at, data[i].data(), data[i].size()), 0) << "buffer " << i;
@@ -235,12 +271,9 @@ TEST(FileBackend, BufferedWritesCompleteInlineAcrossManyBuffers) {
 // A write the file system refuses part way (here: past RLIMIT_FSIZE, EFBIG after a short
 // write) completes as an error, never as success.
 TEST(FileBackend, RefusedInlineWriteIsAnError) {
-  TempDir d;
-  std::string err;
-  auto b = make_backend("file:path=" + d.file("limit.img", 4 << 20), &err);
-  ASSERT_TRUE(b) << err;
-  auto q = b->open_queue(0);
-  ASSERT_TRUE(q.ok());
+  OpenFile f("limit.img", 4 << 20);
+  ASSERT_TRUE(f.queue);
+  BackendQueue* q = f.queue.get();
   rlimit old{};
   ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
   auto old_handler = signal(SIGXFSZ, SIG_IGN);
@@ -248,13 +281,30 @@ TEST(FileBackend, RefusedInlineWriteIsAnError) {
   lim.rlim_cur = 1 << 20;
   ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
   std::vector<uint8_t> buf(64 << 10, 0x5a);
-  const int straddling = run(**q, BlockOp::write, (1 << 20) - 4096, {{buf.data(), buf.size()}});
-  const int beyond = run(**q, BlockOp::write, 2 << 20, {{buf.data(), buf.size()}});
+  const int straddling = run(*q, BlockOp::write, (1 << 20) - 4096, {{buf.data(), buf.size()}});
+  const int beyond = run(*q, BlockOp::write, 2 << 20, {{buf.data(), buf.size()}});
   setrlimit(RLIMIT_FSIZE, &old);
   signal(SIGXFSZ, old_handler);
   EXPECT_EQ(straddling, -EFBIG);
   EXPECT_EQ(beyond, -EFBIG);
-  EXPECT_EQ(run(**q, BlockOp::write, 0, {{buf.data(), buf.size()}}), 0);
+  EXPECT_EQ(run(*q, BlockOp::write, 0, {{buf.data(), buf.size()}}), 0);
+}
+
+// A view of a file that shrank faults for the part that is gone. Handed to the kernel (as the
+// target does: send/sendmsg) that is an EFAULT error, never a signal.
+TEST(FileBackend, ViewOfAShrunkFileFailsSendsWithEfault) {
+  OpenFile f("shrink.img", 1 << 20);
+  ASSERT_TRUE(f.queue);
+  const uint8_t* v = f.queue->read_view(512 << 10, 64 << 10);
+  ASSERT_NE(v, nullptr);
+  ASSERT_EQ(truncate(f.path.c_str(), 4096), 0);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  errno = 0;
+  EXPECT_EQ(send(sv[0], v, 4096, MSG_NOSIGNAL), -1);
+  EXPECT_EQ(errno, EFAULT);
+  close(sv[0]);
+  close(sv[1]);
 }
 
 TEST(Registry, ClearErrors) {

@@ -35,6 +35,43 @@ TEST_F(BlockIoTest, WriteThenReadInEverySize) {
   EXPECT_EQ(h.read_blocks(420, 8), d);
 }
 
+// A transport that takes data-in in place (the iSCSI target without data digests) gets READs
+// of whole blocks as a view of the ram disk: no backend request, no copy. Everything else
+// still fills the task's buffers.
+TEST_F(BlockIoTest, ReadsOfWholeBlocksComeInPlaceWhenTheTransportTakesThem) {
+  auto d = pattern(8192, 21);
+  h.write_blocks(64, d);
+  h.accept_view = true;
+  Reply r = h.in(cdb16(op::kRead16, 64, 16), 8192);
+  EXPECT_TRUE(r.good());
+  EXPECT_TRUE(r.in_place);
+  EXPECT_EQ(r.data, d);
+  r = h.in(cdb10(op::kRead10, 64, 16), 4000);  // EDTL cuts a block: the partial block is copied
+  EXPECT_TRUE(r.good());
+  EXPECT_FALSE(r.in_place);
+  EXPECT_EQ(r.residual_kind, Residual::overflow);
+  EXPECT_EQ(r.data, std::vector<uint8_t>(d.begin(), d.begin() + 4000));
+  r = h.in(cdb16(op::kRead16, 64, 2), 4096);  // EDTL larger than the command: underflow, in place
+  EXPECT_TRUE(r.in_place);
+  EXPECT_EQ(r.residual_kind, Residual::underflow);
+  EXPECT_EQ(r.data, std::vector<uint8_t>(d.begin(), d.begin() + 1024));
+  // Out of range: sense, no data, no view.
+  r = h.in(cdb16(op::kRead16, h.lun().blocks() - 1, 2), 1024);
+  EXPECT_TRUE(r.is(SenseKey::illegal_request, Asc::lba_out_of_range));
+  EXPECT_FALSE(r.in_place);
+  EXPECT_TRUE(r.data.empty());
+  // A later write shows through the next read's view.
+  auto e = pattern(512, 77);
+  EXPECT_TRUE(h.out(cdb16(op::kWrite16, 64, 1), e).good());
+  r = h.in(cdb16(op::kRead16, 64, 1), 512);
+  EXPECT_TRUE(r.in_place);
+  EXPECT_EQ(r.data, e);
+  h.accept_view = false;
+  r = h.in(cdb16(op::kRead16, 64, 1), 512);
+  EXPECT_FALSE(r.in_place);
+  EXPECT_EQ(r.data, e);
+}
+
 TEST_F(BlockIoTest, Read6TransferLengthZeroMeans256Blocks) {
   auto d = pattern(256 * 512, 9);
   h.write_blocks(0, d);
@@ -405,6 +442,25 @@ TEST_F(FileLunTest, ReadWriteUnmapAndWriteSame) {
   EXPECT_TRUE(h->none(cdb10(op::kSyncCache10, 0, 0)).good());
   Reply r = h->in(cdb10(op::kRead10, 3 + 8, 1), 100);  // partial block through a whole-block read
   EXPECT_EQ(r.data, std::vector<uint8_t>(d.begin() + 8 * 512, d.begin() + 8 * 512 + 100));
+}
+
+// A buffered file shows its page cache through a read-only shared mapping: READs come in
+// place and see every write made through the file (pwritev inline or io_uring).
+TEST_F(FileLunTest, ReadsInPlaceSeeTheWritesBeforeThem) {
+  h->accept_view = true;
+  for (int round = 0; round < 3; ++round) {
+    auto d = pattern(65536, 30 + round);
+    h->write_blocks(256, d);
+    Reply r = h->in(cdb16(op::kRead16, 256, 128), 65536);
+    EXPECT_TRUE(r.good());
+    EXPECT_TRUE(r.in_place);
+    EXPECT_EQ(r.data, d);
+  }
+  auto p = unmap_list({{256, 8}});
+  EXPECT_TRUE(h->out(unmap_cdb(p.size()), p).good());
+  Reply r = h->in(cdb16(op::kRead16, 256, 8), 4096);
+  EXPECT_TRUE(r.in_place);
+  EXPECT_EQ(r.data, std::vector<uint8_t>(4096, 0));  // a punched hole reads as zeros
 }
 
 TEST_F(FileLunTest, CompareAndWriteWaitsForOverlappingWrites) {

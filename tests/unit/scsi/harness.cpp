@@ -50,12 +50,13 @@ void on_done(ScsiTask* t) {
 
 Reply LunHarness::run(std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std::vector<uint8_t> data_out,
                       const ItNexus* nexus) {
-  return run_on(*lun_, std::move(cdb), dir, edtl, std::move(data_out), nexus ? nexus : &a);
+  return run_on(*lun_, std::move(cdb), dir, edtl, std::move(data_out), nexus ? nexus : &a, accept_view);
 }
 
 Reply run_on(Lun& lun, std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std::vector<uint8_t> data_out,
-             const ItNexus* nexus) {
+             const ItNexus* nexus, bool accept_view) {
   ScsiTask t;
+  t.accept_view = accept_view;
   std::copy(cdb.begin(), cdb.end(), t.cdb);
   t.cdb_len = 16;
   t.nexus = nexus;
@@ -84,7 +85,10 @@ Reply run_on(Lun& lun, std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std
     r.asc = t.sense[12];
     r.ascq = t.sense[13];
   }
-  if (dir == DataDir::in) r.data.assign(buf.begin(), buf.begin() + t.data_in_len);
+  r.in_place = t.data_in_view != nullptr;
+  EXPECT_TRUE(accept_view || !r.in_place) << "data-in in place though the task did not accept it";
+  if (dir == DataDir::in && r.in_place) r.data.assign(t.data_in_view, t.data_in_view + t.data_in_len);
+  else if (dir == DataDir::in) r.data.assign(buf.begin(), buf.begin() + t.data_in_len);
   r.residual_kind = t.residual_kind;
   r.residual = t.residual;
   r.aborted = t.aborted;

@@ -22,6 +22,7 @@ struct Reply {
   Residual residual_kind = Residual::none;
   uint32_t residual = 0;
   bool aborted = false;
+  bool in_place = false;  // the data came from the backend's memory (ScsiTask::data_in_view)
 
   bool good() const { return status == Status::good; }
   // CHECK CONDITION with this key and ASC/ASCQ.
@@ -36,8 +37,9 @@ struct Reply {
 ItNexus make_nexus(uint64_t id, const std::string& name, uint64_t isid);
 
 // Runs one command on `lun` through `nexus` to completion (polling that Lun).
+// accept_view: the task takes data-in in place (ScsiTask::accept_view).
 Reply run_on(Lun& lun, std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std::vector<uint8_t> data_out,
-             const ItNexus* nexus);
+             const ItNexus* nexus, bool accept_view = false);
 
 class LunHarness {
  public:
@@ -65,6 +67,7 @@ class LunHarness {
   void write_blocks(uint64_t lba, const std::vector<uint8_t>& data, const ItNexus* nx = nullptr);
 
   ItNexus a, b;  // two initiators
+  bool accept_view = false;  // run(): tasks take data-in in place, as the iSCSI target's do
 
  private:
   std::unique_ptr<BlockBackend> backend_;

@@ -187,6 +187,38 @@ TEST(TargetZeroCopy, OutputSurvivesSendsThatStopAnywhere) {
   }
 }
 
+// Without a data digest, READs of a ram LUN go out from the LUN's memory itself (read_view):
+// every segment, however small, by reference; the bytes the initiator gets are the LUN's, for
+// sends that stop anywhere. With a data digest (computed here in user space) they do not.
+TEST(TargetZeroCopy, DataInInPlaceWithoutDataDigest) {
+  SessionOptions o = small_segments_with_digests();
+  o.limits.data_digest = DigestPolicy::None;
+  Session s(o);
+  Initiator& ini = s.ini;
+  ASSERT_TRUE(ini.digests.header && !ini.digests.data);
+  const uint32_t len = 100 * 1024 + 512;  // 12 KiB segments, a 512-byte one among them
+  auto data = pattern(len, 9);
+  EXPECT_TRUE(s.write(64, data));
+  const uint64_t zc_before = ini.conn().stats().zero_copy_data_in;
+  for (size_t step : {size_t{5}, size_t{12000}, size_t{1} << 20}) {
+    const uint32_t itt = s.read_command(64, len);
+    auto pdus = decode_all(drain_iov(ini.conn(), step), ini.digests);
+    EXPECT_EQ(data_in_of(pdus, itt), data) << "sends of " << step << " bytes";
+  }
+  EXPECT_EQ(ini.conn().stats().in_place_reads, 3u);
+  // 64 KiB bursts of 12 KiB segments: 6 + 3 PDUs per read (the last of each burst short).
+  const uint64_t per_read = ini.conn().stats().zero_copy_data_in - zc_before;
+  EXPECT_EQ(per_read % 3, 0u);
+  EXPECT_GE(per_read / 3, (len + 12287) / 12288);
+
+  Session d;  // data digest on: from the task's buffer, small segments copied
+  ASSERT_TRUE(d.ini.digests.data);
+  EXPECT_TRUE(d.write(64, data));
+  const uint32_t itt = d.read_command(64, len);
+  EXPECT_EQ(data_in_of(decode_all(drain_iov(d.ini.conn(), 1 << 20), d.ini.digests), itt), data);
+  EXPECT_EQ(d.ini.conn().stats().in_place_reads, 0u);
+}
+
 // A task whose Data-In is still queued is not reused by the next command, even after it has
 // completed and a LUN reset went by: the queued data is the first read's, not the second's.
 TEST(TargetZeroCopy, QueuedDataInPinsItsTask) {
