@@ -107,7 +107,7 @@ struct Queue::Impl {
   int reap();
   void finish(uint16_t slot_index);
   int deliver(Completion* out, unsigned max, unsigned* delivered);
-  int sleep_until(int64_t deadline_ns);
+  int sleep_until(int64_t deadline_ns, unsigned want);
   void check_socket();
   void suppress_interrupts();
 

@@ -342,13 +342,15 @@ int Queue::Impl::poll_step(Completion* out, unsigned max, unsigned* delivered) {
   return n;
 }
 
-// Sleeps on the call eventfd (and the socket, to notice a back-end that dies) until a
-// completion may be there. 0, or -ETIMEDOUT at the deadline (0: none).
-int Queue::Impl::sleep_until(int64_t deadline_ns) {
-  if (!interrupts_on) {
-    interrupts_on = true;
-    if (dq.enable_interrupts(true)) return 0;  // something arrived meanwhile
-  }
+// Sleeps on the call eventfd (and the socket, to notice a back-end that dies) until `want`
+// completions may be there: the device is asked (EVENT_IDX) to interrupt after that many, at
+// most as many as are in flight, so a caller waiting for a batch costs the device one call
+// and itself one wake-up per batch. 0, or -ETIMEDOUT at the deadline (0: none).
+int Queue::Impl::sleep_until(int64_t deadline_ns, unsigned want) {
+  const unsigned in_flight = static_cast<unsigned>(nslots - chains_free);
+  const auto n = static_cast<uint16_t>(std::clamp(want, 1u, std::max(in_flight, 1u)));
+  interrupts_on = true;
+  if (dq.enable_interrupts_after(n)) return 0;  // they arrived meanwhile
   int timeout_ms = -1;
   if (deadline_ns) {
     const int64_t left = deadline_ns - now_ns();
@@ -390,7 +392,7 @@ int Queue::Impl::wait(Completion* out, unsigned max, unsigned min, int timeout_m
     const bool may_sleep =
         mode == PollMode::never || (mode == PollMode::adaptive && now_ns() - last_progress > spin_ns);
     if (may_sleep) {
-      if (sleep_until(deadline) == -ETIMEDOUT) return total ? static_cast<int>(delivered) : -ETIMEDOUT;
+      if (sleep_until(deadline, min - total) == -ETIMEDOUT) return total ? static_cast<int>(delivered) : -ETIMEDOUT;
       continue;
     }
     cpu_relax();

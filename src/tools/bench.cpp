@@ -70,6 +70,7 @@ struct BenchArgs {
   std::string rw = "randread";
   std::string bs = "4k";
   unsigned qd = 32;
+  unsigned batch = 1;
   unsigned jobs = 1;
   double time_s = 10;
   std::string size;
@@ -142,15 +143,15 @@ void report(const BenchArgs& a, const Totals& t, double secs, double cpu, uint32
   const double cpu_per_io_us = t.ios ? cpu / double(t.ios) * 1e6 : 0;
   if (a.json) {
     std::printf(
-        "{\"rw\":\"%s\",\"bs\":%u,\"qd\":%u,\"jobs\":%u,\"seconds\":%.3f,\"ios\":%" PRIu64
+        "{\"rw\":\"%s\",\"bs\":%u,\"qd\":%u,\"batch\":%u,\"jobs\":%u,\"seconds\":%.3f,\"ios\":%" PRIu64
         ",\"iops\":%.1f,\"mb_per_s\":%.2f,\"lat_us\":{\"p50\":%.2f,\"p99\":%.2f,\"p99_9\":%.2f},"
         "\"client_cpu_s\":%.3f,\"client_cpu_us_per_io\":%.3f,\"errors\":%" PRIu64 ",\"verify\":%s,"
         "\"verified_blocks\":%" PRIu64 ",\"verify_failed\":%s}\n",
-        a.rw.c_str(), bs, a.qd, a.jobs, secs, t.ios, iops, mbs, p50, p99, p999, cpu, cpu_per_io_us, t.errors,
+        a.rw.c_str(), bs, a.qd, a.batch, a.jobs, secs, t.ios, iops, mbs, p50, p99, p999, cpu, cpu_per_io_us, t.errors,
         a.verify ? "true" : "false", t.verified, t.verify_failed ? "true" : "false");
   } else {
-    std::printf("%s bs=%u qd=%u jobs=%u: %s IOPS, %.1f MB/s, latency us p50 %.2f p99 %.2f p99.9 %.2f\n",
-                a.rw.c_str(), bs, a.qd, a.jobs, human_rate(iops).c_str(), mbs, p50, p99, p999);
+    std::printf("%s bs=%u qd=%u batch=%u jobs=%u: %s IOPS, %.1f MB/s, latency us p50 %.2f p99 %.2f p99.9 %.2f\n",
+                a.rw.c_str(), bs, a.qd, a.batch, a.jobs, human_rate(iops).c_str(), mbs, p50, p99, p999);
     std::printf("client CPU %.3f s (%.3f us per I/O), %" PRIu64 " I/Os in %.2f s, %" PRIu64 " errors\n", cpu,
                 cpu_per_io_us, t.ios, secs, t.errors);
     if (a.verify) std::printf("verify: %" PRIu64 " blocks checked, %s\n", t.verified, t.verify_failed ? "FAILED" : "ok");
@@ -240,8 +241,8 @@ int run_bench(const BenchArgs& a) {
     }
     cpus = *c;
   }
-  if (a.qd == 0 || a.qd > 1024 || a.jobs == 0 || a.jobs > 64 || a.time_s <= 0) {
-    std::fprintf(stderr, "vcp bench: --qd 1..1024, --jobs 1..64, --time > 0\n");
+  if (a.qd == 0 || a.qd > 1024 || a.jobs == 0 || a.jobs > 64 || a.time_s <= 0 || a.batch == 0 || a.batch > a.qd) {
+    std::fprintf(stderr, "vcp bench: --qd 1..1024, --batch 1..qd, --jobs 1..64, --time > 0\n");
     return 2;
   }
   if (a.socket.empty() == a.backend.empty()) {
@@ -288,6 +289,7 @@ int run_bench(const BenchArgs& a) {
     cfg.pattern = pattern;
     cfg.bs = static_cast<uint32_t>(*bs);
     cfg.qd = a.qd;
+    cfg.batch = a.batch;
     cfg.region_start = per_job * j;
     cfg.region_len = per_job;
     cfg.verify = a.verify;
@@ -313,6 +315,8 @@ Runner add_bench(CLI::App& app) {
   sub->add_option("--rw", a->rw, "read | write | randread | randwrite | randrw");
   sub->add_option("--bs", a->bs, "block size per request (4k, 64k ...)");
   sub->add_option("--qd", a->qd, "requests in flight per job");
+  sub->add_option("--batch", a->batch,
+                  "completions to reap before issuing more (default 1; as fio's iodepth_batch_complete_min)");
   sub->add_option("--jobs", a->jobs, "job threads, one queue each");
   sub->add_option("--time", a->time_s, "seconds to run");
   sub->add_option("--size", a->size, "bytes of the device to use (default: all)");

@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -107,7 +108,8 @@ class Job {
     bool stopping = false;
     while (outstanding > 0) {
       stopping = stopping || stop->load(std::memory_order_relaxed) || r_->verify_failed;
-      const int n = q_.reap(done.data(), c_.qd, 1);
+      // A batch only while that many are out: the last few of a stopping run come one by one.
+      const int n = q_.reap(done.data(), c_.qd, std::min(c_.batch, outstanding));
       if (n < 0) {
         note_error(n);
         break;  // the engine failed as a whole: nothing more will come back

@@ -61,6 +61,9 @@ struct JobConfig {
   Pattern pattern = Pattern::randread;
   uint32_t bs = 4096;
   unsigned qd = 32;
+  // Completions reaped before issuing more (fio's iodepth_batch_complete_min): at most this
+  // many of the qd slots wait empty; a channel client sleeps for the batch (one interrupt).
+  unsigned batch = 1;
   uint64_t region_start = 0;  // bytes
   uint64_t region_len = 0;
   bool verify = false;

@@ -150,6 +150,14 @@ int DriverQueue::get_used(void** token, uint32_t* len) {
   return 0;
 }
 
+bool DriverQueue::enable_interrupts_after(uint16_t n) {
+  if (!event_idx_ || n <= 1) return enable_interrupts(true);
+  interrupts_ = true;
+  // The device interrupts when used->idx moves past used_event: at last_used_ + n.
+  store_sc(&avail_->ring[size_], static_cast<uint16_t>(last_used_ + n - 1));
+  return static_cast<uint16_t>(load_sc(&used_->idx) - last_used_) >= n;
+}
+
 bool DriverQueue::enable_interrupts(bool enable) {
   interrupts_ = enable;
   if (event_idx_) {

@@ -61,6 +61,12 @@ class DriverQueue {
   // Asks for interrupts (call eventfd) or not; the choice holds until changed (get_used keeps
   // it). Enabling returns true when completions arrived meanwhile (look again before sleeping).
   bool enable_interrupts(bool enable);
+  // Interrupts on, but (with EVENT_IDX) only once `n` more completions than we have taken are
+  // in the used ring: one call eventfd write per batch instead of per completion (virtio's
+  // used_event, as a driver may place it anywhere). n is at most what is in flight, or the
+  // interrupt never comes. True when n have arrived already (look again before sleeping).
+  // Without EVENT_IDX the device cannot count for us: the same as enable_interrupts(true).
+  bool enable_interrupts_after(uint16_t n);
 
   uint16_t num_free() const { return num_free_; }
   uint16_t in_flight() const { return static_cast<uint16_t>(size_ - num_free_); }
