@@ -58,8 +58,7 @@ trap cleanup EXIT
 dd if=/dev/zero of="$work/lun.img" bs=1M count=256 status=none
 tgtd_start "$work/tgtd.log"
 tgtd_target 1 "$IQN" 1 "$work/lun.img"
-tgtd_pid=$TGTD_PID port=$TGTD_PORT
-url="iscsi://127.0.0.1:$port/$IQN/1"
+url="iscsi://127.0.0.1:$TGTD_PORT/$IQN/1"
 
 cpu_ticks() {  # utime + stime of PID (all threads), in clock ticks
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
@@ -103,7 +102,7 @@ run_vcp() {
 }
 run_qsd() {
   run_served qsd "$1" "$2" qemu-storage-daemon \
-    --blockdev "driver=iscsi,node-name=i0,transport=tcp,portal=127.0.0.1:$port,target=$IQN,lun=1,cache.direct=on" \
+    --blockdev "driver=iscsi,node-name=i0,transport=tcp,portal=127.0.0.1:$TGTD_PORT,target=$IQN,lun=1,cache.direct=on" \
     --export "type=vhost-user-blk,id=e0,node-name=i0,addr.type=unix,addr.path=$work/qsd.sock,writable=on,num-queues=1"
 }
 # The in-process initiator: the bench process's own CPU counts (load generator included).
@@ -138,7 +137,7 @@ PY
 }
 
 size_of() { case "$1" in 512) echo 512 ;; *k) echo $(( ${1%k} * 1024 )) ;; esac; }
-echo "bench-iscsi: tgtd pid $tgtd_pid on 127.0.0.1:$port, $SECS s per run, $REPS runs each, qd $QD, poll $POLL" >&2
+echo "bench-iscsi: tgtd pid $TGTD_PID on 127.0.0.1:$TGTD_PORT, $SECS s per run, $REPS runs each, qd $QD, poll $POLL" >&2
 for rep in $(seq "$REPS"); do
   for w in $WORKLOADS; do
     bs=$(size_of "${w#*:}")

@@ -58,8 +58,6 @@ done
 
 tgtd_start "$DIR/tgtd.log" 1
 tgtd_target 1 $IQN_TGT 1 "$DIR/tgt.img"
-TGT_PORT=$TGTD_PORT
-TGT_PID=$TGTD_PID
 
 # run NAME PID HOST_PORT IQN LUN LOAD -> prints "iops us_per_io"
 run() {
@@ -100,7 +98,7 @@ run() {
 printf '%-18s %12s %10s %12s %10s %8s\n' load "vcp IOPS" "vcp us/IO" "tgtd IOPS" "tgtd us/IO" ratio
 for load in ${LOADS:-randread-4k-qd32 write-4k-qd32 seqread-256k-qd8 seqwrite-256k-qd8}; do
   read -r v_iops v_us < <(run "$VCP_PID" "127.0.0.1:$VCP_PORT" $IQN_VCP 0 $load)
-  read -r t_iops t_us < <(run "$TGT_PID" "127.0.0.1:$TGT_PORT" $IQN_TGT 1 $load)
+  read -r t_iops t_us < <(run "$TGTD_PID" "127.0.0.1:$TGTD_PORT" $IQN_TGT 1 $load)
   # IOPS per target CPU-second = 1e6 / us_per_io.
   ratio=$(python3 -c "print(round($t_us / $v_us, 2) if $v_us > 0 else 'inf')")
   printf '%-18s %12s %10s %12s %10s %7sx\n' $load "$v_iops" "$v_us" "$t_iops" "$t_us" "$ratio"

@@ -48,7 +48,6 @@ tgtd_start "$DIR/tgtd.log"
 tgtd_target 1 $IQN_TGT 1 "$DIR/tgt.img"
 tgt --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1 ||
   fail "tgtadm thin_provisioning"
-TGT_PORT=$TGTD_PORT
 
 run_suites() {  # name url
   local name=$1 url=$2
@@ -59,7 +58,7 @@ run_suites() {  # name url
   done
 }
 run_suites vcp "iscsi://127.0.0.1:$VCP_PORT/$IQN_VCP/0"
-run_suites tgtd "iscsi://127.0.0.1:$TGT_PORT/$IQN_TGT/1"
+run_suites tgtd "iscsi://127.0.0.1:$TGTD_PORT/$IQN_TGT/1"
 
 VERSION=$(dpkg-query -W -f='${Version}' libiscsi-bin 2>/dev/null)
 TGT_VERSION=$(dpkg-query -W -f='${Version}' tgt 2>/dev/null)
