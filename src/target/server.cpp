@@ -220,6 +220,11 @@ class IoThread {
       if (res >= 0) {
         c->c->output_sent(static_cast<size_t>(res));
       } else if (res != -EAGAIN && res != -EINTR) {
+        // A peer that went away is ordinary; anything else is worth a line. EFAULT: Data-In sent
+        // in place from a file LUN's mapping (read_view) past the end of a file that shrank.
+        if (res != -EPIPE && res != -ECONNRESET)
+          VCP_LOG_WARN("target: send failed: {}{}; connection closed", errno_str(res),
+                       res == -EFAULT ? " (a file LUN shrank under a read?)" : "");
         c->eof = true;
         c->c->shutdown();
       }

@@ -20,6 +20,7 @@ vcp_target_test(target_digests digests)
 vcp_target_test(target_sessions sessions)
 vcp_target_test(target_vcp_initiator initiator)
 vcp_target_test(target_qsd_iscsi qsd)
+vcp_target_test(target_file_shrinks shrink)
 
 set(VCP_TARGET_CU_SCSI
   CompareAndWrite ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16

@@ -7,6 +7,8 @@
 #   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement
 #   target_tools.sh VCP_BIN initiator       our own initiator (vcp bench --backend iscsi://...) with
 #                                           --verify, plain and with digests
+#   target_tools.sh VCP_BIN shrink          a file LUN's file shrinks under reads sent in place: the
+#                                           connection is closed, the target keeps serving
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -135,7 +137,9 @@ initiator)
   # target's task buffers (the kernel refuses buffers not aligned to the block size).
   truncate -s 64M "$DIR/lun2.img"
   start_target --lun "2=file:path=$DIR/lun2.img,direct=on"
-  for target in "1" "1?header_digest=crc32c&data_digest=crc32c" "2"; do
+  # LUN 0 is a buffered file: reads go out in place from its page cache (read_view), writes
+  # inline.
+  for target in "0" "1" "1?header_digest=crc32c&data_digest=crc32c" "2"; do
     for load in "randrw 4k 16" "randwrite 64k 8" "read 256k 4"; do
       set -- $load
       out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/$target" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
@@ -144,6 +148,29 @@ initiator)
       grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: errors"; }
     done
   done
+  stop_target
+  ;;
+shrink)
+  # Reads of a buffered file LUN go out from a mapping of the file; cut the file to 1 MiB under a
+  # sequential read and the kernel refuses the send (EFAULT): that connection is closed, the
+  # process and its other LUNs carry on, and with the file grown back LUN 0 serves again.
+  start_target
+  dd if=/dev/zero of="$DIR/lun0.img" bs=1M count=64 conv=notrunc status=none  # (verify wants zeros or its stamps)
+  timeout -s INT 6 iscsi-perf -i $INI -m 8 -b 256 -t 4 "$URL/0" >"$DIR/perf.log" 2>&1 &
+  PERF=$!
+  sleep 1
+  truncate -s 1M "$DIR/lun0.img"
+  wait "$PERF" 2>/dev/null
+  kill -0 "$PID" 2>/dev/null || { cat "$DIR/target.log"; fail "vcp target died when its file shrank"; }
+  grep -q "send failed: .*shrank" "$DIR/target.log" ||
+    { tail -20 "$DIR/target.log"; fail "no connection closed over the shrunk file"; }
+  out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/1" --rw randrw --bs 4k --qd 8 --time 1 --verify 2>&1) ||
+    { echo "$out" | tail -5; fail "LUN 1 after LUN 0 shrank"; }
+  grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "LUN 1 after LUN 0 shrank: verify"; }
+  truncate -s 64M "$DIR/lun0.img"
+  out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/0" --rw randrw --bs 64k --qd 8 --time 1 --verify 2>&1) ||
+    { echo "$out" | tail -5; fail "LUN 0 after its file grew back"; }
+  grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "LUN 0 after its file grew back: verify"; }
   stop_target
   ;;
 qsd)
