@@ -16,7 +16,9 @@
 # Every run is repeated REPS times, round robin over the initiators so that a disturbance from
 # whatever else the machine runs is spread over all of them; the table shows medians.
 # Environment: SECS (seconds per run, default 10), REPS (3), QD (32), CURVE (1: also the curve),
-# POLL (--poll of vcp serve and vcp bench, default never), OUT (raw results; default a temp dir),
+# POLL (--poll of vcp serve and vcp bench, default never), BATCH (vcp bench --batch: completions
+# reaped before issuing more, for the VCP, qsd and in-process runs alike; default 1),
+# OUT (raw results; default a temp dir),
 # WHO (default "vcp libiscsi qsd inproc"), WORKLOADS (default "randread:4k read:128k write:128k").
 # Prints a markdown table for docs/performance.md.
 set -euo pipefail
@@ -27,6 +29,7 @@ REPS=${REPS:-3}
 QD=${QD:-32}
 CURVE=${CURVE:-1}
 POLL=${POLL:-never}
+BATCH=${BATCH:-1}
 WHO=${WHO:-vcp libiscsi qsd inproc}
 WORKLOADS=${WORKLOADS:-randread:4k read:128k write:128k}
 IQN=iqn.2024-01.org.vcp.bench:lun1
@@ -71,9 +74,9 @@ wait_socket() {
 result() { echo "$1 $2 $3 $4 $5 $6" >>"$out/results.txt"; }
 bench_args() {  # WORKLOAD BS -> vcp bench arguments
   case "$1" in
-    randread) echo "--rw randread --bs $2 --qd $QD --time $SECS --poll $POLL --json" ;;
-    read) echo "--rw read --bs $2 --qd $QD --time $SECS --poll $POLL --json" ;;
-    write) echo "--rw write --bs $2 --qd $QD --time $SECS --poll $POLL --json" ;;
+    randread) echo "--rw randread --bs $2 --qd $QD --batch $BATCH --time $SECS --poll $POLL --json" ;;
+    read) echo "--rw read --bs $2 --qd $QD --batch $BATCH --time $SECS --poll $POLL --json" ;;
+    write) echo "--rw write --bs $2 --qd $QD --batch $BATCH --time $SECS --poll $POLL --json" ;;
   esac
 }
 json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
@@ -137,7 +140,7 @@ PY
 }
 
 size_of() { case "$1" in 512) echo 512 ;; *k) echo $(( ${1%k} * 1024 )) ;; esac; }
-echo "bench-iscsi: tgtd pid $TGTD_PID on 127.0.0.1:$TGTD_PORT, $SECS s per run, $REPS runs each, qd $QD, poll $POLL" >&2
+echo "bench-iscsi: tgtd pid $TGTD_PID on 127.0.0.1:$TGTD_PORT, $SECS s per run, $REPS runs each, qd $QD, poll $POLL, batch $BATCH" >&2
 for rep in $(seq "$REPS"); do
   for w in $WORKLOADS; do
     bs=$(size_of "${w#*:}")
@@ -157,10 +160,10 @@ for rep in $(seq "$REPS"); do
   fi
 done
 
-python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" <<'PY'
+python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" "$BATCH" <<'PY'
 import platform, statistics, subprocess, sys
 rows = [l.split() for l in open(sys.argv[1])]
-qd, secs, poll, reps = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+qd, secs, poll, reps, batch = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 runs = {}
 for name, w, bs, ios, s, cpu in rows:
     ios, s, cpu = int(float(ios)), float(s), float(cpu)
@@ -170,7 +173,7 @@ r = {k: dict(iops=statistics.median(x[0] for x in v), mbs=statistics.median(x[1]
 model = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
 load = " ".join(open("/proc/loadavg").read().split()[:3])
 print(f"machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs (no SMT), "
-      f"kernel {platform.release()}, load average at the end {load}; qd {qd}, {secs} s per run, median of {reps} runs, poll {poll}\n")
+      f"kernel {platform.release()}, load average at the end {load}; qd {qd}, {secs} s per run, median of {reps} runs, poll {poll}, vcp bench --batch {batch}\n")
 label = {"vcp": "VCP (vcp serve, CPU 1)", "libiscsi": "libiscsi iscsi-perf (CPU 0)",
          "qsd": "qemu-storage-daemon (CPU 1)", "inproc": "in-process vcp bench --backend (CPU 0)"}
 print("| workload | initiator | IOPS | MB/s | CPU us per I/O | IOPS per CPU-second | VCP vs this (per CPU-second) |")
