@@ -900,7 +900,7 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
         break;
       case TmfFunction::ClearTaskSet:
         drop_collecting(*num, false);
-        lu->clear_task_set();
+        lu->clear_task_set(nexus_);
         quiesce.push_back(lu);
         break;
       case TmfFunction::LogicalUnitReset:

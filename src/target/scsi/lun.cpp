@@ -260,14 +260,18 @@ void Lun::finish_data_in(ScsiTask* t, const uint8_t* data, uint64_t len, uint64_
 // ---------------------------------------------------------------------------------------------
 // Task management.
 
-uint32_t Lun::abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag) {
+uint32_t Lun::abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag, const ItNexus* cleared_from) {
   uint32_t count = 0;
   const uint64_t gen = ++abort_gen_;
   ScsiTask* parked = nullptr;  // parked tasks complete now, after the walk
+  std::vector<const ItNexus*> cleared;  // (rare: CLEAR TASK SET only)
   for (ScsiTask* t = active_head_; t; t = t->priv.next) {
     if (t->aborted) continue;
     if (nexus && !t->nexus->same_port_as(*nexus)) continue;
     if (by_tag && t->tag != tag) continue;
+    if (cleared_from && !t->nexus->same_port_as(*cleared_from) &&
+        std::none_of(cleared.begin(), cleared.end(), [&](const ItNexus* n) { return n->same_port_as(*t->nexus); }))
+      cleared.push_back(t->nexus);
     t->aborted = true;
     t->priv.abort_gen = gen;
     ++count;
@@ -285,6 +289,8 @@ uint32_t Lun::abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag) {
       parked = t;
     }
   }
+  // Before the aborted tasks complete: the transport may free a nexus with its last task.
+  for (const ItNexus* n : cleared) shared_->ua_one(*n, Asc::commands_cleared_by_another_initiator);
   while (parked) {
     ScsiTask* t = parked;
     parked = t->priv.wait_next;
@@ -299,10 +305,10 @@ bool Lun::abort_task(const ItNexus& nexus, uint64_t tag) { return abort_matching
 uint32_t Lun::abort_task_set(const ItNexus& nexus) { return abort_matching(&nexus, false, 0); }
 
 // The task set is the logical unit's: the other threads' tasks go too (by message).
-uint32_t Lun::clear_task_set() {
-  uint32_t n = abort_matching(nullptr, false, 0);
+uint32_t Lun::clear_task_set(const ItNexus& issuer) {
+  uint32_t n = abort_matching(nullptr, false, 0, &issuer);
   const uint64_t seq = ++reset_seq_;
-  if (uint32_t peers = shared_->abort_everywhere(mailbox_, seq)) barriers_.push_back(ResetBarrier{seq, peers});
+  if (uint32_t peers = shared_->clear_everywhere(mailbox_, seq, issuer)) barriers_.push_back(ResetBarrier{seq, peers});
   return n;
 }
 
@@ -338,6 +344,15 @@ void Lun::handle_mail() {
         abort_matching(nullptr, false, 0);
         owed_acks_.push_back(OwedAck{m.from, m.seq, abort_gen_});
         break;
+      case LunMessage::Kind::clear_all: {
+        ItNexus issuer;
+        issuer.initiator_name = m.who.initiator_name;
+        issuer.isid = m.who.isid;
+        issuer.target_port = m.who.target_port;
+        abort_matching(nullptr, false, 0, &issuer);
+        owed_acks_.push_back(OwedAck{m.from, m.seq, abort_gen_});
+        break;
+      }
       case LunMessage::Kind::abort_nexus:
         abort_registration(m.who);
         break;

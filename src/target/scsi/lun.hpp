@@ -91,7 +91,10 @@ class Lun final {
   uint32_t abort_task_set(const ItNexus& nexus);
   // Every task of the logical unit, on this thread now and on the others by message; the
   // count is this thread's.
-  uint32_t clear_task_set();
+  // CLEAR TASK SET from `issuer`: every task of the logical unit, on every thread; the other
+  // nexuses that lost tasks get COMMANDS CLEARED BY ANOTHER INITIATOR (the control page's TAS
+  // is 0: aborted tasks get no status).
+  uint32_t clear_task_set(const ItNexus& issuer);
   // LOGICAL UNIT RESET / TARGET (WARM) RESET: aborts every task, drops RESERVE(6/10)
   // reservations and establishes a unit attention for every I_T nexus. Persistent
   // reservations survive (SPC-4 5.13.1).
@@ -155,7 +158,9 @@ class Lun final {
   uint64_t copy_to_iov(ScsiTask* t, uint64_t offset, const uint8_t* src, uint64_t len);
   void link(ScsiTask* t);
   void unlink(ScsiTask* t);
-  uint32_t abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag);
+  // cleared_from: CLEAR TASK SET's issuer; the other nexuses whose tasks go get its unit
+  // attention.
+  uint32_t abort_matching(const ItNexus* nexus, bool by_tag, uint64_t tag, const ItNexus* cleared_from = nullptr);
   void abort_registration(const Registration& who);
 
   // ---- inquiry.cpp ----

@@ -117,6 +117,13 @@ void SharedLuState::remove_ua(NexusRecord& r, Asc a) {
   r.publish();
 }
 
+void SharedLuState::ua_one(const ItNexus& n, Asc asc) {
+  std::lock_guard g(mu_);
+  NexusRecord* r = record_locked(n.initiator_name, n.isid, n.target_port);
+  r->ua.add(asc);
+  r->publish();
+}
+
 void SharedLuState::ua_all(Asc asc, const ItNexus* except) {
   std::lock_guard g(mu_);
   for (auto& r : nexuses_) {
@@ -246,9 +253,19 @@ uint32_t SharedLuState::reset(Mailbox* self, ResetKind kind, uint64_t seq) {
   return abort_everywhere_locked(self, seq);
 }
 
-uint32_t SharedLuState::abort_everywhere(Mailbox* self, uint64_t seq) {
+uint32_t SharedLuState::clear_everywhere(Mailbox* self, uint64_t seq, const ItNexus& issuer) {
   std::lock_guard g(mu_);
-  return abort_everywhere_locked(self, seq);
+  uint32_t posted = 0;
+  for (auto& m : members_) {
+    if (m.get() == self) continue;
+    LunMessage msg{LunMessage::Kind::clear_all, self->id, seq, {}};
+    msg.who.initiator_name = issuer.initiator_name;
+    msg.who.isid = issuer.isid;
+    msg.who.target_port = issuer.target_port;
+    post_locked(m.get(), msg);
+    ++posted;
+  }
+  return posted;
 }
 
 uint32_t SharedLuState::abort_everywhere_locked(Mailbox* self, uint64_t seq) {

@@ -90,6 +90,8 @@ struct LunMessage {
   enum class Kind : uint8_t {
     abort_all,    // a reset: abort every task, then ack `seq` to `from` once they have ended
     abort_nexus,  // PREEMPT AND ABORT: abort the tasks of the nexus `who` names
+    clear_all,    // CLEAR TASK SET from the nexus `who` names: as abort_all, and the other
+                  // nexuses whose tasks went get COMMANDS CLEARED BY ANOTHER INITIATOR
     ack,          // the receiver's reset `seq` has quiesced on the sender
   };
   Kind kind = Kind::ack;
@@ -135,6 +137,8 @@ class SharedLuState {
   void remove_ua(NexusRecord& r, Asc a);
   // Establishes asc for every known nexus but `except` (null: all).
   void ua_all(Asc asc, const ItNexus* except);
+  // Establishes asc for the nexus n.
+  void ua_one(const ItNexus& n, Asc asc);
 
   // ---- Reservations ----
   // Under the lock: what the reservations refuse nexus n, as of generation v->gen.
@@ -160,8 +164,9 @@ class SharedLuState {
   // Drops RESERVE(6/10), replaces every nexus's unit attentions with the reset's one and posts
   // abort_all(seq) to every member but `self`. Returns how many were posted (acks to expect).
   uint32_t reset(Mailbox* self, ResetKind kind, uint64_t seq);
-  // Only posts abort_all(seq) to every member but `self` (CLEAR TASK SET); likewise returns.
-  uint32_t abort_everywhere(Mailbox* self, uint64_t seq);
+  // Only posts clear_all(seq, issuer) to every member but `self` (CLEAR TASK SET); likewise
+  // returns.
+  uint32_t clear_everywhere(Mailbox* self, uint64_t seq, const ItNexus& issuer);
 
  private:
   class PrEventSink;

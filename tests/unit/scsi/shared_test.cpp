@@ -178,7 +178,7 @@ TEST_F(SharedLuTest, ClearTaskSetOnAClearsBsTasks) {
   qb->held = true;
   Started s;
   start_read(*lb, b, s, 0x79);
-  la->clear_task_set();
+  la->clear_task_set(a);
   WaitFlag wf;
   la->when_quiesced(&wf.w);
   lb->poll();
@@ -190,7 +190,32 @@ TEST_F(SharedLuTest, ClearTaskSetOnAClearsBsTasks) {
   la->poll();
   EXPECT_EQ(s.done, 1);
   EXPECT_EQ(wf.calls, 1);
-  EXPECT_TRUE(tur(*lb, b).good());  // no reset: no unit attention
+  // B lost a task to A's CLEAR TASK SET (TAS 0: no status for it): SAM-5's unit attention,
+  // once; A, which cleared, gets none.
+  EXPECT_TRUE(tur(*lb, b).is(SenseKey::unit_attention, Asc::commands_cleared_by_another_initiator));
+  EXPECT_TRUE(tur(*lb, b).good());
+  EXPECT_TRUE(tur(*la, a).good());
+}
+
+// On one Lun: the nexuses that lost tasks get the unit attention, the one that cleared and one
+// that had nothing in flight do not.
+TEST_F(SharedLuTest, ClearTaskSetRaisesCommandsClearedOnlyWhereTasksWent) {
+  ItNexus c = make_nexus(3, "iqn.2024-01.test:c", 0x23d000000003);
+  clear_ua(*la, c);
+  qa->held = true;
+  Started sa, sb, sb2;
+  start_read(*la, a, sa, 0x81);
+  start_read(*la, b, sb, 0x82);
+  start_read(*la, b, sb2, 0x83);
+  EXPECT_EQ(la->clear_task_set(a), 3u);
+  EXPECT_TRUE(sa.t.aborted && sb.t.aborted && sb2.t.aborted);
+  qa->release();
+  la->poll();
+  EXPECT_EQ(sa.done + sb.done + sb2.done, 3);
+  EXPECT_TRUE(tur(*la, b).is(SenseKey::unit_attention, Asc::commands_cleared_by_another_initiator));
+  EXPECT_TRUE(tur(*la, b).good());  // one condition for two tasks
+  EXPECT_TRUE(tur(*la, a).good());
+  EXPECT_TRUE(tur(*la, c).good());
 }
 
 TEST_F(SharedLuTest, ModePageChangeOnAIsSeenOnB) {
