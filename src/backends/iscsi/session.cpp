@@ -1347,6 +1347,7 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
     case Verdict::RetryNow:
       if (++t.retries <= kMaxRetriesNow) {
         ++stats_.retries;
+        ++stats_.retries_now;
         tx_cancel(t);
         ready_push(t);
         return;

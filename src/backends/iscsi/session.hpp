@@ -97,6 +97,7 @@ class Session {
     uint64_t reconnects = 0;
     uint64_t reissued = 0;
     uint64_t retries = 0;
+    uint64_t retries_now = 0;       // of those, reissued at once (UNIT ATTENTION), not after a back-off
     uint64_t busy = 0;              // BUSY or TASK SET FULL answers (retried after a back-off)
     uint64_t aborts = 0;
     uint64_t lun_resets = 0;
