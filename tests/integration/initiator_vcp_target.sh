@@ -16,7 +16,8 @@ log() { echo "initiator_vcp_target.sh[$CASE]: $*" >&2; }
 source "$(dirname "$0")/iscsi_load_check.sh"
 
 IQN=iqn.2024-01.org.vcp.test:pushback
-WORK=$(mktemp -d /tmp/vcp-initiator-target.XXXXXX)
+# /var/tmp: the LUN is opened O_DIRECT (below), which a tmpfs /tmp may refuse.
+WORK=$(mktemp -d /var/tmp/vcp-initiator-target.XXXXXX)
 PID=""
 cleanup() {
   local rc=$?
@@ -34,10 +35,11 @@ trap cleanup EXIT
 
 # start_target [vcp target options...]: sets PORT.
 start_target() {
-  # A file LUN: commands stay in flight in the target while io_uring works on them (a ram LUN
-  # answers each at once, so no more than one would ever be active).
+  # A file LUN opened O_DIRECT: commands stay in flight in the target while io_uring works on
+  # them. A ram LUN, or a buffered file (reads sent in place from the page cache, writes
+  # written inline), answers each at once, so no more than one would ever be active.
   truncate -s 64M "$WORK/lun.img"
-  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "1=file:path=$WORK/lun.img" "$@" \
+  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "1=file:path=$WORK/lun.img,direct=on" "$@" \
     >"$WORK/target.log" 2>&1 &
   PID=$!
   PORT=""
