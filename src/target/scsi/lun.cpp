@@ -326,10 +326,7 @@ void Lun::nexus_lost(const ItNexus& nexus) {
 }
 
 void Lun::abort_registration(const Registration& who) {
-  ItNexus n;
-  n.initiator_name = who.initiator_name;
-  n.isid = who.isid;
-  n.target_port = who.target_port;
+  const ItNexus n = who.port();
   abort_matching(&n, false, 0);
 }
 
@@ -345,10 +342,7 @@ void Lun::handle_mail() {
         owed_acks_.push_back(OwedAck{m.from, m.seq, abort_gen_});
         break;
       case LunMessage::Kind::clear_all: {
-        ItNexus issuer;
-        issuer.initiator_name = m.who.initiator_name;
-        issuer.isid = m.who.isid;
-        issuer.target_port = m.who.target_port;
+        const ItNexus issuer = m.who.port();
         abort_matching(nullptr, false, 0, &issuer);
         owed_acks_.push_back(OwedAck{m.from, m.seq, abort_gen_});
         break;

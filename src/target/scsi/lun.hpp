@@ -89,11 +89,10 @@ class Lun final {
   // ---- Task management (SAM-5 7): aborted tasks complete with aborted = true ----
   bool abort_task(const ItNexus& nexus, uint64_t tag);
   uint32_t abort_task_set(const ItNexus& nexus);
-  // Every task of the logical unit, on this thread now and on the others by message; the
-  // count is this thread's.
-  // CLEAR TASK SET from `issuer`: every task of the logical unit, on every thread; the other
-  // nexuses that lost tasks get COMMANDS CLEARED BY ANOTHER INITIATOR (the control page's TAS
-  // is 0: aborted tasks get no status).
+  // CLEAR TASK SET from `issuer`: every task of the logical unit, on this thread now and on
+  // the others by message (the count is this thread's); the other nexuses that lost tasks get
+  // COMMANDS CLEARED BY ANOTHER INITIATOR (the control page's TAS is 0: aborted tasks get no
+  // status).
   uint32_t clear_task_set(const ItNexus& issuer);
   // LOGICAL UNIT RESET / TARGET (WARM) RESET: aborts every task, drops RESERVE(6/10)
   // reservations and establishes a unit attention for every I_T nexus. Persistent

@@ -204,7 +204,7 @@ Outcome PersistentReservations::do_register(const ItNexus& n, uint64_t key, uint
     if (sa_key == 0) return ok();
     if (regs_.size() >= kMaxRegistrations)
       return check(illegal(Asc::insufficient_registration_resources));
-    regs_.push_back(Registration{n.initiator_name, n.isid, n.target_port, sa_key});
+    regs_.push_back(Registration::of(n, sa_key));
     ++generation_;
     return ok();
   }
@@ -234,7 +234,7 @@ Outcome PersistentReservations::do_reserve(const ItNexus& n, PrType type) {
     return conflict();
   }
   type_ = type;
-  holder_ = Registration{n.initiator_name, n.isid, n.target_port, 0};
+  holder_ = Registration::of(n);
   return ok();
 }
 
@@ -279,7 +279,7 @@ Outcome PersistentReservations::do_preempt(const ItNexus& n, uint64_t sa_key, Pr
   auto take_reservation = [&] {
     PrType old = type_;
     type_ = type;
-    holder_ = Registration{n.initiator_name, n.isid, n.target_port, 0};
+    holder_ = Registration::of(n);
     if (old != type)
       for (const auto& o : regs_)
         if (!o.is(n)) ev.pr_unit_attention(o, Asc::reservations_released);

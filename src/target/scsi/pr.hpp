@@ -36,6 +36,17 @@ struct Registration {
   bool is(const ItNexus& n) const {
     return isid == n.isid && target_port == n.target_port && initiator_name == n.initiator_name;
   }
+  // The I_T nexus identity it names (no id: for matching by port, ItNexus::same_port_as).
+  ItNexus port() const {
+    ItNexus n;
+    n.initiator_name = initiator_name;
+    n.isid = isid;
+    n.target_port = target_port;
+    return n;
+  }
+  static Registration of(const ItNexus& n, uint64_t key = 0) {
+    return Registration{n.initiator_name, n.isid, n.target_port, key};
+  }
 };
 
 class PrEvents {

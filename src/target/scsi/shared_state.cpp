@@ -171,8 +171,7 @@ class SharedLuState::PrEventSink final : public PrEvents {
   }
   void pr_abort_tasks(const Registration& who) override {
     here_.push_back(who);
-    for (auto& m : s_.members_)
-      if (m.get() != self_) s_.post_locked(m.get(), LunMessage{LunMessage::Kind::abort_nexus, self_->id, 0, who});
+    s_.post_to_others_locked(self_, LunMessage{LunMessage::Kind::abort_nexus, self_->id, 0, who});
   }
 
  private:
@@ -250,29 +249,19 @@ uint32_t SharedLuState::reset(Mailbox* self, ResetKind kind, uint64_t seq) {
     r->ua.add(asc);
     r->publish();
   }
-  return abort_everywhere_locked(self, seq);
+  return post_to_others_locked(self, LunMessage{LunMessage::Kind::abort_all, self->id, seq, {}});
 }
 
 uint32_t SharedLuState::clear_everywhere(Mailbox* self, uint64_t seq, const ItNexus& issuer) {
   std::lock_guard g(mu_);
-  uint32_t posted = 0;
-  for (auto& m : members_) {
-    if (m.get() == self) continue;
-    LunMessage msg{LunMessage::Kind::clear_all, self->id, seq, {}};
-    msg.who.initiator_name = issuer.initiator_name;
-    msg.who.isid = issuer.isid;
-    msg.who.target_port = issuer.target_port;
-    post_locked(m.get(), msg);
-    ++posted;
-  }
-  return posted;
+  return post_to_others_locked(self, LunMessage{LunMessage::Kind::clear_all, self->id, seq, Registration::of(issuer)});
 }
 
-uint32_t SharedLuState::abort_everywhere_locked(Mailbox* self, uint64_t seq) {
+uint32_t SharedLuState::post_to_others_locked(Mailbox* self, const LunMessage& m) {
   uint32_t posted = 0;
-  for (auto& m : members_) {
-    if (m.get() == self) continue;
-    post_locked(m.get(), LunMessage{LunMessage::Kind::abort_all, self->id, seq, {}});
+  for (auto& to : members_) {
+    if (to.get() == self) continue;
+    post_locked(to.get(), m);
     ++posted;
   }
   return posted;

@@ -173,7 +173,8 @@ class SharedLuState {
   friend class PrEventSink;
 
   void post_locked(Mailbox* to, const LunMessage& m);
-  uint32_t abort_everywhere_locked(Mailbox* self, uint64_t seq);
+  // Posts m to every member but `self`; returns how many.
+  uint32_t post_to_others_locked(Mailbox* self, const LunMessage& m);
   NexusRecord* record_locked(const std::string& name, uint64_t isid, uint16_t port);
   void publish_access_locked();
   bool legacy_conflict_locked(const ItNexus& n) const;
