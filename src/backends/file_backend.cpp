@@ -7,12 +7,12 @@
 // is full) completes as an I/O error: it is never reported as success.
 //
 // Buffered writes (no direct=on) are written inline, on the submitting thread, while that stays
-// fast (under 1 ms each). io_uring cannot start a buffered write to ext4 without blocking, so it hands every one
-// to an io-wq worker thread: a wake-up and two context switches per write, which cost more than
-// the copy into the page cache itself (about 40% of a target's CPU per 4 KiB write, measured
-// with perf). A write that blocks anyway (dirty-page throttling, a page not in memory, a full
-// journal) is noticed by its duration: from then on writes go through io_uring again for a
-// while, so a throttled file cannot stall the thread's other work for long.
+// fast (under 1 ms each). io_uring cannot start a buffered write to ext4 without blocking, so
+// it hands every one to an io-wq worker thread: a wake-up and two context switches per write,
+// which cost more than the copy into the page cache itself (about 40% of a target's CPU per
+// 4 KiB write, measured with perf). A write that blocks anyway (dirty-page throttling, a page
+// not in memory, a full journal) is noticed by its duration: from then on writes go through
+// io_uring again for a while, so a throttled file cannot stall the thread's other work long.
 //
 // A buffered file is also mapped read-only (MAP_SHARED) for read_view(): the iSCSI target
 // sends Data-In straight from the page cache through it (block_backend.hpp says the rules).
