@@ -66,6 +66,10 @@ class BackendQueue {
   // A descriptor that becomes readable when poll() has something to reap (for sleeping), or -1
   // when this backend only completes inline.
   virtual int wait_fd() const { return -1; }
+  // How wait_fd() is cleared: false (the default), an eventfd the waiter reads once after
+  // waking; true, a descriptor that stays readable while completions wait and clears itself
+  // when poll() reaps them (an io_uring's own fd), on which a read would only fail.
+  virtual bool wait_fd_self_clearing() const { return false; }
   // Requests accepted and not yet completed.
   virtual uint32_t in_flight() const { return 0; }
   // Where bytes [offset, offset + length) of the device can be read in place, with no request

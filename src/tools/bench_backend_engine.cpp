@@ -142,8 +142,7 @@ class BackendEngineQueue final : public EngineQueue {
   }
 
   // Sleeps until the backend's wait_fd is readable (or timeout_ms), then clears it when it is
-  // an eventfd (a descriptor that is readable while completions wait, such as an io_uring,
-  // refuses the read and is cleared by poll()).
+  // an eventfd (BackendQueue::wait_fd_self_clearing()).
   void wait_for_backend(int timeout_ms) {
     const int fd = q_->wait_fd();
     if (fd < 0) {
@@ -151,7 +150,7 @@ class BackendEngineQueue final : public EngineQueue {
       return;
     }
     pollfd pfd{fd, POLLIN, 0};
-    if (::poll(&pfd, 1, timeout_ms) > 0) {
+    if (::poll(&pfd, 1, timeout_ms) > 0 && !q_->wait_fd_self_clearing()) {
       uint64_t v = 0;
       (void)!::read(fd, &v, sizeof v);
     }

@@ -34,6 +34,8 @@ struct ServeArgs {
   std::string cpus;
   std::string poll = "adaptive";
   uint32_t spin_us = 50;
+  uint32_t coalesce_us = 0;
+  uint32_t coalesce_count = 0;
 };
 
 Result<UniqueFd> listen_unix(const std::string& path) {
@@ -73,6 +75,7 @@ int run_serve(const ServeArgs& a) {
   opts.num_queues = a.queues;
   opts.max_queue_size = a.queue_size;
   opts.spin_us = a.spin_us;
+  opts.coalescing = {a.coalesce_us, a.coalesce_count};
   auto mode = parse_poll_mode(a.poll);
   if (!mode) {
     std::fprintf(stderr, "vcp serve: --poll must be always, adaptive or never\n");
@@ -169,6 +172,13 @@ Runner add_serve(CLI::App& app) {
   sub->add_option("--cpu", args->cpus, "CPUs for the queue threads, e.g. 1 or 0-1 (queue i on the i-th)");
   sub->add_option("--poll", args->poll, "always | adaptive | never")->check(CLI::IsMember({"always", "adaptive", "never"}));
   sub->add_option("--spin-us", args->spin_us, "adaptive polling: microseconds to spin before sleeping");
+  sub->add_option("--coalesce-us", args->coalesce_us,
+                  "interrupt coalescing: longest a completion waits for its call while other requests are in "
+                  "flight (0: call at once, the default)")
+      ->check(CLI::Range(0, 100000));
+  sub->add_option("--coalesce-count", args->coalesce_count,
+                  "interrupt coalescing: call at the latest after this many completions (0: no limit)")
+      ->check(CLI::Range(0, 65536));
   return [args] { return run_serve(*args); };
 }
 

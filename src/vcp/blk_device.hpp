@@ -26,6 +26,7 @@ struct BlkDeviceOptions {
   uint32_t size_max = 64u << 10;
   PollMode poll_mode = PollMode::adaptive;
   uint32_t spin_us = 50;
+  Coalescing coalescing;               // interrupt coalescing, off by default (QueueWorker)
   std::vector<int> cpus;               // queue i runs on cpus[i % size]; empty: unpinned
   std::string name = "vcp";
 };

@@ -20,10 +20,11 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-void drain_eventfd(int fd) {
+// Resets an eventfd that poll/epoll reported readable. One read: a kick fd is the frontend's,
+// and should it be a blocking descriptor of another kind, a second read could block.
+void clear_eventfd(int fd) {
   uint64_t v;
-  while (read(fd, &v, sizeof(v)) == sizeof(v)) {
-  }
+  (void)!read(fd, &v, sizeof(v));
 }
 
 uint8_t to_virtio_status(int status) {
@@ -141,7 +142,7 @@ void QueueWorker::thread_main() {
     }
     // A backend that completes only from poll() and has no fd cannot be slept on.
     if (bq_->in_flight() > 0 && bq_->wait_fd() < 0) continue;
-    sleep_until_work(-1);
+    sleep_until_work(call_deadline_ns());
     last_work = now_ns();
   }
 }
@@ -231,6 +232,8 @@ int QueueWorker::do_start() {
   }
   in_flight_ = 0;
   pending_publish_ = false;
+  call_owed_ = false;
+  done_since_call_ = 0;
   stats_.clear();
 
   // The epoll set: kick (requests), backend completions, and our own wake-up for commands.
@@ -248,8 +251,11 @@ int QueueWorker::do_start() {
   // Kicks are unnecessary while we poll; sleep_until_work() turns them back on.
   dq_.set_notification(opts_.poll_mode == PollMode::never);
   state_.store(State::running, std::memory_order_relaxed);
-  VCP_LOG_INFO("{}: queue started (size {}, event_idx {}, last_avail {}, poll {})", opts_.name, q.layout.size,
-               q.event_idx, q.last_avail_idx, to_string(opts_.poll_mode));
+  VCP_LOG_INFO("{}: queue started (size {}, event_idx {}, last_avail {}, poll {}, coalescing {})", opts_.name,
+               q.layout.size, q.event_idx, q.last_avail_idx, to_string(opts_.poll_mode),
+               opts_.coalescing.usecs ? fmt::format("{} us, {} completions", opts_.coalescing.usecs,
+                                                    opts_.coalescing.max_completions)
+                                      : std::string("off"));
   return 0;
 }
 
@@ -261,8 +267,7 @@ void QueueWorker::drain() {
     if (bq_->poll() == 0 && in_flight_ > 0) {
       if (bq_->wait_fd() >= 0) {
         pollfd pfd{bq_->wait_fd(), POLLIN, 0};
-        ::poll(&pfd, 1, 10);
-        drain_eventfd(bq_->wait_fd());
+        if (::poll(&pfd, 1, 10) > 0 && !bq_->wait_fd_self_clearing()) clear_eventfd(bq_->wait_fd());
       } else {
         cpu_relax();
       }
@@ -434,19 +439,42 @@ void QueueWorker::finish(Slot& s, uint8_t status) {
   dq_.push(s.head, status == VIRTIO_BLK_S_OK ? s.written : 1);
   s.busy = false;
   --in_flight_;
+  ++done_since_call_;
   pending_publish_ = true;
 }
 
 void QueueWorker::publish() {
-  if (!pending_publish_) return;
-  pending_publish_ = false;
-  if (dq_.publish_used() && call_fd_ >= 0) {
-    uint64_t one = 1;
-    if (write(call_fd_, &one, sizeof(one)) == sizeof(one)) QueueStats::bump(stats_.notifications);
+  if (pending_publish_) {
+    pending_publish_ = false;
+    // The driver asked to be told (EVENT_IDX's used_event passed, or interrupts not
+    // suppressed): one call is owed, however many more completions come before it goes out.
+    if (dq_.publish_used() && !call_owed_) {
+      call_owed_ = true;
+      if (opts_.coalescing.usecs) owed_since_ns_ = now_ns();
+    }
   }
+  if (call_owed_ && call_deadline_ns() == 0) call_driver();
 }
 
-void QueueWorker::sleep_until_work(int timeout_ms) {
+// Nanoseconds until the owed call must go out (0: now), or -1 when none is owed.
+int64_t QueueWorker::call_deadline_ns() const {
+  if (!call_owed_) return -1;
+  const Coalescing& c = opts_.coalescing;
+  if (c.usecs == 0 || in_flight_ == 0 || (c.max_completions && done_since_call_ >= c.max_completions)) return 0;
+  const uint64_t waited = now_ns() - owed_since_ns_;
+  const uint64_t limit = uint64_t{c.usecs} * 1000;
+  return waited >= limit ? 0 : static_cast<int64_t>(limit - waited);
+}
+
+void QueueWorker::call_driver() {
+  call_owed_ = false;
+  done_since_call_ = 0;
+  if (call_fd_ < 0) return;  // no call fd (yet): the driver polls
+  uint64_t one = 1;
+  if (write(call_fd_, &one, sizeof(one)) == sizeof(one)) QueueStats::bump(stats_.notifications);
+}
+
+void QueueWorker::sleep_until_work(int64_t timeout_ns) {
   // Ask for kicks, then look once more: a request that arrived before the driver saw our
   // request for kicks would otherwise sleep with us (the fence is in set_notification).
   dq_.set_notification(true);
@@ -455,8 +483,15 @@ void QueueWorker::sleep_until_work(int timeout_ms) {
     return;
   }
   epoll_event evs[4];
-  int n = epoll_wait(epoll_fd_.get(), evs, 4, timeout_ms);
-  for (int i = 0; i < n; ++i) drain_eventfd(evs[i].data.fd);
+  timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000), static_cast<long>(timeout_ns % 1'000'000'000)};
+  int n = epoll_pwait2(epoll_fd_.get(), evs, 4, timeout_ns >= 0 ? &ts : nullptr, nullptr);
+  for (int i = 0; i < n; ++i) {
+    // One read resets an eventfd (kick, wake-up, a backend's completion counter); a second one
+    // would only return EAGAIN. A backend fd that clears itself is left to poll().
+    const int fd = evs[i].data.fd;
+    if (fd == bq_->wait_fd() && bq_->wait_fd_self_clearing()) continue;
+    clear_eventfd(fd);
+  }
   QueueStats::bump(stats_.wakeups);
   if (opts_.poll_mode != PollMode::never) dq_.set_notification(false);
 }

@@ -28,9 +28,22 @@
 
 namespace vcp {
 
+// Interrupt coalescing (as NVMe's aggregation time and threshold, ethtool's rx-usecs and
+// rx-frames): a completion the driver asked to be told about may wait for its call while other
+// requests of the queue are still in flight, so that one call reports several. The call goes
+// out when `usecs` have passed since the first completion it owes, when `max_completions`
+// requests have completed since the last call (0: no such limit), or at once when nothing is
+// left in flight. usecs == 0: every call at once (the default). The used ring itself is
+// published at once either way: a driver that polls sees completions without delay.
+struct Coalescing {
+  uint32_t usecs = 0;
+  uint32_t max_completions = 0;
+};
+
 struct WorkerOptions {
   PollMode poll_mode = PollMode::adaptive;
   uint32_t spin_us = 50;  // adaptive: how long to keep polling after the last piece of work
+  Coalescing coalescing;
   int cpu = -1;           // pin to this CPU; -1: leave placement to the kernel
   std::string name;       // thread and log name, e.g. "vcp0-q1"
 };
@@ -91,7 +104,9 @@ class QueueWorker {
   void refuse(Slot& s, const virtio::BlkRequestView& v, const char* why);
   static void on_backend_done(BlockRequest* req, int status);
   void publish();
-  void sleep_until_work(int timeout_ms);
+  void call_driver();
+  int64_t call_deadline_ns() const;  // -1: no call owed
+  void sleep_until_work(int64_t timeout_ns);
   void log_stats(const char* what) const;
 
   const unsigned index_;
@@ -123,6 +138,10 @@ class QueueWorker {
   uint32_t seg_capacity_ = 0;
   uint32_t in_flight_ = 0;
   bool pending_publish_ = false;
+  // Coalescing: a call the driver is owed, since when, and completions since the last call.
+  bool call_owed_ = false;
+  uint64_t owed_since_ns_ = 0;
+  uint32_t done_since_call_ = 0;
 
   std::thread thread_;
 };

@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <string>
@@ -36,14 +38,16 @@ struct Completion {
 class DeviceHarness {
  public:
   DeviceHarness(const std::string& spec, PollMode mode, uint16_t queues = 1, bool event_idx = true,
-                uint16_t qsize = 64) {
+                uint16_t qsize = 64)
+      : DeviceHarness(backend_of(spec), mode, {}, queues, event_idx, qsize) {}
+  DeviceHarness(std::unique_ptr<BlockBackend> be, PollMode mode, Coalescing coalescing, uint16_t queues = 1,
+                bool event_idx = true, uint16_t qsize = 64) {
     std::string err;
-    auto be = make_backend(spec, &err);
-    EXPECT_TRUE(be) << err;
     BlkDeviceOptions o;
     o.num_queues = queues;
     o.poll_mode = mode;
     o.spin_us = 20;
+    o.coalescing = coalescing;
     o.name = "test";
     dev = BlkDevice::create(std::move(be), o, &err);
     EXPECT_TRUE(dev) << err;
@@ -70,6 +74,35 @@ class DeviceHarness {
   ~DeviceHarness() {
     dev.reset();
     munmap(host, kMem);
+  }
+
+  static std::unique_ptr<BlockBackend> backend_of(const std::string& spec) {
+    std::string err;
+    auto be = make_backend(spec, &err);
+    EXPECT_TRUE(be) << err;
+    return be;
+  }
+
+  // Takes what is in the used ring now, without waiting.
+  int take_used(uint16_t q) {
+    int got = 0;
+    void* t;
+    uint32_t len;
+    while (qs[q].drv.get_used(&t, &len) == 0) {
+      auto* c = static_cast<Completion*>(t);
+      c->len = len;
+      c->status = *status_ptr[c];
+      ++got;
+    }
+    return got;
+  }
+
+  // Whether the device called (the call eventfd's counter, reset), waiting up to timeout_ms.
+  bool called(uint16_t q, int timeout_ms) {
+    pollfd p{qs[q].call.get(), POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) != 1) return false;
+    uint64_t v;
+    return read(qs[q].call.get(), &v, 8) == 8;
   }
 
   uint8_t* buf(size_t off) { return host + kBufOff + off; }
@@ -99,14 +132,7 @@ class DeviceHarness {
   void wait(uint16_t q, int n) {
     int got = 0;
     for (int spins = 0; got < n && spins < 5000; ++spins) {
-      void* t;
-      uint32_t len;
-      while (qs[q].drv.get_used(&t, &len) == 0) {
-        auto* c = static_cast<Completion*>(t);
-        c->len = len;
-        c->status = *status_ptr[c];
-        ++got;
-      }
+      got += take_used(q);
       if (got >= n) break;
       if (!qs[q].drv.enable_interrupts(true)) {
         pollfd p{qs[q].call.get(), POLLIN, 0};
@@ -277,6 +303,172 @@ TEST(BlkDevice, FeaturesAndConfigFollowTheBackend) {
   EXPECT_EQ(le16toh(c.num_queues), 2);
   uint8_t past[8];
   EXPECT_EQ(h.dev->read_config(1000, {past, sizeof(past)}), -EINVAL);
+}
+
+// A backend that holds requests at sectors >= kHeldSector until the test opens its gate; the
+// rest complete on the queue thread's next poll(). Only what a queue in flight needs to test
+// when the device calls the driver.
+constexpr uint64_t kHeldSector = 1024;
+
+class GateBackend final : public BlockBackend {
+ public:
+  GateBackend() : efd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    info_.capacity_bytes = 16 << 20;
+    info_.description = "gate";
+  }
+  const BackendInfo& info() const override { return info_; }
+  Result<std::unique_ptr<BackendQueue>> open_queue(unsigned) override {
+    return std::unique_ptr<BackendQueue>(std::make_unique<Queue>(*this));
+  }
+  // From the test thread: lets the held requests complete and wakes the queue thread.
+  void open_gate() {
+    open_.store(true, std::memory_order_release);
+    uint64_t one = 1;
+    EXPECT_EQ(write(efd_.get(), &one, 8), 8);
+  }
+
+ private:
+  class Queue final : public BackendQueue {
+   public:
+    explicit Queue(GateBackend& b) : b_(b) {}
+    void submit(BlockRequest* req) override {
+      pending_.push_back(req);
+      if (req->offset < kHeldSector * 512) {
+        uint64_t one = 1;
+        EXPECT_EQ(write(b_.efd_.get(), &one, 8), 8);
+      }
+    }
+    int poll() override {
+      const bool open = b_.open_.load(std::memory_order_acquire);
+      int n = 0;
+      for (size_t i = 0; i < pending_.size();) {
+        BlockRequest* r = pending_[i];
+        if (r->offset >= kHeldSector * 512 && !open) {
+          ++i;
+          continue;
+        }
+        pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+        r->done(r, 0);
+        ++n;
+      }
+      return n;
+    }
+    int wait_fd() const override { return b_.efd_.get(); }
+    uint32_t in_flight() const override { return static_cast<uint32_t>(pending_.size()); }
+
+   private:
+    GateBackend& b_;
+    std::vector<BlockRequest*> pending_;
+  };
+
+  BackendInfo info_;
+  UniqueFd efd_;
+  std::atomic<bool> open_{false};
+};
+
+struct GateHarness {
+  explicit GateHarness(Coalescing c, PollMode mode = PollMode::never) {
+    auto g = std::make_unique<GateBackend>();
+    gate = g.get();
+    h = std::make_unique<DeviceHarness>(std::move(g), mode, c);
+    // As a guest driver that sleeps: tell me about the next completion.
+    h->qs[0].drv.enable_interrupts(true);
+  }
+  ~GateHarness() {
+    gate->open_gate();  // nothing may stay held when the device stops
+  }
+  GateBackend* gate = nullptr;
+  std::unique_ptr<DeviceHarness> h;
+};
+
+// Polls the used ring (as a driver that polls would) until `n` completions are there.
+int take_used_within(DeviceHarness& h, int n, int timeout_ms) {
+  int got = 0;
+  for (int i = 0; i < timeout_ms && got < n; ++i) {
+    got += h.take_used(0);
+    if (got < n) usleep(1000);
+  }
+  return got;
+}
+
+TEST(BlkDeviceCoalescing, OffCallsForEachCompletionAtOnce) {
+  GateHarness g({});
+  Completion held, fast;
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast);
+  EXPECT_TRUE(g.h->called(0, 5000)) << "no call for a completion while another request is in flight";
+  EXPECT_EQ(g.h->take_used(0), 1);
+  EXPECT_EQ(fast.status, VIRTIO_BLK_S_OK);
+}
+
+TEST(BlkDeviceCoalescing, CallWaitsWhileRequestsAreInFlightButTheUsedRingDoesNot) {
+  // A window far longer than the test: only the last request ending may bring the call.
+  GateHarness g({60'000'000, 0});
+  Completion held, fast1, fast2;
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast1);
+  g.h->submit(0, VIRTIO_BLK_T_OUT, 8, 2 * 65536, 512, &fast2);
+  // Published at once: a polling driver sees both.
+  EXPECT_EQ(take_used_within(*g.h, 2, 5000), 2);
+  EXPECT_EQ(fast1.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(fast2.status, VIRTIO_BLK_S_OK);
+  EXPECT_FALSE(g.h->called(0, 100)) << "called while a request was still in flight";
+  g.gate->open_gate();
+  EXPECT_TRUE(g.h->called(0, 5000)) << "no call once nothing was left in flight";
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  EXPECT_EQ(held.status, VIRTIO_BLK_S_OK);
+  g.h->dev->stop_queue(0);  // the worker's counters are settled once it stopped
+  EXPECT_EQ(g.h->dev->worker(0).stats().notifications.load(), 1u) << "one call for three completions";
+}
+
+TEST(BlkDeviceCoalescing, TheWindowEndsTheWait) {
+  GateHarness g({20'000, 0});  // 20 ms
+  Completion held, fast;
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  const auto t0 = std::chrono::steady_clock::now();
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast);
+  ASSERT_TRUE(g.h->called(0, 5000)) << "the owed call never came while a request stayed in flight";
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, std::chrono::milliseconds(20)) << "called before the coalescing window ended";
+  EXPECT_EQ(g.h->take_used(0), 1);
+  EXPECT_EQ(held.status, 0xee) << "the held request completed";
+}
+
+TEST(BlkDeviceCoalescing, TheCountEndsTheWait) {
+  for (PollMode mode : {PollMode::never, PollMode::always}) {
+    SCOPED_TRACE(to_string(mode));
+    GateHarness g({60'000'000, 3}, mode);
+    Completion held, fast[3];
+    g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+    g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast[0]);
+    g.h->submit(0, VIRTIO_BLK_T_IN, 0, 2 * 65536, 512, &fast[1]);
+    EXPECT_EQ(take_used_within(*g.h, 2, 5000), 2);
+    EXPECT_FALSE(g.h->called(0, 100)) << "called after 2 completions with a count of 3";
+    g.h->submit(0, VIRTIO_BLK_T_IN, 0, 3 * 65536, 512, &fast[2]);
+    EXPECT_TRUE(g.h->called(0, 5000)) << "no call after the third completion";
+    EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+    EXPECT_EQ(held.status, 0xee);
+  }
+}
+
+TEST(BlkDeviceCoalescing, AnOwedCallGoesToTheCallFdOfTheMomentItIsMade) {
+  GateHarness g({60'000'000, 0});
+  Completion held, fast;
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast);
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);  // the call for it is owed now
+  // The frontend replaces the call fd (SET_VRING_CALL) while the call waits.
+  UniqueFd fresh(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  g.h->dev->set_call_fd(0, fresh.get());
+  UniqueFd old = std::move(g.h->qs[0].call);
+  g.h->qs[0].call = std::move(fresh);
+  g.gate->open_gate();
+  EXPECT_TRUE(g.h->called(0, 5000)) << "the owed call was lost with the old call fd";
+  uint64_t v;
+  EXPECT_NE(read(old.get(), &v, 8), 8) << "called on the replaced fd";
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  EXPECT_EQ(held.status, VIRTIO_BLK_S_OK);
+  g.h->dev->stop_queue(0);  // before `old` closes: the worker may no longer hold either fd
 }
 
 }  // namespace
