@@ -18,6 +18,8 @@
 # Environment: SECS (seconds per run, default 10), REPS (3), QD (32), CURVE (1: also the curve),
 # POLL (--poll of vcp serve and vcp bench, default never), BATCH (vcp bench --batch: completions
 # reaped before issuing more, for the VCP, qsd and in-process runs alike; default 1),
+# COALESCE ("US COUNT": vcp serve --coalesce-us US --coalesce-count COUNT, interrupt
+# coalescing in the VCP; default empty: off),
 # OUT (raw results; default a temp dir),
 # WHO (default "vcp libiscsi qsd inproc"), WORKLOADS (default "randread:4k read:128k write:128k").
 # Prints a markdown table for docs/performance.md.
@@ -30,6 +32,12 @@ QD=${QD:-32}
 CURVE=${CURVE:-1}
 POLL=${POLL:-never}
 BATCH=${BATCH:-1}
+COALESCE=${COALESCE:-}
+coalesce_args=()
+if [ -n "$COALESCE" ]; then
+  read -r c_us c_count <<<"$COALESCE"
+  coalesce_args=(--coalesce-us "$c_us" --coalesce-count "${c_count:-0}")
+fi
 WHO=${WHO:-vcp libiscsi qsd inproc}
 WORKLOADS=${WORKLOADS:-randread:4k read:128k write:128k}
 IQN=iqn.2024-01.org.vcp.bench:lun1
@@ -101,7 +109,7 @@ run_served() {  # NAME WORKLOAD BS SERVER-COMMAND...
   echo "$json" >>"$out/$name.json"
 }
 run_vcp() {
-  run_served vcp "$1" "$2" "$vcp" serve --socket "$work/vcp.sock" --backend "$url" --poll "$POLL"
+  run_served vcp "$1" "$2" "$vcp" serve --socket "$work/vcp.sock" --backend "$url" --poll "$POLL" "${coalesce_args[@]}"
 }
 run_qsd() {
   run_served qsd "$1" "$2" qemu-storage-daemon \
@@ -160,10 +168,10 @@ for rep in $(seq "$REPS"); do
   fi
 done
 
-python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" "$BATCH" <<'PY'
+python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" "$BATCH" "${COALESCE:-off}" <<'PY'
 import platform, statistics, subprocess, sys
 rows = [l.split() for l in open(sys.argv[1])]
-qd, secs, poll, reps, batch = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+qd, secs, poll, reps, batch, coalesce = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 runs = {}
 for name, w, bs, ios, s, cpu in rows:
     ios, s, cpu = int(float(ios)), float(s), float(cpu)
@@ -173,7 +181,7 @@ r = {k: dict(iops=statistics.median(x[0] for x in v), mbs=statistics.median(x[1]
 model = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
 load = " ".join(open("/proc/loadavg").read().split()[:3])
 print(f"machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs (no SMT), "
-      f"kernel {platform.release()}, load average at the end {load}; qd {qd}, {secs} s per run, median of {reps} runs, poll {poll}, vcp bench --batch {batch}\n")
+      f"kernel {platform.release()}, load average at the end {load}; qd {qd}, {secs} s per run, median of {reps} runs, poll {poll}, vcp bench --batch {batch}, VCP coalescing {coalesce}\n")
 label = {"vcp": "VCP (vcp serve, CPU 1)", "libiscsi": "libiscsi iscsi-perf (CPU 0)",
          "qsd": "qemu-storage-daemon (CPU 1)", "inproc": "in-process vcp bench --backend (CPU 0)"}
 print("| workload | initiator | IOPS | MB/s | CPU us per I/O | IOPS per CPU-second | VCP vs this (per CPU-second) |")

@@ -13,6 +13,10 @@
 #                                                         sequentially: iscsi-perf 1.19 cannot write)
 #   seqread-256k-qd8   iscsi-perf -m 8 -b 512            (256 KiB sequential reads)
 #   seqwrite-256k-qd8  qemu-img bench -w -d 8 -s 256k    (256 KiB sequential writes)
+#   randwrite-4k-qd32  vcp bench --backend iscsi://... --rw randwrite --qd 32
+#                                                        (4 KiB random writes: neither libiscsi
+#                                                         tool writes at random, so our own
+#                                                         initiator drives both targets)
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VCP_BIN=${1:-$ROOT/build-target/vcp}
@@ -74,10 +78,17 @@ run() {
     seqread-256k-qd8) out=$(timeout -s INT $((SECS + 5)) taskset -c 0 iscsi-perf -i $INI -m 8 -b 512 -t "$SECS" "$url" 2>&1) ;;
     write-4k-qd32) out=$(taskset -c 0 qemu-img bench -f raw -t none -n -w -d 32 -s 4k -c $((SECS * 20000)) "$url" 2>&1) ;;
     seqwrite-256k-qd8) out=$(taskset -c 0 qemu-img bench -f raw -t none -n -w -d 8 -s 256k -c $((SECS * 1500)) "$url" 2>&1) ;;
+    randwrite-4k-qd32) out=$(taskset -c 0 "$VCP_BIN" bench --backend "$url" --rw randwrite --bs 4096 --qd 32 \
+                             --time "$SECS" --poll never --json 2>&1) ;;
   esac
   t1=$(ticks "$pid")
   w1=$(date +%s.%N)
   case $load in
+    randwrite-4k-qd32)
+      ios=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["ios"])' <<<"$out") \
+        || { echo "$out" >&2; fail "vcp bench failed"; }
+      iops=$(python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(int(j["ios"] / j["seconds"]))' <<<"$out")
+      ;;
     *read*)
       iops=$(grep -o 'iops average [0-9]*' <<<"$out" | tail -1 | awk '{print $3}')
       ios=$(python3 -c "print(int(${iops:-0} * ($w1 - $w0)))")
@@ -96,7 +107,7 @@ run() {
 }
 
 printf '%-18s %12s %10s %12s %10s %8s\n' load "vcp IOPS" "vcp us/IO" "tgtd IOPS" "tgtd us/IO" ratio
-for load in ${LOADS:-randread-4k-qd32 write-4k-qd32 seqread-256k-qd8 seqwrite-256k-qd8}; do
+for load in ${LOADS:-randread-4k-qd32 write-4k-qd32 seqread-256k-qd8 seqwrite-256k-qd8 randwrite-4k-qd32}; do
   read -r v_iops v_us < <(run "$VCP_PID" "127.0.0.1:$VCP_PORT" $IQN_VCP 0 $load)
   read -r t_iops t_us < <(run "$TGTD_PID" "127.0.0.1:$TGTD_PORT" $IQN_TGT 1 $load)
   # IOPS per target CPU-second = 1e6 / us_per_io.
