@@ -1,5 +1,6 @@
 #include "client/arena.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -13,9 +14,12 @@ constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 int Arena::init(size_t private_bytes, size_t buffer_bytes) {
   buffers_off_ = round_up(private_bytes, kPage);
   const size_t total = buffers_off_ + round_up(buffer_bytes, kPage);
-  fd_.reset(memfd_create("libvcp-arena", MFD_CLOEXEC));
+  fd_.reset(memfd_create("libvcp-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd_) return -errno;
   if (ftruncate(fd_.get(), static_cast<off_t>(total)) != 0) return -errno;
+  // Its size is final: sealed, as QEMU seals guest RAM, so that no one (the VCP maps it too)
+  // can shrink it under a mapping (SIGBUS) or grow it.
+  if (fcntl(fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) return -errno;
   auto m = Mapping::map_shared(fd_.get(), 0, total);
   if (!m) return -m.error();
   map_ = std::move(*m);

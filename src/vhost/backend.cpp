@@ -47,10 +47,25 @@ bool allowed_before_owner(Request r) {
   }
 }
 
+// Makes sure the file `fd` can no longer shrink: an access to a mapped page past a new end of
+// file raises SIGBUS, which would kill the VCP, so a frontend that truncated guest memory under
+// us could crash it. A memfd that allows sealing gets F_SEAL_SHRINK (QEMU seals its own guest
+// RAM memfds this way, memory-backend-memfd seal=on, and never shrinks them; punching holes and
+// growing stay allowed). False when the file cannot be sealed (a memfd created without
+// MFD_ALLOW_SEALING or already sealed with F_SEAL_SEAL but not F_SEAL_SHRINK, a tmpfs or
+// hugetlbfs file that is not a memfd): the mapping is still made, and the caller warns.
+bool seal_against_shrinking(int fd) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0) return false;
+  if (seals & F_SEAL_SHRINK) return true;
+  return !(seals & F_SEAL_SEAL) && ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0;
+}
+
 // Maps [offset, offset+len) of a regular file `fd`. The mapping starts at an offset aligned
 // to the file's block size (hugetlbfs wants huge-page alignment); *start is the first byte asked
-// for. A range past the end of the file is refused: touching it would raise SIGBUS.
-int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t** start) {
+// for. A range past the end of the file is refused: touching it would raise SIGBUS; so is a
+// later shrinking of the file, where it can be sealed (*sealed says whether it was).
+int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t** start, bool* sealed) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return -errno;
   if (!S_ISREG(st.st_mode)) {
@@ -70,6 +85,13 @@ int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t*
   uint64_t map_len = 0;
   if (__builtin_add_overflow(len, delta + align - 1, &map_len)) return -EINVAL;
   map_len &= ~(align - 1);
+  // Sealed before the size is trusted any further: a shrink between fstat and here fails the
+  // mapping's accesses only until the check below, which the seal then keeps true.
+  *sealed = seal_against_shrinking(fd);
+  if (*sealed && ::fstat(fd, &st) == 0 && end > static_cast<uint64_t>(st.st_size)) {
+    VCP_LOG_ERROR("vhost-user: the file shrank to {} bytes while being mapped", st.st_size);
+    return -EINVAL;
+  }
   auto m = Mapping::map_shared(fd, map_off, map_len);
   if (!m) {
     VCP_LOG_ERROR("vhost-user: mmap of {:#x} bytes at {:#x} failed: {}", map_len, map_off, errno_str(m.error()));
@@ -253,6 +275,15 @@ void VhostUserBackend::reset_rings() {
 
 // ---- memory table ----
 
+void VhostUserBackend::warn_unsealed(const char* what) {
+  if (warned_unsealed_) return;
+  warned_unsealed_ = true;
+  VCP_LOG_WARN("vhost-user: the file of {} cannot be sealed against shrinking (not a memfd that allows "
+               "sealing): a frontend that truncates it makes this VCP fault (SIGBUS). QEMU: use "
+               "memory-backend-memfd (seal=on, its default)",
+               what);
+}
+
 int VhostUserBackend::map_region(const MemRegion& r, int fd, MappedRegion* out, virtio::MemoryRegion* mr) {
   uint64_t end = 0;
   if (r.size == 0 || __builtin_add_overflow(r.guest_addr, r.size, &end) ||
@@ -262,7 +293,9 @@ int VhostUserBackend::map_region(const MemRegion& r, int fd, MappedRegion* out, 
     return -EINVAL;
   }
   uint8_t* host = nullptr;
-  if (int rc = map_file_range(fd, r.mmap_offset, r.size, &out->map, &host); rc < 0) return rc;
+  bool sealed = false;
+  if (int rc = map_file_range(fd, r.mmap_offset, r.size, &out->map, &host, &sealed); rc < 0) return rc;
+  if (!sealed) warn_unsealed("guest memory");
   out->desc = r;
   *mr = {r.guest_addr, r.size, r.user_addr, host};
   return 0;
@@ -583,7 +616,9 @@ int VhostUserBackend::set_inflight_fd(const InflightMsg& in, int fd) {
   }
   Mapping map;
   uint8_t* base = nullptr;
-  if (int rc = map_file_range(fd, in.mmap_offset, need, &map, &base); rc < 0) return rc;
+  bool sealed = false;
+  if (int rc = map_file_range(fd, in.mmap_offset, need, &map, &base, &sealed); rc < 0) return rc;
+  if (!sealed) warn_unsealed("the inflight region");
   std::vector<virtio::InflightQueue> queues(rings_.size());
   for (uint16_t i = 0; i < in.num_queues; ++i) {
     auto* q = reinterpret_cast<virtio::InflightQueueSplit*>(base + i * per_queue);

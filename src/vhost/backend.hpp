@@ -88,6 +88,7 @@ class VhostUserBackend {
 
   // Memory table.
   int map_region(const MemRegion& r, int fd, MappedRegion* out, virtio::MemoryRegion* mr);
+  void warn_unsealed(const char* what);
   int set_mem_table(const MemTable& t, FdList& fds);
   int add_mem_reg(const MemRegion& r, int fd);
   int rem_mem_reg(const MemRegion& r);
@@ -120,6 +121,7 @@ class VhostUserBackend {
   alignas(8) uint8_t buf_[kHeaderSize + kMaxPayloadSize];
 
   bool owner_ = false;
+  bool warned_unsealed_ = false;  // said once per connection that guest memory can shrink
   uint64_t acked_features_ = 0;
   uint64_t protocol_features_ = 0;
 

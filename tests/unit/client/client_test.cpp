@@ -1,10 +1,12 @@
 // libvcp against the real VCP runtime (BlkDevice) in this process: negotiation, every request
 // type, copy and zero-copy paths, splitting, multi-queue, poll modes.
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
 #include <vector>
 
+#include "client/arena.hpp"
 #include "harness.hpp"
 
 namespace vcp::client::test {
@@ -103,6 +105,17 @@ TEST(ClientIo, ZeroCopyAndBouncedBuffersRoundTrip) {
   ASSERT_EQ(c.q().read_sync(0, heap.data(), len), 0);
   EXPECT_TRUE(check_pattern(heap.data(), len, 0, 1));
   c.client->free(arena_buf);
+}
+
+// The arena is the guest memory the VCP maps: sealed so that its size never changes under a
+// mapping (a shrink would make the VCP's accesses raise SIGBUS).
+TEST(ClientArena, MemfdIsSealed) {
+  Arena a;
+  ASSERT_EQ(a.init(4096, 1 << 20), 0);
+  const int seals = fcntl(a.fd(), F_GET_SEALS);
+  EXPECT_EQ(seals, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  EXPECT_NE(ftruncate(a.fd(), 4096), 0);
+  EXPECT_NE(ftruncate(a.fd(), 4 << 20), 0);
 }
 
 TEST(ClientIo, ArenaAllocatorReusesFreedSpace) {

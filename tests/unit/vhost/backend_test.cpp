@@ -623,6 +623,34 @@ TEST_F(BackendTest, RegionsOutsideTheirFileOrNotFiles) {
   EXPECT_EQ(backend_memory_regions(), 0u);
 }
 
+// A frontend that shrinks guest memory under the VCP's mapping would make its next access
+// raise SIGBUS: a memfd that allows sealing is sealed against shrinking when it is mapped.
+TEST_F(BackendTest, GuestMemoryIsSealedAgainstShrinking) {
+  negotiate();
+  SharedMemory sealable(1 << 20, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_NE(sealable.p, nullptr);
+  ASSERT_EQ(fcntl(sealable.fd.get(), F_GET_SEALS), 0);
+  FrontendChannel::RegionFd rf{sealable.region(0), sealable.fd.get()};
+  ASSERT_EQ(fe->set_mem_table({&rf, 1}), 0);
+  EXPECT_EQ(fcntl(sealable.fd.get(), F_GET_SEALS), F_SEAL_SHRINK);
+  errno = 0;
+  EXPECT_NE(ftruncate(sealable.fd.get(), 4096), 0) << "the guest memory could still shrink";
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(ftruncate(sealable.fd.get(), 2 << 20), 0) << "growing stays allowed";
+
+  // Sealed the way QEMU seals its memfds (seal=on): taken as it is.
+  SharedMemory qemu_like(1 << 20, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_EQ(fcntl(qemu_like.fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+  FrontendChannel::RegionFd rq{qemu_like.region(1ull << 32), qemu_like.fd.get()};
+  ASSERT_EQ(fe->set_mem_table({&rq, 1}), 0);
+
+  // Not sealable (no MFD_ALLOW_SEALING: F_SEAL_SEAL from birth): still mapped, with a warning.
+  FrontendChannel::RegionFd rm{mem.region(0), mem.fd.get()};
+  ASSERT_EQ(fe->set_mem_table({&rm, 1}), 0);
+  EXPECT_EQ(backend_memory_regions(), 1u);
+  ASSERT_TRUE(alive());
+}
+
 TEST_F(BackendTest, RegionWithUnalignedMmapOffsetMapsTheRightBytes) {
   negotiate();
   mem.p[0x10000 + 0x200] = 0x3c;

@@ -171,8 +171,8 @@ class BackendLoop {
 
 // Guest memory the way QEMU shares it: a memfd, mapped here too so tests can write into it.
 struct SharedMemory {
-  explicit SharedMemory(size_t bytes) : size(bytes) {
-    fd.reset(memfd_create("vhost-test-mem", MFD_CLOEXEC));
+  explicit SharedMemory(size_t bytes, unsigned memfd_flags = MFD_CLOEXEC) : size(bytes) {
+    fd.reset(memfd_create("vhost-test-mem", memfd_flags));
     if (!fd || ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) return;
     void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     if (m != MAP_FAILED) p = static_cast<uint8_t*>(m);
