@@ -78,8 +78,9 @@ wait_socket() {
   for _ in $(seq 200); do [ -S "$1" ] && return 0; kill -0 "$server_pid" 2>/dev/null || break; sleep 0.05; done
   echo "bench-iscsi: no server on $1" >&2; cat "$work/server.log" >&2; exit 1
 }
-# result NAME WORKLOAD BS IOS SECONDS CPU_SECONDS: one line of raw results
-result() { echo "$1 $2 $3 $4 $5 $6" >>"$out/results.txt"; }
+# result NAME WORKLOAD BS IOS SECONDS CPU_SECONDS [CLIENT_CPU_SECONDS]: one line of raw results
+# (the client's CPU for a served run: vcp bench driving the VCP or qsd)
+result() { echo "$1 $2 $3 $4 $5 $6 ${7:-}" >>"$out/results.txt"; }
 bench_args() {  # WORKLOAD BS -> vcp bench arguments
   case "$1" in
     randread) echo "--rw randread --bs $2 --qd $QD --batch $BATCH --time $SECS --poll $POLL --json" ;;
@@ -105,7 +106,7 @@ run_served() {  # NAME WORKLOAD BS SERVER-COMMAND...
   t1=$(cpu_ticks "$server_pid")
   stop_pid "$server_pid"; server_pid=""
   result "$name" "$workload" "$bs" "$(json_field ios <<<"$json")" "$(json_field seconds <<<"$json")" \
-    "$(python3 -c "print(($t1 - $t0) / $(getconf CLK_TCK))")"
+    "$(python3 -c "print(($t1 - $t0) / $(getconf CLK_TCK))")" "$(json_field client_cpu_s <<<"$json")"
   echo "$json" >>"$out/$name.json"
 }
 run_vcp() {
@@ -173,19 +174,23 @@ import platform, statistics, subprocess, sys
 rows = [l.split() for l in open(sys.argv[1])]
 qd, secs, poll, reps, batch, coalesce = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
 runs = {}
-for name, w, bs, ios, s, cpu in rows:
+for name, w, bs, ios, s, cpu, *client in rows:
     ios, s, cpu = int(float(ios)), float(s), float(cpu)
-    runs.setdefault((name, w, int(bs)), []).append((ios / s, ios * int(bs) / s / 1e6, cpu / ios * 1e6 if ios else 0))
+    client_us = float(client[0]) / ios * 1e6 if client and ios else None
+    runs.setdefault((name, w, int(bs)), []).append((ios / s, ios * int(bs) / s / 1e6, cpu / ios * 1e6 if ios else 0,
+                                                    client_us))
 r = {k: dict(iops=statistics.median(x[0] for x in v), mbs=statistics.median(x[1] for x in v),
-             us=statistics.median(x[2] for x in v)) for k, v in runs.items()}
+             us=statistics.median(x[2] for x in v),
+             client=statistics.median(x[3] for x in v) if all(x[3] is not None for x in v) else None)
+     for k, v in runs.items()}
 model = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
 load = " ".join(open("/proc/loadavg").read().split()[:3])
 print(f"machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs (no SMT), "
       f"kernel {platform.release()}, load average at the end {load}; qd {qd}, {secs} s per run, median of {reps} runs, poll {poll}, vcp bench --batch {batch}, VCP coalescing {coalesce}\n")
 label = {"vcp": "VCP (vcp serve, CPU 1)", "libiscsi": "libiscsi iscsi-perf (CPU 0)",
          "qsd": "qemu-storage-daemon (CPU 1)", "inproc": "in-process vcp bench --backend (CPU 0)"}
-print("| workload | initiator | IOPS | MB/s | CPU us per I/O | IOPS per CPU-second | VCP vs this (per CPU-second) |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+print("| workload | initiator | IOPS | MB/s | CPU us per I/O | IOPS per CPU-second | VCP vs this (per CPU-second) | client (vcp bench) CPU us per I/O |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for w, bs, title in [("randread", 4096, "4 KiB random read"), ("read", 131072, "128 KiB sequential read"),
                      ("write", 131072, "128 KiB sequential write")]:
     ours = r.get(("vcp", w, bs))
@@ -193,11 +198,12 @@ for w, bs, title in [("randread", 4096, "4 KiB random read"), ("read", 131072, "
         x = r.get((name, w, bs))
         if not x:
             if name == "libiscsi" and w == "write" and ours:
-                print(f"| {title} | {label[name]} | n/a (iscsi-perf only reads) | | | | |")
+                print(f"| {title} | {label[name]} | n/a (iscsi-perf only reads) | | | | | |")
             continue
         ratio = "" if name == "vcp" or not ours or not x["us"] else f"{x['us'] / ours['us']:.2f}x"
         per = 1e6 / x["us"] if x["us"] else 0
-        print(f"| {title} | {label[name]} | {x['iops'] / 1e3:.1f}k | {x['mbs']:.0f} | {x['us']:.2f} | {per / 1e3:.0f}k | {ratio} |")
+        client = f"{x['client']:.2f}" if x["client"] is not None else ""
+        print(f"| {title} | {label[name]} | {x['iops'] / 1e3:.1f}k | {x['mbs']:.0f} | {x['us']:.2f} | {per / 1e3:.0f}k | {ratio} | {client} |")
 curve = sorted({bs for (n, w, bs) in r if n == "vcp" and w == "randread"})
 if len(curve) > 1:
     print("\nThe channel's overhead: random read, CPU us per I/O of the VCP process against the in-process "
