@@ -58,7 +58,15 @@ case "$CASE" in
     clean_load "$WORK/load.log" "iscsi://127.0.0.1:$PORT/$IQN/1,timeout=10" 6 32
     busy=$(q0_stat "$WORK/load.log" "BUSY/TASK SET FULL")
     log "TASK SET FULL answers retried: ${busy:-none}"
-    [[ -n "$busy" && "$busy" -ge 10 ]] || die "expected TASK SET FULL at queue depth 32 against 4 tasks" ;;
+    [[ -n "$busy" && "$busy" -ge 10 ]] || die "expected TASK SET FULL at queue depth 32 against 4 tasks"
+    # The initiator adapts: it lowers the depth it keeps at the target instead of retrying
+    # against a full task set forever (without that, nearly every command was refused first).
+    done_cmds=$(q0_stat "$WORK/load.log" "commands completed")
+    cuts=$(q0_stat "$WORK/load.log" "queue depth reductions")
+    log "$done_cmds commands completed, $cuts queue depth reductions"
+    [[ -n "$cuts" && "$cuts" -ge 1 ]] || die "TASK SET FULL did not lower the queue depth"
+    [[ -n "$done_cmds" && "$busy" -lt $((done_cmds / 4)) ]] ||
+      die "$busy TASK SET FULL answers for $done_cmds commands: the depth did not adapt" ;;
   *) die "unknown case" ;;
 esac
 log "PASS"

@@ -591,6 +591,45 @@ void Session::ready_push(Task& t) {
   }
 }
 
+uint32_t Session::issued_count() const {
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < kMaxTasks; ++i) n += tasks_[i].state == TaskState::Issued;
+  return n;
+}
+
+// TASK SET FULL: the target holds all it can (SAM-5 5.3.5). As Linux's SCSI layer does, keep
+// at most as many commands there as it held besides the refused one (this task is still
+// Issued here), and let the depth grow back slowly while it keeps up.
+void Session::on_task_set_full() {
+  const uint32_t held = issued_count();
+  const uint32_t limit = held > 1 ? held - 1 : 1;
+  good_since_limit_ = 0;
+  if (probing_) ramp_every_ = std::min(ramp_every_ * 2, kDepthRampMax);
+  probing_ = false;
+  if (depth_limit_ != 0 && limit >= depth_limit_) return;
+  if (depth_limit_ == 0 || stats_.depth_reductions == 0)
+    VCP_LOG_INFO("{}: TASK SET FULL with {} commands at the target: keeping at most {} there", name_, held, limit);
+  depth_limit_ = limit;
+  stats_.depth_limit = limit;
+  ++stats_.depth_reductions;
+}
+
+// One more command at the target after a run of good completions; no limit once it would not
+// bind (more than the session has in flight at all).
+void Session::ramp_depth() {
+  if (depth_limit_ == 0 || ++good_since_limit_ < ramp_every_) return;
+  good_since_limit_ = 0;
+  ++depth_limit_;
+  probing_ = true;
+  if (depth_limit_ > in_flight_ || depth_limit_ >= kMaxTasks) {
+    VCP_LOG_INFO("{}: no TASK SET FULL for a while: queue depth limit lifted (was {})", name_, depth_limit_ - 1);
+    depth_limit_ = 0;
+    ramp_every_ = kDepthRampEvery;
+    probing_ = false;
+  }
+  stats_.depth_limit = depth_limit_;
+}
+
 void Session::retry_later(Task& t, uint64_t delay_ms) {
   ++stats_.retries;
   tx_cancel(t);
@@ -737,7 +776,9 @@ void Session::issue_ready() {
   const uint64_t now = ready_head_ != UINT32_MAX ? now_ms() : 0;
   const is::Lun lun = *is::Lun::from_number(cfg_.lun);
   (void)lun;
-  while (ready_head_ != UINT32_MAX && window_.is_open()) {
+  uint32_t at_target = depth_limit_ ? issued_count() : 0;
+  while (ready_head_ != UINT32_MAX && window_.is_open() && (depth_limit_ == 0 || at_target < depth_limit_)) {
+    ++at_target;
     Task& t = tasks_[ready_head_];
     ready_head_ = t.next;
     if (ready_head_ == UINT32_MAX) ready_tail_ = UINT32_MAX;
@@ -1334,6 +1375,7 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
   }
   Outcome o = classify(status, sense, t.raw ? BlockOp::read : t.req->op);
   if (status == vcp::scsi::code(vcp::scsi::Status::busy) || status == vcp::scsi::code(vcp::scsi::Status::task_set_full)) ++stats_.busy;
+  if (status == vcp::scsi::code(vcp::scsi::Status::task_set_full)) on_task_set_full();
   if (sense) {
     if (sense->key == vcp::scsi::code(vcp::scsi::SenseKey::unit_attention)) {
       VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
@@ -1384,6 +1426,7 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
       VCP_LOG_ERROR("{}: {} at byte {} ({} bytes) failed: {}", name_, to_string(t.req->op), t.req->offset,
                     t.req->length, errno_str(err));
   }
+  if (err == 0) ramp_depth();
   complete(t, err);
 }
 
@@ -1630,10 +1673,12 @@ void Session::logout(uint32_t timeout_ms) {
   logout_done_ = true;
   if (stats_.receives > 0)
     VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends; {} target NOP-In pings "
-                 "answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects",
+                 "answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects, "
+                 "{} commands completed, {} queue depth reductions (limit now {})",
                  name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),
                  stats_.sends, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.aborts,
-                 stats_.lun_resets, stats_.redirects);
+                 stats_.lun_resets, stats_.redirects, completed_, stats_.depth_reductions,
+                 depth_limit_ ? std::to_string(depth_limit_) : std::string("none"));
   if (!tearing_down_ && sock_) connection_failed("logged out");
   const uint64_t until = now_ms() + 1000;
   while (tearing_down_ && now_ms() < until) {

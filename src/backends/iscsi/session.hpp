@@ -99,6 +99,8 @@ class Session {
     uint64_t retries = 0;
     uint64_t retries_now = 0;       // of those, reissued at once (UNIT ATTENTION), not after a back-off
     uint64_t busy = 0;              // BUSY or TASK SET FULL answers (retried after a back-off)
+    uint64_t depth_reductions = 0;  // times TASK SET FULL lowered the queue depth kept at the target
+    uint32_t depth_limit = 0;       // commands kept at the target at most now (0: no limit)
     uint64_t aborts = 0;
     uint64_t lun_resets = 0;
     uint64_t nops_sent = 0;
@@ -270,6 +272,20 @@ class Session {
 
   // sequence numbers
   vcp::iscsi::CmdWindow window_;
+  // Queue depth after TASK SET FULL (the target's task set is smaller than what we send): at
+  // most depth_limit_ commands at the target, one more after every ramp_every_ good
+  // completions; 0: no limit. A step up that meets TASK SET FULL again doubles the wait for
+  // the next one (kDepthRampEvery up to kDepthRampMax), so a target whose task set stays the
+  // same is probed less and less often.
+  static constexpr uint32_t kDepthRampEvery = 64;
+  static constexpr uint32_t kDepthRampMax = 8192;
+  uint32_t depth_limit_ = 0;
+  uint32_t good_since_limit_ = 0;
+  uint32_t ramp_every_ = kDepthRampEvery;
+  bool probing_ = false;  // the limit was raised and no TASK SET FULL has come since
+  uint32_t issued_count() const;
+  void on_task_set_full();
+  void ramp_depth();
   uint32_t exp_stat_sn_ = 0;
 
   // tasks

@@ -113,6 +113,98 @@ TEST_F(IscsiSession, BusyAndTaskSetFullAreRetriedWithBackoff) {
   EXPECT_EQ(io.calls, 1);
 }
 
+// TASK SET FULL: the target holds all it can. The initiator keeps no more commands there than
+// the target held besides the refused ones, and lets the depth grow back, one command per 64
+// good completions, while the target keeps up.
+TEST_F(IscsiSession, TaskSetFullLowersTheQueueDepthKeptAtTheTarget) {
+  start();
+  constexpr int kIos = 8;
+  std::vector<std::unique_ptr<TestIo>> ios;
+  for (int i = 0; i < kIos; ++i) {
+    ios.push_back(std::make_unique<TestIo>(BlockOp::read, uint64_t(i) * 4096, 4096));
+    session_->submit(&ios.back()->req);
+  }
+  session_->commit();
+  std::vector<uint32_t> held;  // ITTs of commands the target holds
+  for (int i = 0; i < kIos; ++i) {
+    auto c = next_command();
+    ASSERT_TRUE(c);
+    held.push_back(c->itt);
+  }
+  // The target keeps five and refuses three.
+  for (int i = 5; i < kIos; ++i) target_.respond(held[i], vcp::scsi::code(vcp::scsi::Status::task_set_full));
+  held.resize(5);
+  ASSERT_TRUE(target_.run_until([&] { return session_->stats().busy == 3; }, 2000));
+  EXPECT_EQ(session_->stats().depth_limit, 5u);
+  EXPECT_EQ(session_->stats().depth_reductions, 3u);  // 7, 6, then 5 as the three came back
+  EXPECT_FALSE(next_command(300)) << "a command sent while the target held 5 after TASK SET FULL";
+
+  // From now on the target answers the oldest command it holds, one at a time; each answer
+  // lets exactly one more command in, never more than the limit at once. Every request is
+  // submitted again when it completes, so the initiator always has 8 to send.
+  size_t max_held = held.size();
+  int answered = 0;
+  auto answer_oldest = [&] {
+    ASSERT_FALSE(held.empty());
+    target_.data_in_good(held.front(), pattern(4096, 1));
+    held.erase(held.begin());
+    ++answered;
+    ASSERT_TRUE(target_.run_until([&] {
+      for (auto& io : ios)
+        if (io->done()) return true;
+      return false;
+    }, 2000));
+    for (auto& io : ios) {
+      if (!io->done()) continue;
+      EXPECT_EQ(io->status, 0);
+      EXPECT_EQ(io->calls, 1);
+      const uint64_t offset = io->req.offset;
+      io = std::make_unique<TestIo>(BlockOp::read, offset, 4096);
+      session_->submit(&io->req);
+    }
+    session_->commit();
+    while (auto c = next_command(held.size() < session_->stats().depth_limit ? 2000 : 50)) {
+      held.push_back(c->itt);
+      max_held = std::max(max_held, held.size());
+      if (session_->stats().depth_limit && held.size() >= session_->stats().depth_limit) break;
+    }
+  };
+  while (answered < 63) answer_oldest();
+  EXPECT_EQ(max_held, 5u) << "more commands at the target than the limit";
+  EXPECT_EQ(session_->stats().depth_limit, 5u);
+  answer_oldest();  // the 64th good completion since TASK SET FULL: one more allowed
+  EXPECT_EQ(session_->stats().depth_limit, 6u);
+  EXPECT_EQ(held.size(), 6u);
+  EXPECT_FALSE(next_command(200));
+  EXPECT_EQ(session_->stats().busy, 3u);
+
+  // The sixth is refused too: back to 5, and the next step up waits twice as long.
+  target_.respond(held.back(), vcp::scsi::code(vcp::scsi::Status::task_set_full));
+  held.pop_back();
+  ASSERT_TRUE(target_.run_until([&] { return session_->stats().busy == 4; }, 2000));
+  EXPECT_EQ(session_->stats().depth_limit, 5u);
+  answered = 0;
+  max_held = 0;
+  while (answered < 127) answer_oldest();
+  EXPECT_EQ(max_held, 5u);
+  EXPECT_EQ(session_->stats().depth_limit, 5u) << "stepped up again before 128 good completions";
+  answer_oldest();
+  EXPECT_EQ(session_->stats().depth_limit, 6u);
+  // The rest: answered as they come, each request completed once.
+  auto all_done = [&] {
+    for (auto& io : ios)
+      if (!io->done()) return false;
+    return true;
+  };
+  for (int round = 0; round < 20 && !all_done(); ++round) {
+    for (uint32_t itt : held) target_.data_in_good(itt, pattern(4096, 1));
+    held.clear();
+    while (auto c = next_command(100)) held.push_back(c->itt);
+  }
+  ASSERT_TRUE(all_done());
+  for (auto& io : ios) EXPECT_EQ(io->calls, 1);
+}
+
 TEST_F(IscsiSession, UnitAttentionIsRetriedAtOnceAndAStormFails) {
   start();
   TestIo io(BlockOp::write, 0, 512);
