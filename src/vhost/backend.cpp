@@ -85,8 +85,8 @@ int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t*
   uint64_t map_len = 0;
   if (__builtin_add_overflow(len, delta + align - 1, &map_len)) return -EINVAL;
   map_len &= ~(align - 1);
-  // Sealed before the size is trusted any further: a shrink between fstat and here fails the
-  // mapping's accesses only until the check below, which the seal then keeps true.
+  // Sealed first, then the size checked again: a shrink between the fstat above and the seal
+  // would otherwise go unnoticed, and once sealed the check stays true.
   *sealed = seal_against_shrinking(fd);
   if (*sealed && ::fstat(fd, &st) == 0 && end > static_cast<uint64_t>(st.st_size)) {
     VCP_LOG_ERROR("vhost-user: the file shrank to {} bytes while being mapped", st.st_size);

@@ -580,7 +580,7 @@ void Session::submit_cdb(BlockRequest* req, const Cdb& cdb, bool read, bool writ
 }
 
 void Session::ready_push(Task& t) {
-  t.state = TaskState::Ready;
+  set_state(t, TaskState::Ready);
   t.next = UINT32_MAX;
   uint32_t idx = static_cast<uint32_t>(&t - tasks_.get());
   if (ready_tail_ == UINT32_MAX) {
@@ -591,17 +591,16 @@ void Session::ready_push(Task& t) {
   }
 }
 
-uint32_t Session::issued_count() const {
-  uint32_t n = 0;
-  for (uint32_t i = 0; i < kMaxTasks; ++i) n += tasks_[i].state == TaskState::Issued;
-  return n;
+void Session::set_state(Task& t, TaskState s) {
+  issued_ += static_cast<uint32_t>(s == TaskState::Issued) - static_cast<uint32_t>(t.state == TaskState::Issued);
+  t.state = s;
 }
 
 // TASK SET FULL: the target holds all it can (SAM-5 5.3.5). As Linux's SCSI layer does, keep
 // at most as many commands there as it held besides the refused one (this task is still
 // Issued here), and let the depth grow back slowly while it keeps up.
 void Session::on_task_set_full() {
-  const uint32_t held = issued_count();
+  const uint32_t held = issued_;
   const uint32_t limit = held > 1 ? held - 1 : 1;
   good_since_limit_ = 0;
   if (probing_) ramp_every_ = std::min(ramp_every_ * 2, kDepthRampMax);
@@ -633,7 +632,7 @@ void Session::ramp_depth() {
 void Session::retry_later(Task& t, uint64_t delay_ms) {
   ++stats_.retries;
   tx_cancel(t);
-  t.state = TaskState::Delayed;
+  set_state(t, TaskState::Delayed);
   t.deadline_ms = now_ms() + delay_ms;
   ++delayed_;
 }
@@ -658,7 +657,7 @@ void Session::complete(Task& t, int status) {
   }
   tx_cancel(t);
   if (t.tx_refs > 0) {
-    t.state = TaskState::Completing;
+    set_state(t, TaskState::Completing);
     t.held_status = status;
     ++completing_;
     ++stats_.held_completions;
@@ -671,7 +670,7 @@ void Session::finish_complete(Task& t, int status) {
   if (t.state == TaskState::Completing) --completing_;
   BlockRequest* req = t.req;
   t.req = nullptr;
-  t.state = TaskState::Free;
+  set_state(t, TaskState::Free);
   ++t.gen;
   free_.push_back(static_cast<uint32_t>(&t - tasks_.get()));
   --in_flight_;
@@ -776,9 +775,7 @@ void Session::issue_ready() {
   const uint64_t now = ready_head_ != UINT32_MAX ? now_ms() : 0;
   const is::Lun lun = *is::Lun::from_number(cfg_.lun);
   (void)lun;
-  uint32_t at_target = depth_limit_ ? issued_count() : 0;
-  while (ready_head_ != UINT32_MAX && window_.is_open() && (depth_limit_ == 0 || at_target < depth_limit_)) {
-    ++at_target;
+  while (ready_head_ != UINT32_MAX && window_.is_open() && (depth_limit_ == 0 || issued_ < depth_limit_)) {
     Task& t = tasks_[ready_head_];
     ready_head_ = t.next;
     if (ready_head_ == UINT32_MAX) ready_tail_ = UINT32_MAX;
@@ -787,7 +784,7 @@ void Session::issue_ready() {
     ++t.gen;
     t.itt = (uint32_t{t.gen} << kTaskIndexBits) | idx;
     t.cmd_sn = window_.take();
-    t.state = TaskState::Issued;
+    set_state(t, TaskState::Issued);
     t.deadline_ms = now + cfg_.timeout_ms;
     t.rx_done = 0;
     t.next_data_sn = 0;

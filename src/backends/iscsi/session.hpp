@@ -283,7 +283,8 @@ class Session {
   uint32_t good_since_limit_ = 0;
   uint32_t ramp_every_ = kDepthRampEvery;
   bool probing_ = false;  // the limit was raised and no TASK SET FULL has come since
-  uint32_t issued_count() const;
+  uint32_t issued_ = 0;  // tasks in state Issued: at the target (set_state() keeps count)
+  void set_state(Task& t, TaskState s);
   void on_task_set_full();
   void ramp_depth();
   uint32_t exp_stat_sn_ = 0;
