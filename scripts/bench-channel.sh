@@ -5,10 +5,10 @@
 #   IOPS per server CPU-second of `vcp serve` / qemu-storage-daemon's (same libvcp client).
 # The client (and the floor's measuring thread) runs on CPU 0, the server process on CPU 1.
 #
-#   scripts/bench-channel.sh [BUILD_DIR]     (default: build; needs bench_floor, bench_channel)
+#   scripts/bench-channel.sh [BUILD_DIR]     (default: $BUILD, else build; needs bench_floor, bench_channel)
 # Prints a markdown table for docs/performance.md; raw JSON stays in $OUT (default a temp dir).
 set -euo pipefail
-build=${1:-build}
+build=${1:-${BUILD:-build}}
 floor=$build/bench/bench_floor
 channel=$build/bench/bench_channel
 for b in "$floor" "$channel"; do

@@ -12,7 +12,7 @@
 # the client process (iscsi-perf, vcp bench --backend). tgtd (17-18 us CPU per 4 KiB read,
 # ../shared/peers.md) is not pinned: it shares both CPUs with everything else.
 #
-#   scripts/bench-iscsi.sh [BUILD_DIR]        (default: build; needs BUILD_DIR/vcp)
+#   scripts/bench-iscsi.sh [BUILD_DIR]        (default: $BUILD, else build; needs BUILD_DIR/vcp)
 # Every run is repeated REPS times, round robin over the initiators so that a disturbance from
 # whatever else the machine runs is spread over all of them; the table shows medians.
 # Environment: SECS (seconds per run, default 10), REPS (3), QD (32), CURVE (1: also the curve),
@@ -24,7 +24,7 @@
 # WHO (default "vcp libiscsi qsd inproc"), WORKLOADS (default "randread:4k read:128k write:128k").
 # Prints a markdown table for docs/performance.md.
 set -euo pipefail
-build=${1:-build}
+build=${1:-${BUILD:-build}}
 vcp=$(realpath "$build/vcp")
 SECS=${SECS:-10}
 REPS=${REPS:-3}

@@ -4,7 +4,7 @@
 # to CPU 0. For each load: IOPS, the target's CPU time per I/O (utime+stime from /proc/PID/stat
 # over the run) and the ratio of IOPS per target CPU-second, vcp over tgtd.
 #
-#   scripts/bench-target.sh [VCP_BIN] [SECONDS]
+#   scripts/bench-target.sh [VCP_BIN] [SECONDS]   (default: $BUILD/vcp, BUILD defaulting to build)
 #   LOADS="randread-4k-qd32" scripts/bench-target.sh ...   (a subset of the loads below)
 #
 # Loads:
@@ -19,7 +19,7 @@
 #                                                         initiator drives both targets)
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-VCP_BIN=${1:-$ROOT/build-target/vcp}
+VCP_BIN=${1:-$ROOT/${BUILD:-build}/vcp}
 SECS=${2:-10}
 IQN_VCP=iqn.2024-01.org.vcp:bench
 IQN_TGT=iqn.2024-01.org.tgt:bench
