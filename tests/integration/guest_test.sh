@@ -138,6 +138,15 @@ if [ -n "$fail" ]; then
   die "$kind/$queues queue(s) on $server: $fail"
 fi
 
+# Options that name a queue setting must show in every queue's start line (they reached the
+# queue threads, not only the command line).
+if [[ "${VCP_SERVE_ARGS:-}" =~ --coalesce-us[[:space:]]+([0-9]+) ]] && [ "${BASH_REMATCH[1]}" != 0 ]; then
+  grep -q "queue started .*coalescing ${BASH_REMATCH[1]} us" "$server_log" || {
+    show_logs
+    die "$kind/$queues queue(s) on $server: the queues did not start with --coalesce-us ${BASH_REMATCH[1]}"
+  }
+fi
+
 echo "--- the guest's console (test lines):"
 grep -a -E 'VCPTEST|^vda|^queue|^fs:|^discard:|trimmed' "$guest_log" | tr -d '\r'
 echo "--- $server log (last lines):"
