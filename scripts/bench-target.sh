@@ -85,9 +85,9 @@ run() {
   w1=$(date +%s.%N)
   case $load in
     randwrite-4k-qd32)
-      ios=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["ios"])' <<<"$out") \
+      read -r ios iops < <(python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1])
+print(j["ios"], int(j["ios"] / j["seconds"]))' <<<"$out" 2>/dev/null) && [ -n "$iops" ] \
         || { echo "$out" >&2; fail "vcp bench failed"; }
-      iops=$(python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(int(j["ios"] / j["seconds"]))' <<<"$out")
       ;;
     *read*)
       iops=$(grep -o 'iops average [0-9]*' <<<"$out" | tail -1 | awk '{print $3}')

@@ -606,10 +606,9 @@ void Session::on_task_set_full() {
   if (probing_) ramp_every_ = std::min(ramp_every_ * 2, kDepthRampMax);
   probing_ = false;
   if (depth_limit_ != 0 && limit >= depth_limit_) return;
-  if (depth_limit_ == 0 || stats_.depth_reductions == 0)
+  if (depth_limit_ == 0)
     VCP_LOG_INFO("{}: TASK SET FULL with {} commands at the target: keeping at most {} there", name_, held, limit);
   depth_limit_ = limit;
-  stats_.depth_limit = limit;
   ++stats_.depth_reductions;
 }
 
@@ -626,7 +625,6 @@ void Session::ramp_depth() {
     ramp_every_ = kDepthRampEvery;
     probing_ = false;
   }
-  stats_.depth_limit = depth_limit_;
 }
 
 void Session::retry_later(Task& t, uint64_t delay_ms) {

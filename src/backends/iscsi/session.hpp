@@ -100,7 +100,6 @@ class Session {
     uint64_t retries_now = 0;       // of those, reissued at once (UNIT ATTENTION), not after a back-off
     uint64_t busy = 0;              // BUSY or TASK SET FULL answers (retried after a back-off)
     uint64_t depth_reductions = 0;  // times TASK SET FULL lowered the queue depth kept at the target
-    uint32_t depth_limit = 0;       // commands kept at the target at most now (0: no limit)
     uint64_t aborts = 0;
     uint64_t lun_resets = 0;
     uint64_t nops_sent = 0;
@@ -113,6 +112,8 @@ class Session {
     uint64_t sends = 0;     // sendmsg calls (each carries every queued PDU it can)
   };
   const Stats& stats() const { return stats_; }
+  // Commands kept at the target at most now, after TASK SET FULL (0: no limit).
+  uint32_t depth_limit() const { return depth_limit_; }
   const vcp::iscsi::SessionParams& params() const { return params_; }
 
  private:

@@ -135,7 +135,7 @@ TEST_F(IscsiSession, TaskSetFullLowersTheQueueDepthKeptAtTheTarget) {
   for (int i = 5; i < kIos; ++i) target_.respond(held[i], vcp::scsi::code(vcp::scsi::Status::task_set_full));
   held.resize(5);
   ASSERT_TRUE(target_.run_until([&] { return session_->stats().busy == 3; }, 2000));
-  EXPECT_EQ(session_->stats().depth_limit, 5u);
+  EXPECT_EQ(session_->depth_limit(), 5u);
   EXPECT_EQ(session_->stats().depth_reductions, 3u);  // 7, 6, then 5 as the three came back
   EXPECT_FALSE(next_command(300)) << "a command sent while the target held 5 after TASK SET FULL";
 
@@ -163,17 +163,17 @@ TEST_F(IscsiSession, TaskSetFullLowersTheQueueDepthKeptAtTheTarget) {
       session_->submit(&io->req);
     }
     session_->commit();
-    while (auto c = next_command(held.size() < session_->stats().depth_limit ? 2000 : 50)) {
+    while (auto c = next_command(held.size() < session_->depth_limit() ? 2000 : 50)) {
       held.push_back(c->itt);
       max_held = std::max(max_held, held.size());
-      if (session_->stats().depth_limit && held.size() >= session_->stats().depth_limit) break;
+      if (session_->depth_limit() && held.size() >= session_->depth_limit()) break;
     }
   };
   while (answered < 63) answer_oldest();
   EXPECT_EQ(max_held, 5u) << "more commands at the target than the limit";
-  EXPECT_EQ(session_->stats().depth_limit, 5u);
+  EXPECT_EQ(session_->depth_limit(), 5u);
   answer_oldest();  // the 64th good completion since TASK SET FULL: one more allowed
-  EXPECT_EQ(session_->stats().depth_limit, 6u);
+  EXPECT_EQ(session_->depth_limit(), 6u);
   EXPECT_EQ(held.size(), 6u);
   EXPECT_FALSE(next_command(200));
   EXPECT_EQ(session_->stats().busy, 3u);
@@ -182,14 +182,14 @@ TEST_F(IscsiSession, TaskSetFullLowersTheQueueDepthKeptAtTheTarget) {
   target_.respond(held.back(), vcp::scsi::code(vcp::scsi::Status::task_set_full));
   held.pop_back();
   ASSERT_TRUE(target_.run_until([&] { return session_->stats().busy == 4; }, 2000));
-  EXPECT_EQ(session_->stats().depth_limit, 5u);
+  EXPECT_EQ(session_->depth_limit(), 5u);
   answered = 0;
   max_held = 0;
   while (answered < 127) answer_oldest();
   EXPECT_EQ(max_held, 5u);
-  EXPECT_EQ(session_->stats().depth_limit, 5u) << "stepped up again before 128 good completions";
+  EXPECT_EQ(session_->depth_limit(), 5u) << "stepped up again before 128 good completions";
   answer_oldest();
-  EXPECT_EQ(session_->stats().depth_limit, 6u);
+  EXPECT_EQ(session_->depth_limit(), 6u);
   // The rest: answered as they come, each request completed once.
   auto all_done = [&] {
     for (auto& io : ios)
