@@ -213,6 +213,7 @@ void Session::start_connect() {
   int family = res->ai_family;
   freeaddrinfo(res);
   sock_.reset(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  rcvlowat_ = 1;
   if (!sock_) {
     connection_failed("socket: " + errno_str(errno));
     return;
@@ -904,8 +905,9 @@ void Session::queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n) {
   if (static_cast<Op>(op) == Op::Send) {
     io_uring_prep_sendmsg(s, sock_.get(), &msg, MSG_NOSIGNAL);
   } else {
-    // MSG_WAITALL: the kernel keeps receiving until the data segment is complete.
-    io_uring_prep_recvmsg(s, sock_.get(), &msg, MSG_WAITALL);
+    // MSG_WAITALL: the kernel keeps receiving until the data segment is complete. Not with a
+    // low-water mark (set_rcvlowat): a partial receive would leave less to come than the mark.
+    io_uring_prep_recvmsg(s, sock_.get(), &msg, rcvlowat_ > 1 ? 0 : MSG_WAITALL);
   }
   io_uring_sqe_set_data64(s, user_data(static_cast<Op>(op), conn_gen_));
   ++ops_in_flight_;
@@ -1011,6 +1013,7 @@ void Session::arm_recv() {
   if (recv_in_flight_ || !sock_ || tearing_down_) return;
   if (state_ != State::LoggingIn && state_ != State::FullFeature && state_ != State::LoggingOut) return;
   if (rx_phase_ == RxPhase::Data) {
+    set_rcvlowat(rx_total_ - rx_got_);
     IovBuilder b{recv_iov_.get(), kMaxIov + 2};
     b.skip = rx_got_;
     b.add_range(rx_iov_, rx_iovcnt_, rx_off_, rx_dsl_);
@@ -1026,6 +1029,7 @@ void Session::arm_recv() {
     stage_begin_ = 0;
     stage_end_ = held;
   }
+  set_rcvlowat(1);
   uint32_t want = kStageBytes - stage_end_;
   // Large Data-In lately: read up to the next BHS only, so its segment goes straight to the
   // request's buffers instead of through the staging buffer.
@@ -1035,6 +1039,26 @@ void Session::arm_recv() {
   io_uring_sqe_set_data64(s, user_data(Op::Recv, conn_gen_));
   ++ops_in_flight_;
   recv_in_flight_ = true;
+}
+
+// A large data segment arrives in several TCP segments, and each one that arrives while the
+// receive waits wakes this thread (for io_uring to take it and wait again, with MSG_WAITALL):
+// two or three wake-ups per 128 KiB Data-In from tgtd. With SO_RCVLOWAT at what is left of the
+// segment, TCP signals the socket once it is all in (or when its receive window is nearly full,
+// so a mark above what the window can hold cannot stall it). The mark must never exceed what is
+// still to come, so these receives go without MSG_WAITALL: one that finds bytes queued takes
+// them and completes (short), the next is armed with a mark lowered to the rest, and a receive
+// only waits when it found nothing, i.e. with the whole rest still to come. Back to 1 before a
+// receive of headers, which must see any byte. Below kLowatMin it is not worth the syscalls.
+void Session::set_rcvlowat(uint32_t bytes) {
+  const int want = bytes >= kLowatMin ? static_cast<int>(std::min<uint32_t>(bytes, INT32_MAX)) : 1;
+  if (want == rcvlowat_ || !rcvlowat_works_) return;
+  if (::setsockopt(sock_.get(), SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0) {
+    rcvlowat_ = want;
+  } else {
+    rcvlowat_works_ = false;  // receives still complete; they only wake more often
+    VCP_LOG_WARN("{}: SO_RCVLOWAT refused ({}): large reads wake per TCP segment", name_, errno_str(errno));
+  }
 }
 
 void Session::on_received(int res) {

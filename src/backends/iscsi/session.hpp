@@ -59,6 +59,9 @@ class Session {
   static constexpr uint32_t kStageBytes = 64 * 1024;  // receive read-ahead per connection
   // A Data-In segment larger than this makes the next receives header-sized (no copying).
   static constexpr uint32_t kCopyMax = 16 * 1024;
+  // A data segment with at least this much still to come is received whole before the kernel
+  // wakes the session (SO_RCVLOWAT); below it, the socket wakes on every byte.
+  static constexpr uint32_t kLowatMin = 32 * 1024;
 
   enum class State : uint8_t { Down, Connecting, LoggingIn, FullFeature, LoggingOut, Failed };
 
@@ -187,6 +190,7 @@ class Session {
   io_uring_sqe* sqe();
   void arm_send();
   void arm_recv();
+  void set_rcvlowat(uint32_t bytes);
   void queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n);  // op: Send or Recv
   void arm_timer_read();
   void handle_cqe(uint64_t ud, int res);
@@ -318,6 +322,8 @@ class Session {
   RxPhase rx_phase_ = RxPhase::Stage;
   std::unique_ptr<uint8_t[]> stage_;
   uint32_t stage_begin_ = 0, stage_end_ = 0;  // unparsed bytes: [begin, end)
+  int rcvlowat_ = 1;            // the socket's SO_RCVLOWAT as last set
+  bool rcvlowat_works_ = true;  // false once setsockopt refused it: not tried again
   uint32_t rx_since_large_ = UINT32_MAX;       // PDUs since the last Data-In above kCopyMax
   uint32_t rx_hdr_len_ = vcp::iscsi::kBhsSize;
   uint32_t rx_got_ = 0;  // Data phase: bytes of rx_total_ in place

@@ -5,6 +5,9 @@
 // request completed exactly once.
 #include <gtest/gtest.h>
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <numeric>
 
 #include "backends/iscsi/scsi.hpp"
@@ -323,6 +326,71 @@ TEST_F(IscsiSession, AnsweredAbortTaskReissuesTheCommand) {
   EXPECT_EQ(io.buf, data);
   EXPECT_EQ(session_->stats().lun_resets, 0u);
   EXPECT_EQ(session_->stats().reconnects, 0u);
+}
+
+// ---- receiving ----
+
+// The initiator's end of the connection to the scripted target (the socket whose peer is the
+// target's port), or -1.
+int initiator_socket(uint16_t target_port) {
+  for (int fd = 0; fd < 1024; ++fd) {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0 || a.ss_family != AF_INET) continue;
+    if (ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port) == target_port) return fd;
+  }
+  return -1;
+}
+
+int rcvlowat(int fd) {
+  int v = -1;
+  socklen_t len = sizeof v;
+  return ::getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &len) == 0 ? v : -1;
+}
+
+TEST_F(IscsiSession, ALargeDataSegmentIsReceivedWholeBeforeTheSessionWakes) {
+  start();
+  const int fd = initiator_socket(target_.port());
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(rcvlowat(fd), 1);
+  constexpr uint32_t kLen = 256 * 1024;
+  TestIo io(BlockOp::read, 0, kLen);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  auto data = pattern(kLen, 3);
+  is::DataInPdu d;
+  d.final = true;
+  d.has_status = true;
+  d.data_segment_length = kLen;
+  d.itt = c->itt;
+  target_.stamp(d);
+  std::vector<uint8_t> wire(is::kBhsSize + kLen);
+  is::encode_bhs(is::Pdu{d}, std::span<uint8_t, is::kBhsSize>(wire.data(), is::kBhsSize));
+  std::memcpy(wire.data() + is::kBhsSize, data.data(), kLen);
+  // The segment in parts, the first larger than a staging receive takes. While the session
+  // waits, its low-water mark must be set (a large part is missing) and never above what is
+  // queued on its socket plus what is still to come: it would wait for bytes that never arrive.
+  const uint32_t ends[] = {is::kBhsSize + 200 * 1024, is::kBhsSize + 220 * 1024, is::kBhsSize + kLen};
+  uint32_t sent = 0;
+  for (uint32_t end : ends) {
+    target_.send_raw({wire.begin() + sent, wire.begin() + end});
+    sent = end;
+    if (sent == wire.size()) break;
+    ASSERT_TRUE(target_.run_until([&] { return rcvlowat(fd) > 1; }, 2000)) << "sent " << sent;
+    target_.run_for(50);
+    EXPECT_FALSE(io.done());
+    int queued = -1;
+    ASSERT_EQ(::ioctl(fd, SIOCINQ, &queued), 0);
+    EXPECT_GT(rcvlowat(fd), 1) << "sent " << sent;
+    EXPECT_LE(rcvlowat(fd), queued + static_cast<int>(wire.size() - sent)) << "sent " << sent;
+  }
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.buf, data);
+  // Headers are received at any byte again, and small reads never move the mark.
+  EXPECT_EQ(rcvlowat(fd), 1);
+  read_works(9);
+  EXPECT_EQ(rcvlowat(fd), 1);
 }
 
 // ---- keep-alive and target pings ----
