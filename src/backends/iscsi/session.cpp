@@ -1041,9 +1041,9 @@ void Session::arm_recv() {
   recv_in_flight_ = true;
 }
 
-// A large data segment arrives in several TCP segments, and each one that arrives while the
-// receive waits wakes this thread (for io_uring to take it and wait again, with MSG_WAITALL):
-// two or three wake-ups per 128 KiB Data-In from tgtd. With SO_RCVLOWAT at what is left of the
+// A large data segment arrives in several pieces (64 KiB TCP segments on loopback), and each one
+// that arrives while the receive waits wakes this thread (for io_uring to take it and wait again,
+// with MSG_WAITALL); docs/iscsi.md has what the mark saves. With SO_RCVLOWAT at what is left of the
 // segment, TCP signals the socket once it is all in (or when its receive window is nearly full,
 // so a mark above what the window can hold cannot stall it). The mark must never exceed what is
 // still to come, so these receives go without MSG_WAITALL: one that finds bytes queued takes
