@@ -146,5 +146,6 @@ CUnit counts a test that prints `[SKIPPED]` as passed; here *skipped* is counted
     o.write("Tests that fail on vcp only: " + (", ".join(theirs_only) or "none") + ".\n\n")
     o.write("Tests that fail on tgtd only: " + (", ".join(ours_only) or "none") + ".\n\n")
     o.write("Tests that fail on both: " + (", ".join(both_fail) or "none") + ".\n")
+    o.write("\nWhy each of vcp's failures fails: docs/target.md, section Conformance.\n")
 print(open(out).read())
 PY
