@@ -169,7 +169,16 @@ for rep in $(seq "$REPS"); do
   fi
 done
 
-python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" "$BATCH" "${COALESCE:-off}" <<'PY'
+# What a wake-up costs on this machine (bench/floor_bench.cpp EventfdWake): most of the channel's
+# cost per I/O is notifications that wake a sleeping thread on an idle CPU, priced here.
+wake="(bench_floor not built: no wake-up cost measured)"
+if [ -x "$build/bench/bench_floor" ]; then
+  wake=$("$build/bench/bench_floor" --benchmark_filter='EventfdWake' --benchmark_min_time=0.5 --benchmark_format=json 2>/dev/null |
+    python3 -c 'import json,sys; b={x["name"].split("/")[1]: x["waker_cpu_us"] for x in json.load(sys.stdin)["benchmarks"]}; print("an eventfd write that wakes a thread asleep on the other, idle CPU costs the writer %.1f us of CPU, one that wakes nobody %.2f us (bench_floor EventfdWake)" % (b["1"], b["0"]))' ||
+    echo "(bench_floor EventfdWake failed)")
+fi
+
+python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" "$BATCH" "${COALESCE:-off}" "$wake" <<'PY'
 import platform, statistics, subprocess, sys
 rows = [l.split() for l in open(sys.argv[1])]
 qd, secs, poll, reps, batch, coalesce = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
@@ -187,6 +196,7 @@ model = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capt
 load = " ".join(open("/proc/loadavg").read().split()[:3])
 print(f"machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs (no SMT), "
       f"kernel {platform.release()}, load average at the end {load}; qd {qd}, {secs} s per run, median of {reps} runs, poll {poll}, vcp bench --batch {batch}, VCP coalescing {coalesce}\n")
+print(f"wake-up cost: {sys.argv[8]}\n")
 label = {"vcp": "VCP (vcp serve, CPU 1)", "libiscsi": "libiscsi iscsi-perf (CPU 0)",
          "qsd": "qemu-storage-daemon (CPU 1)", "inproc": "in-process vcp bench --backend (CPU 0)"}
 print("| workload | initiator | IOPS | MB/s | CPU us per I/O | IOPS per CPU-second | VCP vs this (per CPU-second) | client (vcp bench) CPU us per I/O |")
