@@ -36,6 +36,7 @@ struct ServeArgs {
   uint32_t spin_us = 50;
   uint32_t coalesce_us = 0;
   uint32_t coalesce_count = 0;
+  uint32_t kick_wait_us = 5000;
 };
 
 Result<UniqueFd> listen_unix(const std::string& path) {
@@ -76,6 +77,7 @@ int run_serve(const ServeArgs& a) {
   opts.max_queue_size = a.queue_size;
   opts.spin_us = a.spin_us;
   opts.coalescing = {a.coalesce_us, a.coalesce_count};
+  opts.kick_wait_us = a.kick_wait_us;
   auto mode = parse_poll_mode(a.poll);
   if (!mode) {
     std::fprintf(stderr, "vcp serve: --poll must be always, adaptive or never\n");
@@ -179,6 +181,11 @@ Runner add_serve(CLI::App& app) {
   sub->add_option("--coalesce-count", args->coalesce_count,
                   "interrupt coalescing: call at the latest after this many completions (0: no limit)")
       ->check(CLI::Range(0, 65536));
+  sub->add_option("--kick-wait-us", args->kick_wait_us,
+                  "kick moderation: while the backend completes requests, sleep without asking the driver for "
+                  "kicks, new requests being taken at the next completion or after this many microseconds (0: off)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
   return [args] { return run_serve(*args); };
 }
 

@@ -58,6 +58,7 @@ std::unique_ptr<BlkDevice> BlkDevice::create(std::unique_ptr<BlockBackend> backe
     w.poll_mode = opts.poll_mode;
     w.spin_us = opts.spin_us;
     w.coalescing = opts.coalescing;
+    w.kick_wait_us = opts.kick_wait_us;
     w.cpu = opts.cpus.empty() ? -1 : opts.cpus[i % opts.cpus.size()];
     w.name = opts.name + "-q" + std::to_string(i);
     d->workers_.push_back(std::make_unique<QueueWorker>(i, d->shared_, w));

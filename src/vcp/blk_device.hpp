@@ -27,6 +27,7 @@ struct BlkDeviceOptions {
   PollMode poll_mode = PollMode::adaptive;
   uint32_t spin_us = 50;
   Coalescing coalescing;               // interrupt coalescing, off by default (QueueWorker)
+  uint32_t kick_wait_us = 5000;        // kick moderation (WorkerOptions); 0: off
   std::vector<int> cpus;               // queue i runs on cpus[i % size]; empty: unpinned
   std::string name = "vcp";
 };

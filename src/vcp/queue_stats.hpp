@@ -17,11 +17,12 @@ struct QueueStats {
   std::atomic<uint64_t> bad_requests{0}; // malformed chains or requests, refused
   std::atomic<uint64_t> notifications{0};// call eventfd writes
   std::atomic<uint64_t> wakeups{0};      // returns from sleep
+  std::atomic<uint64_t> kick_free{0};    // sleeps that did not ask the driver for a kick
 
   // From the owning thread, when a queue (re)starts: counts are per run of the queue.
   void clear() {
     for (auto* c : {&requests, &bytes_read, &bytes_written, &io_errors, &unsupported, &bad_requests, &notifications,
-                    &wakeups})
+                    &wakeups, &kick_free})
       c->store(0, std::memory_order_relaxed);
   }
 

@@ -40,10 +40,19 @@ struct Coalescing {
   uint32_t max_completions = 0;
 };
 
+// Kick moderation, the submission side's counterpart: while the backend is completing requests
+// (some in flight, one completed in the last kRecentCompletionNs), the queue thread sleeps
+// without asking the driver for a kick (EVENT_IDX's avail_event left behind, or NO_NOTIFY) and
+// takes whatever the driver queued meanwhile when the next completion wakes it: the driver
+// saves its kicks, the queue thread the wake-ups they cost. A backend that completes nothing
+// for a while (a long flush) gets no such sleep, and one that stops completing bounds it: a
+// kick-free sleep lasts at most kick_wait_us; if it ends with no completion, the thread asks
+// for kicks until one comes. 0: always ask (every new request may kick).
 struct WorkerOptions {
   PollMode poll_mode = PollMode::adaptive;
   uint32_t spin_us = 50;  // adaptive: how long to keep polling after the last piece of work
   Coalescing coalescing;
+  uint32_t kick_wait_us = 5000;  // kick moderation (above); 0: off
   int cpu = -1;           // pin to this CPU; -1: leave placement to the kernel
   std::string name;       // thread and log name, e.g. "vcp0-q1"
 };
@@ -142,6 +151,10 @@ class QueueWorker {
   bool call_owed_ = false;
   uint64_t owed_since_ns_ = 0;
   uint32_t done_since_call_ = 0;
+  // Kick moderation: a kick-free sleep ended without a completion; ask for kicks until one.
+  bool kick_wait_expired_ = false;
+  uint64_t last_completion_ns_ = 0;
+  static constexpr uint64_t kRecentCompletionNs = 200'000;
 
   std::thread thread_;
 };

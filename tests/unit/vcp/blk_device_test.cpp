@@ -41,9 +41,10 @@ class DeviceHarness {
                 uint16_t qsize = 64)
       : DeviceHarness(backend_of(spec), mode, {}, queues, event_idx, qsize) {}
   DeviceHarness(std::unique_ptr<BlockBackend> be, PollMode mode, Coalescing coalescing, uint16_t queues = 1,
-                bool event_idx = true, uint16_t qsize = 64) {
+                bool event_idx = true, uint16_t qsize = 64, uint32_t kick_wait_us = BlkDeviceOptions{}.kick_wait_us) {
     std::string err;
     BlkDeviceOptions o;
+    o.kick_wait_us = kick_wait_us;
     o.num_queues = queues;
     o.poll_mode = mode;
     o.spin_us = 20;
@@ -367,10 +368,11 @@ class GateBackend final : public BlockBackend {
 };
 
 struct GateHarness {
-  explicit GateHarness(Coalescing c, PollMode mode = PollMode::never) {
+  explicit GateHarness(Coalescing c, PollMode mode = PollMode::never,
+                       uint32_t kick_wait_us = BlkDeviceOptions{}.kick_wait_us) {
     auto g = std::make_unique<GateBackend>();
     gate = g.get();
-    h = std::make_unique<DeviceHarness>(std::move(g), mode, c);
+    h = std::make_unique<DeviceHarness>(std::move(g), mode, c, 1, true, 64, kick_wait_us);
     // As a guest driver that sleeps: tell me about the next completion.
     h->qs[0].drv.enable_interrupts(true);
   }
@@ -472,4 +474,69 @@ TEST(BlkDeviceCoalescing, AnOwedCallGoesToTheCallFdOfTheMomentItIsMade) {
 }
 
 }  // namespace
+// ---- kick moderation (WorkerOptions::kick_wait_us) ----
+
+// A held request in flight and one that completed at once: the backend is completing, so the
+// queue thread sleeps without asking for a kick. Returns with `next` submitted after that.
+void submit_behind_a_completion(GateHarness& g, Completion& held, Completion& fast, Completion& next) {
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast);
+  ASSERT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  ASSERT_EQ(fast.status, VIRTIO_BLK_S_OK);
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 2 * 65536, 512, &next);  // kicks only if asked to
+}
+
+TEST(BlkDeviceKickModeration, WhileTheBackendCompletesNewRequestsWaitForTheNextCompletion) {
+  GateHarness g({}, PollMode::never, 60'000'000);
+  Completion held, fast, next;
+  submit_behind_a_completion(g, held, fast, next);
+  EXPECT_EQ(take_used_within(*g.h, 1, 100), 0) << "the driver was asked to kick (or the thread woke) anyway";
+  g.gate->open_gate();  // the held request completes: its wake-up takes the new one too
+  EXPECT_EQ(take_used_within(*g.h, 2, 5000), 2);
+  EXPECT_EQ(held.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(next.status, VIRTIO_BLK_S_OK);
+  g.h->dev->stop_queue(0);
+  EXPECT_GE(g.h->dev->worker(0).stats().kick_free.load(), 1u);
+}
+
+TEST(BlkDeviceKickModeration, ABackendThatStopsCompletingBoundsTheWait) {
+  GateHarness g({}, PollMode::never, 20'000);  // 20 ms
+  Completion held, fast, next, later;
+  submit_behind_a_completion(g, held, fast, next);
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1) << "a request waited for a completion that never came";
+  EXPECT_EQ(next.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(held.status, 0xee);
+  // The bound ran out with no completion: the thread asks for kicks again.
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 3 * 65536, 512, &later);
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  EXPECT_EQ(later.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(held.status, 0xee);
+}
+
+TEST(BlkDeviceKickModeration, ABackendThatCompletesNothingGetsAKickForEachRequest) {
+  // Only a held request in flight (a long flush, say): no completion lately, so new requests
+  // kick and are served at once, however long the bound.
+  GateHarness g({}, PollMode::never, 60'000'000);
+  Completion held, next;
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  usleep(5000);  // well past "lately"
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &next);
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  EXPECT_EQ(next.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(held.status, 0xee);
+}
+
+TEST(BlkDeviceKickModeration, OffEveryRequestIsTakenAtOnce) {
+  GateHarness g({}, PollMode::never, 0);
+  Completion held, fast, next;
+  submit_behind_a_completion(g, held, fast, next);
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  EXPECT_EQ(next.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(held.status, 0xee);
+  g.gate->open_gate();  // stopping drains what is in flight
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  g.h->dev->stop_queue(0);
+  EXPECT_EQ(g.h->dev->worker(0).stats().kick_free.load(), 0u);
+}
+
 }  // namespace vcp
