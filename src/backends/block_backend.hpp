@@ -8,6 +8,7 @@
 #pragma once
 
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <memory>
@@ -66,10 +67,13 @@ class BackendQueue {
   // A descriptor that becomes readable when poll() has something to reap (for sleeping), or -1
   // when this backend only completes inline.
   virtual int wait_fd() const { return -1; }
-  // How wait_fd() is cleared: false (the default), an eventfd the waiter reads once after
-  // waking; true, a descriptor that stays readable while completions wait and clears itself
-  // when poll() reaps them (an io_uring's own fd), on which a read would only fail.
-  virtual bool wait_fd_self_clearing() const { return false; }
+  // Resets wait_fd() after a sleep saw it readable. The default reads it once, as an eventfd;
+  // a backend whose descriptor stays readable while completions wait and clears itself when
+  // poll() reaps them (an io_uring's own fd, on which a read would only fail) does nothing.
+  virtual void clear_wait_fd() {
+    uint64_t v;
+    (void)!::read(wait_fd(), &v, sizeof v);
+  }
   // Requests accepted and not yet completed.
   virtual uint32_t in_flight() const { return 0; }
   // Where bytes [offset, offset + length) of the device can be read in place, with no request

@@ -141,8 +141,7 @@ class BackendEngineQueue final : public EngineQueue {
     return n;
   }
 
-  // Sleeps until the backend's wait_fd is readable (or timeout_ms), then clears it when it is
-  // an eventfd (BackendQueue::wait_fd_self_clearing()).
+  // Sleeps until the backend's wait_fd is readable (or timeout_ms), then clears it.
   void wait_for_backend(int timeout_ms) {
     const int fd = q_->wait_fd();
     if (fd < 0) {
@@ -150,10 +149,7 @@ class BackendEngineQueue final : public EngineQueue {
       return;
     }
     pollfd pfd{fd, POLLIN, 0};
-    if (::poll(&pfd, 1, timeout_ms) > 0 && !q_->wait_fd_self_clearing()) {
-      uint64_t v = 0;
-      (void)!::read(fd, &v, sizeof v);
-    }
+    if (::poll(&pfd, 1, timeout_ms) > 0) q_->clear_wait_fd();
   }
 
   BlockBackend& backend_;

@@ -273,7 +273,7 @@ void QueueWorker::drain() {
     if (bq_->poll() == 0 && in_flight_ > 0) {
       if (bq_->wait_fd() >= 0) {
         pollfd pfd{bq_->wait_fd(), POLLIN, 0};
-        if (::poll(&pfd, 1, 10) > 0 && !bq_->wait_fd_self_clearing()) clear_eventfd(bq_->wait_fd());
+        if (::poll(&pfd, 1, 10) > 0) bq_->clear_wait_fd();
       } else {
         cpu_relax();
       }
@@ -509,11 +509,13 @@ void QueueWorker::sleep_until_work(int64_t timeout_ns) {
   int n = epoll_pwait2(epoll_fd_.get(), evs, 4, timeout_ns >= 0 ? &ts : nullptr, nullptr);
   if (n == 0 && kick_deadline) kick_wait_expired_ = true;
   for (int i = 0; i < n; ++i) {
-    // One read resets an eventfd (kick, wake-up, a backend's completion counter); a second one
-    // would only return EAGAIN. A backend fd that clears itself is left to poll().
+    // One read resets an eventfd (kick, wake-up); a second one would only return EAGAIN. The
+    // backend's descriptor is the backend's to reset.
     const int fd = evs[i].data.fd;
-    if (fd == bq_->wait_fd() && bq_->wait_fd_self_clearing()) continue;
-    clear_eventfd(fd);
+    if (fd == bq_->wait_fd())
+      bq_->clear_wait_fd();
+    else
+      clear_eventfd(fd);
   }
   QueueStats::bump(stats_.wakeups);
   if (opts_.poll_mode != PollMode::never) dq_.set_notification(false);

@@ -28,7 +28,7 @@ class IscsiQueue final : public BackendQueue {
   void commit() override { s_->commit(); }
   int poll() override { return s_->poll(); }
   int wait_fd() const override { return s_->wait_fd(); }
-  bool wait_fd_self_clearing() const override { return true; }  // the session's io_uring fd
+  void clear_wait_fd() override {}  // the session's io_uring fd: poll() clears it
   uint32_t in_flight() const override { return s_->in_flight(); }
 
  private:
