@@ -121,8 +121,12 @@ int run_serve(const ServeArgs& a) {
   std::unique_ptr<vhost::VhostUserBackend> conn;
   int rc = 0;
   for (;;) {
-    pollfd fds[3] = {{sfd.get(), POLLIN, 0}, {lfd->get(), POLLIN, 0}, {conn ? conn->fd() : -1, POLLIN, 0}};
-    if (::poll(fds, 3, -1) < 0) {
+    pollfd fds[2 + vhost::VhostUserBackend::kPollFds] = {{sfd.get(), POLLIN, 0}, {lfd->get(), POLLIN, 0}};
+    if (conn)
+      conn->poll_fds(&fds[2]);
+    else
+      fds[2] = fds[3] = {-1, 0, 0};
+    if (::poll(fds, 4, -1) < 0) {
       if (errno == EINTR) continue;
       rc = 1;
       break;
@@ -131,8 +135,8 @@ int run_serve(const ServeArgs& a) {
       VCP_LOG_INFO("signal received; shutting down");
       break;
     }
-    if (fds[2].revents) {
-      int r = conn->on_readable();
+    if (conn && (fds[2].revents || fds[3].revents)) {
+      int r = conn->on_ready(&fds[2]);
       if (r < 0) {
         if (r == -ECONNRESET)
           VCP_LOG_INFO("frontend disconnected");

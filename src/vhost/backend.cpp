@@ -1,6 +1,7 @@
 #include "vhost/backend.hpp"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -53,7 +54,8 @@ bool allowed_before_owner(Request r) {
 // RAM memfds this way, memory-backend-memfd seal=on, and never shrinks them; punching holes and
 // growing stay allowed). False when the file cannot be sealed (a memfd created without
 // MFD_ALLOW_SEALING or already sealed with F_SEAL_SEAL but not F_SEAL_SHRINK, a tmpfs or
-// hugetlbfs file that is not a memfd): the mapping is still made, and the caller warns.
+// hugetlbfs file that is not a memfd): the mapping is still made, and the caller puts a
+// ShrinkGuard on it (an access past a new end then reads zeros and the frontend is dropped).
 bool seal_against_shrinking(int fd) {
   const int seals = ::fcntl(fd, F_GET_SEALS);
   if (seals < 0) return false;
@@ -64,8 +66,10 @@ bool seal_against_shrinking(int fd) {
 // Maps [offset, offset+len) of a regular file `fd`. The mapping starts at an offset aligned
 // to the file's block size (hugetlbfs wants huge-page alignment); *start is the first byte asked
 // for. A range past the end of the file is refused: touching it would raise SIGBUS; so is a
-// later shrinking of the file, where it can be sealed (*sealed says whether it was).
-int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t** start, bool* sealed) {
+// later shrinking of the file, where it can be sealed (*sealed says whether it was; where it
+// was not, the caller puts a ShrinkGuard on the mapping, made in granules of *granule bytes).
+int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t** start, bool* sealed,
+                   uint64_t* granule) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return -errno;
   if (!S_ISREG(st.st_mode)) {
@@ -99,15 +103,38 @@ int map_file_range(int fd, uint64_t offset, uint64_t len, Mapping* out, uint8_t*
   }
   *out = std::move(*m);
   *start = out->data() + delta;
+  *granule = align;
   return 0;
 }
 
 }  // namespace
 
 VhostUserBackend::VhostUserBackend(Device& device, UniqueFd conn, BackendOptions opts)
-    : device_(device), conn_(std::move(conn)), opts_(opts) {
+    : device_(device), conn_(std::move(conn)), opts_(opts), fault_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
   rings_.resize(device_.num_queues());
   inflight_.resize(device_.num_queues());
+  if (!fault_fd_) VCP_LOG_WARN("vhost-user: no eventfd for memory faults ({}): they are survived, not reported",
+                               errno_str(errno));
+}
+
+void VhostUserBackend::poll_fds(pollfd out[kPollFds]) const {
+  out[0] = {conn_.get(), POLLIN, 0};
+  out[1] = {fault_fd_.get(), POLLIN, 0};
+}
+
+int VhostUserBackend::on_ready(const pollfd ready[kPollFds]) {
+  if (ready[1].revents != 0)
+    if (int rc = on_fault(); rc < 0) return rc;
+  return ready[0].revents != 0 ? on_readable() : 0;
+}
+
+int VhostUserBackend::on_fault() {
+  uint64_t n = 0;
+  if (!fault_fd_ || ::read(fault_fd_.get(), &n, sizeof(n)) != static_cast<ssize_t>(sizeof(n))) return 0;
+  VCP_LOG_ERROR("vhost-user: the frontend shrank a memory file under this VCP's mapping: {} page{} past its new end "
+                "replaced with zeros; its memory is no longer shared, so the frontend is dropped",
+                n, n == 1 ? "" : "s");
+  return -EFAULT;
 }
 
 VhostUserBackend::~VhostUserBackend() {
@@ -275,13 +302,24 @@ void VhostUserBackend::reset_rings() {
 
 // ---- memory table ----
 
-void VhostUserBackend::warn_unsealed(const char* what) {
-  if (warned_unsealed_) return;
-  warned_unsealed_ = true;
-  VCP_LOG_WARN("vhost-user: the file of {} cannot be sealed against shrinking (not a memfd that allows "
-               "sealing): a frontend that truncates it makes this VCP fault (SIGBUS). QEMU: use "
-               "memory-backend-memfd (seal=on, its default)",
-               what);
+ShrinkGuard VhostUserBackend::guard_unsealed(const Mapping& map, uint64_t granule, const char* what) {
+  auto g = ShrinkGuard::watch(map.data(), map.size(), granule, fault_fd_.get());
+  if (!g.ok()) {
+    // Said every time: this mapping is the one a truncation would crash the VCP on.
+    VCP_LOG_WARN("vhost-user: the file of {} cannot be sealed against shrinking, and cannot be guarded either "
+                 "({}): a frontend that truncates it makes this VCP fault (SIGBUS). QEMU: use "
+                 "memory-backend-memfd (seal=on, its default)",
+                 what, errno_str(g.error()));
+    return {};
+  }
+  if (!warned_unsealed_) {
+    warned_unsealed_ = true;
+    VCP_LOG_WARN("vhost-user: the file of {} cannot be sealed against shrinking (not a memfd that allows sealing): "
+                 "if the frontend truncates it, the pages lost read as zeros here and the frontend is dropped. "
+                 "QEMU: use memory-backend-memfd (seal=on, its default)",
+                 what);
+  }
+  return std::move(*g);
 }
 
 int VhostUserBackend::map_region(const MemRegion& r, int fd, MappedRegion* out, virtio::MemoryRegion* mr) {
@@ -294,8 +332,9 @@ int VhostUserBackend::map_region(const MemRegion& r, int fd, MappedRegion* out, 
   }
   uint8_t* host = nullptr;
   bool sealed = false;
-  if (int rc = map_file_range(fd, r.mmap_offset, r.size, &out->map, &host, &sealed); rc < 0) return rc;
-  if (!sealed) warn_unsealed("guest memory");
+  uint64_t granule = 0;
+  if (int rc = map_file_range(fd, r.mmap_offset, r.size, &out->map, &host, &sealed, &granule); rc < 0) return rc;
+  if (!sealed) out->guard = guard_unsealed(out->map, granule, "guest memory");
   out->desc = r;
   *mr = {r.guest_addr, r.size, r.user_addr, host};
   return 0;
@@ -617,8 +656,10 @@ int VhostUserBackend::set_inflight_fd(const InflightMsg& in, int fd) {
   Mapping map;
   uint8_t* base = nullptr;
   bool sealed = false;
-  if (int rc = map_file_range(fd, in.mmap_offset, need, &map, &base, &sealed); rc < 0) return rc;
-  if (!sealed) warn_unsealed("the inflight region");
+  uint64_t granule = 0;
+  if (int rc = map_file_range(fd, in.mmap_offset, need, &map, &base, &sealed, &granule); rc < 0) return rc;
+  ShrinkGuard guard;  // before the first read below: the file could shrink from now on
+  if (!sealed) guard = guard_unsealed(map, granule, "the inflight region");
   std::vector<virtio::InflightQueue> queues(rings_.size());
   for (uint16_t i = 0; i < in.num_queues; ++i) {
     auto* q = reinterpret_cast<virtio::InflightQueueSplit*>(base + i * per_queue);
@@ -630,7 +671,9 @@ int VhostUserBackend::set_inflight_fd(const InflightMsg& in, int fd) {
     }
     queues[i].region = q;  // the queue continues the fetch order from what it finds recorded
   }
+  inflight_guard_.reset();  // the old mapping's guard goes before the mapping
   inflight_map_ = std::move(map);
+  inflight_guard_ = std::move(guard);
   inflight_ = std::move(queues);
   inflight_queue_size_ = in.queue_size;
   return 0;

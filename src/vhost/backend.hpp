@@ -15,10 +15,13 @@
 // Threading: one control thread calls everything here; Device calls are made from it.
 #pragma once
 
+#include <poll.h>
+
 #include <cstdint>
 #include <vector>
 
 #include "base/mapping.hpp"
+#include "base/shrink_guard.hpp"
 #include "base/unique_fd.hpp"
 #include "vhost/device.hpp"
 #include "vhost/message_io.hpp"
@@ -48,6 +51,16 @@ class VhostUserBackend {
 
   int fd() const { return conn_.get(); }
 
+  // What the caller's loop polls for this connection: the socket, and an eventfd that becomes
+  // readable when the front-end shrank a memory file that could not be sealed and an access
+  // past its new end was survived (base/shrink_guard.hpp; fd -1, which poll() skips, if no
+  // eventfd could be made). After poll(), on_ready() with the same entries handles what is
+  // ready: a fault first (the front-end is dropped with -EFAULT and a log line saying why),
+  // then one message. 0, or a negative errno when the connection must be dropped.
+  static constexpr int kPollFds = 2;
+  void poll_fds(pollfd out[kPollFds]) const;
+  int on_ready(const pollfd ready[kPollFds]);
+
   // Reads and handles one message (nothing, if none is there yet). 0, or a negative errno when
   // the connection must be dropped: -ECONNRESET for an orderly EOF between messages.
   int on_readable();
@@ -73,8 +86,10 @@ class VhostUserBackend {
   struct MappedRegion {
     MemRegion desc;  // as the front-end described it
     Mapping map;
+    ShrinkGuard guard;  // when the file could not be sealed; destroyed before the mapping
   };
 
+  int on_fault();
   int dispatch(const ParsedMessage& m, FdList& fds);
   int handle(const ParsedMessage& m, FdList& fds);
   int reply(Request r, const void* payload, size_t len, int fd = -1);
@@ -88,7 +103,7 @@ class VhostUserBackend {
 
   // Memory table.
   int map_region(const MemRegion& r, int fd, MappedRegion* out, virtio::MemoryRegion* mr);
-  void warn_unsealed(const char* what);
+  ShrinkGuard guard_unsealed(const Mapping& map, uint64_t granule, const char* what);
   int set_mem_table(const MemTable& t, FdList& fds);
   int add_mem_reg(const MemRegion& r, int fd);
   int rem_mem_reg(const MemRegion& r);
@@ -118,6 +133,7 @@ class VhostUserBackend {
   Device& device_;
   UniqueFd conn_;
   BackendOptions opts_;
+  UniqueFd fault_fd_;  // eventfd written by the SIGBUS handler (ShrinkGuard)
   alignas(8) uint8_t buf_[kHeaderSize + kMaxPayloadSize];
 
   bool owner_ = false;
@@ -129,6 +145,7 @@ class VhostUserBackend {
   std::vector<MappedRegion> regions_;
 
   Mapping inflight_map_;
+  ShrinkGuard inflight_guard_;  // declared after the mapping: destroyed before it
   uint16_t inflight_queue_size_ = 0;
   std::vector<virtio::InflightQueue> inflight_;  // one per device queue; region null when unset
 

@@ -48,10 +48,11 @@ class ServerLoop {
  private:
   void run() {
     for (;;) {
-      pollfd p[2] = {{backend_->fd(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) continue;
-      if (p[1].revents) return;
-      if (p[0].revents && backend_->on_readable() < 0) {
+      pollfd p[1 + vhost::VhostUserBackend::kPollFds] = {{stop_.get(), POLLIN, 0}};
+      backend_->poll_fds(&p[1]);
+      if (::poll(p, 3, -1) < 0) continue;
+      if (p[0].revents) return;
+      if ((p[1].revents || p[2].revents) && backend_->on_ready(&p[1]) < 0) {
         ::shutdown(backend_->fd(), SHUT_RDWR);
         return;
       }

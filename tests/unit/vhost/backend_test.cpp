@@ -651,6 +651,54 @@ TEST_F(BackendTest, GuestMemoryIsSealedAgainstShrinking) {
   ASSERT_TRUE(alive());
 }
 
+// A memory file that cannot be sealed (here: a memfd without MFD_ALLOW_SEALING), shrunk by the
+// front-end under the VCP: the VCP's next access past the new end would raise SIGBUS. It reads
+// zeros instead, and the back-end drops the front-end with a clear error.
+TEST_F(BackendTest, AFrontendThatShrinksUnsealableMemoryIsDroppedAndTheVcpLives) {
+  negotiate();
+  ASSERT_LT(fcntl(mem.fd.get(), F_ADD_SEALS, F_SEAL_SHRINK), 0) << "the test needs a file that cannot be sealed";
+  set_memory(mem);
+  start_ring(0);
+  auto* desc = reinterpret_cast<volatile uint8_t*>(dev.get_starts().back().layout.desc);
+  mem.p[0x10000] = 0x5a;  // ring_addr(): ring 0's descriptor table is at 64 KiB
+  EXPECT_EQ(desc[0], 0x5a) << "the device's view is the front-end's memory";
+  pollfd pf[VhostUserBackend::kPollFds];
+  loop->backend().poll_fds(pf);
+  ASSERT_GE(pf[1].fd, 0) << "the back-end has its fault eventfd";
+
+  ASSERT_EQ(ftruncate(mem.fd.get(), 0x8000), 0);  // the rings are gone from the file
+  // What a queue thread of the VCP would do next: read the ring. (This test's own mapping of
+  // the file, mem.p, is not guarded and is not touched past the new end again.)
+  EXPECT_EQ(desc[0], 0) << "the page past the new end reads as zeros";
+  desc[1] = 0x77;  // and a write there stays in the VCP
+  EXPECT_EQ(loop->join(), -EFAULT) << "the front-end is dropped";
+  EXPECT_FALSE(alive()) << "and sees its connection closed";
+}
+
+// The inflight region a front-end hands over at reconnection is guarded the same way.
+TEST_F(BackendTest, AnUnsealableInflightRegionShrunkUnderTheVcpIsSurvived) {
+  negotiate();
+  const size_t bytes = 2 * virtio::inflight_queue_bytes(128);
+  SharedMemory region((bytes + 4095) & ~size_t{4095});
+  ASSERT_NE(region.p, nullptr);
+  region.p[8] = 0x42;
+  InflightRegion in;
+  in.fd.reset(dup(region.fd.get()));
+  in.mmap_size = bytes;
+  in.num_queues = 2;
+  in.queue_size = 128;
+  ASSERT_EQ(fe->set_inflight_fd(in), 0);
+  set_memory(mem);
+  start_ring(0);
+  const auto start = dev.get_starts().back();
+  ASSERT_NE(start.inflight, nullptr);
+  auto* rec = reinterpret_cast<volatile uint8_t*>(start.inflight->region);
+  EXPECT_EQ(rec[8], 0x42);
+  ASSERT_EQ(ftruncate(region.fd.get(), 0), 0);
+  EXPECT_EQ(rec[8], 0) << "what a queue thread reads of the records past the new end";
+  EXPECT_EQ(loop->join(), -EFAULT) << "the front-end is dropped";
+}
+
 TEST_F(BackendTest, RegionWithUnalignedMmapOffsetMapsTheRightBytes) {
   negotiate();
   mem.p[0x10000 + 0x200] = 0x3c;

@@ -149,11 +149,12 @@ class BackendLoop {
  private:
   int run() {
     for (;;) {
-      pollfd p[2] = {{backend_->fd(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) continue;
-      if (p[1].revents) return 1;
-      if (p[0].revents) {
-        int rc = backend_->on_readable();
+      pollfd p[1 + VhostUserBackend::kPollFds] = {{stop_.get(), POLLIN, 0}};
+      backend_->poll_fds(&p[1]);
+      if (::poll(p, 3, -1) < 0) continue;
+      if (p[0].revents) return 1;
+      if (p[1].revents || p[2].revents) {
+        int rc = backend_->on_ready(&p[1]);
         if (rc < 0) {
           ::shutdown(backend_->fd(), SHUT_RDWR);  // the peer sees the drop
           return rc;
