@@ -110,6 +110,10 @@ void BlkDevice::set_call_fd(unsigned index, int call_fd) {
   if (index < workers_.size()) workers_[index]->set_call_fd(call_fd);
 }
 
+void BlkDevice::set_dirty_log(unsigned index, const vhost::DirtyLogState& s) {
+  if (index < workers_.size()) workers_[index]->set_dirty_log(s);
+}
+
 void BlkDevice::pause() {
   for (auto& w : workers_) w->pause();
 }

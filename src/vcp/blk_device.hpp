@@ -49,6 +49,7 @@ class BlkDevice final : public vhost::Device {
   int start_queue(const vhost::QueueStart& q) override;
   uint16_t stop_queue(unsigned index) override;
   void set_call_fd(unsigned index, int call_fd) override;
+  void set_dirty_log(unsigned index, const vhost::DirtyLogState& s) override;
   void pause() override;
   void resume() override;
   void reset() override;

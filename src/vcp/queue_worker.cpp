@@ -53,10 +53,11 @@ int QueueWorker::wait_ready() {
   return ready_;
 }
 
-int QueueWorker::post(Cmd c, const vhost::QueueStart* q, int fd) {
+int QueueWorker::post(Cmd c, const vhost::QueueStart* q, int fd, const vhost::DirtyLogState* d) {
   std::unique_lock lk(mu_);
   cmd_ = c;
   if (q) cmd_queue_ = *q;
+  if (d) cmd_dirty_ = *d;
   cmd_fd_ = fd;
   uint64_t seq = ++cmd_seq_;
   command_pending_.store(true, std::memory_order_release);
@@ -73,6 +74,7 @@ uint16_t QueueWorker::stop() { return static_cast<uint16_t>(post(Cmd::stop)); }
 void QueueWorker::pause() { post(Cmd::pause); }
 void QueueWorker::resume() { post(Cmd::resume); }
 void QueueWorker::set_call_fd(int fd) { post(Cmd::set_call, nullptr, fd); }
+void QueueWorker::set_dirty_log(const vhost::DirtyLogState& s) { post(Cmd::set_log, nullptr, -1, &s); }
 
 void QueueWorker::thread_main() {
   name_current_thread(opts_.name);
@@ -212,6 +214,11 @@ void QueueWorker::run_command() {
       cur_.call_fd = cmd_fd_;
       cmd_result_ = 0;
       break;
+    case Cmd::set_log:
+      // Between two passes: what completes from now on is marked in the new log (or not at all).
+      apply_dirty_log(cmd_dirty_);
+      cmd_result_ = 0;
+      break;
     case Cmd::none:
     case Cmd::shutdown:
       break;
@@ -226,6 +233,7 @@ int QueueWorker::do_start() {
   if (cur_.kick_fd >= 0) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, cur_.kick_fd, nullptr);
   cur_ = q;
   call_fd_ = q.call_fd;
+  apply_dirty_log(q.dirty);
   slots_.clear();
   slots_.resize(q.layout.size);
   for (auto& s : slots_) {
@@ -331,6 +339,7 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
       VCP_LOG_ERROR("{}: malformed virtio-blk request at head {}: {}", opts_.name, chain.head, errno_str(rc));
     if (v.status) {
       *v.status = VIRTIO_BLK_S_IOERR;
+      mark_dirty(v.status, 1);
       dq_.push(chain.head, 1);
     } else {
       dq_.push(chain.head, 0);
@@ -391,6 +400,7 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
       for (uint16_t i = 0; i < v.num_data && copied < sizeof(id); ++i) {
         uint32_t n = std::min<uint32_t>(v.data[i].len, sizeof(id) - copied);
         std::memcpy(v.data[i].addr, id + copied, n);
+        mark_dirty(v.data[i].addr, n);
         copied += n;
       }
       s.written = copied + 1;
@@ -440,8 +450,20 @@ void QueueWorker::on_backend_done(BlockRequest* req, int status) {
   s->worker->finish(*s, st);
 }
 
+void QueueWorker::apply_dirty_log(const vhost::DirtyLogState& d) {
+  cur_.dirty = d;
+  dirty_ = d.log;
+  dq_.set_used_log(d.log && d.log_used ? d.log : nullptr, d.used_gpa);
+}
+
 void QueueWorker::finish(Slot& s, uint8_t status) {
   *s.status = status;
+  if (dirty_) {
+    // After the writes (the backend completed): data of a read, then the status byte.
+    if (s.req.op == BlockOp::read)
+      for (uint32_t i = 0; i < s.req.iovcnt; ++i) mark_dirty(s.iov[i].iov_base, s.iov[i].iov_len);
+    mark_dirty(s.status, 1);
+  }
   dq_.push(s.head, status == VIRTIO_BLK_S_OK ? s.written : 1);
   s.busy = false;
   --in_flight_;

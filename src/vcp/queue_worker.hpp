@@ -80,13 +80,14 @@ class QueueWorker {
   void pause();     // drains; stays off guest memory until resume()
   void resume();
   void set_call_fd(int fd);
+  void set_dirty_log(const vhost::DirtyLogState& s);
 
   const QueueStats& stats() const { return stats_; }
   bool running() const { return state_.load(std::memory_order_relaxed) == State::running; }
 
  private:
   enum class State : uint8_t { idle, running, paused };
-  enum class Cmd : uint8_t { none, start, stop, pause, resume, set_call, shutdown };
+  enum class Cmd : uint8_t { none, start, stop, pause, resume, set_call, set_log, shutdown };
 
   struct Slot {
     BlockRequest req;
@@ -98,7 +99,7 @@ class QueueWorker {
     std::unique_ptr<iovec[]> iov;
   };
 
-  int post(Cmd c, const vhost::QueueStart* q = nullptr, int fd = -1);
+  int post(Cmd c, const vhost::QueueStart* q = nullptr, int fd = -1, const vhost::DirtyLogState* d = nullptr);
   void thread_main();
   bool take_command();  // returns false on shutdown
   void run_command();
@@ -109,6 +110,10 @@ class QueueWorker {
   int process_available();
   void handle_chain(virtio::DescriptorChain& chain);
   void finish(Slot& s, uint8_t status);
+  void apply_dirty_log(const vhost::DirtyLogState& d);
+  void mark_dirty(const void* p, uint64_t len) const {
+    if (dirty_) dirty_->mark_host(*cur_.memory, p, len);
+  }
   bool log_this_refusal() const;
   void refuse(Slot& s, const virtio::BlkRequestView& v, const char* why);
   static void on_backend_done(BlockRequest* req, int status);
@@ -132,6 +137,7 @@ class QueueWorker {
   int cmd_result_ = 0;
   vhost::QueueStart cmd_queue_{};
   int cmd_fd_ = -1;
+  vhost::DirtyLogState cmd_dirty_{};
   int ready_ = 1;  // 1: not yet, 0: ready, <0: failed
   UniqueFd wake_fd_;  // eventfd that interrupts sleep when a command is posted
 
@@ -140,6 +146,7 @@ class QueueWorker {
   std::unique_ptr<BackendQueue> bq_;
   virtio::DeviceQueue dq_;
   vhost::QueueStart cur_{};
+  const virtio::DirtyLog* dirty_ = nullptr;  // live migration: mark what this queue writes
   int call_fd_ = -1;
   UniqueFd epoll_fd_;
   std::vector<Slot> slots_;

@@ -27,6 +27,7 @@ bool has_own_reply(Request r) {
     case Request::get_config:
     case Request::get_inflight_fd:
     case Request::get_max_mem_slots:
+    case Request::set_log_base:  // answered whatever REPLY_ACK says: QEMU waits for it with LOG_SHMFD
       return true;
     default:
       return false;
@@ -139,6 +140,7 @@ int VhostUserBackend::on_fault() {
 
 VhostUserBackend::~VhostUserBackend() {
   for (unsigned i = 0; i < rings_.size(); ++i) stop_ring(i);
+  drop_log();
 }
 
 int VhostUserBackend::on_readable() {
@@ -207,7 +209,7 @@ int VhostUserBackend::handle(const ParsedMessage& m, FdList& fds) {
   const auto& p = m.payload;
   switch (m.request) {
     case Request::get_features:
-      return reply_u64(m.request, device_.features() | bit(kFeatureProtocolFeatures));
+      return reply_u64(m.request, device_.features() | bit(kFeatureProtocolFeatures) | bit(kFeatureLogAll));
     case Request::set_features:
       return set_features(p.u64);
     case Request::get_protocol_features:
@@ -253,6 +255,8 @@ int VhostUserBackend::handle(const ParsedMessage& m, FdList& fds) {
       return get_inflight_fd(p.inflight);
     case Request::set_inflight_fd:
       return set_inflight_fd(p.inflight, fds.get(0));
+    case Request::set_log_base:
+      return set_log_base(p.log, fds.get(0));
     default:
       return -ENOSYS;  // parse_message marks only the requests above as known
   }
@@ -270,18 +274,87 @@ int VhostUserBackend::reply(Request r, const void* payload, size_t len, int fd) 
 // ---- features and ownership ----
 
 int VhostUserBackend::set_features(uint64_t v) {
-  const uint64_t offered = device_.features() | bit(kFeatureProtocolFeatures);
+  const uint64_t offered = device_.features() | bit(kFeatureProtocolFeatures) | bit(kFeatureLogAll);
   if (v & ~offered) {
     VCP_LOG_ERROR("vhost-user: SET_FEATURES {:#x} acknowledges bits never offered ({:#x})", v, v & ~offered);
     return -EINVAL;
   }
-  if (v != acked_features_ && any_ring_running()) {
+  const uint64_t changed = v ^ acked_features_;
+  if (changed == bit(kFeatureLogAll)) {
+    // Live migration starts or ends: the one change allowed while rings run.
+    acked_features_ = v;
+    VCP_LOG_INFO("vhost-user: dirty page logging {}{}", (v & bit(kFeatureLogAll)) ? "on" : "off",
+                 (v & bit(kFeatureLogAll)) && !log_ ? " (waiting for SET_LOG_BASE)" : "");
+    update_dirty_log();
+    return 0;
+  }
+  if (changed != 0 && any_ring_running()) {
     VCP_LOG_ERROR("vhost-user: SET_FEATURES changes features while a ring runs");
     return -EBUSY;
   }
   acked_features_ = v;
-  device_.set_features(v & ~bit(kFeatureProtocolFeatures));
+  device_.set_features(v & ~(bit(kFeatureProtocolFeatures) | bit(kFeatureLogAll)));
+  update_dirty_log();
   return 0;
+}
+
+// ---- dirty page log (live migration) ----
+
+DirtyLogState VhostUserBackend::dirty_state(unsigned index) const {
+  DirtyLogState s;
+  if (!log_ || !(acked_features_ & bit(kFeatureLogAll))) return s;
+  const Ring& r = rings_[index];
+  s.log = log_.get();
+  s.log_used = (r.addr.flags & kVringFlagLog) != 0;
+  s.used_gpa = r.addr.log_guest_addr;
+  return s;
+}
+
+void VhostUserBackend::update_dirty_log() {
+  for (unsigned i = 0; i < rings_.size(); ++i)
+    if (rings_[i].running) device_.set_dirty_log(i, dirty_state(i));
+}
+
+void VhostUserBackend::drop_log() {
+  if (!log_) return;
+  if (const uint64_t missed = log_->missed(); missed > 0)
+    VCP_LOG_ERROR("vhost-user: {} page{} written outside the dirty log (or outside guest memory) could not be "
+                  "marked: a migration in progress may miss them",
+                  missed, missed == 1 ? "" : "s");
+  log_.reset();
+  log_guard_.reset();
+  log_map_.reset();
+}
+
+int VhostUserBackend::set_log_base(const LogMsg& l, int fd) {
+  if (!(protocol_features_ & bit(kProtoLogShmfd))) {
+    VCP_LOG_ERROR("vhost-user: SET_LOG_BASE without the LOG_SHMFD protocol feature");
+    return -EINVAL;
+  }
+  Mapping map;
+  uint8_t* base = nullptr;
+  bool sealed = false;
+  uint64_t granule = 0;
+  if (int rc = map_file_range(fd, l.mmap_offset, l.mmap_size, &map, &base, &sealed, &granule); rc < 0) return rc;
+  ShrinkGuard guard;
+  if (!sealed) guard = guard_unsealed(map, granule, "the dirty log");
+  auto log = std::make_unique<virtio::DirtyLog>(base, l.mmap_size);
+  VCP_LOG_INFO("vhost-user: dirty log of {} bytes (guest addresses up to {:#x})", l.mmap_size, log->covers());
+  // The queues move to the new log before the old one is unmapped (QEMU resizes it while they run).
+  std::unique_ptr<virtio::DirtyLog> old_log = std::move(log_);
+  ShrinkGuard old_guard = std::move(log_guard_);
+  Mapping old_map = std::move(log_map_);
+  log_map_ = std::move(map);
+  log_guard_ = std::move(guard);
+  log_ = std::move(log);
+  update_dirty_log();
+  if (old_log && old_log->missed() > 0)
+    VCP_LOG_ERROR("vhost-user: {} pages written outside the previous dirty log could not be marked",
+                  old_log->missed());
+  old_log.reset();
+  old_guard.reset();
+  old_map.reset();
+  return reply_u64(Request::set_log_base, 0);
 }
 
 int VhostUserBackend::set_protocol_features(uint64_t v) {
@@ -474,6 +547,7 @@ int VhostUserBackend::try_start(unsigned index) {
   q.kick_fd = r.kick.get();
   q.call_fd = r.call.get();
   q.memory = &memory_;
+  q.dirty = dirty_state(index);
   if (inflight_[index].region != nullptr) {
     if (r.num > inflight_queue_size_) {
       VCP_LOG_ERROR("vhost-user: ring {} size {} exceeds the inflight region's {}", index, r.num,
@@ -511,11 +585,24 @@ int VhostUserBackend::set_vring_num(const vhost_vring_state& s) {
 }
 
 int VhostUserBackend::set_vring_addr(const vhost_vring_addr& a) {
-  if (int rc = check_stopped(a.index, "SET_VRING_ADDR"); rc < 0) return rc;
+  if (int rc = check_index(a.index, "SET_VRING_ADDR"); rc < 0) return rc;
   Ring& r = rings_[a.index];
-  if (a.flags != 0) {
-    VCP_LOG_ERROR("vhost-user: ring {} flags {:#x}: dirty logging is not supported", a.index, a.flags);
-    return -ENOTSUP;
+  if (a.flags & ~kVringFlagLog) {
+    VCP_LOG_ERROR("vhost-user: ring {} flags {:#x}: only VHOST_VRING_F_LOG is known", a.index, a.flags);
+    return -EINVAL;
+  }
+  if (r.running) {
+    // Live migration turns the used ring's logging on or off on a running ring (QEMU's
+    // vhost_dev_set_log): allowed when the ring stays where it is.
+    if (a.desc_user_addr != r.addr.desc_user_addr || a.avail_user_addr != r.addr.avail_user_addr ||
+        a.used_user_addr != r.addr.used_user_addr) {
+      VCP_LOG_ERROR("vhost-user: SET_VRING_ADDR moves running ring {}", a.index);
+      return -EBUSY;
+    }
+    r.addr.flags = a.flags;
+    r.addr.log_guest_addr = a.log_guest_addr;
+    device_.set_dirty_log(a.index, dirty_state(a.index));
+    return 0;
   }
   if ((a.desc_user_addr & 15) || (a.avail_user_addr & 1) || (a.used_user_addr & 3)) {
     VCP_LOG_ERROR("vhost-user: ring {} addresses misaligned (desc {:#x} avail {:#x} used {:#x})", a.index,

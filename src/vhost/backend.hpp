@@ -18,6 +18,7 @@
 #include <poll.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "base/mapping.hpp"
@@ -32,9 +33,9 @@
 namespace vcp::vhost {
 
 // Protocol features this back-end offers.
-inline constexpr uint64_t kBackendProtocolFeatures = bit(kProtoMq) | bit(kProtoReplyAck) | bit(kProtoConfig) |
-                                                     bit(kProtoInflightShmfd) | bit(kProtoResetDevice) |
-                                                     bit(kProtoConfigureMemSlots);
+inline constexpr uint64_t kBackendProtocolFeatures = bit(kProtoMq) | bit(kProtoLogShmfd) | bit(kProtoReplyAck) |
+                                                     bit(kProtoConfig) | bit(kProtoInflightShmfd) |
+                                                     bit(kProtoResetDevice) | bit(kProtoConfigureMemSlots);
 
 struct BackendOptions {
   // How long the rest of a message (or a reply's room in the socket) may take once it began.
@@ -123,6 +124,12 @@ class VhostUserBackend {
   int set_vring_fd(Request r, uint64_t v, FdList& fds);
   int set_vring_enable(const vhost_vring_state& s);
 
+  // Dirty page log (live migration).
+  DirtyLogState dirty_state(unsigned index) const;
+  void update_dirty_log();  // hands every running ring its state
+  int set_log_base(const LogMsg& l, int fd);
+  void drop_log();
+
   // Config space and inflight region.
   int get_config(const ConfigMsg& c);
   int set_config(const ConfigMsg& c);
@@ -150,6 +157,11 @@ class VhostUserBackend {
   std::vector<virtio::InflightQueue> inflight_;  // one per device queue; region null when unset
 
   std::vector<Ring> rings_;
+
+  // Declared after rings_: the destructor stops the rings before these go.
+  Mapping log_map_;
+  ShrinkGuard log_guard_;  // destroyed before the mapping
+  std::unique_ptr<virtio::DirtyLog> log_;
 };
 
 }  // namespace vcp::vhost

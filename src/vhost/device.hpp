@@ -11,10 +11,20 @@
 
 #include "base/unique_fd.hpp"
 #include "virtio/guest_memory.hpp"
+#include "virtio/dirty_log.hpp"
 #include "virtio/inflight.hpp"
 #include "virtio/split_queue.hpp"
 
 namespace vcp::vhost {
+
+// Live migration's dirty page log, as a queue thread needs it (docs/channel.md, "Live
+// migration"): while `log` is set, every guest page the device writes is marked in it after the
+// write: data of reads, status bytes, GET_ID answers and, with `log_used`, the used ring.
+struct DirtyLogState {
+  const virtio::DirtyLog* log = nullptr;  // null: logging off
+  bool log_used = false;                  // VHOST_VRING_F_LOG: the used ring's writes too
+  uint64_t used_gpa = 0;                  // the used ring's log_guest_addr (marks are counted from it)
+};
 
 // Everything a queue thread needs to run one virtqueue. Pointers stay valid until the queue is
 // stopped (stop_queue) or the device is paused for a memory table change.
@@ -27,6 +37,7 @@ struct QueueStart {
   int call_fd = -1;                   // borrowed; -1: never notify
   const virtio::GuestMemory* memory = nullptr;
   virtio::InflightQueue* inflight = nullptr;  // null when the frontend set no inflight region
+  DirtyLogState dirty;                        // live migration's log; off unless VHOST_F_LOG_ALL
 };
 
 class Device {
@@ -53,6 +64,9 @@ class Device {
   virtual uint16_t stop_queue(unsigned index) = 0;
   // The frontend replaced the call eventfd of a running queue (borrowed, -1: none).
   virtual void set_call_fd(unsigned index, int call_fd) = 0;
+  // Dirty logging turned on or off, or its log replaced, on a running queue. Returns once the
+  // queue thread uses the new state (the old log may then be unmapped).
+  virtual void set_dirty_log(unsigned index, const DirtyLogState& s) = 0;
 
   // Around changes to the memory table (SET_MEM_TABLE, ADD/REM_MEM_REG): pause() returns once
   // no queue thread touches guest memory (in-flight requests drained); resume() lets them go on.

@@ -209,6 +209,13 @@ Result<InflightRegion> FrontendChannel::get_inflight_fd(uint16_t num_queues, uin
   return out;
 }
 
+int FrontendChannel::set_log_base(int fd, uint64_t size, uint64_t offset) {
+  const LogMsg m{size, offset};
+  if (int rc = send(Request::set_log_base, &m, sizeof(m), std::span<const int>(&fd, 1)); rc < 0) return rc;
+  Reply rep;
+  return receive(Request::set_log_base, &rep);
+}
+
 int FrontendChannel::set_inflight_fd(const InflightRegion& region) {
   if (!region.fd) return -EBADF;
   InflightMsg m{};

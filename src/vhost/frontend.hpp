@@ -94,6 +94,10 @@ class FrontendChannel {
   Result<InflightRegion> get_inflight_fd(uint16_t num_queues, uint16_t queue_size);
   int set_inflight_fd(const InflightRegion& region);
 
+  // Live migration's dirty log (LOG_SHMFD): `fd` shared, [offset, offset + size) the bitmap.
+  // Like QEMU, waits for the back-end's reply whatever REPLY_ACK says.
+  int set_log_base(int fd, uint64_t size, uint64_t offset = 0);
+
  private:
   // Sends a request that has no reply of its own; waits for the ack when reply_ack() is on.
   int request(Request r, const void* payload, size_t len, std::span<const int> fds = {});

@@ -61,6 +61,9 @@ bool spec_for(Request r, RequestSpec* s) {
     case Request::set_inflight_fd:
       *s = {kInflightFieldsSize, sizeof(InflightMsg), 1, 1};
       return true;
+    case Request::set_log_base:
+      *s = {sizeof(LogMsg), sizeof(LogMsg), 1, 1};
+      return true;
     case Request::add_mem_reg:
       *s = {sizeof(SingleMemRegion), sizeof(SingleMemRegion), 1, 1};
       return true;

@@ -68,6 +68,10 @@ const char* to_string(Request r);
 
 // VHOST_USER_F_PROTOCOL_FEATURES: a virtio feature bit reused to gate protocol features.
 inline constexpr unsigned kFeatureProtocolFeatures = 30;
+// VHOST_F_LOG_ALL: the back-end logs the guest pages it writes (live migration).
+inline constexpr unsigned kFeatureLogAll = 26;
+// vhost_vring_addr.flags: VHOST_VRING_F_LOG, log the used ring's writes too.
+inline constexpr uint32_t kVringFlagLog = 1u << 0;
 
 // Protocol feature bits (GET/SET_PROTOCOL_FEATURES).
 enum ProtocolFeature : unsigned {
@@ -149,6 +153,13 @@ inline constexpr size_t kConfigHeaderSize = 12;
 static_assert(offsetof(ConfigMsg, data) == kConfigHeaderSize);
 inline constexpr uint32_t kConfigFlagMigration = 1;
 
+// SET_LOG_BASE payload (with LOG_SHMFD; the log's fd rides along).
+struct LogMsg {
+  uint64_t mmap_size;
+  uint64_t mmap_offset;
+};
+static_assert(sizeof(LogMsg) == 16);
+
 // GET_INFLIGHT_FD / SET_INFLIGHT_FD payload. The spec lists 20 bytes of fields; QEMU sends the
 // C struct with its tail padding (24). Both are accepted; replies carry 24, as QEMU expects.
 struct InflightMsg {
@@ -179,6 +190,7 @@ struct ParsedMessage {
     SingleMemRegion region;
     ConfigMsg config;
     InflightMsg inflight;
+    LogMsg log;
   } payload{};
 
   bool need_reply() const { return (flags & kFlagNeedReply) != 0; }

@@ -52,6 +52,22 @@ uint8_t* GuestMemory::translate(uint64_t gpa, uint64_t len) const {
   return (p && n == len) ? p : nullptr;
 }
 
+bool GuestMemory::host_to_guest(const uint8_t* p, uint64_t len, uint64_t* gpa, uint64_t* contiguous) const {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  for (size_t i = 0; i < count_; ++i) {
+    const auto& r = regions_[i];
+    const auto base = reinterpret_cast<uintptr_t>(r.host);
+    if (a >= base && a - base < r.size) {
+      const uint64_t off = a - base;
+      const uint64_t avail = r.size - off;
+      *gpa = r.guest_addr + off;
+      *contiguous = len < avail ? len : avail;
+      return true;
+    }
+  }
+  return false;
+}
+
 uint8_t* GuestMemory::translate_user(uint64_t uva, uint64_t len) const {
   for (size_t i = 0; i < count_; ++i) {
     const auto& r = regions_[i];

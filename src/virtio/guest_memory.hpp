@@ -41,6 +41,10 @@ class GuestMemory {
   uint8_t* translate(uint64_t gpa, uint64_t len) const;
   // The same for the frontend's virtual addresses (VHOST_USER_SET_VRING_ADDR).
   uint8_t* translate_user(uint64_t uva, uint64_t len) const;
+  // The other way (dirty logging): the guest physical address of host address `p`, and in
+  // *contiguous how many bytes (at most `len`) follow it in the same region. False when `p` is
+  // in no region.
+  bool host_to_guest(const uint8_t* p, uint64_t len, uint64_t* gpa, uint64_t* contiguous) const;
 
  private:
   std::array<MemoryRegion, kMaxRegions> regions_{};

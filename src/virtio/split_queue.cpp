@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 namespace vcp::virtio {
@@ -64,6 +65,7 @@ int DeviceQueue::start(const GuestMemory* mem, const QueueLayout& layout, bool e
       reinterpret_cast<uintptr_t>(layout.used) % 4)
     return -EINVAL;
   mem_ = mem;
+  used_log_ = nullptr;
   layout_ = layout;
   event_idx_ = event_idx;
   last_avail_ = last_avail_idx;
@@ -107,11 +109,16 @@ void DeviceQueue::set_notification(bool enable) {
   if (event_idx_) {
     // Kick me when you put entry last_avail_ in the ring. Disabling needs no write: the driver
     // kicks at most once more, when it passes the old value.
-    if (enable) store_sc(avail_event_ptr(layout_), last_avail_);
+    if (enable) {
+      store_sc(avail_event_ptr(layout_), last_avail_);
+      log_used(offsetof(vring_used, ring) + sizeof(vring_used_elem) * layout_.size, sizeof(uint16_t));
+    }
   } else if (enable) {
     store_sc(&layout_.used->flags, 0);
+    log_used(offsetof(vring_used, flags), sizeof(uint16_t));
   } else {
     store_relaxed(&layout_.used->flags, VRING_USED_F_NO_NOTIFY);
+    log_used(offsetof(vring_used, flags), sizeof(uint16_t));
   }
   // When enabling, our store is ordered before the caller's next has_available() (seq_cst both):
   // pairs with the driver's barrier between writing avail->idx and reading flags / avail_event.
@@ -226,6 +233,12 @@ bool DeviceQueue::publish_used() {
   const uint16_t old = published_used_;
   store_sc(&layout_.used->idx, used_idx_);
   published_used_ = used_idx_;
+  if (used_log_) {
+    for (uint16_t i = old; i != used_idx_; ++i)
+      log_used(offsetof(vring_used, ring) + sizeof(vring_used_elem) * (i & (layout_.size - 1)),
+               sizeof(vring_used_elem));
+    log_used(offsetof(vring_used, idx), sizeof(uint16_t));
+  }
   if (inflight_) {
     // After the used ring is updated, the heads are no longer in flight (vhost-user spec order).
     InflightQueueSplit* r = inflight_->region;

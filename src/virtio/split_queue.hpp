@@ -20,6 +20,7 @@
 
 #include <cstdint>
 
+#include "virtio/dirty_log.hpp"
 #include "virtio/guest_memory.hpp"
 #include "virtio/inflight.hpp"
 
@@ -95,6 +96,14 @@ class DeviceQueue {
   // used->flags. After enabling, call has_available() again before sleeping.
   void set_notification(bool enable);
 
+  // Dirty logging of the used ring (live migration, VHOST_VRING_F_LOG): while `log` is set,
+  // every write to the used ring (elements, idx, flags, avail_event) marks its pages, counted
+  // from `used_gpa` (the front-end's log_guest_addr for the ring). null: none (after start()).
+  void set_used_log(const DirtyLog* log, uint64_t used_gpa) {
+    used_log_ = log;
+    used_log_gpa_ = used_gpa;
+  }
+
   uint16_t last_avail_idx() const { return last_avail_; }
   uint16_t size() const { return layout_.size; }
   bool broken() const { return broken_; }
@@ -104,7 +113,13 @@ class DeviceQueue {
  private:
   int walk(uint16_t head, DescriptorChain* out, Segment* storage, uint32_t capacity);
 
+  void log_used(uint64_t offset, uint64_t len) const {
+    if (used_log_) used_log_->mark(used_log_gpa_ + offset, len);
+  }
+
   const GuestMemory* mem_ = nullptr;
+  const DirtyLog* used_log_ = nullptr;
+  uint64_t used_log_gpa_ = 0;
   QueueLayout layout_{};
   InflightQueue* inflight_ = nullptr;
   bool event_idx_ = false;

@@ -59,6 +59,10 @@ class FuzzDevice final : public Device {
   }
   uint16_t stop_queue(unsigned index) override { return index < 2 ? base_[index] : 0; }
   void set_call_fd(unsigned, int) override {}
+  void set_dirty_log(unsigned, const DirtyLogState& s) override {
+    // What a queue thread would do with it: mark a page (the log is mapped and sized).
+    if (s.log) s.log->mark(0, 1);
+  }
   void pause() override {}
   void resume() override {}
   void reset() override {}

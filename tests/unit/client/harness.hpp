@@ -141,6 +141,7 @@ class SilentDevice final : public vhost::Device {
   }
   uint16_t stop_queue(unsigned) override { return 0; }
   void set_call_fd(unsigned, int) override {}
+  void set_dirty_log(unsigned, const vhost::DirtyLogState&) override {}
   void pause() override {}
   void resume() override {}
   void reset() override {}

@@ -81,11 +81,12 @@ class BackendTest : public ::testing::Test {
 TEST_F(BackendTest, NegotiationOffersDeviceAndProtocolFeatures) {
   auto f = fe->get_features();
   ASSERT_TRUE(f);
-  EXPECT_EQ(*f, FakeDevice::kFeatures | bit(kFeatureProtocolFeatures));
+  EXPECT_EQ(*f, FakeDevice::kFeatures | bit(kFeatureProtocolFeatures) | bit(kFeatureLogAll));
   auto pf = fe->get_protocol_features();
   ASSERT_TRUE(pf);
   EXPECT_EQ(*pf, kBackendProtocolFeatures);
-  for (unsigned b : {kProtoMq, kProtoReplyAck, kProtoConfig, kProtoInflightShmfd, kProtoConfigureMemSlots})
+  for (unsigned b :
+       {kProtoMq, kProtoLogShmfd, kProtoReplyAck, kProtoConfig, kProtoInflightShmfd, kProtoConfigureMemSlots})
     EXPECT_TRUE(*pf & bit(b)) << b;
   auto qn = fe->get_queue_num();
   ASSERT_TRUE(qn);
@@ -537,8 +538,10 @@ TEST_F(BackendTest, RingAddressesOutsideMemoryOrMisaligned) {
   a.used_user_addr += 2;
   EXPECT_EQ(fe->set_vring_addr(a), -EINVAL);
   a = ring_addr(mem, 0);
+  a.flags = 2;  // VHOST_VRING_F_LOG is the only flag
+  EXPECT_EQ(fe->set_vring_addr(a), -EINVAL);
   a.flags = 1u << VHOST_VRING_F_LOG;
-  EXPECT_EQ(fe->set_vring_addr(a), -ENOTSUP);
+  EXPECT_EQ(fe->set_vring_addr(a), 0);
   EXPECT_EQ(fe->set_vring_addr(ring_addr(mem, 0)), 0);
 }
 
@@ -562,7 +565,10 @@ TEST_F(BackendTest, RingSizeMustBeAPowerOfTwoAndFixedWhileRunning) {
   EXPECT_EQ(fe->set_vring_num(0, 96), -EINVAL);
   start_ring(0);
   EXPECT_EQ(fe->set_vring_num(0, 64), -EBUSY);
-  EXPECT_EQ(fe->set_vring_addr(ring_addr(mem, 0)), -EBUSY);
+  vhost_vring_addr moved = ring_addr(mem, 0);
+  moved.used_user_addr += 0x100;
+  EXPECT_EQ(fe->set_vring_addr(moved), -EBUSY) << "a running ring cannot move";
+  EXPECT_EQ(fe->set_vring_addr(ring_addr(mem, 0)), 0) << "the same addresses (only the log flag may change)";
   EXPECT_EQ(fe->set_vring_base(0, 1), -EBUSY);
   EXPECT_EQ(fe->set_inflight_fd(*fe->get_inflight_fd(2, 128)), -EBUSY);
   EXPECT_EQ(fe->set_features(FakeDevice::kFeatures), -EBUSY) << "features change under a running ring";
@@ -699,6 +705,119 @@ TEST_F(BackendTest, AnUnsealableInflightRegionShrunkUnderTheVcpIsSurvived) {
   EXPECT_EQ(loop->join(), -EFAULT) << "the front-end is dropped";
 }
 
+// ---- live migration: the dirty page log ----
+
+// A log the way QEMU makes it (vhost_log_alloc with LOG_SHMFD): a sealed memfd.
+struct LogFile {
+  explicit LogFile(size_t bytes) : mem(bytes, MFD_CLOEXEC | MFD_ALLOW_SEALING) {
+    if (mem.fd) (void)fcntl(mem.fd.get(), F_ADD_SEALS, F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+  }
+  bool bit(uint64_t page) const { return (mem.p[page / 8] >> (page % 8)) & 1; }
+  SharedMemory mem;
+};
+
+// QEMU's order when a migration starts on a running device: SET_LOG_BASE, then SET_FEATURES
+// with LOG_ALL, then SET_VRING_ADDR with VHOST_VRING_F_LOG for each ring; the reverse when it
+// ends. Each running queue is told, and marks land in the front-end's memory.
+TEST_F(BackendTest, DirtyLoggingFollowsLogAllTheLogAndTheRingFlag) {
+  negotiate();
+  set_memory(mem);
+  start_ring(0);
+  ASSERT_EQ(dev.get_starts().back().dirty.log, nullptr) << "no logging before a migration";
+
+  LogFile log(4096);  // 32768 pages: guest addresses up to 128 MiB
+  ASSERT_NE(log.mem.p, nullptr);
+  ASSERT_EQ(fe->set_log_base(log.mem.fd.get(), log.mem.size), 0);
+  ASSERT_TRUE(alive());
+  std::vector<std::pair<unsigned, DirtyLogState>> calls;
+  {
+    std::lock_guard lk(dev.mu);
+    calls = dev.dirty_logs;
+  }
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].second.log, nullptr) << "a log alone does not turn logging on";
+
+  const uint64_t all = FakeDevice::kFeatures | bit(kFeatureProtocolFeatures);
+  ASSERT_EQ(fe->set_features(all | bit(kFeatureLogAll)), 0) << "LOG_ALL may change under a running ring";
+  vhost_vring_addr a = ring_addr(mem, 0);
+  a.flags = 1u << VHOST_VRING_F_LOG;
+  a.log_guest_addr = 0x12000;
+  ASSERT_EQ(fe->set_vring_addr(a), 0);
+  {
+    std::lock_guard lk(dev.mu);
+    calls = dev.dirty_logs;
+  }
+  ASSERT_EQ(calls.size(), 3u);
+  EXPECT_EQ(calls[1].first, 0u);
+  ASSERT_NE(calls[1].second.log, nullptr);
+  EXPECT_FALSE(calls[1].second.log_used);
+  const DirtyLogState on = calls[2].second;
+  ASSERT_NE(on.log, nullptr);
+  EXPECT_TRUE(on.log_used);
+  EXPECT_EQ(on.used_gpa, 0x12000u);
+  EXPECT_EQ(on.log->covers(), uint64_t{128} << 20);
+  // What a queue thread does with it: the bit lands in the front-end's log.
+  on.log->mark(0x5000, 0x2001);  // pages 5, 6 and 7
+  EXPECT_FALSE(log.bit(4));
+  EXPECT_TRUE(log.bit(5) && log.bit(6) && log.bit(7));
+  EXPECT_FALSE(log.bit(8));
+  on.log->mark(uint64_t{128} << 20, 1);
+  EXPECT_EQ(on.log->missed(), 1u) << "a page past the log is counted, not written";
+
+  // A ring started while logging is on gets the state with its start.
+  setup_ring(mem, 1);
+  vhost_vring_addr a1 = ring_addr(mem, 1);
+  a1.flags = 1u << VHOST_VRING_F_LOG;
+  a1.log_guest_addr = 0x16000;
+  ASSERT_EQ(fe->set_vring_addr(a1), 0);
+  ASSERT_EQ(fe->set_vring_enable(1, true), 0);
+  ASSERT_TRUE(dev.is_running(1));
+  EXPECT_EQ(dev.get_starts().back().dirty.log, on.log);
+  EXPECT_EQ(dev.get_starts().back().dirty.used_gpa, 0x16000u);
+
+  // QEMU grows the log while the rings run: every ring moves to the new one.
+  LogFile bigger(8192);
+  ASSERT_EQ(fe->set_log_base(bigger.mem.fd.get(), bigger.mem.size), 0);
+  {
+    std::lock_guard lk(dev.mu);
+    calls = dev.dirty_logs;
+  }
+  ASSERT_EQ(calls.size(), 5u);
+  for (size_t i = 3; i < 5; ++i) {
+    ASSERT_NE(calls[i].second.log, nullptr);
+    EXPECT_EQ(calls[i].second.log->covers(), uint64_t{256} << 20);
+  }
+
+  // The migration ends: LOG_ALL off, then the ring flags.
+  ASSERT_EQ(fe->set_features(all), 0);
+  {
+    std::lock_guard lk(dev.mu);
+    calls = dev.dirty_logs;
+  }
+  ASSERT_EQ(calls.size(), 7u);
+  EXPECT_EQ(calls[5].second.log, nullptr);
+  EXPECT_EQ(calls[6].second.log, nullptr);
+  ASSERT_EQ(fe->set_vring_addr(ring_addr(mem, 0)), 0);
+  EXPECT_EQ(dev.acked_features, FakeDevice::kFeatures) << "the device never sees LOG_ALL";
+}
+
+TEST_F(BackendTest, ALogBaseWithoutLogShmfdIsRefused) {
+  auto pf = fe->get_protocol_features();
+  ASSERT_TRUE(pf);
+  ASSERT_EQ(fe->set_protocol_features(*pf & ~bit(kProtoLogShmfd)), 0);
+  ASSERT_EQ(fe->set_owner(), 0);
+  LogFile log(4096);
+  EXPECT_NE(fe->set_log_base(log.mem.fd.get(), log.mem.size), 0);
+  EXPECT_EQ(loop->join(), -EINVAL) << "dropped: QEMU waits for an answer that would be a lie";
+}
+
+TEST_F(BackendTest, ALogLargerThanItsFileIsRefused) {
+  negotiate();
+  LogFile log(4096);
+  EXPECT_NE(fe->set_log_base(log.mem.fd.get(), 8192), 0);
+  EXPECT_EQ(loop->join(), -EINVAL);
+}
+
 TEST_F(BackendTest, RegionWithUnalignedMmapOffsetMapsTheRightBytes) {
   negotiate();
   mem.p[0x10000 + 0x200] = 0x3c;
@@ -733,8 +852,8 @@ TEST_F(BackendTest, MessagesBeforeSetOwnerWithoutReplyAckDrop) {
 
 TEST_F(BackendTest, FeaturesNeverOfferedAreRefused) {
   negotiate();
-  EXPECT_EQ(fe->set_features(FakeDevice::kFeatures | (1ull << 26) /* LOG_ALL */), -EINVAL);
-  EXPECT_EQ(fe->set_protocol_features(kBackendProtocolFeatures | bit(kProtoLogShmfd)), -EINVAL);
+  EXPECT_EQ(fe->set_features(FakeDevice::kFeatures | (1ull << 27) /* ANY_LAYOUT */), -EINVAL);
+  EXPECT_EQ(fe->set_protocol_features(kBackendProtocolFeatures | bit(kProtoPagefault)), -EINVAL);
   EXPECT_EQ(dev.acked_features, FakeDevice::kFeatures);
 }
 

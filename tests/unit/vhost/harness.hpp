@@ -65,6 +65,11 @@ class FakeDevice final : public Device {
     log.push_back("stop " + std::to_string(index));
     return stop_value[index];
   }
+  void set_dirty_log(unsigned index, const DirtyLogState& s) override {
+    std::lock_guard lk(mu);
+    dirty_logs.emplace_back(index, s);
+    log.push_back("dirty log " + std::to_string(index) + (s.log ? " on" : " off") + (s.log_used ? " used" : ""));
+  }
   void set_call_fd(unsigned index, int call_fd) override {
     std::lock_guard lk(mu);
     call_fds.emplace_back(index, call_fd);
@@ -106,6 +111,7 @@ class FakeDevice final : public Device {
   int resets = 0;
   std::vector<QueueStart> starts;
   std::vector<std::pair<unsigned, int>> call_fds;
+  std::vector<std::pair<unsigned, DirtyLogState>> dirty_logs;
   std::vector<std::pair<uint32_t, std::vector<uint8_t>>> config_writes;
   std::vector<std::string> log;
 };

@@ -124,8 +124,10 @@ TEST(ParseMessage, UnknownRequestsParseAsUnknown) {
   ASSERT_EQ(parse(build(static_cast<Request>(77), payload, sizeof(payload)), 3, &m), 0);
   EXPECT_FALSE(m.known);
   EXPECT_EQ(m.size, sizeof(payload));
-  ASSERT_EQ(parse(build(Request::set_log_base, payload, 16), 1, &m), 0);
-  EXPECT_FALSE(m.known) << "dirty logging is not offered";
+  ASSERT_EQ(parse(build(Request::set_log_fd, payload, 8), 1, &m), 0);
+  EXPECT_FALSE(m.known) << "the log's eventfd is not used";
+  ASSERT_EQ(parse(build(Request::postcopy_advise, nullptr, 0), 0, &m), 0);
+  EXPECT_FALSE(m.known) << "postcopy is not offered";
   EXPECT_STREQ(to_string(Request::get_inflight_fd), "GET_INFLIGHT_FD");
   EXPECT_STREQ(to_string(static_cast<Request>(77)), "UNKNOWN");
 }
