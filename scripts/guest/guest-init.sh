@@ -4,14 +4,17 @@
 # util-linux blkdiscard.
 #
 # Kernel command line:
-#   vcptest=all|raw|fs|smoke  what to run (default all)
+#   vcptest=all|raw|fs|smoke|migrate  what to run (default all)
 #     smoke: modules, device, queues
+#     migrate: smoke + reads of a known pattern verified in a loop for vcpmigrate_s seconds,
+#            while the host migrates the guest (tests/integration/migration_test.sh)
 #     raw:   smoke + O_DIRECT patterns at several offsets, discard/zero-out, parallel load
 #     fs:    smoke + ext4: write files, sync, umount, drop caches, remount, verify, fstrim, e2fsck
 #     all:   raw + fs
 #   vcpqueues=N        the number of request queues /sys/block/vda/mq must show (default 1)
 #   vcpdiscard=yes|no  yes: the device must offer discard and write-zeroes, and both are tested
 #   vcpwatchdog=S      fail (with the state of the in-flight requests) after S seconds
+#   vcpmigrate_s=S     how long the migrate test reads (default 40)
 #
 # Serial console markers: "VCPTEST: step NAME ok (Ts)" per step, then exactly one of
 # "VCPTEST: PASS" or "VCPTEST: FAIL <why>".
@@ -29,6 +32,7 @@ TEST=all
 QUEUES=1
 DISCARD=yes
 WATCHDOG=100
+MIGRATE_S=40
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
   case $arg in
@@ -36,6 +40,7 @@ for arg in $cmdline; do
     vcpqueues=*) QUEUES=${arg#vcpqueues=} ;;
     vcpdiscard=*) DISCARD=${arg#vcpdiscard=} ;;
     vcpwatchdog=*) WATCHDOG=${arg#vcpwatchdog=} ;;
+    vcpmigrate_s=*) MIGRATE_S=${arg#vcpmigrate_s=} ;;
   esac
 done
 
@@ -314,8 +319,46 @@ step_fs() {
   umount /mnt || { why "final umount failed"; return 1; }
 }
 
+# The guest moves to another host while this runs. Two readers loop over their own 64 MiB (a
+# 16 MiB random pattern four times), each round one dd reading it O_DIRECT in 64 KiB pieces
+# into the same buffer (the device writes it; the CPU only reads it, into the checksum's pipe),
+# so one dd outlives the migration's passes. A page the VCP wrote after the migration copied it
+# and did not mark in the dirty log reaches the destination stale: a wrong sum there. A lost
+# used-ring update: a read that never completes (the watchdog).
+step_migrate() {
+  head -c $((16 * MIB)) /dev/urandom >/tmp/pat
+  for i in 0 1 2 3 4 5 6 7; do
+    dev_write /tmp/pat $((i * 16 * MIB)) $MIB || { why "writing the pattern failed"; return 1; }
+  done
+  want=$(cat /tmp/pat /tmp/pat /tmp/pat /tmp/pat | md5sum | cut -d' ' -f1)
+  echo "VCPTEST: migrate ready"
+  end=$(($(cut -d. -f1 /proc/uptime) + MIGRATE_S))
+  pids=""
+  for r in 0 1; do
+    (
+      n=0
+      while [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do
+        got=$(dd if=$DEV bs=64k skip=$((r * 1024)) count=1024 iflag=direct status=none | md5sum | cut -d' ' -f1)
+        if [ "$got" != "$want" ]; then
+          echo "reader $r round $n: read $got, wrote $want" >/tmp/migrate$r
+          exit 1
+        fi
+        n=$((n + 1))
+      done
+      echo "reader $r: $n rounds" >/tmp/migrate$r
+    ) &
+    pids="$pids $!"
+  done
+  rc=0
+  for p in $pids; do wait "$p" || rc=1; done
+  for r in 0 1; do echo "VCPTEST: migrate $(cat /tmp/migrate$r 2>/dev/null)"; done
+  grep -q rounds /tmp/migrate0 && grep -q rounds /tmp/migrate1 && [ $rc = 0 ] && return 0
+  why "$(cat /tmp/migrate0 /tmp/migrate1 | grep -v rounds)"
+  return 1
+}
+
 echo "VCPTEST: start test=$TEST queues=$QUEUES discard=$DISCARD kernel=$(uname -r) cpus=$(nproc)"
-case $TEST in all | raw | fs | smoke) ;; *) fail "unknown vcptest=$TEST" ;; esac
+case $TEST in all | raw | fs | smoke | migrate) ;; *) fail "unknown vcptest=$TEST" ;; esac
 case $DISCARD in yes | no) ;; *) fail "vcpdiscard must be yes or no, not '$DISCARD'" ;; esac
 (
   sleep "$WATCHDOG"
@@ -336,6 +379,9 @@ if [ "$TEST" = all ] || [ "$TEST" = raw ]; then
 fi
 if [ "$TEST" = all ] || [ "$TEST" = fs ]; then
   step fs step_fs
+fi
+if [ "$TEST" = migrate ]; then
+  step migrate step_migrate
 fi
 echo "VCPTEST: PASS"
 finish
