@@ -6,6 +6,10 @@
 #
 #   scripts/bench-target.sh [VCP_BIN] [SECONDS]   (default: $BUILD/vcp, BUILD defaulting to build)
 #   LOADS="randread-4k-qd32" scripts/bench-target.sh ...   (a subset of the loads below)
+#   LUN_DIR=/dev/shm scripts/bench-target.sh ...           (where the two LUN files go; default
+#                                                         a temporary folder in /tmp. On tmpfs
+#                                                         the file system's share of a write,
+#                                                         which both targets pay, is small)
 #
 # Loads:
 #   randread-4k-qd32   iscsi-perf -r -m 32 -b 8          (4 KiB random reads)
@@ -34,23 +38,27 @@ for t in iscsi-perf qemu-img taskset python3; do command -v $t >/dev/null || fai
 [ "$(nproc)" -ge 2 ] || fail "needs 2 CPUs (target on CPU 1, initiator on CPU 0)"
 
 DIR=$(mktemp -d /tmp/vcp-bench-target.XXXXXX)
+LUNS=$DIR
+if [ -n "${LUN_DIR:-}" ]; then
+  LUNS=$(mktemp -d "$LUN_DIR/vcp-bench-target-luns.XXXXXX") || fail "cannot make a folder in LUN_DIR=$LUN_DIR"
+fi
 VCP_PID=
 cleanup() {
   [ -n "$VCP_PID" ] && { kill -TERM "$VCP_PID" 2>/dev/null; wait "$VCP_PID" 2>/dev/null; }
   tgtd_stop
-  rm -rf "$DIR"
+  rm -rf "$DIR" "$LUNS"
 }
 trap cleanup EXIT
 # CPU ticks (utime + stime, all threads) of a process.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 
-truncate -s 256M "$DIR/vcp.img" "$DIR/tgt.img"
+truncate -s 256M "$LUNS/vcp.img" "$LUNS/tgt.img"
 # Fill the files so reads hit allocated blocks in both.
-dd if=/dev/zero of="$DIR/vcp.img" bs=1M count=256 conv=notrunc status=none
-dd if=/dev/zero of="$DIR/tgt.img" bs=1M count=256 conv=notrunc status=none
+dd if=/dev/zero of="$LUNS/vcp.img" bs=1M count=256 conv=notrunc status=none
+dd if=/dev/zero of="$LUNS/tgt.img" bs=1M count=256 conv=notrunc status=none
 
-taskset -c 1 "$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$DIR/vcp.img" --cpu 1 \
+taskset -c 1 "$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$LUNS/vcp.img" --cpu 1 \
   >"$DIR/vcp.log" 2>&1 &
 VCP_PID=$!
 for _ in $(seq 100); do
@@ -61,7 +69,7 @@ done
 [ -n "$VCP_PORT" ] || { cat "$DIR/vcp.log"; fail "vcp target did not start"; }
 
 tgtd_start "$DIR/tgtd.log" 1
-tgtd_target 1 $IQN_TGT 1 "$DIR/tgt.img"
+tgtd_target 1 $IQN_TGT 1 "$LUNS/tgt.img"
 
 # run NAME PID HOST_PORT IQN LUN LOAD -> prints "iops us_per_io"
 run() {
@@ -116,3 +124,4 @@ for load in ${LOADS:-randread-4k-qd32 write-4k-qd32 seqread-256k-qd8 seqwrite-25
 done
 echo "target pinned to CPU 1 (vcp: --cpu 1 and taskset -c 1; tgtd: taskset -c 1), initiator on CPU 0;"
 echo "ratio = (IOPS per target CPU-second, vcp) / (same, tgtd) = tgtd us/IO / vcp us/IO; ${SECS} s per load."
+echo "LUN files (256 MiB each, filled with dd bs=1M) on $(df --output=fstype "$LUNS" | tail -1) ($LUNS)."

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -730,6 +731,7 @@ void Session::tx_cancel(Task& t) {
 }
 
 void Session::emit_header(TxRecord& r, const is::Pdu& pdu) {
+  note_outgoing(pdu);
   is::encode_bhs(pdu, std::span<uint8_t, is::kBhsSize>(r.hdr.data(), is::kBhsSize));
   r.hdr_len = is::kBhsSize;
   if (digests_.header) {
@@ -1007,6 +1009,8 @@ void Session::rx_reset() {
   rx_got_ = 0;
   stage_begin_ = stage_end_ = 0;
   rx_since_large_ = UINT32_MAX;
+  pred_bytes_ = pred_dsl_ = pred_streak_ = 0;
+  pred_off_ = false;
 }
 
 void Session::arm_recv() {
@@ -1029,7 +1033,7 @@ void Session::arm_recv() {
     stage_begin_ = 0;
     stage_end_ = held;
   }
-  set_rcvlowat(1);
+  set_rcvlowat(predicted_pdu_bytes(held));
   uint32_t want = kStageBytes - stage_end_;
   // Large Data-In lately: read up to the next BHS only, so its segment goes straight to the
   // request's buffers instead of through the staging buffer.
@@ -1059,6 +1063,49 @@ void Session::set_rcvlowat(uint32_t bytes) {
     rcvlowat_works_ = false;  // receives still complete; they only wake more often
     VCP_LOG_WARN("{}: SO_RCVLOWAT refused ({}): large reads wake per TCP segment", name_, errno_str(errno));
   }
+}
+
+// The mark for the receive of the next header: a whole PDU of the size the target has been
+// sending, or 1 (any byte). Only with nothing of the next PDU staged, in full feature phase with
+// no NOP or task management answer awaited, and after kPredictAfter Data-In PDUs in a row of one
+// size; every PDU sent that could bring back anything else breaks the row first (note_outgoing).
+// A target that sends something smaller anyway (a check condition, a NOP-In of its own) leaves
+// the mark unmet: the session timer notices (check_lowat_stall) within two ticks, lowers it, and
+// predicts no more on this connection.
+uint32_t Session::predicted_pdu_bytes(uint32_t held) const {
+  if (pred_off_ || held > 0 || pred_streak_ < kPredictAfter || pred_bytes_ < kLowatMin) return 1;
+  if (state_ != State::FullFeature || nop_outstanding_ || tmf_ != Tmf::None) return 1;
+  return pred_bytes_;
+}
+
+void Session::note_outgoing(const is::Pdu& pdu) {
+  if (pred_streak_ == 0) return;
+  if (const auto* c = std::get_if<is::ScsiCommandPdu>(&pdu); c && c->read && !c->write && pred_dsl_ > 0) {
+    // A read keeps the row going when none of its Data-In can be smaller than the predicted
+    // ones: a whole number of them, and where the target must split it (at our
+    // MaxRecvDataSegmentLength or MaxBurstLength), no piece smaller either.
+    const uint32_t x = c->expected_data_transfer_length;
+    const uint32_t most = std::min(params_.max_recv_data_segment_length, params_.max_burst_length);
+    const uint32_t last = most > 0 ? x % most : 0;
+    if (x >= pred_dsl_ && x % pred_dsl_ == 0 && (x <= most || last == 0 || last >= pred_dsl_)) return;
+  }
+  pred_streak_ = 0;
+  if (rx_phase_ == RxPhase::Stage && rcvlowat_ > 1) set_rcvlowat(1);  // before the PDU goes out
+}
+
+void Session::check_lowat_stall(uint64_t now) {
+  if (rcvlowat_ <= 1 || rx_phase_ != RxPhase::Stage || !recv_in_flight_ || !sock_) return;
+  if (now - last_rx_ms_ < kTickMs) return;
+  int queued = 0;
+  if (::ioctl(sock_.get(), FIONREAD, &queued) != 0 || queued <= 0 || queued >= rcvlowat_) return;
+  // Bytes wait below the mark and none came for a tick: the target sent a smaller PDU.
+  ++stats_.lowat_misses;
+  VCP_LOG_WARN("{}: the target sent a PDU smaller than the {} bytes of its last {} Data-In ({} bytes waited {} ms); "
+               "no more whole-PDU receives on this connection",
+               name_, rcvlowat_, pred_streak_, queued, now - last_rx_ms_);
+  pred_off_ = true;
+  pred_streak_ = 0;
+  set_rcvlowat(1);  // the kernel signals the socket at once if the bytes queued now suffice
 }
 
 void Session::on_received(int res) {
@@ -1183,6 +1230,19 @@ bool Session::rx_header(const uint8_t* hdr) {
   auto* d = std::get_if<is::DataInPdu>(&rx_pdu_);
   if (d) rx_since_large_ = rx_dsl_ > kCopyMax ? 0 : UINT32_MAX;
   else if (rx_since_large_ != UINT32_MAX) ++rx_since_large_;
+  if (d && rx_dsl_ > 0) {
+    const uint32_t whole = rx_hdr_len_ + static_cast<uint32_t>(is::padded_length(rx_dsl_)) +
+                           (digests_.data ? is::kDigestSize : 0);
+    if (whole == pred_bytes_) {
+      if (pred_streak_ < kPredictAfter) ++pred_streak_;
+    } else {
+      pred_bytes_ = whole;
+      pred_dsl_ = rx_dsl_;
+      pred_streak_ = 1;
+    }
+  } else {
+    pred_streak_ = 0;  // anything else (a SCSI Response, an R2T, a NOP-In): not a row of Data-In
+  }
   if (rx_dsl_ == 0) return true;
   rx_total_ = static_cast<uint32_t>(is::padded_length(rx_dsl_)) + (digests_.data ? is::kDigestSize : 0);
   rx_iov_ = &scratch_iov_;
@@ -1512,6 +1572,7 @@ void Session::on_tmf_response(const is::TaskMgmtResponsePdu& r) {
 
 void Session::on_timer() {
   const uint64_t now = now_ms();
+  check_lowat_stall(now);
   if (delayed_ > 0) {
     for (uint32_t i = 0; i < kMaxTasks; ++i) {
       Task& t = tasks_[i];

@@ -62,6 +62,11 @@ class Session {
   // A data segment with at least this much still to come is received whole before the kernel
   // wakes the session (SO_RCVLOWAT); below it, the socket wakes on every byte.
   static constexpr uint32_t kLowatMin = 32 * 1024;
+  // After this many Data-In PDUs in a row of one size (at least kLowatMin), and while only reads
+  // that the target answers with PDUs of that size are outstanding, the receive of the next
+  // header waits for a whole PDU of that size (SO_RCVLOWAT): one wake-up per PDU instead of one
+  // for its header and another for the rest (docs/iscsi.md, "Receiving").
+  static constexpr uint32_t kPredictAfter = 8;
 
   enum class State : uint8_t { Down, Connecting, LoggingIn, FullFeature, LoggingOut, Failed };
 
@@ -112,6 +117,7 @@ class Session {
     uint64_t held_completions = 0;  // completions held until the kernel was done with their data
     uint64_t pdus_received = 0;
     uint64_t receives = 0;  // socket receives that returned data
+    uint64_t lowat_misses = 0;  // a whole-PDU mark the target's next PDU did not reach (timer)
     uint64_t sends = 0;     // sendmsg calls (each carries every queued PDU it can)
   };
   const Stats& stats() const { return stats_; }
@@ -191,6 +197,9 @@ class Session {
   void arm_send();
   void arm_recv();
   void set_rcvlowat(uint32_t bytes);
+  uint32_t predicted_pdu_bytes(uint32_t held) const;
+  void note_outgoing(const vcp::iscsi::Pdu& pdu);
+  void check_lowat_stall(uint64_t now);
   void queue_msg(int op, msghdr& msg, iovec* iov, uint32_t n);  // op: Send or Recv
   void arm_timer_read();
   void handle_cqe(uint64_t ud, int res);
@@ -325,6 +334,10 @@ class Session {
   int rcvlowat_ = 1;            // the socket's SO_RCVLOWAT as last set
   bool rcvlowat_works_ = true;  // false once setsockopt refused it: not tried again
   uint32_t rx_since_large_ = UINT32_MAX;       // PDUs since the last Data-In above kCopyMax
+  // Whole-PDU marks: the size (whole PDU, header to digest) and data segment length of the last
+  // Data-In, how many in a row had it, and whether a mark went unmet on this connection.
+  uint32_t pred_bytes_ = 0, pred_dsl_ = 0, pred_streak_ = 0;
+  bool pred_off_ = false;
   uint32_t rx_hdr_len_ = vcp::iscsi::kBhsSize;
   uint32_t rx_got_ = 0;  // Data phase: bytes of rx_total_ in place
   vcp::iscsi::Pdu rx_pdu_;

@@ -5,6 +5,9 @@
 // request completed exactly once.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <functional>
+
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
@@ -73,6 +76,20 @@ class IscsiSession : public ::testing::Test {
     EXPECT_EQ(io.status, 0);
     EXPECT_EQ(io.buf, pattern(512, seed));
     EXPECT_EQ(io.calls, 1);
+  }
+
+  // `n` reads of `len` bytes, each answered good by one Data-In with status; `before` runs
+  // ahead of each.
+  void reads_answered_whole(uint32_t len, uint32_t n, const std::function<void()>& before = [] {}) {
+    for (uint32_t i = 0; i < n; ++i) {
+      before();
+      TestIo io(BlockOp::read, 0, len);
+      auto c = issue(io);
+      ASSERT_TRUE(c);
+      target_.data_in_good(c->itt, pattern(len, static_cast<uint8_t>(i)));
+      ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+      ASSERT_EQ(io.status, 0);
+    }
   }
 
   ScriptedTarget target_;
@@ -342,6 +359,20 @@ int initiator_socket(uint16_t target_port) {
   return -1;
 }
 
+// One Data-In with status carrying `data` for `itt`, as bytes for the wire (for sending in parts).
+std::vector<uint8_t> data_in_wire(ScriptedTarget& target, uint32_t itt, const std::vector<uint8_t>& data) {
+  is::DataInPdu d;
+  d.final = true;
+  d.has_status = true;
+  d.data_segment_length = static_cast<uint32_t>(data.size());
+  d.itt = itt;
+  target.stamp(d);
+  std::vector<uint8_t> wire(is::kBhsSize + data.size());
+  is::encode_bhs(is::Pdu{d}, std::span<uint8_t, is::kBhsSize>(wire.data(), is::kBhsSize));
+  std::memcpy(wire.data() + is::kBhsSize, data.data(), data.size());
+  return wire;
+}
+
 int rcvlowat(int fd) {
   int v = -1;
   socklen_t len = sizeof v;
@@ -358,15 +389,7 @@ TEST_F(IscsiSession, ALargeDataSegmentIsReceivedWholeBeforeTheSessionWakes) {
   auto c = issue(io);
   ASSERT_TRUE(c);
   auto data = pattern(kLen, 3);
-  is::DataInPdu d;
-  d.final = true;
-  d.has_status = true;
-  d.data_segment_length = kLen;
-  d.itt = c->itt;
-  target_.stamp(d);
-  std::vector<uint8_t> wire(is::kBhsSize + kLen);
-  is::encode_bhs(is::Pdu{d}, std::span<uint8_t, is::kBhsSize>(wire.data(), is::kBhsSize));
-  std::memcpy(wire.data() + is::kBhsSize, data.data(), kLen);
+  const std::vector<uint8_t> wire = data_in_wire(target_, c->itt, data);
   // The segment in parts, the first larger than a staging receive takes. While the session
   // waits, its low-water mark must be set (a large part is missing) and never above what is
   // queued on its socket plus what is still to come: it would wait for bytes that never arrive.
@@ -390,6 +413,71 @@ TEST_F(IscsiSession, ALargeDataSegmentIsReceivedWholeBeforeTheSessionWakes) {
   // Headers are received at any byte again, and small reads never move the mark.
   EXPECT_EQ(rcvlowat(fd), 1);
   read_works(9);
+  EXPECT_EQ(rcvlowat(fd), 1);
+}
+
+TEST_F(IscsiSession, AfterARowOfEqualDataInTheNextHeaderWaitsForTheWholePdu) {
+  start();
+  const int fd = initiator_socket(target_.port());
+  ASSERT_GE(fd, 0);
+  constexpr uint32_t kLen = 64 * 1024;
+  ASSERT_NO_FATAL_FAILURE(reads_answered_whole(kLen, Session::kPredictAfter, [&] {
+    EXPECT_EQ(rcvlowat(fd), 1) << "no row yet";
+  }));
+  // The row is there: the next header is received only with its whole PDU.
+  ASSERT_TRUE(target_.run_until([&] { return rcvlowat(fd) > 1; }, 2000));
+  EXPECT_EQ(rcvlowat(fd), static_cast<int>(is::kBhsSize + kLen));
+  TestIo io(BlockOp::read, 0, kLen);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(rcvlowat(fd), static_cast<int>(is::kBhsSize + kLen)) << "a read of the same size keeps it";
+  const auto data = pattern(kLen, 77);
+  const std::vector<uint8_t> wire = data_in_wire(target_, c->itt, data);
+  const uint64_t receives = session_->stats().receives;
+  target_.send_raw({wire.begin(), wire.begin() + is::kBhsSize + 1000});  // the header and a little
+  target_.run_for(100);
+  EXPECT_EQ(session_->stats().receives, receives) << "the session woke for a part of the PDU";
+  EXPECT_FALSE(io.done());
+  target_.send_raw({wire.begin() + is::kBhsSize + 1000, wire.end()});
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.buf, data);
+  EXPECT_LE(session_->stats().receives, receives + 2) << "header, then the segment, both already there";
+
+  // Anything that could bring back a smaller PDU puts the mark back to 1 before it goes out
+  // (Session::note_outgoing: any PDU but a read of whole predicted pieces); here a smaller read.
+  ASSERT_TRUE(target_.run_until([&] { return rcvlowat(fd) > 1; }, 2000));
+  TestIo small(BlockOp::read, 0, 4096);
+  auto cs = issue(small);
+  ASSERT_TRUE(cs);
+  EXPECT_EQ(rcvlowat(fd), 1) << "a 4 KiB read comes back in a 4 KiB PDU";
+  target_.data_in_good(cs->itt, pattern(4096, 5));
+  ASSERT_TRUE(target_.run_until([&] { return small.done(); }, 2000));
+  EXPECT_EQ(rcvlowat(fd), 1) << "the row starts again";
+  EXPECT_EQ(session_->stats().lowat_misses, 0u);
+}
+
+TEST_F(IscsiSession, APduSmallerThanPredictedIsTakenWithinTwoTicksAndEndsPredicting) {
+  start();
+  const int fd = initiator_socket(target_.port());
+  ASSERT_GE(fd, 0);
+  constexpr uint32_t kLen = 64 * 1024;
+  ASSERT_NO_FATAL_FAILURE(reads_answered_whole(kLen, Session::kPredictAfter));
+  TestIo io(BlockOp::read, 0, kLen);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(target_.run_until([&] { return rcvlowat(fd) > 1; }, 2000));
+  // The target answers with a CHECK CONDITION (a SCSI Response, no Data-In): far below the mark.
+  const auto t0 = std::chrono::steady_clock::now();
+  target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x3, 0x11, 0x00));
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000)) << "the response was never taken";
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(waited, std::chrono::milliseconds(600)) << "two timer ticks, and some slack for a busy machine";
+  EXPECT_NE(io.status, 0);
+  EXPECT_EQ(session_->stats().lowat_misses, 1u);
+  // No more marks on this connection, however long the row.
+  ASSERT_NO_FATAL_FAILURE(reads_answered_whole(kLen, Session::kPredictAfter + 2));
+  target_.run_for(20);
   EXPECT_EQ(rcvlowat(fd), 1);
 }
 
