@@ -315,12 +315,19 @@ void VhostUserBackend::update_dirty_log() {
     if (rings_[i].running) device_.set_dirty_log(i, dirty_state(i));
 }
 
-void VhostUserBackend::drop_log() {
-  if (!log_) return;
-  if (const uint64_t missed = log_->missed(); missed > 0)
+namespace {
+// Said when a log goes (replaced, or the connection ends): pages it could not take.
+void report_missed(const virtio::DirtyLog& log) {
+  if (const uint64_t missed = log.missed(); missed > 0)
     VCP_LOG_ERROR("vhost-user: {} page{} written outside the dirty log (or outside guest memory) could not be "
                   "marked: a migration in progress may miss them",
                   missed, missed == 1 ? "" : "s");
+}
+}  // namespace
+
+void VhostUserBackend::drop_log() {
+  if (!log_) return;
+  report_missed(*log_);
   log_.reset();
   log_guard_.reset();
   log_map_.reset();
@@ -348,9 +355,7 @@ int VhostUserBackend::set_log_base(const LogMsg& l, int fd) {
   log_guard_ = std::move(guard);
   log_ = std::move(log);
   update_dirty_log();
-  if (old_log && old_log->missed() > 0)
-    VCP_LOG_ERROR("vhost-user: {} pages written outside the previous dirty log could not be marked",
-                  old_log->missed());
+  if (old_log) report_missed(*old_log);
   old_log.reset();
   old_guard.reset();
   old_map.reset();
