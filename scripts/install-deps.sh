@@ -13,6 +13,7 @@ BUILD_PKGS=(
 PEER_PKGS=(
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs
   tgt libiscsi-bin libnbd-bin fio iproute2 util-linux kmod qemu-block-extra
+  python3
 )
 
 want=("${BUILD_PKGS[@]}")
