@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 
 #include "backends/block_backend.hpp"
 #include "base/cpu.hpp"
@@ -126,7 +127,7 @@ int run_serve(const ServeArgs& a) {
       conn->poll_fds(&fds[2]);
     else
       fds[2] = fds[3] = {-1, 0, 0};
-    if (::poll(fds, 4, -1) < 0) {
+    if (::poll(fds, std::size(fds), -1) < 0) {
       if (errno == EINTR) continue;
       rc = 1;
       break;
@@ -135,7 +136,7 @@ int run_serve(const ServeArgs& a) {
       VCP_LOG_INFO("signal received; shutting down");
       break;
     }
-    if (conn && (fds[2].revents || fds[3].revents)) {
+    if (conn) {
       int r = conn->on_ready(&fds[2]);
       if (r < 0) {
         if (r == -ECONNRESET)

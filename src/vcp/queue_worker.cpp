@@ -452,13 +452,12 @@ void QueueWorker::on_backend_done(BlockRequest* req, int status) {
 
 void QueueWorker::apply_dirty_log(const vhost::DirtyLogState& d) {
   cur_.dirty = d;
-  dirty_ = d.log;
   dq_.set_used_log(d.log && d.log_used ? d.log : nullptr, d.used_gpa);
 }
 
 void QueueWorker::finish(Slot& s, uint8_t status) {
   *s.status = status;
-  if (dirty_) {
+  if (cur_.dirty.log) {
     // After the writes (the backend completed): data of a read, then the status byte.
     if (s.req.op == BlockOp::read)
       for (uint32_t i = 0; i < s.req.iovcnt; ++i) mark_dirty(s.iov[i].iov_base, s.iov[i].iov_len);

@@ -112,7 +112,7 @@ class QueueWorker {
   void finish(Slot& s, uint8_t status);
   void apply_dirty_log(const vhost::DirtyLogState& d);
   void mark_dirty(const void* p, uint64_t len) const {
-    if (dirty_) dirty_->mark_host(*cur_.memory, p, len);
+    if (cur_.dirty.log) cur_.dirty.log->mark_host(*cur_.memory, p, len);
   }
   bool log_this_refusal() const;
   void refuse(Slot& s, const virtio::BlkRequestView& v, const char* why);
@@ -145,8 +145,7 @@ class QueueWorker {
   std::atomic<State> state_{State::idle};
   std::unique_ptr<BackendQueue> bq_;
   virtio::DeviceQueue dq_;
-  vhost::QueueStart cur_{};
-  const virtio::DirtyLog* dirty_ = nullptr;  // live migration: mark what this queue writes
+  vhost::QueueStart cur_{};  // cur_.dirty.log: live migration's log, marks what this queue writes
   int call_fd_ = -1;
   UniqueFd epoll_fd_;
   std::vector<Slot> slots_;

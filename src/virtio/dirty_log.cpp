@@ -35,9 +35,4 @@ void DirtyLog::mark_host(const GuestMemory& mem, const void* p, uint64_t len) co
   }
 }
 
-bool DirtyLog::test(uint64_t page) const {
-  const uint64_t byte = page / 8;
-  return byte < bytes_ && (__atomic_load_n(&bits_[byte], __ATOMIC_ACQUIRE) & (1u << (page % 8))) != 0;
-}
-
 }  // namespace vcp::virtio

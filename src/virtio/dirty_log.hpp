@@ -42,7 +42,6 @@ class DirtyLog {
   uint64_t covers() const { return bytes_ > UINT64_MAX / (8 * kPageSize) ? UINT64_MAX : bytes_ * 8 * kPageSize; }
   // Pages that could not be marked (outside the bitmap or outside guest memory).
   uint64_t missed() const { return missed_.load(std::memory_order_relaxed); }
-  bool test(uint64_t page) const;  // for tests and diagnostics
 
  private:
   uint8_t* const bits_;

@@ -1230,9 +1230,10 @@ bool Session::rx_header(const uint8_t* hdr) {
   auto* d = std::get_if<is::DataInPdu>(&rx_pdu_);
   if (d) rx_since_large_ = rx_dsl_ > kCopyMax ? 0 : UINT32_MAX;
   else if (rx_since_large_ != UINT32_MAX) ++rx_since_large_;
+  if (rx_dsl_ > 0)
+    rx_total_ = static_cast<uint32_t>(is::padded_length(rx_dsl_)) + (digests_.data ? is::kDigestSize : 0);
   if (d && rx_dsl_ > 0) {
-    const uint32_t whole = rx_hdr_len_ + static_cast<uint32_t>(is::padded_length(rx_dsl_)) +
-                           (digests_.data ? is::kDigestSize : 0);
+    const uint32_t whole = rx_hdr_len_ + rx_total_;
     if (whole == pred_bytes_) {
       if (pred_streak_ < kPredictAfter) ++pred_streak_;
     } else {
@@ -1244,7 +1245,6 @@ bool Session::rx_header(const uint8_t* hdr) {
     pred_streak_ = 0;  // anything else (a SCSI Response, an R2T, a NOP-In): not a row of Data-In
   }
   if (rx_dsl_ == 0) return true;
-  rx_total_ = static_cast<uint32_t>(is::padded_length(rx_dsl_)) + (digests_.data ? is::kDigestSize : 0);
   rx_iov_ = &scratch_iov_;
   rx_iovcnt_ = 1;
   rx_off_ = 0;

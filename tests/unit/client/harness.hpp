@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,9 +51,9 @@ class ServerLoop {
     for (;;) {
       pollfd p[1 + vhost::VhostUserBackend::kPollFds] = {{stop_.get(), POLLIN, 0}};
       backend_->poll_fds(&p[1]);
-      if (::poll(p, 3, -1) < 0) continue;
+      if (::poll(p, std::size(p), -1) < 0) continue;
       if (p[0].revents) return;
-      if ((p[1].revents || p[2].revents) && backend_->on_ready(&p[1]) < 0) {
+      if (backend_->on_ready(&p[1]) < 0) {
         ::shutdown(backend_->fd(), SHUT_RDWR);
         return;
       }

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -157,14 +158,11 @@ class BackendLoop {
     for (;;) {
       pollfd p[1 + VhostUserBackend::kPollFds] = {{stop_.get(), POLLIN, 0}};
       backend_->poll_fds(&p[1]);
-      if (::poll(p, 3, -1) < 0) continue;
+      if (::poll(p, std::size(p), -1) < 0) continue;
       if (p[0].revents) return 1;
-      if (p[1].revents || p[2].revents) {
-        int rc = backend_->on_ready(&p[1]);
-        if (rc < 0) {
-          ::shutdown(backend_->fd(), SHUT_RDWR);  // the peer sees the drop
-          return rc;
-        }
+      if (int rc = backend_->on_ready(&p[1]); rc < 0) {
+        ::shutdown(backend_->fd(), SHUT_RDWR);  // the peer sees the drop
+        return rc;
       }
     }
   }
