@@ -18,8 +18,9 @@
 # Environment: SECS (seconds per run, default 10), REPS (3), QD (32), CURVE (1: also the curve),
 # POLL (--poll of vcp serve and vcp bench, default never), BATCH (vcp bench --batch: completions
 # reaped before issuing more, for the VCP, qsd and in-process runs alike; default 1),
-# COALESCE ("US COUNT": vcp serve --coalesce-us US --coalesce-count COUNT, interrupt
-# coalescing in the VCP; default empty: off),
+# COALESCE ("US COUNT DEPTH": vcp serve --coalesce-us US --coalesce-count COUNT
+# --coalesce-depth DEPTH, interrupt coalescing in the VCP; "0" turns it off; default empty:
+# vcp serve's defaults),
 # OUT (raw results; default a temp dir),
 # WHO (default "vcp libiscsi qsd inproc"), WORKLOADS (default "randread:4k read:128k write:128k").
 # Prints a markdown table for docs/performance.md.
@@ -35,8 +36,8 @@ BATCH=${BATCH:-1}
 COALESCE=${COALESCE:-}
 coalesce_args=()
 if [ -n "$COALESCE" ]; then
-  read -r c_us c_count <<<"$COALESCE"
-  coalesce_args=(--coalesce-us "$c_us" --coalesce-count "${c_count:-0}")
+  read -r c_us c_count c_depth <<<"$COALESCE"
+  coalesce_args=(--coalesce-us "$c_us" --coalesce-count "${c_count:-0}" --coalesce-depth "${c_depth:-0}")
 fi
 WHO=${WHO:-vcp libiscsi qsd inproc}
 WORKLOADS=${WORKLOADS:-randread:4k read:128k write:128k}
@@ -178,7 +179,7 @@ if [ -x "$build/bench/bench_floor" ]; then
     echo "(bench_floor EventfdWake failed)")
 fi
 
-python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" "$BATCH" "${COALESCE:-off}" "$wake" <<'PY'
+python3 - "$out/results.txt" "$QD" "$SECS" "$POLL" "$REPS" "$BATCH" "${COALESCE:-vcp serve default}" "$wake" <<'PY'
 import platform, statistics, subprocess, sys
 rows = [l.split() for l in open(sys.argv[1])]
 qd, secs, poll, reps, batch, coalesce = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]

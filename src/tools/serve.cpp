@@ -35,9 +35,10 @@ struct ServeArgs {
   std::string cpus;
   std::string poll = "adaptive";
   uint32_t spin_us = 50;
-  uint32_t coalesce_us = 0;
-  uint32_t coalesce_count = 0;
-  uint32_t kick_wait_us = 5000;
+  uint32_t coalesce_us = BlkDeviceOptions{}.coalescing.usecs;
+  uint32_t coalesce_count = BlkDeviceOptions{}.coalescing.max_completions;
+  uint32_t coalesce_depth = BlkDeviceOptions{}.coalescing.depth;
+  uint32_t kick_wait_us = BlkDeviceOptions{}.kick_wait_us;
 };
 
 Result<UniqueFd> listen_unix(const std::string& path) {
@@ -77,7 +78,7 @@ int run_serve(const ServeArgs& a) {
   opts.num_queues = a.queues;
   opts.max_queue_size = a.queue_size;
   opts.spin_us = a.spin_us;
-  opts.coalescing = {a.coalesce_us, a.coalesce_count};
+  opts.coalescing = {a.coalesce_us, a.coalesce_count, a.coalesce_depth};
   opts.kick_wait_us = a.kick_wait_us;
   auto mode = parse_poll_mode(a.poll);
   if (!mode) {
@@ -181,11 +182,17 @@ Runner add_serve(CLI::App& app) {
   sub->add_option("--spin-us", args->spin_us, "adaptive polling: microseconds to spin before sleeping");
   sub->add_option("--coalesce-us", args->coalesce_us,
                   "interrupt coalescing: longest a completion waits for its call while other requests are in "
-                  "flight (0: call at once, the default)")
-      ->check(CLI::Range(0, 100000));
+                  "flight (0: call at once)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
   sub->add_option("--coalesce-count", args->coalesce_count,
                   "interrupt coalescing: call at the latest after this many completions (0: no limit)")
       ->check(CLI::Range(0, 65536));
+  sub->add_option("--coalesce-depth", args->coalesce_depth,
+                  "interrupt coalescing: call once the completions owed are 1/N of the requests outstanding "
+                  "(0: no such rule)")
+      ->check(CLI::Range(0, 65536))
+      ->capture_default_str();
   sub->add_option("--kick-wait-us", args->kick_wait_us,
                   "kick moderation: while the backend completes requests, sleep without asking the driver for "
                   "kicks, new requests being taken at the next completion or after this many microseconds (0: off)")

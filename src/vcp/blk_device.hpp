@@ -26,7 +26,7 @@ struct BlkDeviceOptions {
   uint32_t size_max = 64u << 10;
   PollMode poll_mode = PollMode::adaptive;
   uint32_t spin_us = 50;
-  Coalescing coalescing;               // interrupt coalescing, off by default (QueueWorker)
+  Coalescing coalescing{5000, 0, 8};   // interrupt coalescing (QueueWorker): by depth, at most 5 ms
   uint32_t kick_wait_us = 5000;        // kick moderation (WorkerOptions); 0: off
   std::vector<int> cpus;               // queue i runs on cpus[i % size]; empty: unpinned
   std::string name = "vcp";

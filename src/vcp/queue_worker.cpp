@@ -266,8 +266,8 @@ int QueueWorker::do_start() {
   state_.store(State::running, std::memory_order_relaxed);
   VCP_LOG_INFO("{}: queue started (size {}, event_idx {}, last_avail {}, poll {}, coalescing {}, kick wait {})",
                opts_.name, q.layout.size, q.event_idx, q.last_avail_idx, to_string(opts_.poll_mode),
-               opts_.coalescing.usecs ? fmt::format("{} us, {} completions", opts_.coalescing.usecs,
-                                                    opts_.coalescing.max_completions)
+               opts_.coalescing.usecs ? fmt::format("{} us, {} completions, depth {}", opts_.coalescing.usecs,
+                                                    opts_.coalescing.max_completions, opts_.coalescing.depth)
                                       : std::string("off"),
                opts_.kick_wait_us ? fmt::format("{} us", opts_.kick_wait_us) : std::string("off"));
   return 0;
@@ -487,7 +487,9 @@ void QueueWorker::publish() {
 int64_t QueueWorker::call_deadline_ns() const {
   if (!call_owed_) return -1;
   const Coalescing& c = opts_.coalescing;
-  if (c.usecs == 0 || in_flight_ == 0 || (c.max_completions && done_since_call_ >= c.max_completions)) return 0;
+  if (c.usecs == 0 || in_flight_ == 0 || (c.max_completions && done_since_call_ >= c.max_completions) ||
+      (c.depth && uint64_t{done_since_call_} * c.depth >= uint64_t{in_flight_} + done_since_call_))
+    return 0;
   const uint64_t waited = now_ns() - owed_since_ns_;
   const uint64_t limit = uint64_t{c.usecs} * 1000;
   return waited >= limit ? 0 : static_cast<int64_t>(limit - waited);

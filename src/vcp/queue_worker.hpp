@@ -35,9 +35,17 @@ namespace vcp {
 // requests have completed since the last call (0: no such limit), or at once when nothing is
 // left in flight. usecs == 0: every call at once (the default). The used ring itself is
 // published at once either way: a driver that polls sees completions without delay.
+//
+// `depth` scales the wait with the queue's depth: the call goes out once the completions it owes
+// are at least 1/depth of the requests the driver has outstanding with the queue (those in
+// flight and those completed since the last call). With depth 8 a driver keeping 32 requests
+// queued is called every 4 completions, one keeping 8 or fewer at every completion: a shallow
+// queue, whose driver waits for its few completions to send more, never waits for a call.
+// 0: no such rule.
 struct Coalescing {
   uint32_t usecs = 0;
   uint32_t max_completions = 0;
+  uint32_t depth = 0;
 };
 
 // Kick moderation, the submission side's counterpart: while the backend is completing requests

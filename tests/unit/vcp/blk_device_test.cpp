@@ -453,6 +453,29 @@ TEST(BlkDeviceCoalescing, TheCountEndsTheWait) {
   }
 }
 
+TEST(BlkDeviceCoalescing, TheDepthScalesTheWait) {
+  for (PollMode mode : {PollMode::never, PollMode::always}) {
+    SCOPED_TRACE(to_string(mode));
+    GateHarness g({60'000'000, 0, 4}, mode);
+    // Shallow: one request held, one done. 1 of 2 outstanding is over a quarter: called at once.
+    Completion held[6], fast[3];
+    g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held[0]);
+    g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast[0]);
+    EXPECT_TRUE(g.h->called(0, 5000)) << "a shallow queue waited for its call";
+    EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+    // Deeper: 6 held, then one done: 1 of 7 outstanding is under a quarter, so the call waits...
+    for (uint64_t i = 1; i < 6; ++i) g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector + i, i * 4096, 512, &held[i]);
+    g.h->submit(0, VIRTIO_BLK_T_IN, 0, 2 * 65536, 512, &fast[1]);
+    EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+    EXPECT_FALSE(g.h->called(0, 100)) << "called for 1 completion of 7 outstanding with depth 4";
+    // ...until 2 of 8 are: a quarter reached (2 * 4 >= 6 + 2).
+    g.h->submit(0, VIRTIO_BLK_T_IN, 0, 3 * 65536, 512, &fast[2]);
+    EXPECT_TRUE(g.h->called(0, 5000)) << "no call once the completions owed were a quarter of the depth";
+    EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+    for (const Completion& c : held) EXPECT_EQ(c.status, 0xee);
+  }
+}
+
 TEST(BlkDeviceCoalescing, AnOwedCallGoesToTheCallFdOfTheMomentItIsMade) {
   GateHarness g({60'000'000, 0});
   Completion held, fast;
