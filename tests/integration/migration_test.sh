@@ -124,11 +124,8 @@ def call(f, cmd, **args):
 f = connect(sys.argv[1])
 call(f, "qmp_capabilities")
 # A downtime limit generous enough that QEMU stops the guest after its first pass over memory
-# (the pass the readers run through, so the VCP's writes during it still need the log). With
-# 500 ms, QEMU 7.2 sometimes iterated once more and then the TCG guest came up at the
-# destination with stale kernel memory (stacks, per-CPU data, slab lists): 7 failures in 37
-# runs, every one after an extra iteration (>= 4 dirty syncs), and the same with QEMU's own
-# virtio-blk and no VCP at all. TCG's dirty tracking, not the device's log.
+# (the pass the readers run through, so the VCP's writes during it still need the log); why not
+# less: tests/integration/README.md (an extra live pass exposes QEMU 7.2 TCG's dirty tracking).
 call(f, "migrate-set-parameters", **{"max-bandwidth": 4 << 30, "downtime-limit": 2000})
 t0 = time.time()
 call(f, "migrate", uri=sys.argv[2])
