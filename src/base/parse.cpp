@@ -1,7 +1,12 @@
 #include "base/parse.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <charconv>
+
+#include "base/unique_fd.hpp"
 
 namespace vcp {
 
@@ -73,6 +78,21 @@ std::optional<Spec> parse_spec(const std::string& text, std::string* error) {
     pos = comma + 1;
   }
   return spec;
+}
+
+Result<std::string> read_small_file(const std::string& path, size_t max_bytes) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Err(errno);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Err(errno);
+    if (n == 0) return out;
+    if (out.size() + static_cast<size_t>(n) > max_bytes) return Err(EFBIG);
+    out.append(buf, static_cast<size_t>(n));
+  }
 }
 
 }  // namespace vcp

@@ -29,4 +29,9 @@ struct Spec {
 // On failure, *error says what is wrong.
 std::optional<Spec> parse_spec(const std::string& text, std::string* error);
 
+// Reads all of a small file a user points us at (a secrets file, a configuration file), at most
+// max_bytes: a longer one is EFBIG, so a wrong path (a disk image, /dev/zero) cannot take the
+// memory. Pipes and /dev/fd/N work (handing a secret over on a descriptor). Retries EINTR.
+Result<std::string> read_small_file(const std::string& path, size_t max_bytes);
+
 }  // namespace vcp

@@ -3,12 +3,19 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
-#include <fstream>
 #include <sstream>
 
 #include "base/cpu.hpp"
+#include "base/parse.hpp"
 
 namespace vcp::target {
+
+namespace {
+// Far above any real file of the kind: a CHAP file is one line, a configuration a few dozen.
+constexpr size_t kMaxChapFileBytes = 64 * 1024;
+constexpr size_t kMaxConfigFileBytes = 1024 * 1024;
+constexpr uint32_t kMinTimeoutMs = 1000;
+}  // namespace
 
 std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error) {
   auto eq = arg.find('=');
@@ -59,11 +66,13 @@ bool parse_portal(const std::string& arg, std::string* host, uint16_t* port, std
 }
 
 std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, std::string* error) {
-  std::ifstream in(path);
-  if (!in) {
-    *error = "cannot read " + path;
+  auto text = read_small_file(path, kMaxChapFileBytes);
+  if (!text) {
+    *error = "cannot read " + path + ": " +
+             (text.error() == EFBIG ? std::string("longer than a CHAP file can be") : errno_str(text.error()));
     return std::nullopt;
   }
+  std::istringstream in(*text);
   std::string line;
   while (std::getline(in, line)) {
     auto hash = line.find('#');
@@ -118,9 +127,15 @@ bool chap_table(const toml::table& root, const char* table, const char* file_key
 }  // namespace
 
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
+  auto text = read_small_file(path, kMaxConfigFileBytes);
+  if (!text) {
+    *error = "cannot read " + path + ": " +
+             (text.error() == EFBIG ? std::string("longer than a configuration file can be") : errno_str(text.error()));
+    return false;
+  }
   toml::table root;
   try {
-    root = toml::parse_file(path);
+    root = toml::parse(*text, path);
   } catch (const toml::parse_error& e) {
     std::ostringstream os;
     os << path << ": " << e.description() << " (line " << e.source().begin.line << ")";
@@ -226,6 +241,37 @@ bool validate(const TargetSettings& s, std::string* error) {
   if (s.max_tasks < 1 || s.max_tasks > 65536) {
     *error = "max_tasks must be 1..65536";
     return false;
+  }
+  // The declarative limits go to the initiator as they are: RFC 7143's ranges (13.12-13.14, 13.17).
+  const iscsi::NegotiationLimits& l = s.limits;
+  for (auto [key, v] : {std::pair{"max_recv_data_segment_length", l.max_recv_data_segment_length},
+                        std::pair{"max_burst_length", l.max_burst_length},
+                        std::pair{"first_burst_length", l.first_burst_length}}) {
+    if (v < 512 || v > 16777215) {
+      *error = std::string(key) + " must be 512..16777215 (RFC 7143)";
+      return false;
+    }
+  }
+  if (l.first_burst_length > l.max_burst_length) {
+    *error = "first_burst_length must not exceed max_burst_length (RFC 7143, 13.14)";
+    return false;
+  }
+  if (l.max_outstanding_r2t < 1 || l.max_outstanding_r2t > 65535) {
+    *error = "max_outstanding_r2t must be 1..65535";
+    return false;
+  }
+  if (s.max_transfer_bytes < 512 || s.max_data_in_segment < 512) {
+    *error = "max_transfer_bytes and max_data_in_segment must be at least 512";
+    return false;
+  }
+  // A connection is dropped when one of these runs out: shorter than a tick of the I/O thread's
+  // timer they would drop healthy peers.
+  for (auto [key, v] : {std::pair{"login_timeout_ms", s.login_timeout_ms}, std::pair{"nop_interval_ms", s.nop_interval_ms},
+                        std::pair{"nop_timeout_ms", s.nop_timeout_ms}}) {
+    if (v < kMinTimeoutMs) {
+      *error = std::string(key) + " must be at least " + std::to_string(kMinTimeoutMs);
+      return false;
+    }
   }
   return true;
 }

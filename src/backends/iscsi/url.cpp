@@ -1,8 +1,8 @@
 #include "backends/iscsi/url.hpp"
 
 #include <cstdlib>
-#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "base/parse.hpp"
 
@@ -63,11 +63,13 @@ bool seconds_option(std::map<std::string, std::string>& opts, const char* key, u
 // Reads a secrets file: line 1 our CHAP secret, line 2 (optional) the target's.
 bool read_secret_file(const std::string& path, std::string* secret, std::string* mutual,
                       std::string* error) {
-  std::ifstream f(path);
-  if (!f) {
-    *error = "cannot read secret_file '" + path + "'";
+  auto text = read_small_file(path, 64 * 1024);  // two lines of at most 255 bytes each, really
+  if (!text) {
+    *error = "cannot read secret_file '" + path + "': " +
+             (text.error() == EFBIG ? std::string("longer than a secrets file can be") : errno_str(text.error()));
     return false;
   }
+  std::istringstream f(*text);
   std::string a, b;
   std::getline(f, a);
   std::getline(f, b);

@@ -1,6 +1,10 @@
 #include "base/parse.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
 
 namespace vcp {
 namespace {
@@ -57,6 +61,45 @@ TEST(ParseSpec, Errors) {
   EXPECT_NE(err.find("twice"), std::string::npos);
   EXPECT_FALSE(parse_spec("ram:=3", &err));
   EXPECT_FALSE(parse_spec("ram:size=1,,x=2", &err));
+}
+
+TEST(ReadSmallFile, ReadsUpToTheBound) {
+  char path[] = "/tmp/vcp-parse-test-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const std::string text = "line one\nline two\n";
+  ASSERT_EQ(write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  close(fd);
+  auto r = read_small_file(path, text.size());
+  ASSERT_TRUE(r) << errno_str(r.error());
+  EXPECT_EQ(*r, text);
+  auto over = read_small_file(path, text.size() - 1);
+  EXPECT_FALSE(over);
+  EXPECT_EQ(over.error(), EFBIG);
+  std::remove(path);
+}
+
+TEST(ReadSmallFile, EndlessAndMissingFilesAreErrors) {
+  auto zero = read_small_file("/dev/zero", 64 * 1024);  // never ends: refused at the bound
+  EXPECT_FALSE(zero);
+  EXPECT_EQ(zero.error(), EFBIG);
+  auto none = read_small_file("/nonexistent/vcp-file", 1024);
+  EXPECT_FALSE(none);
+  EXPECT_EQ(none.error(), ENOENT);
+  auto dir = read_small_file("/tmp", 1024);
+  EXPECT_FALSE(dir);
+  EXPECT_EQ(dir.error(), EISDIR);
+}
+
+TEST(ReadSmallFile, ReadsAPipeByItsDescriptor) {
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  ASSERT_EQ(write(p[1], "secret\n", 7), 7);
+  close(p[1]);
+  auto r = read_small_file("/dev/fd/" + std::to_string(p[0]), 1024);
+  close(p[0]);
+  ASSERT_TRUE(r) << errno_str(r.error());
+  EXPECT_EQ(*r, "secret\n");
 }
 
 }  // namespace

@@ -99,6 +99,9 @@ TEST(IscsiUrl, SecretsFromEnvironmentAndFile) {
   EXPECT_EQ(c->mutual_secret, "file-mutual-4567");
   std::remove(path);
   EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?secret_file=/nonexistent/x", &err, kNoEnv));
+  EXPECT_NE(err.find("No such file"), std::string::npos) << err;
+  EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?secret_file=/dev/zero", &err, kNoEnv));  // endless
+  EXPECT_NE(err.find("longer than"), std::string::npos) << err;
   // Mutual CHAP without our own CHAP, or without the target's secret.
   EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?mutual_user=tgt", &err, kNoEnv));
   EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?mutual_user=tgt", &err,

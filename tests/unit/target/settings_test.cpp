@@ -51,6 +51,10 @@ TEST(TargetSettings, ChapFile) {
   EXPECT_FALSE(read_chap_file(p, &err));
   std::remove(p.c_str());
   EXPECT_FALSE(read_chap_file("/nonexistent/chap", &err));
+  EXPECT_NE(err.find("/nonexistent/chap"), std::string::npos) << err;
+  // A path to something endless (or huge) is refused, not read into memory.
+  EXPECT_FALSE(read_chap_file("/dev/zero", &err));
+  EXPECT_NE(err.find("longer than"), std::string::npos) << err;
 }
 
 TEST(TargetSettings, Toml) {
@@ -102,7 +106,12 @@ direct_rx_min = 65536
 
   auto bad = write_temp("iqn = \n");
   EXPECT_FALSE(load_toml(bad, s, &err));
+  EXPECT_NE(err.find("(line 1)"), std::string::npos) << err;
   std::remove(bad.c_str());
+  EXPECT_FALSE(load_toml("/dev/zero", s, &err));
+  EXPECT_NE(err.find("longer than"), std::string::npos) << err;
+  EXPECT_FALSE(load_toml("/nonexistent/vcp.toml", s, &err));
+  EXPECT_NE(err.find("No such file"), std::string::npos) << err;
 }
 
 TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
@@ -122,6 +131,49 @@ TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   EXPECT_FALSE(validate(s, &err));  // mutual without one-way
   s.chap = iscsi::ChapCredentials{"u", "target-secret-1"};
   EXPECT_FALSE(validate(s, &err));  // same secret both ways
+}
+
+TEST(TargetSettings, ValidateKeepsLimitsInTheRfcRanges) {
+  TargetSettings base;
+  base.iqn = "iqn.x";
+  base.luns.push_back({0, "ram:size=1M"});
+  std::string err;
+  ASSERT_TRUE(validate(base, &err)) << err;  // the defaults are valid
+  struct Case {
+    const char* what;
+    void (*set)(TargetSettings&);
+  };
+  const Case bad[] = {
+      {"max_recv_data_segment_length", [](TargetSettings& s) { s.limits.max_recv_data_segment_length = 511; }},
+      {"max_recv_data_segment_length", [](TargetSettings& s) { s.limits.max_recv_data_segment_length = 1u << 24; }},
+      {"max_burst_length", [](TargetSettings& s) { s.limits.max_burst_length = 0; }},
+      {"first_burst_length", [](TargetSettings& s) { s.limits.first_burst_length = 100; }},
+      {"first_burst_length must not exceed", [](TargetSettings& s) {
+         s.limits.max_burst_length = 65536;
+         s.limits.first_burst_length = 65536 + 512;
+       }},
+      {"max_outstanding_r2t", [](TargetSettings& s) { s.limits.max_outstanding_r2t = 0; }},  // writes would hang
+      {"max_outstanding_r2t", [](TargetSettings& s) { s.limits.max_outstanding_r2t = 65536; }},
+      {"max_transfer_bytes", [](TargetSettings& s) { s.max_transfer_bytes = 0; }},
+      {"max_data_in_segment", [](TargetSettings& s) { s.max_data_in_segment = 511; }},
+      {"login_timeout_ms", [](TargetSettings& s) { s.login_timeout_ms = 0; }},
+      {"nop_interval_ms", [](TargetSettings& s) { s.nop_interval_ms = 999; }},
+      {"nop_timeout_ms", [](TargetSettings& s) { s.nop_timeout_ms = 0; }},
+  };
+  for (const Case& c : bad) {
+    TargetSettings s = base;
+    c.set(s);
+    err.clear();
+    EXPECT_FALSE(validate(s, &err)) << c.what;
+    EXPECT_NE(err.find(c.what), std::string::npos) << c.what << ": " << err;
+  }
+  TargetSettings edge = base;  // the ends of the ranges are allowed
+  edge.limits.max_recv_data_segment_length = 512;
+  edge.limits.max_burst_length = 16777215;
+  edge.limits.first_burst_length = 16777215;
+  edge.limits.max_outstanding_r2t = 65535;
+  edge.login_timeout_ms = edge.nop_interval_ms = edge.nop_timeout_ms = 1000;
+  EXPECT_TRUE(validate(edge, &err)) << err;
 }
 
 TEST(SessionRegistry, TsihsAreUniqueAndNonZero) {
