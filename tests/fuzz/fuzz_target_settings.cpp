@@ -1,0 +1,92 @@
+// The target's configuration as a user (or a hostile file) gives it. The first byte picks the
+// parser, the rest is its input:
+//   0: a TOML file (load_toml) and the checks the server runs before it starts (validate);
+//   1: a CHAP file (read_chap_file);
+//   2: the command-line forms --lun N=SPEC and --portal HOST:PORT.
+// Files are handed over as /proc/self/fd/N of a memfd. Inputs naming files of their own
+// (chap_file =, escapes that could spell it) are skipped: they would read whatever the path
+// names on this machine, which the unit tests cover (settings_test.cpp).
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "iscsi/chap.hpp"
+#include "target/settings.hpp"
+
+using namespace vcp;
+using namespace vcp::target;
+
+namespace {
+
+std::string as_file(std::string_view text, int* fd) {
+  *fd = memfd_create("fuzz-settings", MFD_CLOEXEC);
+  if (*fd < 0) abort();
+  if (!text.empty() && write(*fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) abort();
+  return "/proc/self/fd/" + std::to_string(*fd);
+}
+
+void check_valid(const TargetSettings& s) {
+  // What validate() lets through is what the server is built from: it must hold.
+  if (s.iqn.empty() || s.luns.empty()) abort();
+  std::set<uint32_t> numbers;
+  for (const auto& l : s.luns)
+    if (l.number > 16383 || !numbers.insert(l.number).second) abort();
+  if (s.cmd_window < 1 || s.cmd_window > 4096 || s.max_tasks < 1 || s.max_tasks > 65536) abort();
+  const auto& l = s.limits;
+  if (l.max_recv_data_segment_length < 512 || l.max_burst_length > 16777215 || l.first_burst_length < 512 ||
+      l.first_burst_length > l.max_burst_length || l.max_outstanding_r2t < 1)
+    abort();
+  if (s.mutual_chap && !s.chap) abort();
+  for (const auto* c : {&s.chap, &s.mutual_chap})
+    if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
+  std::string error;
+  switch (data[0] % 3) {
+    case 0: {
+      if (text.find("_file") != std::string_view::npos || text.find('\\') != std::string_view::npos) return 0;
+      int fd = -1;
+      const std::string path = as_file(text, &fd);
+      TargetSettings s;
+      const bool loaded = load_toml(path, s, &error);
+      close(fd);
+      if (!loaded && error.empty()) abort();  // every refusal says why
+      if (loaded) {
+        error.clear();
+        if (validate(s, &error)) check_valid(s);
+        else if (error.empty()) abort();
+      }
+      break;
+    }
+    case 1: {
+      int fd = -1;
+      const std::string path = as_file(text, &fd);
+      auto c = read_chap_file(path, &error);
+      close(fd);
+      if (c && (c->name.empty() || iscsi::validate_secret(c->secret) != iscsi::ChapError::Ok)) abort();
+      if (!c && error.empty()) abort();
+      break;
+    }
+    default: {
+      const std::string arg(text);
+      auto lun = parse_lun_arg(arg, &error);
+      if (lun && (lun->number > 16383 || lun->backend.empty())) abort();
+      std::string host;
+      uint16_t port = 0;
+      if (parse_portal(arg, &host, &port, &error) && host.empty()) abort();
+      break;
+    }
+  }
+  return 0;
+}
