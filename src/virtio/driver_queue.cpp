@@ -17,9 +17,6 @@ size_t used_offset(uint16_t size) {
 inline uint16_t load_acquire(const uint16_t* p) {
   return std::atomic_ref<uint16_t>(*const_cast<uint16_t*>(p)).load(std::memory_order_acquire);
 }
-inline uint16_t load_relaxed(const uint16_t* p) {
-  return std::atomic_ref<uint16_t>(*const_cast<uint16_t*>(p)).load(std::memory_order_relaxed);
-}
 inline void store_relaxed(uint16_t* p, uint16_t v) { std::atomic_ref<uint16_t>(*p).store(v, std::memory_order_relaxed); }
 // The store-then-load of the notification handshake (publish an index, then read whether the
 // peer wants to hear about it) needs store-load ordering: seq_cst on both accesses gives it (a
@@ -52,8 +49,9 @@ int DriverQueue::init(uint8_t* host, uint64_t addr, uint16_t size, bool event_id
   ind_addr_ = indirect_addr;
   max_indirect_ = indirect_host ? max_indirect : 0;
   heads_ = std::make_unique<HeadState[]>(size);
-  // Free descriptors are chained through their next fields.
-  for (uint16_t i = 0; i < size; ++i) desc_[i].next = static_cast<uint16_t>(i + 1 < size ? i + 1 : 0);
+  next_ = std::make_unique<uint16_t[]>(size);
+  // Free descriptors are chained through their next links.
+  for (uint16_t i = 0; i < size; ++i) next_[i] = static_cast<uint16_t>(i + 1 < size ? i + 1 : 0);
   free_head_ = 0;
   num_free_ = size;
   avail_idx_ = published_avail_ = last_used_ = 0;
@@ -81,7 +79,7 @@ int DriverQueue::add(const DriverBuffer* bufs, uint16_t n, void* token, bool ind
       table[i].next = static_cast<uint16_t>(i + 1);
     }
     vring_desc& d = desc_[head];
-    free_head_ = d.next;
+    free_head_ = next_[head];
     d.addr = ind_addr_ + size_t{head} * max_indirect_ * sizeof(vring_desc);
     d.len = static_cast<uint32_t>(n * sizeof(vring_desc));
     d.flags = VRING_DESC_F_INDIRECT;
@@ -93,10 +91,11 @@ int DriverQueue::add(const DriverBuffer* bufs, uint16_t n, void* token, bool ind
       d.len = bufs[i].len;
       d.flags = static_cast<uint16_t>((bufs[i].device_writable ? VRING_DESC_F_WRITE : 0) |
                                       (i + 1 < n ? VRING_DESC_F_NEXT : 0));
-      // The free list's next field doubles as the chain's next field.
-      if (i + 1 < n) idx = d.next;
+      // The free list's link doubles as the chain's.
+      d.next = next_[idx];
+      if (i + 1 < n) idx = next_[idx];
     }
-    free_head_ = desc_[idx].next;
+    free_head_ = next_[idx];
   }
   num_free_ = static_cast<uint16_t>(num_free_ - need);
   heads_[head] = HeadState{token, need, true};
@@ -138,8 +137,8 @@ int DriverQueue::get_used(void** token, uint32_t* len) {
   *len = e.len;
   // Give the chain back to the free list.
   uint16_t idx = static_cast<uint16_t>(e.id);
-  for (uint16_t i = 1; i < h.ndesc; ++i) idx = desc_[idx].next;
-  desc_[idx].next = free_head_;
+  for (uint16_t i = 1; i < h.ndesc; ++i) idx = next_[idx];
+  next_[idx] = free_head_;
   free_head_ = static_cast<uint16_t>(e.id);
   num_free_ = static_cast<uint16_t>(num_free_ + h.ndesc);
   h = HeadState{};

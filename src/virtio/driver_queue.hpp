@@ -4,7 +4,9 @@
 // DeviceQueue. Addresses are the driver's "guest physical" ones: the caller lays the ring and its
 // buffers out in memory it shares with the device and says which address that memory has.
 // Everything the device writes (used ring) is checked: a bogus used entry is an error, never a
-// wild pointer. One thread uses a DriverQueue.
+// wild pointer. Nothing else in shared memory is read back: the device can write the descriptor
+// table too, so the free list and the chains' links live in a private copy (next_). One thread
+// uses a DriverQueue.
 #pragma once
 
 // The legacy helpers of this header are C, not C++; we need only the layout and vring_need_event.
@@ -97,6 +99,9 @@ class DriverQueue {
   uint16_t published_avail_ = 0;
   uint16_t last_used_ = 0;
   std::unique_ptr<HeadState[]> heads_;
+  // Descriptor i's next link, ours: the free list and the chains in flight. The table's next
+  // fields are written from it and never read.
+  std::unique_ptr<uint16_t[]> next_;
 };
 
 }  // namespace vcp::virtio

@@ -1,5 +1,6 @@
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "ring_harness.hpp"
 
@@ -337,6 +338,48 @@ TEST(DriverQueue, BogusUsedEntriesAreErrors) {
   EXPECT_EQ(h.drv.get_used(&t, &len), -EPROTO);
   EXPECT_TRUE(h.drv.broken());
   EXPECT_EQ(h.drv.add(b, 2, nullptr), -EPROTO);
+}
+
+// The device can write the whole ring, descriptor table included. What it writes there must not
+// change which descriptors the driver thinks are free: the free list is the driver's own.
+TEST(DriverQueue, DeviceScribblingTheTableCannotMisleadTheDriver) {
+  RingHarness h(8);
+  DriverBuffer b[2] = {{h.buf(0), 16, false}, {h.buf(16), 1, true}};
+  int tokens[4];
+  std::vector<uint16_t> heads;
+  for (int i = 0; i < 4; ++i) {
+    int head = h.drv.add(b, 2, &tokens[i]);
+    ASSERT_GE(head, 0);
+    heads.push_back(static_cast<uint16_t>(head));
+  }
+  h.drv.publish();
+  EXPECT_EQ(h.drv.num_free(), 0);
+  // A hostile device points every descriptor's next at descriptor 0, then completes all four.
+  vring_used* u = h.drv.layout().used;
+  for (uint16_t i = 0; i < 8; ++i) h.desc()[i].next = 0;
+  for (uint16_t i = 0; i < 4; ++i) u->ring[i] = {heads[i], 1};
+  u->idx = 4;
+  for (int i = 0; i < 4; ++i) {
+    void* t = nullptr;
+    uint32_t len = 0;
+    ASSERT_EQ(h.drv.get_used(&t, &len), 0);
+    EXPECT_EQ(t, &tokens[i]);
+  }
+  EXPECT_EQ(h.drv.num_free(), 8);
+  // Four new chains of two take the eight descriptors, each exactly once.
+  std::vector<int> owner(8, -1);
+  for (int i = 0; i < 4; ++i) {
+    int head = h.drv.add(b, 2, &tokens[i]);
+    ASSERT_GE(head, 0);
+    const uint16_t second = h.desc()[head].next;
+    ASSERT_LT(second, 8);
+    for (uint16_t d : {static_cast<uint16_t>(head), second}) {
+      EXPECT_EQ(owner[d], -1) << "descriptor " << d << " given to two requests";
+      owner[d] = i;
+    }
+  }
+  EXPECT_EQ(h.drv.num_free(), 0);
+  EXPECT_EQ(h.drv.add(b, 2, nullptr), -ENOSPC);
 }
 
 TEST(DriverQueue, FullRingAndOrdering) {
