@@ -1026,7 +1026,13 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
   }
   for (const auto& kv : in.pairs()) {
     if (kv.key == "SendTargets") {
-      build_send_targets(kv.value, params_.session_type, params_.target_name, ctx_.targets, out);
+      if (target_address_.empty()) {
+        build_send_targets(kv.value, params_.session_type, params_.target_name, ctx_.targets, out);
+      } else {
+        std::vector<iscsi::SendTargetsRecord> here = ctx_.targets;
+        for (auto& r : here) r.addresses = {target_address_};
+        build_send_targets(kv.value, params_.session_type, params_.target_name, here, out);
+      }
     } else if (find_key(kv.key)) {
       out.add(kv.key, std::string(kReject));  // no renegotiation in Full Feature Phase
     } else {

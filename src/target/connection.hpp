@@ -143,6 +143,11 @@ class TargetConnection {
   std::span<const uint8_t> output();
   void output_sent(size_t n);
 
+  // The address SendTargets reports for this target on this connection ("HOST:PORT,TPGT"), when
+  // the context's would not do: a target listening on a wildcard address reports the address
+  // the initiator reached (the server sets it from the socket). Empty: the context's.
+  void set_target_address(std::string address) { target_address_ = std::move(address); }
+
   // Timers (login timeout, NOP-In keepalive) and requests from other threads (reinstatement).
   void tick(uint64_t now_ms);
   // The peer went away or the server stops: tasks are aborted, the session ends.
@@ -263,6 +268,8 @@ class TargetConnection {
   std::map<uint32_t, std::vector<uint8_t>> held_;  // commands ahead of ExpCmdSN, by CmdSN
   bool replaying_ = false;
   uint32_t next_ttt_ = 1;
+
+  std::string target_address_;  // set_target_address()
 
   // Text continuation (a SendTargets answer longer than one PDU).
   std::vector<uint8_t> text_in_;

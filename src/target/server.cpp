@@ -14,6 +14,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
+#include <string>
 
 #include "base/cpu.hpp"
 #include "base/log.hpp"
@@ -35,6 +37,33 @@ uint64_t now_ms() {
 enum Kind : uint64_t { kRecv = 1, kSend = 2, kWake = 3, kTimer = 4, kLunPoll = 5 };
 uint64_t tag(const void* p, Kind k) { return reinterpret_cast<uint64_t>(p) | k; }
 uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
+
+// A portal on every address of the machine: SendTargets must then name the one in use.
+bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::" || host == "[::]"; }
+
+// The numeric address of our end of a connection (an IPv4 peer of a dual-stack IPv6 listener
+// as plain IPv4), or nothing when the socket cannot say.
+std::optional<std::string> local_host(int fd) {
+  sockaddr_storage sa{};
+  socklen_t len = sizeof(sa);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return std::nullopt;
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (sa.ss_family == AF_INET6) {
+    const auto* a6 = reinterpret_cast<const sockaddr_in6*>(&sa);
+    if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
+      in_addr a4;
+      std::memcpy(&a4, a6->sin6_addr.s6_addr + 12, sizeof(a4));
+      if (!inet_ntop(AF_INET, &a4, buf, sizeof(buf))) return std::nullopt;
+    } else if (!inet_ntop(AF_INET6, &a6->sin6_addr, buf, sizeof(buf))) {
+      return std::nullopt;
+    }
+  } else if (sa.ss_family == AF_INET) {
+    if (!inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&sa)->sin_addr, buf, sizeof(buf))) return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
+  return std::string(buf);
+}
 
 // iovecs per send: a 256 KiB read in 32 KiB Data-In PDUs is 8 headers and 8 data segments.
 constexpr size_t kTxIov = 64;
@@ -296,6 +325,11 @@ class IoThread {
       c->fd.reset(fd);
       if (stop_.load(std::memory_order_acquire)) continue;  // closes it
       c->c = std::make_unique<TargetConnection>(ctx_, now);
+      if (is_wildcard(settings_.host)) {
+        if (auto host = local_host(fd)) {
+          c->c->set_target_address(iscsi::target_address(*host, settings_.port, settings_.portal_group_tag));
+        }
+      }
       conns_.push_back(std::move(c));
     }
   }

@@ -9,6 +9,10 @@
 #                                           --verify, plain and with digests
 #   target_tools.sh VCP_BIN shrink          a file LUN's file shrinks under reads sent in place: the
 #                                           connection is closed, the target keeps serving
+#   target_tools.sh VCP_BIN wildcard        a target on 0.0.0.0 and on [::] reports, in SendTargets,
+#                                           the address the initiator reached (iscsi-ls, vcp discover);
+#                                           runs in a network namespace of its own (root), so the
+#                                           wildcard listener is open on nothing but that loopback
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -23,6 +27,11 @@ MODE=${2:?mode}
 shift 2
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+if [ "$MODE" = wildcard ] && [ -z "${VCP_IN_NETNS:-}" ]; then
+  [ "$(id -u)" = 0 ] || fail "wildcard: needs root for a network namespace of its own"
+  command -v unshare >/dev/null || fail "unshare not installed (Debian package util-linux)"
+  VCP_IN_NETNS=1 exec unshare --net "$0" "$VCP_BIN" "$MODE" "$@"
+fi
 for tool in iscsi-inq iscsi-readcapacity16 iscsi-ls iscsi-perf iscsi-test-cu; do
   command -v "$tool" >/dev/null || fail "$tool not installed (Debian package libiscsi-bin)"
 done
@@ -43,14 +52,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_target [extra vcp target options...]: sets PORT and URL.
+# start_target [extra vcp target options...]: sets PORT and URL. LISTEN: the address to listen
+# on (default 127.0.0.1; "[::]" for IPv6), PORTAL stays on 127.0.0.1.
 start_target() {
   truncate -s 64M "$DIR/lun0.img"
-  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "0=file:path=$DIR/lun0.img" \
+  "$VCP_BIN" target --portal "${LISTEN:-127.0.0.1}:0" --iqn "$IQN" --lun "0=file:path=$DIR/lun0.img" \
     --lun 1=ram:size=16M "$@" >"$DIR/target.log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do
-    PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/target.log")
+    PORT=$(sed -n 's/^vcp target: listening on .*:\([0-9]*\)$/\1/p' "$DIR/target.log")
     [ -n "$PORT" ] && break
     kill -0 "$PID" 2>/dev/null || { cat "$DIR/target.log"; fail "vcp target exited"; }
     sleep 0.05
@@ -91,6 +101,24 @@ tools)
   # A LUN the target does not have: the login works, the LUN is reported missing.
   out=$(timeout 20 iscsi-inq -i $INI "$URL/5" 2>&1) && fail "iscsi-inq on LUN 5 succeeded: $out"
   stop_target
+  ;;
+wildcard)
+  ip link set lo up || fail "cannot bring up loopback in the namespace"
+  for LISTEN in 0.0.0.0 "[::]"; do
+    start_target
+    reach=(127.0.0.1)
+    [ "$LISTEN" = "[::]" ] && reach+=("[::1]")  # dual-stack: IPv4 peers too, reported as IPv4
+    for host in "${reach[@]}"; do
+      out=$(timeout 20 iscsi-ls -i $INI "iscsi://$host:$PORT") || fail "iscsi-ls via $host on $LISTEN: $out"
+      grep -Fqx "Target:$IQN Portal:$host:$PORT,1" <<<"$out" || fail "iscsi-ls via $host on $LISTEN: $out"
+      out=$("$VCP_BIN" discover "$host:$PORT") || fail "vcp discover via $host on $LISTEN: $out"
+      grep -Fqx "$IQN $host:$PORT,1" <<<"$out" || fail "vcp discover via $host on $LISTEN: $out"
+      # The address it names is one the initiator can log in to.
+      timeout 20 iscsi-inq -i $INI "iscsi://$host:$PORT/$IQN/1" >/dev/null || fail "login via $host on $LISTEN"
+      echo "listening on $LISTEN, reached at $host: SendTargets names $host:$PORT,1"
+    done
+    stop_target
+  done
   ;;
 chap)
   printf 'user initiator-secret\n' >"$DIR/chap"

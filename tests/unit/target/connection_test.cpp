@@ -93,6 +93,17 @@ TEST(TargetLogin, MutualChapWrongTargetSecretFailsAtInitiator) {
   EXPECT_EQ(ini.login(), LoginState::Failed);
 }
 
+// Sends "SendTargets=All" in one Text Request; returns what came back.
+std::vector<Received> send_targets_all(Initiator& ini) {
+  TextRequestPdu t;
+  t.itt = ini.next_itt();
+  t.cmd_sn = ini.next_cmd_sn();
+  const char kv[] = "SendTargets=All";
+  t.data_segment_length = sizeof(kv);
+  ini.send(t, {reinterpret_cast<const uint8_t*>(kv), sizeof(kv)});
+  return ini.take();
+}
+
 TEST(TargetDiscovery, SendTargetsAll) {
   TargetFixture f;
   SessionOptions o;
@@ -101,13 +112,7 @@ TEST(TargetDiscovery, SendTargetsAll) {
   ASSERT_EQ(ini.login(), LoginState::FullFeature);
   EXPECT_TRUE(ini.conn().discovery());
   EXPECT_EQ(f.sessions.size(), 0u);  // discovery sessions hold no I_T nexus
-  TextRequestPdu t;
-  t.itt = ini.next_itt();
-  t.cmd_sn = ini.next_cmd_sn();
-  const char kv[] = "SendTargets=All";
-  t.data_segment_length = sizeof(kv);
-  ini.send(t, {reinterpret_cast<const uint8_t*>(kv), sizeof(kv)});
-  auto got = ini.take();
+  auto got = send_targets_all(ini);
   ASSERT_EQ(got.size(), 1u);
   const auto* r = got[0].as<TextResponsePdu>();
   ASSERT_TRUE(r);
@@ -125,6 +130,24 @@ TEST(TargetDiscovery, SendTargetsAll) {
   ASSERT_EQ(got.size(), 1u);
   ASSERT_TRUE(got[0].as<RejectPdu>());
   EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
+}
+
+// A target listening on a wildcard address names, per connection, the address the initiator
+// reached (the server sets it from the socket); the configured one would be 0.0.0.0.
+TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
+  TargetFixture f;
+  SessionOptions o;
+  o.type = SessionType::Discovery;
+  Initiator ini(f, o);
+  ini.conn().set_target_address("[fd00::7]:3261,1");
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  auto got = send_targets_all(ini);
+  ASSERT_EQ(got.size(), 1u);
+  TextKeys keys;
+  ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+  EXPECT_EQ(*keys.find("TargetName"), kIqn);
+  EXPECT_EQ(*keys.find("TargetAddress"), "[fd00::7]:3261,1");
+  EXPECT_EQ(keys.pairs().size(), 2u);  // that address only, not the configured one too
 }
 
 TEST(SendTargets, Scopes) {
