@@ -88,8 +88,13 @@ class Connector {
     DeviceInfo& d = c_.info;
     fill_info(cfg, acked_, &d);
     d.protocol_features = proto_;
-    if (d.block_size < 512 || (d.block_size & (d.block_size - 1)) || d.capacity_bytes % d.block_size)
-      return Failure{-EPROTO, "the device's block size or capacity makes no sense"};
+    // The config comes from another protection domain: sizes we allocate by are bounded here.
+    if (d.block_size < 512 || d.block_size > kMaxBlockSize || (d.block_size & (d.block_size - 1)))
+      return Failure{-EPROTO, "the device's block size (" + std::to_string(d.block_size) +
+                                  ") is not a power of two from 512 to 64 KiB"};
+    if (le64toh(cfg.capacity) > (UINT64_MAX >> 9) || d.capacity_bytes % d.block_size)
+      return Failure{-EPROTO, "the device's capacity (" + std::to_string(le64toh(cfg.capacity)) +
+                                  " sectors) is not a whole number of its blocks"};
     uint16_t dev_queues = d.num_queues;
     if (proto_ & bit(vhost::kProtoMq)) {
       auto qn = ch.get_queue_num();

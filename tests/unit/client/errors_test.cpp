@@ -165,6 +165,46 @@ TEST(ClientControl, BackendThatHangsUpDuringNegotiation) {
   EXPECT_TRUE(rc == -ECONNRESET || rc == -EPIPE) << rc << " " << why;
 }
 
+// A device whose config would have the client allocate by absurd sizes, or compute with a
+// capacity that overflows, is refused at connect with the reason.
+TEST(ClientControl, NonsenseDeviceConfigIsRefused) {
+  struct Case {
+    const char* why;
+    void (*set)(virtio::BlkConfigParams&);
+  };
+  const Case cases[] = {
+      {"block size (1048576)", [](virtio::BlkConfigParams& p) { p.blk_size = 1u << 20; }},
+      {"block size (256)", [](virtio::BlkConfigParams& p) { p.blk_size = 256; }},
+      {"block size (4097)", [](virtio::BlkConfigParams& p) { p.blk_size = 4097; }},
+      {"capacity", [](virtio::BlkConfigParams& p) { p.capacity_sectors = UINT64_MAX; }},
+      {"capacity", [](virtio::BlkConfigParams& p) {
+         p.blk_size = 4096;
+         p.capacity_sectors = 9;  // 4.5 blocks
+       }},
+  };
+  for (const Case& c : cases) {
+    SilentDevice dev;
+    c.set(dev.config);
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ServerLoop loop(dev, UniqueFd(sv[0]));
+    std::unique_ptr<Client> client;
+    std::string why;
+    EXPECT_EQ(Client::connect_fd(sv[1], {}, &client, &why), -EPROTO) << c.why;
+    EXPECT_NE(why.find(c.why), std::string::npos) << why;
+    EXPECT_FALSE(client);
+  }
+  SilentDevice fine;  // and the largest block size we take is taken
+  fine.config.blk_size = 64u << 10;
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ServerLoop loop(fine, UniqueFd(sv[0]));
+  std::unique_ptr<Client> client;
+  std::string why;
+  ASSERT_EQ(Client::connect_fd(sv[1], {}, &client, &why), 0) << why;
+  EXPECT_EQ(client->info().block_size, 64u << 10);
+}
+
 TEST(ClientControl, NoSuchSocket) {
   std::unique_ptr<Client> client;
   std::string why;

@@ -122,12 +122,7 @@ class SilentDevice final : public vhost::Device {
   uint16_t num_queues() const override { return kQueues; }
   uint16_t max_queue_size() const override { return 1024; }
   int read_config(uint32_t offset, std::span<uint8_t> out) override {
-    virtio::BlkConfigParams p;
-    p.capacity_sectors = (64u << 20) >> 9;
-    p.seg_max = 16;
-    p.size_max = 64u << 10;
-    p.num_queues = kQueues;
-    const virtio_blk_config c = virtio::make_blk_config(p);
+    const virtio_blk_config c = virtio::make_blk_config(config);
     if (offset > 256 || out.size() > 256 - offset) return -EINVAL;
     std::memset(out.data(), 0, out.size());
     if (offset < sizeof(c))
@@ -154,6 +149,14 @@ class SilentDevice final : public vhost::Device {
 
   std::mutex mu;
   vhost::QueueStart starts[kQueues];
+  virtio::BlkConfigParams config = [] {  // what read_config reports (a test may make it nonsense)
+    virtio::BlkConfigParams p;
+    p.capacity_sectors = (64u << 20) >> 9;
+    p.seg_max = 16;
+    p.size_max = 64u << 10;
+    p.num_queues = kQueues;
+    return p;
+  }();
 };
 
 // A unix socket listening in a temporary folder; serve() accepts one front-end for `dev` on a
