@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 
+#include "base/acceptor.hpp"
 #include "base/cpu.hpp"
 #include "base/log.hpp"
 #include "iscsi/sendtargets.hpp"
@@ -473,6 +474,7 @@ int TargetServer::run() {
     }
   }
   size_t next = 0;
+  Acceptor acceptor(listen_fd_.get(), "vcp target");
   while (!stopping_.load(std::memory_order_acquire)) {
     pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
@@ -481,8 +483,9 @@ int TargetServer::run() {
     }
     if (fds[1].revents) break;
     if (!(fds[0].revents & POLLIN)) continue;
-    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
+    UniqueFd conn = acceptor.accept();  // out of descriptors: sheds the connection, never spins
+    if (!conn) continue;
+    const int fd = conn.release();
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     // Room for a few whole Data-In bursts: a send that stops half way waits for the peer's

@@ -17,6 +17,7 @@
 #include <iterator>
 
 #include "backends/block_backend.hpp"
+#include "base/acceptor.hpp"
 #include "base/cpu.hpp"
 #include "base/log.hpp"
 #include "base/parse.hpp"
@@ -121,6 +122,7 @@ int run_serve(const ServeArgs& a) {
   std::fflush(stdout);
 
   std::unique_ptr<vhost::VhostUserBackend> conn;
+  Acceptor acceptor(lfd->get(), "vcp serve");
   int rc = 0;
   for (;;) {
     pollfd fds[2 + vhost::VhostUserBackend::kPollFds] = {{sfd.get(), POLLIN, 0}, {lfd->get(), POLLIN, 0}};
@@ -149,7 +151,7 @@ int run_serve(const ServeArgs& a) {
       }
     }
     if (fds[1].revents) {
-      UniqueFd cfd(accept4(lfd->get(), nullptr, nullptr, SOCK_CLOEXEC));
+      UniqueFd cfd = acceptor.accept();  // out of descriptors: sheds the connection, never spins
       if (!cfd) continue;
       if (conn) {
         // One frontend owns the device at a time; a second one is told no by a closed socket.

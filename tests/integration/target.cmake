@@ -22,6 +22,7 @@ vcp_target_test(target_vcp_initiator initiator)
 vcp_target_test(target_qsd_iscsi qsd)
 vcp_target_test(target_file_shrinks shrink)
 vcp_target_test(target_wildcard_portal wildcard)
+vcp_target_test(target_out_of_fds fdlimit)
 
 set(VCP_TARGET_CU_SCSI
   CompareAndWrite ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16

@@ -13,6 +13,10 @@
 #                                           the address the initiator reached (iscsi-ls, vcp discover);
 #                                           runs in a network namespace of its own (root), so the
 #                                           wildcard listener is open on nothing but that loopback
+#   target_tools.sh VCP_BIN fdlimit         out of file descriptors (ulimit -n 32, 60 connections
+#                                           held open): the target sheds the extra connections
+#                                           instead of spinning on accept, says so once, and serves
+#                                           again once they are gone
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -53,10 +57,12 @@ cleanup() {
 trap cleanup EXIT
 
 # start_target [extra vcp target options...]: sets PORT and URL. LISTEN: the address to listen
-# on (default 127.0.0.1; "[::]" for IPv6), PORTAL stays on 127.0.0.1.
+# on (default 127.0.0.1; "[::]" for IPv6), PORTAL stays on 127.0.0.1. FD_LIMIT: its ulimit -n.
 start_target() {
   truncate -s 64M "$DIR/lun0.img"
-  "$VCP_BIN" target --portal "${LISTEN:-127.0.0.1}:0" --iqn "$IQN" --lun "0=file:path=$DIR/lun0.img" \
+  local limit=()
+  [ -n "${FD_LIMIT:-}" ] && limit=(bash -c 'ulimit -n "$0" && exec "$@"' "$FD_LIMIT")
+  "${limit[@]}" "$VCP_BIN" target --portal "${LISTEN:-127.0.0.1}:0" --iqn "$IQN" --lun "0=file:path=$DIR/lun0.img" \
     --lun 1=ram:size=16M "$@" >"$DIR/target.log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do
@@ -119,6 +125,43 @@ wildcard)
     done
     stop_target
   done
+  ;;
+fdlimit)
+  FD_LIMIT=32 start_target
+  ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$PID/stat"; }
+  # 60 connections held open for 4 s; how many the target closed at once is printed.
+  python3 - "$PORT" >"$DIR/flood.out" 2>&1 <<'PY' &
+import socket, sys, time
+held = []
+for _ in range(60):
+    held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+time.sleep(1)
+closed = 0
+for c in held:
+    c.setblocking(False)
+    try:
+        closed += c.recv(1) == b""
+    except BlockingIOError:
+        pass
+    except ConnectionResetError:
+        closed += 1
+print("held", len(held), "closed", closed, flush=True)
+time.sleep(3)
+PY
+  FLOOD=$!
+  sleep 1.5
+  t0=$(ticks); sleep 2; t1=$(ticks)
+  wait $FLOOD || { cat "$DIR/flood.out"; fail "the connection flood failed"; }
+  cat "$DIR/flood.out"
+  # A spinning accept loop burns the whole 2 s (200 ticks); a shedding one next to nothing.
+  [ $((t1 - t0)) -lt 50 ] || fail "target used $((t1 - t0)) ticks of CPU in 2 s while out of descriptors (spinning?)"
+  closed=$(awk '{print $4}' "$DIR/flood.out")
+  [ "${closed:-0}" -gt 0 ] || fail "no connection was shed: $(cat "$DIR/flood.out")"
+  grep -q "cannot accept a connection: Too many open files" "$DIR/target.log" || fail "no warning in the log"
+  [ "$(grep -c 'cannot accept a connection' "$DIR/target.log")" = 1 ] || fail "the warning repeats: $(cat "$DIR/target.log")"
+  timeout 20 iscsi-inq -i $INI "$URL/1" >/dev/null || fail "no service after the flood"
+  echo "out of descriptors: CPU $((t1 - t0)) ticks in 2 s, $closed of 60 connections shed, service back after"
+  stop_target
   ;;
 chap)
   printf 'user initiator-secret\n' >"$DIR/chap"
