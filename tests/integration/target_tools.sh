@@ -11,7 +11,7 @@
 #                                           connection is closed, the target keeps serving
 #   target_tools.sh VCP_BIN wildcard        a target on 0.0.0.0 and on [::] reports, in SendTargets,
 #                                           the address the initiator reached (iscsi-ls, vcp discover);
-#                                           runs in a network namespace of its own (root), so the
+#                                           runs in a network namespace of its own, so the
 #                                           wildcard listener is open on nothing but that loopback
 #   target_tools.sh VCP_BIN fdlimit         out of file descriptors (ulimit -n 32, 60 connections
 #                                           held open): the target sheds the extra connections
@@ -32,9 +32,10 @@ shift 2
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 if [ "$MODE" = wildcard ] && [ -z "${VCP_IN_NETNS:-}" ]; then
-  [ "$(id -u)" = 0 ] || fail "wildcard: needs root for a network namespace of its own"
   command -v unshare >/dev/null || fail "unshare not installed (Debian package util-linux)"
-  VCP_IN_NETNS=1 exec unshare --net "$0" "$VCP_BIN" "$MODE" "$@"
+  ns=(unshare --net)  # not root: a user namespace of our own holds the network namespace
+  [ "$(id -u)" = 0 ] || ns=(unshare --user --map-root-user --net)
+  VCP_IN_NETNS=1 exec "${ns[@]}" "$0" "$VCP_BIN" "$MODE" "$@"
 fi
 for tool in iscsi-inq iscsi-readcapacity16 iscsi-ls iscsi-perf iscsi-test-cu; do
   command -v "$tool" >/dev/null || fail "$tool not installed (Debian package libiscsi-bin)"
