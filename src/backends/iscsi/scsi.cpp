@@ -280,6 +280,8 @@ Outcome classify(uint8_t status, const std::optional<Sense>& sense, BlockOp op) 
         return {Verdict::Done, -EOPNOTSUPP};
       return {Verdict::Done, -EIO};
     case vcp::scsi::SenseKey::data_protect:
+      // 27/07 SPACE ALLOCATION FAILED WRITE PROTECT: a thin LUN (or the file system under it) is full.
+      if (sense->asc == 0x27 && sense->ascq == 0x07) return {Verdict::Done, -ENOSPC};
       return {Verdict::Done, -EROFS};
     default:
       return {Verdict::Done, -EIO};

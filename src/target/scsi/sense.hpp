@@ -21,6 +21,7 @@ enum class Asc : uint16_t {
   invalid_field_in_parameter_list = 0x2600,
   invalid_release_of_pr = 0x2604,
   write_protected = 0x2700,
+  space_allocation_failed_write_protect = 0x2707,
   power_on_reset = 0x2900,
   power_on_occurred = 0x2901,
   scsi_bus_reset = 0x2902,

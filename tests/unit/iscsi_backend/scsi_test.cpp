@@ -211,6 +211,7 @@ TEST(ScsiClassify, StatusesAndSense) {
   EXPECT_EQ(classify(kCheckCondition, sense(0xb, 0, 0), BlockOp::read).verdict, Verdict::RetryBackoff);
   EXPECT_EQ(classify(kCheckCondition, sense(3, 0x11, 0), BlockOp::read).error, -EIO);
   EXPECT_EQ(classify(kCheckCondition, sense(7, 0x27, 0), BlockOp::write).error, -EROFS);
+  EXPECT_EQ(classify(kCheckCondition, sense(7, 0x27, 7), BlockOp::write).error, -ENOSPC);  // thin LUN full
   EXPECT_EQ(classify(kCheckCondition, sense(1, 0, 0), BlockOp::read).error, 0);  // recovered
   // ILLEGAL REQUEST: unsupported for optional commands, an error for reads and writes.
   EXPECT_EQ(classify(kCheckCondition, sense(5, 0x20, 0), BlockOp::discard).error, -EOPNOTSUPP);

@@ -533,6 +533,43 @@ TEST_F(FileLunTest, AbortWhileParkedBehindCompareAndWrite) {
   EXPECT_EQ(caw.task.status, Status::good);
 }
 
+// A backend whose writes find no space (the file system under a file LUN is full).
+class NoSpaceBackend final : public BlockBackend {
+ public:
+  NoSpaceBackend() : inner_(make_backend("ram:size=4M", &err_)) {}
+  const BackendInfo& info() const override { return inner_->info(); }
+  Result<std::unique_ptr<BackendQueue>> open_queue(unsigned index) override {
+    auto q = inner_->open_queue(index);
+    if (!q) return Err(q.error());
+    return std::unique_ptr<BackendQueue>(new Queue(std::move(*q)));
+  }
+
+ private:
+  struct Queue final : BackendQueue {
+    explicit Queue(std::unique_ptr<BackendQueue> q) : inner(std::move(q)) {}
+    void submit(BlockRequest* req) override {
+      if (req->op == BlockOp::write || req->op == BlockOp::write_zeroes) return req->done(req, -ENOSPC);
+      inner->submit(req);
+    }
+    void commit() override { inner->commit(); }
+    int poll() override { return inner->poll(); }
+    uint32_t in_flight() const override { return inner->in_flight(); }
+    std::unique_ptr<BackendQueue> inner;
+  };
+  std::string err_;
+  std::unique_ptr<BlockBackend> inner_;
+};
+
+TEST(NoSpaceLun, WritesFailWithSpaceAllocationFailed) {
+  LunHarness h(std::make_unique<NoSpaceBackend>());
+  h.clear_ua();
+  EXPECT_TRUE(h.out(cdb10(op::kWrite10, 0, 1), pattern(512, 1))
+                  .is(SenseKey::data_protect, Asc::space_allocation_failed_write_protect));
+  EXPECT_TRUE(h.out(cdb16(op::kWrite16, 8, 2), pattern(1024, 2))
+                  .is(SenseKey::data_protect, Asc::space_allocation_failed_write_protect));
+  EXPECT_TRUE(h.in(cdb10(op::kRead10, 0, 1), 512).good());  // reads go on
+}
+
 TEST_F(FileLunTest, ReadOnlyFileBackend) {
   h.reset();
   h = std::make_unique<LunHarness>("file:path=" + path_.string() + ",ro=on");

@@ -19,14 +19,21 @@ ItNexus make_nexus(uint64_t id, const std::string& name, uint64_t isid) {
 }
 
 LunHarness::LunHarness(const std::string& spec, LunConfig cfg) {
-  a = make_nexus(1, "iqn.2024-01.test:a", 0x23d000000001);
-  b = make_nexus(2, "iqn.2024-01.test:b", 0x23d000000002);
   std::string err;
-  backend_ = make_backend(spec, &err);
-  if (!backend_) {
+  auto backend = make_backend(spec, &err);
+  if (!backend) {
     ADD_FAILURE() << err;
     return;
   }
+  open(std::move(backend), std::move(cfg));
+}
+
+LunHarness::LunHarness(std::unique_ptr<BlockBackend> backend, LunConfig cfg) { open(std::move(backend), std::move(cfg)); }
+
+void LunHarness::open(std::unique_ptr<BlockBackend> backend, LunConfig cfg) {
+  a = make_nexus(1, "iqn.2024-01.test:a", 0x23d000000001);
+  b = make_nexus(2, "iqn.2024-01.test:b", 0x23d000000002);
+  backend_ = std::move(backend);
   if (cfg.target_name.empty()) cfg.target_name = "iqn.2024-01.vcp:target";
   auto l = Lun::open(cfg, *backend_);
   if (!l) {

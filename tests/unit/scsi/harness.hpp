@@ -44,6 +44,7 @@ Reply run_on(Lun& lun, std::vector<uint8_t> cdb, DataDir dir, uint32_t edtl, std
 class LunHarness {
  public:
   explicit LunHarness(const std::string& spec = "ram:size=4M", LunConfig cfg = {});
+  explicit LunHarness(std::unique_ptr<BlockBackend> backend, LunConfig cfg = {});
   Lun& lun() { return *lun_; }
   BlockBackend& backend() { return *backend_; }
 
@@ -70,6 +71,8 @@ class LunHarness {
   bool accept_view = false;  // run(): tasks take data-in in place, as the iSCSI target's do
 
  private:
+  void open(std::unique_ptr<BlockBackend> backend, LunConfig cfg);
+
   std::unique_ptr<BlockBackend> backend_;
   std::unique_ptr<Lun> lun_;
 };
