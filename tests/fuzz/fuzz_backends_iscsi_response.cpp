@@ -1,6 +1,6 @@
 // What the iscsi backend parses from a target (and a user): READ CAPACITY(16) data, the Block
 // Limits / Logical Block Provisioning / Unit Serial Number VPD pages, sense data (bare and in a
-// SCSI Response segment) and SendTargets texts. The first byte picks the parser, the rest is its
+// SCSI Response segment), SendTargets texts and the MODE SENSE(10) header. The first byte picks the parser, the rest is its
 // input. Every parser must stay inside its input and never crash. (The iscsi:// spec a user
 // types is fuzz_backends_spec's.)
 #include <cstddef>
@@ -16,7 +16,7 @@ using namespace vcp::backends::iscsi;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::span<const uint8_t> in(data + 1, size - 1);
-  switch (data[0] % 7) {
+  switch (data[0] % 8) {
     case 0: (void)parse_read_capacity16(in); break;
     case 1: (void)parse_block_limits_vpd(in); break;
     case 2: (void)parse_provisioning_vpd(in); break;
@@ -37,6 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)parse_send_targets(in, &out, &err);
       break;
     }
+    case 7: (void)parse_mode_sense10_write_protect(in); break;
   }
   return 0;
 }

@@ -221,6 +221,24 @@ initiator)
     done
   done
   stop_target
+  # A write-protected LUN (MODE SENSE WP) is served read-only: the VCP's virtio-blk device says
+  # RO, writes are refused before they reach the target, reads work.
+  start_target --lun "3=file:path=$DIR/lun0.img,ro=on"
+  "$VCP_BIN" serve --socket "$DIR/ro.sock" --backend "$URL/3" >"$DIR/serve.log" 2>&1 &
+  SERVE=$!
+  for _ in $(seq 100); do [ -S "$DIR/ro.sock" ] && break; sleep 0.05; done
+  grep -q "write-protected: read-only" "$DIR/serve.log" || { kill $SERVE; fail "LUN 3 not seen as write-protected"; }
+  out=$(timeout 30 "$VCP_BIN" bench --socket "$DIR/ro.sock" --rw read --bs 4k --qd 4 --time 1 2>&1) ||
+    { kill $SERVE; echo "$out" | tail -3; fail "reads of the read-only LUN"; }
+  if out=$(timeout 30 "$VCP_BIN" bench --socket "$DIR/ro.sock" --rw write --bs 4k --qd 4 --time 1 2>&1); then
+    kill $SERVE; fail "writes to the read-only LUN succeeded: $out"
+  fi
+  kill -TERM $SERVE; wait $SERVE || true
+  # The client sees VIRTIO_BLK_F_RO and refuses the writes itself: none reach the VCP.
+  last=$(grep "queue stopped" "$DIR/serve.log" | tail -1)
+  grep -q " 0.0 MiB written, 0 I/O errors" <<<"$last" || fail "writes reached the VCP: $last"
+  echo "write-protected LUN served read-only: reads work, writes refused before the channel"
+  stop_target
   ;;
 shrink)
   # Reads of a buffered file LUN go out from a mapping of the file; cut the file to 1 MiB under a

@@ -145,9 +145,15 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
     serial = iscsi::parse_device_id_vpd(vpd(0x83));
     if (serial && serial->size() > 20) serial = serial->substr(serial->size() - 20);
   }
+  // A write-protected LU is served read-only (virtio-blk RO), so writes are refused in the VCP
+  // instead of failing one by one at the target. A target without MODE SENSE: writable.
+  std::vector<uint8_t> mode(iscsi::kModeSense10HeaderLength, 0);
+  const bool read_only = run_probe(probe, iscsi::build_mode_sense10_header(), true, mode, t) == 0 &&
+                         iscsi::parse_mode_sense10_write_protect(mode).value_or(false);
   probe.logout(1000);
 
   BackendInfo info;
+  info.read_only = read_only;
   const uint64_t bs = cap->block_size;
   info.block_size = cap->block_size;
   info.capacity_bytes = cap->blocks * bs;
@@ -170,8 +176,9 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
   info.write_zeroes = true;  // WRITE SAME(16) is mandatory-ish in SBC-4; refusals map to UNSUPP
   info.serial = serial ? serial->substr(0, 20) : "";
   info.description = "iscsi " + where;
-  VCP_LOG_INFO("iscsi: {}: {} blocks of {} bytes, max transfer {}, discard {}, serial '{}'", where, cap->blocks,
-               cap->block_size, info.max_transfer_bytes, info.discard ? "yes" : "no", info.serial);
+  VCP_LOG_INFO("iscsi: {}: {} blocks of {} bytes, max transfer {}, discard {}, serial '{}'{}", where, cap->blocks,
+               cap->block_size, info.max_transfer_bytes, info.discard ? "yes" : "no", info.serial,
+               read_only ? ", write-protected: read-only" : "");
   iscsi::LunShape shape{cap->block_size, info.discard, info.write_zeroes};
   return std::make_unique<IscsiBackend>(std::move(*cfg), isid, std::move(info), shape);
 }

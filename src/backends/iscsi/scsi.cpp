@@ -70,6 +70,20 @@ Cdb build_inquiry_vpd(uint8_t page, uint16_t allocation) {
   return c;
 }
 
+Cdb build_mode_sense10_header() {
+  Cdb c{};
+  c[0] = vcp::scsi::op::kModeSense10;
+  c[1] = 0x08;  // DBD
+  c[2] = 0x3f;  // PC 0 (current values), all pages
+  store_be16(&c[7], kModeSense10HeaderLength);
+  return c;
+}
+
+std::optional<bool> parse_mode_sense10_write_protect(std::span<const uint8_t> d) {
+  if (d.size() < 4) return std::nullopt;
+  return (d[3] & 0x80) != 0;
+}
+
 Cdb build_read_capacity16(uint32_t allocation) {
   Cdb c{};
   c[0] = vcp::scsi::op::kServiceActionIn16;

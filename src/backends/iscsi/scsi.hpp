@@ -38,6 +38,13 @@ Cdb build_write_same16(uint64_t lba, uint32_t blocks, bool unmap);
 Cdb build_inquiry_vpd(uint8_t page, uint16_t allocation);
 Cdb build_read_capacity16(uint32_t allocation);
 Cdb build_test_unit_ready();
+// MODE SENSE(10), all pages, no block descriptors: only its header is read (the target cuts
+// the data at the allocation length).
+Cdb build_mode_sense10_header();
+constexpr uint32_t kModeSense10HeaderLength = 8;
+// The WP bit of a MODE SENSE(10) header's device-specific parameter (SBC-4 §6.5.2): whether
+// the LU refuses writes. nullopt for a header too short to say.
+std::optional<bool> parse_mode_sense10_write_protect(std::span<const uint8_t> data);
 
 struct Capacity {
   uint64_t blocks = 0;  // last LBA + 1

@@ -60,6 +60,20 @@ TEST(ScsiCdb, FlushUnmapWriteSameInquiryCapacity) {
   EXPECT_EQ(rc[13], 32);
 }
 
+TEST(ScsiCdb, ModeSense10HeaderAndWriteProtect) {
+  Cdb m = build_mode_sense10_header();
+  EXPECT_EQ(m[0], 0x5a);
+  EXPECT_EQ(m[1], 0x08);  // DBD
+  EXPECT_EQ(m[2], 0x3f);  // current values, all pages
+  EXPECT_EQ(m[7], 0);
+  EXPECT_EQ(m[8], kModeSense10HeaderLength);
+  const uint8_t wp[8] = {0, 6, 0, 0x90, 0, 0, 0, 0};  // WP and DPOFUA
+  const uint8_t rw[8] = {0, 6, 0, 0x10, 0, 0, 0, 0};
+  EXPECT_EQ(parse_mode_sense10_write_protect(wp), std::optional<bool>(true));
+  EXPECT_EQ(parse_mode_sense10_write_protect(rw), std::optional<bool>(false));
+  EXPECT_EQ(parse_mode_sense10_write_protect(std::span<const uint8_t>(wp, 3)), std::nullopt);  // too short
+}
+
 TEST(ScsiParse, ReadCapacity16) {
   std::vector<uint8_t> d(32, 0);
   d[7] = 0xff;  // last LBA 255
