@@ -24,7 +24,8 @@ uint64_t now_ms() {
 
 }  // namespace
 
-Acceptor::Acceptor(int listen_fd, std::string what) : listen_fd_(listen_fd), what_(std::move(what)), spare_(open_spare()) {}
+Acceptor::Acceptor(int listen_fd, std::string what)
+    : listen_fd_(listen_fd), what_(std::move(what)), spare_(open_spare()) {}
 
 UniqueFd Acceptor::accept() {
   UniqueFd fd(accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC));

@@ -59,7 +59,8 @@ std::optional<std::string> local_host(int fd) {
       return std::nullopt;
     }
   } else if (sa.ss_family == AF_INET) {
-    if (!inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&sa)->sin_addr, buf, sizeof(buf))) return std::nullopt;
+    const auto* a4 = reinterpret_cast<const sockaddr_in*>(&sa);
+    if (!inet_ntop(AF_INET, &a4->sin_addr, buf, sizeof(buf))) return std::nullopt;
   } else {
     return std::nullopt;
   }

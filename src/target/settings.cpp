@@ -266,7 +266,8 @@ bool validate(const TargetSettings& s, std::string* error) {
   }
   // A connection is dropped when one of these runs out: shorter than a tick of the I/O thread's
   // timer they would drop healthy peers.
-  for (auto [key, v] : {std::pair{"login_timeout_ms", s.login_timeout_ms}, std::pair{"nop_interval_ms", s.nop_interval_ms},
+  for (auto [key, v] : {std::pair{"login_timeout_ms", s.login_timeout_ms},
+                        std::pair{"nop_interval_ms", s.nop_interval_ms},
                         std::pair{"nop_timeout_ms", s.nop_timeout_ms}}) {
     if (v < kMinTimeoutMs) {
       *error = std::string(key) + " must be at least " + std::to_string(kMinTimeoutMs);

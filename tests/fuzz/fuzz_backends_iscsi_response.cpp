@@ -1,8 +1,8 @@
-// What the iscsi backend parses from a target (and a user): READ CAPACITY(16) data, the Block
-// Limits / Logical Block Provisioning / Unit Serial Number VPD pages, sense data (bare and in a
-// SCSI Response segment), SendTargets texts and the MODE SENSE(10) header. The first byte picks the parser, the rest is its
-// input. Every parser must stay inside its input and never crash. (The iscsi:// spec a user
-// types is fuzz_backends_spec's.)
+// What the iscsi backend parses from a target: READ CAPACITY(16) data, the Block Limits /
+// Logical Block Provisioning / Unit Serial Number VPD pages, sense data (bare and in a SCSI
+// Response segment), SendTargets texts and the MODE SENSE(10) header. The first byte picks the
+// parser, the rest is its input. Every parser must stay inside its input and never crash. (The
+// iscsi:// spec a user types is fuzz_backends_spec's.)
 #include <cstddef>
 #include <cstdint>
 #include <span>

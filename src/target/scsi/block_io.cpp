@@ -173,7 +173,8 @@ Sense Lun::io_error(const ScsiTask* t, int status) const {
   if (status == -EROFS) return sense(SenseKey::data_protect, Asc::write_protected);
   // The file system under the LUN is full (or over quota): SBC-4 4.7.3.6's answer for a write
   // that finds no space, which initiators tell apart from a medium error (Linux: -ENOSPC).
-  if (status == -ENOSPC || status == -EDQUOT) return sense(SenseKey::data_protect, Asc::space_allocation_failed_write_protect);
+  if (status == -ENOSPC || status == -EDQUOT)
+    return sense(SenseKey::data_protect, Asc::space_allocation_failed_write_protect);
   if (t->priv.req.op == BlockOp::read) return sense(SenseKey::medium_error, Asc::unrecovered_read_error);
   return sense(SenseKey::medium_error, Asc::write_error);
 }

@@ -28,7 +28,9 @@ LunHarness::LunHarness(const std::string& spec, LunConfig cfg) {
   open(std::move(backend), std::move(cfg));
 }
 
-LunHarness::LunHarness(std::unique_ptr<BlockBackend> backend, LunConfig cfg) { open(std::move(backend), std::move(cfg)); }
+LunHarness::LunHarness(std::unique_ptr<BlockBackend> backend, LunConfig cfg) {
+  open(std::move(backend), std::move(cfg));
+}
 
 void LunHarness::open(std::unique_ptr<BlockBackend> backend, LunConfig cfg) {
   a = make_nexus(1, "iqn.2024-01.test:a", 0x23d000000001);
