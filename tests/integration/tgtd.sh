@@ -197,6 +197,17 @@ case "$CASE" in
     tgt --op new --mode portal --param "portal=127.0.0.2:$A2_PORT"
     redirect_to 127.0.0.2 "$A2_PORT"
     timeout 20 "$IO_TEST" expect-fail "$URL" "redirect loop" ;;
+  readonly)
+    # tgtd's LUN made read-only: MODE SENSE says WP, the VCP serves the disk read-only (the
+    # client refuses writes before the channel), reads work.
+    tgt --op update --mode logicalunit --tid 1 --lun 1 --params readonly=1
+    start_serve
+    grep -q "write-protected: read-only" "$WORK/serve.log" || { cat "$WORK/serve.log" >&2; die "WP not seen"; }
+    "$VCP_BIN" bench --socket "$sock" --rw read --bs 64k --qd 4 --time 1 || die "reads of the read-only LUN"
+    if "$VCP_BIN" bench --socket "$sock" --rw write --bs 4k --qd 4 --time 1; then die "writes succeeded"; fi
+    kill -TERM "$serve"; wait "$serve" || true
+    last=$(grep "queue stopped" "$WORK/serve.log" | tail -1)
+    grep -q " 0.0 MiB written, 0 I/O errors" <<<"$last" || die "writes reached the VCP: $last" ;;
   discover)
     [[ -x "${VCP_BIN:-}" ]] || die "VCP_BIN is not set to the vcp binary"
     out=$("$VCP_BIN" discover "127.0.0.1:$PORT")
