@@ -324,8 +324,8 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
                 chain.num_readable, chain.readable_bytes, chain.num_writable, chain.writable_bytes);
   if (chain.head >= slots_.size() || slots_[chain.head].busy) {
     // A head the driver handed us again while we still hold it: answering would complete it twice.
-    VCP_LOG_ERROR("{}: head {} is already in flight; request dropped", opts_.name, chain.head);
     QueueStats::bump(stats_.bad_requests);
+    if (log_this_refusal()) VCP_LOG_ERROR("{}: head {} is already in flight; request dropped", opts_.name, chain.head);
     return;
   }
   Slot& s = slots_[chain.head];

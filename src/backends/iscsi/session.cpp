@@ -1455,10 +1455,14 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
   Outcome o = classify(status, sense, t.raw ? BlockOp::read : t.req->op);
   if (status == vcp::scsi::code(vcp::scsi::Status::busy) || status == vcp::scsi::code(vcp::scsi::Status::task_set_full)) ++stats_.busy;
   if (status == vcp::scsi::code(vcp::scsi::Status::task_set_full)) on_task_set_full();
+  // A target that fails every command (a full LUN, a dying disk) must not flood the log: the
+  // first 16 failures are logged, then one in 1000 with the count so far.
+  const bool log_failure = !t.raw && (stats_.failed < 16 || (stats_.failed + 1) % 1000 == 0);
   if (sense) {
     if (sense->key == vcp::scsi::code(vcp::scsi::SenseKey::unit_attention)) {
       VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
-    } else if (!(t.raw && sense->key == vcp::scsi::code(vcp::scsi::SenseKey::illegal_request))) {
+    } else if (!(t.raw && sense->key == vcp::scsi::code(vcp::scsi::SenseKey::illegal_request)) &&
+               (t.raw || log_failure)) {
       VCP_LOG_WARN("{}: CDB 0x{:02x}: CHECK CONDITION: {}", name_, t.cdb[0], describe(*sense));
     }
   } else if (status != vcp::scsi::code(vcp::scsi::Status::good)) {
@@ -1493,18 +1497,20 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
     } else if ((t.req->op == BlockOp::read || t.req->op == BlockOp::write) && (underflow || overflow) &&
                residual != 0) {
       // (UNMAP and WRITE SAME: some targets report their parameter data as residual; harmless.)
-      VCP_LOG_ERROR("{}: CDB 0x{:02x}: residual {} bytes ({})", name_, t.cdb[0], residual,
-                    underflow ? "underflow" : "overflow");
+      if (log_failure)
+        VCP_LOG_ERROR("{}: CDB 0x{:02x}: residual {} bytes ({})", name_, t.cdb[0], residual,
+                      underflow ? "underflow" : "overflow");
       err = -EIO;
     } else if (t.read && t.rx_done != t.xfer) {
-      VCP_LOG_ERROR("{}: read returned {} of {} bytes", name_, t.rx_done, t.xfer);
+      if (log_failure) VCP_LOG_ERROR("{}: read returned {} of {} bytes", name_, t.rx_done, t.xfer);
       err = -EIO;
     }
   } else if (err != -EOPNOTSUPP || !t.raw) {
-    if (!t.raw)
-      VCP_LOG_ERROR("{}: {} at byte {} ({} bytes) failed: {}", name_, to_string(t.req->op), t.req->offset,
-                    t.req->length, errno_str(err));
+    if (log_failure)
+      VCP_LOG_ERROR("{}: {} at byte {} ({} bytes) failed: {} [{} failed so far]", name_, to_string(t.req->op),
+                    t.req->offset, t.req->length, errno_str(err), stats_.failed + 1);
   }
+  if (err != 0 && !t.raw) ++stats_.failed;
   if (err == 0) ramp_depth();
   complete(t, err);
 }
@@ -1754,10 +1760,10 @@ void Session::logout(uint32_t timeout_ms) {
   if (stats_.receives > 0)
     VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends; {} target NOP-In pings "
                  "answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects, "
-                 "{} commands completed, {} queue depth reductions (limit now {})",
+                 "{} commands completed ({} failed), {} queue depth reductions (limit now {})",
                  name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),
                  stats_.sends, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.aborts,
-                 stats_.lun_resets, stats_.redirects, completed_, stats_.depth_reductions,
+                 stats_.lun_resets, stats_.redirects, completed_, stats_.failed, stats_.depth_reductions,
                  depth_limit_ ? std::to_string(depth_limit_) : std::string("none"));
   if (!tearing_down_ && sock_) connection_failed("logged out");
   const uint64_t until = now_ms() + 1000;

@@ -119,6 +119,7 @@ class Session {
     uint64_t receives = 0;  // socket receives that returned data
     uint64_t lowat_misses = 0;  // a whole-PDU mark the target's next PDU did not reach (timer)
     uint64_t sends = 0;     // sendmsg calls (each carries every queued PDU it can)
+    uint64_t failed = 0;    // commands answered with an error (CHECK CONDITION, residual, ...)
   };
   const Stats& stats() const { return stats_; }
   // Commands kept at the target at most now, after TASK SET FULL (0: no limit).

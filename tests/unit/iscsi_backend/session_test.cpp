@@ -13,7 +13,12 @@
 
 #include <numeric>
 
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <sstream>
+
 #include "backends/iscsi/scsi.hpp"
+#include "base/log.hpp"
 #include "scripted_target.hpp"
 
 namespace vcp::backends::iscsi {
@@ -65,6 +70,18 @@ class IscsiSession : public ::testing::Test {
   std::optional<is::ScsiCommandPdu> issue(TestIo& io) {
     submit(io);
     return next_command();
+  }
+  // A 4 KiB read the target answers with CHECK CONDITION and this sense; returns its status
+  // and how many times it completed (through io_calls).
+  int read_failing_with(std::vector<uint8_t> sense, int* io_calls = nullptr) {
+    TestIo io(BlockOp::read, 0, 4096);
+    auto c = issue(io);
+    EXPECT_TRUE(c);
+    if (!c) return 1;
+    target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), sense);
+    EXPECT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+    if (io_calls) *io_calls = io.calls;
+    return io.status;
   }
   // A 512-byte read answered with good data: the session works (and is in step).
   void read_works(uint8_t seed) {
@@ -257,14 +274,40 @@ TEST_F(IscsiSession, UnitAttentionIsRetriedAtOnceAndAStormFails) {
 
 TEST_F(IscsiSession, ErrorsAreNotRetried) {
   start();
-  TestIo io(BlockOp::read, 0, 4096);
-  auto c = issue(io);
-  ASSERT_TRUE(c);
-  target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x3, 0x11, 0x00));
-  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
-  EXPECT_EQ(io.status, -EIO);
+  int calls = 0;
+  EXPECT_EQ(read_failing_with(ScriptedTarget::sense(0x3, 0x11, 0x00), &calls), -EIO);
   EXPECT_TRUE(target_.quiet(300));
-  EXPECT_EQ(io.calls, 1);
+  EXPECT_EQ(calls, 1);
+}
+
+// A target failing every command (a dying disk) must not flood the log: the first 16 failures
+// are logged, then one in 1000; the count is kept.
+TEST_F(IscsiSession, AStormOfFailuresIsCountedNotLoggedWhole) {
+  std::ostringstream out;
+  struct Capture {  // the log into `out` at info level for this test, whatever happens
+    explicit Capture(std::ostringstream& o) : level(vcp::log::level()) {
+      vcp::log::set_level(vcp::log::Level::info);
+      vcp::log::get().sinks().push_back(std::make_shared<spdlog::sinks::ostream_sink_mt>(o));
+    }
+    ~Capture() {
+      vcp::log::get().sinks().pop_back();
+      vcp::log::set_level(level);
+    }
+    vcp::log::Level level;
+  } capture(out);
+  start();
+  constexpr int kFailures = 40;
+  for (int i = 0; i < kFailures; ++i) ASSERT_EQ(read_failing_with(ScriptedTarget::sense(0x3, 0x11, 0x00)), -EIO);
+  EXPECT_EQ(session_->stats().failed, static_cast<uint64_t>(kFailures));
+  const std::string log = out.str();
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("CHECK CONDITION: MEDIUM ERROR"), 16u) << log;
+  EXPECT_EQ(count("failed so far]"), 16u) << log;
+  EXPECT_NE(log.find("[16 failed so far]"), std::string::npos) << log;
 }
 
 // ---- timeouts ----
