@@ -26,7 +26,7 @@ enum class PollMode : uint8_t {
 };
 
 struct ClientOptions {
-  uint16_t num_queues = 1;            // 0: as many as the device offers
+  uint16_t num_queues = 1;            // 0: as many as the device offers (at most 64)
   uint16_t queue_size = 256;          // ring entries (power of two); also the requests in flight
   size_t buffer_bytes = 64u << 20;    // arena space for alloc()
   uint32_t bounce_bytes = 64u << 10;  // per request in flight: copied requests go in pieces this big

@@ -19,7 +19,7 @@ typedef struct vcp_queue vcp_queue;
 enum vcp_poll_mode { VCP_POLL_ALWAYS = 0, VCP_POLL_ADAPTIVE = 1, VCP_POLL_NEVER = 2 };
 
 struct vcp_options {
-  uint16_t num_queues;    /* 0: all the device has */
+  uint16_t num_queues;    /* 0: all the device has (at most 64) */
   uint16_t queue_size;    /* power of two */
   size_t buffer_bytes;    /* arena space for vcp_alloc() */
   uint32_t bounce_bytes;  /* per request in flight, for copied buffers */

@@ -102,8 +102,11 @@ class Connector {
       dev_queues = static_cast<uint16_t>(std::min<uint64_t>(dev_queues, *qn));
     }
     d.num_queues = dev_queues;
-    nq_ = o_.num_queues == 0 ? dev_queues : o_.num_queues;
+    // Each queue costs a ring, its buffers and a share of the memory table: a device offering
+    // thousands must not make "as many as it offers" take that much.
+    nq_ = o_.num_queues == 0 ? std::min<uint16_t>(dev_queues, kMaxQueues) : o_.num_queues;
     if (nq_ > dev_queues) return Failure{-EINVAL, "more queues asked for than the device has"};
+    if (nq_ > kMaxQueues) return Failure{-EINVAL, "at most " + std::to_string(kMaxQueues) + " queues"};
     if (o_.queue_size < 2 || (o_.queue_size & (o_.queue_size - 1)) || o_.queue_size > 32768)
       return Failure{-EINVAL, "queue size must be a power of two from 2 to 32768"};
 

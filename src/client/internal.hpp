@@ -36,6 +36,7 @@ inline constexpr size_t kMetaBytes = 64;
 inline constexpr size_t kMetaRangeOff = 16;
 inline constexpr size_t kMetaStatusOff = 32;
 inline constexpr uint32_t kMaxBlockSize = 64u << 10;  // a device claiming larger blocks is refused
+inline constexpr uint16_t kMaxQueues = 64;            // queues a client opens at most
 inline constexpr uint32_t kMaxSegsPerPiece = 128;
 // A device without SIZE_MAX (qemu-storage-daemon) would take 126 x 4 GiB; pieces this big keep
 // one request from holding the ring for long.

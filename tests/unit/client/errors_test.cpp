@@ -194,6 +194,20 @@ TEST(ClientControl, NonsenseDeviceConfigIsRefused) {
     EXPECT_NE(why.find(c.why), std::string::npos) << why;
     EXPECT_FALSE(client);
   }
+  {  // a device offering 1000 queues: "all of them" opens 64 at most
+    SilentDevice many;
+    many.config.num_queues = 1000;
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ServerLoop loop(many, UniqueFd(sv[0]));
+    std::unique_ptr<Client> client;
+    std::string why;
+    ClientOptions co;
+    co.num_queues = 0;
+    co.queue_size = 16;
+    ASSERT_EQ(Client::connect_fd(sv[1], co, &client, &why), 0) << why;
+    EXPECT_EQ(client->num_queues(), 64u);
+  }
   SilentDevice fine;  // and the largest block size we take is taken
   fine.config.blk_size = 64u << 10;
   int sv[2];

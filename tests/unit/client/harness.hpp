@@ -119,7 +119,7 @@ class SilentDevice final : public vhost::Device {
            (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ);
   }
   void set_features(uint64_t) override {}
-  uint16_t num_queues() const override { return kQueues; }
+  uint16_t num_queues() const override { return config.num_queues; }  // started: the first kQueues
   uint16_t max_queue_size() const override { return 1024; }
   int read_config(uint32_t offset, std::span<uint8_t> out) override {
     const virtio_blk_config c = virtio::make_blk_config(config);
