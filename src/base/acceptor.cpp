@@ -38,6 +38,12 @@ UniqueFd Acceptor::accept() {
 
 void Acceptor::shed_one(int err) {
   ++shed_;
+  const bool had_spare = spare_.valid();
+  if (had_spare) {
+    spare_.reset();
+    UniqueFd doomed(accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC));
+  }
+  // Logged while the spare's descriptor is free, for whatever the logging may need.
   const uint64_t now = now_ms();
   if (!logged_ || now - logged_ms_ >= 10000) {
     VCP_LOG_WARN("{}: cannot accept a connection: {} ({} refused so far; raise the open files limit)", what_,
@@ -45,13 +51,8 @@ void Acceptor::shed_one(int err) {
     logged_ = true;
     logged_ms_ = now;
   }
-  if (spare_) {
-    spare_.reset();
-    UniqueFd doomed(accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC));
-    doomed.reset();
-    spare_ = open_spare();
-    if (spare_) return;
-  }
+  if (had_spare) spare_ = open_spare();
+  if (spare_) return;
   // No spare to give up (someone else took the descriptor): do not spin on the readable socket.
   pollfd none{-1, 0, 0};
   (void)::poll(&none, 1, 100);
