@@ -3,10 +3,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <cerrno>
 
+#include "base/clock.hpp"
 #include "base/log.hpp"
 #include "base/result.hpp"
 
@@ -15,12 +15,6 @@ namespace vcp {
 namespace {
 
 UniqueFd open_spare() { return UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
-
-uint64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
 
 }  // namespace
 
@@ -44,7 +38,7 @@ void Acceptor::shed_one(int err) {
     UniqueFd doomed(accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC));
   }
   // Logged while the spare's descriptor is free, for whatever the logging may need.
-  const uint64_t now = now_ms();
+  const uint64_t now = coarse_now_ms();
   if (!logged_ || now - logged_ms_ >= 10000) {
     VCP_LOG_WARN("{}: cannot accept a connection: {} ({} refused so far; raise the open files limit)", what_,
                  errno_str(err), shed_);

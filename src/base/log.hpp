@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,11 @@ bool parse_level(const std::string& s, Level* out);
 
 // The process-wide logger (stderr, with a time stamp and the tag).
 spdlog::logger& get();
+
+// For an event a misbehaving peer can repeat without bound (a refused request, a failed
+// command): whether its n-th occurrence (counting from 1) is logged. The first 16 are, then one
+// in 1000, so the log says what happens without being flooded by it.
+constexpr bool thin(uint64_t n) { return n <= 16 || n % 1000 == 0; }
 
 }  // namespace vcp::log
 

@@ -95,4 +95,8 @@ Result<std::string> read_small_file(const std::string& path, size_t max_bytes) {
   }
 }
 
+std::string small_file_error(int err, const std::string& kind) {
+  return err == EFBIG ? "longer than a " + kind + " can be" : errno_str(err);
+}
+
 }  // namespace vcp

@@ -33,5 +33,7 @@ std::optional<Spec> parse_spec(const std::string& text, std::string* error);
 // max_bytes: a longer one is EFBIG, so a wrong path (a disk image, /dev/zero) cannot take the
 // memory. Pipes and /dev/fd/N work (handing a secret over on a descriptor). Retries EINTR.
 Result<std::string> read_small_file(const std::string& path, size_t max_bytes);
+// Why read_small_file failed, in words: "longer than a KIND can be" for EFBIG, else the errno's.
+std::string small_file_error(int err, const std::string& kind);
 
 }  // namespace vcp

@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -18,6 +17,7 @@
 #include <string>
 
 #include "base/acceptor.hpp"
+#include "base/clock.hpp"
 #include "base/cpu.hpp"
 #include "base/log.hpp"
 #include "iscsi/sendtargets.hpp"
@@ -28,19 +28,14 @@ namespace vcp::target {
 
 namespace {
 
-uint64_t now_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // ms resolution is plenty for timers
-  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
-}
-
 // io_uring user_data: a pointer (8-aligned) or an index, with the kind in the low 3 bits.
 enum Kind : uint64_t { kRecv = 1, kSend = 2, kWake = 3, kTimer = 4, kLunPoll = 5 };
 uint64_t tag(const void* p, Kind k) { return reinterpret_cast<uint64_t>(p) | k; }
 uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
 
 // A portal on every address of the machine: SendTargets must then name the one in use.
-bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::" || host == "[::]"; }
+// (The host is as parse_portal left it: an IPv6 address without its brackets.)
+bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
 
 // The numeric address of our end of a connection (an IPv4 peer of a dual-stack IPv6 listener
 // as plain IPv4), or nothing when the socket cannot say.
@@ -189,7 +184,7 @@ class IoThread {
     uint64_t stop_deadline = 0;
     for (;;) {
       io_uring_submit_and_wait(&ring_, 1);
-      const uint64_t now = now_ms();
+      const uint64_t now = coarse_now_ms();  // ms resolution is plenty for timers
       bool ticked = false;
       io_uring_cqe* cqe;
       unsigned head, seen = 0;

@@ -68,8 +68,7 @@ bool parse_portal(const std::string& arg, std::string* host, uint16_t* port, std
 std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, std::string* error) {
   auto text = read_small_file(path, kMaxChapFileBytes);
   if (!text) {
-    *error = "cannot read " + path + ": " +
-             (text.error() == EFBIG ? std::string("longer than a CHAP file can be") : errno_str(text.error()));
+    *error = "cannot read " + path + ": " + small_file_error(text.error(), "CHAP file");
     return std::nullopt;
   }
   std::istringstream in(*text);
@@ -129,8 +128,7 @@ bool chap_table(const toml::table& root, const char* table, const char* file_key
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
   auto text = read_small_file(path, kMaxConfigFileBytes);
   if (!text) {
-    *error = "cannot read " + path + ": " +
-             (text.error() == EFBIG ? std::string("longer than a configuration file can be") : errno_str(text.error()));
+    *error = "cannot read " + path + ": " + small_file_error(text.error(), "configuration file");
     return false;
   }
   toml::table root;

@@ -544,11 +544,8 @@ void QueueWorker::sleep_until_work(int64_t timeout_ns) {
   if (opts_.poll_mode != PollMode::never) dq_.set_notification(false);
 }
 
-// A misbehaving driver must not be able to flood the log: the first few, then one in 1000.
-bool QueueWorker::log_this_refusal() const {
-  const uint64_t n = stats_.bad_requests.load(std::memory_order_relaxed);
-  return n <= 16 || n % 1000 == 0;
-}
+// A misbehaving driver must not be able to flood the log (log::thin).
+bool QueueWorker::log_this_refusal() const { return log::thin(stats_.bad_requests.load(std::memory_order_relaxed)); }
 
 void QueueWorker::refuse(Slot& s, const virtio::BlkRequestView& v, const char* why) {
   QueueStats::bump(stats_.bad_requests);

@@ -1455,14 +1455,14 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
   Outcome o = classify(status, sense, t.raw ? BlockOp::read : t.req->op);
   if (status == vcp::scsi::code(vcp::scsi::Status::busy) || status == vcp::scsi::code(vcp::scsi::Status::task_set_full)) ++stats_.busy;
   if (status == vcp::scsi::code(vcp::scsi::Status::task_set_full)) on_task_set_full();
-  // A target that fails every command (a full LUN, a dying disk) must not flood the log: the
-  // first 16 failures are logged, then one in 1000 with the count so far.
-  const bool log_failure = !t.raw && (stats_.failed < 16 || (stats_.failed + 1) % 1000 == 0);
+  // A target that fails every command (a full LUN, a dying disk) must not flood the log
+  // (log::thin, with the count so far). Start-up commands are few: theirs are always logged, but
+  // for ILLEGAL REQUEST (an optional page or command the target lacks).
+  const bool log_failure = !t.raw && vcp::log::thin(stats_.failed + 1);
   if (sense) {
     if (sense->key == vcp::scsi::code(vcp::scsi::SenseKey::unit_attention)) {
       VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
-    } else if (!(t.raw && sense->key == vcp::scsi::code(vcp::scsi::SenseKey::illegal_request)) &&
-               (t.raw || log_failure)) {
+    } else if (t.raw ? sense->key != vcp::scsi::code(vcp::scsi::SenseKey::illegal_request) : log_failure) {
       VCP_LOG_WARN("{}: CDB 0x{:02x}: CHECK CONDITION: {}", name_, t.cdb[0], describe(*sense));
     }
   } else if (status != vcp::scsi::code(vcp::scsi::Status::good)) {

@@ -65,8 +65,7 @@ bool read_secret_file(const std::string& path, std::string* secret, std::string*
                       std::string* error) {
   auto text = read_small_file(path, 64 * 1024);  // two lines of at most 255 bytes each, really
   if (!text) {
-    *error = "cannot read secret_file '" + path + "': " +
-             (text.error() == EFBIG ? std::string("longer than a secrets file can be") : errno_str(text.error()));
+    *error = "cannot read secret_file '" + path + "': " + small_file_error(text.error(), "secrets file");
     return false;
   }
   std::istringstream f(*text);
