@@ -9,14 +9,27 @@ namespace {
 
 constexpr int kWaitMs = 10000;
 
+// A client connected to `dev` (connect_over_socketpair). The client goes before the loop
+// (members end in reverse order).
+struct Connection {
+  std::unique_ptr<ServerLoop> loop;
+  std::unique_ptr<Client> client;
+  int rc = -1;  // Client::connect_fd's
+  std::string why;
+};
+Connection connect_to(vhost::Device& dev, const ClientOptions& co = {}) {
+  Connection c;
+  c.rc = connect_over_socketpair(dev, co, &c.loop, &c.client, &c.why);
+  return c;
+}
+
 class SilentServer : public ::testing::Test {
  protected:
   void connect(ClientOptions co = {}) {
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    loop = std::make_unique<ServerLoop>(dev, UniqueFd(sv[0]));
-    std::string why;
-    ASSERT_EQ(Client::connect_fd(sv[1], co, &client, &why), 0) << why;
+    Connection c = connect_to(dev, co);
+    loop = std::move(c.loop);
+    client = std::move(c.client);
+    ASSERT_EQ(c.rc, 0) << c.why;
   }
   // Collects n completions (bounded); returns them.
   std::vector<Completion> collect(Queue& q, unsigned n) {
@@ -185,38 +198,26 @@ TEST(ClientControl, NonsenseDeviceConfigIsRefused) {
   for (const Case& c : cases) {
     SilentDevice dev;
     c.set(dev.config);
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    ServerLoop loop(dev, UniqueFd(sv[0]));
-    std::unique_ptr<Client> client;
-    std::string why;
-    EXPECT_EQ(Client::connect_fd(sv[1], {}, &client, &why), -EPROTO) << c.why;
-    EXPECT_NE(why.find(c.why), std::string::npos) << why;
-    EXPECT_FALSE(client);
+    Connection conn = connect_to(dev);
+    EXPECT_EQ(conn.rc, -EPROTO) << c.why;
+    EXPECT_NE(conn.why.find(c.why), std::string::npos) << conn.why;
+    EXPECT_FALSE(conn.client);
   }
   {  // a device offering 1000 queues: "all of them" opens 64 at most
     SilentDevice many;
     many.config.num_queues = 1000;
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    ServerLoop loop(many, UniqueFd(sv[0]));
-    std::unique_ptr<Client> client;
-    std::string why;
     ClientOptions co;
     co.num_queues = 0;
     co.queue_size = 16;
-    ASSERT_EQ(Client::connect_fd(sv[1], co, &client, &why), 0) << why;
-    EXPECT_EQ(client->num_queues(), 64u);
+    Connection conn = connect_to(many, co);
+    ASSERT_EQ(conn.rc, 0) << conn.why;
+    EXPECT_EQ(conn.client->num_queues(), 64u);
   }
   SilentDevice fine;  // and the largest block size we take is taken
   fine.config.blk_size = 64u << 10;
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  ServerLoop loop(fine, UniqueFd(sv[0]));
-  std::unique_ptr<Client> client;
-  std::string why;
-  ASSERT_EQ(Client::connect_fd(sv[1], {}, &client, &why), 0) << why;
-  EXPECT_EQ(client->info().block_size, 64u << 10);
+  Connection conn = connect_to(fine);
+  ASSERT_EQ(conn.rc, 0) << conn.why;
+  EXPECT_EQ(conn.client->info().block_size, 64u << 10);
 }
 
 TEST(ClientControl, NoSuchSocket) {

@@ -73,6 +73,16 @@ struct DeviceOptions {
   vcp::PollMode poll = vcp::PollMode::adaptive;
 };
 
+// Connects a client to `dev` through a socketpair; the server side runs on its own thread in
+// *loop, which must outlive the client.
+inline int connect_over_socketpair(vhost::Device& dev, const ClientOptions& co, std::unique_ptr<ServerLoop>* loop,
+                                   std::unique_ptr<Client>* out, std::string* why = nullptr) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
+  *loop = std::make_unique<ServerLoop>(dev, UniqueFd(sv[0]));
+  return Client::connect_fd(sv[1], co, out, why);
+}
+
 // A BlkDevice over a backend spec, and a client connected to it over a socketpair.
 class DeviceServer {
  public:
@@ -98,10 +108,7 @@ class DeviceServer {
 
   // Connects a client through a socketpair; the server side runs on its own thread.
   int connect(const ClientOptions& co, std::unique_ptr<Client>* out, std::string* why = nullptr) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return -errno;
-    loop = std::make_unique<ServerLoop>(*device, UniqueFd(sv[0]));
-    return Client::connect_fd(sv[1], co, out, why);
+    return connect_over_socketpair(*device, co, &loop, out, why);
   }
 
   std::unique_ptr<BlkDevice> device;
