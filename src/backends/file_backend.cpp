@@ -3,8 +3,9 @@
 // Reads and writes are readv/writev straight from and into the request's buffers (the client's
 // shared memory: no copy). FUA writes carry RWF_DSYNC; flush is fdatasync; discard punches a
 // hole and write-zeroes uses FALLOC_FL_ZERO_RANGE (files) or BLKDISCARD/BLKZEROOUT semantics
-// through fallocate on block devices. A short transfer (the file shrank under us, or the disk
-// is full) completes as an I/O error: it is never reported as success.
+// through fallocate on block devices. A short transfer is resubmitted for the rest, so the
+// request ends with the error that stopped it (ENOSPC, EFBIG) or, when the rest transfers nothing
+// (the file shrank under us), with EIO: never with success.
 //
 // Buffered writes (no direct=on) are written inline, on the submitting thread, while that stays
 // fast (under 1 ms each). io_uring cannot start a buffered write to ext4 without blocking, so
@@ -28,6 +29,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <vector>
 
 #include "backends/factories.hpp"
 #include "base/log.hpp"
@@ -99,12 +101,15 @@ class FileQueue final : public BackendQueue {
         return;
       }
     }
+    // More buffers than one readv/writev takes (IOV_MAX) go in parts: the first IOV_MAX now, the
+    // rest as for any short transfer (reap()).
+    const unsigned iovcnt = std::min<unsigned>(req->iovcnt, IOV_MAX);
     switch (req->op) {
       case BlockOp::read:
-        io_uring_prep_readv(sqe, fd_, req->iov, req->iovcnt, req->offset);
+        io_uring_prep_readv(sqe, fd_, req->iov, iovcnt, req->offset);
         break;
       case BlockOp::write:
-        io_uring_prep_writev2(sqe, fd_, req->iov, req->iovcnt, req->offset, req->fua ? RWF_DSYNC : 0);
+        io_uring_prep_writev2(sqe, fd_, req->iov, iovcnt, req->offset, req->fua ? RWF_DSYNC : 0);
         break;
       case BlockOp::flush:
         if (flush_is_noop_) {
@@ -193,24 +198,75 @@ class FileQueue final : public BackendQueue {
     return true;
   }
 
+  // The rest of a read or write the kernel did part of: its own iovecs, over the part not done.
+  // user_data carries it with the low bit set (a BlockRequest* is at least 8-aligned).
+  struct Rest {
+    BlockRequest* req;
+    uint64_t done;  // bytes transferred so far
+    std::vector<iovec> iov;
+  };
+
+  // After `done` bytes of req: queues the rest. False when no entry could be had.
+  bool resubmit_rest(BlockRequest* req, uint64_t done, Rest* rest) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (!sqe) {
+      io_uring_submit(&ring_);
+      sqe = io_uring_get_sqe(&ring_);
+      if (!sqe) return false;
+    }
+    if (!rest) rest = new Rest{req, 0, {}};
+    rest->done = done;
+    rest->iov.clear();
+    uint64_t skip = done;
+    for (uint32_t i = 0; i < req->iovcnt; ++i) {
+      const iovec& v = req->iov[i];
+      if (skip >= v.iov_len) {
+        skip -= v.iov_len;
+        continue;
+      }
+      rest->iov.push_back({static_cast<char*>(v.iov_base) + skip, v.iov_len - skip});
+      skip = 0;
+    }
+    const auto n = static_cast<unsigned>(std::min<size_t>(rest->iov.size(), IOV_MAX));
+    const uint64_t off = req->offset + done;
+    if (req->op == BlockOp::read) {
+      io_uring_prep_readv(sqe, fd_, rest->iov.data(), n, off);
+    } else {
+      io_uring_prep_writev2(sqe, fd_, rest->iov.data(), n, off, req->fua ? RWF_DSYNC : 0);
+    }
+    io_uring_sqe_set_data64(sqe, reinterpret_cast<uintptr_t>(rest) | 1u);
+    ++unsubmitted_;
+    return true;
+  }
+
   int reap() {
     io_uring_cqe* cqe = nullptr;
     unsigned head = 0, n = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       ++n;
-      auto* req = static_cast<BlockRequest*>(io_uring_cqe_get_data(cqe));
-      if (!req) continue;
-      --in_flight_;
-      int res = cqe->res;
+      const uint64_t data = io_uring_cqe_get_data64(cqe);
+      if (!data) continue;
+      Rest* rest = (data & 1u) ? reinterpret_cast<Rest*>(data & ~uint64_t{1}) : nullptr;
+      auto* req = rest ? rest->req : reinterpret_cast<BlockRequest*>(data);
+      const uint64_t before = rest ? rest->done : 0;
+      const int res = cqe->res;
       int status = 0;
       if (res < 0) {
         status = res;
-      } else if ((req->op == BlockOp::read || req->op == BlockOp::write) && static_cast<uint64_t>(res) != req->length) {
-        status = -EIO;
+      } else if (req->op == BlockOp::read || req->op == BlockOp::write) {
+        const uint64_t done = before + static_cast<uint64_t>(res);
+        if (done < req->length) {
+          // Short: the rest goes again; nothing transferred this time means it will not.
+          if (res > 0 && resubmit_rest(req, done, rest)) continue;
+          status = -EIO;
+        }
       }
+      delete rest;
+      --in_flight_;
       req->done(req, status);
     }
     io_uring_cq_advance(&ring_, n);
+    commit();
     return static_cast<int>(n);
   }
 

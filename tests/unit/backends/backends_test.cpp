@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -268,26 +269,99 @@ TEST(FileBackend, BufferedWritesCompleteInlineAcrossManyBuffers) {
   }
 }
 
+// RLIMIT_FSIZE lowered for the scope (and SIGXFSZ ignored, so a write past it fails with EFBIG
+// rather than killing the test): a file system refusing a write part way, without root.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    if (getrlimit(RLIMIT_FSIZE, &old_) != 0) return;
+    saved_ = true;
+    old_handler_ = signal(SIGXFSZ, SIG_IGN);
+    rlimit lim = old_;
+    lim.rlim_cur = bytes;
+    ok_ = setrlimit(RLIMIT_FSIZE, &lim) == 0;
+  }
+  ~FileSizeLimit() {
+    if (!saved_) return;
+    setrlimit(RLIMIT_FSIZE, &old_);
+    signal(SIGXFSZ, old_handler_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit old_{};
+  sighandler_t old_handler_ = SIG_DFL;
+  bool saved_ = false;
+  bool ok_ = false;
+};
+
 // A write the file system refuses part way (here: past RLIMIT_FSIZE, EFBIG after a short
 // write) completes as an error, never as success.
 TEST(FileBackend, RefusedInlineWriteIsAnError) {
   OpenFile f("limit.img", 4 << 20);
   ASSERT_TRUE(f.queue);
   BackendQueue* q = f.queue.get();
-  rlimit old{};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
-  auto old_handler = signal(SIGXFSZ, SIG_IGN);
-  rlimit lim = old;
-  lim.rlim_cur = 1 << 20;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
   std::vector<uint8_t> buf(64 << 10, 0x5a);
-  const int straddling = run(*q, BlockOp::write, (1 << 20) - 4096, {{buf.data(), buf.size()}});
-  const int beyond = run(*q, BlockOp::write, 2 << 20, {{buf.data(), buf.size()}});
-  setrlimit(RLIMIT_FSIZE, &old);
-  signal(SIGXFSZ, old_handler);
+  int straddling = 0, beyond = 0;
+  {
+    FileSizeLimit limit(1 << 20);
+    ASSERT_TRUE(limit.ok());
+    straddling = run(*q, BlockOp::write, (1 << 20) - 4096, {{buf.data(), buf.size()}});
+    beyond = run(*q, BlockOp::write, 2 << 20, {{buf.data(), buf.size()}});
+  }
   EXPECT_EQ(straddling, -EFBIG);
   EXPECT_EQ(beyond, -EFBIG);
   EXPECT_EQ(run(*q, BlockOp::write, 0, {{buf.data(), buf.size()}}), 0);
+}
+
+// The same through io_uring (FUA writes, O_DIRECT files): the kernel writes the part below the
+// limit and returns short; the backend resubmits the rest, which fails with the reason.
+class RefusedRingWrite : public ::testing::TestWithParam<bool> {};
+
+TEST_P(RefusedRingWrite, EndsWithTheReasonAfterThePartWritten) {
+  const bool direct = GetParam();
+  OpenFile f("limit.img", 4 << 20, direct ? ",direct=on" : "");
+  ASSERT_TRUE(f.queue);
+  BackendQueue* q = f.queue.get();
+  std::vector<std::unique_ptr<uint8_t, decltype(&free)>> keep;
+  auto bufs = aligned_bufs(3, 32 << 10, &keep);
+  std::memset(bufs[0], 0x5a, 32 << 10);
+  std::memset(bufs[1], 0x6b, 32 << 10);
+  int straddling = 0;
+  {
+    FileSizeLimit limit(1 << 20);
+    ASSERT_TRUE(limit.ok());
+    // Two buffers, the limit 4 KiB into the first: a short transfer ending inside an iovec.
+    straddling =
+        run(*q, BlockOp::write, (1 << 20) - 4096, {{bufs[0], 32 << 10}, {bufs[1], 32 << 10}}, 0, /*fua=*/true);
+  }
+  EXPECT_EQ(straddling, -EFBIG);
+  // The part below the limit was written (and so the error came from the resubmitted rest).
+  EXPECT_EQ(run(*q, BlockOp::read, (1 << 20) - 4096, {{bufs[2], 4096}}), 0);
+  EXPECT_EQ(bufs[2][0], 0x5a);
+  EXPECT_EQ(bufs[2][4095], 0x5a);
+  EXPECT_EQ(run(*q, BlockOp::write, 0, {{bufs[1], 32 << 10}}, 0, /*fua=*/true), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(FileBackend, RefusedRingWrite, ::testing::Values(false, true),
+                         [](const auto& p) { return p.param ? "Direct" : "BufferedFua"; });
+
+// A request in more buffers than one readv takes goes in parts, and completes whole.
+TEST(FileBackend, ReadAcrossManyIovecsCompletesWhole) {
+  OpenFile f("many.img", 4 << 20, ",direct=on");
+  ASSERT_TRUE(f.queue);
+  std::vector<std::unique_ptr<uint8_t, decltype(&free)>> keep;
+  auto bufs = aligned_bufs(1, 4 << 20, &keep);
+  std::memset(bufs[0], 0x3c, 4 << 20);
+  ASSERT_EQ(run(*f.queue, BlockOp::write, 0, {{bufs[0], 4 << 20}}), 0);
+  std::memset(bufs[0], 0, 4 << 20);
+  // More iovecs than one readv takes (IOV_MAX): the first submission can only be partial.
+  std::vector<iovec> iov;
+  for (size_t at = 0; at < (4u << 20); at += 2048) iov.push_back({bufs[0] + at, 2048});
+  ASSERT_GT(iov.size(), static_cast<size_t>(IOV_MAX));
+  EXPECT_EQ(run(*f.queue, BlockOp::read, 0, iov), 0);
+  EXPECT_EQ(bufs[0][0], 0x3c);
+  EXPECT_EQ(bufs[0][(4 << 20) - 1], 0x3c);
 }
 
 // A view of a file that shrank faults for the part that is gone. Handed to the kernel (as the
