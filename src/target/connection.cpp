@@ -16,6 +16,10 @@ using namespace vcp::iscsi;
 namespace {
 
 constexpr size_t kRxSpace = 64 * 1024;  // free room offered to each receive
+// Until login ends, less: a connection nobody has logged in on yet costs this much memory (a
+// flood of idle or half-sent logins costs 4 KiB each, not 64), and a login PDU (at most 8 KiB of
+// data) comes in a few receives, which login can afford.
+constexpr size_t kLoginRxSpace = 4 * 1024;
 // A Data-In data segment no longer than this is copied into the output buffer: for 4 KiB reads
 // the copy (of a buffer the backend just wrote, still in cache) measured cheaper than a second
 // iovec and the pin (4 KiB random reads, 3-4% less target CPU per I/O).
@@ -123,7 +127,7 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
     return t;
   };
   login_ = std::make_unique<TargetLogin>(std::move(cfg));
-  rx_.resize(kRxSpace);
+  rx_.resize(kLoginRxSpace);
 }
 
 TargetConnection::~TargetConnection() {
@@ -136,7 +140,7 @@ TargetConnection::~TargetConnection() {
 
 size_t TargetConnection::rx_iov(std::span<iovec, kRxIov> out) {
   size_t n = 0;
-  size_t room = kRxSpace;
+  size_t room = phase_ == Phase::Login ? kLoginRxSpace : kRxSpace;
   if (direct_.task) {
     if (direct_.got < direct_.len) out[n++] = {direct_.dst + direct_.got, size_t{direct_.len - direct_.got}};
     // Then only this PDU's pad and digest and the next header: while large data PDUs stream,
@@ -148,7 +152,11 @@ size_t TargetConnection::rx_iov(std::span<iovec, kRxIov> out) {
     rx_end_ -= rx_start_;
     rx_start_ = 0;
   }
-  if (rx_.size() - rx_end_ < room) rx_.resize(rx_end_ + kRxSpace);
+  // In login, whatever room is left will do (it grows only when full); in Full Feature Phase
+  // each receive is offered the whole room (fewer, larger receives).
+  const size_t free = rx_.size() - rx_end_;
+  if (phase_ == Phase::Login && free > 0 && !direct_.task) room = std::min(room, free);
+  if (free < room) rx_.resize(rx_end_ + room);
   out[n++] = {rx_.data() + rx_end_, room};
   return n;
 }

@@ -161,6 +161,8 @@ class TargetConnection {
   bool discovery() const { return params_.session_type == iscsi::SessionType::Discovery; }
   const iscsi::SessionParams& params() const { return params_; }
   const ConnectionStats& stats() const { return stats_; }
+  // Memory held for receiving (the staging buffer): small until login ends.
+  size_t rx_buffer_bytes() const { return rx_.capacity(); }
   const std::string& close_reason() const { return close_reason_; }
   uint32_t tasks_in_flight() const { return static_cast<uint32_t>(tasks_.size()); }
 

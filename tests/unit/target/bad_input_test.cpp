@@ -231,5 +231,57 @@ TEST(TargetBadInput, ByteAtATimeStillParses) {
   EXPECT_TRUE(got[0].as<NopInPdu>());
 }
 
+// A connection nobody has logged in on costs little: a flood of them (idle, or stopped part way
+// through a header) holds 4 KiB of receive buffer each, not the 64 KiB a session receives into.
+TEST(TargetBadInput, ConnectionsNotLoggedInHoldLittleMemory) {
+  TargetFixture f;
+  Initiator ini(f);
+  auto offered = [&] {
+    iovec iov[TargetConnection::kRxIov];
+    const size_t n = ini.conn().rx_iov(iov);
+    size_t room = 0;
+    for (size_t i = 0; i < n; ++i) room += iov[i].iov_len;
+    return room;
+  };
+  EXPECT_LE(ini.conn().rx_buffer_bytes(), 4096u);
+  EXPECT_LE(offered(), 4096u);
+  const std::vector<uint8_t> part(41, 0x43);  // most of a Login Request header
+  ini.send_raw(part);
+  EXPECT_FALSE(ini.conn().closing());
+  EXPECT_LE(ini.conn().rx_buffer_bytes(), 4096u);
+  EXPECT_LE(offered(), 4096u - part.size());
+
+  // A login PDU larger than that buffer still gets through (the buffer grows while it is full):
+  // the first Login Request with 6 KiB of private keys the target does not know.
+  Initiator big(f);
+  InitiatorLoginConfig cfg;
+  cfg.initiator_name = kInitiator;
+  cfg.target_name = kIqn;
+  cfg.isid = Isid{0x80, 0, 0, 0, 0, 7};
+  cfg.limits = SessionOptions::initiator_limits();
+  InitiatorLogin login(cfg);
+  LoginRequestOut rq = login.start();
+  for (int k = 0; k < 30; ++k) {
+    const std::string kv = "X-org.vcp.pad" + std::to_string(k) + "=" + std::string(190, 'p');
+    rq.data.insert(rq.data.end(), kv.begin(), kv.end());
+    rq.data.push_back(0);
+  }
+  ASSERT_GT(rq.data.size(), 6000u);
+  rq.bhs.data_segment_length = static_cast<uint32_t>(rq.data.size());
+  big.send_raw(to_wire(rq));
+  auto got = big.take();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].as<LoginResponsePdu>());
+  EXPECT_EQ(got[0].as<LoginResponsePdu>()->status_class, 0);
+  EXPECT_FALSE(big.conn().closing());
+
+  // In Full Feature Phase each receive is offered the session's room.
+  Initiator session(f, {.isid = Isid{0x80, 0, 0, 0, 0, 8}});
+  ASSERT_EQ(session.login(), LoginState::FullFeature);
+  iovec iov[TargetConnection::kRxIov];
+  ASSERT_EQ(session.conn().rx_iov(iov), 1u);
+  EXPECT_EQ(iov[0].iov_len, 64u * 1024);
+}
+
 }  // namespace
 }  // namespace vcp::target::test
