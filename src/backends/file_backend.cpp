@@ -24,7 +24,6 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +31,7 @@
 #include <vector>
 
 #include "backends/factories.hpp"
+#include "base/clock.hpp"
 #include "base/log.hpp"
 #include "base/mapping.hpp"
 #include "base/unique_fd.hpp"
@@ -48,12 +48,6 @@ constexpr unsigned kRingEntries = 1024;
 // writes (median 223 us: the thread preempted, not blocked) sent 7% of the run to the workers.
 constexpr uint64_t kInlineSlowNs = 1'000'000;
 constexpr uint64_t kInlinePauseFactor = 10;
-
-uint64_t mono_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 class FileQueue final : public BackendQueue {
  public:
@@ -152,7 +146,7 @@ class FileQueue final : public BackendQueue {
  private:
   // Writes req inline and completes it; false (nothing done) while inline writes are paused.
   bool try_write_inline(BlockRequest* req) {
-    const uint64_t t0 = mono_ns();
+    const uint64_t t0 = now_ns();
     if (t0 < inline_resume_ns_) return false;
     uint64_t off = req->offset;
     uint64_t left = req->length;
@@ -187,7 +181,7 @@ class FileQueue final : public BackendQueue {
       }
     }
     if (status == 0 && left > 0) status = -EIO;
-    const uint64_t t1 = mono_ns();
+    const uint64_t t1 = now_ns();
     if (t1 - t0 > kInlineSlowNs + req->length) {
       inline_resume_ns_ = t1 + (t1 - t0) * kInlinePauseFactor;
       ++inline_pauses_;

@@ -2,24 +2,20 @@
 // reassembled, waiting as the poll mode says. Nothing here allocates, throws or locks.
 #include <linux/virtio_blk.h>
 #include <poll.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 
+#include "base/clock.hpp"
 #include "base/cpu.hpp"
 #include "client/internal.hpp"
 
 namespace vcp::client {
 namespace {
 
-int64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
+int64_t now_ns() { return static_cast<int64_t>(vcp::now_ns()); }
 
 // Preset before a chain goes out: a device that returns the chain without writing a status
 // (it refused the chain itself) leaves this, which reads as an I/O error.

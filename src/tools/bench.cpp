@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.hpp"
 #include "base/cpu.hpp"
 #include "base/parse.hpp"
 #include "tools/bench_backend_engine.hpp"
@@ -81,11 +82,7 @@ struct BenchArgs {
   unsigned read_percent = 50;
 };
 
-double now_s() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
-}
+double now_s() { return double(now_ns()) * 1e-9; }
 
 double cpu_seconds() {
   rusage ru{};

@@ -9,25 +9,19 @@
 
 #include <poll.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 
 #include "backends/block_backend.hpp"
+#include "base/clock.hpp"
 #include "base/cpu.hpp"
 
 namespace vcp::tools::bench {
 namespace {
 
 constexpr uint32_t kMaxTags = 1024;  // vcp bench allows --qd up to 1024
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
 
 class BackendEngineQueue final : public EngineQueue {
  public:

@@ -1,23 +1,17 @@
 #include "tools/bench_load.hpp"
 
-#include <time.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "base/clock.hpp"
 #include "base/cpu.hpp"
 
 namespace vcp::tools::bench {
 namespace {
 
 constexpr const char* kPatternNames[] = {"read", "write", "randread", "randwrite", "randrw"};  // enum order
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000'000 + uint64_t(ts.tv_nsec);
-}
 
 uint64_t xorshift(uint64_t* s) {
   uint64_t x = *s;

@@ -8,17 +8,12 @@
 #include <chrono>
 #include <cstring>
 
+#include "base/clock.hpp"
 #include "base/cpu.hpp"
 #include "base/log.hpp"
 
 namespace vcp {
 namespace {
-
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // Resets an eventfd that poll/epoll reported readable. One read: a kick fd is the frontend's,
 // and should it be a blocking descriptor of another kind, a second read could block.

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/clock.hpp"
 #include "base/log.hpp"
 #include "iscsi/crc32c.hpp"
 #include "iscsi/text.hpp"
@@ -91,12 +92,6 @@ void crc_range(is::Crc32c& crc, const iovec* iov, uint32_t iovcnt, uint64_t off,
   }
 }
 
-uint64_t monotonic_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
-}
-
 }  // namespace
 
 Session::Session(IscsiConfig cfg, is::Isid isid, std::string name, LunShape shape)
@@ -112,8 +107,8 @@ Session::~Session() {
     io_uring_sqe_set_data64(s, user_data(Op::Cancel, 0));
   }
   io_uring_submit(&ring_);
-  uint64_t until = monotonic_ms() + 2000;
-  while ((ops_in_flight_ > 0 || timer_armed_) && monotonic_ms() < until) {
+  uint64_t until = vcp::now_ms() + 2000;
+  while ((ops_in_flight_ > 0 || timer_armed_) && vcp::now_ms() < until) {
     io_uring_cqe* cqe = nullptr;
     __kernel_timespec ts{0, 50 * 1000 * 1000};
     if (io_uring_wait_cqe_timeout(&ring_, &cqe, &ts) < 0) continue;
@@ -129,7 +124,7 @@ Session::~Session() {
   io_uring_queue_exit(&ring_);
 }
 
-uint64_t Session::now_ms() const { return monotonic_ms(); }
+uint64_t Session::now_ms() const { return vcp::now_ms(); }
 
 int Session::start() {
   tasks_ = std::make_unique<Task[]>(kMaxTasks);
