@@ -1103,6 +1103,7 @@ void TargetConnection::send_from_task(const Pdu& hdr, Task* t, std::span<const u
   if (digests_.header) store_digest(std::span<uint8_t>(p + kBhsSize, kDigestSize).first<kDigestSize>(), crc32c({p, kBhsSize}));
   queued_bytes(at, hdr_len);
   out_segs_.push_back({0, data.data(), data.size(), t});
+  unsent_ += data.size();
   ++t->pins;
   ++stats_.zero_copy_data_in;
   const uint32_t pad = pad_length(static_cast<uint32_t>(data.size()));
@@ -1119,6 +1120,7 @@ void TargetConnection::send_from_task(const Pdu& hdr, Task* t, std::span<const u
 
 void TargetConnection::queued_bytes(size_t at, size_t n) {
   if (n == 0) return;
+  unsent_ += n;
   if (!out_segs_.empty()) {
     TxSeg& last = out_segs_.back();
     if (!last.task && last.off + last.len == at) {
@@ -1160,6 +1162,11 @@ void TargetConnection::tick(uint64_t now_ms) {
   if (phase_ == Phase::Login) {
     if (now_ms - started_ms_ > s.login_timeout_ms) close("login timed out");
     return;
+  }
+  // A peer we stopped reading from (its answers pile up) but that takes our output is alive.
+  if (sent_while_paused_) {
+    sent_while_paused_ = false;
+    last_rx_ms_ = now_ms;
   }
   if (nop_outstanding_) {
     if (last_rx_ms_ <= nop_sent_ms_ && now_ms - nop_sent_ms_ > s.nop_timeout_ms) close("NOP-In ping unanswered");
@@ -1227,10 +1234,12 @@ std::span<const uint8_t> TargetConnection::output() {
 }
 
 void TargetConnection::output_sent(size_t n) {
+  if (n > 0 && !wants_input()) sent_while_paused_ = true;
   while (n > 0 && tx_seg_ < tx_segs_.size()) {
     const TxSeg& s = tx_segs_[tx_seg_];
     const size_t k = std::min(n, s.len - tx_seg_off_);
     tx_seg_off_ += k;
+    unsent_ -= k;
     n -= k;
     if (tx_seg_off_ == s.len) {
       if (s.task) unpin(s.task);

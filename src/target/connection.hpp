@@ -153,6 +153,14 @@ class TargetConnection {
   // The peer went away or the server stops: tasks are aborted, the session ends.
   void shutdown();
 
+  // Whether the caller should read more from the peer. Not while closing, nor while more than
+  // kMaxUnsent bytes of output wait for a peer that does not take them: reading more commands
+  // would only queue more answers (and pin their buffers) without bound. The peer's own reads
+  // end the pause; while paused, output it takes counts as hearing from it (keepalive).
+  static constexpr size_t kMaxUnsent = 4u << 20;
+  bool wants_input() const { return !closing_ && unsent_ < kMaxUnsent; }
+  size_t unsent_bytes() const { return unsent_; }
+
   // No more input is wanted; close once the output is flushed.
   bool closing() const { return closing_; }
   // Closing, no task is still inside a Lun and no Lun holds a TMF wait: may be destroyed.
@@ -296,6 +304,8 @@ class TargetConnection {
   std::vector<TxSeg> tx_segs_;
   size_t tx_seg_ = 0;      // first segment not wholly sent
   size_t tx_seg_off_ = 0;  // bytes of it sent
+  size_t unsent_ = 0;      // bytes queued (out_ and tx_ segments) and not yet sent
+  bool sent_while_paused_ = false;  // output taken since the last tick() while input paused
   ConnectionStats stats_;
 };
 

@@ -279,7 +279,7 @@ class IoThread {
           c.send_pending = true;
         }
       }
-      if (!c.eof && !c.recv_pending && !tc.closing()) {
+      if (!c.eof && !c.recv_pending && tc.wants_input()) {
         // The staging buffer, or the rest of a data segment into its task's buffer first.
         const size_t n = tc.rx_iov(c.rx_iov);
         io_uring_sqe* sqe = get_sqe();

@@ -57,6 +57,8 @@ std::vector<uint8_t> drain(target::TargetConnection& c, Digests d, bool login_ph
     bytes.insert(bytes.end(), o.begin(), o.end());
     c.output_sent(o.size());
   }
+  // Every byte queued was counted, and every byte sent uncounted (the input pause depends on it).
+  if (c.unsent_bytes() != 0) abort();
   size_t off = 0;
   while (off < bytes.size()) {
     if (bytes.size() - off < kBhsSize) abort();

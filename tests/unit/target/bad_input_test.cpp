@@ -283,5 +283,56 @@ TEST(TargetBadInput, ConnectionsNotLoggedInHoldLittleMemory) {
   EXPECT_EQ(iov[0].iov_len, 64u * 1024);
 }
 
+// A peer that sends READs and never reads the answers: the target stops wanting input once
+// TargetConnection::kMaxUnsent bytes wait (the server then posts no receive: the peer's sends
+// block, its answers pin nothing more). Before, every command was read and answered into memory:
+// 640 MB for 640 1 MiB reads on a direct=on file LUN, without end.
+TEST(TargetBadInput, APeerThatDoesNotReadIsNotReadFrom) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  ini.tur();  // the power-on unit attention
+  (void)ini.take();
+  constexpr uint32_t kRead = 64 * 1024;
+  int commands = 0;
+  while (ini.conn().wants_input() && commands < 1000) {
+    ini.command(cdb_rw16(0x88, 0, kRead / 512), true, false, kRead);
+    ++commands;
+  }
+  EXPECT_FALSE(ini.conn().wants_input());
+  EXPECT_FALSE(ini.conn().closing());
+  EXPECT_LT(commands, 1000);
+  EXPECT_GE(ini.conn().unsent_bytes(), TargetConnection::kMaxUnsent);
+  EXPECT_LE(ini.conn().unsent_bytes(), TargetConnection::kMaxUnsent + kRead + 1024);
+
+  // While paused, a peer that takes output now and then is alive: no ping, no close, however
+  // long the pause. One that takes nothing is pinged and, unanswered, dropped.
+  const auto& s = f.settings;
+  for (int i = 0; i < 3; ++i) {
+    iovec iov[4];
+    ASSERT_GT(ini.conn().output_iov(iov), 0u);
+    ini.conn().output_sent(100);
+    ini.now += s.nop_interval_ms + s.nop_timeout_ms;
+    ini.conn().tick(ini.now);
+    EXPECT_FALSE(ini.conn().closing()) << "round " << i;
+  }
+  ini.now += s.nop_interval_ms + 1;
+  ini.conn().tick(ini.now);  // pings (queued behind the backlog)
+  ini.now += s.nop_timeout_ms + 1;
+  ini.conn().tick(ini.now);
+  EXPECT_TRUE(ini.conn().closing());
+
+  // A peer that reads everything is read from again.
+  Initiator other(f, {.isid = Isid{0x80, 0, 0, 0, 0, 2}});
+  ASSERT_EQ(other.login(), LoginState::FullFeature);
+  other.tur();
+  (void)other.take();
+  for (int i = 0; i < commands; ++i) other.command(cdb_rw16(0x88, 0, kRead / 512), true, false, kRead);
+  EXPECT_FALSE(other.conn().wants_input());
+  (void)other.take();
+  EXPECT_EQ(other.conn().unsent_bytes(), 0u);
+  EXPECT_TRUE(other.conn().wants_input());
+}
+
 }  // namespace
 }  // namespace vcp::target::test
