@@ -140,7 +140,6 @@ int Session::start() {
   scratch_.assign(seg + 8, 0);
   scratch_iov_ = {scratch_.data(), scratch_.size()};
   stage_ = std::make_unique<uint8_t[]>(kStageBytes);
-  nop_echo_.assign(seg, 0);
 
   io_uring_params p{};
   int rc = io_uring_queue_init_params(64, &ring_, &p);
@@ -429,6 +428,7 @@ void Session::finish_teardown() {
   tearing_down_ = false;
   tx_head_ = tx_count_ = 0;
   tx_head_sent_ = 0;
+  for (EchoSlot& e : nop_echo_) e.busy = false;
   send_upto_ = 0;
   send_in_flight_ = recv_in_flight_ = false;
   rx_reset();
@@ -695,11 +695,16 @@ Session::TxRecord* Session::tx_alloc() {
   r.trailer_len = 0;
   r.data_out = false;
   r.owner = UINT32_MAX;
+  r.echo = -1;
   return &r;
 }
 
 // A record leaves the ring (sent, or dropped unsent): its task may be waiting for it.
 void Session::tx_release(TxRecord& r) {
+  if (r.echo >= 0) {
+    nop_echo_[r.echo].busy = false;
+    r.echo = -1;
+  }
   if (r.owner == UINT32_MAX) return;
   Task& t = tasks_[r.owner];
   r.owner = UINT32_MAX;
@@ -944,9 +949,22 @@ void Session::on_sent(int res) {
 
 bool Session::send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> ping) {
   if (!tx_has_room(1) || state_ != State::FullFeature) return false;
-  size_t len = std::min(ping.size(), nop_echo_.size());
-  if (len) std::memcpy(nop_echo_.data(), ping.data(), len);
-  nop_echo_iov_ = {nop_echo_.data(), len};
+  // Ping data (at most our MaxRecvDataSegmentLength: the PDU parser saw to it) is echoed from a
+  // slot of its own. All slots busy: a target pinging faster than it takes our answers gets no
+  // answer to this one.
+  EchoSlot* slot = nullptr;
+  if (!ping.empty()) {
+    for (EchoSlot& e : nop_echo_)
+      if (!e.busy) {
+        slot = &e;
+        break;
+      }
+    if (!slot) return false;
+    slot->data.assign(ping.begin(), ping.end());
+    slot->iov = {slot->data.data(), slot->data.size()};
+    slot->busy = true;
+  }
+  const size_t len = ping.size();
   is::NopOutPdu n;
   n.immediate = true;
   n.data_segment_length = static_cast<uint32_t>(len);
@@ -957,7 +975,10 @@ bool Session::send_nop_out(uint32_t itt, uint32_t ttt, std::span<const uint8_t> 
   n.exp_stat_sn = exp_stat_sn_;
   TxRecord& r = *tx_alloc();
   emit_header(r, n);
-  emit_data(r, &nop_echo_iov_, 1, 0, static_cast<uint32_t>(len));
+  if (slot) {
+    r.echo = static_cast<int8_t>(slot - nop_echo_.data());
+    emit_data(r, &slot->iov, 1, 0, static_cast<uint32_t>(len));
+  }
   arm_send();
   return true;
 }

@@ -175,6 +175,7 @@ class Session {
     uint8_t trailer_len = 0;
     bool data_out = false;          // a Data-Out: may be dropped while not yet handed to the kernel
     uint32_t owner = UINT32_MAX;    // the task whose buffers data_len bytes come from
+    int8_t echo = -1;               // the NOP-Out echo slot whose data this record sends
     uint64_t total() const { return uint64_t{hdr_len} + data_len + trailer_len; }
   };
   // Stage: reading ahead into the staging buffer; Data: the rest of one data segment straight
@@ -364,8 +365,15 @@ class Session {
   uint32_t nop_itt_ = 0;
   bool nop_outstanding_ = false;
   uint64_t nop_deadline_ms_ = 0;
-  std::vector<uint8_t> nop_echo_;
-  iovec nop_echo_iov_{};
+  // The data of NOP-Outs answering target pings, one slot per answer not yet sent (each
+  // record's iovec must stay as it is until the record leaves the ring).
+  static constexpr int kEchoSlots = 4;
+  struct EchoSlot {
+    std::vector<uint8_t> data;
+    iovec iov{};
+    bool busy = false;
+  };
+  std::array<EchoSlot, kEchoSlots> nop_echo_{};
   Tmf tmf_ = Tmf::None;
   uint32_t tmf_itt_ = 0;
   uint32_t tmf_task_itt_ = 0;

@@ -550,6 +550,33 @@ TEST_F(IscsiSession, TargetPingsAreEchoed) {
   EXPECT_EQ(session_->stats().nop_ins_answered, 1u);
 }
 
+// Pings that arrive together (one receive) are each echoed with their own data, even while the
+// first echo has not gone out yet.
+TEST_F(IscsiSession, PingsArrivingTogetherAreEachEchoedWithTheirOwnData) {
+  start();
+  const std::string pings[] = {"first-ping-with-the-longer-data-0123456789", "second"};
+  std::vector<uint8_t> wire;
+  for (uint32_t i = 0; i < 2; ++i) {
+    is::NopInPdu n;
+    n.ttt = 0x100 + i;
+    n.itt = is::kReservedTag;
+    target_.stamp(n, false);
+    n.data_segment_length = static_cast<uint32_t>(pings[i].size());
+    std::vector<uint8_t> buf(is::kBhsSize + is::padded_length(pings[i].size()), 0);
+    is::encode_bhs(n, std::span<uint8_t, is::kBhsSize>(buf.data(), is::kBhsSize));
+    std::memcpy(buf.data() + is::kBhsSize, pings[i].data(), pings[i].size());
+    wire.insert(wire.end(), buf.begin(), buf.end());
+  }
+  target_.send_raw(wire);
+  for (uint32_t i = 0; i < 2; ++i) {
+    auto r = target_.next(1000);
+    ASSERT_TRUE(r && r->as<is::NopOutPdu>()) << "echo " << i;
+    EXPECT_EQ(r->as<is::NopOutPdu>()->ttt, 0x100 + i);
+    EXPECT_EQ(std::string(r->data.begin(), r->data.end()), pings[i]) << "echo " << i;
+  }
+  EXPECT_EQ(session_->stats().nop_ins_answered, 2u);
+}
+
 TEST_F(IscsiSession, KeepAlivePingsAndDropsASilentTarget) {
   cfg_.nop_interval_ms = 200;
   cfg_.timeout_ms = 500;
