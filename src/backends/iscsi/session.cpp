@@ -429,6 +429,7 @@ void Session::finish_teardown() {
   tx_head_ = tx_count_ = 0;
   tx_head_sent_ = 0;
   for (EchoSlot& e : nop_echo_) e.busy = false;
+  window_closed_since_ms_ = 0;
   send_upto_ = 0;
   send_in_flight_ = recv_in_flight_ = false;
   rx_reset();
@@ -772,7 +773,10 @@ void Session::tx_fifo_push(Task& t) {
 
 void Session::issue_ready() {
   // After an Async logout request no new command goes out on this connection (RFC 7143 §11.9.1).
-  if (state_ != State::FullFeature || tmf_ == Tmf::LunReset || async_logout_) return;
+  if (state_ != State::FullFeature || tmf_ == Tmf::LunReset || async_logout_) {
+    window_closed_since_ms_ = 0;  // those states have deadlines of their own
+    return;
+  }
   const uint64_t now = ready_head_ != UINT32_MAX ? now_ms() : 0;
   const is::Lun lun = *is::Lun::from_number(cfg_.lun);
   (void)lun;
@@ -803,6 +807,13 @@ void Session::issue_ready() {
       t.tx_end = params_.initial_r2t ? t.imm_len : std::min(t.xfer, first);
     }
     tx_fifo_push(t);
+  }
+  // Commands waiting for a window the target keeps closed: on_timer() gives up on the
+  // connection after the command timeout.
+  if (ready_head_ == UINT32_MAX || window_.is_open()) {
+    window_closed_since_ms_ = 0;
+  } else if (window_closed_since_ms_ == 0) {
+    window_closed_since_ms_ = now;
   }
 }
 
@@ -1610,6 +1621,17 @@ void Session::on_timer() {
       if (state_ != State::FullFeature) break;
       if (nop_outstanding_ && now > nop_deadline_ms_) {
         connection_failed("no answer to NOP-Out for " + std::to_string(cfg_.timeout_ms) + " ms");
+        break;
+      }
+      // A target that lets the CmdSN window close and keeps it closed (MaxCmdSN no longer
+      // moving) would hold the commands waiting for it forever: none of them can be aborted,
+      // never having been sent. Reinstatement starts a fresh window (and reissues them).
+      if (window_closed_since_ms_ && now - window_closed_since_ms_ > cfg_.timeout_ms) {
+        uint32_t waiting = 0;
+        for (uint32_t i = ready_head_; i != UINT32_MAX; i = tasks_[i].next) ++waiting;
+        connection_failed("CmdSN window closed for " + std::to_string(now - window_closed_since_ms_) + " ms (MaxCmdSN " +
+                          std::to_string(window_.max_cmd_sn()) + ") with " + std::to_string(waiting) +
+                          " commands waiting for it");
         break;
       }
       if (!nop_outstanding_ && now - last_rx_ms_ >= cfg_.nop_interval_ms) {

@@ -365,6 +365,7 @@ class Session {
   uint32_t nop_itt_ = 0;
   bool nop_outstanding_ = false;
   uint64_t nop_deadline_ms_ = 0;
+  uint64_t window_closed_since_ms_ = 0;  // commands have waited for the CmdSN window since (0: none)
   // The data of NOP-Outs answering target pings, one slot per answer not yet sent (each
   // record's iovec must stay as it is until the record leaves the ring).
   static constexpr int kEchoSlots = 4;

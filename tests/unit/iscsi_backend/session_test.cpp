@@ -524,6 +524,37 @@ TEST_F(IscsiSession, APduSmallerThanPredictedIsTakenWithinTwoTicksAndEndsPredict
   EXPECT_EQ(rcvlowat(fd), 1);
 }
 
+// A target that lets the CmdSN window close and never opens it again (MaxCmdSN stops moving:
+// RFC 7143 4.2.2.1 lets a target close it no other way): the commands waiting for the window
+// are not left waiting forever. After the command timeout the connection is dropped and the
+// session reinstated (which starts a fresh window), and the command is sent there.
+TEST_F(IscsiSession, AWindowThatStaysClosedEndsTheConnection) {
+  cfg_.timeout_ms = 300;
+  target_.cmd_window = 1;
+  start();
+  read_works(1);
+  target_.cmd_window = 0;  // answers from now on carry MaxCmdSN = ExpCmdSN - 1
+  read_works(2);           // takes the last slot; its answer leaves the window closed
+  TestIo io(BlockOp::read, 0, 512);
+  submit(io);
+  // Nothing may be sent into a closed window; within the timeout (and slack) the connection
+  // goes, and the command comes on the new one.
+  auto r = target_.next(250);
+  EXPECT_FALSE(r && r->as<is::ScsiCommandPdu>()) << "a command sent into a closed window";
+  ASSERT_TRUE(target_.wait_eof(300 + 2 * kTickSlackMs + 1000));
+  EXPECT_FALSE(io.done());
+  target_.cmd_window = 8;
+  ASSERT_TRUE(target_.connect_and_login());
+  auto c = next_command();
+  ASSERT_TRUE(c);
+  target_.data_in_good(c->itt, pattern(512, 3));
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.buf, pattern(512, 3));
+  EXPECT_EQ(io.calls, 1);
+  EXPECT_EQ(session_->stats().reconnects, 1u);
+}
+
 // ---- keep-alive and target pings ----
 
 TEST_F(IscsiSession, TargetPingsAreEchoed) {
