@@ -1626,7 +1626,8 @@ void Session::on_timer() {
       // A target that lets the CmdSN window close and keeps it closed (MaxCmdSN no longer
       // moving) would hold the commands waiting for it forever: none of them can be aborted,
       // never having been sent. Reinstatement starts a fresh window (and reissues them).
-      if (window_closed_since_ms_ && now - window_closed_since_ms_ > cfg_.timeout_ms) {
+      if (window_closed_since_ms_ && now - window_closed_since_ms_ > cfg_.timeout_ms && !window_.is_open() &&
+          ready_head_ != UINT32_MAX) {
         uint32_t waiting = 0;
         for (uint32_t i = ready_head_; i != UINT32_MAX; i = tasks_[i].next) ++waiting;
         connection_failed("CmdSN window closed for " + std::to_string(now - window_closed_since_ms_) + " ms (MaxCmdSN " +
