@@ -91,6 +91,10 @@ struct TargetConnection::Task {
     uint32_t ttt, offset, length, next, data_sn;
   };
   std::vector<R2t> r2ts;  // outstanding
+  // Buffer room (TargetSettings::connection_buffer_bytes).
+  bool started = false;  // its buffer is counted in started_bytes_ (charge) until it is free
+  bool waiting = false;  // in waiting_
+  uint32_t charge = 0;
 };
 
 // A task management response held back until every task the function aborted has ended
@@ -173,6 +177,7 @@ void TargetConnection::rx_commit(size_t n, uint64_t now_ms) {
   }
   rx_end_ += n;
   process_input();
+  if (!waiting_.empty()) pump();
 }
 
 void TargetConnection::receive(std::span<const uint8_t> bytes, uint64_t now_ms) {
@@ -502,6 +507,7 @@ TargetConnection::Task* TargetConnection::new_task() {
   if (!free_.empty()) {
     Task* t = free_.back();
     free_.pop_back();
+    kept_bytes_ -= t->cap;
     return t;
   }
   owned_.push_back(std::make_unique<Task>());
@@ -528,6 +534,7 @@ TargetConnection::Task* TargetConnection::alloc_task(Task* reserved) {
   t->unsol_open = false;
   t->unsol_next = t->unsol_limit = t->unsol_data_sn = 0;
   t->r2t_next = t->r2t_sn = 0;
+  t->started = t->waiting = false;
   t->st.aborted = false;
   tasks_.push_back(t);
   return t;
@@ -541,16 +548,89 @@ void TargetConnection::free_task(Task* t) {
   }
   if (t->counted) --window_active_;
   t->counted = false;
+  if (t->waiting) {
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), t));
+    t->waiting = false;
+  }
   release_task(t);
 }
 
 void TargetConnection::release_task(Task* t) {
   t->released = true;
-  if (t->pins == 0) free_.push_back(t);
+  if (t->pins == 0) to_free_list(t);
 }
 
 void TargetConnection::unpin(Task* t) {
-  if (--t->pins == 0 && t->released) free_.push_back(t);
+  if (--t->pins == 0 && t->released) to_free_list(t);
+}
+
+// Its buffer stops counting as started; it is kept for the next task if the room allows.
+void TargetConnection::to_free_list(Task* t) {
+  started_bytes_ -= t->charge;
+  t->charge = 0;
+  t->started = false;
+  if (started_bytes_ + kept_bytes_ + t->cap > ctx_.settings->connection_buffer_bytes) drop_buffer(t);
+  kept_bytes_ += t->cap;
+  free_.push_back(t);
+}
+
+void TargetConnection::drop_buffer(Task* t) {
+  t->buf.reset();
+  t->cap = 0;
+}
+
+// A task that needs its whole buffer now (a READ or other command about to execute, a WRITE
+// about to ask for its data) starts if it fits in the connection's buffer room and nothing
+// waits ahead of it; else it waits its turn, holding no buffer if it has no data yet. Its
+// CmdSN stays counted meanwhile, so the window closes on an initiator that keeps sending.
+void TargetConnection::start(Task* t) {
+  if (waiting_.empty() && make_room(t)) {
+    go(t);
+    return;
+  }
+  if (!t->write) drop_buffer(t);  // one off the free list: not counted while it waits
+  t->waiting = true;
+  ++stats_.buffer_waits;
+  waiting_.push_back(t);
+}
+
+// Whether t's buffer fits beside those of the started tasks and the kept ones, after letting
+// go of kept buffers (and of t's own when larger than it needs) as far as that helps. With no
+// task started, anything fits: one command alone always runs.
+bool TargetConnection::make_room(Task* t) {
+  const uint64_t budget = ctx_.settings->connection_buffer_bytes;
+  if (!t->write && t->cap > t->edtl && started_bytes_ + kept_bytes_ + t->cap > budget) drop_buffer(t);
+  const uint64_t need = t->write ? t->cap : std::max(t->cap, t->edtl);
+  for (size_t i = 0; started_bytes_ + kept_bytes_ + need > budget && i < free_.size(); ++i) {
+    kept_bytes_ -= free_[i]->cap;
+    drop_buffer(free_[i]);
+  }
+  return started_bytes_ + kept_bytes_ + need <= budget || started_bytes_ == 0;
+}
+
+void TargetConnection::go(Task* t) {
+  if (t->write) {
+    t->started = true;
+    t->charge = t->cap;
+    started_bytes_ += t->charge;
+    issue_r2ts(t);
+  } else {
+    reserve_buffer(t, t->edtl);
+    execute(t);
+  }
+}
+
+// Runs waiting tasks as room appears (a task's buffer is back on the free list).
+void TargetConnection::pump() {
+  if (pumping_) return;  // a task that completes inside go() comes back here
+  pumping_ = true;
+  while (!closing_ && !waiting_.empty() && make_room(waiting_.front())) {
+    Task* t = waiting_.front();
+    waiting_.pop_front();
+    t->waiting = false;
+    go(t);
+  }
+  pumping_ = false;
 }
 
 TargetConnection::Task* TargetConnection::find_task(uint32_t itt) const {
@@ -592,7 +672,8 @@ void TargetConnection::on_scsi_command(const ScsiCommandPdu& c, const PduParts& 
   // An EDTL beyond what we hold in memory: the command fails before any data moves.
   const bool too_big = edtl > ctx_.settings->max_transfer_bytes;
   t->edtl = too_big ? 0 : edtl;
-  reserve_buffer(t, t->edtl);
+  // A WRITE's data lands in its buffer from now on; others get theirs when they start.
+  if (c.write) reserve_buffer(t, t->edtl);
   scsi::ScsiTask& st = t->st;
   std::memset(st.cdb, 0, sizeof(st.cdb));
   std::memcpy(st.cdb, c.cdb.data(), 16);
@@ -604,9 +685,8 @@ void TargetConnection::on_scsi_command(const ScsiCommandPdu& c, const PduParts& 
   st.nexus = &nexus_;
   st.dir = c.write ? scsi::DataDir::out : c.read ? scsi::DataDir::in : scsi::DataDir::none;
   st.expected_length = t->edtl;
-  t->iov = {t->buf.get(), t->edtl};
-  st.iov = t->edtl ? &t->iov : nullptr;
-  st.iovcnt = t->edtl ? 1 : 0;
+  st.iov = nullptr;  // execute() points it at the buffer
+  st.iovcnt = 0;
   st.done = &TargetConnection::task_done;
   st.ctx = t;
   // Data-In straight from the backend's memory, unless a data digest has to be computed over it
@@ -635,11 +715,13 @@ void TargetConnection::on_scsi_command(const ScsiCommandPdu& c, const PduParts& 
     }
     if (t->unsol_open) return;  // R2Ts once the unsolicited burst ends
     if (t->r2t_next < t->edtl) {
-      issue_r2ts(t);
+      start(t);  // its R2Ts
       return;
     }
+    execute(t);  // all its data came with it
+    return;
   }
-  execute(t);
+  start(t);
 }
 
 // Why a SCSI Command PDU is refused before it becomes a task, or nothing; fills `ahs`.
@@ -722,7 +804,13 @@ void TargetConnection::on_data_out(const DataOutPdu& d, std::span<const uint8_t>
     if (d.final) t->r2ts.erase(t->r2ts.begin() + static_cast<ptrdiff_t>(ri));
   }
   if (t->unsol_open) return;
-  if (t->r2t_next < t->edtl) issue_r2ts(t);
+  if (t->r2t_next < t->edtl) {
+    if (t->started) {
+      issue_r2ts(t);
+    } else if (!t->waiting) {
+      start(t);  // the unsolicited burst ended: its R2Ts
+    }
+  }
   if (t->r2ts.empty() && t->r2t_next >= t->edtl) execute(t);
 }
 
@@ -749,6 +837,14 @@ const char* TargetConnection::check_data_out(const Task* t, const DataOutPdu& d,
 }
 
 void TargetConnection::execute(Task* t) {
+  if (!t->started) {  // a WRITE whose data all came unsolicited; others through go()
+    t->started = true;
+    t->charge = t->cap;
+    started_bytes_ += t->charge;
+  }
+  t->iov = {t->buf.get(), t->edtl};
+  t->st.iov = t->edtl ? &t->iov : nullptr;
+  t->st.iovcnt = t->edtl ? 1 : 0;
   t->in_lun = true;
   if (t->lu) {
     t->lu->execute(&t->st);
@@ -759,7 +855,9 @@ void TargetConnection::execute(Task* t) {
 
 void TargetConnection::task_done(scsi::ScsiTask* st) {
   Task* t = static_cast<Task*>(st->ctx);
-  t->conn->complete(t);
+  TargetConnection* c = t->conn;
+  c->complete(t);
+  if (!c->waiting_.empty()) c->pump();
 }
 
 void TargetConnection::complete(Task* t) {
@@ -1247,6 +1345,7 @@ void TargetConnection::output_sent(size_t n) {
       tx_seg_off_ = 0;
     }
   }
+  if (!waiting_.empty()) pump();
 }
 
 }  // namespace vcp::target

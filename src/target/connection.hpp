@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -118,6 +119,7 @@ struct ConnectionStats {
   uint64_t direct_rx_pdus = 0;    // data segments received straight into a task's buffer
   uint64_t zero_copy_data_in = 0;  // Data-In segments sent from a task's buffer or in place
   uint64_t in_place_reads = 0;     // READs whose Data-In went from the backend's memory (read_view)
+  uint64_t buffer_waits = 0;       // commands that waited for buffer room (connection_buffer_bytes)
 };
 
 class TargetConnection {
@@ -173,6 +175,11 @@ class TargetConnection {
   size_t rx_buffer_bytes() const { return rx_.capacity(); }
   const std::string& close_reason() const { return close_reason_; }
   uint32_t tasks_in_flight() const { return static_cast<uint32_t>(tasks_.size()); }
+  // Task buffers counted against TargetSettings::connection_buffer_bytes: those of started
+  // tasks (until their data is sent) and those kept on free tasks; and the commands waiting
+  // for room among them.
+  uint64_t buffer_bytes() const { return started_bytes_ + kept_bytes_; }
+  size_t tasks_waiting_for_buffers() const { return waiting_.size(); }
 
  private:
   enum class Phase : uint8_t { Login, FullFeature };
@@ -231,7 +238,15 @@ class TargetConnection {
   Task* alloc_task(Task* reserved = nullptr);
   void free_task(Task* t);
   void release_task(Task* t);  // back to the free list once unpinned
+  void to_free_list(Task* t);
   static void reserve_buffer(Task* t, uint32_t n);
+  void drop_buffer(Task* t);
+  // Buffer room (connection_buffer_bytes): start() runs a task that needs its buffer now or
+  // queues it; pump() runs queued ones as room appears.
+  void start(Task* t);
+  bool make_room(Task* t);
+  void go(Task* t);
+  void pump();
   Task* find_task(uint32_t itt) const;
   void issue_r2ts(Task* t);
   void execute(Task* t);
@@ -291,6 +306,10 @@ class TargetConnection {
   std::vector<Task*> tasks_;
   std::vector<std::unique_ptr<Task>> owned_;  // every task made so far (the owner)
   std::vector<Task*> free_;                   // not in use; their buffers are kept
+  uint64_t started_bytes_ = 0;  // buffers of started tasks, until they are back on free_
+  uint64_t kept_bytes_ = 0;     // buffers of the tasks on free_
+  std::deque<Task*> waiting_;   // tasks waiting for buffer room, in arrival order
+  bool pumping_ = false;
 
   std::vector<uint8_t> rx_;  // staging
   size_t rx_start_ = 0;

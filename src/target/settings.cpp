@@ -184,7 +184,8 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
               u32("max_data_in_segment", &s.max_data_in_segment) &&
               u32("direct_rx_min", &s.direct_rx_min) &&
               u32("login_timeout_ms", &s.login_timeout_ms) && u32("nop_interval_ms", &s.nop_interval_ms) &&
-              u32("nop_timeout_ms", &s.nop_timeout_ms) && u32("max_tasks", &s.max_tasks);
+              u32("nop_timeout_ms", &s.nop_timeout_ms) && u32("max_tasks", &s.max_tasks) &&
+              u32("connection_buffer_bytes", &s.connection_buffer_bytes);
     if (!ok) {
       *error = "[limits]: a value is out of range";
       return false;
@@ -260,6 +261,10 @@ bool validate(const TargetSettings& s, std::string* error) {
   }
   if (s.max_transfer_bytes < 512 || s.max_data_in_segment < 512) {
     *error = "max_transfer_bytes and max_data_in_segment must be at least 512";
+    return false;
+  }
+  if (s.connection_buffer_bytes < (1u << 20)) {
+    *error = "connection_buffer_bytes must be at least 1048576";
     return false;
   }
   // A connection is dropped when one of these runs out: shorter than a tick of the I/O thread's

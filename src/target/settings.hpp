@@ -40,6 +40,12 @@ struct TargetSettings {
   uint32_t nop_interval_ms = 20000;      // idle this long: ping with a NOP-In
   uint32_t nop_timeout_ms = 20000;       // unanswered ping this long: drop the connection
   uint32_t max_tasks = 1024;             // tasks in flight per LUN; more: TASK SET FULL
+  // Task buffers one connection may hold: those of the commands it has started (READs
+  // executing or answered and not yet sent, WRITEs asking for their data with R2Ts) and those
+  // kept on finished tasks for reuse. A command that does not fit waits, in arrival order,
+  // until earlier ones finish (one alone always starts). Without it a single initiator could
+  // make the target hold cmd_window x max_transfer_bytes (2 GiB) of READ data it never reads.
+  uint32_t connection_buffer_bytes = 64u << 20;
 
   static iscsi::NegotiationLimits default_limits() {
     iscsi::NegotiationLimits l;
@@ -65,7 +71,7 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
 //   max_outstanding_r2t, max_data_in_segment, direct_rx_min, initial_r2t, immediate_data, header_digest / data_digest
 //   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,
-//   nop_timeout_ms, max_tasks.
+//   nop_timeout_ms, max_tasks, connection_buffer_bytes.
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error);
 // Final consistency checks (IQN present, at least one LUN, distinct LUN numbers, secrets).
 bool validate(const TargetSettings& s, std::string* error);

@@ -34,6 +34,8 @@ struct World {
     settings.limits.max_outstanding_r2t = 2;
     settings.max_transfer_bytes = 1 << 20;
     settings.cmd_window = 8;
+    // The least room: two READs or WRITEs of 512 KiB fill it, so the waiting path is fuzzed.
+    settings.connection_buffer_bytes = 1 << 20;
     settings.direct_rx_min = 4096;  // within MaxRecvDataSegmentLength: the direct path is fuzzed
     std::string err;
     backend = make_backend("ram:size=1M", &err);
@@ -59,6 +61,10 @@ std::vector<uint8_t> drain(target::TargetConnection& c, Digests d, bool login_ph
   }
   // Every byte queued was counted, and every byte sent uncounted (the input pause depends on it).
   if (c.unsent_bytes() != 0) abort();
+  // With every task over, nothing waits for buffer room and what is kept fits in it.
+  if (c.tasks_in_flight() == 0 &&
+      (c.tasks_waiting_for_buffers() != 0 || c.buffer_bytes() > world().settings.connection_buffer_bytes))
+    abort();
   size_t off = 0;
   while (off < bytes.size()) {
     if (bytes.size() - off < kBhsSize) abort();
@@ -142,7 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     c.shutdown();
     lun.poll();
-    if (!c.finished()) abort();  // ram completes inline: nothing may be left in the Lun
+    if (!c.finished() || c.tasks_waiting_for_buffers() != 0) abort();  // ram completes inline: nothing may be left in the Lun
   }
   if (w.sessions.size() != 0) abort();
   return 0;

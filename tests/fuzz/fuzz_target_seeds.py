@@ -93,6 +93,13 @@ seeds = {
     # segments take the direct path into the task buffer.
     "direct_write_read": (1, 200, scsi(1, 1, rw16(0x8A, 0, 48), 24576, write=True, data=blk * 16)
                           + data_out(1, 1, 0, 8192, blk * 32) + scsi(2, 2, rw16(0x88, 0, 48), 24576, read=True)),
+    # Two 512 KiB WRITEs fill the 1 MiB buffer room: the READ and the third WRITE wait; the
+    # third is aborted while waiting; data for the first comes in.
+    "buffer_room": (1, 0, scsi(1, 1, rw16(0x8A, 0, 1024), 524288, write=True)
+                    + scsi(2, 2, rw16(0x8A, 1024, 1024), 524288, write=True)
+                    + scsi(3, 3, rw16(0x88, 0, 1024), 524288, read=True)
+                    + scsi(4, 4, rw16(0x8A, 0, 1024), 524288, write=True) + tmf(5, 5, 1, 4, 4)
+                    + data_out(1, 1, 0, 0, blk * 32)),
     "direct_write_bad_offset": (1, 200, scsi(1, 1, rw16(0x8A, 0, 48), 24576, write=True, data=blk * 16)
                                 + data_out(1, 1, 0, 4096, blk * 32)),
 }

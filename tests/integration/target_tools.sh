@@ -19,8 +19,10 @@
 #                                           again once they are gone
 #   target_tools.sh VCP_BIN noread          an initiator that sends 1 MiB READs (on a direct=on file
 #                                           LUN, so each has a buffer of its own) and never reads
-#                                           the answers: the target stops reading from it, its
-#                                           memory stays bounded, other initiators are served
+#                                           the answers, and one that sends 128 READs of 16 MiB at
+#                                           once: the target stops reading from the first, holds
+#                                           no more than its buffer room for the second, and
+#                                           serves other initiators
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -172,40 +174,52 @@ noread)
   truncate -s 64M "$DIR/lun2.img"
   start_target --lun "2=file:path=$DIR/lun2.img,direct=on"
   # Logs in (no digests, 1 MiB segments), then sends 640 READ(16)s of 1 MiB, 32 at a time with
-  # 50 ms between (so they stay inside the CmdSN window), and reads nothing; prints the target's
-  # largest RSS in kB; then has another initiator served beside it.
+  # 50 ms between (so they stay inside the CmdSN window), and reads nothing; then a second
+  # session sends 128 READs of 16 MiB at once and reads nothing either; prints the target's
+  # largest RSS in kB; then has another initiator served beside them.
   out=$(timeout 120 python3 - "$PORT" "$PID" "$IQN" "$URL/2" <<'PY'
 import socket, struct, sys, time
 port, pid, iqn = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
 def rss():
     return int([l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("VmRSS")][0])
-keys = b"\0".join([b"InitiatorName=iqn.2024-01.org.vcp:noread", b"TargetName=" + iqn, b"SessionType=Normal",
-    b"HeaderDigest=None", b"DataDigest=None", b"MaxRecvDataSegmentLength=1048576", b"ErrorRecoveryLevel=0"]) + b"\0"
-s = socket.create_connection(("127.0.0.1", port))
-bhs = bytearray(48)
-bhs[0] = 0x43; bhs[1] = 0x80 | (1 << 2) | 3  # immediate Login Request, T, CSG 1 -> NSG 3
-bhs[5:8] = len(keys).to_bytes(3, "big")
-bhs[8:14] = bytes([0x80, 0, 0, 0, 0, 9])
-struct.pack_into(">IHHII", bhs, 16, 1, 0, 0, 1, 0)  # ITT, CID, reserved, CmdSN, ExpStatSN
-s.sendall(bytes(bhs) + keys + b"\0" * (-len(keys) % 4))
-rsp = s.recv(48, socket.MSG_WAITALL)
-s.recv((int.from_bytes(rsp[5:8], "big") + 3) // 4 * 4, socket.MSG_WAITALL)
-if rsp[36] != 0: sys.exit("login refused: class %d detail %d" % (rsp[36], rsp[37]))
-cmd_sn = struct.unpack(">I", rsp[24:28])[0]
-peak = rss()
-for i in range(640):
+def login(name, isid):
+    keys = b"\0".join([b"InitiatorName=iqn.2024-01.org.vcp:" + name, b"TargetName=" + iqn, b"SessionType=Normal",
+        b"HeaderDigest=None", b"DataDigest=None", b"MaxRecvDataSegmentLength=1048576", b"ErrorRecoveryLevel=0"]) + b"\0"
+    s = socket.create_connection(("127.0.0.1", port))
+    bhs = bytearray(48)
+    bhs[0] = 0x43; bhs[1] = 0x80 | (1 << 2) | 3  # immediate Login Request, T, CSG 1 -> NSG 3
+    bhs[5:8] = len(keys).to_bytes(3, "big")
+    bhs[8:14] = bytes([0x80, 0, 0, 0, 0, isid])
+    struct.pack_into(">IHHII", bhs, 16, 1, 0, 0, 1, 0)  # ITT, CID, reserved, CmdSN, ExpStatSN
+    s.sendall(bytes(bhs) + keys + b"\0" * (-len(keys) % 4))
+    rsp = s.recv(48, socket.MSG_WAITALL)
+    s.recv((int.from_bytes(rsp[5:8], "big") + 3) // 4 * 4, socket.MSG_WAITALL)
+    if rsp[36] != 0: sys.exit("login refused: class %d detail %d" % (rsp[36], rsp[37]))
+    return s, struct.unpack(">I", rsp[24:28])[0]
+def read16(itt, cmd_sn, blocks):  # READ(16) of LUN 2 at LBA 0
     c = bytearray(48)
     c[0] = 0x01; c[1] = 0x80 | 0x40 | 1  # SCSI Command: F, R, SIMPLE
-    c[9] = 2                              # LUN 2
-    struct.pack_into(">IIII", c, 16, i + 2, 1 << 20, cmd_sn, 0)
+    c[9] = 2
+    struct.pack_into(">IIII", c, 16, itt, blocks * 512, cmd_sn, 0)
+    c[32] = 0x88; struct.pack_into(">QI", c, 34, 0, blocks)
+    return bytes(c)
+s, cmd_sn = login(b"noread", 9)
+peak = rss()
+for i in range(640):
+    s.sendall(read16(i + 2, cmd_sn, 2048))
     cmd_sn += 1
-    c[32] = 0x88; struct.pack_into(">QI", c, 34, 0, 2048)  # READ(16) LBA 0, 2048 blocks
-    s.sendall(bytes(c))
     if i % 32 == 31:
         time.sleep(0.05)
         peak = max(peak, rss())
 time.sleep(1)
 peak = max(peak, rss())
+# A second one sends a whole CmdSN window of 16 MiB READs at once (the largest EDTL the target
+# takes) and reads nothing: each READ's buffer would be filled before anything blocks (2 GiB).
+s2, cmd_sn = login(b"burst", 10)
+s2.sendall(b"".join(read16(i + 2, cmd_sn + i, 32768) for i in range(128)))
+for _ in range(20):
+    time.sleep(0.1)
+    peak = max(peak, rss())
 # Another initiator is served while this connection stays stuck.
 import subprocess
 r = subprocess.run(["iscsi-inq", "-i", "iqn.2024-01.org.vcp:other", sys.argv[4]], capture_output=True, timeout=20)
@@ -213,10 +227,11 @@ if r.returncode != 0: sys.exit("iscsi-inq beside the stuck connection: %r" % r.s
 print(peak)
 PY
   ) || fail "the hostile initiator failed: $out"
-  # Reading every command answers them all into memory: about 640 MB. Bounded: the commands of
-  # one receive (32 MiB here) and 4 MiB of answers.
-  [ "$out" -lt 204800 ] || fail "target RSS reached $out kB under an initiator that does not read"
-  echo "initiator not reading: target RSS at most $out kB over 640 READs of 1 MiB"
+  # Reading every command answers them all into memory: about 640 MB for the first initiator,
+  # 2 GiB for the second. Bounded: each connection's buffer room (connection_buffer_bytes, 64
+  # MiB) and 4 MiB of answers.
+  [ "$out" -lt 204800 ] || fail "target RSS reached $out kB under initiators that do not read"
+  echo "initiators not reading: target RSS at most $out kB over 640 READs of 1 MiB and 128 of 16 MiB"
   stop_target
   ;;
 chap)

@@ -1,6 +1,9 @@
 // Hostile and broken initiators: each gets the RFC's answer (Reject, a dropped command, a
 // closed connection) and other sessions carry on.
+#include <algorithm>
 #include <cstring>
+#include <map>
+#include <set>
 
 #include "harness.hpp"
 #include "iscsi/crc32c.hpp"
@@ -332,6 +335,119 @@ TEST(TargetBadInput, APeerThatDoesNotReadIsNotReadFrom) {
   (void)other.take();
   EXPECT_EQ(other.conn().unsent_bytes(), 0u);
   EXPECT_TRUE(other.conn().wants_input());
+}
+
+// A session on a target whose connections have 1 MiB of buffer room.
+struct SmallBufferRoom : ::testing::Test {
+  static TargetSettings settings() {
+    TargetSettings s = TargetFixture::default_settings();
+    s.connection_buffer_bytes = 1u << 20;
+    return s;
+  }
+  TargetFixture f{settings()};
+  const TargetSettings& s = f.settings;
+  Initiator ini{f};
+  void SetUp() override {
+    ASSERT_EQ(ini.login(), LoginState::FullFeature);
+    ini.tur();  // the power-on unit attention
+    (void)ini.take();
+  }
+};
+
+// An initiator that sends more READ data than the connection's buffer room in one go and does
+// not read it: the commands beyond the room wait, holding no buffer, until earlier answers have
+// been sent; then each runs in turn. Before, every command got its buffer at once: 128 READs of
+// 16 MiB made the target hold 2 GiB for one initiator that read none of it.
+TEST_F(SmallBufferRoom, ReadsBeyondTheRoomWaitTheirTurn) {
+  constexpr uint32_t kDisk = 4u << 20, kRead = 512u << 10;
+  const auto disk = pattern(kDisk, 7);
+  // One command larger than the whole room runs: alone, anything does.
+  ASSERT_EQ(outcome_of(ini.run(cdb_rw16(0x8a, 0, kDisk / 512), false, true, kDisk, disk)).status, 0);
+  EXPECT_LE(ini.conn().buffer_bytes(), s.connection_buffer_bytes);  // its buffer is not kept
+
+  std::vector<uint32_t> itts;
+  for (uint32_t i = 0; i < 8; ++i)
+    itts.push_back(ini.command(cdb_rw16(0x88, i * (kRead / 512), kRead / 512), true, false, kRead));
+  // Two fit; their answers wait unsent and the other six wait for room.
+  EXPECT_LT(ini.conn().unsent_bytes(), 2 * kRead + 16384);
+  EXPECT_EQ(ini.conn().tasks_waiting_for_buffers(), 6u);
+  EXPECT_EQ(ini.conn().stats().buffer_waits, 6u);
+  EXPECT_LE(ini.conn().buffer_bytes(), s.connection_buffer_bytes);
+  // A waiting command can be aborted: it ends unanswered, at once.
+  const uint32_t tmf = ini.send_tmf(TmfFunction::AbortTask, 0, itts[7], ini.cmd_sn() - 1);
+  EXPECT_EQ(ini.conn().tasks_waiting_for_buffers(), 5u);
+
+  // Reading the answers makes room: the others run, in the order they came.
+  std::map<uint32_t, std::vector<Received>> answers;
+  std::vector<uint32_t> order;
+  int tmf_responses = 0;
+  for (auto& r : ini.take()) {
+    if (const auto* d = r.as<DataInPdu>()) {
+      if (order.empty() || order.back() != d->itt) order.push_back(d->itt);
+      answers[d->itt].push_back(r);
+    } else if (const auto* m = r.as<TaskMgmtResponsePdu>()) {
+      EXPECT_EQ(m->itt, tmf);
+      EXPECT_EQ(m->response, TmfResponse::Complete);
+      ++tmf_responses;
+    } else {
+      ADD_FAILURE() << "unexpected PDU, opcode " << int(opcode_of(r.header));
+    }
+  }
+  EXPECT_EQ(tmf_responses, 1);
+  EXPECT_EQ(order, std::vector<uint32_t>(itts.begin(), itts.begin() + 7));
+  for (uint32_t i = 0; i < 7; ++i) {
+    const Outcome o = outcome_of(answers[itts[i]]);
+    EXPECT_TRUE(o.have_status) << i;
+    EXPECT_EQ(o.status, 0) << i;
+    EXPECT_TRUE(std::equal(o.data.begin(), o.data.end(), disk.begin() + i * kRead) && o.data.size() == kRead) << i;
+  }
+  EXPECT_FALSE(answers.contains(itts[7]));
+  EXPECT_EQ(ini.conn().tasks_waiting_for_buffers(), 0u);
+  EXPECT_EQ(ini.conn().tasks_in_flight(), 0u);
+  EXPECT_LE(ini.conn().buffer_bytes(), s.connection_buffer_bytes);
+  EXPECT_FALSE(ini.conn().closing());
+}
+
+// WRITEs ask for their data as the room allows: R2Ts go out for the commands that fit, the
+// others get theirs once earlier writes have finished. Before, each command got its buffer and
+// its R2Ts at once.
+TEST_F(SmallBufferRoom, WritesBeyondTheRoomAreSolicitedInTurn) {
+  constexpr uint32_t kWrite = 512u << 10;
+  const auto data = pattern(4 * kWrite, 3);
+  std::vector<uint32_t> itts;
+  for (uint32_t i = 0; i < 4; ++i)
+    itts.push_back(ini.command(cdb_rw16(0x8a, i * (kWrite / 512), kWrite / 512), false, true, kWrite));
+  EXPECT_EQ(ini.conn().tasks_waiting_for_buffers(), 2u);
+  std::set<uint32_t> done;
+  for (int round = 0; round < 200 && done.size() < itts.size(); ++round) {
+    auto got = ini.take();
+    ASSERT_FALSE(got.empty()) << "no progress in round " << round;
+    for (auto& r : got) {
+      if (const auto* r2t = r.as<R2TPdu>()) {
+        const size_t i = std::find(itts.begin(), itts.end(), r2t->itt) - itts.begin();
+        ASSERT_LT(i, itts.size());
+        if (round == 0) {
+          EXPECT_LT(i, 2u) << "R2T for a write beyond the room";
+        }
+        uint32_t off = r2t->buffer_offset, end = off + r2t->desired_data_transfer_length, sn = 0;
+        while (off < end) {
+          const uint32_t n = std::min(end - off, ini.params().max_send_data_segment_length);
+          ini.data_out(r2t->itt, r2t->ttt, sn++, off, std::span(data).subspan(i * kWrite + off, n), off + n == end);
+          off += n;
+        }
+      } else if (const auto* rsp = r.as<ScsiResponsePdu>()) {
+        EXPECT_EQ(rsp->status, 0);
+        done.insert(rsp->itt);
+      } else {
+        ADD_FAILURE() << "unexpected PDU, opcode " << int(opcode_of(r.header));
+      }
+    }
+  }
+  EXPECT_EQ(done.size(), itts.size());
+  EXPECT_LE(ini.conn().buffer_bytes(), s.connection_buffer_bytes);
+  const Outcome back = outcome_of(ini.run(cdb_rw16(0x88, 0, 4 * kWrite / 512), true, false, 4 * kWrite));
+  EXPECT_EQ(back.status, 0);
+  EXPECT_TRUE(back.data == data);
 }
 
 }  // namespace

@@ -81,6 +81,7 @@ header_digest = "require"
 cmd_window = 64
 max_tasks = 4
 direct_rx_min = 65536
+connection_buffer_bytes = 8388608
 )");
   TargetSettings s;
   std::string err;
@@ -98,6 +99,7 @@ direct_rx_min = 65536
   EXPECT_EQ(s.cmd_window, 64u);
   EXPECT_EQ(s.max_tasks, 4u);
   EXPECT_EQ(s.direct_rx_min, 65536u);
+  EXPECT_EQ(s.connection_buffer_bytes, 8u << 20);
   EXPECT_EQ(s.cpus, std::vector<int>{0});
   EXPECT_TRUE(validate(s, &err)) << err;
 
@@ -126,6 +128,11 @@ TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   EXPECT_FALSE(validate(s, &err));  // no task could ever run
   EXPECT_NE(err.find("max_tasks"), std::string::npos);
   s.max_tasks = 4;
+  EXPECT_TRUE(validate(s, &err));
+  s.connection_buffer_bytes = 65536;
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_NE(err.find("connection_buffer_bytes"), std::string::npos);
+  s.connection_buffer_bytes = 1u << 20;
   EXPECT_TRUE(validate(s, &err));
   s.mutual_chap = iscsi::ChapCredentials{"t", "target-secret-1"};
   EXPECT_FALSE(validate(s, &err));  // mutual without one-way
