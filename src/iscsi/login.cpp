@@ -193,6 +193,9 @@ LoginState TargetLogin::identify(const LoginRequestPdu& rq, LoginResponseOut& ou
       case TargetLookup::Kind::Found: break;
       case TargetLookup::Kind::NotFound:
         return fail(LoginStatus::NotFound, "no such target: " + p.target_name, rq, out);
+      case TargetLookup::Kind::NotAuthorized:
+        return fail(LoginStatus::AuthorizationFailure,
+                    "initiator " + p.initiator_name + " may not log in to " + p.target_name, rq, out);
       case TargetLookup::Kind::Removed:
         return fail(LoginStatus::TargetRemoved, "target removed", rq, out);
       case TargetLookup::Kind::MovedTemporarily:

@@ -78,7 +78,8 @@ struct TargetAuth {
 };
 
 struct TargetLookup {
-  enum class Kind : uint8_t { Found, NotFound, MovedTemporarily, MovedPermanently, Removed };
+  // NotAuthorized: the target exists, this initiator may not use it (an access list).
+  enum class Kind : uint8_t { Found, NotFound, NotAuthorized, MovedTemporarily, MovedPermanently, Removed };
   Kind kind = Kind::NotFound;
   std::string alias;
   std::string redirect_address;  // "host:port,tpgt" for the moved kinds

@@ -117,9 +117,11 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
   cfg.tsih = tsih_ ? tsih_ : 1;
   cfg.first_stat_sn = 1;
   cfg.cmd_window = s.cmd_window;
-  cfg.lookup = [&s](std::string_view name, std::string_view) {
+  cfg.lookup = [this, &s](std::string_view name, std::string_view initiator) {
     TargetLookup t;
-    if (name == s.iqn) {
+    if (name == s.iqn && !s.acl.allows(initiator, peer_)) {
+      t.kind = TargetLookup::Kind::NotAuthorized;
+    } else if (name == s.iqn) {
       t.kind = TargetLookup::Kind::Found;
       t.alias = s.alias;
       if (s.chap) {
@@ -1132,7 +1134,10 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
   }
   for (const auto& kv : in.pairs()) {
     if (kv.key == "SendTargets") {
-      if (target_address_.empty()) {
+      // An initiator the access list keeps out is not shown the target at all.
+      if (!ctx_.settings->acl.allows(params_.initiator_name, peer_)) {
+        build_send_targets(kv.value, params_.session_type, params_.target_name, {}, out);
+      } else if (target_address_.empty()) {
         build_send_targets(kv.value, params_.session_type, params_.target_name, ctx_.targets, out);
       } else {
         std::vector<iscsi::SendTargetsRecord> here = ctx_.targets;

@@ -149,6 +149,9 @@ class TargetConnection {
   // the context's would not do: a target listening on a wildcard address reports the address
   // the initiator reached (the server sets it from the socket). Empty: the context's.
   void set_target_address(std::string address) { target_address_ = std::move(address); }
+  // Where the peer connects from, for the access list (TargetSettings::acl): the server sets it
+  // from the socket before any input. Unknown (the default) fails an address list.
+  void set_peer_address(const PeerAddress& a) { peer_ = a; }
 
   // Timers (login timeout, NOP-In keepalive) and requests from other threads (reinstatement).
   void tick(uint64_t now_ms);
@@ -295,6 +298,7 @@ class TargetConnection {
   uint32_t next_ttt_ = 1;
 
   std::string target_address_;  // set_target_address()
+  PeerAddress peer_;             // set_peer_address()
 
   // Text continuation (a SendTargets answer longer than one PDU).
   std::vector<uint8_t> text_in_;

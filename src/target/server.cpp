@@ -322,6 +322,10 @@ class IoThread {
       c->fd.reset(fd);
       if (stop_.load(std::memory_order_acquire)) continue;  // closes it
       c->c = std::make_unique<TargetConnection>(ctx_, now);
+      sockaddr_storage peer{};
+      socklen_t peer_len = sizeof(peer);
+      if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0)
+        c->c->set_peer_address(peer_address_of(reinterpret_cast<sockaddr*>(&peer), peer_len));
       if (is_wildcard(settings_.host)) {
         if (auto host = local_host(fd)) {
           c->c->set_target_address(iscsi::target_address(*host, settings_.port, settings_.portal_group_tag));

@@ -93,7 +93,48 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
   return std::nullopt;
 }
 
+bool allow_initiator(TargetSettings& s, const std::string& name, std::string* error) {
+  auto n = normalize_iscsi_name(name);
+  if (!n) {
+    *error = "'" + name + "' is not an iSCSI name (iqn.YYYY-MM.reversed.domain[:id], eui.HEX or naa.HEX)";
+    return false;
+  }
+  if (std::find(s.acl.names.begin(), s.acl.names.end(), *n) == s.acl.names.end()) s.acl.names.push_back(*n);
+  return true;
+}
+
+bool allow_address(TargetSettings& s, const std::string& range, std::string* error) {
+  auto r = parse_address_range(range, error);
+  if (!r) return false;
+  s.acl.addresses.push_back(std::move(*r));
+  return true;
+}
+
 namespace {
+
+// A TOML array of strings, each handed to add(); a missing key is no error.
+bool string_list(const toml::table& root, const char* key, TargetSettings& s,
+                 bool (*add)(TargetSettings&, const std::string&, std::string*), std::string* error) {
+  const toml::node* node = root.get(key);
+  if (!node) return true;
+  const toml::array* a = node->as_array();
+  if (!a) {
+    *error = std::string(key) + ": a list of strings";
+    return false;
+  }
+  for (const auto& item : *a) {
+    auto v = item.value<std::string>();
+    if (!v) {
+      *error = std::string(key) + ": a list of strings";
+      return false;
+    }
+    if (!add(s, *v, error)) {
+      *error = std::string(key) + ": " + *error;
+      return false;
+    }
+  }
+  return true;
+}
 
 bool digest_policy(const std::string& v, iscsi::DigestPolicy* out) {
   if (v == "none") *out = iscsi::DigestPolicy::None;
@@ -165,6 +206,8 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
       s.luns.push_back(LunSpec{static_cast<uint32_t>(*num), *backend});
     }
   }
+  if (!string_list(root, "allowed_initiators", s, allow_initiator, error)) return false;
+  if (!string_list(root, "allowed_addresses", s, allow_address, error)) return false;
   if (!chap_table(root, "chap", "chap_file", &s.chap, error)) return false;
   if (!chap_table(root, "mutual_chap", "mutual_chap_file", &s.mutual_chap, error)) return false;
   if (const toml::table* l = root["limits"].as_table()) {

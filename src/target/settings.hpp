@@ -9,6 +9,7 @@
 
 #include "iscsi/chap.hpp"
 #include "iscsi/negotiation.hpp"
+#include "target/acl.hpp"
 
 namespace vcp::target {
 
@@ -28,6 +29,7 @@ struct TargetSettings {
   std::optional<iscsi::ChapCredentials> chap;
   std::optional<iscsi::ChapCredentials> mutual_chap;
   std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
+  InitiatorAcl acl;       // who may log in (--allow-initiator, --allow-address)
 
   iscsi::NegotiationLimits limits = default_limits();
   uint32_t cmd_window = 128;             // commands in flight per session (MaxCmdSN - ExpCmdSN + 1)
@@ -63,10 +65,15 @@ struct TargetSettings {
 std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error);
 // Parses "HOST:PORT" ("[v6]:PORT" for IPv6).
 bool parse_portal(const std::string& arg, std::string* host, uint16_t* port, std::string* error);
+// Adds an initiator name (--allow-initiator) or an address range (--allow-address) to the
+// access list; false with *error for a malformed one.
+bool allow_initiator(TargetSettings& s, const std::string& name, std::string* error);
+bool allow_address(TargetSettings& s, const std::string& range, std::string* error);
 // Reads a CHAP credentials file: one line "NAME SECRET" (blank lines and # comments ignored).
 std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, std::string* error);
 // Loads a TOML file into settings (keys the file has override what is there):
 //   iqn, alias, portal = "HOST:PORT", cpus = "1-2", [[lun]] number/backend,
+//   allowed_initiators = ["iqn...", ...], allowed_addresses = ["10.0.0.0/8", ...],
 //   [chap] name/secret, [mutual_chap] name/secret (or chap_file / mutual_chap_file paths),
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
 //   max_outstanding_r2t, max_data_in_segment, direct_rx_min, initial_r2t, immediate_data, header_digest / data_digest

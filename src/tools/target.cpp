@@ -3,6 +3,7 @@
 //   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
 //              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
 //              [--config target.toml] [--max-tasks N]
+//              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -28,6 +29,8 @@ struct TargetArgs {
   std::string cpus;
   std::string config;
   uint32_t max_tasks = 0;
+  std::vector<std::string> allow_initiators;
+  std::vector<std::string> allow_addresses;
 };
 
 int fail(const std::string& why) {
@@ -43,6 +46,10 @@ int run_target(const TargetArgs& a) {
     return fail("--portal: " + error);
   if (!a.iqn.empty()) s.iqn = a.iqn;
   if (a.max_tasks) s.max_tasks = a.max_tasks;
+  for (const auto& n : a.allow_initiators)
+    if (!target::allow_initiator(s, n, &error)) return fail("--allow-initiator: " + error);
+  for (const auto& r : a.allow_addresses)
+    if (!target::allow_address(s, r, &error)) return fail("--allow-address: " + error);
   for (const auto& l : a.luns) {
     auto spec = target::parse_lun_arg(l, &error);
     if (!spec) return fail("--lun " + l + ": " + error);
@@ -109,6 +116,14 @@ Runner add_target(CLI::App& app) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--chap-file", a->chap_file, "file with 'NAME SECRET': CHAP required of initiators");
   cmd->add_option("--mutual-chap-file", a->mutual_chap_file, "file with 'NAME SECRET': the target's, for mutual CHAP");
+  cmd->add_option("--allow-initiator", a->allow_initiators,
+                  "an initiator name that may log in (repeatable); none given: any name")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--allow-address", a->allow_addresses,
+                  "an address or network (10.0.0.0/8, fd00::/8) logins may come from (repeatable); none given: any")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--cpu", a->cpus, "CPUs for the I/O threads, one thread each (e.g. 1 or 1-2)");
   cmd->add_option("--config", a->config, "TOML file with the same settings");
   cmd->add_option("--max-tasks", a->max_tasks, "tasks in flight per LUN; more get TASK SET FULL (default 1024)")

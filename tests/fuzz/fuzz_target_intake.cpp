@@ -36,6 +36,8 @@ struct World {
     settings.cmd_window = 8;
     // The least room: two READs or WRITEs of 512 KiB fill it, so the waiting path is fuzzed.
     settings.connection_buffer_bytes = 1 << 20;
+    // Only the fuzzer's own initiator may log in: logins under other names are refused.
+    settings.acl.names = {"iqn.2024-01.org.vcp:fuzzer"};
     settings.direct_rx_min = 4096;  // within MaxRecvDataSegmentLength: the direct path is fuzzed
     std::string err;
     backend = make_backend("ram:size=1M", &err);

@@ -43,6 +43,12 @@ void check_valid(const TargetSettings& s) {
       l.first_burst_length > l.max_burst_length || l.max_outstanding_r2t < 1)
     abort();
   if (s.mutual_chap && !s.chap) abort();
+  if (s.connection_buffer_bytes < (1u << 20)) abort();
+  // The access list holds names in their normal form and ranges whose prefix fits the family.
+  for (const auto& n : s.acl.names)
+    if (normalize_iscsi_name(n) != n) abort();
+  for (const auto& r : s.acl.addresses)
+    if ((r.family != AF_INET && r.family != AF_INET6) || r.prefix > (r.family == AF_INET ? 32 : 128)) abort();
   for (const auto* c : {&s.chap, &s.mutual_chap})
     if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) abort();
 }

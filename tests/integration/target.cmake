@@ -16,6 +16,7 @@ endfunction()
 
 vcp_target_test(target_libiscsi_tools tools)
 vcp_target_test(target_chap chap)
+vcp_target_test(target_access_list acl)
 vcp_target_test(target_digests digests)
 vcp_target_test(target_sessions sessions)
 vcp_target_test(target_vcp_initiator initiator)

@@ -3,6 +3,8 @@
 #
 #   target_tools.sh VCP_BIN tools           iscsi-inq, iscsi-readcapacity16, iscsi-ls, iscsi-perf
 #   target_tools.sh VCP_BIN chap            one-way and mutual CHAP; a wrong secret is refused
+#   target_tools.sh VCP_BIN acl             --allow-initiator / --allow-address: who is let in,
+#                                           who is refused (and told why), who sees the target
 #   target_tools.sh VCP_BIN digests         header and data digests (CRC32C)
 #   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement
 #   target_tools.sh VCP_BIN initiator       our own initiator (vcp bench --backend iscsi://...) with
@@ -233,6 +235,32 @@ PY
   [ "$out" -lt 204800 ] || fail "target RSS reached $out kB under initiators that do not read"
   echo "initiators not reading: target RSS at most $out kB over 640 READs of 1 MiB and 128 of 16 MiB"
   stop_target
+  ;;
+acl)
+  # Only $INI from 127.0.0.0/8 may log in: others get "authorization failure" (libiscsi and our
+  # initiator say so) and SendTargets does not show them the target.
+  OTHER=iqn.2024-01.org.vcp:stranger
+  start_target --allow-initiator "$INI" --allow-address 127.0.0.0/8
+  timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null || fail "a listed initiator was refused"
+  out=$(timeout 20 iscsi-inq -i $OTHER "$URL/0" 2>&1) && fail "an initiator not listed logged in"
+  grep -qi "authorization failure" <<<"$out" || fail "iscsi-inq did not say why: $out"
+  out=$(timeout 20 "$VCP_BIN" bench --backend "$URL/0?initiator=$OTHER" --rw read --bs 4K --time 1 2>&1) &&
+    fail "our initiator logged in unlisted"
+  grep -q "authorization failure (0x0202)" <<<"$out" || fail "vcp bench did not say why: $out"
+  out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://$PORTAL") || fail "iscsi-ls: $out"
+  grep -q "Target:$IQN " <<<"$out" || fail "the target is not listed to a listed initiator: $out"
+  out=$(timeout 20 iscsi-ls -i $OTHER -s "iscsi://$PORTAL" 2>&1)
+  grep -q "$IQN" <<<"$out" && fail "the target is listed to an initiator not allowed in: $out"
+  stop_target
+  start_target --allow-address 10.0.0.0/8 --allow-address ::1
+  out=$(timeout 20 iscsi-inq -i $INI "$URL/0" 2>&1) && fail "a login from 127.0.0.1 passed a list without it"
+  grep -qi "authorization failure" <<<"$out" || fail "iscsi-inq did not say why: $out"
+  stop_target
+  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun 0=ram:size=1M --allow-address 10.0.0.0/33 \
+    >"$DIR/bad.log" 2>&1 && fail "a malformed --allow-address was accepted"
+  grep -q "allow-address: '10.0.0.0/33': the prefix length is at most 32" "$DIR/bad.log" ||
+    fail "no clear error for a malformed --allow-address: $(cat "$DIR/bad.log")"
+  echo "access lists: listed initiator served; another name, another address refused and not shown"
   ;;
 chap)
   printf 'user initiator-secret\n' >"$DIR/chap"

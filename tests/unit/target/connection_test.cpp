@@ -1,6 +1,8 @@
 // The target connection state machine in Full Feature Phase: login, discovery, reads and writes
 // (immediate data, unsolicited Data-Out, R2T with MaxOutstandingR2T), NOP, task management,
 // logout, the CmdSN window, reinstatement and timers.
+#include <arpa/inet.h>
+
 #include <cstring>
 
 #include "harness.hpp"
@@ -148,6 +150,58 @@ TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
   EXPECT_EQ(*keys.find("TargetName"), kIqn);
   EXPECT_EQ(*keys.find("TargetAddress"), "[fd00::7]:3261,1");
   EXPECT_EQ(keys.pairs().size(), 2u);  // that address only, not the configured one too
+}
+
+// An access list keeps initiators out by name and by address: their logins fail with
+// "authorization failure" (0x0202) and SendTargets does not show them the target.
+TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
+  TargetSettings s = TargetFixture::default_settings();
+  std::string err;
+  ASSERT_TRUE(allow_initiator(s, "IQN.2024-01.org.vcp:HOST", &err)) << err;  // kInitiator, in other case
+  ASSERT_TRUE(allow_address(s, "10.0.0.0/8", &err)) << err;
+  TargetFixture f(s);
+  auto from = [](const char* addr) {
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    inet_pton(AF_INET, addr, &sa.sin_addr);
+    return peer_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  };
+  {
+    Initiator ini(f);
+    ini.conn().set_peer_address(from("10.9.8.7"));
+    ASSERT_EQ(ini.login(), LoginState::FullFeature);
+    EXPECT_EQ(outcome_of(ini.run(cdb_inquiry(36), true, false, 36)).status, 0);
+  }
+  struct Case {
+    const char* initiator;
+    const char* address;  // nullptr: unknown
+  };
+  for (Case c : {Case{"iqn.2024-01.org.vcp:other", "10.9.8.7"}, Case{kInitiator, "192.168.0.1"}, Case{kInitiator, nullptr}}) {
+    SessionOptions o;
+    o.initiator = c.initiator;
+    Initiator ini(f, o);
+    if (c.address) ini.conn().set_peer_address(from(c.address));
+    EXPECT_EQ(ini.login(), LoginState::Failed) << c.initiator;
+    EXPECT_EQ(ini.last_login.status_class, 2) << c.initiator;
+    EXPECT_EQ(ini.last_login.status_detail, 2) << c.initiator;
+    EXPECT_TRUE(ini.conn().closing());
+  }
+  EXPECT_EQ(f.sessions.size(), 0u);
+
+  // Discovery: the session is open to all, the target is listed only to those who may log in.
+  for (const char* initiator : {kInitiator, "iqn.2024-01.org.vcp:other"}) {
+    SessionOptions o;
+    o.type = SessionType::Discovery;
+    o.initiator = initiator;
+    Initiator ini(f, o);
+    ini.conn().set_peer_address(from("10.0.0.1"));
+    ASSERT_EQ(ini.login(), LoginState::FullFeature);
+    auto got = send_targets_all(ini);
+    ASSERT_EQ(got.size(), 1u);
+    TextKeys keys;
+    ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+    EXPECT_EQ(keys.contains("TargetName"), initiator == std::string(kInitiator)) << initiator;
+  }
 }
 
 TEST(SendTargets, Scopes) {

@@ -52,7 +52,7 @@ Initiator::Initiator(TargetFixture& f, SessionOptions o)
 
 LoginState Initiator::login() {
   InitiatorLoginConfig cfg;
-  cfg.initiator_name = kInitiator;
+  cfg.initiator_name = o_.initiator;
   cfg.target_name = o_.target;
   cfg.session_type = o_.type;
   cfg.isid = o_.isid;

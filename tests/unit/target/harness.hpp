@@ -46,6 +46,7 @@ struct SessionOptions {
   iscsi::SessionType type = iscsi::SessionType::Normal;
   iscsi::Isid isid{0x80, 0, 0, 0, 0, 1};
   std::string target = kIqn;
+  std::string initiator = kInitiator;
   std::optional<iscsi::ChapCredentials> chap;
   std::optional<iscsi::ChapCredentials> target_chap;
   iscsi::NegotiationLimits limits = initiator_limits();

@@ -116,6 +116,33 @@ connection_buffer_bytes = 8388608
   EXPECT_NE(err.find("No such file"), std::string::npos) << err;
 }
 
+TEST(TargetSettings, TomlAccessLists) {
+  auto p = write_temp(R"(iqn = "iqn.2024-01.org.vcp:toml"
+allowed_initiators = ["IQN.1993-08.org.debian:01:ABC", "iqn.2024-01.org.vcp:b", "iqn.2024-01.org.vcp:B"]
+allowed_addresses = ["10.0.0.0/8", "[fd00::]/8", "127.0.0.1"]
+)");
+  TargetSettings s;
+  std::string err;
+  ASSERT_TRUE(load_toml(p, s, &err)) << err;
+  std::remove(p.c_str());
+  EXPECT_EQ(s.acl.names, (std::vector<std::string>{"iqn.1993-08.org.debian:01:abc", "iqn.2024-01.org.vcp:b"}));
+  ASSERT_EQ(s.acl.addresses.size(), 3u);
+  EXPECT_EQ(s.acl.addresses[1].prefix, 8);
+
+  for (const auto& [text, why] : std::vector<std::pair<std::string, std::string>>{
+           {"allowed_initiators = [\"host\"]", "allowed_initiators: 'host' is not an iSCSI name"},
+           {"allowed_initiators = \"iqn.2024-01.x:y\"", "allowed_initiators: a list of strings"},
+           {"allowed_initiators = [1]", "allowed_initiators: a list of strings"},
+           {"allowed_addresses = [\"10.0.0.0/99\"]", "allowed_addresses: '10.0.0.0/99': the prefix length is at most 32"},
+           {"allowed_addresses = [\"example.org\"]", "allowed_addresses: 'example.org' is not an IPv4"}}) {
+    auto bad = write_temp(text + "\n");
+    TargetSettings t;
+    EXPECT_FALSE(load_toml(bad, t, &err)) << text;
+    EXPECT_EQ(err.rfind(why, 0), 0u) << err;
+    std::remove(bad.c_str());
+  }
+}
+
 TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   TargetSettings s;
   std::string err;
