@@ -62,6 +62,12 @@ PeerAddress peer_address_of(const sockaddr* sa, socklen_t len) {
   return p;
 }
 
+std::string to_string(const PeerAddress& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (a.family == 0 || !inet_ntop(a.family, a.bytes.data(), buf, sizeof(buf))) return "an unknown address";
+  return buf;
+}
+
 bool contains(const AddressRange& r, const PeerAddress& a) {
   if (a.family != r.family) return false;
   const unsigned whole = r.prefix / 8, rest = r.prefix % 8;

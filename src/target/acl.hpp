@@ -32,6 +32,7 @@ struct PeerAddress {
   std::array<uint8_t, 16> bytes{};
 };
 PeerAddress peer_address_of(const sockaddr* sa, socklen_t len);
+std::string to_string(const PeerAddress& a);  // "10.1.2.3", "fd00::1", "an unknown address"
 bool contains(const AddressRange& r, const PeerAddress& a);
 
 // An iSCSI name as names compare (RFC 3722: case does not matter; lower case is the form), or

@@ -46,6 +46,16 @@ uint64_t isid_value(const Isid& i) {
   return v;
 }
 
+// Text from a peer (names it gave) made fit for a log line: no control characters, no more
+// than 256 bytes.
+std::string printable(std::string_view text) {
+  std::string out(text.substr(0, 256));
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  if (text.size() > 256) out += "...";
+  return out;
+}
+
 // Opcodes that carry a CmdSN the window counts.
 bool carries_cmd_sn(uint8_t op) {
   switch (static_cast<Opcode>(op)) {
@@ -469,6 +479,7 @@ void TargetConnection::handle_login(const PduParts& p) {
   out_.append(wire);
   queued_bytes(at, wire.size());
   if (st == LoginState::Failed) {
+    log_refusal(login_->failure());
     close("login failed: " + login_->failure());
   } else if (st == LoginState::FullFeature) {
     if (tsih_ == 0) {
@@ -499,6 +510,16 @@ void TargetConnection::enter_full_feature() {
       VCP_LOG_INFO("target: session of {} reinstated (TSIH {})", params_.initiator_name, tsih_);
   }
   login_.reset();
+}
+
+// A login answered with a refusal (authentication, access list, unknown target, bad keys): a
+// line for whoever runs the target, thinned out (log::thin) with the count so far.
+void TargetConnection::log_refusal(const std::string& why) {
+  const uint64_t n = ++ctx_.refused_logins;
+  if (!log::thin(n)) return;
+  const std::string who = printable(login_->params().initiator_name);
+  VCP_LOG_WARN("target: login {}from {} refused: {} ({} refused on this thread so far)",
+               who.empty() ? std::string() : "of " + who + " ", to_string(peer_), printable(why), n);
 }
 
 // ---------------------------------------------------------------------------------------------

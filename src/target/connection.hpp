@@ -68,6 +68,9 @@ struct ThreadContext {
   std::vector<uint64_t> lun_numbers;  // for REPORT LUNS on LUNs we do not have
   std::vector<iscsi::SendTargetsRecord> targets;  // what SendTargets reports
   std::function<void()> wake;         // wakes this thread from another one
+  // Logins refused on this thread: each is logged while log::thin() says so (a scan or an
+  // initiator retrying with a wrong secret cannot flood the log).
+  uint64_t refused_logins = 0;
 
   scsi::Lun* find_lun(uint64_t n) const {
     for (const auto& e : luns)
@@ -220,6 +223,7 @@ class TargetConnection {
   bool admissible_now(uint32_t cmd_sn, bool immediate) const;
   void handle_decode_error(std::span<const uint8_t> pdu, iscsi::PduError err);
   void handle_login(const iscsi::PduParts& p);
+  void log_refusal(const std::string& why);
   void enter_full_feature();
   bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
   void replay_held();

@@ -244,6 +244,8 @@ acl)
   timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null || fail "a listed initiator was refused"
   out=$(timeout 20 iscsi-inq -i $OTHER "$URL/0" 2>&1) && fail "an initiator not listed logged in"
   grep -qi "authorization failure" <<<"$out" || fail "iscsi-inq did not say why: $out"
+  grep -q "target: login of $OTHER from 127.0.0.1 refused: initiator $OTHER may not log in to $IQN" "$DIR/target.log" ||
+    fail "the target did not log the refusal: $(cat "$DIR/target.log")"
   out=$(timeout 20 "$VCP_BIN" bench --backend "$URL/0?initiator=$OTHER" --rw read --bs 4K --time 1 2>&1) &&
     fail "our initiator logged in unlisted"
   grep -q "authorization failure (0x0202)" <<<"$out" || fail "vcp bench did not say why: $out"

@@ -13,12 +13,12 @@
 
 #include <numeric>
 
-#include <spdlog/sinks/ostream_sink.h>
 
 #include <sstream>
 
 #include "backends/iscsi/scsi.hpp"
 #include "base/log.hpp"
+#include "../log_capture.hpp"
 #include "scripted_target.hpp"
 
 namespace vcp::backends::iscsi {
@@ -284,17 +284,7 @@ TEST_F(IscsiSession, ErrorsAreNotRetried) {
 // are logged, then one in 1000; the count is kept.
 TEST_F(IscsiSession, AStormOfFailuresIsCountedNotLoggedWhole) {
   std::ostringstream out;
-  struct Capture {  // the log into `out` at info level for this test, whatever happens
-    explicit Capture(std::ostringstream& o) : level(vcp::log::level()) {
-      vcp::log::set_level(vcp::log::Level::info);
-      vcp::log::get().sinks().push_back(std::make_shared<spdlog::sinks::ostream_sink_mt>(o));
-    }
-    ~Capture() {
-      vcp::log::get().sinks().pop_back();
-      vcp::log::set_level(level);
-    }
-    vcp::log::Level level;
-  } capture(out);
+  vcp::test::LogCapture capture(out);
   start();
   constexpr int kFailures = 40;
   for (int i = 0; i < kFailures; ++i) ASSERT_EQ(read_failing_with(ScriptedTarget::sense(0x3, 0x11, 0x00)), -EIO);

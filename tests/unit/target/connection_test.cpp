@@ -4,7 +4,9 @@
 #include <arpa/inet.h>
 
 #include <cstring>
+#include <sstream>
 
+#include "../log_capture.hpp"
 #include "harness.hpp"
 #include "iscsi/sendtargets.hpp"
 
@@ -187,6 +189,7 @@ TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
     EXPECT_TRUE(ini.conn().closing());
   }
   EXPECT_EQ(f.sessions.size(), 0u);
+  EXPECT_EQ(f.ctx.refused_logins, 3u);
 
   // Discovery: the session is open to all, the target is listed only to those who may log in.
   for (const char* initiator : {kInitiator, "iqn.2024-01.org.vcp:other"}) {
@@ -202,6 +205,43 @@ TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
     ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
     EXPECT_EQ(keys.contains("TargetName"), initiator == std::string(kInitiator)) << initiator;
   }
+}
+
+// Refused logins are logged for whoever runs the target: who, from where, why; a storm of them
+// is thinned out (log::thin).
+TEST(TargetAccess, RefusedLoginsAreLoggedThinly) {
+  TargetSettings s = TargetFixture::default_settings();
+  std::string err;
+  ASSERT_TRUE(allow_initiator(s, kInitiator, &err)) << err;
+  TargetFixture f(s);
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  sockaddr_in6 sa{};
+  sa.sin6_family = AF_INET6;
+  inet_pton(AF_INET6, "fd00::7", &sa.sin6_addr);
+  constexpr int kLogins = 40;
+  for (int i = 0; i < kLogins; ++i) {
+    SessionOptions o;
+    o.initiator = i == 0 ? "iqn.2024-01.org.vcp:evil\ntarget: forged line" : "iqn.2024-01.org.vcp:other";
+    Initiator ini(f, o);
+    ini.conn().set_peer_address(peer_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa)));
+    EXPECT_EQ(ini.login(), LoginState::Failed);
+  }
+  const std::string log = out.str();
+  // A name with a control character in it is refused by the text parser before it is a name:
+  // nothing of it reaches the log.
+  EXPECT_NE(log.find("target: login from fd00::7 refused: invalid character in value (1 refused"), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("forged line"), std::string::npos) << log;
+  EXPECT_NE(log.find("target: login of iqn.2024-01.org.vcp:other from fd00::7 refused: initiator "
+                     "iqn.2024-01.org.vcp:other may not log in to " + std::string(kIqn) +
+                     " (2 refused on this thread so far)"),
+            std::string::npos)
+      << log;
+  size_t lines = 0;
+  for (size_t at = 0; (at = log.find("refused on this thread so far", at)) != std::string::npos; ++at) ++lines;
+  EXPECT_EQ(lines, 16u);  // the first 16; then one in 1000
+  EXPECT_EQ(f.ctx.refused_logins, static_cast<uint64_t>(kLogins));
 }
 
 TEST(SendTargets, Scopes) {
