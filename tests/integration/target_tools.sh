@@ -321,6 +321,23 @@ initiator)
     done
   done
   stop_target
+  # A buffer room of 1 MiB per connection and commands of 512 KiB and 1 MiB, 8 and 16 at a
+  # time: most wait their turn for room (READs to start, WRITEs for their R2Ts); all complete,
+  # the data verifies.
+  printf '[limits]\nconnection_buffer_bytes = 1048576\n' >"$DIR/room.toml"
+  start_target --config "$DIR/room.toml" --lun "2=file:path=$DIR/lun2.img,direct=on"
+  for target in "1" "2"; do
+    for load in "randwrite 1m 8" "read 1m 8" "randrw 512k 16"; do
+      set -- $load
+      out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/$target" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
+        { echo "$out" | tail -5; fail "vcp bench $load on $target, 1 MiB buffer room"; }
+      grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: verify"; }
+      grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: errors"; }
+    done
+  done
+  out=$(timeout 20 taskset -c 0 iscsi-perf -i $INI -m 16 -b 2048 -t 1 "$URL/1" 2>&1) ||
+    fail "iscsi-perf 1 MiB reads qd 16 with a 1 MiB buffer room: $out"
+  stop_target
   # A write-protected LUN (MODE SENSE WP) is served read-only: the VCP's virtio-blk device says
   # RO, writes are refused before they reach the target, reads work.
   start_target --lun "3=file:path=$DIR/lun0.img,ro=on"
