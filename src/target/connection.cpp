@@ -142,6 +142,7 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
     }
     return t;
   };
+  if (s.discovery_chap) cfg.discovery_auth = TargetAuth{true, s.discovery_chap, s.mutual_chap};
   login_ = std::make_unique<TargetLogin>(std::move(cfg));
   rx_.resize(kLoginRxSpace);
 }

@@ -210,6 +210,7 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
   if (!string_list(root, "allowed_addresses", s, allow_address, error)) return false;
   if (!chap_table(root, "chap", "chap_file", &s.chap, error)) return false;
   if (!chap_table(root, "mutual_chap", "mutual_chap_file", &s.mutual_chap, error)) return false;
+  if (!chap_table(root, "discovery_chap", "discovery_chap_file", &s.discovery_chap, error)) return false;
   if (const toml::table* l = root["limits"].as_table()) {
     auto u32 = [&](const char* key, uint32_t* out) {
       if (auto v = (*l)[key].value<int64_t>()) {
@@ -266,15 +267,17 @@ bool validate(const TargetSettings& s, std::string* error) {
     *error = "mutual CHAP needs the initiator's CHAP credentials too (--chap-file)";
     return false;
   }
-  for (const auto* c : {&s.chap, &s.mutual_chap}) {
+  for (const auto* c : {&s.chap, &s.mutual_chap, &s.discovery_chap}) {
     if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) {
       *error = "CHAP secrets must be 12 to 255 bytes";
       return false;
     }
   }
-  if (s.chap && s.mutual_chap && s.chap->secret == s.mutual_chap->secret) {
-    *error = "mutual CHAP needs a different secret in each direction";
-    return false;
+  for (const auto* c : {&s.chap, &s.discovery_chap}) {
+    if (*c && s.mutual_chap && (*c)->secret == s.mutual_chap->secret) {
+      *error = "mutual CHAP needs a different secret in each direction";
+      return false;
+    }
   }
   if (s.cmd_window < 1 || s.cmd_window > 4096) {
     *error = "cmd_window must be 1..4096";

@@ -28,6 +28,9 @@ struct TargetSettings {
   // CHAP: the initiator's name and secret we require; for mutual CHAP also ours.
   std::optional<iscsi::ChapCredentials> chap;
   std::optional<iscsi::ChapCredentials> mutual_chap;
+  // CHAP for discovery sessions (SendTargets): the initiator's name and secret; none: discovery
+  // is open. Mutual CHAP there uses mutual_chap, the target's one identity.
+  std::optional<iscsi::ChapCredentials> discovery_chap;
   std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
   InitiatorAcl acl;       // who may log in (--allow-initiator, --allow-address)
 
@@ -74,7 +77,8 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 // Loads a TOML file into settings (keys the file has override what is there):
 //   iqn, alias, portal = "HOST:PORT", cpus = "1-2", [[lun]] number/backend,
 //   allowed_initiators = ["iqn...", ...], allowed_addresses = ["10.0.0.0/8", ...],
-//   [chap] name/secret, [mutual_chap] name/secret (or chap_file / mutual_chap_file paths),
+//   [chap] name/secret, [mutual_chap] name/secret, [discovery_chap] name/secret (or
+//   chap_file / mutual_chap_file / discovery_chap_file paths),
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
 //   max_outstanding_r2t, max_data_in_segment, direct_rx_min, initial_r2t, immediate_data, header_digest / data_digest
 //   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,

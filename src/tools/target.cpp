@@ -2,6 +2,7 @@
 //
 //   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
 //              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
+//              [--discovery-chap-file F]
 //              [--config target.toml] [--max-tasks N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
@@ -26,6 +27,7 @@ struct TargetArgs {
   std::vector<std::string> luns;
   std::string chap_file;
   std::string mutual_chap_file;
+  std::string discovery_chap_file;
   std::string cpus;
   std::string config;
   uint32_t max_tasks = 0;
@@ -55,15 +57,12 @@ int run_target(const TargetArgs& a) {
     if (!spec) return fail("--lun " + l + ": " + error);
     s.luns.push_back(*spec);
   }
-  if (!a.chap_file.empty()) {
-    auto c = target::read_chap_file(a.chap_file, &error);
+  for (auto [path, field] : {std::pair{&a.chap_file, &s.chap}, std::pair{&a.mutual_chap_file, &s.mutual_chap},
+                             std::pair{&a.discovery_chap_file, &s.discovery_chap}}) {
+    if (path->empty()) continue;
+    auto c = target::read_chap_file(*path, &error);
     if (!c) return fail(error);
-    s.chap = c;
-  }
-  if (!a.mutual_chap_file.empty()) {
-    auto c = target::read_chap_file(a.mutual_chap_file, &error);
-    if (!c) return fail(error);
-    s.mutual_chap = c;
+    *field = c;
   }
   if (!a.cpus.empty()) {
     auto cpus = parse_cpu_list(a.cpus);
@@ -116,6 +115,8 @@ Runner add_target(CLI::App& app) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--chap-file", a->chap_file, "file with 'NAME SECRET': CHAP required of initiators");
   cmd->add_option("--mutual-chap-file", a->mutual_chap_file, "file with 'NAME SECRET': the target's, for mutual CHAP");
+  cmd->add_option("--discovery-chap-file", a->discovery_chap_file,
+                  "file with 'NAME SECRET': CHAP required of discovery sessions (SendTargets)");
   cmd->add_option("--allow-initiator", a->allow_initiators,
                   "an initiator name that may log in (repeatable); none given: any name")
       ->expected(1)

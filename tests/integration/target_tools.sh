@@ -2,7 +2,8 @@
 # Integration test of `vcp target` against libiscsi's tools on 127.0.0.1.
 #
 #   target_tools.sh VCP_BIN tools           iscsi-inq, iscsi-readcapacity16, iscsi-ls, iscsi-perf
-#   target_tools.sh VCP_BIN chap            one-way and mutual CHAP; a wrong secret is refused
+#   target_tools.sh VCP_BIN chap            one-way and mutual CHAP; a wrong secret is refused;
+#                                           discovery CHAP (iscsi-ls, vcp discover)
 #   target_tools.sh VCP_BIN acl             --allow-initiator / --allow-address: who is let in,
 #                                           who is refused (and told why), who sees the target
 #   target_tools.sh VCP_BIN digests         header and data digests (CRC32C)
@@ -281,6 +282,20 @@ chap)
   timeout 20 iscsi-inq -i $INI \
     "iscsi://user%initiator-secret@$PORTAL/$IQN/0?target_user=tgtuser&target_password=not-the-secret" \
     >/dev/null 2>&1 && fail "the initiator accepted a target with the wrong mutual secret"
+  stop_target
+  # Discovery CHAP: SendTargets only after authenticating (libiscsi uses the URL's credentials for
+  # both its discovery and its target login: the same file serves both here).
+  start_target --chap-file "$DIR/chap" --discovery-chap-file "$DIR/chap"
+  out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://$PORTAL" 2>&1) && fail "discovery without CHAP passed: $out"
+  grep -q "$IQN" <<<"$out" && fail "the target was listed without discovery CHAP: $out"
+  out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://user%initiator-secret@$PORTAL") || fail "iscsi-ls with CHAP: $out"
+  grep -q "Target:$IQN Portal:$PORTAL,1" <<<"$out" || fail "iscsi-ls with discovery CHAP: $out"
+  printf 'initiator-secret\n' >"$DIR/secret"
+  out=$(timeout 20 "$VCP_BIN" discover --user user --secret-file "$DIR/secret" "$PORTAL") ||
+    fail "vcp discover with CHAP: $out"
+  grep -q "$IQN" <<<"$out" || fail "vcp discover with CHAP did not list the target: $out"
+  out=$(timeout 20 "$VCP_BIN" discover "$PORTAL" 2>&1) && fail "vcp discover without CHAP passed: $out"
+  grep -q "authentication failure (0x0201)" <<<"$out" || fail "vcp discover did not say why: $out"
   stop_target
   ;;
 digests)

@@ -136,6 +136,37 @@ TEST(TargetDiscovery, SendTargetsAll) {
   EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
 }
 
+// With discovery CHAP configured, a discovery session must authenticate (one-way, or mutual with
+// the target's own credentials); Normal sessions are not affected by it.
+TEST(TargetDiscovery, ChapWhenConfigured) {
+  TargetSettings s = TargetFixture::default_settings();
+  s.discovery_chap = ChapCredentials{"seeker", "discovery-secret"};
+  s.mutual_chap = ChapCredentials{"target", "target-secret-1"};
+  TargetFixture f(s);
+  SessionOptions o{.type = SessionType::Discovery};
+  for (auto creds : {std::optional<ChapCredentials>{}, std::optional<ChapCredentials>{{"seeker", "wrong-secret-123"}},
+                     std::optional<ChapCredentials>{{"other", "discovery-secret"}}}) {
+    o.chap = creds;
+    Initiator ini(f, o);
+    EXPECT_EQ(ini.login(), LoginState::Failed);
+    EXPECT_EQ(ini.last_login.status_class, 2);
+    EXPECT_EQ(ini.last_login.status_detail, 1);  // authentication failure
+  }
+  o.chap = s.discovery_chap;
+  for (bool mutual : {false, true}) {
+    if (mutual) o.target_chap = s.mutual_chap;
+    Initiator ini(f, o);
+    ASSERT_EQ(ini.login(), LoginState::FullFeature) << mutual;
+    auto got = send_targets_all(ini);
+    ASSERT_EQ(got.size(), 1u);
+    TextKeys keys;
+    ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+    EXPECT_EQ(*keys.find("TargetName"), kIqn);
+  }
+  Initiator normal(f);  // no CHAP for the target itself
+  EXPECT_EQ(normal.login(), LoginState::FullFeature);
+}
+
 // A target listening on a wildcard address names, per connection, the address the initiator
 // reached (the server sets it from the socket); the configured one would be 0.0.0.0.
 TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {

@@ -74,6 +74,9 @@ secret = "initiator-secret"
 [mutual_chap]
 name = "tgt"
 secret = "target-secret-1"
+[discovery_chap]
+name = "seeker"
+secret = "discovery-secret"
 [limits]
 max_outstanding_r2t = 4
 initial_r2t = true
@@ -93,6 +96,7 @@ connection_buffer_bytes = 8388608
   EXPECT_EQ(s.luns[1].number, 5u);
   EXPECT_EQ(s.chap->name, "user");
   EXPECT_EQ(s.mutual_chap->secret, "target-secret-1");
+  EXPECT_EQ(s.discovery_chap->name, "seeker");
   EXPECT_EQ(s.limits.max_outstanding_r2t, 4u);
   EXPECT_TRUE(s.limits.initial_r2t);
   EXPECT_EQ(s.limits.header_digest, iscsi::DigestPolicy::Require);
@@ -161,7 +165,16 @@ TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   EXPECT_NE(err.find("connection_buffer_bytes"), std::string::npos);
   s.connection_buffer_bytes = 1u << 20;
   EXPECT_TRUE(validate(s, &err));
+  s.discovery_chap = iscsi::ChapCredentials{"d", "short"};
+  EXPECT_FALSE(validate(s, &err));  // a secret under 12 bytes
+  s.discovery_chap = iscsi::ChapCredentials{"d", "target-secret-1"};
+  EXPECT_TRUE(validate(s, &err)) << err;
   s.mutual_chap = iscsi::ChapCredentials{"t", "target-secret-1"};
+  s.chap = iscsi::ChapCredentials{"u", "initiator-secret"};
+  EXPECT_FALSE(validate(s, &err));  // discovery and mutual with one secret
+  EXPECT_NE(err.find("different secret"), std::string::npos) << err;
+  s.discovery_chap.reset();
+  s.chap.reset();
   EXPECT_FALSE(validate(s, &err));  // mutual without one-way
   s.chap = iscsi::ChapCredentials{"u", "target-secret-1"};
   EXPECT_FALSE(validate(s, &err));  // same secret both ways
