@@ -340,10 +340,17 @@ NegotiationError Negotiator::handle(const KeyDef& def, const std::string& value,
     st.answered = true;
     return take_answer(def, st, value);
   }
-  if (st.answered && !(declarative && def.use == KeyUse::All && stage == LoginStage::FullFeature))
+  if (st.answered && !(declarative && def.use == KeyUse::All && stage == LoginStage::FullFeature)) {
+    // The names and the session type said again, unchanged, in a later login PDU: libiscsi
+    // does so in its first operational PDU after a security stage that needed no CHAP. tgt
+    // and LIO let it pass; the same value again changes nothing. A different one still fails.
+    if (declarative && def.use != KeyUse::All && stage != LoginStage::FullFeature && value == st.declared)
+      return NegotiationError::Ok;
     return NegotiationError::Renegotiated;
+  }
   if (is_special(value)) return NegotiationError::UnexpectedAnswer;
   st.answered = true;
+  if (declarative) st.declared = value;
   return answer_offer(def, value, out);
 }
 

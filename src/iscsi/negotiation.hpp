@@ -158,6 +158,7 @@ class Negotiator {
     bool offered_by_us = false;
     bool answered = false;  // our offer answered, or the peer's offer answered / declared
     std::string our_offer;
+    std::string declared;  // the peer's declaration, for a declarative key
   };
 
   NegotiationError handle(const KeyDef& def, const std::string& value, LoginStage stage,

@@ -283,6 +283,12 @@ chap)
     "iscsi://user%initiator-secret@$PORTAL/$IQN/0?target_user=tgtuser&target_password=not-the-secret" \
     >/dev/null 2>&1 && fail "the initiator accepted a target with the wrong mutual secret"
   stop_target
+  # Credentials a target does not ask for: libiscsi offers CHAP,None, is answered None, and
+  # names itself again in its next PDU; that passes.
+  start_target
+  timeout 20 iscsi-inq -i $INI "iscsi://user%initiator-secret@$PORTAL/$IQN/0" >/dev/null ||
+    fail "libiscsi with credentials the target does not need was refused"
+  stop_target
   # Discovery CHAP: SendTargets only after authenticating (libiscsi uses the URL's credentials for
   # both its discovery and its target login: the same file serves both here).
   start_target --chap-file "$DIR/chap" --discovery-chap-file "$DIR/chap"

@@ -298,6 +298,33 @@ TEST(TargetLogin, StraightToOperationalWithoutAuth) {
   EXPECT_TRUE(back.contains("TargetPortalGroupTag"));
 }
 
+// libiscsi, given CHAP credentials a target does not need, offers AuthMethod=CHAP,None, is
+// answered None and says InitiatorName, TargetName and SessionType again in its first
+// operational PDU. The same values again pass; a changed one is an initiator error.
+TEST(TargetLogin, NamesSaidAgainUnchangedAfterSecurityStage) {
+  for (bool changed : {false, true}) {
+    Manual m;
+    LoginRequestPdu rq;
+    rq.transit = true;
+    rq.nsg = LoginStage::OperationalNegotiation;
+    TextKeys k = identity();
+    k.add("SessionType", "Normal");
+    k.add("AuthMethod", "CHAP,None");
+    ASSERT_EQ(m.send(rq, k), LoginState::InProgress);
+    rq.csg = LoginStage::OperationalNegotiation;
+    rq.nsg = LoginStage::FullFeature;
+    TextKeys again;
+    again.add("InitiatorName", changed ? "iqn.2024-01.org.vcp:someone-else" : kInitiator);
+    again.add("TargetName", kTarget);
+    again.add("SessionType", "Normal");
+    again.add("MaxRecvDataSegmentLength", "65536");
+    EXPECT_EQ(m.send(rq, again), changed ? LoginState::Failed : LoginState::FullFeature) << changed;
+    if (changed) {
+      EXPECT_EQ(m.tgt->status(), LoginStatus::InitiatorError);
+    }
+  }
+}
+
 TEST(TargetLogin, IsidChangeIsAnError) {
   Manual m;
   LoginRequestPdu rq;
