@@ -507,8 +507,14 @@ void TargetConnection::enter_full_feature() {
     int reinstated = 0;
     session_ = ctx_.sessions->add(params_.initiator_name, isid_, params_.target_name, tsih_, nexus_.id,
                                   ctx_.wake, &reinstated);
-    if (reinstated)
-      VCP_LOG_INFO("target: session of {} reinstated (TSIH {})", params_.initiator_name, tsih_);
+    VCP_LOG_INFO("target: session of {} from {} (TSIH {}){}: header digest {}, data digest {}, "
+                 "MaxRecvDataSegmentLength {} / {}, MaxBurstLength {}, FirstBurstLength {}, ImmediateData {}, "
+                 "InitialR2T {}",
+                 printable(params_.initiator_name), to_string(peer_), tsih_, reinstated ? ", reinstated" : "",
+                 params_.header_digest ? "CRC32C" : "none", params_.data_digest ? "CRC32C" : "none",
+                 params_.max_recv_data_segment_length, params_.max_send_data_segment_length,
+                 params_.max_burst_length, params_.first_burst_length, params_.immediate_data ? "Yes" : "No",
+                 params_.initial_r2t ? "Yes" : "No");
   }
   login_.reset();
 }
@@ -1325,6 +1331,9 @@ void TargetConnection::shutdown() {
     for (auto& [lun, w] : pt->waits) lun->cancel_wait(&w);
   tmfs_.clear();
   if (session_) {
+    VCP_LOG_INFO("target: session of {} (TSIH {}) ended: {}; {} commands, {} rejected, {} dropped outside the window",
+                 printable(params_.initiator_name), tsih_, close_reason_.empty() ? "connection closed" : close_reason_,
+                 stats_.commands, stats_.rejects, stats_.dropped_commands);
     ctx_.sessions->remove(session_.get());
     session_.reset();
   }

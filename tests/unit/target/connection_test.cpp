@@ -200,10 +200,19 @@ TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
     return peer_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
   };
   {
-    Initiator ini(f);
-    ini.conn().set_peer_address(from("10.9.8.7"));
-    ASSERT_EQ(ini.login(), LoginState::FullFeature);
-    EXPECT_EQ(outcome_of(ini.run(cdb_inquiry(36), true, false, 36)).status, 0);
+    std::ostringstream out;
+    vcp::test::LogCapture capture(out);
+    {
+      Initiator ini(f);
+      ini.conn().set_peer_address(from("10.9.8.7"));
+      ASSERT_EQ(ini.login(), LoginState::FullFeature);
+      EXPECT_EQ(outcome_of(ini.run(cdb_inquiry(36), true, false, 36)).status, 0);
+    }
+    // The session's start and end are logged, with whom and how it went.
+    EXPECT_NE(out.str().find(std::string("target: session of ") + kInitiator + " from 10.9.8.7 (TSIH "),
+              std::string::npos)
+        << out.str();
+    EXPECT_NE(out.str().find("ended: connection closed; 1 commands, 0 rejected"), std::string::npos) << out.str();
   }
   struct Case {
     const char* initiator;
