@@ -129,9 +129,12 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
   cfg.cmd_window = s.cmd_window;
   cfg.lookup = [this, &s](std::string_view name, std::string_view initiator) {
     TargetLookup t;
-    if (name == s.iqn && !s.acl.allows(initiator, peer_)) {
+    // iSCSI names compare without regard to case (RFC 3722).
+    const auto n = normalize_iscsi_name(name);
+    const bool ours = n && n == normalize_iscsi_name(s.iqn);
+    if (ours && !s.acl.allows(initiator, peer_)) {
       t.kind = TargetLookup::Kind::NotAuthorized;
-    } else if (name == s.iqn) {
+    } else if (ours) {
       t.kind = TargetLookup::Kind::Found;
       t.alias = s.alias;
       if (s.chap) {
@@ -1163,14 +1166,17 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
   for (const auto& kv : in.pairs()) {
     if (kv.key == "SendTargets") {
       // An initiator the access list keeps out is not shown the target at all.
+      // A Normal session's own target by the name we gave it (the initiator's spelling may
+      // differ in case).
+      const std::string& session_target = ctx_.settings->iqn;
       if (!ctx_.settings->acl.allows(params_.initiator_name, peer_)) {
-        build_send_targets(kv.value, params_.session_type, params_.target_name, {}, out);
+        build_send_targets(kv.value, params_.session_type, session_target, {}, out);
       } else if (target_address_.empty()) {
-        build_send_targets(kv.value, params_.session_type, params_.target_name, ctx_.targets, out);
+        build_send_targets(kv.value, params_.session_type, session_target, ctx_.targets, out);
       } else {
         std::vector<iscsi::SendTargetsRecord> here = ctx_.targets;
         for (auto& r : here) r.addresses = {target_address_};
-        build_send_targets(kv.value, params_.session_type, params_.target_name, here, out);
+        build_send_targets(kv.value, params_.session_type, session_target, here, out);
       }
     } else if (find_key(kv.key)) {
       out.add(kv.key, std::string(kReject));  // no renegotiation in Full Feature Phase

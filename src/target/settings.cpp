@@ -15,6 +15,7 @@ namespace {
 constexpr size_t kMaxChapFileBytes = 64 * 1024;
 constexpr size_t kMaxConfigFileBytes = 1024 * 1024;
 constexpr uint32_t kMinTimeoutMs = 1000;
+constexpr const char* kNameForms = "iqn.YYYY-MM.reversed.domain[:id], eui.HEX or naa.HEX";
 }  // namespace
 
 std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error) {
@@ -96,7 +97,7 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 bool allow_initiator(TargetSettings& s, const std::string& name, std::string* error) {
   auto n = normalize_iscsi_name(name);
   if (!n) {
-    *error = "'" + name + "' is not an iSCSI name (iqn.YYYY-MM.reversed.domain[:id], eui.HEX or naa.HEX)";
+    *error = "'" + name + "' is not an iSCSI name (" + kNameForms + ")";
     return false;
   }
   if (std::find(s.acl.names.begin(), s.acl.names.end(), *n) == s.acl.names.end()) s.acl.names.push_back(*n);
@@ -251,6 +252,10 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
 bool validate(const TargetSettings& s, std::string* error) {
   if (s.iqn.empty()) {
     *error = "no target name (--iqn)";
+    return false;
+  }
+  if (!normalize_iscsi_name(s.iqn)) {
+    *error = "target name '" + s.iqn + "' is not an iSCSI name (" + kNameForms + ")";
     return false;
   }
   if (s.luns.empty()) {

@@ -33,7 +33,7 @@ std::string as_file(std::string_view text, int* fd) {
 
 void check_valid(const TargetSettings& s) {
   // What validate() lets through is what the server is built from: it must hold.
-  if (s.iqn.empty() || s.luns.empty()) abort();
+  if (s.iqn.empty() || s.luns.empty() || !normalize_iscsi_name(s.iqn)) abort();
   std::set<uint32_t> numbers;
   for (const auto& l : s.luns)
     if (l.number > 16383 || !numbers.insert(l.number).second) abort();

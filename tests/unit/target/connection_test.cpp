@@ -3,6 +3,7 @@
 // logout, the CmdSN window, reinstatement and timers.
 #include <arpa/inet.h>
 
+#include <cctype>
 #include <cstring>
 #include <sstream>
 
@@ -108,6 +109,17 @@ std::vector<Received> send_targets_all(Initiator& ini) {
   return ini.take();
 }
 
+// The keys of the one Text Response to SendTargets=All.
+TextKeys send_targets_keys(Initiator& ini) {
+  TextKeys keys;
+  auto got = send_targets_all(ini);
+  EXPECT_EQ(got.size(), 1u);
+  if (got.size() == 1) {
+    EXPECT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+  }
+  return keys;
+}
+
 TEST(TargetDiscovery, SendTargetsAll) {
   TargetFixture f;
   SessionOptions o;
@@ -157,10 +169,7 @@ TEST(TargetDiscovery, ChapWhenConfigured) {
     if (mutual) o.target_chap = s.mutual_chap;
     Initiator ini(f, o);
     ASSERT_EQ(ini.login(), LoginState::FullFeature) << mutual;
-    auto got = send_targets_all(ini);
-    ASSERT_EQ(got.size(), 1u);
-    TextKeys keys;
-    ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+    TextKeys keys = send_targets_keys(ini);
     EXPECT_EQ(*keys.find("TargetName"), kIqn);
   }
   Initiator normal(f);  // no CHAP for the target itself
@@ -176,10 +185,7 @@ TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
   Initiator ini(f, o);
   ini.conn().set_target_address("[fd00::7]:3261,1");
   ASSERT_EQ(ini.login(), LoginState::FullFeature);
-  auto got = send_targets_all(ini);
-  ASSERT_EQ(got.size(), 1u);
-  TextKeys keys;
-  ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+  TextKeys keys = send_targets_keys(ini);
   EXPECT_EQ(*keys.find("TargetName"), kIqn);
   EXPECT_EQ(*keys.find("TargetAddress"), "[fd00::7]:3261,1");
   EXPECT_EQ(keys.pairs().size(), 2u);  // that address only, not the configured one too
@@ -239,10 +245,7 @@ TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
     Initiator ini(f, o);
     ini.conn().set_peer_address(from("10.0.0.1"));
     ASSERT_EQ(ini.login(), LoginState::FullFeature);
-    auto got = send_targets_all(ini);
-    ASSERT_EQ(got.size(), 1u);
-    TextKeys keys;
-    ASSERT_EQ(parse_text(got[0].data, keys), TextError::Ok);
+    TextKeys keys = send_targets_keys(ini);
     EXPECT_EQ(keys.contains("TargetName"), initiator == std::string(kInitiator)) << initiator;
   }
 }
@@ -284,6 +287,20 @@ TEST(TargetAccess, RefusedLoginsAreLoggedThinly) {
   EXPECT_EQ(f.ctx.refused_logins, static_cast<uint64_t>(kLogins));
 }
 
+// The initiator may spell our name in another case: it is the same name (RFC 3722), and the
+// session's SendTargets reports the target as we spell it.
+TEST(TargetLogin, TargetNameInAnotherCase) {
+  TargetFixture f;
+  std::string upper = kIqn;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  SessionOptions o;
+  o.target = upper;
+  Initiator ini(f, o);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  TextKeys keys = send_targets_keys(ini);
+  EXPECT_EQ(*keys.find("TargetName"), kIqn);
+}
+
 TEST(SendTargets, Scopes) {
   std::vector<SendTargetsRecord> t{{"iqn.a", {"10.0.0.1:3260,1", "[fe80::1]:3260,1"}}, {"iqn.b", {"10.0.0.1:3260,1"}}};
   TextKeys all;
@@ -299,6 +316,10 @@ TEST(SendTargets, Scopes) {
   TextKeys named;
   build_send_targets("iqn.zzz", SessionType::Discovery, "", t, named);
   EXPECT_TRUE(named.empty());
+  TextKeys other_case;  // names compare without regard to case (RFC 3722)
+  build_send_targets("IQN.B", SessionType::Discovery, "", t, other_case);
+  ASSERT_EQ(other_case.size(), 2u);
+  EXPECT_EQ(other_case.pairs()[0].value, "iqn.b");  // as the target spells it
   EXPECT_EQ(target_address("fe80::1", 3260, 1), "[fe80::1]:3260,1");
   EXPECT_EQ(target_address("127.0.0.1", 3261, 2), "127.0.0.1:3261,2");
 }

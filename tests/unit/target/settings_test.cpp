@@ -151,6 +151,9 @@ TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   TargetSettings s;
   std::string err;
   EXPECT_FALSE(validate(s, &err));
+  s.iqn = "my disk";
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_NE(err.find("target name 'my disk' is not an iSCSI name"), std::string::npos) << err;
   s.iqn = "iqn.x";
   EXPECT_FALSE(validate(s, &err));
   s.luns.push_back({0, "ram:size=1M"});
