@@ -1,7 +1,6 @@
 #include "iscsi/sendtargets.hpp"
 
-#include <algorithm>
-#include <cctype>
+#include "iscsi/names.hpp"
 
 namespace vcp::iscsi {
 
@@ -23,12 +22,6 @@ void append_record(const SendTargetsRecord& r, TextKeys& out) {
   out.add("TargetName", r.name);
   for (const auto& a : r.addresses) out.add("TargetAddress", a);
 }
-// iSCSI names compare without regard to case (RFC 3722).
-bool same_name(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
 }  // namespace
 
 void build_send_targets(std::string_view value, SessionType session, std::string_view session_target,
@@ -37,11 +30,11 @@ void build_send_targets(std::string_view value, SessionType session, std::string
   for (const auto& r : targets) {
     bool match;
     if (all) {
-      match = session == SessionType::Discovery || same_name(r.name, session_target);
+      match = session == SessionType::Discovery || same_iscsi_name(r.name, session_target);
     } else if (value.empty()) {
-      match = session == SessionType::Normal && same_name(r.name, session_target);
+      match = session == SessionType::Normal && same_iscsi_name(r.name, session_target);
     } else {
-      match = same_name(r.name, value);
+      match = same_iscsi_name(r.name, value);  // names compare without regard to case
     }
     if (match) append_record(r, out);
   }

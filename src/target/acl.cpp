@@ -1,5 +1,7 @@
 #include "target/acl.hpp"
 
+#include "iscsi/names.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -42,8 +44,8 @@ std::optional<AddressRange> parse_address_range(std::string_view text, std::stri
   return r;
 }
 
-PeerAddress peer_address_of(const sockaddr* sa, socklen_t len) {
-  PeerAddress p;
+IpAddress ip_address_of(const sockaddr* sa, socklen_t len) {
+  IpAddress p;
   if (!sa) return p;
   if (sa->sa_family == AF_INET && len >= static_cast<socklen_t>(sizeof(sockaddr_in))) {
     const auto* a = reinterpret_cast<const sockaddr_in*>(sa);
@@ -62,13 +64,13 @@ PeerAddress peer_address_of(const sockaddr* sa, socklen_t len) {
   return p;
 }
 
-std::string to_string(const PeerAddress& a) {
+std::string to_string(const IpAddress& a) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (a.family == 0 || !inet_ntop(a.family, a.bytes.data(), buf, sizeof(buf))) return "an unknown address";
   return buf;
 }
 
-bool contains(const AddressRange& r, const PeerAddress& a) {
+bool contains(const AddressRange& r, const IpAddress& a) {
   if (a.family != r.family) return false;
   const unsigned whole = r.prefix / 8, rest = r.prefix % 8;
   if (std::memcmp(r.bytes.data(), a.bytes.data(), whole) != 0) return false;
@@ -77,20 +79,9 @@ bool contains(const AddressRange& r, const PeerAddress& a) {
   return (r.bytes[whole] & mask) == (a.bytes[whole] & mask);
 }
 
-std::optional<std::string> normalize_iscsi_name(std::string_view name) {
-  if (name.size() < 5 || name.size() > 223) return std::nullopt;
-  std::string n(name);
-  for (char& c : n) {
-    if (c <= ' ' || c > '~') return std::nullopt;
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  if (n.rfind("iqn.", 0) != 0 && n.rfind("eui.", 0) != 0 && n.rfind("naa.", 0) != 0) return std::nullopt;
-  return n;
-}
-
-bool InitiatorAcl::allows(std::string_view initiator_name, const PeerAddress& peer) const {
+bool InitiatorAcl::allows(std::string_view initiator_name, const IpAddress& peer) const {
   if (!names.empty()) {
-    auto n = normalize_iscsi_name(initiator_name);
+    auto n = iscsi::normalize_iscsi_name(initiator_name);
     if (!n || std::find(names.begin(), names.end(), *n) == names.end()) return false;
   }
   if (!addresses.empty()) {

@@ -25,27 +25,22 @@ struct AddressRange {
 // On failure, *error says what is wrong.
 std::optional<AddressRange> parse_address_range(std::string_view text, std::string* error);
 
-// The address a connection comes from; family 0 when unknown. An IPv4 peer of a dual-stack IPv6
-// listener (::ffff:a.b.c.d) is plain IPv4, so "10.0.0.0/8" covers it.
-struct PeerAddress {
+// One end of a connection (the peer's for the access list, ours for SendTargets on a wildcard
+// portal); family 0 when unknown. An IPv4 peer of a dual-stack IPv6 listener (::ffff:a.b.c.d)
+// is plain IPv4, so "10.0.0.0/8" covers it.
+struct IpAddress {
   int family = 0;
   std::array<uint8_t, 16> bytes{};
 };
-PeerAddress peer_address_of(const sockaddr* sa, socklen_t len);
-std::string to_string(const PeerAddress& a);  // "10.1.2.3", "fd00::1", "an unknown address"
-bool contains(const AddressRange& r, const PeerAddress& a);
-
-// An iSCSI name as names compare (RFC 3722: case does not matter; lower case is the form), or
-// nothing if it is not one: "iqn.", "eui." or "naa." then printable ASCII without spaces, at
-// most 223 bytes (RFC 7143 §4.2.7.1).
-std::optional<std::string> normalize_iscsi_name(std::string_view name);
+IpAddress ip_address_of(const sockaddr* sa, socklen_t len);
+std::string to_string(const IpAddress& a);  // "10.1.2.3", "fd00::1", "an unknown address"
+bool contains(const AddressRange& r, const IpAddress& a);
 
 struct InitiatorAcl {
-  std::vector<std::string> names;        // normalized; empty: any name
+  std::vector<std::string> names;        // iscsi::normalize_iscsi_name() form; empty: any name
   std::vector<AddressRange> addresses;   // empty: any address
-  bool restricted() const { return !names.empty() || !addresses.empty(); }
   // An unknown address (family 0) passes only when no address list is set.
-  bool allows(std::string_view initiator_name, const PeerAddress& peer) const;
+  bool allows(std::string_view initiator_name, const IpAddress& peer) const;
 };
 
 }  // namespace vcp::target

@@ -7,6 +7,7 @@
 
 #include "base/log.hpp"
 #include "iscsi/crc32c.hpp"
+#include "iscsi/names.hpp"
 #include "iscsi/text.hpp"
 
 namespace vcp::target {
@@ -129,9 +130,7 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
   cfg.cmd_window = s.cmd_window;
   cfg.lookup = [this, &s](std::string_view name, std::string_view initiator) {
     TargetLookup t;
-    // iSCSI names compare without regard to case (RFC 3722).
-    const auto n = normalize_iscsi_name(name);
-    const bool ours = n && n == normalize_iscsi_name(s.iqn);
+    const bool ours = same_iscsi_name(name, s.iqn);  // without regard to case (RFC 3722)
     if (ours && !s.acl.allows(initiator, peer_)) {
       t.kind = TargetLookup::Kind::NotAuthorized;
     } else if (ours) {

@@ -154,7 +154,7 @@ class TargetConnection {
   void set_target_address(std::string address) { target_address_ = std::move(address); }
   // Where the peer connects from, for the access list (TargetSettings::acl): the server sets it
   // from the socket before any input. Unknown (the default) fails an address list.
-  void set_peer_address(const PeerAddress& a) { peer_ = a; }
+  void set_peer_address(const IpAddress& a) { peer_ = a; }
 
   // Timers (login timeout, NOP-In keepalive) and requests from other threads (reinstatement).
   void tick(uint64_t now_ms);
@@ -302,7 +302,7 @@ class TargetConnection {
   uint32_t next_ttt_ = 1;
 
   std::string target_address_;  // set_target_address()
-  PeerAddress peer_;             // set_peer_address()
+  IpAddress peer_;             // set_peer_address()
 
   // Text continuation (a SendTargets answer longer than one PDU).
   std::vector<uint8_t> text_in_;

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <condition_variable>
-#include <cstring>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -43,23 +42,9 @@ std::optional<std::string> local_host(int fd) {
   sockaddr_storage sa{};
   socklen_t len = sizeof(sa);
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return std::nullopt;
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (sa.ss_family == AF_INET6) {
-    const auto* a6 = reinterpret_cast<const sockaddr_in6*>(&sa);
-    if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
-      in_addr a4;
-      std::memcpy(&a4, a6->sin6_addr.s6_addr + 12, sizeof(a4));
-      if (!inet_ntop(AF_INET, &a4, buf, sizeof(buf))) return std::nullopt;
-    } else if (!inet_ntop(AF_INET6, &a6->sin6_addr, buf, sizeof(buf))) {
-      return std::nullopt;
-    }
-  } else if (sa.ss_family == AF_INET) {
-    const auto* a4 = reinterpret_cast<const sockaddr_in*>(&sa);
-    if (!inet_ntop(AF_INET, &a4->sin_addr, buf, sizeof(buf))) return std::nullopt;
-  } else {
-    return std::nullopt;
-  }
-  return std::string(buf);
+  const IpAddress a = ip_address_of(reinterpret_cast<sockaddr*>(&sa), len);
+  if (a.family == 0) return std::nullopt;
+  return to_string(a);
 }
 
 // iovecs per send: a 256 KiB read in 32 KiB Data-In PDUs is 8 headers and 8 data segments.
@@ -325,7 +310,7 @@ class IoThread {
       sockaddr_storage peer{};
       socklen_t peer_len = sizeof(peer);
       if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0)
-        c->c->set_peer_address(peer_address_of(reinterpret_cast<sockaddr*>(&peer), peer_len));
+        c->c->set_peer_address(ip_address_of(reinterpret_cast<sockaddr*>(&peer), peer_len));
       if (is_wildcard(settings_.host)) {
         if (auto host = local_host(fd)) {
           c->c->set_target_address(iscsi::target_address(*host, settings_.port, settings_.portal_group_tag));

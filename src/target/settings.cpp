@@ -7,6 +7,7 @@
 
 #include "base/cpu.hpp"
 #include "base/parse.hpp"
+#include "iscsi/names.hpp"
 
 namespace vcp::target {
 
@@ -95,7 +96,7 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 }
 
 bool allow_initiator(TargetSettings& s, const std::string& name, std::string* error) {
-  auto n = normalize_iscsi_name(name);
+  auto n = iscsi::normalize_iscsi_name(name);
   if (!n) {
     *error = "'" + name + "' is not an iSCSI name (" + kNameForms + ")";
     return false;
@@ -254,7 +255,7 @@ bool validate(const TargetSettings& s, std::string* error) {
     *error = "no target name (--iqn)";
     return false;
   }
-  if (!normalize_iscsi_name(s.iqn)) {
+  if (!iscsi::normalize_iscsi_name(s.iqn)) {
     *error = "target name '" + s.iqn + "' is not an iSCSI name (" + kNameForms + ")";
     return false;
   }

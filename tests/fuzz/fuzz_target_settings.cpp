@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "iscsi/chap.hpp"
+#include "iscsi/names.hpp"
 #include "target/settings.hpp"
 
 using namespace vcp;
@@ -33,7 +34,7 @@ std::string as_file(std::string_view text, int* fd) {
 
 void check_valid(const TargetSettings& s) {
   // What validate() lets through is what the server is built from: it must hold.
-  if (s.iqn.empty() || s.luns.empty() || !normalize_iscsi_name(s.iqn)) abort();
+  if (s.iqn.empty() || s.luns.empty() || !iscsi::normalize_iscsi_name(s.iqn)) abort();
   std::set<uint32_t> numbers;
   for (const auto& l : s.luns)
     if (l.number > 16383 || !numbers.insert(l.number).second) abort();
@@ -46,7 +47,7 @@ void check_valid(const TargetSettings& s) {
   if (s.connection_buffer_bytes < (1u << 20)) abort();
   // The access list holds names in their normal form and ranges whose prefix fits the family.
   for (const auto& n : s.acl.names)
-    if (normalize_iscsi_name(n) != n) abort();
+    if (iscsi::normalize_iscsi_name(n) != n) abort();
   for (const auto& r : s.acl.addresses)
     if ((r.family != AF_INET && r.family != AF_INET6) || r.prefix > (r.family == AF_INET ? 32 : 128)) abort();
   for (const auto* c : {&s.chap, &s.mutual_chap})

@@ -5,24 +5,25 @@
 
 #include <cstring>
 
+#include "iscsi/names.hpp"
 #include "target/acl.hpp"
 #include "target/settings.hpp"
 
 namespace vcp::target::test {
 namespace {
 
-PeerAddress v4(const char* a) {
+IpAddress v4(const char* a) {
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   EXPECT_EQ(inet_pton(AF_INET, a, &sa.sin_addr), 1);
-  return peer_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  return ip_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
 }
 
-PeerAddress v6(const char* a) {
+IpAddress v6(const char* a) {
   sockaddr_in6 sa{};
   sa.sin6_family = AF_INET6;
   EXPECT_EQ(inet_pton(AF_INET6, a, &sa.sin6_addr), 1);
-  return peer_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  return ip_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
 }
 
 AddressRange range(const char* text) {
@@ -49,7 +50,7 @@ TEST(TargetAcl, AddressRangesContainWhatTheirPrefixSays) {
   EXPECT_TRUE(contains(range("127.0.0.0/8"), v6("::ffff:127.0.0.1")));
   EXPECT_FALSE(contains(range("::/0"), v4("127.0.0.1")));
   EXPECT_FALSE(contains(range("0.0.0.0/0"), v6("::1")));
-  EXPECT_FALSE(contains(range("0.0.0.0/0"), PeerAddress{}));  // unknown
+  EXPECT_FALSE(contains(range("0.0.0.0/0"), IpAddress{}));  // unknown
 }
 
 TEST(TargetAcl, MalformedRangesAreRefusedWithTheReason) {
@@ -62,18 +63,18 @@ TEST(TargetAcl, MalformedRangesAreRefusedWithTheReason) {
 }
 
 TEST(TargetAcl, NamesCompareWithoutCase) {
-  EXPECT_EQ(normalize_iscsi_name("IQN.2024-01.Org.Example:Host"), "iqn.2024-01.org.example:host");
-  EXPECT_EQ(normalize_iscsi_name("eui.02004567A425678D"), "eui.02004567a425678d");
-  EXPECT_EQ(normalize_iscsi_name("naa.52004567BA64678D"), "naa.52004567ba64678d");
+  EXPECT_EQ(iscsi::normalize_iscsi_name("IQN.2024-01.Org.Example:Host"), "iqn.2024-01.org.example:host");
+  EXPECT_EQ(iscsi::normalize_iscsi_name("eui.02004567A425678D"), "eui.02004567a425678d");
+  EXPECT_EQ(iscsi::normalize_iscsi_name("naa.52004567BA64678D"), "naa.52004567ba64678d");
   for (const char* bad : {"", "iqn.", "host", "iqn.2024-01.org.x:a b", "iqn.2024-01.org.x:\x7f", "uuid.1234"})
-    EXPECT_FALSE(normalize_iscsi_name(bad)) << bad;
-  EXPECT_FALSE(normalize_iscsi_name("iqn." + std::string(220, 'a')));  // over 223 bytes
+    EXPECT_FALSE(iscsi::normalize_iscsi_name(bad)) << bad;
+  EXPECT_FALSE(iscsi::normalize_iscsi_name("iqn." + std::string(220, 'a')));  // over 223 bytes
 }
 
 TEST(TargetAcl, BothListsMustLetAnInitiatorIn) {
   TargetSettings s;
   std::string err;
-  EXPECT_TRUE(s.acl.allows("iqn.2024-01.org.x:anyone", PeerAddress{}));  // no list: anyone
+  EXPECT_TRUE(s.acl.allows("iqn.2024-01.org.x:anyone", IpAddress{}));  // no list: anyone
   ASSERT_TRUE(allow_initiator(s, "iqn.2024-01.org.x:Host", &err)) << err;
   EXPECT_TRUE(s.acl.allows("IQN.2024-01.ORG.X:HOST", v4("10.1.1.1")));
   EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:other", v4("10.1.1.1")));
@@ -83,7 +84,7 @@ TEST(TargetAcl, BothListsMustLetAnInitiatorIn) {
   EXPECT_TRUE(s.acl.allows("iqn.2024-01.org.x:host", v4("10.1.1.1")));
   EXPECT_TRUE(s.acl.allows("iqn.2024-01.org.x:host", v6("::1")));
   EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:host", v4("192.168.1.1")));
-  EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:host", PeerAddress{}));  // address unknown
+  EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:host", IpAddress{}));  // address unknown
   EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:other", v4("10.1.1.1")));
 
   EXPECT_FALSE(allow_initiator(s, "host", &err));

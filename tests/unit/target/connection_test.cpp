@@ -203,7 +203,7 @@ TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     inet_pton(AF_INET, addr, &sa.sin_addr);
-    return peer_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+    return ip_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
   };
   {
     std::ostringstream out;
@@ -267,7 +267,7 @@ TEST(TargetAccess, RefusedLoginsAreLoggedThinly) {
     SessionOptions o;
     o.initiator = i == 0 ? "iqn.2024-01.org.vcp:evil\ntarget: forged line" : "iqn.2024-01.org.vcp:other";
     Initiator ini(f, o);
-    ini.conn().set_peer_address(peer_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa)));
+    ini.conn().set_peer_address(ip_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa)));
     EXPECT_EQ(ini.login(), LoginState::Failed);
   }
   const std::string log = out.str();
