@@ -95,6 +95,18 @@ stop_target() {
   [ "$rc" = 0 ] || { cat "$DIR/target.log"; fail "vcp target exited with $rc after SIGTERM"; }
 }
 
+# bench_verify LUN_URL_SUFFIX "RW BS QD" [NOTE]: one second of our initiator (vcp bench
+# --backend) with --verify against $URL/LUN_URL_SUFFIX; fails unless it ends, verifies and
+# counts no errors. NOTE goes into the first failure message.
+bench_verify() {
+  local target=$1 load=$2 note=${3:-} out
+  set -- $load
+  out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/$target" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
+    { echo "$out" | tail -5; fail "vcp bench $load on $target$note"; }
+  grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: verify"; }
+  grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: errors"; }
+}
+
 case "$MODE" in
 tools)
   start_target
@@ -333,13 +345,7 @@ initiator)
   # LUN 0 is a buffered file: reads go out in place from its page cache (read_view), writes
   # inline.
   for target in "0" "1" "1?header_digest=crc32c&data_digest=crc32c" "2"; do
-    for load in "randrw 4k 16" "randwrite 64k 8" "read 256k 4"; do
-      set -- $load
-      out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/$target" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
-        { echo "$out" | tail -5; fail "vcp bench $load on $target"; }
-      grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: verify"; }
-      grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: errors"; }
-    done
+    for load in "randrw 4k 16" "randwrite 64k 8" "read 256k 4"; do bench_verify "$target" "$load"; done
   done
   stop_target
   # A buffer room of 1 MiB per connection and commands of 512 KiB and 1 MiB, 8 and 16 at a
@@ -348,13 +354,7 @@ initiator)
   printf '[limits]\nconnection_buffer_bytes = 1048576\n' >"$DIR/room.toml"
   start_target --config "$DIR/room.toml" --lun "2=file:path=$DIR/lun2.img,direct=on"
   for target in "1" "2"; do
-    for load in "randwrite 1m 8" "read 1m 8" "randrw 512k 16"; do
-      set -- $load
-      out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/$target" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
-        { echo "$out" | tail -5; fail "vcp bench $load on $target, 1 MiB buffer room"; }
-      grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: verify"; }
-      grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: errors"; }
-    done
+    for load in "randwrite 1m 8" "read 1m 8" "randrw 512k 16"; do bench_verify "$target" "$load" ", 1 MiB buffer room"; done
   done
   out=$(timeout 20 taskset -c 0 iscsi-perf -i $INI -m 16 -b 2048 -t 1 "$URL/1" 2>&1) ||
     fail "iscsi-perf 1 MiB reads qd 16 with a 1 MiB buffer room: $out"
