@@ -1,6 +1,8 @@
 #include "base/log.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -64,5 +66,13 @@ Level level() {
 }
 
 spdlog::logger& get() { return instance(); }
+
+bool enabled(Level l) { return instance().should_log(to_spd(l)); }
+
+void emit(Level l, fmt::string_view format, fmt::format_args args) {
+  fmt::memory_buffer text;
+  fmt::vformat_to(fmt::appender(text), format, args);
+  instance().log(to_spd(l), spdlog::string_view_t(text.data(), text.size()));
+}
 
 }  // namespace vcp::log

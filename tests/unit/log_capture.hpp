@@ -2,6 +2,7 @@
 // to `out`, at info level at least (whatever VCP_LOG says); both are restored after.
 #pragma once
 
+#include <spdlog/logger.h>
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <memory>
