@@ -4,7 +4,7 @@
 #     qemu-storage-daemon, ...)
 #  2. ASan+UBSan build: unit tests
 #  3. TSan build: unit tests (the rings and the queue threads)
-#  4. libFuzzer build: every fuzzer for FUZZ_SECONDS (default 30) from its seed corpus
+#  4. libFuzzer build: every fuzzer for FUZZ_SECONDS (default 30) from its seed corpus, JOBS at a time
 # Ends with one line "N passed, N failed" summing every stage; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,10 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 total_pass=0
 total_fail=0
 failed_stages=()
+timings=()     # "stage: N s", printed at the end: where CI's minutes go
+stage_t0=$SECONDS
+# Closes the current stage's clock.
+took() { timings+=("$1: $((SECONDS - stage_t0)) s"); stage_t0=$SECONDS; }
 
 # Runs ctest and adds its counts to the totals.
 run_ctest() {
@@ -21,6 +25,7 @@ run_ctest() {
   log=$(mktemp)
   echo "=== $stage: ctest $*"
   ctest "$@" --output-on-failure 2>&1 | tee "$log"
+  took "$stage"
   local line
   line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
   rm -f "$log"
@@ -41,7 +46,10 @@ run_ctest() {
 build_preset() {
   local preset=$1; shift
   echo "=== build: $preset"
-  cmake --preset "$preset" >/dev/null && cmake --build "$@" -j "$JOBS"
+  local rc=0
+  cmake --preset "$preset" >/dev/null && cmake --build "$@" -j "$JOBS" || rc=1
+  took "build $preset"
+  return $rc
 }
 
 # 1. Release: unit and integration.
@@ -64,28 +72,41 @@ for san in asan tsan; do
   fi
 done
 
-# 4. Fuzzers, each for a short time from its seed corpus (a copy: runs must not grow the tree).
+# 4. Fuzzers, each for FUZZ_SECONDS from its seed corpus (a copy: runs must not grow the tree),
+#    JOBS of them at a time (each is one process on one CPU); results reported in name order.
 if build_preset fuzz build-fuzz; then
+  fuzz_dir=$(mktemp -d)
+  fuzzers=()
   for f in build-fuzz/tests/fuzz/fuzz_*; do
     [ -x "$f" ] || continue
     name=$(basename "$f")
-    work=$(mktemp -d)
-    [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$work/"
+    fuzzers+=("$name")
+    mkdir -p "$fuzz_dir/$name"
+    [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$fuzz_dir/$name/"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
     echo "=== fuzz: $name for ${FUZZ_SECONDS}s"
-    if "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 "$work" >"$work.log" 2>&1; then
+    ( "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 "$fuzz_dir/$name" >"$fuzz_dir/$name.log" 2>&1
+      echo $? >"$fuzz_dir/$name.rc" ) &
+  done
+  wait
+  took "fuzz (${#fuzzers[@]} fuzzers, $JOBS at a time)"
+  [ ${#fuzzers[@]} -gt 0 ] || { total_fail=$((total_fail + 1)); failed_stages+=("fuzz (no fuzzers built)"); }
+  for name in "${fuzzers[@]}"; do
+    if [ "$(cat "$fuzz_dir/$name.rc" 2>/dev/null)" = 0 ]; then
       total_pass=$((total_pass + 1))
-      grep -E 'stat::number_of_executed_units|Done' "$work.log" | tail -2
+      echo "fuzz $name: $(grep -E 'stat::number_of_executed_units' "$fuzz_dir/$name.log" | tail -1)"
     else
       total_fail=$((total_fail + 1)); failed_stages+=("fuzz $name")
-      tail -40 "$work.log"
+      echo "fuzz $name failed:"; tail -40 "$fuzz_dir/$name.log"
     fi
-    rm -rf "$work" "$work.log"
   done
+  rm -rf "$fuzz_dir"
 else
   total_fail=$((total_fail + 1)); failed_stages+=("fuzz build")
 fi
 
 echo
+echo "time per stage: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g'); total $SECONDS s"
 if [ ${#failed_stages[@]} -gt 0 ]; then
   echo "failed: ${failed_stages[*]}"
 fi
