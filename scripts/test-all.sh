@@ -106,7 +106,7 @@ else
 fi
 
 echo
-echo "time per stage: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g'); total $SECONDS s"
+printf 'time per stage:'; printf ' %s;' "${timings[@]}"; echo " total $SECONDS s"
 if [ ${#failed_stages[@]} -gt 0 ]; then
   echo "failed: ${failed_stages[*]}"
 fi
