@@ -71,7 +71,14 @@ bool enabled(Level l) { return instance().should_log(to_spd(l)); }
 
 void emit(Level l, fmt::string_view format, fmt::format_args args) {
   fmt::memory_buffer text;
-  fmt::vformat_to(fmt::appender(text), format, args);
+  try {
+    fmt::vformat_to(fmt::appender(text), format, args);
+  } catch (const std::exception& e) {
+    // Format strings are checked when compiled; one given as fmt::runtime() is not. A log
+    // line must never throw into the code that logs: say what went wrong instead.
+    text.clear();
+    fmt::format_to(fmt::appender(text), "[log format error: {}] {}", e.what(), format);
+  }
   instance().log(to_spd(l), spdlog::string_view_t(text.data(), text.size()));
 }
 

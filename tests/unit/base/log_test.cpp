@@ -64,6 +64,17 @@ TEST(Log, NothingBelowTheLevelIsFormatted) {
   EXPECT_NE(s.find("debug 2"), std::string::npos) << s;
 }
 
+TEST(Log, AFormatErrorIsLoggedNotThrown) {
+  // A format string given at run time is not checked when compiled; a wrong one must not
+  // throw into the caller (spdlog caught it before log.hpp stopped including it).
+  std::ostringstream out;
+  test::LogCapture capture(out);
+  EXPECT_NO_THROW(VCP_LOG_WARN(fmt::runtime("two {} {} but one argument"), 1));
+  const std::string s = out.str();
+  EXPECT_NE(s.find("[log format error: "), std::string::npos) << s;
+  EXPECT_NE(s.find("two {} {} but one argument"), std::string::npos) << s;
+}
+
 TEST(Log, ParsesLevelNames) {
   log::Level l = log::Level::info;
   EXPECT_TRUE(log::parse_level("debug", &l));
