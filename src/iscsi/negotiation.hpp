@@ -114,6 +114,8 @@ struct NegotiationLimits {
   bool data_sequence_in_order = true;
   uint32_t error_recovery_level = 0;  // only ERL 0 is implemented
   uint32_t iscsi_protocol_level = 1;  // RFC 7143
+
+  bool operator==(const NegotiationLimits&) const = default;
 };
 
 enum class NegotiationError : uint8_t {

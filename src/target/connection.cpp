@@ -121,6 +121,7 @@ struct TargetConnection::PendingTmf {
 TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
     : ctx_(ctx), started_ms_(now_ms), last_rx_ms_(now_ms) {
   const TargetSettings& s = *ctx_.settings;
+  access_ = ctx_.current_access();
   tsih_ = ctx_.sessions->reserve_tsih();
   TargetLoginConfig cfg;
   cfg.limits = s.limits;
@@ -130,21 +131,23 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
   cfg.cmd_window = s.cmd_window;
   cfg.lookup = [this, &s](std::string_view name, std::string_view initiator) {
     TargetLookup t;
+    const AccessSettings& a = *access_;
     const bool ours = same_iscsi_name(name, s.iqn);  // without regard to case (RFC 3722)
-    if (ours && !s.acl.allows(initiator, peer_)) {
+    if (ours && !a.acl.allows(initiator, peer_)) {
       t.kind = TargetLookup::Kind::NotAuthorized;
     } else if (ours) {
       t.kind = TargetLookup::Kind::Found;
       t.alias = s.alias;
-      if (s.chap) {
+      if (a.chap) {
         t.auth.require_chap = true;
-        t.auth.incoming = s.chap;
-        t.auth.outgoing = s.mutual_chap;
+        t.auth.incoming = a.chap;
+        t.auth.outgoing = a.mutual_chap;
       }
     }
     return t;
   };
-  if (s.discovery_chap) cfg.discovery_auth = TargetAuth{true, s.discovery_chap, s.mutual_chap};
+  if (access_->discovery_chap)
+    cfg.discovery_auth = TargetAuth{true, access_->discovery_chap, access_->mutual_chap};
   login_ = std::make_unique<TargetLogin>(std::move(cfg));
   rx_.resize(kLoginRxSpace);
 }
@@ -1168,7 +1171,7 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
       // A Normal session's own target by the name we gave it (the initiator's spelling may
       // differ in case).
       const std::string& session_target = ctx_.settings->iqn;
-      if (!ctx_.settings->acl.allows(params_.initiator_name, peer_)) {
+      if (!access_->acl.allows(params_.initiator_name, peer_)) {
         build_send_targets(kv.value, params_.session_type, session_target, {}, out);
       } else if (target_address_.empty()) {
         build_send_targets(kv.value, params_.session_type, session_target, ctx_.targets, out);

@@ -40,6 +40,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <atomic>
 #include <memory>
 #include <span>
 #include <string>
@@ -63,6 +64,9 @@ struct ThreadContext {
     scsi::Lun* lun;
   };
   const TargetSettings* settings = nullptr;
+  // Access list and credentials for new logins (the server's, replaced on reload); none: those
+  // of `settings`.
+  const std::atomic<std::shared_ptr<const AccessSettings>>* access = nullptr;
   SessionRegistry* sessions = nullptr;
   std::vector<LunEntry> luns;         // sorted by number
   std::vector<uint64_t> lun_numbers;  // for REPORT LUNS on LUNs we do not have
@@ -71,6 +75,11 @@ struct ThreadContext {
   // Logins refused on this thread: each is logged while log::thin() says so (a scan or an
   // initiator retrying with a wrong secret cannot flood the log).
   uint64_t refused_logins = 0;
+
+  std::shared_ptr<const AccessSettings> current_access() const {
+    if (access) return access->load(std::memory_order_acquire);
+    return std::make_shared<const AccessSettings>(AccessSettings::of(*settings));
+  }
 
   scsi::Lun* find_lun(uint64_t n) const {
     for (const auto& e : luns)
@@ -286,6 +295,7 @@ class TargetConnection {
   uint32_t nop_ttt_ = 0;
 
   std::unique_ptr<iscsi::TargetLogin> login_;
+  std::shared_ptr<const AccessSettings> access_;  // as it was when this connection came
   uint16_t tsih_ = 0;
   iscsi::SessionParams params_;
   iscsi::Digests digests_{};

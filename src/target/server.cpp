@@ -54,10 +54,11 @@ constexpr size_t kTxIov = 64;
 
 class IoThread {
  public:
-  IoThread(unsigned index, int cpu, const TargetSettings& settings, SessionRegistry& sessions,
+  IoThread(unsigned index, int cpu, const TargetSettings& settings,
+           const std::atomic<std::shared_ptr<const AccessSettings>>& access, SessionRegistry& sessions,
            std::vector<std::unique_ptr<BlockBackend>>& backends,
            const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states)
-      : index_(index), cpu_(cpu), settings_(settings), sessions_(sessions), backends_(backends),
+      : index_(index), cpu_(cpu), settings_(settings), access_(access), sessions_(sessions), backends_(backends),
         lu_states_(lu_states) {
     wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   }
@@ -120,6 +121,7 @@ class IoThread {
     }
     ring_ok_ = true;
     ctx_.settings = &settings_;
+    ctx_.access = &access_;
     ctx_.sessions = &sessions_;
     ctx_.wake = [this] { wake(); };
     ctx_.targets.push_back(iscsi::SendTargetsRecord{
@@ -356,6 +358,7 @@ class IoThread {
   unsigned index_;
   int cpu_;
   const TargetSettings& settings_;
+  const std::atomic<std::shared_ptr<const AccessSettings>>& access_;
   SessionRegistry& sessions_;
   std::vector<std::unique_ptr<BlockBackend>>& backends_;
   const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states_;  // one per LUN, all threads
@@ -420,6 +423,7 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
   s->listen_fd_ = std::move(fd);
   s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   s->settings_ = std::move(settings);
+  s->access_.store(std::make_shared<const AccessSettings>(AccessSettings::of(s->settings_)));
   return s;
 }
 
@@ -442,11 +446,15 @@ void TargetServer::stop() {
   }
 }
 
+void TargetServer::set_access(AccessSettings a) {
+  access_.store(std::make_shared<const AccessSettings>(std::move(a)), std::memory_order_release);
+}
+
 int TargetServer::run() {
   std::vector<int> cpus = settings_.cpus;
   if (cpus.empty()) cpus.push_back(-1);
   for (size_t i = 0; i < cpus.size(); ++i) {
-    threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, sessions_, backends_,
+    threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, access_, sessions_, backends_,
                                                   lu_states_));
     threads_.back()->start();
     if (threads_.back()->failed()) {

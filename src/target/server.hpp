@@ -45,10 +45,15 @@ class TargetServer {
 
   const SessionRegistry& sessions() const { return sessions_; }
 
+  // Replaces the access list and credentials for logins from now on (sessions logged in go
+  // on). Safe from any thread; `a` comes from settings that passed validate().
+  void set_access(AccessSettings a);
+
  private:
   TargetServer() = default;
 
   TargetSettings settings_;
+  std::atomic<std::shared_ptr<const AccessSettings>> access_;
   std::vector<std::unique_ptr<BlockBackend>> backends_;  // one per settings_.luns entry
   std::vector<std::shared_ptr<scsi::SharedLuState>> lu_states_;  // likewise
   SessionRegistry sessions_;

@@ -1,5 +1,6 @@
 // What one `vcp target` serves: its name, portal, LUNs, credentials, CPUs and protocol limits.
-// Built from the command line or a TOML file (settings.cpp); read-only once the server starts.
+// Built from the command line or a TOML file (settings.cpp); read-only once the server starts,
+// but for the access list and credentials, which a reload replaces (AccessSettings below).
 #pragma once
 
 #include <cstdint>
@@ -62,6 +63,18 @@ struct TargetSettings {
     l.max_outstanding_r2t = 8;
     return l;
   }
+};
+
+// Who may log in and with which credentials: the part of the settings a running `vcp target`
+// takes again from its files on SIGHUP (TargetServer::set_access). New logins use the current
+// one; sessions already logged in go on.
+struct AccessSettings {
+  InitiatorAcl acl;
+  std::optional<iscsi::ChapCredentials> chap;
+  std::optional<iscsi::ChapCredentials> mutual_chap;
+  std::optional<iscsi::ChapCredentials> discovery_chap;
+
+  static AccessSettings of(const TargetSettings& s) { return {s.acl, s.chap, s.mutual_chap, s.discovery_chap}; }
 };
 
 // Parses "N=SPEC" (a --lun argument).

@@ -6,6 +6,7 @@
 //              [--config target.toml] [--max-tasks N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
+// SIGHUP reads the access list and CHAP credentials again (reload() below).
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -40,44 +41,107 @@ int fail(const std::string& why) {
   return 2;
 }
 
-int run_target(const TargetArgs& a) {
-  target::TargetSettings s;
-  std::string error;
-  if (!a.config.empty() && !target::load_toml(a.config, s, &error)) return fail(error);
-  if (!a.portal.empty() && !target::parse_portal(a.portal, &s.host, &s.port, &error))
-    return fail("--portal: " + error);
+// The settings the arguments give: the TOML file first, the command line over it; the files
+// (TOML, CHAP) are read now. Also what a reload (SIGHUP) runs again.
+bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string* error) {
+  if (!a.config.empty() && !target::load_toml(a.config, s, error)) return false;
+  if (!a.portal.empty() && !target::parse_portal(a.portal, &s.host, &s.port, error)) {
+    *error = "--portal: " + *error;
+    return false;
+  }
   if (!a.iqn.empty()) s.iqn = a.iqn;
   if (a.max_tasks) s.max_tasks = a.max_tasks;
   for (const auto& n : a.allow_initiators)
-    if (!target::allow_initiator(s, n, &error)) return fail("--allow-initiator: " + error);
+    if (!target::allow_initiator(s, n, error)) {
+      *error = "--allow-initiator: " + *error;
+      return false;
+    }
   for (const auto& r : a.allow_addresses)
-    if (!target::allow_address(s, r, &error)) return fail("--allow-address: " + error);
+    if (!target::allow_address(s, r, error)) {
+      *error = "--allow-address: " + *error;
+      return false;
+    }
   for (const auto& l : a.luns) {
-    auto spec = target::parse_lun_arg(l, &error);
-    if (!spec) return fail("--lun " + l + ": " + error);
+    auto spec = target::parse_lun_arg(l, error);
+    if (!spec) {
+      *error = "--lun " + l + ": " + *error;
+      return false;
+    }
     s.luns.push_back(*spec);
   }
   for (auto [path, field] : {std::pair{&a.chap_file, &s.chap}, std::pair{&a.mutual_chap_file, &s.mutual_chap},
                              std::pair{&a.discovery_chap_file, &s.discovery_chap}}) {
     if (path->empty()) continue;
-    auto c = target::read_chap_file(*path, &error);
-    if (!c) return fail(error);
+    auto c = target::read_chap_file(*path, error);
+    if (!c) return false;
     *field = c;
   }
   if (!a.cpus.empty()) {
     auto cpus = parse_cpu_list(a.cpus);
-    if (!cpus) return fail("bad --cpu '" + a.cpus + "' (expected a list such as 1 or 0-3,6)");
+    if (!cpus) {
+      *error = "bad --cpu '" + a.cpus + "' (expected a list such as 1 or 0-3,6)";
+      return false;
+    }
     s.cpus = *cpus;
   }
   for (int c : s.cpus)
-    if (c >= online_cpus())
-      return fail("--cpu " + std::to_string(c) + ": this machine has CPUs 0-" + std::to_string(online_cpus() - 1));
+    if (c >= online_cpus()) {
+      *error = "--cpu " + std::to_string(c) + ": this machine has CPUs 0-" + std::to_string(online_cpus() - 1);
+      return false;
+    }
+  return true;
+}
+
+// SIGHUP: the access list and the CHAP credentials are read again (TOML file, CHAP files, the
+// command line over them) and apply to logins from now on; sessions logged in go on. Settings
+// that need a restart (portal, name, LUNs, CPUs, limits) are left as they are, and said so; a
+// file that does not read or validate leaves everything as it was.
+void reload(const TargetArgs& a, const target::TargetSettings& running, target::TargetServer& server) {
+  target::TargetSettings s;
+  std::string error;
+  if (!build_settings(a, s, &error) || !target::validate(s, &error)) {
+    VCP_LOG_WARN("vcp target: reload refused, settings unchanged: {}", error);
+    return;
+  }
+  std::vector<std::string> ignored;
+  if (s.host != running.host || s.port != running.port) ignored.push_back("portal");
+  if (s.iqn != running.iqn || s.alias != running.alias) ignored.push_back("target name or alias");
+  bool luns_same = s.luns.size() == running.luns.size();
+  for (size_t i = 0; luns_same && i < s.luns.size(); ++i)
+    luns_same = s.luns[i].number == running.luns[i].number && s.luns[i].backend == running.luns[i].backend;
+  if (!luns_same) ignored.push_back("LUNs");
+  if (s.cpus != running.cpus) ignored.push_back("CPUs");
+  if (!(s.limits == running.limits) || s.cmd_window != running.cmd_window ||
+      s.max_transfer_bytes != running.max_transfer_bytes || s.max_data_in_segment != running.max_data_in_segment ||
+      s.direct_rx_min != running.direct_rx_min || s.login_timeout_ms != running.login_timeout_ms ||
+      s.nop_interval_ms != running.nop_interval_ms || s.nop_timeout_ms != running.nop_timeout_ms ||
+      s.max_tasks != running.max_tasks || s.connection_buffer_bytes != running.connection_buffer_bytes)
+    ignored.push_back("[limits]");
+  if (!ignored.empty()) {
+    std::string what;
+    for (const auto& w : ignored) what += (what.empty() ? "" : ", ") + w;
+    VCP_LOG_WARN("vcp target: reload: changes to {} need a restart and are not applied", what);
+  }
+  const target::AccessSettings access = target::AccessSettings::of(s);
+  VCP_LOG_INFO("vcp target: reloaded access for new logins: {} initiator names, {} address ranges allowed "
+               "(none: any); CHAP {}, mutual CHAP {}, discovery CHAP {}",
+               access.acl.names.size(), access.acl.addresses.size(), access.chap ? "on" : "off",
+               access.mutual_chap ? "on" : "off", access.discovery_chap ? "on" : "off");
+  server.set_access(access);
+}
+
+int run_target(const TargetArgs& a) {
+  target::TargetSettings s;
+  std::string error;
+  if (!build_settings(a, s, &error)) return fail(error);
+  const target::TargetSettings running = s;  // what a reload compares against
 
   // Signals are taken by a thread of ours, never by the I/O threads (blocked before they start).
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -86,11 +150,18 @@ int run_target(const TargetArgs& a) {
     std::fprintf(stderr, "vcp target: %s\n", error.c_str());
     return 1;
   }
-  std::thread signals([&server, mask] {
-    int sig = 0;
-    sigwait(&mask, &sig);
-    VCP_LOG_INFO("vcp target: signal {}, stopping", sig);
-    server->stop();
+  std::thread signals([&server, &a, &running, mask] {
+    for (;;) {
+      int sig = 0;
+      sigwait(&mask, &sig);
+      if (sig == SIGHUP) {
+        reload(a, running, *server);
+        continue;
+      }
+      VCP_LOG_INFO("vcp target: signal {}, stopping", sig);
+      server->stop();
+      return;
+    }
   });
   std::printf("vcp target: listening on %s\n", server->address().c_str());
   std::fflush(stdout);

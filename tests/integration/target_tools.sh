@@ -275,7 +275,36 @@ acl)
     >"$DIR/bad.log" 2>&1 && fail "a malformed --allow-address was accepted"
   grep -q "allow-address: '10.0.0.0/33': the prefix length is at most 32" "$DIR/bad.log" ||
     fail "no clear error for a malformed --allow-address: $(cat "$DIR/bad.log")"
-  echo "access lists: listed initiator served; another name, another address refused and not shown"
+  # SIGHUP reads the access list again (here from the TOML file) for new logins; a session
+  # logged in before goes on; a file that does not read changes nothing.
+  printf 'allowed_initiators = ["%s"]\n' "$INI" >"$DIR/acl.toml"
+  start_target --config "$DIR/acl.toml"
+  timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null || fail "the initiator listed in the file was refused"
+  timeout 20 iscsi-inq -i $OTHER "$URL/0" >/dev/null 2>&1 && fail "an initiator not in the file logged in"
+  timeout 30 "$VCP_BIN" bench --backend "$URL/1?initiator=$INI" --rw randread --bs 4K --time 4 --verify \
+    >"$DIR/held.log" 2>&1 &
+  HELD=$!
+  sleep 1
+  printf 'allowed_initiators = ["%s"]\n[limits]\ncmd_window = 64\n' "$OTHER" >"$DIR/acl.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "reloaded access for new logins: 1 initiator names" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "reloaded access for new logins: 1 initiator names, 0 address ranges" "$DIR/target.log" ||
+    fail "no reload logged: $(cat "$DIR/target.log")"
+  grep -q "reload: changes to \[limits\] need a restart and are not applied" "$DIR/target.log" ||
+    fail "a change that needs a restart was not reported: $(cat "$DIR/target.log")"
+  timeout 20 iscsi-inq -i $OTHER "$URL/0" >/dev/null || fail "the initiator listed after the reload was refused"
+  out=$(timeout 20 iscsi-inq -i $INI "$URL/0" 2>&1) && fail "an initiator taken off the list logged in after the reload"
+  grep -qi "authorization failure" <<<"$out" || fail "iscsi-inq did not say why: $out"
+  wait "$HELD" || fail "the session logged in before the reload did not go on: $(cat "$DIR/held.log")"
+  printf 'allowed_initiators = [\n' >"$DIR/acl.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "reload refused, settings unchanged" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "reload refused, settings unchanged: .*acl.toml" "$DIR/target.log" ||
+    fail "a broken file on reload was not reported: $(cat "$DIR/target.log")"
+  timeout 20 iscsi-inq -i $OTHER "$URL/0" >/dev/null || fail "a broken file on reload changed the access list"
+  stop_target
+  echo "access lists: listed initiator served; another name, another address refused and not shown;" \
+    "SIGHUP reloads the list for new logins, keeps sessions, refuses a broken file"
   ;;
 chap)
   printf 'user initiator-secret\n' >"$DIR/chap"

@@ -250,6 +250,46 @@ TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
   }
 }
 
+// The access list and credentials replaced while the target runs (SIGHUP in `vcp target`):
+// logins from then on follow the new ones, a session logged in before goes on.
+TEST(TargetAccess, ReplacedAccessAppliesToNewLogins) {
+  TargetFixture f;
+  std::atomic<std::shared_ptr<const AccessSettings>> access{
+      std::make_shared<const AccessSettings>(AccessSettings::of(f.settings))};
+  f.ctx.access = &access;
+  const std::string other = "iqn.2024-01.org.vcp:other";
+  auto login_as = [&](const std::string& name, std::optional<iscsi::ChapCredentials> chap = std::nullopt) {
+    SessionOptions o;
+    o.initiator = name;
+    o.isid = iscsi::Isid{0x80, 0, 0, 0, 0, static_cast<uint8_t>(name.size())};
+    o.chap = std::move(chap);
+    auto ini = std::make_unique<Initiator>(f, o);
+    return std::pair{ini->login(), std::move(ini)};
+  };
+
+  auto [first, early] = login_as(kInitiator);
+  ASSERT_EQ(first, LoginState::FullFeature);
+
+  AccessSettings only_other = AccessSettings::of(f.settings);
+  std::string err;
+  TargetSettings tmp = f.settings;
+  ASSERT_TRUE(allow_initiator(tmp, other, &err)) << err;
+  only_other.acl = tmp.acl;
+  access.store(std::make_shared<const AccessSettings>(only_other));
+  EXPECT_EQ(login_as(kInitiator).first, LoginState::Failed);
+  EXPECT_EQ(login_as(other).first, LoginState::FullFeature);
+  // The session from before the change still works.
+  EXPECT_EQ(outcome_of(early->run(cdb_inquiry(36), true, false, 36)).status, 0);
+
+  // CHAP required from now on: without credentials no login, with them one.
+  AccessSettings with_chap = only_other;
+  with_chap.chap = iscsi::ChapCredentials{other, "a secret of 16 chars"};
+  access.store(std::make_shared<const AccessSettings>(with_chap));
+  EXPECT_EQ(login_as(other).first, LoginState::Failed);
+  EXPECT_EQ(login_as(other, iscsi::ChapCredentials{other, "a secret of 16 chars"}).first, LoginState::FullFeature);
+  EXPECT_EQ(outcome_of(early->run(cdb_inquiry(36), true, false, 36)).status, 0);
+}
+
 // Refused logins are logged for whoever runs the target: who, from where, why; a storm of them
 // is thinned out (log::thin).
 TEST(TargetAccess, RefusedLoginsAreLoggedThinly) {
