@@ -31,6 +31,9 @@ constexpr size_t kMd5Size = 16;
 struct ChapCredentials {
   std::string name;
   std::string secret;
+
+  // Configuration compared with configuration (a reload); logins never compare secrets so.
+  bool operator==(const ChapCredentials&) const = default;
 };
 
 enum class ChapError : uint8_t {

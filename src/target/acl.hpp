@@ -21,6 +21,8 @@ struct AddressRange {
   std::array<uint8_t, 16> bytes{};
   uint8_t prefix = 0;  // leading bits that must match
   std::string text;    // as given, for messages
+
+  bool operator==(const AddressRange&) const = default;
 };
 // On failure, *error says what is wrong.
 std::optional<AddressRange> parse_address_range(std::string_view text, std::string* error);
@@ -41,6 +43,8 @@ struct InitiatorAcl {
   std::vector<AddressRange> addresses;   // empty: any address
   // An unknown address (family 0) passes only when no address list is set.
   bool allows(std::string_view initiator_name, const IpAddress& peer) const;
+
+  bool operator==(const InitiatorAcl&) const = default;
 };
 
 }  // namespace vcp::target

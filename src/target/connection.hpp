@@ -34,13 +34,13 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
 #include <optional>
-#include <atomic>
 #include <memory>
 #include <span>
 #include <string>

@@ -17,6 +17,8 @@ namespace vcp::target {
 struct LunSpec {
   uint32_t number = 0;
   std::string backend;  // a backend spec: "ram:size=64M", "file:path=...", "null:size=..."
+
+  bool operator==(const LunSpec&) const = default;
 };
 
 struct TargetSettings {
@@ -52,6 +54,8 @@ struct TargetSettings {
   // until earlier ones finish (one alone always starts). Without it a single initiator could
   // make the target hold cmd_window x max_transfer_bytes (2 GiB) of READ data it never reads.
   uint32_t connection_buffer_bytes = 64u << 20;
+
+  bool operator==(const TargetSettings&) const = default;
 
   static iscsi::NegotiationLimits default_limits() {
     iscsi::NegotiationLimits l;

@@ -106,17 +106,22 @@ void reload(const TargetArgs& a, const target::TargetSettings& running, target::
   std::vector<std::string> ignored;
   if (s.host != running.host || s.port != running.port) ignored.push_back("portal");
   if (s.iqn != running.iqn || s.alias != running.alias) ignored.push_back("target name or alias");
-  bool luns_same = s.luns.size() == running.luns.size();
-  for (size_t i = 0; luns_same && i < s.luns.size(); ++i)
-    luns_same = s.luns[i].number == running.luns[i].number && s.luns[i].backend == running.luns[i].backend;
-  if (!luns_same) ignored.push_back("LUNs");
+  if (s.luns != running.luns) ignored.push_back("LUNs");
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
-  if (!(s.limits == running.limits) || s.cmd_window != running.cmd_window ||
-      s.max_transfer_bytes != running.max_transfer_bytes || s.max_data_in_segment != running.max_data_in_segment ||
-      s.direct_rx_min != running.direct_rx_min || s.login_timeout_ms != running.login_timeout_ms ||
-      s.nop_interval_ms != running.nop_interval_ms || s.nop_timeout_ms != running.nop_timeout_ms ||
-      s.max_tasks != running.max_tasks || s.connection_buffer_bytes != running.connection_buffer_bytes)
-    ignored.push_back("[limits]");
+  // Whatever else differs, access settings aside, is a [limits] key: the groups above and the
+  // access settings taken as they run, the rest compares whole (a new key is covered too).
+  target::TargetSettings rest = s;
+  rest.host = running.host;
+  rest.port = running.port;
+  rest.iqn = running.iqn;
+  rest.alias = running.alias;
+  rest.luns = running.luns;
+  rest.cpus = running.cpus;
+  rest.acl = running.acl;
+  rest.chap = running.chap;
+  rest.mutual_chap = running.mutual_chap;
+  rest.discovery_chap = running.discovery_chap;
+  if (rest != running) ignored.push_back("[limits]");
   if (!ignored.empty()) {
     std::string what;
     for (const auto& w : ignored) what += (what.empty() ? "" : ", ") + w;
