@@ -142,6 +142,7 @@ LoginState TargetLogin::on_request(const LoginRequestPdu& rq, std::span<const ui
     stat_sn_ = cfg_.first_stat_sn;
     stage_ = rq.csg;
     exp_cmd_sn_ = rq.cmd_sn;
+    if (refuse_status_ != LoginStatus::Success) return fail(refuse_status_, refuse_why_, rq, out);
     if (rq.version_min > 0) return fail(LoginStatus::UnsupportedVersion, "version", rq, out);
     if (rq.tsih != 0)
       return fail(LoginStatus::SessionDoesNotExist, "only new sessions are supported", rq, out);

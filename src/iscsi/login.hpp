@@ -109,6 +109,13 @@ class TargetLogin {
   LoginState on_request(const LoginRequestPdu& rq, std::span<const uint8_t> data,
                         LoginResponseOut& out);
 
+  // Answers the first Login Request with this status (a target out of room for another
+  // connection: OutOfResources), whatever it asks; `why` becomes failure().
+  void refuse(LoginStatus s, std::string why) {
+    refuse_status_ = s;
+    refuse_why_ = std::move(why);
+  }
+
   LoginState state() const { return state_; }
   LoginStatus status() const { return status_; }
   const std::string& failure() const { return failure_; }
@@ -136,6 +143,8 @@ class TargetLogin {
   void fill_header(const LoginRequestPdu& rq, LoginResponsePdu& bhs);
 
   TargetLoginConfig cfg_;
+  LoginStatus refuse_status_ = LoginStatus::Success;
+  std::string refuse_why_;
   Negotiator negotiator_;
   LoginState state_ = LoginState::InProgress;
   LoginStatus status_ = LoginStatus::Success;

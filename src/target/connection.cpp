@@ -26,6 +26,10 @@ constexpr size_t kLoginRxSpace = 4 * 1024;
 // iovec and the pin (4 KiB random reads, 3-4% less target CPU per I/O).
 constexpr uint32_t kTxCopyMax = 8192;
 
+// What a connection with nothing started may always start, the thread's room full or not
+// (TargetConnection::small_alone()).
+constexpr uint64_t kSmallCommand = 256u << 10;
+
 // Task buffers are page aligned (see reserve_buffer()).
 constexpr size_t kTaskBufferAlign = 4096;
 struct PageAlignedDelete {
@@ -105,6 +109,7 @@ struct TargetConnection::Task {
   // Buffer room (TargetSettings::connection_buffer_bytes).
   bool started = false;  // its buffer is counted in started_bytes_ (charge) until it is free
   bool waiting = false;  // in waiting_
+  bool small = false;    // started as a small command alone (small_alone()): outside the thread's room
   uint32_t charge = 0;
 };
 
@@ -150,12 +155,21 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
     cfg.discovery_auth = TargetAuth{true, access_->discovery_chap, access_->mutual_chap};
   login_ = std::make_unique<TargetLogin>(std::move(cfg));
   rx_.resize(kLoginRxSpace);
+  ctx_.buffers.members.push_back(this);
 }
 
 TargetConnection::~TargetConnection() {
   shutdown();
   if (tsih_) ctx_.sessions->release_tsih(tsih_);
+  ThreadBufferRoom& room = ctx_.buffers;
+  leave_thread_queue();
+  room.members.erase(std::find(room.members.begin(), room.members.end(), this));
+  for (const auto& t : owned_)
+    if (t->started) (t->small ? room.small : room.started) -= t->charge;
+  room.kept -= kept_bytes_;
 }
+
+void TargetConnection::refuse_login(std::string why) { login_->refuse(LoginStatus::OutOfResources, std::move(why)); }
 
 // ---------------------------------------------------------------------------------------------
 // Byte stream in
@@ -195,7 +209,7 @@ void TargetConnection::rx_commit(size_t n, uint64_t now_ms) {
   }
   rx_end_ += n;
   process_input();
-  if (!waiting_.empty()) pump();
+  after_release();
 }
 
 void TargetConnection::receive(std::span<const uint8_t> bytes, uint64_t now_ms) {
@@ -542,7 +556,7 @@ TargetConnection::Task* TargetConnection::new_task() {
   if (!free_.empty()) {
     Task* t = free_.back();
     free_.pop_back();
-    kept_bytes_ -= t->cap;
+    sub_kept(t->cap);
     return t;
   }
   owned_.push_back(std::make_unique<Task>());
@@ -569,7 +583,7 @@ TargetConnection::Task* TargetConnection::alloc_task(Task* reserved) {
   t->unsol_open = false;
   t->unsol_next = t->unsol_limit = t->unsol_data_sn = 0;
   t->r2t_next = t->r2t_sn = 0;
-  t->started = t->waiting = false;
+  t->started = t->waiting = t->small = false;
   t->st.aborted = false;
   tasks_.push_back(t);
   return t;
@@ -586,6 +600,7 @@ void TargetConnection::free_task(Task* t) {
   if (t->waiting) {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), t));
     t->waiting = false;
+    if (waiting_.empty()) leave_thread_queue();
   }
   release_task(t);
 }
@@ -599,14 +614,42 @@ void TargetConnection::unpin(Task* t) {
   if (--t->pins == 0 && t->released) to_free_list(t);
 }
 
-// Its buffer stops counting as started; it is kept for the next task if the room allows.
+// Its buffer stops counting as started; it is kept for the next task if both rooms allow.
 void TargetConnection::to_free_list(Task* t) {
-  started_bytes_ -= t->charge;
+  sub_started(t->charge, t->small);
   t->charge = 0;
   t->started = false;
-  if (started_bytes_ + kept_bytes_ + t->cap > ctx_.settings->connection_buffer_bytes) drop_buffer(t);
-  kept_bytes_ += t->cap;
+  t->small = false;
+  if (started_bytes_ + kept_bytes_ + t->cap > ctx_.settings->connection_buffer_bytes ||
+      ctx_.buffers.used() + t->cap > ctx_.buffers.budget)
+    drop_buffer(t);
+  add_kept(t->cap);
   free_.push_back(t);
+}
+
+// Every change to the buffers counted is made on the thread's room too.
+void TargetConnection::add_started(uint64_t n, bool small) {
+  started_bytes_ += n;
+  (small ? ctx_.buffers.small : ctx_.buffers.started) += n;
+}
+void TargetConnection::sub_started(uint64_t n, bool small) {
+  started_bytes_ -= n;
+  (small ? ctx_.buffers.small : ctx_.buffers.started) -= n;
+}
+void TargetConnection::add_kept(uint64_t n) {
+  kept_bytes_ += n;
+  ctx_.buffers.kept += n;
+}
+void TargetConnection::sub_kept(uint64_t n) {
+  kept_bytes_ -= n;
+  ctx_.buffers.kept -= n;
+}
+void TargetConnection::drop_kept(Task* t) {
+  sub_kept(t->cap);
+  drop_buffer(t);
+}
+void TargetConnection::drop_all_kept() {
+  for (Task* t : free_) drop_kept(t);
 }
 
 void TargetConnection::drop_buffer(Task* t) {
@@ -619,7 +662,7 @@ void TargetConnection::drop_buffer(Task* t) {
 // waits ahead of it; else it waits its turn, holding no buffer if it has no data yet. Its
 // CmdSN stays counted meanwhile, so the window closes on an initiator that keeps sending.
 void TargetConnection::start(Task* t) {
-  if (waiting_.empty() && make_room(t)) {
+  if (waiting_.empty() && may_start(t)) {
     go(t);
     return;
   }
@@ -629,25 +672,96 @@ void TargetConnection::start(Task* t) {
   waiting_.push_back(t);
 }
 
-// Whether t's buffer fits beside those of the started tasks and the kept ones, after letting
-// go of kept buffers (and of t's own when larger than it needs) as far as that helps. With no
-// task started, anything fits: one command alone always runs.
-bool TargetConnection::make_room(Task* t) {
-  const uint64_t budget = ctx_.settings->connection_buffer_bytes;
-  if (!t->write && t->cap > t->edtl && started_bytes_ + kept_bytes_ + t->cap > budget) drop_buffer(t);
-  const uint64_t need = t->write ? t->cap : std::max(t->cap, t->edtl);
-  for (size_t i = 0; started_bytes_ + kept_bytes_ + need > budget && i < free_.size(); ++i) {
-    kept_bytes_ -= free_[i]->cap;
-    drop_buffer(free_[i]);
+// Whether t may start now: its turn has come on the thread (no other connection waits for the
+// thread's room ahead of this one) and its buffer fits. If not, this connection joins the
+// thread's queue when the thread's room is what it waits for, and leaves it when it waits for
+// its own (its own tasks give that back).
+bool TargetConnection::may_start(Task* t) {
+  const ThreadBufferRoom& room = ctx_.buffers;
+  if (!small_alone(t) && !room.waiting.empty() && room.waiting.front() != this) {
+    join_thread_queue();
+    return false;
   }
-  return started_bytes_ + kept_bytes_ + need <= budget || started_bytes_ == 0;
+  switch (make_room(t)) {
+    case Room::Fits: return true;
+    case Room::Connection: leave_thread_queue(); return false;
+    case Room::Thread: join_thread_queue(); return false;
+  }
+  return false;
+}
+
+// Whether t's buffer fits beside those of the started tasks and the kept ones, in this
+// connection's room and in the thread's, after letting go of kept buffers (first this
+// connection's, then the other connections') and of t's own when larger than it needs, as far
+// as that helps. With no task started, anything fits: one command alone always runs (alone on
+// the connection for its room, alone on the thread for the thread's).
+TargetConnection::Room TargetConnection::make_room(Task* t) {
+  const uint64_t budget = ctx_.settings->connection_buffer_bytes;
+  ThreadBufferRoom& room = ctx_.buffers;
+  auto fits = [&](uint64_t n) {
+    return started_bytes_ + kept_bytes_ + n <= budget && room.used() + n <= room.budget;
+  };
+  if (!t->write && t->cap > t->edtl && !fits(t->cap)) drop_buffer(t);
+  const uint64_t need = t->write ? t->cap : std::max(t->cap, t->edtl);
+  for (size_t i = 0; !fits(need) && i < free_.size(); ++i) drop_kept(free_[i]);
+  for (size_t i = 0; room.used() + need > room.budget && room.kept > 0 && i < room.members.size(); ++i)
+    room.members[i]->drop_all_kept();
+  if (started_bytes_ + kept_bytes_ + need > budget && started_bytes_ != 0) return Room::Connection;
+  if (room.used() + need > room.budget && room.started != 0 && !small_alone(t)) return Room::Thread;
+  return Room::Fits;
+}
+
+// A connection with nothing started may always start one command of at most kSmallCommand
+// bytes, whatever the thread's room holds and whoever waits for it: initiators that hold the
+// thread's room (slow readers, big transfers) never stall another one's INQUIRY or 4 KiB
+// read. Its buffer is counted outside the thread's room (ThreadBufferRoom::small), so a stream
+// of such commands never keeps a command waiting there from its turn either; the room is
+// exceeded by at most kSmallCommand per connection.
+bool TargetConnection::small_alone(const Task* t) const {
+  // A READ's larger buffer off the free list is let go of by make_room() when it does not fit.
+  return started_bytes_ == 0 && (t->write ? t->cap : t->edtl) <= kSmallCommand;
+}
+
+void TargetConnection::join_thread_queue() {
+  if (in_thread_queue_) return;
+  in_thread_queue_ = true;
+  ctx_.buffers.waiting.push_back(this);
+  ++ctx_.buffers.waits;
+}
+
+void TargetConnection::leave_thread_queue() {
+  if (!in_thread_queue_) return;
+  in_thread_queue_ = false;
+  auto& q = ctx_.buffers.waiting;
+  q.erase(std::find(q.begin(), q.end(), this));
+}
+
+void TargetConnection::pump_thread_room(ThreadContext& ctx) {
+  ThreadBufferRoom& room = ctx.buffers;
+  if (room.pumping) return;  // a connection pumped from here comes back through after_release()
+  room.pumping = true;
+  while (!room.waiting.empty()) {
+    TargetConnection* c = room.waiting.front();
+    c->pump();  // leaves the queue unless its next task still waits for the thread's room
+    if (!room.waiting.empty() && room.waiting.front() == c) break;
+  }
+  room.pumping = false;
+}
+
+// The thread's queue first: room given back goes to whoever waits for it longest.
+void TargetConnection::after_release() {
+  if (!ctx_.buffers.waiting.empty()) pump_thread_room(ctx_);
+  if (!waiting_.empty()) pump();
 }
 
 void TargetConnection::go(Task* t) {
+  t->small = small_alone(t);
+  // Counted outside the thread's room, a small READ is charged no more than it needs.
+  if (t->small && !t->write && t->cap > t->edtl) drop_buffer(t);
   if (t->write) {
     t->started = true;
     t->charge = t->cap;
-    started_bytes_ += t->charge;
+    add_started(t->charge, t->small);
     issue_r2ts(t);
   } else {
     reserve_buffer(t, t->edtl);
@@ -659,12 +773,13 @@ void TargetConnection::go(Task* t) {
 void TargetConnection::pump() {
   if (pumping_) return;  // a task that completes inside go() comes back here
   pumping_ = true;
-  while (!closing_ && !waiting_.empty() && make_room(waiting_.front())) {
+  while (!closing_ && !waiting_.empty() && may_start(waiting_.front())) {
     Task* t = waiting_.front();
     waiting_.pop_front();
     t->waiting = false;
     go(t);
   }
+  if (closing_ || waiting_.empty()) leave_thread_queue();
   pumping_ = false;
 }
 
@@ -875,7 +990,7 @@ void TargetConnection::execute(Task* t) {
   if (!t->started) {  // a WRITE whose data all came unsolicited; others through go()
     t->started = true;
     t->charge = t->cap;
-    started_bytes_ += t->charge;
+    add_started(t->charge, t->small);
   }
   t->iov = {t->buf.get(), t->edtl};
   t->st.iov = t->edtl ? &t->iov : nullptr;
@@ -892,7 +1007,7 @@ void TargetConnection::task_done(scsi::ScsiTask* st) {
   Task* t = static_cast<Task*>(st->ctx);
   TargetConnection* c = t->conn;
   c->complete(t);
-  if (!c->waiting_.empty()) c->pump();
+  c->after_release();
 }
 
 void TargetConnection::complete(Task* t) {
@@ -1331,6 +1446,7 @@ void TargetConnection::shutdown() {
   closing_ = true;
   if (ended_) return;
   ended_ = true;
+  leave_thread_queue();
   held_.clear();
   end_direct();
   drop_collecting(0, true);
@@ -1389,7 +1505,7 @@ void TargetConnection::output_sent(size_t n) {
       tx_seg_off_ = 0;
     }
   }
-  if (!waiting_.empty()) pump();
+  after_release();
 }
 
 }  // namespace vcp::target

@@ -56,8 +56,28 @@
 
 namespace vcp::target {
 
-// What the connections of one I/O thread share: settings, the session registry, and this
-// thread's logical units (a scsi::Lun lives on one thread).
+class TargetConnection;
+
+// The task buffer room the connections of one I/O thread share (TargetSettings::buffer_bytes
+// split over the threads). Each connection counts its buffers here as well as against its own
+// room; connections whose next command waits for room here are served in the order they began
+// to wait (TargetConnection::pump_thread_room()).
+struct ThreadBufferRoom {
+  uint64_t budget = ~uint64_t{0};
+  uint64_t started = 0;  // buffers of started tasks, all connections
+  uint64_t kept = 0;     // buffers kept on finished tasks for reuse, all connections
+  // Buffers of small commands started alone on their connection, which never wait: outside
+  // the budget, at most 256 KiB per connection (TargetConnection::small_alone()).
+  uint64_t small = 0;
+  std::vector<TargetConnection*> members;  // every connection of the thread
+  std::deque<TargetConnection*> waiting;   // connections waiting for room here, in order
+  bool pumping = false;
+  uint64_t waits = 0;  // times a connection began to wait here
+  uint64_t used() const { return started + kept; }
+};
+
+// What the connections of one I/O thread share: settings, the session registry, this thread's
+// logical units (a scsi::Lun lives on one thread) and its task buffer room.
 struct ThreadContext {
   struct LunEntry {
     uint64_t number;
@@ -75,6 +95,7 @@ struct ThreadContext {
   // Logins refused on this thread: each is logged while log::thin() says so (a scan or an
   // initiator retrying with a wrong secret cannot flood the log).
   uint64_t refused_logins = 0;
+  ThreadBufferRoom buffers;
 
   std::shared_ptr<const AccessSettings> current_access() const {
     if (access) return access->load(std::memory_order_acquire);
@@ -138,6 +159,14 @@ class TargetConnection {
  public:
   TargetConnection(ThreadContext& ctx, uint64_t now_ms);
   ~TargetConnection();
+
+  // The target has no room for another connection: the first Login Request is answered with
+  // "out of resources" (0x0302) and the connection closes (TargetSettings::max_connections).
+  void refuse_login(std::string why);
+  // Runs the commands waiting for the thread's buffer room, connection by connection in the
+  // order they began to wait, as far as the room allows. The connections call it themselves
+  // when their buffers come back; the I/O thread also calls it after removing a connection.
+  static void pump_thread_room(ThreadContext& ctx);
   TargetConnection(const TargetConnection&) = delete;
   TargetConnection& operator=(const TargetConnection&) = delete;
 
@@ -195,6 +224,8 @@ class TargetConnection {
   // for room among them.
   uint64_t buffer_bytes() const { return started_bytes_ + kept_bytes_; }
   size_t tasks_waiting_for_buffers() const { return waiting_.size(); }
+  // Whether the next waiting command waits for the thread's room (ThreadBufferRoom::waiting).
+  bool waiting_for_thread_room() const { return in_thread_queue_; }
 
  private:
   enum class Phase : uint8_t { Login, FullFeature };
@@ -257,12 +288,24 @@ class TargetConnection {
   void to_free_list(Task* t);
   static void reserve_buffer(Task* t, uint32_t n);
   void drop_buffer(Task* t);
-  // Buffer room (connection_buffer_bytes): start() runs a task that needs its buffer now or
-  // queues it; pump() runs queued ones as room appears.
+  // Buffer room (connection_buffer_bytes, and the thread's buffer_bytes share): start() runs a
+  // task that needs its buffer now or queues it; pump() runs queued ones as room appears.
+  enum class Room : uint8_t { Fits, Connection, Thread };  // fits, or what it waits for
   void start(Task* t);
-  bool make_room(Task* t);
+  bool may_start(Task* t);
+  bool small_alone(const Task* t) const;
+  Room make_room(Task* t);
   void go(Task* t);
   void pump();
+  void after_release();  // pumps this connection's waiting tasks, then the thread's
+  void join_thread_queue();
+  void leave_thread_queue();
+  void add_started(uint64_t n, bool small);
+  void sub_started(uint64_t n, bool small);
+  void add_kept(uint64_t n);
+  void sub_kept(uint64_t n);
+  void drop_kept(Task* t);  // lets go of a kept buffer (t stays on free_)
+  void drop_all_kept();
   Task* find_task(uint32_t itt) const;
   void issue_r2ts(Task* t);
   void execute(Task* t);
@@ -328,6 +371,7 @@ class TargetConnection {
   uint64_t kept_bytes_ = 0;     // buffers of the tasks on free_
   std::deque<Task*> waiting_;   // tasks waiting for buffer room, in arrival order
   bool pumping_ = false;
+  bool in_thread_queue_ = false;  // in ctx_.buffers.waiting
 
   std::vector<uint8_t> rx_;  // staging
   size_t rx_start_ = 0;

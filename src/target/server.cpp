@@ -50,6 +50,9 @@ std::optional<std::string> local_host(int fd) {
 // iovecs per send: a 256 KiB read in 32 KiB Data-In PDUs is 8 headers and 8 data segments.
 constexpr size_t kTxIov = 64;
 
+// Connections beyond max_connections that are still let in, to be told so at login.
+constexpr uint32_t kRefusingConnections = 32;
+
 }  // namespace
 
 class IoThread {
@@ -57,9 +60,9 @@ class IoThread {
   IoThread(unsigned index, int cpu, const TargetSettings& settings,
            const std::atomic<std::shared_ptr<const AccessSettings>>& access, SessionRegistry& sessions,
            std::vector<std::unique_ptr<BlockBackend>>& backends,
-           const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states)
+           const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states, std::atomic<uint32_t>& connections)
       : index_(index), cpu_(cpu), settings_(settings), access_(access), sessions_(sessions), backends_(backends),
-        lu_states_(lu_states) {
+        lu_states_(lu_states), connections_(connections) {
     wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   }
 
@@ -72,10 +75,12 @@ class IoThread {
   bool failed() const { return !error_.empty(); }
   const std::string& error() const { return error_; }
 
-  void hand_over(int fd) {
+  // A new connection; `refuse`: the target has no room for it (max_connections), its login is
+  // answered "out of resources". Either way it counts in the server's connections until closed.
+  void hand_over(int fd, bool refuse) {
     {
       std::lock_guard lock(mu_);
-      incoming_.push_back(fd);
+      incoming_.push_back({fd, refuse});
     }
     wake();
   }
@@ -94,6 +99,9 @@ class IoThread {
 
  private:
   struct Conn {
+    explicit Conn(std::atomic<uint32_t>& n) : count(n) {}
+    ~Conn() { count.fetch_sub(1, std::memory_order_relaxed); }
+    std::atomic<uint32_t>& count;  // the server's connections
     UniqueFd fd;
     std::unique_ptr<TargetConnection> c;
     bool recv_pending = false;
@@ -124,6 +132,7 @@ class IoThread {
     ctx_.access = &access_;
     ctx_.sessions = &sessions_;
     ctx_.wake = [this] { wake(); };
+    ctx_.buffers.budget = settings_.buffer_bytes / std::max<size_t>(1, settings_.cpus.size());
     ctx_.targets.push_back(iscsi::SendTargetsRecord{
         settings_.iqn, {iscsi::target_address(settings_.host, settings_.port, settings_.portal_group_tag)}});
     for (const auto& l : settings_.luns) ctx_.lun_numbers.push_back(l.number);
@@ -293,22 +302,26 @@ class IoThread {
       }
       ++i;
     }
+    // A connection gone with buffers still counted (its output unsent) leaves room behind.
+    if (!ctx_.buffers.waiting.empty()) TargetConnection::pump_thread_room(ctx_);
   }
 
   void take_incoming(uint64_t now) {
     uint64_t v;
     while (::read(wake_fd_.get(), &v, sizeof(v)) > 0) {
     }
-    std::vector<int> fds;
+    std::vector<Incoming> fds;
     {
       std::lock_guard lock(mu_);
       fds.swap(incoming_);
     }
-    for (int fd : fds) {
-      auto c = std::make_unique<Conn>();
+    for (auto [fd, refuse] : fds) {
+      auto c = std::make_unique<Conn>(connections_);
       c->fd.reset(fd);
       if (stop_.load(std::memory_order_acquire)) continue;  // closes it
       c->c = std::make_unique<TargetConnection>(ctx_, now);
+      if (refuse)
+        c->c->refuse_login("too many connections (max_connections " + std::to_string(settings_.max_connections) + ")");
       sockaddr_storage peer{};
       socklen_t peer_len = sizeof(peer);
       if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0)
@@ -362,13 +375,18 @@ class IoThread {
   SessionRegistry& sessions_;
   std::vector<std::unique_ptr<BlockBackend>>& backends_;
   const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states_;  // one per LUN, all threads
+  std::atomic<uint32_t>& connections_;
   std::thread thread_;
   UniqueFd wake_fd_;
   std::mutex mu_;
   std::condition_variable ready_cv_;
   bool ready_ = false;
   std::string error_;
-  std::vector<int> incoming_;
+  struct Incoming {
+    int fd;
+    bool refuse;
+  };
+  std::vector<Incoming> incoming_;
   std::atomic<bool> stop_{false};
 
   // Owned by the I/O thread.
@@ -455,7 +473,7 @@ int TargetServer::run() {
   if (cpus.empty()) cpus.push_back(-1);
   for (size_t i = 0; i < cpus.size(); ++i) {
     threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, access_, sessions_, backends_,
-                                                  lu_states_));
+                                                  lu_states_, connections_));
     threads_.back()->start();
     if (threads_.back()->failed()) {
       VCP_LOG_ERROR("vcp target: {}", threads_.back()->error());
@@ -467,6 +485,7 @@ int TargetServer::run() {
     }
   }
   size_t next = 0;
+  uint64_t shed = 0;
   Acceptor acceptor(listen_fd_.get(), "vcp target");
   while (!stopping_.load(std::memory_order_acquire)) {
     pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
@@ -478,6 +497,17 @@ int TargetServer::run() {
     if (!(fds[0].revents & POLLIN)) continue;
     UniqueFd conn = acceptor.accept();  // out of descriptors: sheds the connection, never spins
     if (!conn) continue;
+    // Beyond max_connections a connection is told so at login ("out of resources"); beyond a
+    // few dozen more it is closed at once (a flood must not hold descriptors for 15 s each).
+    const uint32_t n = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
+    const bool refuse = n > settings_.max_connections;
+    if (n > settings_.max_connections + kRefusingConnections) {
+      connections_.fetch_sub(1, std::memory_order_relaxed);
+      if (log::thin(++shed))
+        VCP_LOG_WARN("vcp target: {} connections already (max_connections {}): new ones closed at once ({} so far)",
+                     n - 1, settings_.max_connections, shed);
+      continue;
+    }
     const int fd = conn.release();
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -485,7 +515,7 @@ int TargetServer::run() {
     // ACKs, which a reading initiator delays (it has nothing to send back).
     int sndbuf = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-    threads_[next]->hand_over(fd);
+    threads_[next]->hand_over(fd, refuse);
     next = (next + 1) % threads_.size();
   }
   for (auto& t : threads_) t->stop();

@@ -60,6 +60,7 @@ class TargetServer {
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;  // eventfd
   std::atomic<bool> stopping_{false};
+  std::atomic<uint32_t> connections_{0};  // open, on all threads (max_connections)
   std::vector<std::unique_ptr<IoThread>> threads_;
 };
 

@@ -231,7 +231,12 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
               u32("direct_rx_min", &s.direct_rx_min) &&
               u32("login_timeout_ms", &s.login_timeout_ms) && u32("nop_interval_ms", &s.nop_interval_ms) &&
               u32("nop_timeout_ms", &s.nop_timeout_ms) && u32("max_tasks", &s.max_tasks) &&
-              u32("connection_buffer_bytes", &s.connection_buffer_bytes);
+              u32("connection_buffer_bytes", &s.connection_buffer_bytes) &&
+              u32("max_connections", &s.max_connections);
+    if (auto v = (*l)["buffer_bytes"].value<int64_t>()) {
+      if (*v < 0) ok = false;
+      else s.buffer_bytes = static_cast<uint64_t>(*v);
+    }
     if (!ok) {
       *error = "[limits]: a value is out of range";
       return false;
@@ -317,6 +322,15 @@ bool validate(const TargetSettings& s, std::string* error) {
   }
   if (s.connection_buffer_bytes < (1u << 20)) {
     *error = "connection_buffer_bytes must be at least 1048576";
+    return false;
+  }
+  const uint64_t threads = s.cpus.empty() ? 1 : s.cpus.size();
+  if (s.buffer_bytes < s.connection_buffer_bytes || s.buffer_bytes / threads < (1u << 20)) {
+    *error = "buffer_bytes must be at least connection_buffer_bytes and 1048576 per CPU";
+    return false;
+  }
+  if (s.max_connections < 1 || s.max_connections > 65536) {
+    *error = "max_connections must be 1..65536";
     return false;
   }
   // A connection is dropped when one of these runs out: shorter than a tick of the I/O thread's

@@ -54,6 +54,17 @@ struct TargetSettings {
   // until earlier ones finish (one alone always starts). Without it a single initiator could
   // make the target hold cmd_window x max_transfer_bytes (2 GiB) of READ data it never reads.
   uint32_t connection_buffer_bytes = 64u << 20;
+  // Task buffers all connections together may hold, split evenly over the I/O threads: each
+  // connection's room is drawn from its thread's share. A command that fits its connection's
+  // room but not the thread's share waits, with those of the thread's other connections, in the
+  // order they began to wait; buffers kept on finished tasks are let go first, whichever
+  // connection keeps them. Without it N initiators could make the target hold N times the
+  // connection room (64 connections: 4 GiB).
+  uint64_t buffer_bytes = 1ull << 30;
+  // Connections at once (logging in or logged in, discovery ones too). One more gets its first
+  // Login Request answered with "out of resources" (0x0302) and is closed; beyond a few dozen
+  // such, new connections are closed at once.
+  uint32_t max_connections = 1024;
 
   bool operator==(const TargetSettings&) const = default;
 
@@ -99,7 +110,7 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
 //   max_outstanding_r2t, max_data_in_segment, direct_rx_min, initial_r2t, immediate_data, header_digest / data_digest
 //   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,
-//   nop_timeout_ms, max_tasks, connection_buffer_bytes.
+//   nop_timeout_ms, max_tasks, connection_buffer_bytes, buffer_bytes, max_connections.
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error);
 // Final consistency checks (IQN present, at least one LUN, distinct LUN numbers, secrets).
 bool validate(const TargetSettings& s, std::string* error);

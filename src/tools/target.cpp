@@ -3,7 +3,7 @@
 //   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
 //              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
 //              [--discovery-chap-file F]
-//              [--config target.toml] [--max-tasks N]
+//              [--config target.toml] [--max-tasks N] [--max-connections N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
 // SIGHUP reads the access list and CHAP credentials again (reload() below).
@@ -32,6 +32,7 @@ struct TargetArgs {
   std::string cpus;
   std::string config;
   uint32_t max_tasks = 0;
+  uint32_t max_connections = 0;
   std::vector<std::string> allow_initiators;
   std::vector<std::string> allow_addresses;
 };
@@ -51,6 +52,7 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
   }
   if (!a.iqn.empty()) s.iqn = a.iqn;
   if (a.max_tasks) s.max_tasks = a.max_tasks;
+  if (a.max_connections) s.max_connections = a.max_connections;
   for (const auto& n : a.allow_initiators)
     if (!target::allow_initiator(s, n, error)) {
       *error = "--allow-initiator: " + *error;
@@ -204,6 +206,9 @@ Runner add_target(CLI::App& app) {
   cmd->add_option("--cpu", a->cpus, "CPUs for the I/O threads, one thread each (e.g. 1 or 1-2)");
   cmd->add_option("--config", a->config, "TOML file with the same settings");
   cmd->add_option("--max-tasks", a->max_tasks, "tasks in flight per LUN; more get TASK SET FULL (default 1024)")
+      ->check(CLI::Range(1u, 65536u));
+  cmd->add_option("--max-connections", a->max_connections,
+                  "connections at once; one more is refused at login, out of resources (default 1024)")
       ->check(CLI::Range(1u, 65536u));
   return [a] { return run_target(*a); };
 }

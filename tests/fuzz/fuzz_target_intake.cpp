@@ -72,7 +72,8 @@ std::vector<uint8_t> drain(target::TargetConnection& c, Digests d, bool login_ph
   if (c.unsent_bytes() != 0) abort();
   // With every task over, nothing waits for buffer room and what is kept fits in it.
   if (c.tasks_in_flight() == 0 &&
-      (c.tasks_waiting_for_buffers() != 0 || c.buffer_bytes() > world().settings.connection_buffer_bytes))
+      (c.tasks_waiting_for_buffers() != 0 || c.waiting_for_thread_room() ||
+       c.buffer_bytes() > world().settings.connection_buffer_bytes))
     abort();
   size_t off = 0;
   while (off < bytes.size()) {
@@ -136,6 +137,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ctx.lun_numbers = {0};
   ctx.targets.push_back({w.settings.iqn, {"127.0.0.1:3260,1"}});
   ctx.wake = [] {};
+  // The thread's room below the connection's: the second 512 KiB command waits for the thread.
+  ctx.buffers.budget = 768 << 10;
   {
     target::TargetConnection c(ctx, 0);
     Digests d{};
@@ -154,11 +157,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       now += 500;
       c.tick(now);
       drain(c, d, !ffp);
+      // The thread's room counts what its one connection counts.
+      if (ctx.buffers.used() + ctx.buffers.small != c.buffer_bytes()) abort();
     }
     c.shutdown();
     lun.poll();
     if (!c.finished() || c.tasks_waiting_for_buffers() != 0) abort();  // ram completes inline: nothing may be left in the Lun
   }
   if (w.sessions.size() != 0) abort();
+  if (!ctx.buffers.members.empty() || !ctx.buffers.waiting.empty() || ctx.buffers.used() + ctx.buffers.small != 0) abort();
   return 0;
 }

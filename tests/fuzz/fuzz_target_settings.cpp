@@ -45,6 +45,10 @@ void check_valid(const TargetSettings& s) {
     abort();
   if (s.mutual_chap && !s.chap) abort();
   if (s.connection_buffer_bytes < (1u << 20)) abort();
+  // Each I/O thread's share of the buffer room holds at least 1 MiB and one connection's room.
+  const uint64_t threads = s.cpus.empty() ? 1 : s.cpus.size();
+  if (s.buffer_bytes < s.connection_buffer_bytes || s.buffer_bytes / threads < (1u << 20)) abort();
+  if (s.max_connections < 1 || s.max_connections > 65536) abort();
   // The access list holds names in their normal form and ranges whose prefix fits the family.
   for (const auto& n : s.acl.names)
     if (iscsi::normalize_iscsi_name(n) != n) abort();

@@ -26,6 +26,13 @@
 #                                           once: the target stops reading from the first, holds
 #                                           no more than its buffer room for the second, and
 #                                           serves other initiators
+#   target_tools.sh VCP_BIN limits          max_connections: one too many is told "out of resources"
+#                                           at login (libiscsi and our initiator say so), a flood
+#                                           beyond is closed at once, service is back after; the
+#                                           thread's buffer room (buffer_bytes): three initiators
+#                                           that do not read hold no more than it, another one's
+#                                           INQUIRY is served meanwhile, and the waiting commands
+#                                           run, in turn, once the first initiator reads
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -51,6 +58,8 @@ for tool in iscsi-inq iscsi-readcapacity16 iscsi-ls iscsi-perf iscsi-test-cu; do
 done
 [ -x "$VCP_BIN" ] || fail "vcp binary '$VCP_BIN' missing"
 
+# raw_iscsi.py (beside this script): the bare initiator the noread and limits modes use.
+export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 IQN=iqn.2024-01.org.vcp:itest
 INI=iqn.2024-01.org.vcp:itest-initiator
 DIR=$(mktemp -d /tmp/vcp-target-it.XXXXXX)
@@ -153,20 +162,11 @@ fdlimit)
   ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$PID/stat"; }
   # 60 connections held open for 4 s; how many the target closed at once is printed.
   python3 - "$PORT" >"$DIR/flood.out" 2>&1 <<'PY' &
-import socket, sys, time
-held = []
-for _ in range(60):
-    held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+import sys, time
+from raw_iscsi import closed_by_peer, connect
+held = connect(int(sys.argv[1]), 60)
 time.sleep(1)
-closed = 0
-for c in held:
-    c.setblocking(False)
-    try:
-        closed += c.recv(1) == b""
-    except BlockingIOError:
-        pass
-    except ConnectionResetError:
-        closed += 1
+closed = closed_by_peer(held)
 print("held", len(held), "closed", closed, flush=True)
 time.sleep(3)
 PY
@@ -193,48 +193,26 @@ noread)
   # session sends 128 READs of 16 MiB at once and reads nothing either; prints the target's
   # largest RSS in kB; then has another initiator served beside them.
   out=$(timeout 120 python3 - "$PORT" "$PID" "$IQN" "$URL/2" <<'PY'
-import socket, struct, sys, time
+import sys, time
+from raw_iscsi import login, read16, rss
 port, pid, iqn = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
-def rss():
-    return int([l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("VmRSS")][0])
-def login(name, isid):
-    keys = b"\0".join([b"InitiatorName=iqn.2024-01.org.vcp:" + name, b"TargetName=" + iqn, b"SessionType=Normal",
-        b"HeaderDigest=None", b"DataDigest=None", b"MaxRecvDataSegmentLength=1048576", b"ErrorRecoveryLevel=0"]) + b"\0"
-    s = socket.create_connection(("127.0.0.1", port))
-    bhs = bytearray(48)
-    bhs[0] = 0x43; bhs[1] = 0x80 | (1 << 2) | 3  # immediate Login Request, T, CSG 1 -> NSG 3
-    bhs[5:8] = len(keys).to_bytes(3, "big")
-    bhs[8:14] = bytes([0x80, 0, 0, 0, 0, isid])
-    struct.pack_into(">IHHII", bhs, 16, 1, 0, 0, 1, 0)  # ITT, CID, reserved, CmdSN, ExpStatSN
-    s.sendall(bytes(bhs) + keys + b"\0" * (-len(keys) % 4))
-    rsp = s.recv(48, socket.MSG_WAITALL)
-    s.recv((int.from_bytes(rsp[5:8], "big") + 3) // 4 * 4, socket.MSG_WAITALL)
-    if rsp[36] != 0: sys.exit("login refused: class %d detail %d" % (rsp[36], rsp[37]))
-    return s, struct.unpack(">I", rsp[24:28])[0]
-def read16(itt, cmd_sn, blocks):  # READ(16) of LUN 2 at LBA 0
-    c = bytearray(48)
-    c[0] = 0x01; c[1] = 0x80 | 0x40 | 1  # SCSI Command: F, R, SIMPLE
-    c[9] = 2
-    struct.pack_into(">IIII", c, 16, itt, blocks * 512, cmd_sn, 0)
-    c[32] = 0x88; struct.pack_into(">QI", c, 34, 0, blocks)
-    return bytes(c)
-s, cmd_sn = login(b"noread", 9)
-peak = rss()
+s, cmd_sn = login(port, iqn, b"noread", 9)
+peak = rss(pid)
 for i in range(640):
-    s.sendall(read16(i + 2, cmd_sn, 2048))
+    s.sendall(read16(i + 2, cmd_sn, 0, 2048))
     cmd_sn += 1
     if i % 32 == 31:
         time.sleep(0.05)
-        peak = max(peak, rss())
+        peak = max(peak, rss(pid))
 time.sleep(1)
-peak = max(peak, rss())
+peak = max(peak, rss(pid))
 # A second one sends a whole CmdSN window of 16 MiB READs at once (the largest EDTL the target
 # takes) and reads nothing: each READ's buffer would be filled before anything blocks (2 GiB).
-s2, cmd_sn = login(b"burst", 10)
-s2.sendall(b"".join(read16(i + 2, cmd_sn + i, 32768) for i in range(128)))
+s2, cmd_sn = login(port, iqn, b"burst", 10)
+s2.sendall(b"".join(read16(i + 2, cmd_sn + i, 0, 32768) for i in range(128)))
 for _ in range(20):
     time.sleep(0.1)
-    peak = max(peak, rss())
+    peak = max(peak, rss(pid))
 # Another initiator is served while this connection stays stuck.
 import subprocess
 r = subprocess.run(["iscsi-inq", "-i", "iqn.2024-01.org.vcp:other", sys.argv[4]], capture_output=True, timeout=20)
@@ -247,6 +225,77 @@ PY
   # MiB) and 4 MiB of answers.
   [ "$out" -lt 204800 ] || fail "target RSS reached $out kB under initiators that do not read"
   echo "initiators not reading: target RSS at most $out kB over 640 READs of 1 MiB and 128 of 16 MiB"
+  stop_target
+  ;;
+limits)
+  truncate -s 128M "$DIR/lun2.img"
+  printf '[limits]\nmax_connections = 64\nconnection_buffer_bytes = 33554432\nbuffer_bytes = 50331648\n' \
+    >"$DIR/limits.toml"
+  start_target --lun "2=file:path=$DIR/lun2.img,direct=on" --config "$DIR/limits.toml" --max-connections 4
+  # --max-connections 4 (over the file's 64). Four connections held (not logged in): a fifth is
+  # refused at login, and told why.
+  python3 - "$PORT" 4 40 >"$DIR/flood.out" 2>&1 <<'PY' &
+import sys, time
+from raw_iscsi import closed_by_peer, connect
+port, held_n, flood_n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+held = connect(port, held_n)
+print("held", flush=True)
+time.sleep(2)
+# A flood beyond: 32 more are let in (to be refused at login), the rest closed at once.
+flood = connect(port, flood_n)
+time.sleep(1)
+closed = closed_by_peer(flood)
+print("closed", closed, flush=True)
+PY
+  FLOOD=$!
+  for _ in $(seq 100); do grep -q held "$DIR/flood.out" && break; sleep 0.05; done
+  out=$(timeout 20 iscsi-inq -i $INI "$URL/1" 2>&1) && fail "a fifth connection logged in (max_connections 4)"
+  grep -qi "out of resources" <<<"$out" || fail "iscsi-inq did not say why: $out"
+  out=$(timeout 20 "$VCP_BIN" bench --backend "$URL/1" --rw read --bs 4K --time 1 2>&1) &&
+    fail "our initiator logged in over max_connections"
+  grep -q "out of resources (0x0302)" <<<"$out" || fail "vcp bench did not say why: $out"
+  grep -q "target: login from 127.0.0.1 refused: too many connections (max_connections 4)" "$DIR/target.log" ||
+    fail "the target did not log the refusal: $(cat "$DIR/target.log")"
+  wait $FLOOD || fail "the connection flood failed: $(cat "$DIR/flood.out")"
+  closed=$(awk '/^closed/ {print $2}' "$DIR/flood.out")
+  [ "$closed" = 8 ] || fail "of 40 connections beyond the 4 held, $closed were closed at once (expected 40 - 32 = 8)"
+  grep -q "vcp target: 36 connections already (max_connections 4): new ones closed at once" "$DIR/target.log" ||
+    fail "no warning for the connections closed at once: $(cat "$DIR/target.log")"
+  # All closed: service is back.
+  for _ in $(seq 50); do timeout 20 iscsi-inq -i $INI "$URL/1" >/dev/null 2>&1 && break; sleep 0.1; done
+  timeout 20 iscsi-inq -i $INI "$URL/1" >/dev/null || fail "no service once the connections were gone"
+
+  # Three initiators each send two READs of 16 MiB and read nothing: each connection's room (32
+  # MiB) would take both, 96 MiB in all; the thread's room (48 MiB) holds three. The target's RSS
+  # grows by no more than that; an INQUIRY from a fourth is served meanwhile; when the first
+  # reads its answers, the waiting READs run and every answer comes.
+  out=$(timeout 120 python3 - "$PORT" "$PID" "$IQN" "$URL/2" <<'PY'
+import subprocess, sys, time
+from raw_iscsi import answers, login, read16, rss, tur
+port, pid, iqn = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+base = rss(pid)
+conns = []
+for k in range(3):
+    s, cmd_sn = login(port, iqn, b"holder%d" % k, 20 + k)
+    cmd_sn = tur(s, cmd_sn)
+    s.sendall(b"".join(read16(0x10 + i, cmd_sn + i, (k * 2 + i) * 32768, 32768) for i in range(2)))
+    conns.append(s)
+peak = base
+for _ in range(20):
+    time.sleep(0.1)
+    peak = max(peak, rss(pid))
+r = subprocess.run(["iscsi-inq", "-i", "iqn.2024-01.org.vcp:other", sys.argv[4]], capture_output=True, timeout=20)
+if r.returncode != 0: sys.exit("iscsi-inq beside the initiators holding the room: %r" % r.stderr)
+for k, s in enumerate(conns):
+    got = answers(s, 2)
+    if got != {0x10: 16 << 20, 0x11: 16 << 20}: sys.exit("initiator %d got %r" % (k, got))
+    peak = max(peak, rss(pid))
+print((peak - base) // 1024)
+PY
+  ) || fail "the initiators holding the thread's room: $out"
+  # 48 MiB of task buffers, plus 4 MiB of unsent output per connection at most and some slack.
+  [ "$out" -lt 62 ] || fail "target RSS grew by $out MiB under three initiators not reading (thread room 48 MiB)"
+  echo "thread buffer room 48 MiB: target RSS grew by $out MiB under 3 x 32 MiB of unread READs; all answered in turn"
   stop_target
   ;;
 acl)

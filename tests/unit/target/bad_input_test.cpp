@@ -450,5 +450,184 @@ TEST_F(SmallBufferRoom, WritesBeyondTheRoomAreSolicitedInTurn) {
   EXPECT_TRUE(back.data == data);
 }
 
+// Three sessions on one I/O thread whose buffer room (buffer_bytes, here one thread's whole
+// share) is 1 MiB, as is each connection's.
+struct SmallThreadRoom : ::testing::Test {
+  static TargetSettings settings() {
+    TargetSettings s = TargetFixture::default_settings();
+    s.connection_buffer_bytes = 1u << 20;
+    s.buffer_bytes = 1u << 20;
+    return s;
+  }
+  static SessionOptions named(const char* name, uint8_t isid) {
+    SessionOptions o;
+    o.initiator = name;
+    o.isid = {0x80, 0, 0, 0, 0, isid};
+    return o;
+  }
+  static constexpr uint32_t kDisk = 4u << 20;
+  TargetFixture f{settings()};
+  const ThreadBufferRoom& room = f.ctx.buffers;
+  Initiator a{f, named("iqn.2024-01.org.vcp:a", 1)};
+  Initiator b{f, named("iqn.2024-01.org.vcp:b", 2)};
+  Initiator c{f, named("iqn.2024-01.org.vcp:c", 3)};
+  const std::vector<uint8_t> disk = pattern(kDisk, 5);
+  void SetUp() override {
+    for (Initiator* i : {&a, &b, &c}) {
+      ASSERT_EQ(i->login(), LoginState::FullFeature);
+      i->tur();  // the power-on unit attention
+      (void)i->take();
+    }
+    // One command larger than the thread's whole room runs: alone on the thread, anything does.
+    ASSERT_EQ(outcome_of(a.run(cdb_rw16(0x8a, 0, kDisk / 512), false, true, kDisk, disk)).status, 0);
+    EXPECT_LE(room.used(), room.budget);
+  }
+  uint32_t read(Initiator& i, uint32_t offset, uint32_t len) {
+    return i.command(cdb_rw16(0x88, offset / 512, len / 512), true, false, len);
+  }
+  // The data of one READ taken from `got`, checked against the disk.
+  void expect_read(const std::vector<Received>& got, uint32_t itt, uint32_t offset, uint32_t len) {
+    std::vector<Received> mine;
+    for (const auto& r : got)
+      if (const auto* d = r.as<DataInPdu>(); d && d->itt == itt) mine.push_back(r);
+    const Outcome o = outcome_of(mine);
+    EXPECT_TRUE(o.have_status) << "itt " << itt;
+    EXPECT_EQ(o.status, 0) << "itt " << itt;
+    EXPECT_EQ(o.data.size(), len) << "itt " << itt;
+    EXPECT_TRUE(o.data.size() == len && std::equal(o.data.begin(), o.data.end(), disk.begin() + offset))
+        << "itt " << itt;
+  }
+};
+
+// Initiators that hold the thread's room (answers not read yet) make the others' commands wait,
+// and these run in the order their connections began to wait: a 512 KiB READ does not pass a
+// 1 MiB one that waits ahead of it. Before, each connection had only its own room: N initiators
+// could make the target hold N times 64 MiB.
+TEST_F(SmallThreadRoom, ConnectionsWaitForTheThreadsRoomInTurn) {
+  const uint32_t a1 = read(a, 0, 512u << 10), a2 = read(a, 512u << 10, 512u << 10);
+  EXPECT_EQ(room.started, 1u << 20);  // a's answers, unsent
+  const uint32_t b1 = read(b, 1u << 20, 1u << 20);
+  EXPECT_TRUE(b.conn().waiting_for_thread_room());
+  const uint32_t c1 = read(c, 2u << 20, 512u << 10);
+  EXPECT_TRUE(c.conn().waiting_for_thread_room());
+  EXPECT_EQ(room.waiting.size(), 2u);
+  EXPECT_EQ(room.waits, 2u);
+  EXPECT_TRUE(b.take().empty());
+  EXPECT_TRUE(c.take().empty());
+  EXPECT_LE(room.used(), room.budget);
+
+  // a reads its answers: b's READ takes the room; c's, smaller, still waits behind it.
+  const auto got_a = a.take();
+  expect_read(got_a, a1, 0, 512u << 10);
+  expect_read(got_a, a2, 512u << 10, 512u << 10);
+  EXPECT_FALSE(b.conn().waiting_for_thread_room());
+  EXPECT_EQ(b.conn().tasks_waiting_for_buffers(), 0u);
+  EXPECT_TRUE(c.conn().waiting_for_thread_room());
+  EXPECT_LE(room.used(), room.budget);
+  EXPECT_TRUE(c.take().empty());
+
+  // b reads its answer: c's READ runs.
+  expect_read(b.take(), b1, 1u << 20, 1u << 20);
+  EXPECT_TRUE(room.waiting.empty());
+  expect_read(c.take(), c1, 2u << 20, 512u << 10);
+  EXPECT_LE(room.used(), room.budget);
+  for (Initiator* i : {&a, &b, &c}) {
+    EXPECT_EQ(i->conn().tasks_in_flight(), 0u);
+    EXPECT_FALSE(i->conn().closing());
+  }
+  EXPECT_EQ(room.started, 0u);
+}
+
+// A connection with nothing started runs a small command (at most 256 KiB) whatever the
+// thread's room holds and whoever waits for it: one initiator's INQUIRY or 4 KiB read is never
+// stalled behind others' large transfers. Such commands are counted outside the room, so a
+// stream of them does not keep a command that waits there from its turn either.
+TEST_F(SmallThreadRoom, ASmallCommandAloneOnItsConnectionNeverWaits) {
+  read(a, 0, 512u << 10);
+  read(a, 512u << 10, 512u << 10);
+  const uint32_t b1 = read(b, 1u << 20, 1u << 20);
+  EXPECT_TRUE(b.conn().waiting_for_thread_room());
+  EXPECT_EQ(outcome_of(c.run(cdb_inquiry(96), true, false, 96)).status, 0);
+  const uint32_t c1 = read(c, 3u << 20, 256u << 10);
+  EXPECT_EQ(room.small, 256u << 10);
+  expect_read(c.take(), c1, 3u << 20, 256u << 10);
+  // A second one beside it on the same connection is not alone: it waits its turn, behind b,
+  // until the first is done.
+  const uint32_t c2 = read(c, 0, 64u << 10), c3 = read(c, 64u << 10, 64u << 10);
+  EXPECT_TRUE(c.conn().waiting_for_thread_room());
+  EXPECT_EQ(c.conn().tasks_waiting_for_buffers(), 1u);
+  const auto got_c = c.take();
+  expect_read(got_c, c2, 0, 64u << 10);
+  expect_read(got_c, c3, 64u << 10, 64u << 10);
+  EXPECT_TRUE(b.conn().waiting_for_thread_room());
+  // c holds 64 KiB (unread) when a reads its answers: b's 1 MiB READ gets the whole room.
+  const uint32_t c4 = read(c, 128u << 10, 64u << 10);
+  EXPECT_EQ(room.small, 64u << 10);
+  EXPECT_EQ(room.started, 1u << 20);
+  (void)a.take();
+  EXPECT_FALSE(b.conn().waiting_for_thread_room());
+  expect_read(b.take(), b1, 1u << 20, 1u << 20);
+  expect_read(c.take(), c4, 128u << 10, 64u << 10);
+  EXPECT_TRUE(room.waiting.empty());
+  EXPECT_EQ(room.started + room.small, 0u);
+}
+
+// Buffers an idle connection keeps for reuse are let go when another connection needs the
+// room: the second initiator's READ runs at once.
+TEST_F(SmallThreadRoom, KeptBuffersOfIdleConnectionsAreLetGo) {
+  const Outcome o = outcome_of(a.run(cdb_rw16(0x88, 0, (1u << 20) / 512), true, false, 1u << 20));
+  EXPECT_EQ(o.status, 0);
+  EXPECT_EQ(a.conn().buffer_bytes(), 1u << 20);  // kept for its next command
+  const uint32_t b1 = read(b, 1u << 20, 512u << 10);
+  EXPECT_FALSE(b.conn().waiting_for_thread_room());
+  EXPECT_EQ(room.waits, 0u);
+  EXPECT_EQ(a.conn().buffer_bytes(), 0u);
+  expect_read(b.take(), b1, 1u << 20, 512u << 10);
+  EXPECT_LE(room.used(), room.budget);
+  // A small READ alone on its connection, counted outside the room, is charged what it needs,
+  // not the larger buffer its task kept.
+  EXPECT_EQ(b.conn().buffer_bytes(), 512u << 10);
+  const uint32_t b2 = read(b, 8192, 4096);
+  EXPECT_EQ(room.small, 4096u);
+  EXPECT_EQ(b.conn().buffer_bytes(), 4096u);
+  expect_read(b.take(), b2, 8192, 4096);
+}
+
+// A connection that closes while it waits for the thread's room leaves the queue: the one
+// behind it runs when the room comes back.
+TEST_F(SmallThreadRoom, AConnectionClosingWhileItWaitsLeavesTheQueue) {
+  read(a, 0, 512u << 10);
+  read(a, 512u << 10, 512u << 10);
+  read(b, 1u << 20, 1u << 20);
+  const uint32_t c1 = read(c, 2u << 20, 512u << 10);
+  EXPECT_EQ(room.waiting.size(), 2u);
+  b.conn().shutdown();
+  EXPECT_FALSE(b.conn().waiting_for_thread_room());
+  EXPECT_EQ(room.waiting.size(), 1u);
+  (void)a.take();
+  expect_read(c.take(), c1, 2u << 20, 512u << 10);
+  EXPECT_TRUE(room.waiting.empty());
+  EXPECT_TRUE(b.conn().finished());
+}
+
+// Beyond max_connections the server refuses a connection at login: whatever its first Login
+// Request asks, the answer is "out of resources" (status 0x0302) and the connection closes.
+TEST(TargetLoginRefusal, OutOfResourcesAnswersTheFirstLoginRequest) {
+  TargetFixture f;
+  for (auto type : {SessionType::Normal, SessionType::Discovery}) {
+    SessionOptions o;
+    o.type = type;
+    Initiator ini(f, o);
+    ini.conn().refuse_login("too many connections (max_connections 1)");
+    EXPECT_EQ(ini.login(), LoginState::Failed);
+    EXPECT_EQ(ini.last_login.status_class, 3);
+    EXPECT_EQ(ini.last_login.status_detail, 2);
+    EXPECT_TRUE(ini.conn().closing());
+    EXPECT_EQ(f.sessions.size(), 0u);
+  }
+  Initiator ok(f);
+  EXPECT_EQ(ok.login(), LoginState::FullFeature);  // the others are not affected
+}
+
 }  // namespace
 }  // namespace vcp::target::test

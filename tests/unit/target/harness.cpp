@@ -36,6 +36,7 @@ TargetFixture::TargetFixture(TargetSettings s) : settings(std::move(s)) {
   ctx.lun_numbers = {cfg.lun};
   ctx.targets.push_back({settings.iqn, {"127.0.0.1:3260,1"}});
   ctx.wake = [this] { ++wakes; };
+  ctx.buffers.budget = settings.buffer_bytes;
 }
 
 NegotiationLimits SessionOptions::initiator_limits() {

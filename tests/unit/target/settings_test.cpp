@@ -85,6 +85,8 @@ cmd_window = 64
 max_tasks = 4
 direct_rx_min = 65536
 connection_buffer_bytes = 8388608
+buffer_bytes = 8589934592
+max_connections = 16
 )");
   TargetSettings s;
   std::string err;
@@ -104,11 +106,21 @@ connection_buffer_bytes = 8388608
   EXPECT_EQ(s.max_tasks, 4u);
   EXPECT_EQ(s.direct_rx_min, 65536u);
   EXPECT_EQ(s.connection_buffer_bytes, 8u << 20);
+  EXPECT_EQ(s.buffer_bytes, 8ull << 30);  // beyond 32 bits
+  EXPECT_EQ(s.max_connections, 16u);
   EXPECT_EQ(s.cpus, std::vector<int>{0});
   EXPECT_TRUE(validate(s, &err)) << err;
 
   s.luns.push_back(s.luns[0]);
   EXPECT_FALSE(validate(s, &err));  // LUN 0 twice
+
+  for (const char* text : {"[limits]\nbuffer_bytes = -1\n", "[limits]\nmax_connections = 4294967296\n"}) {
+    auto out = write_temp(text);
+    TargetSettings t;
+    EXPECT_FALSE(load_toml(out, t, &err)) << text;
+    EXPECT_EQ(err, "[limits]: a value is out of range") << text;
+    std::remove(out.c_str());
+  }
 
   auto bad = write_temp("iqn = \n");
   EXPECT_FALSE(load_toml(bad, s, &err));
@@ -168,6 +180,21 @@ TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   EXPECT_NE(err.find("connection_buffer_bytes"), std::string::npos);
   s.connection_buffer_bytes = 1u << 20;
   EXPECT_TRUE(validate(s, &err));
+  // The target's buffer room holds at least one connection's, and 1 MiB per I/O thread.
+  s.buffer_bytes = 512u << 10;
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_NE(err.find("buffer_bytes must be at least connection_buffer_bytes"), std::string::npos) << err;
+  s.buffer_bytes = 2u << 20;
+  s.cpus = {0, 1, 2};
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_NE(err.find("1048576 per CPU"), std::string::npos) << err;
+  s.cpus.clear();
+  EXPECT_TRUE(validate(s, &err)) << err;
+  s.max_connections = 0;
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_NE(err.find("max_connections must be 1..65536"), std::string::npos) << err;
+  s.max_connections = 1;
+  EXPECT_TRUE(validate(s, &err)) << err;
   s.discovery_chap = iscsi::ChapCredentials{"d", "short"};
   EXPECT_FALSE(validate(s, &err));  // a secret under 12 bytes
   s.discovery_chap = iscsi::ChapCredentials{"d", "target-secret-1"};

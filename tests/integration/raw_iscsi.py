@@ -1,0 +1,102 @@
+"""A bare iSCSI initiator for target tests that need what no real initiator does (send commands
+and not read the answers): login, READ(16), TEST UNIT READY and reading answers, over a plain
+socket to 127.0.0.1. Used by target_tools.sh (modes noread, limits and fdlimit)."""
+import socket
+import struct
+import sys
+
+
+def rss(pid):
+    """The process's resident set size in kB."""
+    return int([l.split()[1] for l in open("/proc/%s/status" % pid) if l.startswith("VmRSS")][0])
+
+
+def login(port, iqn, name, isid):
+    """A Normal session straight into Full Feature Phase (no digests, 1 MiB segments);
+    returns the socket and the CmdSN to use next. Exits on a refusal."""
+    keys = b"\0".join([b"InitiatorName=iqn.2024-01.org.vcp:" + name, b"TargetName=" + iqn, b"SessionType=Normal",
+                       b"HeaderDigest=None", b"DataDigest=None", b"MaxRecvDataSegmentLength=1048576",
+                       b"ErrorRecoveryLevel=0"]) + b"\0"
+    s = socket.create_connection(("127.0.0.1", port))
+    bhs = bytearray(48)
+    bhs[0] = 0x43
+    bhs[1] = 0x80 | (1 << 2) | 3  # immediate Login Request, T, CSG 1 -> NSG 3
+    bhs[5:8] = len(keys).to_bytes(3, "big")
+    bhs[8:14] = bytes([0x80, 0, 0, 0, 0, isid])
+    struct.pack_into(">IHHII", bhs, 16, 1, 0, 0, 1, 0)  # ITT, CID, reserved, CmdSN, ExpStatSN
+    s.sendall(bytes(bhs) + keys + b"\0" * (-len(keys) % 4))
+    rsp = s.recv(48, socket.MSG_WAITALL)
+    s.recv((int.from_bytes(rsp[5:8], "big") + 3) // 4 * 4, socket.MSG_WAITALL)
+    if rsp[36] != 0:
+        sys.exit("login refused: class %d detail %d" % (rsp[36], rsp[37]))
+    return s, struct.unpack(">I", rsp[24:28])[0]
+
+
+def read16(itt, cmd_sn, lba, blocks, lun=2):
+    """A READ(16) SCSI Command PDU."""
+    c = bytearray(48)
+    c[0] = 0x01
+    c[1] = 0x80 | 0x40 | 1  # SCSI Command: F, R, SIMPLE
+    c[9] = lun
+    struct.pack_into(">IIII", c, 16, itt, blocks * 512, cmd_sn, 0)
+    c[32] = 0x88
+    struct.pack_into(">QI", c, 34, lba, blocks)
+    return bytes(c)
+
+
+def tur(s, cmd_sn, lun=2):
+    """TEST UNIT READY, its answer read (the power-on unit attention); returns the next CmdSN."""
+    c = bytearray(48)
+    c[0] = 0x01
+    c[1] = 0x80 | 1
+    c[9] = lun
+    struct.pack_into(">IIII", c, 16, 1, 0, cmd_sn, 0)
+    s.sendall(bytes(c))
+    h = s.recv(48, socket.MSG_WAITALL)
+    dsl = int.from_bytes(h[5:8], "big")
+    if dsl:
+        s.recv((dsl + 3) // 4 * 4, socket.MSG_WAITALL)
+    return cmd_sn + 1
+
+
+def answers(s, n):
+    """Reads until n commands have their status (GOOD, or exits); returns data bytes per ITT."""
+    got, done = {}, 0
+    while done < n:
+        h = s.recv(48, socket.MSG_WAITALL)
+        if len(h) < 48:
+            sys.exit("connection closed")
+        dsl = int.from_bytes(h[5:8], "big")
+        if dsl:
+            s.recv((dsl + 3) // 4 * 4, socket.MSG_WAITALL)
+        itt = struct.unpack(">I", h[16:20])[0]
+        if h[0] & 0x3f == 0x25:  # Data-In
+            got[itt] = got.get(itt, 0) + dsl
+            if h[1] & 1:  # S: status with it
+                if h[3] != 0:
+                    sys.exit("status %d" % h[3])
+                done += 1
+        elif h[0] & 0x3f == 0x21:  # SCSI Response
+            if h[3] != 0:
+                sys.exit("status %d" % h[3])
+            done += 1
+    return got
+
+
+def connect(port, n):
+    """n TCP connections to the target, nothing sent on them."""
+    return [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+
+
+def closed_by_peer(conns):
+    """How many of the connections the target has closed (EOF or reset), without waiting."""
+    closed = 0
+    for c in conns:
+        c.setblocking(False)
+        try:
+            closed += c.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+    return closed
