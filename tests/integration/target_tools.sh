@@ -60,6 +60,7 @@ done
 
 # raw_iscsi.py (beside this script): the bare initiator the noread and limits modes use.
 export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the source tree
 IQN=iqn.2024-01.org.vcp:itest
 INI=iqn.2024-01.org.vcp:itest-initiator
 DIR=$(mktemp -d /tmp/vcp-target-it.XXXXXX)
