@@ -134,25 +134,30 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
   cfg.tsih = tsih_ ? tsih_ : 1;
   cfg.first_stat_sn = 1;
   cfg.cmd_window = s.cmd_window;
-  cfg.lookup = [this, &s](std::string_view name, std::string_view initiator) {
+  cfg.lookup = [this](std::string_view name, std::string_view initiator) {
     TargetLookup t;
-    const AccessSettings& a = *access_;
-    const bool ours = same_iscsi_name(name, s.iqn);  // without regard to case (RFC 3722)
-    if (ours && !a.acl.allows(initiator, peer_)) {
-      t.kind = TargetLookup::Kind::NotAuthorized;
-    } else if (ours) {
+    for (size_t i = 0; i < ctx_.served.size(); ++i) {
+      if (!same_iscsi_name(name, ctx_.served[i].iqn)) continue;  // without regard to case (RFC 3722)
+      if (i >= access_->targets.size()) break;  // not in the access settings: as if absent
+      const TargetAccess& a = access_->targets[i];
+      if (!a.acl.allows(initiator, peer_)) {
+        t.kind = TargetLookup::Kind::NotAuthorized;
+        return t;
+      }
       t.kind = TargetLookup::Kind::Found;
-      t.alias = s.alias;
+      t.alias = ctx_.served[i].alias;
       if (a.chap) {
         t.auth.require_chap = true;
         t.auth.incoming = a.chap;
         t.auth.outgoing = a.mutual_chap;
       }
+      target_ = &ctx_.served[i];
+      return t;
     }
     return t;
   };
   if (access_->discovery_chap)
-    cfg.discovery_auth = TargetAuth{true, access_->discovery_chap, access_->mutual_chap};
+    cfg.discovery_auth = TargetAuth{true, access_->discovery_chap, access_->discovery_mutual_chap};
   login_ = std::make_unique<TargetLogin>(std::move(cfg));
   rx_.resize(kLoginRxSpace);
   ctx_.buffers.members.push_back(this);
@@ -813,7 +818,7 @@ void TargetConnection::on_scsi_command(const ScsiCommandPdu& c, const PduParts& 
   t->lun_field = c.lun;
   auto num = c.lun.number();
   t->lun = num.value_or(~uint64_t{0});
-  t->lu = num ? ctx_.find_lun(*num) : nullptr;
+  t->lu = num ? find_lun(*num) : nullptr;
   t->read = c.read;
   t->write = c.write;
   t->counted = !c.immediate;
@@ -999,7 +1004,8 @@ void TargetConnection::execute(Task* t) {
   if (t->lu) {
     t->lu->execute(&t->st);
   } else {
-    scsi::respond_without_lun(&t->st, ctx_.lun_numbers);
+    static const std::vector<uint64_t> kNone;
+    scsi::respond_without_lun(&t->st, target_ ? target_->lun_numbers : kNone);
   }
 }
 
@@ -1123,7 +1129,7 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
   r.itt = rq.itt;
   r.response = TmfResponse::Complete;
   const auto num = rq.lun.number();
-  scsi::Lun* lu = num ? ctx_.find_lun(*num) : nullptr;
+  scsi::Lun* lu = num ? find_lun(*num) : nullptr;
   std::vector<scsi::Lun*> quiesce;  // where aborted tasks may still be in flight
   const bool lun_scoped = rq.function == TmfFunction::AbortTask || rq.function == TmfFunction::AbortTaskSet ||
                           rq.function == TmfFunction::ClearTaskSet || rq.function == TmfFunction::ClearAca ||
@@ -1167,7 +1173,7 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
       case TmfFunction::TargetWarmReset:
       case TmfFunction::TargetColdReset:
         drop_collecting(0, true);
-        for (auto& e : ctx_.luns) {
+        for (auto& e : target_->luns) {  // this session's target (Normal: target_ is set)
           e.lun->reset(scsi::ResetKind::target_reset);
           quiesce.push_back(e.lun);
         }
@@ -1282,19 +1288,17 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
   }
   for (const auto& kv : in.pairs()) {
     if (kv.key == "SendTargets") {
-      // An initiator the access list keeps out is not shown the target at all.
-      // A Normal session's own target by the name we gave it (the initiator's spelling may
-      // differ in case).
-      const std::string& session_target = ctx_.settings->iqn;
-      if (!access_->acl.allows(params_.initiator_name, peer_)) {
-        build_send_targets(kv.value, params_.session_type, session_target, {}, out);
-      } else if (target_address_.empty()) {
-        build_send_targets(kv.value, params_.session_type, session_target, ctx_.targets, out);
-      } else {
-        std::vector<iscsi::SendTargetsRecord> here = ctx_.targets;
-        for (auto& r : here) r.addresses = {target_address_};
-        build_send_targets(kv.value, params_.session_type, session_target, here, out);
+      // A target whose access list keeps the initiator out is not shown to it at all. A
+      // Normal session's own target goes by the name we gave it (the initiator's spelling
+      // may differ in case).
+      const std::string session_target = target_ ? target_->iqn : std::string();
+      std::vector<iscsi::SendTargetsRecord> shown;
+      for (size_t i = 0; i < ctx_.targets.size() && i < access_->targets.size(); ++i) {
+        if (!access_->targets[i].acl.allows(params_.initiator_name, peer_)) continue;
+        shown.push_back(ctx_.targets[i]);
+        if (!target_address_.empty()) shown.back().addresses = {target_address_};
       }
+      build_send_targets(kv.value, params_.session_type, session_target, shown, out);
     } else if (find_key(kv.key)) {
       out.add(kv.key, std::string(kReject));  // no renegotiation in Full Feature Phase
     } else {
@@ -1463,7 +1467,8 @@ void TargetConnection::shutdown() {
   }
   if (phase_ == Phase::FullFeature && nexus_.id) {
     // Tasks inside the Luns are aborted; they come back through task_done (no response).
-    for (auto& e : ctx_.luns) e.lun->nexus_lost(nexus_);
+    if (target_)
+      for (auto& e : target_->luns) e.lun->nexus_lost(nexus_);
   }
 }
 

@@ -76,21 +76,34 @@ struct ThreadBufferRoom {
   uint64_t used() const { return started + kept; }
 };
 
-// What the connections of one I/O thread share: settings, the session registry, this thread's
-// logical units (a scsi::Lun lives on one thread) and its task buffer room.
+// What the connections of one I/O thread share: settings, the session registry, the targets
+// with this thread's logical units (a scsi::Lun lives on one thread) and its task buffer room.
 struct ThreadContext {
   struct LunEntry {
     uint64_t number;
     scsi::Lun* lun;
+  };
+  // A target as this thread serves it; `served` is in TargetSettings::all_targets() order,
+  // which AccessSettings::targets follows too.
+  struct Target {
+    std::string iqn;
+    std::string alias;
+    std::vector<LunEntry> luns;         // sorted by number
+    std::vector<uint64_t> lun_numbers;  // for REPORT LUNS on LUNs it does not have
+
+    scsi::Lun* find_lun(uint64_t n) const {
+      for (const auto& e : luns)
+        if (e.number == n) return e.lun;
+      return nullptr;
+    }
   };
   const TargetSettings* settings = nullptr;
   // Access list and credentials for new logins (the server's, replaced on reload); none: those
   // of `settings`.
   const std::atomic<std::shared_ptr<const AccessSettings>>* access = nullptr;
   SessionRegistry* sessions = nullptr;
-  std::vector<LunEntry> luns;         // sorted by number
-  std::vector<uint64_t> lun_numbers;  // for REPORT LUNS on LUNs we do not have
-  std::vector<iscsi::SendTargetsRecord> targets;  // what SendTargets reports
+  std::vector<Target> served;
+  std::vector<iscsi::SendTargetsRecord> targets;  // what SendTargets reports, one per served target
   std::function<void()> wake;         // wakes this thread from another one
   // Logins refused on this thread: each is logged while log::thin() says so (a scan or an
   // initiator retrying with a wrong secret cannot flood the log).
@@ -100,12 +113,6 @@ struct ThreadContext {
   std::shared_ptr<const AccessSettings> current_access() const {
     if (access) return access->load(std::memory_order_acquire);
     return std::make_shared<const AccessSettings>(AccessSettings::of(*settings));
-  }
-
-  scsi::Lun* find_lun(uint64_t n) const {
-    for (const auto& e : luns)
-      if (e.number == n) return e.lun;
-    return nullptr;
   }
 };
 
@@ -307,6 +314,7 @@ class TargetConnection {
   void drop_kept(Task* t);  // lets go of a kept buffer (t stays on free_)
   void drop_all_kept();
   Task* find_task(uint32_t itt) const;
+  scsi::Lun* find_lun(uint64_t n) const { return target_ ? target_->find_lun(n) : nullptr; }
   void issue_r2ts(Task* t);
   void execute(Task* t);
   static void task_done(scsi::ScsiTask* st);
@@ -339,6 +347,7 @@ class TargetConnection {
 
   std::unique_ptr<iscsi::TargetLogin> login_;
   std::shared_ptr<const AccessSettings> access_;  // as it was when this connection came
+  const ThreadContext::Target* target_ = nullptr;  // a Normal session's, once its login names it
   uint16_t tsih_ = 0;
   iscsi::SessionParams params_;
   iscsi::Digests digests_{};

@@ -53,6 +53,11 @@ constexpr size_t kTxIov = 64;
 // Connections beyond max_connections that are still let in, to be told so at login.
 constexpr uint32_t kRefusingConnections = 32;
 
+// "LUN 3", or "LUN 3 of IQN" for a LUN of any target but the first.
+std::string lun_name(const LunSpec& l, const TargetSpec& t, size_t target_index) {
+  return "LUN " + std::to_string(l.number) + (target_index ? " of " + t.iqn : "");
+}
+
 }  // namespace
 
 class IoThread {
@@ -133,31 +138,41 @@ class IoThread {
     ctx_.sessions = &sessions_;
     ctx_.wake = [this] { wake(); };
     ctx_.buffers.budget = settings_.buffer_bytes / std::max<size_t>(1, settings_.cpus.size());
-    ctx_.targets.push_back(iscsi::SendTargetsRecord{
-        settings_.iqn, {iscsi::target_address(settings_.host, settings_.port, settings_.portal_group_tag)}});
-    for (const auto& l : settings_.luns) ctx_.lun_numbers.push_back(l.number);
-    std::sort(ctx_.lun_numbers.begin(), ctx_.lun_numbers.end());
-    for (size_t i = 0; i < settings_.luns.size(); ++i) {
-      auto q = backends_[i]->open_queue(index_);
-      if (!q) {
-        error_ = "LUN " + std::to_string(settings_.luns[i].number) + ": cannot open a backend queue: " +
-                 errno_str(q.error());
-        return false;
+    // Every target's LUNs, in order: backends_ and lu_states_ follow the same order.
+    const std::vector<TargetSpec> targets = settings_.all_targets();
+    ctx_.served.resize(targets.size());
+    size_t k = 0;
+    for (size_t ti = 0; ti < targets.size(); ++ti) {
+      const TargetSpec& spec = targets[ti];
+      ThreadContext::Target& tt = ctx_.served[ti];
+      tt.iqn = spec.iqn;
+      tt.alias = spec.alias;
+      ctx_.targets.push_back(iscsi::SendTargetsRecord{
+          spec.iqn, {iscsi::target_address(settings_.host, settings_.port, settings_.portal_group_tag)}});
+      for (const auto& l : spec.luns) tt.lun_numbers.push_back(l.number);
+      std::sort(tt.lun_numbers.begin(), tt.lun_numbers.end());
+      for (const LunSpec& l : spec.luns) {
+        auto q = backends_[k]->open_queue(index_);
+        if (!q) {
+          error_ = lun_name(l, spec, ti) + ": cannot open a backend queue: " + errno_str(q.error());
+          return false;
+        }
+        scsi::LunConfig cfg;
+        cfg.lun = l.number;
+        cfg.target_name = spec.iqn;
+        cfg.relative_port = settings_.portal_group_tag;
+        const uint32_t bs = backends_[k]->info().block_size;
+        cfg.max_transfer_blocks = settings_.max_transfer_bytes / bs;
+        cfg.max_tasks = settings_.max_tasks;
+        queues_.push_back(std::move(*q));
+        luns_.push_back(std::make_unique<scsi::Lun>(cfg, *backends_[k], *queues_.back(), lu_states_[k]));
+        luns_.back()->set_wake([this] { wake(); });  // resets from the other I/O threads
+        luns_.back()->set_reported_luns(tt.lun_numbers, false);
+        tt.luns.push_back({cfg.lun, luns_.back().get()});
+        ++k;
       }
-      scsi::LunConfig cfg;
-      cfg.lun = settings_.luns[i].number;
-      cfg.target_name = settings_.iqn;
-      cfg.relative_port = settings_.portal_group_tag;
-      const uint32_t bs = backends_[i]->info().block_size;
-      cfg.max_transfer_blocks = settings_.max_transfer_bytes / bs;
-      cfg.max_tasks = settings_.max_tasks;
-      queues_.push_back(std::move(*q));
-      luns_.push_back(std::make_unique<scsi::Lun>(cfg, *backends_[i], *queues_.back(), lu_states_[i]));
-      luns_.back()->set_wake([this] { wake(); });  // resets from the other I/O threads
-      luns_.back()->set_reported_luns(ctx_.lun_numbers, false);
-      ctx_.luns.push_back({cfg.lun, luns_.back().get()});
+      std::sort(tt.luns.begin(), tt.luns.end(), [](auto& a, auto& b) { return a.number < b.number; });
     }
-    std::sort(ctx_.luns.begin(), ctx_.luns.end(), [](auto& a, auto& b) { return a.number < b.number; });
     lun_poll_pending_.assign(luns_.size(), false);
     lun_wait_counts_.assign(luns_.size(), 0);
     return true;
@@ -404,15 +419,18 @@ class IoThread {
 std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std::string* error) {
   if (!validate(settings, error)) return nullptr;
   std::unique_ptr<TargetServer> s(new TargetServer());
-  for (const auto& l : settings.luns) {
-    std::string why;
-    auto b = make_backend(l.backend, &why);
-    if (!b) {
-      *error = "LUN " + std::to_string(l.number) + " '" + l.backend + "': " + why;
-      return nullptr;
+  const std::vector<TargetSpec> targets = settings.all_targets();
+  for (size_t ti = 0; ti < targets.size(); ++ti) {
+    for (const auto& l : targets[ti].luns) {
+      std::string why;
+      auto b = make_backend(l.backend, &why);
+      if (!b) {
+        *error = lun_name(l, targets[ti], ti) + " '" + l.backend + "': " + why;
+        return nullptr;
+      }
+      s->lu_states_.push_back(std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache}));
+      s->backends_.push_back(std::move(b));
     }
-    s->lu_states_.push_back(std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache}));
-    s->backends_.push_back(std::move(b));
   }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

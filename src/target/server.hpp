@@ -48,13 +48,15 @@ class TargetServer {
   // Replaces the access list and credentials for logins from now on (sessions logged in go
   // on). Safe from any thread; `a` comes from settings that passed validate().
   void set_access(AccessSettings a);
+  // The access settings new logins get now.
+  std::shared_ptr<const AccessSettings> access() const { return access_.load(std::memory_order_acquire); }
 
  private:
   TargetServer() = default;
 
   TargetSettings settings_;
   std::atomic<std::shared_ptr<const AccessSettings>> access_;
-  std::vector<std::unique_ptr<BlockBackend>> backends_;  // one per settings_.luns entry
+  std::vector<std::unique_ptr<BlockBackend>> backends_;  // one per LUN of settings_.all_targets(), in order
   std::vector<std::shared_ptr<scsi::SharedLuState>> lu_states_;  // likewise
   SessionRegistry sessions_;
   UniqueFd listen_fd_;

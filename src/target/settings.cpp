@@ -95,28 +95,51 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
   return std::nullopt;
 }
 
-bool allow_initiator(TargetSettings& s, const std::string& name, std::string* error) {
+bool allow_initiator(InitiatorAcl& acl, const std::string& name, std::string* error) {
   auto n = iscsi::normalize_iscsi_name(name);
   if (!n) {
     *error = "'" + name + "' is not an iSCSI name (" + kNameForms + ")";
     return false;
   }
-  if (std::find(s.acl.names.begin(), s.acl.names.end(), *n) == s.acl.names.end()) s.acl.names.push_back(*n);
+  if (std::find(acl.names.begin(), acl.names.end(), *n) == acl.names.end()) acl.names.push_back(*n);
   return true;
 }
 
-bool allow_address(TargetSettings& s, const std::string& range, std::string* error) {
+bool allow_address(InitiatorAcl& acl, const std::string& range, std::string* error) {
   auto r = parse_address_range(range, error);
   if (!r) return false;
-  s.acl.addresses.push_back(std::move(*r));
+  acl.addresses.push_back(std::move(*r));
   return true;
+}
+
+std::vector<TargetSpec> TargetSettings::all_targets() const {
+  std::vector<TargetSpec> all{first_target()};
+  all.insert(all.end(), more_targets.begin(), more_targets.end());
+  return all;
+}
+
+void TargetSettings::set_first_target(TargetSpec t) {
+  iqn = std::move(t.iqn);
+  alias = std::move(t.alias);
+  luns = std::move(t.luns);
+  acl = std::move(t.acl);
+  chap = std::move(t.chap);
+  mutual_chap = std::move(t.mutual_chap);
+}
+
+AccessSettings AccessSettings::of(const TargetSettings& s) {
+  AccessSettings a;
+  for (const TargetSpec& t : s.all_targets()) a.targets.push_back({t.acl, t.chap, t.mutual_chap});
+  a.discovery_chap = s.discovery_chap;
+  a.discovery_mutual_chap = s.mutual_chap;
+  return a;
 }
 
 namespace {
 
 // A TOML array of strings, each handed to add(); a missing key is no error.
-bool string_list(const toml::table& root, const char* key, TargetSettings& s,
-                 bool (*add)(TargetSettings&, const std::string&, std::string*), std::string* error) {
+bool string_list(const toml::table& root, const char* key, InitiatorAcl& s,
+                 bool (*add)(InitiatorAcl&, const std::string&, std::string*), std::string* error) {
   const toml::node* node = root.get(key);
   if (!node) return true;
   const toml::array* a = node->as_array();
@@ -166,6 +189,29 @@ bool chap_table(const toml::table& root, const char* table, const char* file_key
   return true;
 }
 
+// The keys of one target, at the top level of the file (the first target) or in a [[target]].
+bool target_table(const toml::table& t, TargetSpec& s, std::string* error) {
+  if (auto v = t["iqn"].value<std::string>()) s.iqn = *v;
+  if (auto v = t["alias"].value<std::string>()) s.alias = *v;
+  if (const toml::array* luns = t["lun"].as_array()) {
+    for (const auto& node : *luns) {
+      const toml::table* l = node.as_table();
+      auto num = l ? (*l)["number"].value<int64_t>() : std::nullopt;
+      auto backend = l ? (*l)["backend"].value<std::string>() : std::nullopt;
+      if (!num || !backend || *num < 0 || *num > 16383) {
+        *error = "[[lun]] needs number (0..16383) and backend";
+        return false;
+      }
+      s.luns.push_back(LunSpec{static_cast<uint32_t>(*num), *backend});
+    }
+  }
+  if (!string_list(t, "allowed_initiators", s.acl, allow_initiator, error)) return false;
+  if (!string_list(t, "allowed_addresses", s.acl, allow_address, error)) return false;
+  if (!chap_table(t, "chap", "chap_file", &s.chap, error)) return false;
+  if (!chap_table(t, "mutual_chap", "mutual_chap_file", &s.mutual_chap, error)) return false;
+  return true;
+}
+
 }  // namespace
 
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
@@ -183,8 +229,24 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     *error = os.str();
     return false;
   }
-  if (auto v = root["iqn"].value<std::string>()) s.iqn = *v;
-  if (auto v = root["alias"].value<std::string>()) s.alias = *v;
+  TargetSpec first = s.first_target();
+  if (!target_table(root, first, error)) return false;
+  s.set_first_target(std::move(first));
+  if (const toml::node* more = root.get("target")) {
+    const toml::array* a = more->as_array();
+    if (!a || !a->is_array_of_tables()) {
+      *error = "target: a list of tables ([[target]])";
+      return false;
+    }
+    for (size_t i = 0; i < a->size(); ++i) {
+      TargetSpec t;
+      if (!target_table(*a->get(i)->as_table(), t, error)) {
+        *error = "[[target]] " + std::to_string(i + 1) + ": " + *error;
+        return false;
+      }
+      s.more_targets.push_back(std::move(t));
+    }
+  }
   if (auto v = root["portal"].value<std::string>()) {
     if (!parse_portal(*v, &s.host, &s.port, error)) return false;
   }
@@ -196,22 +258,6 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     }
     s.cpus = *cpus;
   }
-  if (const toml::array* luns = root["lun"].as_array()) {
-    for (const auto& node : *luns) {
-      const toml::table* t = node.as_table();
-      auto num = t ? (*t)["number"].value<int64_t>() : std::nullopt;
-      auto backend = t ? (*t)["backend"].value<std::string>() : std::nullopt;
-      if (!num || !backend || *num < 0 || *num > 16383) {
-        *error = "[[lun]] needs number (0..16383) and backend";
-        return false;
-      }
-      s.luns.push_back(LunSpec{static_cast<uint32_t>(*num), *backend});
-    }
-  }
-  if (!string_list(root, "allowed_initiators", s, allow_initiator, error)) return false;
-  if (!string_list(root, "allowed_addresses", s, allow_address, error)) return false;
-  if (!chap_table(root, "chap", "chap_file", &s.chap, error)) return false;
-  if (!chap_table(root, "mutual_chap", "mutual_chap_file", &s.mutual_chap, error)) return false;
   if (!chap_table(root, "discovery_chap", "discovery_chap_file", &s.discovery_chap, error)) return false;
   if (const toml::table* l = root["limits"].as_table()) {
     auto u32 = [&](const char* key, uint32_t* out) {
@@ -255,40 +301,67 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
   return true;
 }
 
-bool validate(const TargetSettings& s, std::string* error) {
-  if (s.iqn.empty()) {
-    *error = "no target name (--iqn)";
+namespace {
+
+// One target's checks; messages name the target when there are several (`which`).
+bool validate_target(const TargetSpec& t, const std::string& which, std::string* error) {
+  if (t.iqn.empty()) {
+    *error = which.empty() ? "no target name (--iqn)" : which + ": no iqn";
     return false;
   }
-  if (!iscsi::normalize_iscsi_name(s.iqn)) {
-    *error = "target name '" + s.iqn + "' is not an iSCSI name (" + kNameForms + ")";
+  if (!iscsi::normalize_iscsi_name(t.iqn)) {
+    *error = "target name '" + t.iqn + "' is not an iSCSI name (" + kNameForms + ")";
     return false;
   }
-  if (s.luns.empty()) {
-    *error = "no LUN (--lun N=SPEC)";
+  const std::string of = which.empty() ? "" : " of " + t.iqn;
+  if (t.luns.empty()) {
+    *error = which.empty() ? "no LUN (--lun N=SPEC)" : "no LUN" + of;
     return false;
   }
-  for (size_t i = 0; i < s.luns.size(); ++i)
-    for (size_t j = i + 1; j < s.luns.size(); ++j)
-      if (s.luns[i].number == s.luns[j].number) {
-        *error = "LUN " + std::to_string(s.luns[i].number) + " given twice";
+  for (size_t i = 0; i < t.luns.size(); ++i)
+    for (size_t j = i + 1; j < t.luns.size(); ++j)
+      if (t.luns[i].number == t.luns[j].number) {
+        *error = "LUN " + std::to_string(t.luns[i].number) + of + " given twice";
         return false;
       }
-  if (s.mutual_chap && !s.chap) {
-    *error = "mutual CHAP needs the initiator's CHAP credentials too (--chap-file)";
+  if (t.mutual_chap && !t.chap) {
+    *error = "mutual CHAP" + of + " needs the initiator's CHAP credentials too (--chap-file)";
     return false;
   }
-  for (const auto* c : {&s.chap, &s.mutual_chap, &s.discovery_chap}) {
+  for (const auto* c : {&t.chap, &t.mutual_chap}) {
     if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) {
       *error = "CHAP secrets must be 12 to 255 bytes";
       return false;
     }
   }
-  for (const auto* c : {&s.chap, &s.discovery_chap}) {
-    if (*c && s.mutual_chap && (*c)->secret == s.mutual_chap->secret) {
-      *error = "mutual CHAP needs a different secret in each direction";
+  if (t.chap && t.mutual_chap && t.chap->secret == t.mutual_chap->secret) {
+    *error = "mutual CHAP" + of + " needs a different secret in each direction";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool validate(const TargetSettings& s, std::string* error) {
+  const std::vector<TargetSpec> targets = s.all_targets();
+  std::vector<std::string> names;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!validate_target(targets[i], i == 0 ? "" : "[[target]] " + std::to_string(i), error)) return false;
+    const std::string n = *iscsi::normalize_iscsi_name(targets[i].iqn);  // names compare without case
+    if (std::find(names.begin(), names.end(), n) != names.end()) {
+      *error = "target " + targets[i].iqn + " given twice";
       return false;
     }
+    names.push_back(n);
+  }
+  if (s.discovery_chap && iscsi::validate_secret(s.discovery_chap->secret) != iscsi::ChapError::Ok) {
+    *error = "CHAP secrets must be 12 to 255 bytes";
+    return false;
+  }
+  if (s.discovery_chap && s.mutual_chap && s.discovery_chap->secret == s.mutual_chap->secret) {
+    *error = "mutual CHAP needs a different secret in each direction";
+    return false;
   }
   if (s.cmd_window < 1 || s.cmd_window > 4096) {
     *error = "cmd_window must be 1..4096";

@@ -1,6 +1,7 @@
-// What one `vcp target` serves: its name, portal, LUNs, credentials, CPUs and protocol limits.
-// Built from the command line or a TOML file (settings.cpp); read-only once the server starts,
-// but for the access list and credentials, which a reload replaces (AccessSettings below).
+// What one `vcp target` serves: its targets (name, LUNs, access list, credentials), portal,
+// CPUs and protocol limits. Built from the command line or a TOML file (settings.cpp);
+// read-only once the server starts, but for the access lists and credentials, which a reload
+// replaces (AccessSettings below).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,20 @@ struct LunSpec {
   bool operator==(const LunSpec&) const = default;
 };
 
+// One target (IQN) of the process: its LUNs, who may log in to it and with which credentials.
+struct TargetSpec {
+  std::string iqn;
+  std::string alias;
+  std::vector<LunSpec> luns;
+  InitiatorAcl acl;
+  std::optional<iscsi::ChapCredentials> chap;         // required of initiators
+  std::optional<iscsi::ChapCredentials> mutual_chap;  // ours, for mutual CHAP
+
+  bool operator==(const TargetSpec&) const = default;
+};
+
+// The first target is the top-level iqn, alias, luns, acl, chap and mutual_chap (the command
+// line's --iqn, --lun, ...); more_targets are the others (TOML [[target]]), all on one portal.
 struct TargetSettings {
   std::string iqn;
   std::string alias;
@@ -36,6 +51,12 @@ struct TargetSettings {
   std::optional<iscsi::ChapCredentials> discovery_chap;
   std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
   InitiatorAcl acl;       // who may log in (--allow-initiator, --allow-address)
+  std::vector<TargetSpec> more_targets;
+
+  // Every target, the first one first; an index into it names a target to the server.
+  std::vector<TargetSpec> all_targets() const;
+  TargetSpec first_target() const { return {iqn, alias, luns, acl, chap, mutual_chap}; }
+  void set_first_target(TargetSpec t);
 
   iscsi::NegotiationLimits limits = default_limits();
   uint32_t cmd_window = 128;             // commands in flight per session (MaxCmdSN - ExpCmdSN + 1)
@@ -80,16 +101,25 @@ struct TargetSettings {
   }
 };
 
+// Who may log in to one target and with which credentials.
+struct TargetAccess {
+  InitiatorAcl acl;
+  std::optional<iscsi::ChapCredentials> chap;
+  std::optional<iscsi::ChapCredentials> mutual_chap;
+
+  bool operator==(const TargetAccess&) const = default;
+};
+
 // Who may log in and with which credentials: the part of the settings a running `vcp target`
 // takes again from its files on SIGHUP (TargetServer::set_access). New logins use the current
 // one; sessions already logged in go on.
 struct AccessSettings {
-  InitiatorAcl acl;
-  std::optional<iscsi::ChapCredentials> chap;
-  std::optional<iscsi::ChapCredentials> mutual_chap;
+  std::vector<TargetAccess> targets;  // as TargetSettings::all_targets()
   std::optional<iscsi::ChapCredentials> discovery_chap;
+  // Mutual CHAP in discovery sessions: the first target's identity.
+  std::optional<iscsi::ChapCredentials> discovery_mutual_chap;
 
-  static AccessSettings of(const TargetSettings& s) { return {s.acl, s.chap, s.mutual_chap, s.discovery_chap}; }
+  static AccessSettings of(const TargetSettings& s);
 };
 
 // Parses "N=SPEC" (a --lun argument).
@@ -98,8 +128,8 @@ std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error)
 bool parse_portal(const std::string& arg, std::string* host, uint16_t* port, std::string* error);
 // Adds an initiator name (--allow-initiator) or an address range (--allow-address) to the
 // access list; false with *error for a malformed one.
-bool allow_initiator(TargetSettings& s, const std::string& name, std::string* error);
-bool allow_address(TargetSettings& s, const std::string& range, std::string* error);
+bool allow_initiator(InitiatorAcl& acl, const std::string& name, std::string* error);
+bool allow_address(InitiatorAcl& acl, const std::string& range, std::string* error);
 // Reads a CHAP credentials file: one line "NAME SECRET" (blank lines and # comments ignored).
 std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, std::string* error);
 // Loads a TOML file into settings (keys the file has override what is there):
@@ -107,12 +137,15 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   allowed_initiators = ["iqn...", ...], allowed_addresses = ["10.0.0.0/8", ...],
 //   [chap] name/secret, [mutual_chap] name/secret, [discovery_chap] name/secret (or
 //   chap_file / mutual_chap_file / discovery_chap_file paths),
+//   [[target]] for each further target: iqn, alias, [[target.lun]], allowed_initiators,
+//   allowed_addresses, [target.chap], [target.mutual_chap] (or chap_file, mutual_chap_file),
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
 //   max_outstanding_r2t, max_data_in_segment, direct_rx_min, initial_r2t, immediate_data, header_digest / data_digest
 //   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,
 //   nop_timeout_ms, max_tasks, connection_buffer_bytes, buffer_bytes, max_connections.
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error);
-// Final consistency checks (IQN present, at least one LUN, distinct LUN numbers, secrets).
+// Final consistency checks (IQNs present and distinct, at least one LUN per target, distinct
+// LUN numbers in each, secrets).
 bool validate(const TargetSettings& s, std::string* error);
 
 }  // namespace vcp::target

@@ -16,6 +16,7 @@
 
 #include "base/cpu.hpp"
 #include "base/log.hpp"
+#include "iscsi/names.hpp"
 #include "target/server.hpp"
 #include "tools/commands.hpp"
 
@@ -54,12 +55,12 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
   if (a.max_tasks) s.max_tasks = a.max_tasks;
   if (a.max_connections) s.max_connections = a.max_connections;
   for (const auto& n : a.allow_initiators)
-    if (!target::allow_initiator(s, n, error)) {
+    if (!target::allow_initiator(s.acl, n, error)) {
       *error = "--allow-initiator: " + *error;
       return false;
     }
   for (const auto& r : a.allow_addresses)
-    if (!target::allow_address(s, r, error)) {
+    if (!target::allow_address(s.acl, r, error)) {
       *error = "--allow-address: " + *error;
       return false;
     }
@@ -107,21 +108,39 @@ void reload(const TargetArgs& a, const target::TargetSettings& running, target::
   }
   std::vector<std::string> ignored;
   if (s.host != running.host || s.port != running.port) ignored.push_back("portal");
-  if (s.iqn != running.iqn || s.alias != running.alias) ignored.push_back("target name or alias");
-  if (s.luns != running.luns) ignored.push_back("LUNs");
+  const std::vector<target::TargetSpec> now = running.all_targets(), next = s.all_targets();
+  // Targets are matched by name (without regard to case); access settings apply to those the
+  // file still has; a target added, removed or renamed needs a restart.
+  auto same_name = [](const std::string& x, const std::string& y) {
+    return *iscsi::normalize_iscsi_name(x) == *iscsi::normalize_iscsi_name(y);
+  };
+  auto find = [&](const target::TargetSpec& t) -> const target::TargetSpec* {
+    for (const auto& n : next)
+      if (same_name(n.iqn, t.iqn)) return &n;
+    return nullptr;
+  };
+  bool targets_changed = now.size() != next.size(), aliases_changed = false, luns_changed = false;
+  for (const auto& t : now) {
+    const target::TargetSpec* n = find(t);
+    if (!n) {
+      targets_changed = true;
+      continue;
+    }
+    aliases_changed |= n->alias != t.alias;
+    luns_changed |= n->luns != t.luns;
+  }
+  if (targets_changed) ignored.push_back("the targets (added, removed or renamed)");
+  if (aliases_changed) ignored.push_back("aliases");
+  if (luns_changed) ignored.push_back("LUNs");
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
   // Whatever else differs, access settings aside, is a [limits] key: the groups above and the
   // access settings taken as they run, the rest compares whole (a new key is covered too).
   target::TargetSettings rest = s;
   rest.host = running.host;
   rest.port = running.port;
-  rest.iqn = running.iqn;
-  rest.alias = running.alias;
-  rest.luns = running.luns;
+  rest.set_first_target(running.first_target());
+  rest.more_targets = running.more_targets;
   rest.cpus = running.cpus;
-  rest.acl = running.acl;
-  rest.chap = running.chap;
-  rest.mutual_chap = running.mutual_chap;
   rest.discovery_chap = running.discovery_chap;
   if (rest != running) ignored.push_back("[limits]");
   if (!ignored.empty()) {
@@ -129,12 +148,21 @@ void reload(const TargetArgs& a, const target::TargetSettings& running, target::
     for (const auto& w : ignored) what += (what.empty() ? "" : ", ") + w;
     VCP_LOG_WARN("vcp target: reload: changes to {} need a restart and are not applied", what);
   }
-  const target::AccessSettings access = target::AccessSettings::of(s);
-  VCP_LOG_INFO("vcp target: reloaded access for new logins: {} initiator names, {} address ranges allowed "
-               "(none: any); CHAP {}, mutual CHAP {}, discovery CHAP {}",
-               access.acl.names.size(), access.acl.addresses.size(), access.chap ? "on" : "off",
-               access.mutual_chap ? "on" : "off", access.discovery_chap ? "on" : "off");
-  server.set_access(access);
+  target::AccessSettings access = *server.access();
+  access.discovery_chap = s.discovery_chap;
+  access.discovery_mutual_chap = s.mutual_chap;
+  for (size_t i = 0; i < now.size() && i < access.targets.size(); ++i) {
+    const target::TargetSpec* n = find(now[i]);
+    if (!n) continue;  // not in the file any more: its access stays as it was
+    access.targets[i] = {n->acl, n->chap, n->mutual_chap};
+    const target::TargetAccess& t = access.targets[i];
+    VCP_LOG_INFO("vcp target: reloaded access for new logins to {}: {} initiator names, {} address ranges "
+                 "allowed (none: any); CHAP {}, mutual CHAP {}",
+                 now[i].iqn, t.acl.names.size(), t.acl.addresses.size(), t.chap ? "on" : "off",
+                 t.mutual_chap ? "on" : "off");
+  }
+  VCP_LOG_INFO("vcp target: discovery CHAP {}", access.discovery_chap ? "on" : "off");
+  server.set_access(std::move(access));
 }
 
 int run_target(const TargetArgs& a) {

@@ -33,29 +33,37 @@ std::string as_file(std::string_view text, int* fd) {
 }
 
 void check_valid(const TargetSettings& s) {
-  // What validate() lets through is what the server is built from: it must hold.
-  if (s.iqn.empty() || s.luns.empty() || !iscsi::normalize_iscsi_name(s.iqn)) abort();
-  std::set<uint32_t> numbers;
-  for (const auto& l : s.luns)
-    if (l.number > 16383 || !numbers.insert(l.number).second) abort();
+  // What validate() lets through is what the server is built from: it must hold. Every target
+  // (the first one and the [[target]] ones) has a name of its own and LUNs of its own.
+  std::set<std::string> names;
+  for (const TargetSpec& t : s.all_targets()) {
+    auto n = iscsi::normalize_iscsi_name(t.iqn);
+    if (t.iqn.empty() || t.luns.empty() || !n || !names.insert(*n).second) abort();
+    std::set<uint32_t> numbers;
+    for (const auto& l : t.luns)
+      if (l.number > 16383 || !numbers.insert(l.number).second) abort();
+    if (t.mutual_chap && !t.chap) abort();
+    // The access list holds names in their normal form and ranges whose prefix fits the family.
+    for (const auto& name : t.acl.names)
+      if (iscsi::normalize_iscsi_name(name) != name) abort();
+    for (const auto& r : t.acl.addresses)
+      if ((r.family != AF_INET && r.family != AF_INET6) || r.prefix > (r.family == AF_INET ? 32 : 128)) abort();
+    for (const auto* c : {&t.chap, &t.mutual_chap})
+      if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) abort();
+  }
+  if (s.discovery_chap && iscsi::validate_secret(s.discovery_chap->secret) != iscsi::ChapError::Ok) abort();
   if (s.cmd_window < 1 || s.cmd_window > 4096 || s.max_tasks < 1 || s.max_tasks > 65536) abort();
   const auto& l = s.limits;
   if (l.max_recv_data_segment_length < 512 || l.max_burst_length > 16777215 || l.first_burst_length < 512 ||
       l.first_burst_length > l.max_burst_length || l.max_outstanding_r2t < 1)
     abort();
-  if (s.mutual_chap && !s.chap) abort();
   if (s.connection_buffer_bytes < (1u << 20)) abort();
   // Each I/O thread's share of the buffer room holds at least 1 MiB and one connection's room.
   const uint64_t threads = s.cpus.empty() ? 1 : s.cpus.size();
   if (s.buffer_bytes < s.connection_buffer_bytes || s.buffer_bytes / threads < (1u << 20)) abort();
   if (s.max_connections < 1 || s.max_connections > 65536) abort();
-  // The access list holds names in their normal form and ranges whose prefix fits the family.
-  for (const auto& n : s.acl.names)
-    if (iscsi::normalize_iscsi_name(n) != n) abort();
-  for (const auto& r : s.acl.addresses)
-    if ((r.family != AF_INET && r.family != AF_INET6) || r.prefix > (r.family == AF_INET ? 32 : 128)) abort();
-  for (const auto* c : {&s.chap, &s.mutual_chap})
-    if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) abort();
+  // The access settings follow the targets one for one.
+  if (AccessSettings::of(s).targets.size() != names.size()) abort();
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ vcp_target_test(target_wildcard_portal wildcard)
 vcp_target_test(target_out_of_fds fdlimit)
 vcp_target_test(target_peer_not_reading noread)
 vcp_target_test(target_limits limits)
+vcp_target_test(target_several targets)
 
 set(VCP_TARGET_CU_SCSI
   CompareAndWrite ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16

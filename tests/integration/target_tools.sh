@@ -33,6 +33,11 @@
 #                                           that do not read hold no more than it, another one's
 #                                           INQUIRY is served meanwhile, and the waiting commands
 #                                           run, in turn, once the first initiator reads
+#   target_tools.sh VCP_BIN targets         two targets on one portal (the second a TOML [[target]]
+#                                           with its LUNs and access list): iscsi-ls lists each to
+#                                           whom may use it, each serves its own LUNs (libiscsi
+#                                           tools, our initiator with --verify), SIGHUP reloads the
+#                                           second one's list
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -299,6 +304,56 @@ PY
   echo "thread buffer room 48 MiB: target RSS grew by $out MiB under 3 x 32 MiB of unread READs; all answered in turn"
   stop_target
   ;;
+targets)
+  SECOND=iqn.2024-01.org.vcp:itest-second
+  OTHER=iqn.2024-01.org.vcp:stranger
+  truncate -s 32M "$DIR/second.img"
+  printf '[[target]]\niqn = "%s"\nallowed_initiators = ["%s"]\n[[target.lun]]\nnumber = 0\nbackend = "ram:size=8M"\n[[target.lun]]\nnumber = 4\nbackend = "file:path=%s"\n' \
+    "$SECOND" "$INI" "$DIR/second.img" >"$DIR/targets.toml"
+  start_target --config "$DIR/targets.toml"
+  out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://$PORTAL") || fail "iscsi-ls: $out"
+  grep -q "Target:$IQN Portal:$PORTAL,1" <<<"$out" || fail "iscsi-ls does not list the first target: $out"
+  grep -q "Target:$SECOND Portal:$PORTAL,1" <<<"$out" || fail "iscsi-ls does not list the second target: $out"
+  out=$(timeout 20 iscsi-ls -i $OTHER "iscsi://$PORTAL") || fail "iscsi-ls as $OTHER: $out"
+  grep -q "Target:$IQN " <<<"$out" || fail "the first target is not listed to $OTHER: $out"
+  grep -q "$SECOND" <<<"$out" && fail "the second target is listed to an initiator not on its list: $out"
+  # Each target its own LUNs.
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "iscsi://$PORTAL/$SECOND/0") || fail "readcapacity16 $SECOND/0: $out"
+  grep -q "Total size:8388608" <<<"$out" || fail "$SECOND LUN 0 size: $out"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "iscsi://$PORTAL/$SECOND/4") || fail "readcapacity16 $SECOND/4: $out"
+  grep -q "Total size:33554432" <<<"$out" || fail "$SECOND LUN 4 size: $out"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/0") || fail "readcapacity16 $IQN/0: $out"
+  grep -q "Total size:67108864" <<<"$out" || fail "$IQN LUN 0 size: $out"
+  timeout 20 iscsi-inq -i $INI "$URL/4" >/dev/null 2>&1 && fail "the first target has no LUN 4, yet iscsi-inq found one"
+  out=$(timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" 2>&1) && fail "$OTHER logged in to $SECOND"
+  grep -qi "authorization failure" <<<"$out" || fail "iscsi-inq did not say why: $out"
+  # Both at once, verified, each on its own disk.
+  SAVED_URL=$URL
+  URL=iscsi://$PORTAL/$SECOND
+  bench_verify "4?initiator=$INI" "randrw 4K 16" &
+  B1=$!
+  URL=$SAVED_URL
+  bench_verify 0 "randrw 4K 16"
+  wait $B1 || fail "our initiator on $SECOND/4"
+  # SIGHUP: the second target's list now names $OTHER instead.
+  sed -i "s/$INI/$OTHER/" "$DIR/targets.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "reloaded access for new logins to $SECOND" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "reloaded access for new logins to $SECOND: 1 initiator names" "$DIR/target.log" ||
+    fail "no reload of the second target logged: $(cat "$DIR/target.log")"
+  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$OTHER refused after the reload"
+  timeout 20 iscsi-inq -i $INI "iscsi://$PORTAL/$SECOND/0" >/dev/null 2>&1 && fail "$INI let in after the reload"
+  # A target added to the file needs a restart: said so, the others' access still applied.
+  printf '[[target]]\niqn = "iqn.2024-01.org.vcp:itest-third"\n[[target.lun]]\nnumber = 0\nbackend = "ram:size=1M"\n' \
+    >>"$DIR/targets.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "changes to the targets" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "reload: changes to the targets (added, removed or renamed) need a restart and are not applied" \
+    "$DIR/target.log" || fail "an added target was not reported: $(cat "$DIR/target.log")"
+  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$OTHER refused after the second reload"
+  stop_target
+  echo "two targets on one portal: each listed to whom may use it, each its own LUNs, verified together; reload per target"
+  ;;
 acl)
   # Only $INI from 127.0.0.0/8 may log in: others get "authorization failure" (libiscsi and our
   # initiator say so) and SendTargets does not show them the target.
@@ -337,8 +392,8 @@ acl)
   sleep 1
   printf 'allowed_initiators = ["%s"]\n[limits]\ncmd_window = 64\n' "$OTHER" >"$DIR/acl.toml"
   kill -HUP "$PID"
-  for _ in $(seq 100); do grep -q "reloaded access for new logins: 1 initiator names" "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "reloaded access for new logins: 1 initiator names, 0 address ranges" "$DIR/target.log" ||
+  for _ in $(seq 100); do grep -q "reloaded access for new logins to $IQN: 1 initiator names" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "reloaded access for new logins to $IQN: 1 initiator names, 0 address ranges" "$DIR/target.log" ||
     fail "no reload logged: $(cat "$DIR/target.log")"
   grep -q "reload: changes to \[limits\] need a restart and are not applied" "$DIR/target.log" ||
     fail "a change that needs a restart was not reported: $(cat "$DIR/target.log")"
@@ -463,7 +518,8 @@ shrink)
   # process and its other LUNs carry on, and with the file grown back LUN 0 serves again.
   start_target
   dd if=/dev/zero of="$DIR/lun0.img" bs=1M count=64 conv=notrunc status=none  # (verify wants zeros or its stamps)
-  timeout -s INT 6 iscsi-perf -i $INI -m 8 -b 256 -t 4 "$URL/0" >"$DIR/perf.log" 2>&1 &
+  # iscsi-perf reconnecting in a loop may not heed SIGINT: KILL 3 s after.
+  timeout -s INT -k 3 6 iscsi-perf -i $INI -m 8 -b 256 -t 4 "$URL/0" >"$DIR/perf.log" 2>&1 &
   PERF=$!
   sleep 1
   truncate -s 1M "$DIR/lun0.img"

@@ -75,21 +75,21 @@ TEST(TargetAcl, BothListsMustLetAnInitiatorIn) {
   TargetSettings s;
   std::string err;
   EXPECT_TRUE(s.acl.allows("iqn.2024-01.org.x:anyone", IpAddress{}));  // no list: anyone
-  ASSERT_TRUE(allow_initiator(s, "iqn.2024-01.org.x:Host", &err)) << err;
+  ASSERT_TRUE(allow_initiator(s.acl, "iqn.2024-01.org.x:Host", &err)) << err;
   EXPECT_TRUE(s.acl.allows("IQN.2024-01.ORG.X:HOST", v4("10.1.1.1")));
   EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:other", v4("10.1.1.1")));
   EXPECT_FALSE(s.acl.allows("not a name", v4("10.1.1.1")));
-  ASSERT_TRUE(allow_address(s, "10.0.0.0/8", &err)) << err;
-  ASSERT_TRUE(allow_address(s, "::1", &err)) << err;
+  ASSERT_TRUE(allow_address(s.acl, "10.0.0.0/8", &err)) << err;
+  ASSERT_TRUE(allow_address(s.acl, "::1", &err)) << err;
   EXPECT_TRUE(s.acl.allows("iqn.2024-01.org.x:host", v4("10.1.1.1")));
   EXPECT_TRUE(s.acl.allows("iqn.2024-01.org.x:host", v6("::1")));
   EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:host", v4("192.168.1.1")));
   EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:host", IpAddress{}));  // address unknown
   EXPECT_FALSE(s.acl.allows("iqn.2024-01.org.x:other", v4("10.1.1.1")));
 
-  EXPECT_FALSE(allow_initiator(s, "host", &err));
+  EXPECT_FALSE(allow_initiator(s.acl, "host", &err));
   EXPECT_NE(err.find("not an iSCSI name"), std::string::npos) << err;
-  EXPECT_FALSE(allow_address(s, "10.0.0.0/40", &err));
+  EXPECT_FALSE(allow_address(s.acl, "10.0.0.0/40", &err));
   EXPECT_NE(err.find("at most 32"), std::string::npos) << err;
 }
 

@@ -196,8 +196,8 @@ TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
 TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
   TargetSettings s = TargetFixture::default_settings();
   std::string err;
-  ASSERT_TRUE(allow_initiator(s, "IQN.2024-01.org.vcp:HOST", &err)) << err;  // kInitiator, in other case
-  ASSERT_TRUE(allow_address(s, "10.0.0.0/8", &err)) << err;
+  ASSERT_TRUE(allow_initiator(s.acl, "IQN.2024-01.org.vcp:HOST", &err)) << err;  // kInitiator, in other case
+  ASSERT_TRUE(allow_address(s.acl, "10.0.0.0/8", &err)) << err;
   TargetFixture f(s);
   auto from = [](const char* addr) {
     sockaddr_in sa{};
@@ -272,9 +272,7 @@ TEST(TargetAccess, ReplacedAccessAppliesToNewLogins) {
 
   AccessSettings only_other = AccessSettings::of(f.settings);
   std::string err;
-  TargetSettings tmp = f.settings;
-  ASSERT_TRUE(allow_initiator(tmp, other, &err)) << err;
-  only_other.acl = tmp.acl;
+  ASSERT_TRUE(allow_initiator(only_other.targets.at(0).acl, other, &err)) << err;
   access.store(std::make_shared<const AccessSettings>(only_other));
   EXPECT_EQ(login_as(kInitiator).first, LoginState::Failed);
   EXPECT_EQ(login_as(other).first, LoginState::FullFeature);
@@ -283,7 +281,7 @@ TEST(TargetAccess, ReplacedAccessAppliesToNewLogins) {
 
   // CHAP required from now on: without credentials no login, with them one.
   AccessSettings with_chap = only_other;
-  with_chap.chap = iscsi::ChapCredentials{other, "a secret of 16 chars"};
+  with_chap.targets.at(0).chap = iscsi::ChapCredentials{other, "a secret of 16 chars"};
   access.store(std::make_shared<const AccessSettings>(with_chap));
   EXPECT_EQ(login_as(other).first, LoginState::Failed);
   EXPECT_EQ(login_as(other, iscsi::ChapCredentials{other, "a secret of 16 chars"}).first, LoginState::FullFeature);
@@ -295,7 +293,7 @@ TEST(TargetAccess, ReplacedAccessAppliesToNewLogins) {
 TEST(TargetAccess, RefusedLoginsAreLoggedThinly) {
   TargetSettings s = TargetFixture::default_settings();
   std::string err;
-  ASSERT_TRUE(allow_initiator(s, kInitiator, &err)) << err;
+  ASSERT_TRUE(allow_initiator(s.acl, kInitiator, &err)) << err;
   TargetFixture f(s);
   std::ostringstream out;
   vcp::test::LogCapture capture(out);
@@ -676,6 +674,157 @@ TEST(TargetSessions, TwoSessionsInterleave) {
   EXPECT_EQ(outcome_of(b.run(cdb_rw16(0x8a, 8, 8), false, true, 4096, db)).status, 0);
   EXPECT_EQ(outcome_of(b.run(cdb_rw16(0x88, 0, 8), true, false, 4096)).data, da);
   EXPECT_EQ(outcome_of(a.run(cdb_rw16(0x88, 8, 8), true, false, 4096)).data, db);
+}
+
+
+// Several targets on one portal (TOML [[target]]): each with LUNs, access list and CHAP of its
+// own; the first from the top-level settings.
+constexpr const char* kSecond = "iqn.2024-01.org.vcp:second";
+constexpr const char* kOther = "iqn.2024-01.org.vcp:other";
+TargetSettings two_targets() {
+  TargetSettings s = TargetFixture::default_settings();  // kIqn: LUN 0, 4 MiB
+  TargetSpec t;
+  t.iqn = kSecond;
+  t.alias = "second";
+  t.luns = {{0, "ram:size=1M"}, {3, "ram:size=2M"}};
+  s.more_targets.push_back(t);
+  return s;
+}
+
+SessionOptions session_to(const char* target, uint8_t isid, const char* initiator = kInitiator) {
+  SessionOptions o;
+  o.target = target;
+  o.initiator = initiator;
+  o.isid = {0x80, 0, 0, 0, 0, isid};
+  return o;
+}
+
+// The capacity in bytes READ CAPACITY(16) reports for a LUN; 0 after CHECK CONDITION.
+uint64_t capacity(Initiator& ini, uint64_t lun) {
+  std::vector<uint8_t> cdb(16, 0);
+  cdb[0] = 0x9e;
+  cdb[1] = 0x10;
+  cdb[13] = 32;
+  ini.command(cdb, true, false, 32, {}, true, lun);
+  const Outcome o = outcome_of(ini.take());
+  if (o.status != 0 || o.data.size() < 12) return 0;
+  uint64_t last = 0;
+  for (int i = 0; i < 8; ++i) last = last << 8 | o.data[i];
+  const uint32_t bs = uint32_t{o.data[8]} << 24 | uint32_t{o.data[9]} << 16 | uint32_t{o.data[10]} << 8 | o.data[11];
+  return (last + 1) * bs;
+}
+
+TEST(TargetMultiple, EachTargetServesItsOwnLuns) {
+  TargetFixture f(two_targets());
+  Initiator a(f, session_to(kIqn, 1));
+  Initiator b(f, session_to(kSecond, 2));
+  ASSERT_EQ(a.login(), LoginState::FullFeature);
+  ASSERT_EQ(b.login(), LoginState::FullFeature);
+  a.tur();
+  b.tur();
+  b.command({0x00, 0, 0, 0, 0, 0}, false, false, 0, {}, true, 3);  // LUN 3's power-on unit attention
+  (void)b.take();
+  EXPECT_EQ(capacity(a, 0), 4u << 20);
+  EXPECT_EQ(capacity(b, 0), 1u << 20);
+  EXPECT_EQ(capacity(b, 3), 2u << 20);
+  EXPECT_EQ(capacity(a, 3), 0u);  // LUN 3 is the second target's
+  // REPORT LUNS: each its own.
+  auto report = [](Initiator& ini) {
+    std::vector<uint8_t> cdb(12, 0);
+    cdb[0] = 0xa0;
+    cdb[9] = 64;
+    const Outcome o = outcome_of(ini.run(cdb, true, false, 64));
+    std::vector<int> luns;
+    for (size_t at = 8; at + 8 <= o.data.size(); at += 8) luns.push_back(o.data[at + 1]);
+    return luns;
+  };
+  EXPECT_EQ(report(a), std::vector<int>{0});
+  EXPECT_EQ(report(b), (std::vector<int>{0, 3}));
+  // Their LUN 0s are different disks.
+  const auto data = pattern(4096, 9);
+  ASSERT_EQ(outcome_of(a.run(cdb_rw16(0x8a, 0, 8), false, true, 4096, data)).status, 0);
+  EXPECT_NE(outcome_of(b.run(cdb_rw16(0x88, 0, 8), true, false, 4096)).data, data);
+  EXPECT_EQ(outcome_of(a.run(cdb_rw16(0x88, 0, 8), true, false, 4096)).data, data);
+  // A target reset resets that target's LUNs only: the other target's session sees no unit
+  // attention.
+  EXPECT_EQ(b.tmf(TmfFunction::TargetWarmReset), TmfResponse::Complete);
+  EXPECT_EQ(outcome_of(a.tur()).status, 0);
+  const Outcome after = outcome_of(b.tur());
+  EXPECT_EQ(after.status, 2);
+  ASSERT_GE(after.sense.size(), 14u);
+  EXPECT_EQ(after.sense[2] & 0x0f, 0x06);  // UNIT ATTENTION
+  // A name neither target has: "not found" (0x0203).
+  Initiator c(f, session_to("iqn.2024-01.org.vcp:third", 3));
+  EXPECT_EQ(c.login(), LoginState::Failed);
+  EXPECT_EQ(c.last_login.status_class, 2);
+  EXPECT_EQ(c.last_login.status_detail, 3);
+}
+
+TEST(TargetMultiple, AccessListsAndChapAreEachTargets) {
+  TargetSettings s = two_targets();
+  std::string err;
+  ASSERT_TRUE(allow_initiator(s.more_targets[0].acl, kOther, &err)) << err;
+  s.more_targets[0].chap = ChapCredentials{"user", "initiator-secret"};
+  TargetFixture f(s);
+  // kInitiator: the first target (no list) yes, the second (only kOther) no.
+  Initiator a(f, session_to(kIqn, 1));
+  EXPECT_EQ(a.login(), LoginState::FullFeature);
+  Initiator b(f, session_to(kSecond, 2));
+  EXPECT_EQ(b.login(), LoginState::Failed);
+  EXPECT_EQ(b.last_login.status_class, 2);
+  EXPECT_EQ(b.last_login.status_detail, 2);  // authorization failure
+  // kOther: the second target with its CHAP, not without.
+  Initiator c(f, session_to(kSecond, 3, kOther));
+  EXPECT_EQ(c.login(), LoginState::Failed);
+  SessionOptions with_chap = session_to(kSecond, 4, kOther);
+  with_chap.chap = ChapCredentials{"user", "initiator-secret"};
+  Initiator d(f, with_chap);
+  EXPECT_EQ(d.login(), LoginState::FullFeature);
+  // Discovery lists the targets each initiator may log in to.
+  for (const char* initiator : {kInitiator, kOther}) {
+    SessionOptions o = session_to("", 5, initiator);
+    o.type = SessionType::Discovery;
+    Initiator ini(f, o);
+    ASSERT_EQ(ini.login(), LoginState::FullFeature);
+    // Several records repeat their keys: the text is split here, not parsed as TextKeys.
+    const auto got = send_targets_all(ini);
+    ASSERT_EQ(got.size(), 1u);
+    std::vector<std::string> names;
+    const std::string text(got[0].data.begin(), got[0].data.end());
+    for (size_t at = 0; at < text.size();) {
+      const size_t end = std::min(text.find('\0', at), text.size());
+      if (text.compare(at, 11, "TargetName=") == 0) names.push_back(text.substr(at + 11, end - at - 11));
+      at = end + 1;
+    }
+    if (initiator == std::string(kInitiator)) {
+      EXPECT_EQ(names, std::vector<std::string>{kIqn});
+    } else {
+      EXPECT_EQ(names, (std::vector<std::string>{kIqn, kSecond}));
+    }
+  }
+}
+
+TEST(TargetSettings, MoreTargetsAreValidatedEach) {
+  TargetSettings s = two_targets();
+  std::string err;
+  EXPECT_TRUE(validate(s, &err)) << err;
+  s.more_targets[0].iqn = "IQN.2024-01.org.vcp:TEST";  // kIqn in other case
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_EQ(err, "target IQN.2024-01.org.vcp:TEST given twice");
+  s.more_targets[0].iqn = kSecond;
+  s.more_targets[0].luns.push_back({3, "ram:size=1M"});
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_EQ(err, std::string("LUN 3 of ") + kSecond + " given twice");
+  s.more_targets[0].luns.clear();
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_EQ(err, std::string("no LUN of ") + kSecond);
+  s.more_targets[0].luns = {{0, "ram:size=1M"}};
+  s.more_targets[0].mutual_chap = ChapCredentials{"t", "target-secret-1"};
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_EQ(err, std::string("mutual CHAP of ") + kSecond + " needs the initiator's CHAP credentials too (--chap-file)");
+  s.more_targets[0].iqn = "";
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_EQ(err, "[[target]] 1: no iqn");
 }
 
 }  // namespace

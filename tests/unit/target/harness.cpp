@@ -1,5 +1,6 @@
 #include "harness.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace vcp::target::test {
@@ -19,22 +20,39 @@ TargetSettings TargetFixture::default_settings() {
 }
 
 TargetFixture::TargetFixture(TargetSettings s) : settings(std::move(s)) {
-  std::string err;
-  backend = make_backend(settings.luns.at(0).backend, &err);
-  EXPECT_TRUE(backend) << err;
-  auto q = backend->open_queue(0);
-  EXPECT_TRUE(q.ok());
-  queue = std::move(*q);
-  scsi::LunConfig cfg;
-  cfg.lun = settings.luns[0].number;
-  cfg.target_name = settings.iqn;
-  lun = std::make_unique<scsi::Lun>(cfg, *backend, *queue);
-  lun->set_reported_luns({cfg.lun}, false);
   ctx.settings = &settings;
   ctx.sessions = &sessions;
-  ctx.luns.push_back({cfg.lun, lun.get()});
-  ctx.lun_numbers = {cfg.lun};
-  ctx.targets.push_back({settings.iqn, {"127.0.0.1:3260,1"}});
+  for (const TargetSpec& t : settings.all_targets()) {
+    ThreadContext::Target& served = ctx.served.emplace_back();
+    served.iqn = t.iqn;
+    served.alias = t.alias;
+    for (const LunSpec& l : t.luns) served.lun_numbers.push_back(l.number);
+    std::sort(served.lun_numbers.begin(), served.lun_numbers.end());
+    for (const LunSpec& l : t.luns) {
+      std::string err;
+      auto b = make_backend(l.backend, &err);
+      EXPECT_TRUE(b) << err;
+      auto q = b->open_queue(0);
+      EXPECT_TRUE(q.ok());
+      scsi::LunConfig cfg;
+      cfg.lun = l.number;
+      cfg.target_name = t.iqn;
+      auto lu = std::make_unique<scsi::Lun>(cfg, *b, **q);
+      lu->set_reported_luns(served.lun_numbers, false);
+      served.luns.push_back({cfg.lun, lu.get()});
+      if (!lun) {  // the first target's first LUN
+        backend = std::move(b);
+        queue = std::move(*q);
+        lun = std::move(lu);
+      } else {
+        more_backends.push_back(std::move(b));
+        more_queues.push_back(std::move(*q));
+        more_luns.push_back(std::move(lu));
+      }
+    }
+    std::sort(served.luns.begin(), served.luns.end(), [](auto& a, auto& b) { return a.number < b.number; });
+    ctx.targets.push_back({t.iqn, {"127.0.0.1:3260,1"}});
+  }
   ctx.wake = [this] { ++wakes; };
   ctx.buffers.budget = settings.buffer_bytes;
 }

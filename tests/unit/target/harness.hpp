@@ -20,15 +20,21 @@ namespace vcp::target::test {
 constexpr const char* kIqn = "iqn.2024-01.org.vcp:test";
 constexpr const char* kInitiator = "iqn.2024-01.org.vcp:host";
 
-// One thread's worth of target: settings, registry, a ram LUN 0.
+// One thread's worth of target: settings, registry, a ram LUN 0 (and whatever more LUNs and
+// targets the settings name).
 struct TargetFixture {
   explicit TargetFixture(TargetSettings s = default_settings());
   static TargetSettings default_settings();
   TargetSettings settings;
   SessionRegistry sessions;
+  // The first target's first LUN.
   std::unique_ptr<BlockBackend> backend;
   std::unique_ptr<BackendQueue> queue;
   std::unique_ptr<scsi::Lun> lun;
+  // The others, in settings.all_targets() order.
+  std::vector<std::unique_ptr<BlockBackend>> more_backends;
+  std::vector<std::unique_ptr<BackendQueue>> more_queues;
+  std::vector<std::unique_ptr<scsi::Lun>> more_luns;
   ThreadContext ctx;
   int wakes = 0;
 };

@@ -19,6 +19,22 @@ std::string write_temp(const std::string& text) {
   return path;
 }
 
+// Loads `text` as a TOML file into `s`; true if load_toml() took it (else *err says why).
+bool load_text(const std::string& text, TargetSettings& s, std::string* err) {
+  const std::string p = write_temp(text);
+  const bool ok = load_toml(p, s, err);
+  std::remove(p.c_str());
+  return ok;
+}
+
+// A file load_toml() refuses with an error that begins with `why`.
+void expect_refused(const std::string& text, const std::string& why) {
+  TargetSettings s;
+  std::string err;
+  EXPECT_FALSE(load_text(text + "\n", s, &err)) << text;
+  EXPECT_EQ(err.rfind(why, 0), 0u) << err;
+}
+
 TEST(TargetSettings, LunAndPortalArguments) {
   std::string err;
   auto l = parse_lun_arg("3=file:path=/x,direct=on", &err);
@@ -114,13 +130,8 @@ max_connections = 16
   s.luns.push_back(s.luns[0]);
   EXPECT_FALSE(validate(s, &err));  // LUN 0 twice
 
-  for (const char* text : {"[limits]\nbuffer_bytes = -1\n", "[limits]\nmax_connections = 4294967296\n"}) {
-    auto out = write_temp(text);
-    TargetSettings t;
-    EXPECT_FALSE(load_toml(out, t, &err)) << text;
-    EXPECT_EQ(err, "[limits]: a value is out of range") << text;
-    std::remove(out.c_str());
-  }
+  for (const char* text : {"[limits]\nbuffer_bytes = -1", "[limits]\nmax_connections = 4294967296"})
+    expect_refused(text, "[limits]: a value is out of range");
 
   auto bad = write_temp("iqn = \n");
   EXPECT_FALSE(load_toml(bad, s, &err));
@@ -130,6 +141,61 @@ max_connections = 16
   EXPECT_NE(err.find("longer than"), std::string::npos) << err;
   EXPECT_FALSE(load_toml("/nonexistent/vcp.toml", s, &err));
   EXPECT_NE(err.find("No such file"), std::string::npos) << err;
+}
+
+TEST(TargetSettings, TomlMoreTargets) {
+  TargetSettings s;
+  std::string err;
+  ASSERT_TRUE(load_text(R"(iqn = "iqn.2024-01.org.vcp:first"
+[[lun]]
+number = 0
+backend = "ram:size=8M"
+[[target]]
+iqn = "iqn.2024-01.org.vcp:second"
+alias = "two"
+allowed_initiators = ["iqn.2024-01.org.vcp:b"]
+[[target.lun]]
+number = 0
+backend = "ram:size=1M"
+[[target.lun]]
+number = 7
+backend = "null:size=1G"
+[target.chap]
+name = "user"
+secret = "initiator-secret"
+[[target]]
+iqn = "iqn.2024-01.org.vcp:third"
+[[target.lun]]
+number = 1
+backend = "ram:size=2M"
+)", s, &err)) << err;
+  EXPECT_EQ(s.iqn, "iqn.2024-01.org.vcp:first");
+  ASSERT_EQ(s.more_targets.size(), 2u);
+  const TargetSpec& t = s.more_targets[0];
+  EXPECT_EQ(t.iqn, "iqn.2024-01.org.vcp:second");
+  EXPECT_EQ(t.alias, "two");
+  EXPECT_EQ(t.luns, (std::vector<LunSpec>{{0, "ram:size=1M"}, {7, "null:size=1G"}}));
+  EXPECT_EQ(t.acl.names, std::vector<std::string>{"iqn.2024-01.org.vcp:b"});
+  ASSERT_TRUE(t.chap);
+  EXPECT_EQ(t.chap->name, "user");
+  EXPECT_FALSE(s.chap);  // the first target's stays as it was
+  EXPECT_TRUE(s.acl.names.empty());
+  EXPECT_EQ(s.more_targets[1].luns, (std::vector<LunSpec>{{1, "ram:size=2M"}}));
+  EXPECT_TRUE(validate(s, &err)) << err;
+  const auto all = s.all_targets();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].iqn, s.iqn);
+  const AccessSettings a = AccessSettings::of(s);
+  ASSERT_EQ(a.targets.size(), 3u);
+  EXPECT_TRUE(a.targets[1].chap);
+
+  for (const auto& [text, why] : std::vector<std::pair<std::string, std::string>>{
+           {"target = 1", "target: a list of tables ([[target]])"},
+           {"[[target]]\n[[target.lun]]\nnumber = -1\nbackend = \"ram:size=1M\"", "[[target]] 1: [[lun]] needs number"},
+           {"[[target]]\n[[target]]\nallowed_addresses = [\"10.0.0.0/99\"]",
+            "[[target]] 2: allowed_addresses: '10.0.0.0/99': the prefix length is at most 32"},
+           {"[[target]]\n[target.chap]\nname = \"x\"", "[[target]] 1: [chap] needs name and secret"}})
+    expect_refused(text, why);
 }
 
 TEST(TargetSettings, TomlAccessLists) {
@@ -150,13 +216,8 @@ allowed_addresses = ["10.0.0.0/8", "[fd00::]/8", "127.0.0.1"]
            {"allowed_initiators = \"iqn.2024-01.x:y\"", "allowed_initiators: a list of strings"},
            {"allowed_initiators = [1]", "allowed_initiators: a list of strings"},
            {"allowed_addresses = [\"10.0.0.0/99\"]", "allowed_addresses: '10.0.0.0/99': the prefix length is at most 32"},
-           {"allowed_addresses = [\"example.org\"]", "allowed_addresses: 'example.org' is not an IPv4"}}) {
-    auto bad = write_temp(text + "\n");
-    TargetSettings t;
-    EXPECT_FALSE(load_toml(bad, t, &err)) << text;
-    EXPECT_EQ(err.rfind(why, 0), 0u) << err;
-    std::remove(bad.c_str());
-  }
+           {"allowed_addresses = [\"example.org\"]", "allowed_addresses: 'example.org' is not an IPv4"}})
+    expect_refused(text, why);
 }
 
 TEST(TargetSettings, ValidateRefusesIncompleteSettings) {

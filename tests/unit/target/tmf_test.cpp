@@ -23,7 +23,7 @@ struct HeldLun {
     cfg.target_name = f.settings.iqn;
     lun = std::make_unique<scsi::Lun>(cfg, backend, *queue);
     lun->set_reported_luns({0}, false);
-    f.ctx.luns.at(0).lun = lun.get();
+    f.ctx.served.at(0).luns.at(0).lun = lun.get();
   }
   HeldBackend backend;
   std::unique_ptr<HeldBackend::Queue> queue;
@@ -131,7 +131,7 @@ class TargetThreads : public ::testing::Test {
     cfg.target_name = t2.settings.iqn;
     t2.lun = std::make_unique<scsi::Lun>(cfg, *t2.backend, *t2.queue, t1.lun->shared());
     t2.lun->set_reported_luns({0}, false);
-    t2.ctx.luns.at(0).lun = t2.lun.get();
+    t2.ctx.served.at(0).luns.at(0).lun = t2.lun.get();
     a = std::make_unique<Initiator>(t1);
     b = std::make_unique<Initiator>(t2, SessionOptions{.isid = {0x80, 0, 0, 0, 0, 2}});
     ASSERT_EQ(a->login(), LoginState::FullFeature);
