@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -60,6 +61,28 @@ std::string lun_name(const LunSpec& l, const TargetSpec& t, size_t target_index)
 
 }  // namespace
 
+// A LUN added while the target runs (TargetServer::add_luns), as one I/O thread takes it: the
+// backend (the server's) and this thread's queue on it, opened beforehand so that taking it
+// cannot fail.
+struct NewLun {
+  size_t target = 0;  // index in TargetSettings::all_targets()
+  uint32_t number = 0;
+  BlockBackend* backend = nullptr;
+  std::shared_ptr<scsi::SharedLuState> state;
+  std::unique_ptr<BackendQueue> queue;
+};
+
+// Counts the I/O threads that have taken a change, for the thread that posted it to wait on.
+struct ChangeLatch {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t left = 0;
+  void done() {
+    std::lock_guard lock(mu);
+    if (--left == 0) cv.notify_all();
+  }
+};
+
 class IoThread {
  public:
   IoThread(unsigned index, int cpu, const TargetSettings& settings,
@@ -91,6 +114,18 @@ class IoThread {
   }
   void stop() {
     stop_.store(true, std::memory_order_release);
+    wake();
+  }
+  // LUNs to add (from another thread): taken at the loop's next turn, then latch->done().
+  void add_luns(std::vector<NewLun> luns, std::shared_ptr<ChangeLatch> latch) {
+    {
+      std::lock_guard lock(mu_);
+      if (!exited_) {
+        new_luns_.push_back({std::move(luns), std::move(latch)});
+        latch = nullptr;
+      }
+    }
+    if (latch) latch->done();  // the loop is over: nothing to add to
     wake();
   }
   void join() {
@@ -157,25 +192,63 @@ class IoThread {
           error_ = lun_name(l, spec, ti) + ": cannot open a backend queue: " + errno_str(q.error());
           return false;
         }
-        scsi::LunConfig cfg;
-        cfg.lun = l.number;
-        cfg.target_name = spec.iqn;
-        cfg.relative_port = settings_.portal_group_tag;
-        const uint32_t bs = backends_[k]->info().block_size;
-        cfg.max_transfer_blocks = settings_.max_transfer_bytes / bs;
-        cfg.max_tasks = settings_.max_tasks;
-        queues_.push_back(std::move(*q));
-        luns_.push_back(std::make_unique<scsi::Lun>(cfg, *backends_[k], *queues_.back(), lu_states_[k]));
-        luns_.back()->set_wake([this] { wake(); });  // resets from the other I/O threads
-        luns_.back()->set_reported_luns(tt.lun_numbers, false);
-        tt.luns.push_back({cfg.lun, luns_.back().get()});
+        add_lun(ti, l.number, *backends_[k], std::move(*q), lu_states_[k]);
         ++k;
       }
-      std::sort(tt.luns.begin(), tt.luns.end(), [](auto& a, auto& b) { return a.number < b.number; });
     }
-    lun_poll_pending_.assign(luns_.size(), false);
-    lun_wait_counts_.assign(luns_.size(), 0);
     return true;
+  }
+
+  // Makes this thread's Lun of a LUN and puts it into its target's inventory (setup, and a LUN
+  // added while running).
+  void add_lun(size_t ti, uint32_t number, BlockBackend& backend, std::unique_ptr<BackendQueue> queue,
+               std::shared_ptr<scsi::SharedLuState> state) {
+    ThreadContext::Target& tt = ctx_.served[ti];
+    scsi::LunConfig cfg;
+    cfg.lun = number;
+    cfg.target_name = tt.iqn;
+    cfg.relative_port = settings_.portal_group_tag;
+    cfg.max_transfer_blocks = settings_.max_transfer_bytes / backend.info().block_size;
+    cfg.max_tasks = settings_.max_tasks;
+    queues_.push_back(std::move(queue));
+    luns_.push_back(std::make_unique<scsi::Lun>(cfg, backend, *queues_.back(), std::move(state)));
+    luns_.back()->set_wake([this] { wake(); });  // resets from the other I/O threads
+    luns_.back()->set_reported_luns(tt.lun_numbers, false);
+    lun_poll_pending_.push_back(false);
+    lun_wait_counts_.push_back(0);  // a deque: the reads pending on the others keep their place
+    tt.luns.insert(std::upper_bound(tt.luns.begin(), tt.luns.end(), number,
+                                    [](uint32_t n, const ThreadContext::LunEntry& e) { return n < e.number; }),
+                   {number, luns_.back().get()});
+  }
+
+  // LUNs added while running: each target's inventory grows, and its other LUNs report
+  // REPORTED LUNS DATA HAS CHANGED to every I_T nexus (raised once, by thread 0, on the state
+  // the threads share).
+  void take_new_luns() {
+    std::vector<std::pair<std::vector<NewLun>, std::shared_ptr<ChangeLatch>>> batches;
+    {
+      std::lock_guard lock(mu_);
+      batches.swap(new_luns_);
+    }
+    for (auto& [luns, latch] : batches) {
+      std::vector<size_t> changed;
+      std::vector<scsi::Lun*> old;
+      for (auto& n : luns) {
+        ThreadContext::Target& tt = ctx_.served.at(n.target);
+        if (std::find(changed.begin(), changed.end(), n.target) == changed.end()) {
+          changed.push_back(n.target);
+          for (auto& e : tt.luns) old.push_back(e.lun);
+        }
+        tt.lun_numbers.insert(std::upper_bound(tt.lun_numbers.begin(), tt.lun_numbers.end(), uint64_t{n.number}),
+                              n.number);
+        add_lun(n.target, n.number, *n.backend, std::move(n.queue), std::move(n.state));
+      }
+      for (size_t ti : changed)
+        for (auto& e : ctx_.served[ti].luns)
+          e.lun->set_reported_luns(ctx_.served[ti].lun_numbers,
+                                   index_ == 0 && std::find(old.begin(), old.end(), e.lun) != old.end());
+      latch->done();
+    }
   }
 
   void loop() {
@@ -218,6 +291,11 @@ class IoThread {
       arm_lun_polls();
       if (stopping && (conns_.empty() || now > stop_deadline)) break;
     }
+    {
+      std::lock_guard lock(mu_);
+      exited_ = true;
+    }
+    take_new_luns();  // whatever came in the meantime, so that no one waits for it
     // A connection whose tasks are still inside a backend cannot be freed safely: it is left to
     // the process exit (only after the 2 s grace period).
     for (auto& c : conns_)
@@ -230,6 +308,7 @@ class IoThread {
     const uint64_t kind = ud & 7;
     if (kind == kWake) {
       take_incoming(now);
+      take_new_luns();
       arm_wake();
       *ticked = true;  // reinstatement requests are noticed by tick()
       return;
@@ -402,6 +481,8 @@ class IoThread {
     bool refuse;
   };
   std::vector<Incoming> incoming_;
+  std::vector<std::pair<std::vector<NewLun>, std::shared_ptr<ChangeLatch>>> new_luns_;
+  bool exited_ = false;  // the loop is over (under mu_)
   std::atomic<bool> stop_{false};
 
   // Owned by the I/O thread.
@@ -412,7 +493,7 @@ class IoThread {
   std::vector<std::unique_ptr<BackendQueue>> queues_;
   std::vector<std::unique_ptr<scsi::Lun>> luns_;
   std::vector<bool> lun_poll_pending_;
-  std::vector<uint64_t> lun_wait_counts_;  // read targets for the wait_fd eventfds
+  std::deque<uint64_t> lun_wait_counts_;  // read targets for the wait_fd eventfds (stay in place)
   std::vector<std::unique_ptr<Conn>> conns_;
 };
 
@@ -456,6 +537,10 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
   getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len);
   settings.port = ntohs(sa.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
                                                  : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+  for (const auto& t : targets) {
+    s->lun_numbers_.emplace_back();
+    for (const auto& l : t.luns) s->lun_numbers_.back().push_back(l.number);
+  }
   s->listen_fd_ = std::move(fd);
   s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   s->settings_ = std::move(settings);
@@ -489,6 +574,7 @@ void TargetServer::set_access(AccessSettings a) {
 int TargetServer::run() {
   std::vector<int> cpus = settings_.cpus;
   if (cpus.empty()) cpus.push_back(-1);
+  std::unique_lock change(change_mu_);  // add_luns() sees all threads or none
   for (size_t i = 0; i < cpus.size(); ++i) {
     threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, access_, sessions_, backends_,
                                                   lu_states_, connections_));
@@ -499,9 +585,11 @@ int TargetServer::run() {
         t->stop();
         t->join();
       }
+      threads_.clear();
       return EIO;
     }
   }
+  change.unlock();
   size_t next = 0;
   uint64_t shed = 0;
   Acceptor acceptor(listen_fd_.get(), "vcp target");
@@ -538,8 +626,65 @@ int TargetServer::run() {
   }
   for (auto& t : threads_) t->stop();
   for (auto& t : threads_) t->join();
+  change.lock();
   threads_.clear();
   return 0;
+}
+
+bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error) {
+  std::lock_guard lock(change_mu_);
+  if (target >= lun_numbers_.size()) {
+    *error = "no target " + std::to_string(target);
+    return false;
+  }
+  if (threads_.empty()) {
+    *error = "the target is not running";
+    return false;
+  }
+  const TargetSpec spec = settings_.all_targets()[target];
+  std::vector<uint32_t> numbers = lun_numbers_[target];
+  for (const auto& l : luns) {
+    if (std::find(numbers.begin(), numbers.end(), l.number) != numbers.end()) {
+      *error = lun_name(l, spec, target) + " exists";
+      return false;
+    }
+    numbers.push_back(l.number);
+  }
+  // Everything that can fail first (the backends, a queue per thread); then the threads take
+  // them, which cannot.
+  std::vector<std::unique_ptr<BlockBackend>> made;
+  std::vector<std::shared_ptr<scsi::SharedLuState>> states;
+  std::vector<std::vector<NewLun>> posts(threads_.size());
+  for (const auto& l : luns) {
+    std::string why;
+    auto b = make_backend(l.backend, &why);
+    if (!b) {
+      *error = lun_name(l, spec, target) + " '" + l.backend + "': " + why;
+      return false;
+    }
+    auto state = std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache});
+    for (size_t i = 0; i < threads_.size(); ++i) {
+      auto q = b->open_queue(static_cast<unsigned>(i));
+      if (!q) {
+        *error = lun_name(l, spec, target) + ": cannot open a backend queue: " + errno_str(q.error());
+        return false;
+      }
+      posts[i].push_back(NewLun{target, l.number, b.get(), state, std::move(*q)});
+    }
+    made.push_back(std::move(b));
+    states.push_back(std::move(state));
+  }
+  auto latch = std::make_shared<ChangeLatch>();
+  latch->left = threads_.size();
+  for (size_t i = 0; i < threads_.size(); ++i) threads_[i]->add_luns(std::move(posts[i]), latch);
+  {
+    std::unique_lock wait(latch->mu);
+    latch->cv.wait(wait, [&] { return latch->left == 0; });
+  }
+  for (auto& b : made) backends_.push_back(std::move(b));
+  for (auto& st : states) lu_states_.push_back(std::move(st));
+  lun_numbers_[target] = std::move(numbers);
+  return true;
 }
 
 }  // namespace vcp::target

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +52,12 @@ class TargetServer {
   // The access settings new logins get now.
   std::shared_ptr<const AccessSettings> access() const { return access_.load(std::memory_order_acquire); }
 
+  // Adds LUNs to a running target (index in TargetSettings::all_targets()): their backends are
+  // opened, every I/O thread takes them, and the target's other LUNs report REPORTED LUNS
+  // DATA HAS CHANGED to the sessions logged in. Safe from any thread while run() runs; returns
+  // once every thread has them. Nothing is added if anything fails (*error says what).
+  bool add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error);
+
  private:
   TargetServer() = default;
 
@@ -63,6 +70,8 @@ class TargetServer {
   UniqueFd stop_fd_;  // eventfd
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> connections_{0};  // open, on all threads (max_connections)
+  std::mutex change_mu_;  // add_luns() one at a time, and threads_ while run() builds or clears it
+  std::vector<std::vector<uint32_t>> lun_numbers_;  // each target's LUNs, as add_luns() left them
   std::vector<std::unique_ptr<IoThread>> threads_;
 };
 

@@ -96,10 +96,11 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
 }
 
 // SIGHUP: the access list and the CHAP credentials are read again (TOML file, CHAP files, the
-// command line over them) and apply to logins from now on; sessions logged in go on. Settings
-// that need a restart (portal, name, LUNs, CPUs, limits) are left as they are, and said so; a
-// file that does not read or validate leaves everything as it was.
-void reload(const TargetArgs& a, const target::TargetSettings& running, target::TargetServer& server) {
+// command line over them) and apply to logins from now on; sessions logged in go on. LUNs new
+// to a target are added to it. Settings that need a restart (portal, targets, aliases, LUNs
+// removed or changed, CPUs, limits) are left as they are, and said so; a file that does not
+// read or validate leaves everything as it was. `running` follows what was applied.
+void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
   target::TargetSettings s;
   std::string error;
   if (!build_settings(a, s, &error) || !target::validate(s, &error)) {
@@ -120,18 +121,27 @@ void reload(const TargetArgs& a, const target::TargetSettings& running, target::
     return nullptr;
   };
   bool targets_changed = now.size() != next.size(), aliases_changed = false, luns_changed = false;
-  for (const auto& t : now) {
+  std::vector<std::vector<target::LunSpec>> added(now.size());  // per running target
+  for (size_t i = 0; i < now.size(); ++i) {
+    const target::TargetSpec& t = now[i];
     const target::TargetSpec* n = find(t);
     if (!n) {
       targets_changed = true;
       continue;
     }
     aliases_changed |= n->alias != t.alias;
-    luns_changed |= n->luns != t.luns;
+    // A LUN number new to the target is added; one gone, or with another backend, needs a restart.
+    for (const auto& l : n->luns) {
+      auto old = std::find_if(t.luns.begin(), t.luns.end(), [&](const auto& o) { return o.number == l.number; });
+      if (old == t.luns.end()) added[i].push_back(l);
+      else luns_changed |= old->backend != l.backend;
+    }
+    for (const auto& o : t.luns)
+      luns_changed |= std::none_of(n->luns.begin(), n->luns.end(), [&](const auto& l) { return l.number == o.number; });
   }
   if (targets_changed) ignored.push_back("the targets (added, removed or renamed)");
   if (aliases_changed) ignored.push_back("aliases");
-  if (luns_changed) ignored.push_back("LUNs");
+  if (luns_changed) ignored.push_back("LUNs (removed, or another backend)");
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
   // Whatever else differs, access settings aside, is a [limits] key: the groups above and the
   // access settings taken as they run, the rest compares whole (a new key is covered too).
@@ -163,13 +173,25 @@ void reload(const TargetArgs& a, const target::TargetSettings& running, target::
   }
   VCP_LOG_INFO("vcp target: discovery CHAP {}", access.discovery_chap ? "on" : "off");
   server.set_access(std::move(access));
+  for (size_t i = 0; i < added.size(); ++i) {
+    if (added[i].empty()) continue;
+    if (!server.add_luns(i, added[i], &error)) {
+      VCP_LOG_WARN("vcp target: reload: LUNs not added to {}: {}", now[i].iqn, error);
+      continue;
+    }
+    auto& luns = i == 0 ? running.luns : running.more_targets[i - 1].luns;
+    for (const auto& l : added[i]) {
+      VCP_LOG_INFO("vcp target: LUN {} of {} added ({})", l.number, now[i].iqn, l.backend);
+      luns.push_back(l);
+    }
+  }
 }
 
 int run_target(const TargetArgs& a) {
   target::TargetSettings s;
   std::string error;
   if (!build_settings(a, s, &error)) return fail(error);
-  const target::TargetSettings running = s;  // what a reload compares against
+  target::TargetSettings running = s;  // what a reload compares against (the signal thread's)
 
   // Signals are taken by a thread of ours, never by the I/O threads (blocked before they start).
   sigset_t mask;

@@ -1,6 +1,6 @@
 """A bare iSCSI initiator for target tests that need what no real initiator does (send commands
 and not read the answers): login, READ(16), TEST UNIT READY and reading answers, over a plain
-socket to 127.0.0.1. Used by target_tools.sh (modes noread, limits and fdlimit)."""
+socket to 127.0.0.1. Used by target_tools.sh (modes noread, limits, fdlimit and targets)."""
 import socket
 import struct
 import sys
@@ -44,8 +44,8 @@ def read16(itt, cmd_sn, lba, blocks, lun=2):
     return bytes(c)
 
 
-def tur(s, cmd_sn, lun=2):
-    """TEST UNIT READY, its answer read (the power-on unit attention); returns the next CmdSN."""
+def tur_status(s, cmd_sn, lun=2):
+    """TEST UNIT READY and its answer: (status, ASC, ASCQ of the sense data, or None)."""
     c = bytearray(48)
     c[0] = 0x01
     c[1] = 0x80 | 1
@@ -54,8 +54,14 @@ def tur(s, cmd_sn, lun=2):
     s.sendall(bytes(c))
     h = s.recv(48, socket.MSG_WAITALL)
     dsl = int.from_bytes(h[5:8], "big")
-    if dsl:
-        s.recv((dsl + 3) // 4 * 4, socket.MSG_WAITALL)
+    data = s.recv((dsl + 3) // 4 * 4, socket.MSG_WAITALL) if dsl else b""
+    sense = data[2:]  # after SenseLength
+    return h[3], (sense[12] if len(sense) > 13 else None), (sense[13] if len(sense) > 13 else None)
+
+
+def tur(s, cmd_sn, lun=2):
+    """TEST UNIT READY, its answer read (the power-on unit attention); returns the next CmdSN."""
+    tur_status(s, cmd_sn, lun)
     return cmd_sn + 1
 
 

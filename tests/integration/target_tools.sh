@@ -37,7 +37,8 @@
 #                                           with its LUNs and access list): iscsi-ls lists each to
 #                                           whom may use it, each serves its own LUNs (libiscsi
 #                                           tools, our initiator with --verify), SIGHUP reloads the
-#                                           second one's list
+#                                           second one's list and adds a LUN to the first while a
+#                                           session runs
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -343,12 +344,53 @@ targets)
     fail "no reload of the second target logged: $(cat "$DIR/target.log")"
   timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$OTHER refused after the reload"
   timeout 20 iscsi-inq -i $INI "iscsi://$PORTAL/$SECOND/0" >/dev/null 2>&1 && fail "$INI let in after the reload"
+  # SIGHUP with a LUN new to the first target: added while a session of ours runs on LUN 1 (it
+  # takes the REPORTED LUNS DATA HAS CHANGED unit attention in its stride).
+  timeout 30 "$VCP_BIN" bench --backend "$URL/1?initiator=$INI" --rw randrw --bs 4K --qd 8 --time 3 --verify \
+    >"$DIR/held.log" 2>&1 &
+  HELD=$!
+  sleep 1
+  # A bare session on LUN 1 sees REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh) once LUN 2 is there.
+  python3 - "$PORT" "$IQN" "$PID" "$DIR/targets.toml" "$DIR/target.log" >"$DIR/ua.out" 2>&1 <<'PY'
+import os, signal, sys, time
+from raw_iscsi import login, tur_status
+port, iqn, pid, toml, log = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+s, cmd_sn = login(port, iqn, b"watcher", 30)
+tur_status(s, cmd_sn, 1)  # the power-on unit attention
+if tur_status(s, cmd_sn + 1, 1)[0] != 0: sys.exit("LUN 1 not ready")
+with open(toml, "a") as f:
+    f.write('[[lun]]\nnumber = 2\nbackend = "ram:size=4M"\n')
+os.kill(pid, signal.SIGHUP)
+for _ in range(100):
+    if "LUN 2 of" in open(log).read(): break
+    time.sleep(0.05)
+print("after:", tur_status(s, cmd_sn + 2, 1), "then:", tur_status(s, cmd_sn + 3, 1))
+PY
+  grep -q "vcp target: LUN 2 of $IQN added (ram:size=4M)" "$DIR/target.log" ||
+    fail "LUN 2 was not added: $(cat "$DIR/ua.out" "$DIR/target.log")"
+  grep -q "after: (2, 63, 14) then: (0, None, None)" "$DIR/ua.out" ||
+    fail "no REPORTED LUNS DATA HAS CHANGED unit attention on LUN 1: $(cat "$DIR/ua.out")"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/2") || fail "readcapacity16 of the added LUN: $out"
+  grep -q "Total size:4194304" <<<"$out" || fail "added LUN 2 size: $out"
+  out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://$PORTAL") || fail "iscsi-ls after adding a LUN: $out"
+  grep -q "Lun:2 " <<<"$out" || fail "REPORT LUNS does not show the added LUN: $out"
+  bench_verify "2?initiator=$INI" "randrw 4K 8"
+  wait "$HELD" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"
+  grep -q "verify: .* ok" "$DIR/held.log" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"
+  # The same LUN with another backend needs a restart: said so, nothing changes.
+  sed -i 's/ram:size=4M/ram:size=8M/' "$DIR/targets.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "LUNs (removed, or another backend)" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "reload: changes to LUNs (removed, or another backend) need a restart" "$DIR/target.log" ||
+    fail "a LUN given another backend was not reported: $(cat "$DIR/target.log")"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/2") || fail "readcapacity16 LUN 2: $out"
+  grep -q "Total size:4194304" <<<"$out" || fail "LUN 2 changed on reload: $out"
   # A target added to the file needs a restart: said so, the others' access still applied.
   printf '[[target]]\niqn = "iqn.2024-01.org.vcp:itest-third"\n[[target.lun]]\nnumber = 0\nbackend = "ram:size=1M"\n' \
     >>"$DIR/targets.toml"
   kill -HUP "$PID"
   for _ in $(seq 100); do grep -q "changes to the targets" "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "reload: changes to the targets (added, removed or renamed) need a restart and are not applied" \
+  grep -q "reload: changes to the targets (added, removed or renamed)" \
     "$DIR/target.log" || fail "an added target was not reported: $(cat "$DIR/target.log")"
   timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$OTHER refused after the second reload"
   stop_target
