@@ -174,6 +174,23 @@ TargetConnection::~TargetConnection() {
   room.kept -= kept_bytes_;
 }
 
+std::string TargetConnection::describe(uint64_t now_ms) const {
+  const std::string from = to_string(peer_);
+  if (phase_ == Phase::Login) {
+    const std::string who = login_ ? printable(login_->params().initiator_name) : std::string();
+    return fmt::format("logging in{} from {} for {} ms", who.empty() ? "" : " as " + who, from, now_ms - started_ms_);
+  }
+  if (discovery())
+    return fmt::format("discovery session of {} from {}{}", printable(params_.initiator_name), from,
+                       closing_ ? ", closing" : "");
+  return fmt::format("session of {} from {} to {} (TSIH {}, up {} s){}: {} commands, {} tasks ({} waiting for "
+                     "buffers{}), {} KiB of buffers, {} KiB unsent",
+                     printable(params_.initiator_name), from, target_ ? target_->iqn : std::string("?"), tsih_,
+                     (now_ms - started_ms_) / 1000, closing_ ? ", closing" : "", stats_.commands, tasks_.size(),
+                     waiting_.size(), in_thread_queue_ ? ", in the thread's queue" : "",
+                     (started_bytes_ + kept_bytes_) >> 10, unsent_ >> 10);
+}
+
 void TargetConnection::refuse_login(std::string why) { login_->refuse(LoginStatus::OutOfResources, std::move(why)); }
 
 // ---------------------------------------------------------------------------------------------

@@ -233,6 +233,9 @@ class TargetConnection {
   size_t tasks_waiting_for_buffers() const { return waiting_.size(); }
   // Whether the next waiting command waits for the thread's room (ThreadBufferRoom::waiting).
   bool waiting_for_thread_room() const { return in_thread_queue_; }
+  // One line for a status report (`vcp target`, SIGUSR1): who, from where, to which target,
+  // in which phase, and its commands, tasks and buffers now.
+  std::string describe(uint64_t now_ms) const;
 
  private:
   enum class Phase : uint8_t { Login, FullFeature };

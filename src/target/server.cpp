@@ -83,6 +83,19 @@ struct ChangeLatch {
   }
 };
 
+// A status report being gathered (TargetServer::status): each I/O thread fills its slot.
+struct StatusRequest {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t left = 0;
+  std::vector<std::vector<std::string>> lines;  // per thread
+  void put(size_t thread, std::vector<std::string> l) {
+    std::lock_guard lock(mu);
+    lines[thread] = std::move(l);
+    if (--left == 0) cv.notify_all();
+  }
+};
+
 class IoThread {
  public:
   IoThread(unsigned index, int cpu, const TargetSettings& settings,
@@ -114,6 +127,18 @@ class IoThread {
   }
   void stop() {
     stop_.store(true, std::memory_order_release);
+    wake();
+  }
+  // A status report (from another thread): this thread's part at the loop's next turn.
+  void report(std::shared_ptr<StatusRequest> req) {
+    {
+      std::lock_guard lock(mu_);
+      if (!exited_) {
+        reports_.push_back(std::move(req));
+        req = nullptr;
+      }
+    }
+    if (req) req->put(index_, {"I/O thread " + std::to_string(index_) + ": stopped"});
     wake();
   }
   // LUNs to add (from another thread): taken at the loop's next turn, then latch->done().
@@ -221,6 +246,24 @@ class IoThread {
                    {number, luns_.back().get()});
   }
 
+  void answer_reports(uint64_t now) {
+    std::vector<std::shared_ptr<StatusRequest>> reqs;
+    {
+      std::lock_guard lock(mu_);
+      reqs.swap(reports_);
+    }
+    if (reqs.empty()) return;
+    const ThreadBufferRoom& room = ctx_.buffers;
+    std::vector<std::string> lines;
+    lines.push_back(fmt::format("I/O thread {}{}: {} connections; buffer room {} of {} MiB in use ({} MiB kept for "
+                                "reuse, {} MiB more by small commands), {} connections waiting for it",
+                                index_, cpu_ >= 0 ? " (CPU " + std::to_string(cpu_) + ")" : std::string(),
+                                conns_.size(), room.used() >> 20, room.budget >> 20, room.kept >> 20,
+                                room.small >> 20, room.waiting.size()));
+    for (const auto& c : conns_) lines.push_back("  " + c->c->describe(now));
+    for (auto& r : reqs) r->put(index_, lines);
+  }
+
   // LUNs added while running: each target's inventory grows, and its other LUNs report
   // REPORTED LUNS DATA HAS CHANGED to every I_T nexus (raised once, by thread 0, on the state
   // the threads share).
@@ -296,6 +339,7 @@ class IoThread {
       exited_ = true;
     }
     take_new_luns();  // whatever came in the meantime, so that no one waits for it
+    answer_reports(coarse_now_ms());
     // A connection whose tasks are still inside a backend cannot be freed safely: it is left to
     // the process exit (only after the 2 s grace period).
     for (auto& c : conns_)
@@ -309,6 +353,7 @@ class IoThread {
     if (kind == kWake) {
       take_incoming(now);
       take_new_luns();
+      answer_reports(now);
       arm_wake();
       *ticked = true;  // reinstatement requests are noticed by tick()
       return;
@@ -482,6 +527,7 @@ class IoThread {
   };
   std::vector<Incoming> incoming_;
   std::vector<std::pair<std::vector<NewLun>, std::shared_ptr<ChangeLatch>>> new_luns_;
+  std::vector<std::shared_ptr<StatusRequest>> reports_;
   bool exited_ = false;  // the loop is over (under mu_)
   std::atomic<bool> stop_{false};
 
@@ -537,9 +583,9 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
   getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len);
   settings.port = ntohs(sa.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
                                                  : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
-  for (const auto& t : targets) {
-    s->lun_numbers_.emplace_back();
-    for (const auto& l : t.luns) s->lun_numbers_.back().push_back(l.number);
+  for (size_t ti = 0, k = 0; ti < targets.size(); ++ti) {
+    s->inventory_.emplace_back();
+    for (const auto& l : targets[ti].luns) s->inventory_.back().push_back({l, s->backends_[k++].get()});
   }
   s->listen_fd_ = std::move(fd);
   s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -633,7 +679,7 @@ int TargetServer::run() {
 
 bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error) {
   std::lock_guard lock(change_mu_);
-  if (target >= lun_numbers_.size()) {
+  if (target >= inventory_.size()) {
     *error = "no target " + std::to_string(target);
     return false;
   }
@@ -642,7 +688,8 @@ bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std
     return false;
   }
   const TargetSpec spec = settings_.all_targets()[target];
-  std::vector<uint32_t> numbers = lun_numbers_[target];
+  std::vector<uint32_t> numbers;
+  for (const auto& [l, b] : inventory_[target]) numbers.push_back(l.number);
   for (const auto& l : luns) {
     if (std::find(numbers.begin(), numbers.end(), l.number) != numbers.end()) {
       *error = lun_name(l, spec, target) + " exists";
@@ -681,10 +728,48 @@ bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std
     std::unique_lock wait(latch->mu);
     latch->cv.wait(wait, [&] { return latch->left == 0; });
   }
-  for (auto& b : made) backends_.push_back(std::move(b));
+  for (size_t i = 0; i < made.size(); ++i) {
+    inventory_[target].push_back({luns[i], made[i].get()});
+    backends_.push_back(std::move(made[i]));
+  }
   for (auto& st : states) lu_states_.push_back(std::move(st));
-  lun_numbers_[target] = std::move(numbers);
   return true;
+}
+
+std::vector<std::string> TargetServer::status() {
+  std::lock_guard lock(change_mu_);
+  std::vector<std::string> out;
+  out.push_back(fmt::format("status: {} connections (max_connections {}), {} I/O threads", connections_.load(),
+                            settings_.max_connections, threads_.size()));
+  const auto access = this->access();
+  const std::vector<TargetSpec> targets = settings_.all_targets();
+  for (size_t ti = 0; ti < targets.size(); ++ti) {
+    std::string luns;
+    auto sorted = inventory_[ti];
+    std::sort(sorted.begin(), sorted.end(), [](auto& x, auto& y) { return x.first.number < y.first.number; });
+    for (const auto& [l, b] : sorted) {
+      const BackendInfo& info = b->info();
+      luns += fmt::format("{}LUN {} {} ({} MiB{})", luns.empty() ? "" : "; ", l.number, l.backend,
+                          info.capacity_bytes >> 20, info.read_only ? ", read-only" : "");
+    }
+    const TargetAccess* a = ti < access->targets.size() ? &access->targets[ti] : nullptr;
+    out.push_back(fmt::format("target {}{}: {}; access: {} initiator names, {} address ranges (none: any), CHAP {}",
+                              targets[ti].iqn, targets[ti].alias.empty() ? "" : " (" + targets[ti].alias + ")", luns,
+                              a ? a->acl.names.size() : 0, a ? a->acl.addresses.size() : 0,
+                              a && a->chap ? (a->mutual_chap ? "mutual" : "on") : "off"));
+  }
+  if (threads_.empty()) return out;
+  auto req = std::make_shared<StatusRequest>();
+  req->left = threads_.size();
+  req->lines.resize(threads_.size());
+  for (auto& t : threads_) t->report(req);
+  std::unique_lock wait(req->mu);
+  (void)req->cv.wait_for(wait, std::chrono::seconds(5), [&] { return req->left == 0; });
+  for (size_t i = 0; i < req->lines.size(); ++i) {
+    if (req->lines[i].empty()) out.push_back("I/O thread " + std::to_string(i) + ": no answer within 5 s");
+    for (auto& l : req->lines[i]) out.push_back(std::move(l));
+  }
+  return out;
 }
 
 }  // namespace vcp::target

@@ -58,6 +58,11 @@ class TargetServer {
   // once every thread has them. Nothing is added if anything fails (*error says what).
   bool add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error);
 
+  // A status report, a line each: connections, each target's LUNs and access, and per I/O
+  // thread its buffer room and every connection (TargetConnection::describe). Safe from any
+  // thread; waits at most 5 s for each I/O thread's part.
+  std::vector<std::string> status();
+
  private:
   TargetServer() = default;
 
@@ -71,7 +76,8 @@ class TargetServer {
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> connections_{0};  // open, on all threads (max_connections)
   std::mutex change_mu_;  // add_luns() one at a time, and threads_ while run() builds or clears it
-  std::vector<std::vector<uint32_t>> lun_numbers_;  // each target's LUNs, as add_luns() left them
+  // Each target's LUNs (as add_luns() left them) and their backends (owned by backends_).
+  std::vector<std::vector<std::pair<LunSpec, BlockBackend*>>> inventory_;
   std::vector<std::unique_ptr<IoThread>> threads_;
 };
 

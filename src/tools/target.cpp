@@ -6,7 +6,8 @@
 //              [--config target.toml] [--max-tasks N] [--max-connections N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
-// SIGHUP reads the access list and CHAP credentials again (reload() below).
+// SIGHUP reads the access list and CHAP credentials again and adds new LUNs (reload() below);
+// SIGUSR1 logs a status report (TargetServer::status).
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -199,6 +200,7 @@ int run_target(const TargetArgs& a) {
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -213,6 +215,10 @@ int run_target(const TargetArgs& a) {
       sigwait(&mask, &sig);
       if (sig == SIGHUP) {
         reload(a, running, *server);
+        continue;
+      }
+      if (sig == SIGUSR1) {
+        for (const auto& line : server->status()) VCP_LOG_INFO("vcp target: {}", line);
         continue;
       }
       VCP_LOG_INFO("vcp target: signal {}, stopping", sig);

@@ -38,7 +38,7 @@
 #                                           whom may use it, each serves its own LUNs (libiscsi
 #                                           tools, our initiator with --verify), SIGHUP reloads the
 #                                           second one's list and adds a LUN to the first while a
-#                                           session runs
+#                                           session runs; SIGUSR1 logs a status report
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects next, so round robin
@@ -374,6 +374,17 @@ PY
   grep -q "Total size:4194304" <<<"$out" || fail "added LUN 2 size: $out"
   out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://$PORTAL") || fail "iscsi-ls after adding a LUN: $out"
   grep -q "Lun:2 " <<<"$out" || fail "REPORT LUNS does not show the added LUN: $out"
+  # SIGUSR1: a status report in the log, with the added LUN and the session running.
+  kill -USR1 "$PID"
+  for _ in $(seq 100); do grep -q "vcp target: I/O thread 0" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: status: [0-9]* connections (max_connections 1024), 1 I/O threads" "$DIR/target.log" ||
+    fail "no status report: $(cat "$DIR/target.log")"
+  grep -q "vcp target: target $IQN: LUN 0 file:path=$DIR/lun0.img (64 MiB); LUN 1 ram:size=16M (16 MiB); LUN 2 ram:size=4M (4 MiB); access: 0 initiator names" \
+    "$DIR/target.log" || fail "the status report lacks the first target's LUNs: $(grep 'vcp target: ' "$DIR/target.log")"
+  grep -q "vcp target: target $SECOND: LUN 0 ram:size=8M (8 MiB); LUN 4 file:path=$DIR/second.img (32 MiB); access: 1 initiator names" \
+    "$DIR/target.log" || fail "the status report lacks the second target: $(grep 'vcp target: ' "$DIR/target.log")"
+  grep -q "vcp target:   session of $INI from 127.0.0.1 to $IQN (TSIH [0-9]*, up [0-9]* s): [0-9]* commands" \
+    "$DIR/target.log" || fail "the status report lacks the running session: $(grep 'vcp target: ' "$DIR/target.log")"
   bench_verify "2?initiator=$INI" "randrw 4K 8"
   wait "$HELD" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"
   grep -q "verify: .* ok" "$DIR/held.log" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"

@@ -827,5 +827,31 @@ TEST(TargetSettings, MoreTargetsAreValidatedEach) {
   EXPECT_EQ(err, "[[target]] 1: no iqn");
 }
 
+// The status report's line for a connection (`vcp target`, SIGUSR1): logging in, a session
+// with its target and counters, a discovery session.
+TEST(TargetStatus, EachConnectionDescribesItself) {
+  TargetFixture f(two_targets());
+  auto from = [] {
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    inet_pton(AF_INET, "10.1.2.3", &sa.sin_addr);
+    return ip_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  };
+  Initiator a(f, session_to(kSecond, 1));
+  a.conn().set_peer_address(from());
+  EXPECT_EQ(a.conn().describe(a.now + 250), "logging in from 10.1.2.3 for 250 ms");
+  ASSERT_EQ(a.login(), LoginState::FullFeature);
+  a.tur();
+  a.command(cdb_rw16(0x8a, 0, 8), false, true, 4096);  // a WRITE waiting for its data (R2T)
+  EXPECT_EQ(a.conn().describe(a.now + 3000),
+            std::string("session of ") + kInitiator + " from 10.1.2.3 to " + kSecond +
+                " (TSIH 1, up 3 s): 2 commands, 1 tasks (0 waiting for buffers), 4 KiB of buffers, 0 KiB unsent");
+  SessionOptions o = session_to("", 2);
+  o.type = SessionType::Discovery;
+  Initiator d(f, o);
+  ASSERT_EQ(d.login(), LoginState::FullFeature);
+  EXPECT_EQ(d.conn().describe(d.now), std::string("discovery session of ") + kInitiator + " from an unknown address");
+}
+
 }  // namespace
 }  // namespace vcp::target::test
