@@ -158,6 +158,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       drain(c, d, !ffp);
       // The thread's room counts what its one connection counts.
       if (ctx.buffers.used() + ctx.buffers.small != c.buffer_bytes()) abort();
+      // The status line (SIGUSR1) of a connection in whatever state the input left it.
+      if (c.describe(now).empty()) abort();
     }
     c.shutdown();
     lun.poll();
