@@ -255,11 +255,11 @@ class IoThread {
     if (reqs.empty()) return;
     const ThreadBufferRoom& room = ctx_.buffers;
     std::vector<std::string> lines;
-    lines.push_back(fmt::format("I/O thread {}{}: {} connections; buffer room {} of {} MiB in use ({} MiB kept for "
-                                "reuse, {} MiB more by small commands), {} connections waiting for it",
+    lines.push_back(fmt::format("I/O thread {}{}: {} connections; buffer room {} KiB of {} MiB in use ({} KiB kept "
+                                "for reuse, {} KiB more by small commands), {} connections waiting for it",
                                 index_, cpu_ >= 0 ? " (CPU " + std::to_string(cpu_) + ")" : std::string(),
-                                conns_.size(), room.used() >> 20, room.budget >> 20, room.kept >> 20,
-                                room.small >> 20, room.waiting.size()));
+                                conns_.size(), room.used() >> 10, room.budget >> 20, room.kept >> 10,
+                                room.small >> 10, room.waiting.size()));
     for (const auto& c : conns_) lines.push_back("  " + c->c->describe(now));
     for (auto& r : reqs) r->put(index_, lines);
   }
