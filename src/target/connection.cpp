@@ -1310,10 +1310,9 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
       // may differ in case).
       const std::string session_target = target_ ? target_->iqn : std::string();
       std::vector<iscsi::SendTargetsRecord> shown;
-      for (size_t i = 0; i < ctx_.targets.size() && i < access_->targets.size(); ++i) {
+      for (size_t i = 0; i < ctx_.served.size() && i < access_->targets.size(); ++i) {
         if (!access_->targets[i].acl.allows(params_.initiator_name, peer_)) continue;
-        shown.push_back(ctx_.targets[i]);
-        if (!target_address_.empty()) shown.back().addresses = {target_address_};
+        shown.push_back({ctx_.served[i].iqn, {target_address_.empty() ? ctx_.portal_address : target_address_}});
       }
       build_send_targets(kv.value, params_.session_type, session_target, shown, out);
     } else if (find_key(kv.key)) {

@@ -103,7 +103,9 @@ struct ThreadContext {
   const std::atomic<std::shared_ptr<const AccessSettings>>* access = nullptr;
   SessionRegistry* sessions = nullptr;
   std::vector<Target> served;
-  std::vector<iscsi::SendTargetsRecord> targets;  // what SendTargets reports, one per served target
+  // The portal SendTargets gives for every target ("host:port,tpgt"); a connection to a
+  // wildcard portal gives its own address instead (set_target_address).
+  std::string portal_address;
   std::function<void()> wake;         // wakes this thread from another one
   // Logins refused on this thread: each is logged while log::thin() says so (a scan or an
   // initiator retrying with a wrong secret cannot flood the log).

@@ -198,6 +198,7 @@ class IoThread {
     ctx_.sessions = &sessions_;
     ctx_.wake = [this] { wake(); };
     ctx_.buffers.budget = settings_.buffer_bytes / std::max<size_t>(1, settings_.cpus.size());
+    ctx_.portal_address = iscsi::target_address(settings_.host, settings_.port, settings_.portal_group_tag);
     // Every target's LUNs, in order: backends_ and lu_states_ follow the same order.
     const std::vector<TargetSpec> targets = settings_.all_targets();
     ctx_.served.resize(targets.size());
@@ -207,8 +208,6 @@ class IoThread {
       ThreadContext::Target& tt = ctx_.served[ti];
       tt.iqn = spec.iqn;
       tt.alias = spec.alias;
-      ctx_.targets.push_back(iscsi::SendTargetsRecord{
-          spec.iqn, {iscsi::target_address(settings_.host, settings_.port, settings_.portal_group_tag)}});
       for (const auto& l : spec.luns) tt.lun_numbers.push_back(l.number);
       std::sort(tt.lun_numbers.begin(), tt.lun_numbers.end());
       for (const LunSpec& l : spec.luns) {

@@ -113,12 +113,9 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   const std::vector<target::TargetSpec> now = running.all_targets(), next = s.all_targets();
   // Targets are matched by name (without regard to case); access settings apply to those the
   // file still has; a target added, removed or renamed needs a restart.
-  auto same_name = [](const std::string& x, const std::string& y) {
-    return *iscsi::normalize_iscsi_name(x) == *iscsi::normalize_iscsi_name(y);
-  };
   auto find = [&](const target::TargetSpec& t) -> const target::TargetSpec* {
     for (const auto& n : next)
-      if (same_name(n.iqn, t.iqn)) return &n;
+      if (iscsi::same_iscsi_name(n.iqn, t.iqn)) return &n;
     return nullptr;
   };
   bool targets_changed = now.size() != next.size(), aliases_changed = false, luns_changed = false;

@@ -22,6 +22,7 @@ TargetSettings TargetFixture::default_settings() {
 TargetFixture::TargetFixture(TargetSettings s) : settings(std::move(s)) {
   ctx.settings = &settings;
   ctx.sessions = &sessions;
+  ctx.portal_address = "127.0.0.1:3260,1";
   for (const TargetSpec& t : settings.all_targets()) {
     ThreadContext::Target& served = ctx.served.emplace_back();
     served.iqn = t.iqn;
@@ -51,7 +52,6 @@ TargetFixture::TargetFixture(TargetSettings s) : settings(std::move(s)) {
       }
     }
     std::sort(served.luns.begin(), served.luns.end(), [](auto& a, auto& b) { return a.number < b.number; });
-    ctx.targets.push_back({t.iqn, {"127.0.0.1:3260,1"}});
   }
   ctx.wake = [this] { ++wakes; };
   ctx.buffers.budget = settings.buffer_bytes;
