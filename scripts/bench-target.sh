@@ -2,10 +2,12 @@
 # vcp target against tgt's tgtd, side by side in one run: the same initiator, the same LUN size
 # (a 256 MiB file each), on 127.0.0.1. The target process is pinned to CPU 1 and the initiator
 # to CPU 0. For each load: IOPS, the target's CPU time per I/O (utime+stime from /proc/PID/stat
-# over the run) and the ratio of IOPS per target CPU-second, vcp over tgtd.
+# over the run), the initiator side's (CPU 0's busy time from /proc/stat: the initiator and the
+# kernel's work for it) and the ratio of IOPS per target CPU-second, vcp over tgtd.
 #
 #   scripts/bench-target.sh [VCP_BIN] [SECONDS]   (default: $BUILD/vcp, BUILD defaulting to build)
 #   LOADS="randread-4k-qd32" scripts/bench-target.sh ...   (a subset of the loads below)
+#   VCP_TARGET_ARGS="--sendfile on" scripts/bench-target.sh ...   (more options for vcp target)
 #   LUN_DIR=/dev/shm scripts/bench-target.sh ...           (where the two LUN files go; default
 #                                                         a temporary folder in /tmp. On tmpfs
 #                                                         the file system's share of a write,
@@ -58,8 +60,9 @@ truncate -s 256M "$LUNS/vcp.img" "$LUNS/tgt.img"
 dd if=/dev/zero of="$LUNS/vcp.img" bs=1M count=256 conv=notrunc status=none
 dd if=/dev/zero of="$LUNS/tgt.img" bs=1M count=256 conv=notrunc status=none
 
+# shellcheck disable=SC2086  # VCP_TARGET_ARGS: words
 taskset -c 1 "$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$LUNS/vcp.img" --cpu 1 \
-  >"$DIR/vcp.log" 2>&1 &
+  ${VCP_TARGET_ARGS:-} >"$DIR/vcp.log" 2>&1 &
 VCP_PID=$!
 for _ in $(seq 100); do
   VCP_PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/vcp.log")
@@ -71,12 +74,16 @@ done
 tgtd_start "$DIR/tgtd.log" 1
 tgtd_target 1 $IQN_TGT 1 "$LUNS/tgt.img"
 
-# run NAME PID HOST_PORT IQN LUN LOAD -> prints "iops us_per_io"
+# Busy ticks of CPU 0 (everything but idle and iowait), where the initiator runs.
+cpu0_ticks() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
+# run PID HOST_PORT IQN LUN LOAD -> prints "iops target_us_per_io initiator_us_per_io"
 run() {
   local pid=$1 portal=$2 iqn=$3 lun=$4 load=$5
   local url="iscsi://$portal/$iqn/$lun"
-  local t0 t1 out iops ios w0 w1
+  local t0 t1 out iops ios w0 w1 i0 i1
   t0=$(ticks "$pid")
+  i0=$(cpu0_ticks)
   w0=$(date +%s.%N)
   # iscsi-perf stops only when its once-a-second progress check lands on the exact last second:
   # a stall of more than a second on a busy machine makes it run on forever. SIGINT ends it
@@ -90,6 +97,7 @@ run() {
                              --time "$SECS" --poll never --json 2>&1) ;;
   esac
   t1=$(ticks "$pid")
+  i1=$(cpu0_ticks)
   w1=$(date +%s.%N)
   case $load in
     randwrite-4k-qd32)
@@ -111,17 +119,20 @@ print(j["ios"], int(j["ios"] / j["seconds"]))' <<<"$out" 2>/dev/null) && [ -n "$
       ;;
   esac
   [ -n "$iops" ] && [ "$iops" -gt 0 ] || { echo "$out" >&2; fail "$load against $portal produced no result"; }
-  python3 -c "print($iops, round(($t1 - $t0) / $HZ * 1e6 / $ios, 2))"
+  python3 -c "print($iops, round(($t1 - $t0) / $HZ * 1e6 / $ios, 2), round(($i1 - $i0) / $HZ * 1e6 / $ios, 2))"
 }
 
-printf '%-18s %12s %10s %12s %10s %8s\n' load "vcp IOPS" "vcp us/IO" "tgtd IOPS" "tgtd us/IO" ratio
+printf '%-18s %10s %10s %9s %10s %10s %9s %8s\n' load "vcp IOPS" "vcp us/IO" "ini us/IO" "tgtd IOPS" "tgtd us/IO" \
+  "ini us/IO" ratio
 for load in ${LOADS:-randread-4k-qd32 write-4k-qd32 seqread-256k-qd8 seqwrite-256k-qd8 randwrite-4k-qd32}; do
-  read -r v_iops v_us < <(run "$VCP_PID" "127.0.0.1:$VCP_PORT" $IQN_VCP 0 $load)
-  read -r t_iops t_us < <(run "$TGTD_PID" "127.0.0.1:$TGTD_PORT" $IQN_TGT 1 $load)
+  read -r v_iops v_us v_ini < <(run "$VCP_PID" "127.0.0.1:$VCP_PORT" $IQN_VCP 0 $load)
+  read -r t_iops t_us t_ini < <(run "$TGTD_PID" "127.0.0.1:$TGTD_PORT" $IQN_TGT 1 $load)
   # IOPS per target CPU-second = 1e6 / us_per_io.
   ratio=$(python3 -c "print(round($t_us / $v_us, 2) if $v_us > 0 else 'inf')")
-  printf '%-18s %12s %10s %12s %10s %7sx\n' $load "$v_iops" "$v_us" "$t_iops" "$t_us" "$ratio"
+  printf '%-18s %10s %10s %9s %10s %10s %9s %7sx\n' $load "$v_iops" "$v_us" "$v_ini" "$t_iops" "$t_us" "$t_ini" "$ratio"
 done
 echo "target pinned to CPU 1 (vcp: --cpu 1 and taskset -c 1; tgtd: taskset -c 1), initiator on CPU 0;"
 echo "ratio = (IOPS per target CPU-second, vcp) / (same, tgtd) = tgtd us/IO / vcp us/IO; ${SECS} s per load."
+echo "ini us/IO: CPU 0's busy time per I/O (the initiator, and the kernel's work on its behalf)."
+if [ -n "${VCP_TARGET_ARGS:-}" ]; then echo "vcp target run with: ${VCP_TARGET_ARGS}"; fi
 echo "LUN files (256 MiB each, filled with dd bs=1M) on $(df --output=fstype "$LUNS" | tail -1) ($LUNS)."

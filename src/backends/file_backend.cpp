@@ -141,6 +141,7 @@ class FileQueue final : public BackendQueue {
     if (!view_ || offset > view_->size() || length > view_->size() - offset) return nullptr;
     return view_->data() + offset;
   }
+  int read_view_fd() const override { return view_ ? fd_ : -1; }
   uint32_t in_flight() const override { return in_flight_; }
 
  private:

@@ -64,6 +64,13 @@ IpAddress ip_address_of(const sockaddr* sa, socklen_t len) {
   return p;
 }
 
+bool is_loopback(const IpAddress& a) {
+  if (a.family == AF_INET) return a.bytes[0] == 127;
+  if (a.family != AF_INET6) return false;
+  static constexpr std::array<uint8_t, 16> kV6Loopback{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return a.bytes == kV6Loopback;
+}
+
 std::string to_string(const IpAddress& a) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (a.family == 0 || !inet_ntop(a.family, a.bytes.data(), buf, sizeof(buf))) return "an unknown address";

@@ -37,6 +37,7 @@ struct IpAddress {
 IpAddress ip_address_of(const sockaddr* sa, socklen_t len);
 std::string to_string(const IpAddress& a);  // "10.1.2.3", "fd00::1", "an unknown address"
 bool contains(const AddressRange& r, const IpAddress& a);
+bool is_loopback(const IpAddress& a);  // 127.0.0.0/8 or ::1
 
 struct InitiatorAcl {
   std::vector<std::string> names;        // iscsi::normalize_iscsi_name() form; empty: any name

@@ -25,6 +25,8 @@
 //  - Data-In: the BHS (and digests) are encoded into the output buffer, the data segment is an
 //    iovec pointing into the task's own buffer. A task whose data is queued stays pinned (not
 //    reused, its buffer not reallocated) until output_sent() has gone past that data.
+//  - Data-In read in place from a file LUN (ScsiTask::data_in_fd) is a range of the file:
+//    output_file() gives it, for sendfile(2), and output_iov() stops before it.
 //  - Data-Out, immediate and unsolicited data: once the header of a PDU with a large data
 //    segment is in (and every check the complete PDU would get has passed), the rest of the
 //    segment is received straight into the task's buffer at its offset: rx_iov() offers that
@@ -161,6 +163,7 @@ struct ConnectionStats {
   uint64_t direct_rx_pdus = 0;    // data segments received straight into a task's buffer
   uint64_t zero_copy_data_in = 0;  // Data-In segments sent from a task's buffer or in place
   uint64_t in_place_reads = 0;     // READs whose Data-In went from the backend's memory (read_view)
+  uint64_t file_data_in = 0;       // Data-In segments given as a range of a file (output_file)
   uint64_t buffer_waits = 0;       // commands that waited for buffer room (connection_buffer_bytes)
 };
 
@@ -190,9 +193,21 @@ class TargetConnection {
 
   // ---- Transmit: the regions output_iov() gives stay valid until output_sent() has gone past
   // them (more output may queue meanwhile). output() is the first region alone.
+  // Output is a sequence of pieces: bytes in memory (output_iov()), and ranges of a file LUN's
+  // file (output_file()), Data-In the caller sends with sendfile(2). output_iov() gives the
+  // memory pieces up to the next file range; when the next piece is a file range, it gives
+  // none and output_file() gives that range. output_sent() counts bytes of either kind.
+  struct FileRange {
+    int fd;
+    uint64_t offset;
+    size_t len;
+  };
   bool has_output() const { return tx_seg_ < tx_segs_.size() || !out_segs_.empty(); }
   size_t output_iov(std::span<iovec> out);
   std::span<const uint8_t> output();
+  std::optional<FileRange> output_file();
+  // Whether any of the output queued is a file range (the caller then sends it all itself).
+  bool file_output_queued() const { return file_segs_ > 0; }
   void output_sent(size_t n);
 
   // The address SendTargets reports for this target on this connection ("HOST:PORT,TPGT"), when
@@ -202,6 +217,10 @@ class TargetConnection {
   // Where the peer connects from, for the access list (TargetSettings::acl): the server sets it
   // from the socket before any input. Unknown (the default) fails an address list.
   void set_peer_address(const IpAddress& a) { peer_ = a; }
+  // Whether READs of at least TargetSettings::sendfile_min served in place from a file LUN go
+  // out as file ranges (output_file()) rather than from its mapping (output_iov()). The server
+  // decides per connection (TargetSettings::sendfile); off by default.
+  void set_sendfile(bool on) { sendfile_ = on; }
 
   // Timers (login timeout, NOP-In keepalive) and requests from other threads (reinstatement).
   void tick(uint64_t now_ms);
@@ -245,12 +264,15 @@ class TargetConnection {
   struct PendingTmf;
 
   // A piece of output: bytes in the output buffer (task == nullptr: from offset `off`) or a
-  // task's data-in (`at` points into the task's buffer, which the segment pins).
+  // task's data-in (`at` points into the task's buffer or the backend's view, and the segment
+  // pins the task); with fd >= 0, that data-in is sent from the file instead, at fd_off.
   struct TxSeg {
     size_t off;
     const uint8_t* at;
     size_t len;
     Task* task;
+    int fd = -1;
+    uint64_t fd_off = 0;
   };
   // A data segment being received straight into a task's buffer.
   struct DirectRx {
@@ -331,9 +353,12 @@ class TargetConnection {
   // output
   void send(const iscsi::Pdu& hdr, std::span<const uint8_t> data = {});
   // in_place: data is backend memory (ScsiTask::data_in_view): handed to the kernel whatever its
-  // size, never copied or digested in user space.
-  void send_from_task(const iscsi::Pdu& hdr, Task* t, std::span<const uint8_t> data, bool in_place = false);
+  // size, never copied or digested in user space; from_file: as a range of the task's
+  // data_in_fd (output_file()).
+  void send_from_task(const iscsi::Pdu& hdr, Task* t, std::span<const uint8_t> data, bool in_place = false,
+                      bool from_file = false);
   void queued_bytes(size_t at, size_t n);
+  void next_tx_batch();  // once the segments handed out are all sent: the ones queued since
   void unpin(Task* t);
   void reject(iscsi::RejectReason why, std::span<const uint8_t> pdu);
   void close(std::string why);
@@ -370,6 +395,7 @@ class TargetConnection {
 
   std::string target_address_;  // set_target_address()
   IpAddress peer_;             // set_peer_address()
+  bool sendfile_ = false;      // set_sendfile()
 
   // Text continuation (a SendTargets answer longer than one PDU).
   std::vector<uint8_t> text_in_;
@@ -400,6 +426,7 @@ class TargetConnection {
   size_t tx_seg_ = 0;      // first segment not wholly sent
   size_t tx_seg_off_ = 0;  // bytes of it sent
   size_t unsent_ = 0;      // bytes queued (out_ and tx_ segments) and not yet sent
+  size_t file_segs_ = 0;   // segments with fd >= 0 among them
   bool sent_while_paused_ = false;  // output taken since the last tick() while input paused
   ConnectionStats stats_;
 };

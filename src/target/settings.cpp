@@ -278,7 +278,7 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
               u32("login_timeout_ms", &s.login_timeout_ms) && u32("nop_interval_ms", &s.nop_interval_ms) &&
               u32("nop_timeout_ms", &s.nop_timeout_ms) && u32("max_tasks", &s.max_tasks) &&
               u32("connection_buffer_bytes", &s.connection_buffer_bytes) &&
-              u32("max_connections", &s.max_connections);
+              u32("max_connections", &s.max_connections) && u32("sendfile_min", &s.sendfile_min);
     if (auto v = (*l)["buffer_bytes"].value<int64_t>()) {
       if (*v < 0) ok = false;
       else s.buffer_bytes = static_cast<uint64_t>(*v);
@@ -286,6 +286,12 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     if (!ok) {
       *error = "[limits]: a value is out of range";
       return false;
+    }
+    if (auto v = (*l)["sendfile"].value<std::string>()) {
+      if (!parse_sendfile(*v, &s.sendfile)) {
+        *error = "[limits] sendfile: auto, on or off";
+        return false;
+      }
     }
     if (auto v = (*l)["initial_r2t"].value<bool>()) lim.initial_r2t = *v;
     if (auto v = (*l)["immediate_data"].value<bool>()) lim.immediate_data = *v;
@@ -299,6 +305,23 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     }
   }
   return true;
+}
+
+bool parse_sendfile(const std::string& v, TargetSettings::Sendfile* out) {
+  if (v == "auto") *out = TargetSettings::Sendfile::Auto;
+  else if (v == "on") *out = TargetSettings::Sendfile::On;
+  else if (v == "off") *out = TargetSettings::Sendfile::Off;
+  else return false;
+  return true;
+}
+
+const char* to_string(TargetSettings::Sendfile v) {
+  switch (v) {
+    case TargetSettings::Sendfile::Auto: return "auto";
+    case TargetSettings::Sendfile::On: return "on";
+    case TargetSettings::Sendfile::Off: return "off";
+  }
+  return "?";
 }
 
 namespace {

@@ -86,6 +86,16 @@ struct TargetSettings {
   // Login Request answered with "out of resources" (0x0302) and is closed; beyond a few dozen
   // such, new connections are closed at once.
   uint32_t max_connections = 1024;
+  // READs of a file LUN served from its page cache in place go out with sendfile(2) when they
+  // carry at least sendfile_min bytes: the kernel hands the page cache pages to the socket and
+  // the target copies nothing (about 40% less target CPU per 256 KiB read). The receiver then
+  // reads those pages itself. Over loopback that receiver is on this machine and finds them
+  // cold in the cache, where the target's copy would have left them warm: libiscsi's reads of
+  // 256 KiB went a third slower. So Auto uses sendfile for initiators on other machines only
+  // (a peer address neither loopback nor the connection's own); On and Off for every one.
+  enum class Sendfile : uint8_t { Auto, On, Off };
+  Sendfile sendfile = Sendfile::Auto;
+  uint32_t sendfile_min = 65536;
 
   bool operator==(const TargetSettings&) const = default;
 
@@ -122,6 +132,10 @@ struct AccessSettings {
   static AccessSettings of(const TargetSettings& s);
 };
 
+// "auto", "on" or "off" (--sendfile, [limits] sendfile); false for anything else.
+bool parse_sendfile(const std::string& v, TargetSettings::Sendfile* out);
+const char* to_string(TargetSettings::Sendfile v);
+
 // Parses "N=SPEC" (a --lun argument).
 std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error);
 // Parses "HOST:PORT" ("[v6]:PORT" for IPv6).
@@ -142,7 +156,8 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,
 //   max_outstanding_r2t, max_data_in_segment, direct_rx_min, initial_r2t, immediate_data, header_digest / data_digest
 //   ("none", "allow", "prefer", "require"), cmd_window, login_timeout_ms, nop_interval_ms,
-//   nop_timeout_ms, max_tasks, connection_buffer_bytes, buffer_bytes, max_connections.
+//   nop_timeout_ms, max_tasks, connection_buffer_bytes, buffer_bytes, max_connections,
+//   sendfile ("auto", "on", "off"), sendfile_min.
 bool load_toml(const std::string& path, TargetSettings& s, std::string* error);
 // Final consistency checks (IQNs present and distinct, at least one LUN per target, distinct
 // LUN numbers in each, secrets).

@@ -35,6 +35,7 @@ struct TargetArgs {
   std::string config;
   uint32_t max_tasks = 0;
   uint32_t max_connections = 0;
+  std::string sendfile;
   std::vector<std::string> allow_initiators;
   std::vector<std::string> allow_addresses;
 };
@@ -55,6 +56,10 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
   if (!a.iqn.empty()) s.iqn = a.iqn;
   if (a.max_tasks) s.max_tasks = a.max_tasks;
   if (a.max_connections) s.max_connections = a.max_connections;
+  if (!a.sendfile.empty() && !target::parse_sendfile(a.sendfile, &s.sendfile)) {
+    *error = "--sendfile: auto, on or off";
+    return false;
+  }
   for (const auto& n : a.allow_initiators)
     if (!target::allow_initiator(s.acl, n, error)) {
       *error = "--allow-initiator: " + *error;
@@ -263,6 +268,9 @@ Runner add_target(CLI::App& app) {
   cmd->add_option("--max-connections", a->max_connections,
                   "connections at once; one more is refused at login, out of resources (default 1024)")
       ->check(CLI::Range(1u, 65536u));
+  cmd->add_option("--sendfile", a->sendfile,
+                  "auto, on or off: large READs of a file LUN sent with sendfile(2), from the page cache with no "
+                  "copy (default auto: for initiators on other machines)");
   return [a] { return run_target(*a); };
 }
 

@@ -10,12 +10,16 @@
 #   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement
 #   target_tools.sh VCP_BIN initiator       our own initiator (vcp bench --backend iscsi://...) with
 #                                           --verify, plain and with digests
-#   target_tools.sh VCP_BIN shrink          a file LUN's file shrinks under reads sent in place: the
+#   target_tools.sh VCP_BIN shrink          a file LUN's file shrinks under reads sent in place (from
+#                                           its mapping, and with --sendfile on from the file): the
 #                                           connection is closed, the target keeps serving
 #   target_tools.sh VCP_BIN wildcard        a target on 0.0.0.0 and on [::] reports, in SendTargets,
 #                                           the address the initiator reached (iscsi-ls, vcp discover);
 #                                           runs in a network namespace of its own, so the
-#                                           wildcard listener is open on nothing but that loopback
+#                                           wildcard listener is open on nothing but that loopback;
+#                                           and sendfile auto: READs for an initiator in a second
+#                                           namespace (behind a veth pair) go out with sendfile,
+#                                           those for one on loopback do not
 #   target_tools.sh VCP_BIN fdlimit         out of file descriptors (ulimit -n 32, 60 connections
 #                                           held open): the target sheds the extra connections
 #                                           instead of spinning on accept, says so once, and serves
@@ -71,7 +75,9 @@ IQN=iqn.2024-01.org.vcp:itest
 INI=iqn.2024-01.org.vcp:itest-initiator
 DIR=$(mktemp -d /tmp/vcp-target-it.XXXXXX)
 PID=
+PEER_NS=  # a process holding a second network namespace (wildcard mode)
 cleanup() {
+  [ -n "$PEER_NS" ] && { kill "$PEER_NS" 2>/dev/null; wait "$PEER_NS" 2>/dev/null; }
   if [ -n "$PID" ]; then
     kill -TERM "$PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
@@ -113,11 +119,12 @@ stop_target() {
 
 # bench_verify LUN_URL_SUFFIX "RW BS QD" [NOTE]: one second of our initiator (vcp bench
 # --backend) with --verify against $URL/LUN_URL_SUFFIX; fails unless it ends, verifies and
-# counts no errors. NOTE goes into the first failure message.
+# counts no errors. NOTE goes into the first failure message. BENCH_IN: a command prefix to run
+# the initiator with (nsenter into another network namespace).
 bench_verify() {
   local target=$1 load=$2 note=${3:-} out
   set -- $load
-  out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/$target" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
+  out=$(${BENCH_IN:-} timeout 60 "$VCP_BIN" bench --backend "$URL/$target" --rw $1 --bs $2 --qd $3 --time 1 --verify 2>&1) ||
     { echo "$out" | tail -5; fail "vcp bench $load on $target$note"; }
   grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: verify"; }
   grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: errors"; }
@@ -163,6 +170,38 @@ wildcard)
     done
     stop_target
   done
+  # sendfile auto: READs for an initiator on another machine go out with sendfile(2), for one on
+  # this machine (loopback) from the file's mapping. "Another machine" is a second network
+  # namespace behind a veth pair, so the peer's address is neither loopback nor ours.
+  command -v nsenter >/dev/null || fail "nsenter not installed (Debian package util-linux)"
+  unshare --net sleep 120 &
+  PEER_NS=$!
+  sleep 0.2
+  ip link add vcp-t type veth peer name vcp-i netns "$PEER_NS" || fail "cannot make a veth pair"
+  ip addr add 10.213.0.1/24 dev vcp-t && ip link set vcp-t up || fail "cannot set up vcp-t"
+  in_peer() { nsenter --net=/proc/$PEER_NS/ns/net "$@"; }
+  in_peer ip addr add 10.213.0.2/24 dev vcp-i && in_peer ip link set vcp-i up && in_peer ip link set lo up ||
+    fail "cannot set up vcp-i"
+  LISTEN=0.0.0.0 start_target
+  in_peer timeout 60 "$VCP_BIN" bench --backend "iscsi://10.213.0.1:$PORT/$IQN/0" --rw read --bs 256k --qd 4 --time 3 \
+    >"$DIR/remote.log" 2>&1 &
+  REMOTE=$!
+  timeout 60 "$VCP_BIN" bench --backend "$URL/0" --rw read --bs 256k --qd 4 --time 3 >"$DIR/local.log" 2>&1 &
+  LOCAL=$!
+  sleep 1.5
+  kill -USR1 "$PID"
+  sleep 0.5
+  wait "$REMOTE" || { cat "$DIR/remote.log"; fail "256 KiB reads through the veth pair"; }
+  wait "$LOCAL" || { cat "$DIR/local.log"; fail "256 KiB reads on loopback"; }
+  grep -q "session of .* from 10.213.0.2 .*, [1-9][0-9]* Data-In segments by sendfile" "$DIR/target.log" ||
+    { grep "session of" "$DIR/target.log"; fail "the initiator behind the veth pair got no Data-In by sendfile"; }
+  grep "session of .* from 127.0.0.1 " "$DIR/target.log" | grep -q "KiB unsent$" ||
+    { grep "session of" "$DIR/target.log"; fail "the initiator on loopback got Data-In by sendfile (or no status line)"; }
+  bench_verify 0 "randrw 256k 8" " (loopback, sendfile auto)"
+  BENCH_IN="nsenter --net=/proc/$PEER_NS/ns/net" URL=iscsi://10.213.0.1:$PORT/$IQN \
+    bench_verify 0 "randrw 256k 8" " (veth, sendfile auto)"
+  echo "sendfile auto: Data-In by sendfile for 10.213.0.2 (another namespace), from the mapping for 127.0.0.1"
+  stop_target
   ;;
 fdlimit)
   FD_LIMIT=32 start_target
@@ -566,28 +605,44 @@ initiator)
   stop_target
   ;;
 shrink)
-  # Reads of a buffered file LUN go out from a mapping of the file; cut the file to 1 MiB under a
-  # sequential read and the kernel refuses the send (EFAULT): that connection is closed, the
-  # process and its other LUNs carry on, and with the file grown back LUN 0 serves again.
-  start_target
-  dd if=/dev/zero of="$DIR/lun0.img" bs=1M count=64 conv=notrunc status=none  # (verify wants zeros or its stamps)
-  # iscsi-perf reconnecting in a loop may not heed SIGINT: KILL 3 s after.
-  timeout -s INT -k 3 6 iscsi-perf -i $INI -m 8 -b 256 -t 4 "$URL/0" >"$DIR/perf.log" 2>&1 &
-  PERF=$!
-  sleep 1
-  truncate -s 1M "$DIR/lun0.img"
-  wait "$PERF" 2>/dev/null
-  kill -0 "$PID" 2>/dev/null || { cat "$DIR/target.log"; fail "vcp target died when its file shrank"; }
-  grep -q "send failed: .*shrank" "$DIR/target.log" ||
-    { tail -20 "$DIR/target.log"; fail "no connection closed over the shrunk file"; }
-  out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/1" --rw randrw --bs 4k --qd 8 --time 1 --verify 2>&1) ||
-    { echo "$out" | tail -5; fail "LUN 1 after LUN 0 shrank"; }
-  grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "LUN 1 after LUN 0 shrank: verify"; }
-  truncate -s 64M "$DIR/lun0.img"
-  out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/0" --rw randrw --bs 64k --qd 8 --time 1 --verify 2>&1) ||
-    { echo "$out" | tail -5; fail "LUN 0 after its file grew back"; }
-  grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "LUN 0 after its file grew back: verify"; }
-  stop_target
+  # Reads of a buffered file LUN go out from a mapping of the file, or with sendfile(2) from the
+  # file itself (--sendfile on: 256 KiB READs). Cut the file to 1 MiB under a sequential read and
+  # the kernel refuses the send (EFAULT), or sendfile finds the end of the file: that connection
+  # is closed, the process and its other LUNs carry on, and with the file grown back LUN 0
+  # serves again (written and read back with verification, in 256 KiB READs too).
+  for sendfile in off on; do
+    start_target --sendfile "$sendfile"
+    dd if=/dev/zero of="$DIR/lun0.img" bs=1M count=64 conv=notrunc status=none  # (verify wants zeros or its stamps)
+    # iscsi-perf reconnecting in a loop may not heed SIGINT: KILL 3 s after.
+    timeout -s INT -k 3 6 iscsi-perf -i $INI -m 8 -b 512 -t 4 "$URL/0" >"$DIR/perf.log" 2>&1 &
+    PERF=$!
+    sleep 1
+    truncate -s 1M "$DIR/lun0.img"
+    wait "$PERF" 2>/dev/null
+    kill -0 "$PID" 2>/dev/null || { cat "$DIR/target.log"; fail "vcp target (--sendfile $sendfile) died when its file shrank"; }
+    if [ "$sendfile" = on ]; then why="send failed: a file LUN's file ended before the data to send"
+    else why="send failed: .*(a file LUN shrank under a read?)"; fi
+    grep -q "$why" "$DIR/target.log" ||
+      { tail -20 "$DIR/target.log"; fail "--sendfile $sendfile: no connection closed over the shrunk file"; }
+    bench_verify 1 "randrw 4k 8" " (--sendfile $sendfile, after LUN 0 shrank)"
+    truncate -s 64M "$DIR/lun0.img"
+    bench_verify 0 "randrw 64k 8" " (--sendfile $sendfile, after its file grew back)"
+    bench_verify 0 "randrw 256k 8" " (--sendfile $sendfile, after its file grew back)"
+    if [ "$sendfile" = on ]; then
+      # The status report (SIGUSR1) counts the Data-In segments each session sent by sendfile.
+      timeout 60 "$VCP_BIN" bench --backend "$URL/0" --rw read --bs 256k --qd 4 --time 3 >/dev/null 2>&1 &
+      BENCH=$!
+      sleep 1.5
+      kill -USR1 "$PID"
+      sleep 0.5
+      wait "$BENCH" || fail "vcp bench 256k reads with --sendfile on"
+      grep -q "status: .*, sendfile on (READs from 64 KiB)" "$DIR/target.log" ||
+        { tail -20 "$DIR/target.log"; fail "no sendfile setting in the status report"; }
+      grep -q "session of .*, [1-9][0-9]* Data-In segments by sendfile" "$DIR/target.log" ||
+        { tail -20 "$DIR/target.log"; fail "the status report shows no Data-In sent by sendfile"; }
+    fi
+    stop_target
+  done
   ;;
 qsd)
   # qemu-storage-daemon's iSCSI driver (libiscsi inside QEMU's block layer) against our target,

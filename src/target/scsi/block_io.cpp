@@ -343,6 +343,8 @@ bool Lun::step_rw(ScsiTask* t) {
     // A READ of whole blocks, from a backend that can show them in place: no request, no copy.
     if (const uint8_t* v = queue_->read_view(p.next_lba * block_size_, p.bytes_left)) {
       t->data_in_view = v;
+      t->data_in_fd = queue_->read_view_fd();
+      t->data_in_offset = p.next_lba * block_size_;
       t->data_in_len = static_cast<uint32_t>(p.bytes_left);
       return fail(t, ok());
     }

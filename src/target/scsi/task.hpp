@@ -93,6 +93,10 @@ struct ScsiTask {
   // Non-null: the data-in is these data_in_len bytes of backend memory, not the iovecs (only
   // when accept_view was set). Send them straight away; never read them in user space.
   const uint8_t* data_in_view = nullptr;
+  // With a view, a descriptor holding the same bytes from data_in_offset on, or -1: the
+  // transport may sendfile(2) them from there instead (BackendQueue::read_view_fd()).
+  int data_in_fd = -1;
+  uint64_t data_in_offset = 0;
   bool aborted = false;      // aborted by task management: send no response (SAM-5)
 
   // ---- The Lun's, while in flight ----

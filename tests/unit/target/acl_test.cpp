@@ -53,6 +53,19 @@ TEST(TargetAcl, AddressRangesContainWhatTheirPrefixSays) {
   EXPECT_FALSE(contains(range("0.0.0.0/0"), IpAddress{}));  // unknown
 }
 
+// What `sendfile = "auto"` counts as an initiator on this machine (besides its own address).
+TEST(TargetAcl, LoopbackAddresses) {
+  EXPECT_TRUE(is_loopback(v4("127.0.0.1")));
+  EXPECT_TRUE(is_loopback(v4("127.3.2.1")));
+  EXPECT_TRUE(is_loopback(v6("::1")));
+  EXPECT_TRUE(is_loopback(v6("::ffff:127.0.0.1")));  // an IPv4 peer of a dual-stack listener
+  EXPECT_FALSE(is_loopback(v4("10.0.0.1")));
+  EXPECT_FALSE(is_loopback(v4("128.0.0.1")));
+  EXPECT_FALSE(is_loopback(v6("::2")));
+  EXPECT_FALSE(is_loopback(v6("fe80::1")));
+  EXPECT_FALSE(is_loopback(IpAddress{}));
+}
+
 TEST(TargetAcl, MalformedRangesAreRefusedWithTheReason) {
   for (const char* bad : {"", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8x", "host.example",
                           "10.0.0", "1.2.3.4/1000", "[10.0.0.1", "fd00::/8/8"}) {

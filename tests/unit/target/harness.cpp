@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <unistd.h>
+
 namespace vcp::target::test {
 
 using namespace vcp::iscsi;
@@ -55,6 +57,40 @@ TargetFixture::TargetFixture(TargetSettings s) : settings(std::move(s)) {
   }
   ctx.wake = [this] { ++wakes; };
   ctx.buffers.budget = settings.buffer_bytes;
+}
+
+std::vector<uint8_t> drain_output(TargetConnection& c, size_t step) {
+  std::vector<uint8_t> bytes;
+  while (c.has_output()) {
+    size_t sent = 0;
+    if (auto f = c.output_file()) {
+      sent = std::min(step, f->len);
+      const size_t at = bytes.size();
+      bytes.resize(at + sent);
+      const ssize_t n = pread(f->fd, bytes.data() + at, sent, static_cast<off_t>(f->offset));
+      if (n != static_cast<ssize_t>(sent)) {
+        ADD_FAILURE() << "file range " << f->offset << "+" << sent << " not readable";
+        break;
+      }
+    } else {
+      iovec iov[8];
+      const size_t n = c.output_iov(iov);
+      if (n == 0) {
+        ADD_FAILURE() << "output queued, but neither memory nor a file range to send";
+        break;
+      }
+      size_t budget = step;
+      for (size_t i = 0; i < n && budget > 0; ++i) {
+        const size_t k = std::min(budget, iov[i].iov_len);
+        const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+        bytes.insert(bytes.end(), p, p + k);
+        sent += k;
+        budget -= k;
+      }
+    }
+    c.output_sent(sent);
+  }
+  return bytes;
 }
 
 NegotiationLimits SessionOptions::initiator_limits() {
@@ -115,12 +151,7 @@ void Initiator::send(const Pdu& hdr, std::span<const uint8_t> data) {
 
 std::vector<Received> Initiator::take() {
   std::vector<Received> out;
-  std::vector<uint8_t> bytes;
-  while (conn_->has_output()) {
-    auto o = conn_->output();
-    bytes.insert(bytes.end(), o.begin(), o.end());
-    conn_->output_sent(o.size());
-  }
+  std::vector<uint8_t> bytes = drain_output(*conn_);
   size_t off = 0;
   // The Login Response that ends the login goes out without digests; later PDUs with them.
   while (off + kBhsSize <= bytes.size()) {

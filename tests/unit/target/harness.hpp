@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <string>
@@ -38,6 +39,11 @@ struct TargetFixture {
   ThreadContext ctx;
   int wakes = 0;
 };
+
+// Every byte of the connection's queued output, taken in sends of at most `step` bytes (that
+// stop at odd places): memory pieces through output_iov(), file ranges (Data-In sent with
+// sendfile) read from their file.
+std::vector<uint8_t> drain_output(TargetConnection& c, size_t step = SIZE_MAX);
 
 struct Received {
   iscsi::Pdu header;

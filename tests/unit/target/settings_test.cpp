@@ -103,6 +103,8 @@ direct_rx_min = 65536
 connection_buffer_bytes = 8388608
 buffer_bytes = 8589934592
 max_connections = 16
+sendfile = "on"
+sendfile_min = 131072
 )");
   TargetSettings s;
   std::string err;
@@ -124,6 +126,9 @@ max_connections = 16
   EXPECT_EQ(s.connection_buffer_bytes, 8u << 20);
   EXPECT_EQ(s.buffer_bytes, 8ull << 30);  // beyond 32 bits
   EXPECT_EQ(s.max_connections, 16u);
+  EXPECT_EQ(s.sendfile, TargetSettings::Sendfile::On);
+  EXPECT_EQ(s.sendfile_min, 131072u);
+  EXPECT_EQ(TargetSettings().sendfile, TargetSettings::Sendfile::Auto);
   EXPECT_EQ(s.cpus, std::vector<int>{0});
   EXPECT_TRUE(validate(s, &err)) << err;
 
@@ -132,6 +137,13 @@ max_connections = 16
 
   for (const char* text : {"[limits]\nbuffer_bytes = -1", "[limits]\nmax_connections = 4294967296"})
     expect_refused(text, "[limits]: a value is out of range");
+  for (const char* text : {"[limits]\nsendfile = \"yes\"", "[limits]\nsendfile = \"On\""})
+    expect_refused(text, "[limits] sendfile: auto, on or off");
+  TargetSettings::Sendfile v{};
+  for (const char* word : {"auto", "on", "off"}) {
+    ASSERT_TRUE(parse_sendfile(word, &v));
+    EXPECT_STREQ(to_string(v), word);
+  }
 
   auto bad = write_temp("iqn = \n");
   EXPECT_FALSE(load_toml(bad, s, &err));

@@ -2,6 +2,9 @@
 // large Data-Out / immediate data received straight into it. Digests, data split over many
 // PDUs, hostile Data-Out on the direct path, and the buffer lifetime when a connection drops or
 // a task is aborted or reset while its data is still on the move.
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
 
 #include "harness.hpp"
@@ -69,25 +72,6 @@ struct Session {
   }
 };
 
-// Every byte of queued output, drained through output_iov() with sends that stop at odd places.
-std::vector<uint8_t> drain_iov(TargetConnection& c, size_t step) {
-  std::vector<uint8_t> bytes;
-  while (c.has_output()) {
-    iovec iov[8];
-    const size_t n = c.output_iov(iov);
-    size_t budget = step;
-    size_t sent = 0;
-    for (size_t i = 0; i < n && budget > 0; ++i) {
-      const size_t k = std::min(budget, iov[i].iov_len);
-      const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
-      bytes.insert(bytes.end(), p, p + k);
-      sent += k;
-      budget -= k;
-    }
-    c.output_sent(sent);
-  }
-  return bytes;
-}
 
 std::vector<Received> decode_all(std::span<const uint8_t> bytes, Digests d) {
   std::vector<Received> out;
@@ -182,7 +166,7 @@ TEST(TargetZeroCopy, OutputSurvivesSendsThatStopAnywhere) {
   EXPECT_TRUE(s.write(0, data));
   for (size_t step : {size_t{7}, size_t{4100}, size_t{1} << 20}) {
     const uint32_t itt = s.read_command(0, len);
-    auto pdus = decode_all(drain_iov(s.ini.conn(), step), s.ini.digests);
+    auto pdus = decode_all(drain_output(s.ini.conn(), step), s.ini.digests);
     EXPECT_EQ(data_in_of(pdus, itt), data) << "sends of " << step << " bytes";
   }
 }
@@ -202,7 +186,7 @@ TEST(TargetZeroCopy, DataInInPlaceWithoutDataDigest) {
   const uint64_t zc_before = ini.conn().stats().zero_copy_data_in;
   for (size_t step : {size_t{5}, size_t{12000}, size_t{1} << 20}) {
     const uint32_t itt = s.read_command(64, len);
-    auto pdus = decode_all(drain_iov(ini.conn(), step), ini.digests);
+    auto pdus = decode_all(drain_output(ini.conn(), step), ini.digests);
     EXPECT_EQ(data_in_of(pdus, itt), data) << "sends of " << step << " bytes";
   }
   EXPECT_EQ(ini.conn().stats().in_place_reads, 3u);
@@ -215,8 +199,90 @@ TEST(TargetZeroCopy, DataInInPlaceWithoutDataDigest) {
   ASSERT_TRUE(d.ini.digests.data);
   EXPECT_TRUE(d.write(64, data));
   const uint32_t itt = d.read_command(64, len);
-  EXPECT_EQ(data_in_of(decode_all(drain_iov(d.ini.conn(), 1 << 20), d.ini.digests), itt), data);
+  EXPECT_EQ(data_in_of(decode_all(drain_output(d.ini.conn(), 1 << 20), d.ini.digests), itt), data);
   EXPECT_EQ(d.ini.conn().stats().in_place_reads, 0u);
+}
+
+// A file LUN (buffered) whose READs of sendfile_min or more go out as ranges of its file, for
+// sendfile(2): output_iov() gives the headers and stops before each range, output_file() gives
+// the range, and the bytes are the file's, for sends that stop anywhere. Smaller READs, and
+// every READ of a connection without set_sendfile(), go out from the mapping as before.
+TEST(TargetZeroCopy, LargeFileLunReadsGoOutAsFileRanges) {
+  char path[] = "/tmp/vcp-zero-copy-XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  constexpr uint32_t kDisk = 4u << 20;
+  const auto disk = pattern(kDisk, 11);
+  ASSERT_EQ(pwrite(fd, disk.data(), kDisk, 0), static_cast<ssize_t>(kDisk));
+  ::close(fd);
+  TargetSettings ts = TargetFixture::default_settings();
+  ts.luns = {{0, std::string("file:path=") + path}};
+  ts.sendfile_min = 65536;
+  SessionOptions o = small_segments_with_digests();
+  o.limits.data_digest = DigestPolicy::None;
+  {
+    Session s(o, ts);
+    Initiator& ini = s.ini;
+    ini.conn().set_sendfile(true);
+    const auto expect = [&](uint64_t lba, uint32_t len) {
+      return std::vector<uint8_t>(disk.begin() + static_cast<ptrdiff_t>(lba * 512),
+                                  disk.begin() + static_cast<ptrdiff_t>(lba * 512 + len));
+    };
+    const uint32_t len = 100 * 1024 + 512;  // 12 KiB segments, a 512-byte one among them
+    for (size_t step : {size_t{5}, size_t{12000}, size_t{1} << 20}) {
+      const uint32_t itt = s.read_command(64, len);
+      EXPECT_TRUE(ini.conn().file_output_queued());
+      auto pdus = decode_all(drain_output(ini.conn(), step), ini.digests);
+      EXPECT_EQ(data_in_of(pdus, itt), expect(64, len)) << "sends of " << step << " bytes";
+      EXPECT_FALSE(ini.conn().file_output_queued());
+    }
+    EXPECT_EQ(ini.conn().stats().in_place_reads, 3u);
+    const uint64_t ranges = ini.conn().stats().file_data_in;
+    EXPECT_EQ(ranges % 3, 0u);
+    EXPECT_GE(ranges / 3, (len + 12287) / 12288);  // every data segment a range
+
+    // Piece by piece: the first Data-In's header (digest included) from memory, then its data
+    // as a range at the READ's place in the file, then the next header.
+    const uint32_t itt = s.read_command(200, 65536);
+    iovec iov[8];
+    ASSERT_EQ(ini.conn().output_iov(iov), 1u);
+    EXPECT_EQ(iov[0].iov_len, kBhsSize + kDigestSize);
+    ini.conn().output_sent(iov[0].iov_len);
+    auto f = ini.conn().output_file();
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->offset, 200u * 512);
+    EXPECT_EQ(f->len, 12288u);
+    EXPECT_EQ(ini.conn().output_iov(iov), 0u);  // nothing from memory before the range
+    ini.conn().output_sent(100);
+    f = ini.conn().output_file();
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->offset, 200u * 512 + 100);
+    EXPECT_EQ(f->len, 12188u);
+    ini.conn().output_sent(f->len);
+    EXPECT_FALSE(ini.conn().output_file());
+    EXPECT_EQ(ini.conn().output_iov(iov), 1u);  // the second header
+    std::vector<uint8_t> rest = drain_output(ini.conn());
+    EXPECT_GT(rest.size(), 65536u - 12288u);
+    (void)itt;
+
+    // Below sendfile_min: in place from the mapping, no range.
+    const uint64_t before = ini.conn().stats().file_data_in;
+    const uint32_t small = s.read_command(8, 32768);
+    EXPECT_FALSE(ini.conn().file_output_queued());
+    EXPECT_EQ(data_in_of(decode_all(drain_output(ini.conn()), ini.digests), small), expect(8, 32768));
+    EXPECT_EQ(ini.conn().stats().file_data_in, before);
+    EXPECT_EQ(ini.conn().stats().in_place_reads, 5u);
+  }
+  {
+    Session s(o, ts);  // set_sendfile() not called: from the mapping
+    const uint32_t itt = s.read_command(64, 262144);
+    EXPECT_FALSE(s.ini.conn().file_output_queued());
+    EXPECT_EQ(data_in_of(decode_all(drain_output(s.ini.conn()), s.ini.digests), itt),
+              std::vector<uint8_t>(disk.begin() + 64 * 512, disk.begin() + 64 * 512 + 262144));
+    EXPECT_EQ(s.ini.conn().stats().in_place_reads, 1u);
+    EXPECT_EQ(s.ini.conn().stats().file_data_in, 0u);
+  }
+  ::unlink(path);
 }
 
 // A task whose Data-In is still queued is not reused by the next command, even after it has
@@ -240,7 +306,7 @@ TEST(TargetZeroCopy, QueuedDataInPinsItsTask) {
   reset.cmd_sn = ini.cmd_sn();
   ini.send(reset);
   const uint32_t rc = s.read_command(0, len);
-  auto pdus = decode_all(drain_iov(ini.conn(), 1 << 20), ini.digests);
+  auto pdus = decode_all(drain_output(ini.conn(), 1 << 20), ini.digests);
   EXPECT_EQ(data_in_of(pdus, ra), a);
   EXPECT_EQ(data_in_of(pdus, rb), b);
   EXPECT_TRUE(data_in_of(pdus, rc).empty());  // UNIT ATTENTION after the reset: no data
