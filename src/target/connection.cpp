@@ -561,6 +561,27 @@ void TargetConnection::enter_full_feature() {
   login_.reset();
 }
 
+// access_ was replaced by newer settings (tick()).
+void TargetConnection::recheck_access() {
+  if (closing_ || phase_ != Phase::FullFeature || discovery() || !target_) return;
+  const size_t index = static_cast<size_t>(target_ - ctx_.served.data());
+  if (index >= access_->targets.size() || access_->targets[index].acl.allows(params_.initiator_name, peer_)) return;
+  VCP_LOG_WARN("target: session of {} from {} to {} (TSIH {}) ended: the access list reloaded does not allow it",
+               printable(params_.initiator_name), to_string(peer_), target_->iqn, tsih_);
+  // RFC 7143, 11.9.1, event 3: the target drops all the connections of this session. The
+  // initiator may log in again after Time2Wait (it will be refused); nothing to retain.
+  AsyncMessagePdu m;
+  m.lun = Lun{};
+  m.event = AsyncEvent::SessionDropped;
+  m.parameter2 = 2;  // Time2Wait, seconds
+  m.parameter3 = 0;  // Time2Retain
+  m.stat_sn = stat_sn_.take();
+  m.exp_cmd_sn = window_.exp_cmd_sn();
+  m.max_cmd_sn = max_cmd_sn();
+  send(m);
+  close("access revoked by a reload");
+}
+
 // A login answered with a refusal (authentication, access list, unknown target, bad keys): a
 // line for whoever runs the target, thinned out (log::thin) with the count so far.
 void TargetConnection::log_refusal(const std::string& why) {
@@ -1448,6 +1469,14 @@ void TargetConnection::tick(uint64_t now_ms) {
   if (phase_ == Phase::Login) {
     if (now_ms - started_ms_ > s.login_timeout_ms) close("login timed out");
     return;
+  }
+  if (ctx_.access) {  // a reload replaced the access settings since the last look
+    auto current = ctx_.access->load(std::memory_order_acquire);
+    if (current != access_) {
+      access_ = std::move(current);
+      recheck_access();
+      if (closing_) return;
+    }
   }
   // A peer we stopped reading from (its answers pile up) but that takes our output is alive.
   if (sent_while_paused_) {

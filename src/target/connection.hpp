@@ -223,6 +223,10 @@ class TargetConnection {
   void set_sendfile(bool on) { sendfile_ = on; }
 
   // Timers (login timeout, NOP-In keepalive) and requests from other threads (reinstatement).
+  // Also where a session meets access settings replaced since it logged in (a reload): if its
+  // target's access list no longer lets its initiator in (name or address), it is told so with
+  // an Async Message (the target drops the session) and closed. CHAP changes apply to new
+  // logins only.
   void tick(uint64_t now_ms);
   // The peer went away or the server stops: tasks are aborted, the session ends.
   void shutdown();
@@ -298,6 +302,7 @@ class TargetConnection {
   void handle_decode_error(std::span<const uint8_t> pdu, iscsi::PduError err);
   void handle_login(const iscsi::PduParts& p);
   void log_refusal(const std::string& why);
+  void recheck_access();
   void enter_full_feature();
   bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
   void replay_held();

@@ -102,7 +102,8 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
 }
 
 // SIGHUP: the access list and the CHAP credentials are read again (TOML file, CHAP files, the
-// command line over them) and apply to logins from now on; sessions logged in go on. LUNs new
+// command line over them) and apply to logins from now on; sessions the new list refuses are
+// ended by their I/O threads (TargetConnection::tick), the others go on. LUNs new
 // to a target are added to it. Settings that need a restart (portal, targets, aliases, LUNs
 // removed or changed, CPUs, limits) are left as they are, and said so; a file that does not
 // read or validate leaves everything as it was. `running` follows what was applied.

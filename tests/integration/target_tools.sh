@@ -472,27 +472,41 @@ acl)
     >"$DIR/bad.log" 2>&1 && fail "a malformed --allow-address was accepted"
   grep -q "allow-address: '10.0.0.0/33': the prefix length is at most 32" "$DIR/bad.log" ||
     fail "no clear error for a malformed --allow-address: $(cat "$DIR/bad.log")"
-  # SIGHUP reads the access list again (here from the TOML file) for new logins; a session
-  # logged in before goes on; a file that does not read changes nothing.
-  printf 'allowed_initiators = ["%s"]\n' "$INI" >"$DIR/acl.toml"
+  # SIGHUP reads the access list again (here from the TOML file): new logins follow it, a
+  # session the new list refuses is ended (told so first), one it allows goes on; a file that
+  # does not read changes nothing.
+  KEEP=iqn.2024-01.org.vcp:itest-kept
+  printf 'allowed_initiators = ["%s", "%s"]\n' "$INI" "$KEEP" >"$DIR/acl.toml"
   start_target --config "$DIR/acl.toml"
   timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null || fail "the initiator listed in the file was refused"
   timeout 20 iscsi-inq -i $OTHER "$URL/0" >/dev/null 2>&1 && fail "an initiator not in the file logged in"
-  timeout 30 "$VCP_BIN" bench --backend "$URL/1?initiator=$INI" --rw randread --bs 4K --time 4 --verify \
+  # (Refused at every login after, it fails its I/O once recovery_timeout has run out.)
+  timeout 30 "$VCP_BIN" bench --backend "$URL/1?initiator=$INI&recovery_timeout=2" --rw randread --bs 4K --time 4 \
+    --verify >"$DIR/revoked.log" 2>&1 &
+  REVOKED=$!
+  timeout 30 "$VCP_BIN" bench --backend "$URL/1?initiator=$KEEP" --rw randrw --bs 4K --time 4 --verify \
     >"$DIR/held.log" 2>&1 &
   HELD=$!
   sleep 1
-  printf 'allowed_initiators = ["%s"]\n[limits]\ncmd_window = 64\n' "$OTHER" >"$DIR/acl.toml"
+  printf 'allowed_initiators = ["%s", "%s"]\n[limits]\ncmd_window = 64\n' "$OTHER" "$KEEP" >"$DIR/acl.toml"
   kill -HUP "$PID"
-  for _ in $(seq 100); do grep -q "reloaded access for new logins to $IQN: 1 initiator names" "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "reloaded access for new logins to $IQN: 1 initiator names, 0 address ranges" "$DIR/target.log" ||
+  for _ in $(seq 100); do grep -q "reloaded access for new logins to $IQN: 2 initiator names" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "reloaded access for new logins to $IQN: 2 initiator names, 0 address ranges" "$DIR/target.log" ||
     fail "no reload logged: $(cat "$DIR/target.log")"
   grep -q "reload: changes to \[limits\] need a restart and are not applied" "$DIR/target.log" ||
     fail "a change that needs a restart was not reported: $(cat "$DIR/target.log")"
   timeout 20 iscsi-inq -i $OTHER "$URL/0" >/dev/null || fail "the initiator listed after the reload was refused"
   out=$(timeout 20 iscsi-inq -i $INI "$URL/0" 2>&1) && fail "an initiator taken off the list logged in after the reload"
   grep -qi "authorization failure" <<<"$out" || fail "iscsi-inq did not say why: $out"
-  wait "$HELD" || fail "the session logged in before the reload did not go on: $(cat "$DIR/held.log")"
+  wait "$HELD" || fail "the session the new list still allows did not go on: $(cat "$DIR/held.log")"
+  grep -q "verify: .* ok" "$DIR/held.log" || fail "the session kept: verify: $(cat "$DIR/held.log")"
+  wait "$REVOKED" && fail "the session taken off the list went on: $(cat "$DIR/revoked.log")"
+  grep -q "target: session of $INI from 127.0.0.1 to $IQN (TSIH [0-9]*) ended: the access list reloaded does not allow it" \
+    "$DIR/target.log" || fail "the session taken off the list was not ended: $(cat "$DIR/target.log")"
+  grep -q "the target dropped all connections" "$DIR/revoked.log" ||
+    fail "our initiator was not told the target dropped the session: $(cat "$DIR/revoked.log")"
+  grep -q "no session for 2 s: failing" "$DIR/revoked.log" ||
+    fail "our initiator did not fail its I/O after recovery_timeout: $(cat "$DIR/revoked.log")"
   printf 'allowed_initiators = [\n' >"$DIR/acl.toml"
   kill -HUP "$PID"
   for _ in $(seq 100); do grep -q "reload refused, settings unchanged" "$DIR/target.log" && break; sleep 0.05; done
@@ -501,7 +515,7 @@ acl)
   timeout 20 iscsi-inq -i $OTHER "$URL/0" >/dev/null || fail "a broken file on reload changed the access list"
   stop_target
   echo "access lists: listed initiator served; another name, another address refused and not shown;" \
-    "SIGHUP reloads the list for new logins, keeps sessions, refuses a broken file"
+    "SIGHUP reloads the list for new logins, ends the sessions it refuses, keeps the others, refuses a broken file"
   ;;
 chap)
   printf 'user initiator-secret\n' >"$DIR/chap"

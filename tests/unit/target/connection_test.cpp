@@ -288,6 +288,82 @@ TEST(TargetAccess, ReplacedAccessAppliesToNewLogins) {
   EXPECT_EQ(outcome_of(early->run(cdb_inquiry(36), true, false, 36)).status, 0);
 }
 
+// Access settings replaced under running sessions (a reload): at its next tick, a session the
+// new access list refuses, by name or by address, is told the target drops it (Async Message,
+// event 3) and closes; one it still allows goes on; CHAP changes leave sessions alone.
+TEST(TargetAccess, SessionsTheReloadedListRefusesEnd) {
+  TargetFixture f;
+  std::atomic<std::shared_ptr<const AccessSettings>> access{
+      std::make_shared<const AccessSettings>(AccessSettings::of(f.settings))};
+  f.ctx.access = &access;
+  const std::string other = "iqn.2024-01.org.vcp:other", third = "iqn.2024-01.org.vcp:third";
+  auto address = [](const char* a) {
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    inet_pton(AF_INET, a, &sa.sin_addr);
+    return ip_address_of(reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
+  };
+  auto login_as = [&](const std::string& name, const char* from) {
+    SessionOptions o;
+    o.initiator = name;
+    o.isid = iscsi::Isid{0x80, 0, 0, 0, 0, static_cast<uint8_t>(name.size())};
+    auto ini = std::make_unique<Initiator>(f, o);
+    ini->conn().set_peer_address(address(from));
+    EXPECT_EQ(ini->login(), LoginState::FullFeature) << name;
+    return ini;
+  };
+  auto dropped = [](Initiator& ini) {
+    auto got = ini.take();
+    if (got.size() != 1 || !got[0].as<AsyncMessagePdu>()) return false;
+    const AsyncMessagePdu& m = *got[0].as<AsyncMessagePdu>();
+    return m.event == AsyncEvent::SessionDropped && m.parameter2 == 2 && m.parameter3 == 0 && ini.conn().closing();
+  };
+  auto early = login_as(kInitiator, "10.1.2.3");
+  auto kept = login_as(other, "10.1.2.4");
+  auto far = login_as(third, "192.168.7.7");
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+
+  // Nothing replaced: ticks change nothing.
+  for (auto* i : {early.get(), kept.get(), far.get()}) {
+    i->conn().tick(i->now);
+    EXPECT_TRUE(i->take().empty());
+    EXPECT_FALSE(i->conn().closing());
+  }
+  // The names `other` and `third` allowed, from 10.0.0.0/8 only.
+  AccessSettings next = AccessSettings::of(f.settings);
+  std::string err;
+  ASSERT_TRUE(allow_initiator(next.targets.at(0).acl, other, &err)) << err;
+  ASSERT_TRUE(allow_initiator(next.targets.at(0).acl, third, &err)) << err;
+  ASSERT_TRUE(allow_address(next.targets.at(0).acl, "10.0.0.0/8", &err)) << err;
+  access.store(std::make_shared<const AccessSettings>(next));
+  // The session is not ended while nothing ticks (the I/O thread does, four times a second).
+  EXPECT_EQ(outcome_of(early->run(cdb_inquiry(36), true, false, 36)).status, 0);
+  for (auto* i : {early.get(), kept.get(), far.get()}) i->conn().tick(i->now);
+  EXPECT_TRUE(dropped(*early));  // its name is off the list
+  EXPECT_TRUE(dropped(*far));    // its address is
+  EXPECT_TRUE(kept->take().empty());
+  EXPECT_FALSE(kept->conn().closing());
+  EXPECT_EQ(outcome_of(kept->run(cdb_inquiry(36), true, false, 36)).status, 0);
+  EXPECT_NE(out.str().find("target: session of " + std::string(kInitiator) + " from 10.1.2.3 to " + kIqn +
+                           " (TSIH 1) ended: the access list reloaded does not allow it"),
+            std::string::npos)
+      << out.str();
+  EXPECT_NE(out.str().find("session of " + third + " from 192.168.7.7"), std::string::npos) << out.str();
+  early->conn().shutdown();
+  far->conn().shutdown();
+  EXPECT_TRUE(early->conn().finished());
+
+  // CHAP required from now on: sessions logged in without it go on (new logins need it).
+  AccessSettings with_chap = next;
+  with_chap.targets.at(0).chap = iscsi::ChapCredentials{other, "a secret of 16 chars"};
+  access.store(std::make_shared<const AccessSettings>(with_chap));
+  kept->conn().tick(kept->now);
+  EXPECT_TRUE(kept->take().empty());
+  EXPECT_FALSE(kept->conn().closing());
+  EXPECT_EQ(outcome_of(kept->run(cdb_inquiry(36), true, false, 36)).status, 0);
+}
+
 // Refused logins are logged for whoever runs the target: who, from where, why; a storm of them
 // is thinned out (log::thin).
 TEST(TargetAccess, RefusedLoginsAreLoggedThinly) {
