@@ -133,11 +133,15 @@ class IoThread {
     ready_cv_.wait(lock, [this] { return ready_; });
   }
   bool failed() const { return !error_.empty(); }
+  // Connections handed over and not yet closed (the accept thread picks the thread with the
+  // fewest).
+  uint32_t connection_count() const { return thread_connections_.load(std::memory_order_relaxed); }
   const std::string& error() const { return error_; }
 
   // A new connection; `refuse`: the target has no room for it (max_connections), its login is
   // answered "out of resources". Either way it counts in the server's connections until closed.
   void hand_over(int fd, bool refuse) {
+    thread_connections_.fetch_add(1, std::memory_order_relaxed);
     {
       std::lock_guard lock(mu_);
       incoming_.push_back({fd, refuse});
@@ -183,9 +187,13 @@ class IoThread {
 
  private:
   struct Conn {
-    explicit Conn(std::atomic<uint32_t>& n) : count(n) {}
-    ~Conn() { count.fetch_sub(1, std::memory_order_relaxed); }
-    std::atomic<uint32_t>& count;  // the server's connections
+    Conn(std::atomic<uint32_t>& n, std::atomic<uint32_t>& here) : count(n), thread_count(here) {}
+    ~Conn() {
+      count.fetch_sub(1, std::memory_order_relaxed);
+      thread_count.fetch_sub(1, std::memory_order_relaxed);
+    }
+    std::atomic<uint32_t>& count;         // the server's connections
+    std::atomic<uint32_t>& thread_count;  // this thread's (IoThread::connection_count)
     UniqueFd fd;
     std::unique_ptr<TargetConnection> c;
     bool recv_pending = false;
@@ -532,7 +540,7 @@ class IoThread {
       fds.swap(incoming_);
     }
     for (auto [fd, refuse] : fds) {
-      auto c = std::make_unique<Conn>(connections_);
+      auto c = std::make_unique<Conn>(connections_, thread_connections_);
       c->fd.reset(fd);
       if (stop_.load(std::memory_order_acquire)) continue;  // closes it
       c->c = std::make_unique<TargetConnection>(ctx_, now);
@@ -596,6 +604,7 @@ class IoThread {
   std::vector<std::unique_ptr<BlockBackend>>& backends_;
   const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states_;  // one per LUN, all threads
   std::atomic<uint32_t>& connections_;
+  std::atomic<uint32_t> thread_connections_{0};
   std::thread thread_;
   UniqueFd wake_fd_;
   std::mutex mu_;
@@ -751,8 +760,15 @@ int TargetServer::run() {
     // ACKs, which a reading initiator delays (it has nothing to send back).
     int sndbuf = 4 << 20;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-    threads_[next]->hand_over(fd, refuse);
-    next = (next + 1) % threads_.size();
+    // To the I/O thread with the fewest connections (with connections coming and going, turns
+    // alone could pile them onto one thread and leave another idle); among equals, in turn.
+    size_t to = next;
+    for (size_t k = 1; k < threads_.size(); ++k) {
+      const size_t i = (next + k) % threads_.size();
+      if (threads_[i]->connection_count() < threads_[to]->connection_count()) to = i;
+    }
+    threads_[to]->hand_over(fd, refuse);
+    next = (to + 1) % threads_.size();
   }
   for (auto& t : threads_) t->stop();
   for (auto& t : threads_) t->join();

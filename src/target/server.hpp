@@ -1,7 +1,7 @@
 // The `vcp target` process: a listening portal, one I/O thread per CPU given, each with its own
 // io_uring, its own queue on every backend and its own scsi::Lun per LUN. The accepting thread
-// hands each new connection to the next I/O thread (round robin); from then on the connection
-// lives on that thread alone.
+// hands each new connection to the I/O thread with the fewest connections (among equals, in
+// turn); from then on the connection lives on that thread alone.
 //
 // Per thread, one loop: submit-and-wait on the ring; receive and send completions feed the
 // TargetConnection state machines; then every Lun is polled (backend completions become Data-In

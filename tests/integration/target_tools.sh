@@ -7,7 +7,8 @@
 #   target_tools.sh VCP_BIN acl             --allow-initiator / --allow-address: who is let in,
 #                                           who is refused (and told why), who sees the target
 #   target_tools.sh VCP_BIN digests         header and data digests (CRC32C)
-#   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement
+#   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement; with two I/O
+#                                           threads, a new connection goes to the one with fewer
 #   target_tools.sh VCP_BIN initiator       our own initiator (vcp bench --backend iscsi://...) with
 #                                           --verify, plain and with digests
 #   target_tools.sh VCP_BIN shrink          a file LUN's file shrinks under reads sent in place (from
@@ -45,8 +46,9 @@
 #                                           session runs; SIGUSR1 logs a status report
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
-#                                           tests' second initiator connects next, so round robin
-#                                           puts it on the other thread (shared LU state)
+#                                           tests' second initiator connects while the first is
+#                                           on, so it goes to the other thread (the one with fewer
+#                                           connections; shared LU state)
 #
 # The target listens on port 0 (the kernel picks a free one; we read it from its first line),
 # with a file LUN 0 and a ram LUN 1 in a temporary directory; everything is removed at the end.
@@ -575,6 +577,29 @@ sessions)
   # The same initiator logging in again and again (same default ISID): each login reinstates
   # the session before it.
   for i in 1 2 3; do timeout 20 iscsi-inq -i $INI "$URL/0" >/dev/null || fail "login $i"; done
+  stop_target
+  # Two I/O threads. Sessions a, b, c come in turn (threads 0, 1, 0); a and c leave; d goes to
+  # thread 0, which has none, where turns alone would have put it beside b on thread 1.
+  start_target --cpu 0,1
+  timeout 30 python3 - "$PORT" "$PID" "$IQN" <<'PY' || fail "the sessions for the thread check failed"
+import os, signal, sys, time
+from raw_iscsi import login
+port, pid, iqn = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()
+a, _ = login(port, iqn, b"spread-a", 21)
+b, _ = login(port, iqn, b"spread-b", 22)
+c, _ = login(port, iqn, b"spread-c", 23)
+a.close()
+c.close()
+time.sleep(0.5)  # the threads see them go
+d, _ = login(port, iqn, b"spread-d", 24)
+os.kill(pid, signal.SIGUSR1)
+time.sleep(0.5)
+PY
+  report=$(sed -n '/vcp target: status: /,$p' "$DIR/target.log")
+  grep -A1 "I/O thread 0 (CPU 0): 1 connections" <<<"$report" | grep -q "session of iqn.2024-01.org.vcp:spread-d " ||
+    fail "the new connection did not go to the thread with fewer connections: $report"
+  grep -A1 "I/O thread 1 (CPU 1): 1 connections" <<<"$report" | grep -q "session of iqn.2024-01.org.vcp:spread-b " ||
+    fail "thread 1 does not hold just the one session left on it: $report"
   stop_target
   ;;
 initiator)
