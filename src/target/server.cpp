@@ -200,6 +200,7 @@ class IoThread {
     bool send_pending = false;
     bool eof = false;        // the socket is done (peer closed or an error)
     bool shut = false;       // we shut it down after the last output
+    uint64_t stuck_since_ms = 0;  // closing, its last output still not taken by the peer
     // What a pending sendmsg/recvmsg reads: kept here until its completion.
     iovec tx_iov[kTxIov];
     msghdr tx_msg{};
@@ -476,7 +477,6 @@ class IoThread {
   }
 
   void service_connections(uint64_t now) {
-    (void)now;
     for (size_t i = 0; i < conns_.size();) {
       Conn& c = *conns_[i];
       TargetConnection& tc = *c.c;
@@ -517,6 +517,19 @@ class IoThread {
       if (tc.closing() && !c.shut && !c.send_pending && (c.eof || !tc.has_output())) {
         ::shutdown(c.fd.get(), SHUT_RDWR);  // ends a receive still pending
         c.shut = true;
+      } else if (tc.closing() && !c.shut && c.send_pending) {
+        // The last output waits for a peer that does not read (the session ended because it
+        // did not answer, say): given nop_timeout_ms more, then the socket is shut, which
+        // ends the send (EPIPE) and frees the connection and its buffers. Otherwise such a
+        // peer would hold them for as long as it keeps the connection open.
+        if (!c.stuck_since_ms) {
+          c.stuck_since_ms = now;
+        } else if (now - c.stuck_since_ms > settings_.nop_timeout_ms) {
+          VCP_LOG_DEBUG("target: closing connection: {} KiB of output not taken in {} ms; shut",
+                        tc.unsent_bytes() >> 10, now - c.stuck_since_ms);
+          ::shutdown(c.fd.get(), SHUT_RDWR);
+          c.shut = true;
+        }
       }
       if (c.shut && !c.recv_pending && !c.send_pending && tc.finished()) {
         VCP_LOG_DEBUG("target: connection closed ({})", tc.close_reason());

@@ -30,7 +30,9 @@
 #                                           the answers, and one that sends 128 READs of 16 MiB at
 #                                           once: the target stops reading from the first, holds
 #                                           no more than its buffer room for the second, and
-#                                           serves other initiators
+#                                           serves other initiators; a session not reading ends on
+#                                           its unanswered NOP-In and its connection is freed
+#                                           though the peer holds it open
 #   target_tools.sh VCP_BIN limits          max_connections: one too many is told "out of resources"
 #                                           at login (libiscsi and our initiator say so), a flood
 #                                           beyond is closed at once, service is back after; the
@@ -273,6 +275,31 @@ PY
   # MiB) and 4 MiB of answers.
   [ "$out" -lt 204800 ] || fail "target RSS reached $out kB under initiators that do not read"
   echo "initiators not reading: target RSS at most $out kB over 640 READs of 1 MiB and 128 of 16 MiB"
+  stop_target
+  # The session of an initiator that reads nothing ends when it leaves a NOP-In unanswered
+  # (1 s + 1 s here); its last output, 48 MiB it will never take, is given nop_timeout_ms more
+  # and then its socket is shut: the connection and its buffers are gone although the peer
+  # keeps the connection open (before, they stayed for as long as it did).
+  printf '[limits]\nnop_interval_ms = 1000\nnop_timeout_ms = 1000\n' >"$DIR/nop.toml"
+  start_target --lun "2=file:path=$DIR/lun2.img,direct=on" --config "$DIR/nop.toml"
+  python3 - "$PORT" "$IQN" >"$DIR/holder.out" 2>&1 <<'PY' &
+import sys, time
+from raw_iscsi import login, read16
+s, cmd_sn = login(int(sys.argv[1]), sys.argv[2].encode(), b"holder", 11)
+s.sendall(b"".join(read16(i + 2, cmd_sn + i, 0, 32768) for i in range(4)))
+time.sleep(9)
+PY
+  HOLDER=$!
+  sleep 6
+  kill -USR1 "$PID"
+  sleep 0.5
+  grep -q "session of iqn.2024-01.org.vcp:holder (TSIH [0-9]*) ended: NOP-In ping unanswered" "$DIR/target.log" ||
+    { kill "$HOLDER"; fail "the session of an initiator not reading did not end: $(cat "$DIR/target.log")"; }
+  grep -q "vcp target: status: 0 connections" "$DIR/target.log" ||
+    { kill "$HOLDER"; fail "the connection of an initiator not reading outlived its session: $(cat "$DIR/target.log")"; }
+  kill -0 "$HOLDER" 2>/dev/null || fail "the initiator holding its connection open went first: $(cat "$DIR/holder.out")"
+  wait "$HOLDER"
+  echo "initiator not reading: session ended on the unanswered NOP-In, connection and buffers freed while it held on"
   stop_target
   ;;
 limits)
