@@ -152,6 +152,7 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
         t.auth.outgoing = a.mutual_chap;
       }
       target_ = &ctx_.served[i];
+      target_index_ = i;
       return t;
     }
     return t;
@@ -564,8 +565,9 @@ void TargetConnection::enter_full_feature() {
 // access_ was replaced by newer settings (tick()).
 void TargetConnection::recheck_access() {
   if (closing_ || phase_ != Phase::FullFeature || discovery() || !target_) return;
-  const size_t index = static_cast<size_t>(target_ - ctx_.served.data());
-  if (index >= access_->targets.size() || access_->targets[index].acl.allows(params_.initiator_name, peer_)) return;
+  if (target_index_ >= access_->targets.size() ||
+      access_->targets[target_index_].acl.allows(params_.initiator_name, peer_))
+    return;
   VCP_LOG_WARN("target: session of {} from {} to {} (TSIH {}) ended: the access list reloaded does not allow it",
                printable(params_.initiator_name), to_string(peer_), target_->iqn, tsih_);
   // RFC 7143, 11.9.1, event 3: the target drops all the connections of this session. The

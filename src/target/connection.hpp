@@ -104,7 +104,7 @@ struct ThreadContext {
   // of `settings`.
   const std::atomic<std::shared_ptr<const AccessSettings>>* access = nullptr;
   SessionRegistry* sessions = nullptr;
-  std::vector<Target> served;
+  std::deque<Target> served;  // a deque: connections point into it as targets are added
   // The portal SendTargets gives for every target ("host:port,tpgt"); a connection to a
   // wildcard portal gives its own address instead (set_target_address).
   std::string portal_address;
@@ -383,6 +383,7 @@ class TargetConnection {
   std::unique_ptr<iscsi::TargetLogin> login_;
   std::shared_ptr<const AccessSettings> access_;  // as it was when this connection came
   const ThreadContext::Target* target_ = nullptr;  // a Normal session's, once its login names it
+  size_t target_index_ = 0;                        // its index in ctx_.served
   uint16_t tsih_ = 0;
   iscsi::SessionParams params_;
   iscsi::Digests digests_{};

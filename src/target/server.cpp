@@ -23,6 +23,7 @@
 #include "base/clock.hpp"
 #include "base/cpu.hpp"
 #include "base/log.hpp"
+#include "iscsi/names.hpp"
 #include "iscsi/sendtargets.hpp"
 #include "target/connection.hpp"
 #include "target/scsi/lun.hpp"
@@ -84,7 +85,7 @@ std::string lun_name(const LunSpec& l, const TargetSpec& t, size_t target_index)
 // backend (the server's) and this thread's queue on it, opened beforehand so that taking it
 // cannot fail.
 struct NewLun {
-  size_t target = 0;  // index in TargetSettings::all_targets()
+  size_t target = 0;  // index among the targets served (TargetServer::targets_)
   uint32_t number = 0;
   BlockBackend* backend = nullptr;
   std::shared_ptr<scsi::SharedLuState> state;
@@ -165,11 +166,14 @@ class IoThread {
     wake();
   }
   // LUNs to add (from another thread): taken at the loop's next turn, then latch->done().
-  void add_luns(std::vector<NewLun> luns, std::shared_ptr<ChangeLatch> latch) {
+  // LUNs for this thread to add at its loop's next turn; with `target`, to a target new to
+  // it, added first (after the others).
+  void add_luns(std::vector<NewLun> luns, std::shared_ptr<ChangeLatch> latch,
+                std::optional<std::pair<std::string, std::string>> target = std::nullopt) {
     {
       std::lock_guard lock(mu_);
       if (!exited_) {
-        new_luns_.push_back({std::move(luns), std::move(latch)});
+        new_luns_.push_back({std::move(target), std::move(luns), std::move(latch)});
         latch = nullptr;
       }
     }
@@ -301,12 +305,17 @@ class IoThread {
   // REPORTED LUNS DATA HAS CHANGED to every I_T nexus (raised once, by thread 0, on the state
   // the threads share).
   void take_new_luns() {
-    std::vector<std::pair<std::vector<NewLun>, std::shared_ptr<ChangeLatch>>> batches;
+    std::vector<LunBatch> batches;
     {
       std::lock_guard lock(mu_);
       batches.swap(new_luns_);
     }
-    for (auto& [luns, latch] : batches) {
+    for (auto& [target, luns, latch] : batches) {
+      if (target) {  // a target new to the server: no session knows its LUNs yet (no UA)
+        ThreadContext::Target& tt = ctx_.served.emplace_back();
+        tt.iqn = target->first;
+        tt.alias = target->second;
+      }
       std::vector<size_t> changed;
       std::vector<scsi::Lun*> old;
       for (auto& n : luns) {
@@ -629,7 +638,12 @@ class IoThread {
     bool refuse;
   };
   std::vector<Incoming> incoming_;
-  std::vector<std::pair<std::vector<NewLun>, std::shared_ptr<ChangeLatch>>> new_luns_;
+  struct LunBatch {
+    std::optional<std::pair<std::string, std::string>> target;  // a new target: IQN, alias
+    std::vector<NewLun> luns;
+    std::shared_ptr<ChangeLatch> latch;
+  };
+  std::vector<LunBatch> new_luns_;
   std::vector<std::shared_ptr<StatusRequest>> reports_;
   bool exited_ = false;  // the loop is over (under mu_)
   std::atomic<bool> stop_{false};
@@ -693,6 +707,7 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
   s->listen_fd_ = std::move(fd);
   s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   s->settings_ = std::move(settings);
+  s->targets_ = s->settings_.all_targets();
   s->access_.store(std::make_shared<const AccessSettings>(AccessSettings::of(s->settings_)));
   return s;
 }
@@ -790,23 +805,45 @@ int TargetServer::run() {
   return 0;
 }
 
+bool TargetServer::add_target(const TargetSpec& spec, std::string* error) {
+  std::lock_guard lock(change_mu_);
+  for (const auto& t : targets_)
+    if (iscsi::same_iscsi_name(t.iqn, spec.iqn)) {
+      *error = "a target named " + t.iqn + " exists";
+      return false;
+    }
+  if (!post_luns(targets_.size(), spec, spec.luns, true, error)) return false;
+  targets_.push_back(spec);
+  return true;
+}
+
 bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error) {
   std::lock_guard lock(change_mu_);
-  if (target >= inventory_.size()) {
+  if (target >= targets_.size()) {
     *error = "no target " + std::to_string(target);
     return false;
   }
+  return post_luns(target, targets_[target], luns, false, error);
+}
+
+// add_luns() and add_target(), under change_mu_: LUNs for target `target`, new or not.
+bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, bool new_target,
+                             std::string* error) {
   if (threads_.empty()) {
     *error = "the target is not running";
     return false;
   }
-  const TargetSpec spec = settings_.all_targets()[target];
+  if (new_target) inventory_.emplace_back();  // taken back below if anything fails
+  auto drop_slot = [&] {
+    if (new_target) inventory_.pop_back();
+    return false;
+  };
   std::vector<uint32_t> numbers;
   for (const auto& [l, b] : inventory_[target]) numbers.push_back(l.number);
   for (const auto& l : luns) {
     if (std::find(numbers.begin(), numbers.end(), l.number) != numbers.end()) {
       *error = lun_name(l, spec, target) + " exists";
-      return false;
+      return drop_slot();
     }
     numbers.push_back(l.number);
   }
@@ -820,14 +857,14 @@ bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std
     auto b = make_backend(l.backend, &why);
     if (!b) {
       *error = lun_name(l, spec, target) + " '" + l.backend + "': " + why;
-      return false;
+      return drop_slot();
     }
     auto state = std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache});
     for (size_t i = 0; i < threads_.size(); ++i) {
       auto q = b->open_queue(static_cast<unsigned>(i));
       if (!q) {
         *error = lun_name(l, spec, target) + ": cannot open a backend queue: " + errno_str(q.error());
-        return false;
+        return drop_slot();
       }
       posts[i].push_back(NewLun{target, l.number, b.get(), state, std::move(*q)});
     }
@@ -836,7 +873,11 @@ bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std
   }
   auto latch = std::make_shared<ChangeLatch>();
   latch->left = threads_.size();
-  for (size_t i = 0; i < threads_.size(); ++i) threads_[i]->add_luns(std::move(posts[i]), latch);
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    std::optional<std::pair<std::string, std::string>> t;
+    if (new_target) t.emplace(spec.iqn, spec.alias);
+    threads_[i]->add_luns(std::move(posts[i]), latch, std::move(t));
+  }
   {
     std::unique_lock wait(latch->mu);
     latch->cv.wait(wait, [&] { return latch->left == 0; });
@@ -856,7 +897,7 @@ std::vector<std::string> TargetServer::status() {
                             connections_.load(), settings_.max_connections, threads_.size(),
                             to_string(settings_.sendfile), settings_.sendfile_min >> 10));
   const auto access = this->access();
-  const std::vector<TargetSpec> targets = settings_.all_targets();
+  const std::vector<TargetSpec>& targets = targets_;
   for (size_t ti = 0; ti < targets.size(); ++ti) {
     std::string luns;
     auto sorted = inventory_[ti];

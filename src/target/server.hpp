@@ -57,6 +57,11 @@ class TargetServer {
   // DATA HAS CHANGED to the sessions logged in. Safe from any thread while run() runs; returns
   // once every thread has them. Nothing is added if anything fails (*error says what).
   bool add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error);
+  // Adds a target with its LUNs to the running server, after the others (its index is the
+  // number of targets so far), as add_luns() adds LUNs. Logins find it once the access
+  // settings have an entry for it (set_access() with one more TargetAccess); until then it is
+  // as if absent. `spec` passed validate(); its name must be new.
+  bool add_target(const TargetSpec& spec, std::string* error);
 
   // A status report, a line each: connections, each target's LUNs and access, and per I/O
   // thread its buffer room and every connection (TargetConnection::describe). Safe from any
@@ -65,6 +70,8 @@ class TargetServer {
 
  private:
   TargetServer() = default;
+  bool post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, bool new_target,
+                 std::string* error);
 
   TargetSettings settings_;
   std::atomic<std::shared_ptr<const AccessSettings>> access_;
@@ -76,7 +83,9 @@ class TargetServer {
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> connections_{0};  // open, on all threads (max_connections)
   std::mutex change_mu_;  // add_luns() one at a time, and threads_ while run() builds or clears it
-  // Each target's LUNs (as add_luns() left them) and their backends (owned by backends_).
+  // The targets served (settings_.all_targets(), then those add_target() added), each one's
+  // LUNs (as add_luns() left them) and their backends (owned by backends_).
+  std::vector<TargetSpec> targets_;
   std::vector<std::vector<std::pair<LunSpec, BlockBackend*>>> inventory_;
   std::vector<std::unique_ptr<IoThread>> threads_;
 };

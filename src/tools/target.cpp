@@ -6,7 +6,8 @@
 //              [--config target.toml] [--max-tasks N] [--max-connections N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
-// SIGHUP reads the access list and CHAP credentials again and adds new LUNs (reload() below);
+// SIGHUP reads the access list and CHAP credentials again and adds new LUNs and targets
+// (reload() below);
 // SIGUSR1 logs a status report (TargetServer::status).
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -104,8 +105,9 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
 // SIGHUP: the access list and the CHAP credentials are read again (TOML file, CHAP files, the
 // command line over them) and apply to logins from now on; sessions the new list refuses are
 // ended by their I/O threads (TargetConnection::tick), the others go on. LUNs new
-// to a target are added to it. Settings that need a restart (portal, targets, aliases, LUNs
-// removed or changed, CPUs, limits) are left as they are, and said so; a file that does not
+// to a target are added to it, and targets new to the file are added after the others.
+// Settings that need a restart (portal, targets removed, aliases, LUNs removed or changed,
+// CPUs, limits) are left as they are, and said so; a file that does not
 // read or validate leaves everything as it was. `running` follows what was applied.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
   target::TargetSettings s;
@@ -124,13 +126,13 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
       if (iscsi::same_iscsi_name(n.iqn, t.iqn)) return &n;
     return nullptr;
   };
-  bool targets_changed = now.size() != next.size(), aliases_changed = false, luns_changed = false;
+  bool targets_removed = false, aliases_changed = false, luns_changed = false;
   std::vector<std::vector<target::LunSpec>> added(now.size());  // per running target
   for (size_t i = 0; i < now.size(); ++i) {
     const target::TargetSpec& t = now[i];
     const target::TargetSpec* n = find(t);
     if (!n) {
-      targets_changed = true;
+      targets_removed = true;
       continue;
     }
     aliases_changed |= n->alias != t.alias;
@@ -143,7 +145,12 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     for (const auto& o : t.luns)
       luns_changed |= std::none_of(n->luns.begin(), n->luns.end(), [&](const auto& l) { return l.number == o.number; });
   }
-  if (targets_changed) ignored.push_back("the targets (added, removed or renamed)");
+  // A target new to the file (or renamed: the new name) is added, after the others.
+  std::vector<target::TargetSpec> new_targets;
+  for (const auto& n : next)
+    if (std::none_of(now.begin(), now.end(), [&](const auto& t) { return iscsi::same_iscsi_name(t.iqn, n.iqn); }))
+      new_targets.push_back(n);
+  if (targets_removed) ignored.push_back("the targets (removed or renamed)");
   if (aliases_changed) ignored.push_back("aliases");
   if (luns_changed) ignored.push_back("LUNs (removed, or another backend)");
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
@@ -174,6 +181,22 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
                  "allowed (none: any); CHAP {}, mutual CHAP {}",
                  now[i].iqn, t.acl.names.size(), t.acl.addresses.size(), t.chap ? "on" : "off",
                  t.mutual_chap ? "on" : "off");
+  }
+  // New targets: served by every I/O thread first, then given their access settings, which is
+  // when logins and SendTargets find them.
+  for (const auto& n : new_targets) {
+    if (!server.add_target(n, &error)) {
+      VCP_LOG_WARN("vcp target: reload: target {} not added: {}", n.iqn, error);
+      continue;
+    }
+    access.targets.push_back({n.acl, n.chap, n.mutual_chap});
+    running.more_targets.push_back(n);
+    std::string luns;
+    for (const auto& l : n.luns) luns += fmt::format("{}LUN {} ({})", luns.empty() ? "" : ", ", l.number, l.backend);
+    VCP_LOG_INFO("vcp target: target {} added: {}; {} initiator names, {} address ranges allowed (none: any); "
+                 "CHAP {}, mutual CHAP {}",
+                 n.iqn, luns, n.acl.names.size(), n.acl.addresses.size(), n.chap ? "on" : "off",
+                 n.mutual_chap ? "on" : "off");
   }
   VCP_LOG_INFO("vcp target: discovery CHAP {}", access.discovery_chap ? "on" : "off");
   server.set_access(std::move(access));

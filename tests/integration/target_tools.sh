@@ -44,8 +44,9 @@
 #                                           with its LUNs and access list): iscsi-ls lists each to
 #                                           whom may use it, each serves its own LUNs (libiscsi
 #                                           tools, our initiator with --verify), SIGHUP reloads the
-#                                           second one's list and adds a LUN to the first while a
-#                                           session runs; SIGUSR1 logs a status report
+#                                           second one's list, adds a LUN to the first while a
+#                                           session runs, and adds a third target; SIGUSR1 logs a
+#                                           status report
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects while the first is
@@ -464,16 +465,53 @@ PY
     fail "a LUN given another backend was not reported: $(cat "$DIR/target.log")"
   out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/2") || fail "readcapacity16 LUN 2: $out"
   grep -q "Total size:4194304" <<<"$out" || fail "LUN 2 changed on reload: $out"
-  # A target added to the file needs a restart: said so, the others' access still applied.
-  printf '[[target]]\niqn = "iqn.2024-01.org.vcp:itest-third"\n[[target.lun]]\nnumber = 0\nbackend = "ram:size=1M"\n' \
-    >>"$DIR/targets.toml"
+  # A target added to the file is added, after the others, with its LUNs and access list:
+  # iscsi-ls lists it to whom may use it, libiscsi's tools and our initiator use it, and the
+  # others go on. One removed from the file needs a restart: said so, and it is still served.
+  THIRD=iqn.2024-01.org.vcp:itest-third
+  cp "$DIR/targets.toml" "$DIR/targets-two.toml"
+  printf '[[target]]\niqn = "%s"\nallowed_initiators = ["%s"]\n[[target.lun]]\nnumber = 3\nbackend = "ram:size=2M"\n' \
+    "$THIRD" "$INI" >>"$DIR/targets.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "target $THIRD added" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: target $THIRD added: LUN 3 (ram:size=2M); 1 initiator names, 0 address ranges" \
+    "$DIR/target.log" || fail "an added target was not added: $(cat "$DIR/target.log")"
+  grep -q "changes to the targets" "$DIR/target.log" && fail "an added target was reported as needing a restart"
+  out=$(timeout 20 iscsi-ls -i $INI -s "iscsi://$PORTAL") || fail "iscsi-ls after adding $THIRD: $out"
+  grep -q "Target:$THIRD Portal:$PORTAL,1" <<<"$out" || fail "iscsi-ls does not list the added target: $out"
+  grep -q "Lun:3 " <<<"$out" || fail "iscsi-ls does not show the added target's LUN: $out"
+  out=$(timeout 20 iscsi-ls -i $OTHER "iscsi://$PORTAL") || fail "iscsi-ls as $OTHER: $out"
+  grep -q "$THIRD" <<<"$out" && fail "the added target is listed to an initiator not on its list: $out"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "iscsi://$PORTAL/$THIRD/3") || fail "readcapacity16 $THIRD/3: $out"
+  grep -q "Total size:2097152" <<<"$out" || fail "$THIRD LUN 3 size: $out"
+  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$THIRD/3" >/dev/null 2>&1 && fail "$OTHER logged in to $THIRD"
+  SAVED_URL=$URL
+  URL=iscsi://$PORTAL/$THIRD
+  bench_verify "3?initiator=$INI" "randrw 4K 16" " (a target added on SIGHUP)"
+  URL=$SAVED_URL
+  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$OTHER refused after adding $THIRD"
+  bench_verify 0 "randrw 4K 16" " (after adding $THIRD)"
+  # The same file again: nothing new is added.
+  kill -HUP "$PID"
+  sleep 0.5
+  [ "$(grep -c "target $THIRD added" "$DIR/target.log")" = 1 ] || fail "$THIRD was added twice"
+  # The second target taken out of the file: a restart is needed for that; it stays.
+  cp "$DIR/targets-two.toml" "$DIR/targets.toml"
+  sed -i '/^\[\[target\]\]$/,$d' "$DIR/targets.toml"
+  printf '[[target]]\niqn = "%s"\nallowed_initiators = ["%s"]\n[[target.lun]]\nnumber = 3\nbackend = "ram:size=2M"\n' \
+    "$THIRD" "$INI" >>"$DIR/targets.toml"
   kill -HUP "$PID"
   for _ in $(seq 100); do grep -q "changes to the targets" "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "reload: changes to the targets (added, removed or renamed)" \
-    "$DIR/target.log" || fail "an added target was not reported: $(cat "$DIR/target.log")"
-  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$OTHER refused after the second reload"
+  grep -q "reload: changes to the targets (removed or renamed)" "$DIR/target.log" ||
+    fail "a removed target was not reported: $(cat "$DIR/target.log")"
+  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$SECOND went away on reload"
+  # SIGUSR1: the status report lists the added target too.
+  kill -USR1 "$PID"
+  for _ in $(seq 100); do grep -q "vcp target: target $THIRD: " "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: target $THIRD: LUN 3 ram:size=2M (2 MiB); access: 1 initiator names" "$DIR/target.log" ||
+    fail "the status report does not list the added target: $(cat "$DIR/target.log")"
   stop_target
-  echo "two targets on one portal: each listed to whom may use it, each its own LUNs, verified together; reload per target"
+  echo "targets on one portal: each listed to whom may use it, each its own LUNs, verified together; reload per target; one added live"
   ;;
 acl)
   # Only $INI from 127.0.0.0/8 may log in: others get "authorization failure" (libiscsi and our
