@@ -222,9 +222,9 @@ size_t TargetConnection::rx_iov(std::span<iovec, kRxIov> out) {
 }
 
 void TargetConnection::rx_commit(size_t n, uint64_t now_ms) {
-  // After close nothing more is read; a receive still in flight may end here (its bytes, even
-  // those that went into a task buffer, are dropped).
-  if (closing_) return;
+  // After close (or the session told it is dropped) nothing more is read; a receive still in
+  // flight may end here (its bytes, even those that went into a task buffer, are dropped).
+  if (closing_ || drop_at_ms_) return;
   if (n) last_rx_ms_ = now_ms;
   if (direct_.task) {
     const size_t k = std::min<size_t>(n, direct_.len - direct_.got);
@@ -563,8 +563,8 @@ void TargetConnection::enter_full_feature() {
 }
 
 // access_ was replaced by newer settings (tick()).
-void TargetConnection::recheck_access() {
-  if (closing_ || phase_ != Phase::FullFeature || discovery() || !target_) return;
+void TargetConnection::recheck_access(uint64_t now_ms) {
+  if (closing_ || drop_at_ms_ || phase_ != Phase::FullFeature || discovery() || !target_) return;
   if (target_index_ >= access_->targets.size() ||
       access_->targets[target_index_].acl.allows(params_.initiator_name, peer_))
     return;
@@ -581,7 +581,9 @@ void TargetConnection::recheck_access() {
   m.exp_cmd_sn = window_.exp_cmd_sn();
   m.max_cmd_sn = max_cmd_sn();
   send(m);
-  close("access revoked by a reload");
+  // Closed a little later rather than at once: closing on a peer that is still sending makes
+  // the kernel reset the connection, and the initiator may then never read the message.
+  drop_at_ms_ = std::max<uint64_t>(now_ms, 1) + kDropGraceMs;
 }
 
 // A login answered with a refusal (authentication, access list, unknown target, bad keys): a
@@ -1476,9 +1478,12 @@ void TargetConnection::tick(uint64_t now_ms) {
     auto current = ctx_.access->load(std::memory_order_acquire);
     if (current != access_) {
       access_ = std::move(current);
-      recheck_access();
-      if (closing_) return;
+      recheck_access(now_ms);
     }
+  }
+  if (drop_at_ms_) {
+    if (now_ms >= drop_at_ms_) close("access revoked by a reload");
+    return;  // no keepalive: nothing is read any more
   }
   // A peer we stopped reading from (its answers pile up) but that takes our output is alive.
   if (sent_while_paused_) {

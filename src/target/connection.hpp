@@ -225,8 +225,10 @@ class TargetConnection {
   // Timers (login timeout, NOP-In keepalive) and requests from other threads (reinstatement).
   // Also where a session meets access settings replaced since it logged in (a reload): if its
   // target's access list no longer lets its initiator in (name or address), it is told so with
-  // an Async Message (the target drops the session) and closed. CHAP changes apply to new
-  // logins only.
+  // an Async Message (the target drops the session), nothing more is read from it, and it is
+  // closed kDropGraceMs later (the initiator, having read the message, closes first). CHAP
+  // changes apply to new logins only.
+  static constexpr uint64_t kDropGraceMs = 2000;
   void tick(uint64_t now_ms);
   // The peer went away or the server stops: tasks are aborted, the session ends.
   void shutdown();
@@ -236,7 +238,7 @@ class TargetConnection {
   // would only queue more answers (and pin their buffers) without bound. The peer's own reads
   // end the pause; while paused, output it takes counts as hearing from it (keepalive).
   static constexpr size_t kMaxUnsent = 4u << 20;
-  bool wants_input() const { return !closing_ && unsent_ < kMaxUnsent; }
+  bool wants_input() const { return !closing_ && !drop_at_ms_ && unsent_ < kMaxUnsent; }
   size_t unsent_bytes() const { return unsent_; }
 
   // No more input is wanted; close once the output is flushed.
@@ -302,7 +304,7 @@ class TargetConnection {
   void handle_decode_error(std::span<const uint8_t> pdu, iscsi::PduError err);
   void handle_login(const iscsi::PduParts& p);
   void log_refusal(const std::string& why);
-  void recheck_access();
+  void recheck_access(uint64_t now_ms);
   void enter_full_feature();
   bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
   void replay_held();
@@ -402,6 +404,7 @@ class TargetConnection {
   std::string target_address_;  // set_target_address()
   IpAddress peer_;             // set_peer_address()
   bool sendfile_ = false;      // set_sendfile()
+  uint64_t drop_at_ms_ = 0;    // told the session is dropped (recheck_access): close then
 
   // Text continuation (a SendTargets answer longer than one PDU).
   std::vector<uint8_t> text_in_;
