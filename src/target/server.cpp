@@ -574,8 +574,12 @@ class IoThread {
       if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0)
         peer_ip = ip_address_of(reinterpret_cast<sockaddr*>(&peer), peer_len);
       c->c->set_peer_address(peer_ip);
-      c->c->set_sendfile(settings_.sendfile == TargetSettings::Sendfile::On ||
-                         (settings_.sendfile == TargetSettings::Sendfile::Auto && !same_machine(fd, peer_ip)));
+      const bool sendfile = settings_.sendfile == TargetSettings::Sendfile::On ||
+                            (settings_.sendfile == TargetSettings::Sendfile::Auto && !same_machine(fd, peer_ip));
+      c->c->set_sendfile(sendfile);
+      // For the sends this thread makes itself (send_inline: sendfile has no flag for it);
+      // io_uring's operations wait for the socket whatever the flag says.
+      if (sendfile) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
       if (is_wildcard(settings_.host)) {
         if (auto host = local_host(fd)) {
           c->c->set_target_address(iscsi::target_address(*host, settings_.port, settings_.portal_group_tag));
@@ -781,9 +785,6 @@ int TargetServer::run() {
     const int fd = conn.release();
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    // For the sends the I/O thread makes itself (send_inline: sendfile has no flag for it);
-    // io_uring's operations wait for the socket whatever the flag says.
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     // Room for a few whole Data-In bursts: a send that stops half way waits for the peer's
     // ACKs, which a reading initiator delays (it has nothing to send back).
     int sndbuf = 4 << 20;
