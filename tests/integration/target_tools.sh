@@ -5,7 +5,9 @@
 #   target_tools.sh VCP_BIN chap            one-way and mutual CHAP; a wrong secret is refused;
 #                                           discovery CHAP (iscsi-ls, vcp discover)
 #   target_tools.sh VCP_BIN acl             --allow-initiator / --allow-address: who is let in,
-#                                           who is refused (and told why), who sees the target
+#                                           who is refused (and told why), who sees the target;
+#                                           SIGHUP: the new list for new logins, sessions it
+#                                           refuses dropped, the others going on
 #   target_tools.sh VCP_BIN digests         header and data digests (CRC32C)
 #   target_tools.sh VCP_BIN sessions        several initiators at once; reinstatement; with two I/O
 #                                           threads, a new connection goes to the one with fewer
