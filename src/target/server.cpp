@@ -41,13 +41,18 @@ uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
 // (The host is as parse_portal left it: an IPv6 address without its brackets.)
 bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
 
-// The numeric address of our end of a connection (an IPv4 peer of a dual-stack IPv6 listener
-// as plain IPv4), or nothing when the socket cannot say.
-std::optional<std::string> local_host(int fd) {
+// The address of our end of a connection (an IPv4 peer of a dual-stack IPv6 listener as plain
+// IPv4); family 0 when the socket cannot say.
+IpAddress local_address(int fd) {
   sockaddr_storage sa{};
   socklen_t len = sizeof(sa);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return std::nullopt;
-  const IpAddress a = ip_address_of(reinterpret_cast<sockaddr*>(&sa), len);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return {};
+  return ip_address_of(reinterpret_cast<sockaddr*>(&sa), len);
+}
+
+// The numeric address of our end of a connection, or nothing when the socket cannot say.
+std::optional<std::string> local_host(int fd) {
+  const IpAddress a = local_address(fd);
   if (a.family == 0) return std::nullopt;
   return to_string(a);
 }
@@ -57,10 +62,7 @@ std::optional<std::string> local_host(int fd) {
 bool same_machine(int fd, const IpAddress& peer) {
   if (peer.family == 0) return false;
   if (is_loopback(peer)) return true;
-  sockaddr_storage sa{};
-  socklen_t len = sizeof(sa);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return false;
-  const IpAddress local = ip_address_of(reinterpret_cast<sockaddr*>(&sa), len);
+  const IpAddress local = local_address(fd);
   return local.family == peer.family && local.bytes == peer.bytes;
 }
 
@@ -165,9 +167,8 @@ class IoThread {
     if (req) req->put(index_, {"I/O thread " + std::to_string(index_) + ": stopped"});
     wake();
   }
-  // LUNs to add (from another thread): taken at the loop's next turn, then latch->done().
-  // LUNs for this thread to add at its loop's next turn; with `target`, to a target new to
-  // it, added first (after the others).
+  // LUNs for this thread to add (from another thread), taken at the loop's next turn, then
+  // latch->done(); with `target`, to a target new to it, added first (after the others).
   void add_luns(std::vector<NewLun> luns, std::shared_ptr<ChangeLatch> latch,
                 std::optional<std::pair<std::string, std::string>> target = std::nullopt) {
     {
@@ -489,12 +490,11 @@ class IoThread {
     for (size_t i = 0; i < conns_.size();) {
       Conn& c = *conns_[i];
       TargetConnection& tc = *c.c;
-      if (!c.eof && !c.send_pending && tc.has_output() && tc.file_output_queued()) {
-        send_inline(c);
-      } else if (!c.eof && !c.send_pending && tc.has_output()) {
-        // Headers from the connection's output buffer, Data-In straight from task buffers.
-        const size_t n = tc.output_iov(c.tx_iov);
-        if (n > 0) {
+      if (!c.eof && !c.send_pending && tc.has_output()) {
+        if (tc.file_output_queued()) {
+          send_inline(c);
+        } else if (const size_t n = tc.output_iov(c.tx_iov); n > 0) {
+          // Headers from the connection's output buffer, Data-In straight from task buffers.
           io_uring_sqe* sqe = get_sqe();
           if (n == 1) {
             io_uring_prep_send(sqe, c.fd.get(), c.tx_iov[0].iov_base, c.tx_iov[0].iov_len, MSG_NOSIGNAL | MSG_WAITALL);
@@ -834,17 +834,13 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
     *error = "the target is not running";
     return false;
   }
-  if (new_target) inventory_.emplace_back();  // taken back below if anything fails
-  auto drop_slot = [&] {
-    if (new_target) inventory_.pop_back();
-    return false;
-  };
   std::vector<uint32_t> numbers;
-  for (const auto& [l, b] : inventory_[target]) numbers.push_back(l.number);
+  if (!new_target)
+    for (const auto& [l, b] : inventory_[target]) numbers.push_back(l.number);
   for (const auto& l : luns) {
     if (std::find(numbers.begin(), numbers.end(), l.number) != numbers.end()) {
       *error = lun_name(l, spec, target) + " exists";
-      return drop_slot();
+      return false;
     }
     numbers.push_back(l.number);
   }
@@ -858,14 +854,14 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
     auto b = make_backend(l.backend, &why);
     if (!b) {
       *error = lun_name(l, spec, target) + " '" + l.backend + "': " + why;
-      return drop_slot();
+      return false;
     }
     auto state = std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache});
     for (size_t i = 0; i < threads_.size(); ++i) {
       auto q = b->open_queue(static_cast<unsigned>(i));
       if (!q) {
         *error = lun_name(l, spec, target) + ": cannot open a backend queue: " + errno_str(q.error());
-        return drop_slot();
+        return false;
       }
       posts[i].push_back(NewLun{target, l.number, b.get(), state, std::move(*q)});
     }
@@ -883,6 +879,7 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
     std::unique_lock wait(latch->mu);
     latch->cv.wait(wait, [&] { return latch->left == 0; });
   }
+  if (new_target) inventory_.emplace_back();
   for (size_t i = 0; i < made.size(); ++i) {
     inventory_[target].push_back({luns[i], made[i].get()});
     backends_.push_back(std::move(made[i]));

@@ -102,6 +102,12 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
   return true;
 }
 
+// A target's access settings as a reload logs them.
+std::string describe(const target::TargetAccess& t) {
+  return fmt::format("{} initiator names, {} address ranges allowed (none: any); CHAP {}, mutual CHAP {}",
+                     t.acl.names.size(), t.acl.addresses.size(), t.chap ? "on" : "off", t.mutual_chap ? "on" : "off");
+}
+
 // SIGHUP: the access list and the CHAP credentials are read again (TOML file, CHAP files, the
 // command line over them) and apply to logins from now on; sessions the new list refuses are
 // ended by their I/O threads (TargetConnection::tick), the others go on. LUNs new
@@ -120,12 +126,13 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   if (s.host != running.host || s.port != running.port) ignored.push_back("portal");
   const std::vector<target::TargetSpec> now = running.all_targets(), next = s.all_targets();
   // Targets are matched by name (without regard to case); access settings apply to those the
-  // file still has; a target added, removed or renamed needs a restart.
-  auto find = [&](const target::TargetSpec& t) -> const target::TargetSpec* {
-    for (const auto& n : next)
-      if (iscsi::same_iscsi_name(n.iqn, t.iqn)) return &n;
+  // file still has; one new to the file is added, one removed or renamed needs a restart.
+  auto named = [](const std::vector<target::TargetSpec>& list, const std::string& iqn) -> const target::TargetSpec* {
+    for (const auto& t : list)
+      if (iscsi::same_iscsi_name(t.iqn, iqn)) return &t;
     return nullptr;
   };
+  auto find = [&](const target::TargetSpec& t) { return named(next, t.iqn); };
   bool targets_removed = false, aliases_changed = false, luns_changed = false;
   std::vector<std::vector<target::LunSpec>> added(now.size());  // per running target
   for (size_t i = 0; i < now.size(); ++i) {
@@ -148,8 +155,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   // A target new to the file (or renamed: the new name) is added, after the others.
   std::vector<target::TargetSpec> new_targets;
   for (const auto& n : next)
-    if (std::none_of(now.begin(), now.end(), [&](const auto& t) { return iscsi::same_iscsi_name(t.iqn, n.iqn); }))
-      new_targets.push_back(n);
+    if (!named(now, n.iqn)) new_targets.push_back(n);
   if (targets_removed) ignored.push_back("the targets (removed or renamed)");
   if (aliases_changed) ignored.push_back("aliases");
   if (luns_changed) ignored.push_back("LUNs (removed, or another backend)");
@@ -176,11 +182,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     const target::TargetSpec* n = find(now[i]);
     if (!n) continue;  // not in the file any more: its access stays as it was
     access.targets[i] = {n->acl, n->chap, n->mutual_chap};
-    const target::TargetAccess& t = access.targets[i];
-    VCP_LOG_INFO("vcp target: reloaded access for new logins to {}: {} initiator names, {} address ranges "
-                 "allowed (none: any); CHAP {}, mutual CHAP {}",
-                 now[i].iqn, t.acl.names.size(), t.acl.addresses.size(), t.chap ? "on" : "off",
-                 t.mutual_chap ? "on" : "off");
+    VCP_LOG_INFO("vcp target: reloaded access for new logins to {}: {}", now[i].iqn, describe(access.targets[i]));
   }
   // New targets: served by every I/O thread first, then given their access settings, which is
   // when logins and SendTargets find them.
@@ -193,10 +195,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     running.more_targets.push_back(n);
     std::string luns;
     for (const auto& l : n.luns) luns += fmt::format("{}LUN {} ({})", luns.empty() ? "" : ", ", l.number, l.backend);
-    VCP_LOG_INFO("vcp target: target {} added: {}; {} initiator names, {} address ranges allowed (none: any); "
-                 "CHAP {}, mutual CHAP {}",
-                 n.iqn, luns, n.acl.names.size(), n.acl.addresses.size(), n.chap ? "on" : "off",
-                 n.mutual_chap ? "on" : "off");
+    VCP_LOG_INFO("vcp target: target {} added: {}; {}", n.iqn, luns, describe(access.targets.back()));
   }
   VCP_LOG_INFO("vcp target: discovery CHAP {}", access.discovery_chap ? "on" : "off");
   server.set_access(std::move(access));
