@@ -186,7 +186,8 @@ wildcard)
   sleep 0.2
   ip link add vcp-t type veth peer name vcp-i netns "$PEER_NS" || fail "cannot make a veth pair"
   ip addr add 10.213.0.1/24 dev vcp-t && ip link set vcp-t up || fail "cannot set up vcp-t"
-  in_peer() { nsenter --net=/proc/$PEER_NS/ns/net "$@"; }
+  PEER_NET="nsenter --net=/proc/$PEER_NS/ns/net"  # runs a command in the second namespace
+  in_peer() { $PEER_NET "$@"; }
   in_peer ip addr add 10.213.0.2/24 dev vcp-i && in_peer ip link set vcp-i up && in_peer ip link set lo up ||
     fail "cannot set up vcp-i"
   LISTEN=0.0.0.0 start_target
@@ -205,7 +206,7 @@ wildcard)
   grep "session of .* from 127.0.0.1 " "$DIR/target.log" | grep -q "KiB unsent$" ||
     { grep "session of" "$DIR/target.log"; fail "the initiator on loopback got Data-In by sendfile (or no status line)"; }
   bench_verify 0 "randrw 256k 8" " (loopback, sendfile auto)"
-  BENCH_IN="nsenter --net=/proc/$PEER_NS/ns/net" URL=iscsi://10.213.0.1:$PORT/$IQN \
+  BENCH_IN=$PEER_NET URL=iscsi://10.213.0.1:$PORT/$IQN \
     bench_verify 0 "randrw 256k 8" " (veth, sendfile auto)"
   echo "sendfile auto: Data-In by sendfile for 10.213.0.2 (another namespace), from the mapping for 127.0.0.1"
   stop_target
