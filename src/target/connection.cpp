@@ -1053,6 +1053,21 @@ void TargetConnection::execute(Task* t) {
   }
 }
 
+void TargetConnection::forget_lun(const scsi::Lun* lu) {
+  for (Task* t : tasks_)
+    if (t->lu == lu && !t->in_lun) t->lu = nullptr;
+}
+
+bool TargetConnection::uses_lun(const scsi::Lun* lu) const {
+  auto in = [lu](const TxSeg& s) { return s.task && s.task->lu == lu; };
+  return std::any_of(tasks_.begin(), tasks_.end(), [lu](const Task* t) { return t->lu == lu; }) ||
+         std::any_of(out_segs_.begin(), out_segs_.end(), in) ||
+         std::any_of(tx_segs_.begin() + static_cast<long>(tx_seg_), tx_segs_.end(), in) ||
+         std::any_of(tmfs_.begin(), tmfs_.end(), [lu](const auto& pt) {
+           return std::any_of(pt->waits.begin(), pt->waits.end(), [lu](const auto& w) { return w.first == lu; });
+         });
+}
+
 void TargetConnection::task_done(scsi::ScsiTask* st) {
   Task* t = static_cast<Task*>(st->ctx);
   TargetConnection* c = t->conn;

@@ -245,6 +245,12 @@ class TargetConnection {
   bool closing() const { return closing_; }
   // Closing, no task is still inside a Lun and no Lun holds a TMF wait: may be destroyed.
   bool finished() const { return closing_ && tasks_.empty() && tmfs_.empty(); }
+  // A LUN removed while the target runs: commands of this connection not yet handed to `lu`
+  // (still collecting their data) will find no LUN when they run.
+  void forget_lun(const scsi::Lun* lu);
+  // Whether a command is in `lu`, output still holds data of its backend (read in place) or a
+  // task management function waits on it: until none does, a removed LUN's Lun must stay.
+  bool uses_lun(const scsi::Lun* lu) const;
   bool full_feature() const { return phase_ == Phase::FullFeature; }
   bool discovery() const { return params_.session_type == iscsi::SessionType::Discovery; }
   const iscsi::SessionParams& params() const { return params_; }

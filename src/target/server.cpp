@@ -33,7 +33,7 @@ namespace vcp::target {
 namespace {
 
 // io_uring user_data: a pointer (8-aligned) or an index, with the kind in the low 3 bits.
-enum Kind : uint64_t { kRecv = 1, kSend = 2, kWake = 3, kTimer = 4, kLunPoll = 5, kWritable = 6 };
+enum Kind : uint64_t { kRecv = 1, kSend = 2, kWake = 3, kTimer = 4, kLunPoll = 5, kWritable = 6, kCancel = 7 };
 uint64_t tag(const void* p, Kind k) { return reinterpret_cast<uint64_t>(p) | k; }
 uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
 
@@ -94,6 +94,26 @@ struct NewLun {
   std::unique_ptr<BackendQueue> queue;
 };
 
+// A LUN removed while the target runs (TargetServer::remove_luns): its backend, closed once
+// every I/O thread has let go of its Lun there (the last one to do so closes it).
+struct Retirement {
+  std::string name;  // "LUN 3", "LUN 3 of IQN"
+  std::unique_ptr<BlockBackend> backend;
+  std::atomic<size_t> left{0};  // I/O threads still holding a Lun of it
+  void done() {
+    if (left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    backend.reset();
+    VCP_LOG_INFO("vcp target: {} closed: its last commands have ended", name);
+  }
+};
+
+// A LUN to remove, as one I/O thread takes it.
+struct GoneLun {
+  size_t target = 0;
+  uint32_t number = 0;
+  std::shared_ptr<Retirement> retirement;
+};
+
 // Counts the I/O threads that have taken a change, for the thread that posted it to wait on.
 struct ChangeLatch {
   std::mutex mu;
@@ -103,6 +123,16 @@ struct ChangeLatch {
     std::lock_guard lock(mu);
     if (--left == 0) cv.notify_all();
   }
+};
+
+// A change to the LUNs an I/O thread serves, taken in the order posted: LUNs removed, then
+// LUNs added (to a target new to the thread, first added after the others, when `target` is
+// set: IQN, alias).
+struct LunBatch {
+  std::optional<std::pair<std::string, std::string>> target;
+  std::vector<NewLun> luns;
+  std::vector<GoneLun> gone;
+  std::shared_ptr<ChangeLatch> latch;
 };
 
 // A status report being gathered (TargetServer::status): each I/O thread fills its slot.
@@ -171,15 +201,13 @@ class IoThread {
   // latch->done(); with `target`, to a target new to it, added first (after the others).
   void add_luns(std::vector<NewLun> luns, std::shared_ptr<ChangeLatch> latch,
                 std::optional<std::pair<std::string, std::string>> target = std::nullopt) {
-    {
-      std::lock_guard lock(mu_);
-      if (!exited_) {
-        new_luns_.push_back({std::move(target), std::move(luns), std::move(latch)});
-        latch = nullptr;
-      }
-    }
-    if (latch) latch->done();  // the loop is over: nothing to add to
-    wake();
+    post_change({std::move(target), std::move(luns), {}, std::move(latch)});
+  }
+  // LUNs for this thread to remove (from another thread), in turn with additions: at the
+  // loop's next turn they leave their targets (latch->done()); each one's Lun goes once no
+  // command of this thread's connections is in it or holds its data (retirement->done()).
+  void remove_luns(std::vector<GoneLun> luns, std::shared_ptr<ChangeLatch> latch) {
+    post_change({std::nullopt, {}, std::move(luns), std::move(latch)});
   }
   void join() {
     if (thread_.joinable()) thread_.join();
@@ -212,6 +240,25 @@ class IoThread {
     iovec rx_iov[TargetConnection::kRxIov];
     msghdr rx_msg{};
   };
+
+  void post_change(LunBatch b) {
+    std::shared_ptr<ChangeLatch> latch = b.latch;
+    {
+      std::lock_guard lock(mu_);
+      if (!exited_) {
+        changes_.push_back(std::move(b));
+        latch = nullptr;
+      }
+    }
+    if (latch) {
+      // The loop is over: nothing changes. A removed LUN's Lun here goes with this thread,
+      // its backend with the last holder (kept_ outlives slots_).
+      std::lock_guard lock(mu_);
+      for (auto& g : b.gone) kept_.push_back(std::move(g.retirement));
+    }
+    if (latch) latch->done();
+    wake();
+  }
 
   bool setup() {
     if (cpu_ >= 0) {
@@ -273,15 +320,16 @@ class IoThread {
     cfg.relative_port = settings_.portal_group_tag;
     cfg.max_transfer_blocks = settings_.max_transfer_bytes / backend.info().block_size;
     cfg.max_tasks = settings_.max_tasks;
-    queues_.push_back(std::move(queue));
-    luns_.push_back(std::make_unique<scsi::Lun>(cfg, backend, *queues_.back(), std::move(state)));
-    luns_.back()->set_wake([this] { wake(); });  // resets from the other I/O threads
-    luns_.back()->set_reported_luns(tt.lun_numbers, false);
-    lun_poll_pending_.push_back(false);
-    lun_wait_counts_.push_back(0);  // a deque: the reads pending on the others keep their place
+    auto free = std::find_if(slots_.begin(), slots_.end(), [](const LunSlot& s) { return !s.lun && !s.poll_pending; });
+    LunSlot& slot = free != slots_.end() ? *free : slots_.emplace_back();
+    slot.queue = std::move(queue);
+    slot.lun = std::make_unique<scsi::Lun>(cfg, backend, *slot.queue, std::move(state));
+    slot.closing = false;
+    slot.lun->set_wake([this] { wake(); });  // resets from the other I/O threads
+    slot.lun->set_reported_luns(tt.lun_numbers, false);
     tt.luns.insert(std::upper_bound(tt.luns.begin(), tt.luns.end(), number,
                                     [](uint32_t n, const ThreadContext::LunEntry& e) { return n < e.number; }),
-                   {number, luns_.back().get()});
+                   {number, slot.lun.get()});
   }
 
   void answer_reports(uint64_t now) {
@@ -298,33 +346,46 @@ class IoThread {
                                 index_, cpu_ >= 0 ? " (CPU " + std::to_string(cpu_) + ")" : std::string(),
                                 conns_.size(), room.used() >> 10, room.budget >> 20, room.kept >> 10,
                                 room.small >> 10, room.waiting.size()));
+    if (!retiring_.empty()) {
+      uint32_t commands = 0;
+      for (const auto& r : retiring_) commands += slots_[r.slot].lun ? slots_[r.slot].lun->in_flight() : 0;
+      lines.push_back(fmt::format("  {} removed LUNs not yet closed here ({} commands still in them)", retiring_.size(),
+                                  commands));
+    }
     for (const auto& c : conns_) lines.push_back("  " + c->c->describe(now));
     for (auto& r : reqs) r->put(index_, lines);
   }
 
-  // LUNs added while running: each target's inventory grows, and its other LUNs report
-  // REPORTED LUNS DATA HAS CHANGED to every I_T nexus (raised once, by thread 0, on the state
-  // the threads share).
-  void take_new_luns() {
+  // LUNs added or removed while running: each target's inventory changes, and its other LUNs
+  // report REPORTED LUNS DATA HAS CHANGED to every I_T nexus (raised once, by thread 0, on the
+  // state the threads share). A removed LUN's commands still here run to their end
+  // (retire_lun).
+  void take_changes() {
     std::vector<LunBatch> batches;
     {
       std::lock_guard lock(mu_);
-      batches.swap(new_luns_);
+      batches.swap(changes_);
     }
-    for (auto& [target, luns, latch] : batches) {
+    for (auto& [target, luns, gone, latch] : batches) {
       if (target) {  // a target new to the server: no session knows its LUNs yet (no UA)
         ThreadContext::Target& tt = ctx_.served.emplace_back();
         tt.iqn = target->first;
         tt.alias = target->second;
       }
       std::vector<size_t> changed;
-      std::vector<scsi::Lun*> old;
+      std::vector<scsi::Lun*> old;  // there before: they raise the unit attention
+      auto touch = [&](size_t ti) {
+        if (std::find(changed.begin(), changed.end(), ti) != changed.end()) return;
+        changed.push_back(ti);
+        for (auto& e : ctx_.served.at(ti).luns) old.push_back(e.lun);
+      };
+      for (auto& g : gone) {
+        touch(g.target);
+        if (scsi::Lun* lu = retire_lun(g)) std::erase(old, lu);
+      }
       for (auto& n : luns) {
+        touch(n.target);
         ThreadContext::Target& tt = ctx_.served.at(n.target);
-        if (std::find(changed.begin(), changed.end(), n.target) == changed.end()) {
-          changed.push_back(n.target);
-          for (auto& e : tt.luns) old.push_back(e.lun);
-        }
         tt.lun_numbers.insert(std::upper_bound(tt.lun_numbers.begin(), tt.lun_numbers.end(), uint64_t{n.number}),
                               n.number);
         add_lun(n.target, n.number, *n.backend, std::move(n.queue), std::move(n.state));
@@ -334,6 +395,58 @@ class IoThread {
           e.lun->set_reported_luns(ctx_.served[ti].lun_numbers,
                                    index_ == 0 && std::find(old.begin(), old.end(), e.lun) != old.end());
       latch->done();
+    }
+  }
+
+  // A removed LUN leaves its target: commands to its number from now on find no LUN, and those
+  // of this thread's connections still collecting their data will too (forget_lun). Its Lun
+  // stays, polled as before, until reap_retired() finds it let go of. Returns it, or nullptr
+  // (not here: the retirement counts this thread as done).
+  scsi::Lun* retire_lun(const GoneLun& g) {
+    ThreadContext::Target& tt = ctx_.served.at(g.target);
+    auto e = std::find_if(tt.luns.begin(), tt.luns.end(), [&](const auto& x) { return x.number == g.number; });
+    std::erase(tt.lun_numbers, uint64_t{g.number});
+    if (e == tt.luns.end()) {
+      g.retirement->done();
+      return nullptr;
+    }
+    scsi::Lun* lu = e->lun;
+    tt.luns.erase(e);
+    for (auto& c : conns_) c->c->forget_lun(lu);
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].lun.get() == lu) retiring_.push_back({i, g.retirement});
+    return lu;
+  }
+
+  // Removed LUNs' Luns that no command is in any more, no connection's output holds data of
+  // and no task management function waits on: their read on the wait_fd is cancelled, then
+  // the Lun and its queue go, and the retirement is told.
+  void reap_retired() {
+    for (size_t k = 0; k < retiring_.size();) {
+      LunSlot& s = slots_[retiring_[k].slot];
+      if (!s.closing) {
+        const scsi::Lun* lu = s.lun.get();
+        if (lu->in_flight() > 0 ||
+            std::any_of(conns_.begin(), conns_.end(), [lu](const auto& c) { return c->c->uses_lun(lu); })) {
+          ++k;
+          continue;
+        }
+        s.closing = true;
+        if (s.poll_pending) {
+          io_uring_sqe* sqe = get_sqe();
+          io_uring_prep_cancel64(sqe, tag(uint64_t{retiring_[k].slot}, kLunPoll), 0);
+          io_uring_sqe_set_data64(sqe, tag(uint64_t{0}, kCancel));
+        }
+      }
+      if (s.poll_pending) {  // the read's completion (cancelled) is still to come
+        ++k;
+        continue;
+      }
+      s.lun.reset();
+      s.queue.reset();
+      s.closing = false;
+      retiring_[k].retirement->done();
+      retiring_.erase(retiring_.begin() + static_cast<long>(k));
     }
   }
 
@@ -369,11 +482,14 @@ class IoThread {
         stop_deadline = now + 2000;
         for (auto& c : conns_) c->c->shutdown();
       }
-      for (auto& l : luns_) l->poll();
+      for (auto& s : slots_)
+        if (s.lun) s.lun->poll();
       if (ticked)
         for (auto& c : conns_) c->c->tick(now);
       service_connections(now);
-      for (auto& l : luns_) l->commit();
+      for (auto& s : slots_)
+        if (s.lun) s.lun->commit();
+      if (!retiring_.empty()) reap_retired();
       arm_lun_polls();
       if (stopping && (conns_.empty() || now > stop_deadline)) break;
     }
@@ -381,7 +497,7 @@ class IoThread {
       std::lock_guard lock(mu_);
       exited_ = true;
     }
-    take_new_luns();  // whatever came in the meantime, so that no one waits for it
+    take_changes();  // whatever came in the meantime, so that no one waits for it
     answer_reports(coarse_now_ms());
     // A connection whose tasks are still inside a backend cannot be freed safely: it is left to
     // the process exit (only after the 2 s grace period).
@@ -395,7 +511,7 @@ class IoThread {
     const uint64_t kind = ud & 7;
     if (kind == kWake) {
       take_incoming(now);
-      take_new_luns();
+      take_changes();
       answer_reports(now);
       arm_wake();
       *ticked = true;  // reinstatement requests are noticed by tick()
@@ -406,8 +522,9 @@ class IoThread {
       arm_timer();
       return;
     }
+    if (kind == kCancel) return;  // a Lun's read being cancelled: its own completion follows
     if (kind == kLunPoll) {
-      lun_poll_pending_[ud >> 3] = false;
+      slots_[ud >> 3].poll_pending = false;
       return;
     }
     Conn* c = reinterpret_cast<Conn*>(ud & ~uint64_t{7});
@@ -612,13 +729,15 @@ class IoThread {
   // A backend's wait_fd is an eventfd it signals and never drains: reading it (rather than
   // polling it) both waits for completions and resets it, in one operation.
   void arm_lun_polls() {
-    for (size_t i = 0; i < luns_.size(); ++i) {
-      int fd = luns_[i]->wait_fd();
-      if (fd < 0 || lun_poll_pending_[i]) continue;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      LunSlot& s = slots_[i];
+      if (!s.lun || s.poll_pending || s.closing) continue;
+      int fd = s.lun->wait_fd();
+      if (fd < 0) continue;
       io_uring_sqe* sqe = get_sqe();
-      io_uring_prep_read(sqe, fd, &lun_wait_counts_[i], sizeof(uint64_t), 0);
+      io_uring_prep_read(sqe, fd, &s.wait_count, sizeof(uint64_t), 0);
       io_uring_sqe_set_data64(sqe, tag(uint64_t{i}, kLunPoll));
-      lun_poll_pending_[i] = true;
+      s.poll_pending = true;
     }
   }
 
@@ -642,12 +761,7 @@ class IoThread {
     bool refuse;
   };
   std::vector<Incoming> incoming_;
-  struct LunBatch {
-    std::optional<std::pair<std::string, std::string>> target;  // a new target: IQN, alias
-    std::vector<NewLun> luns;
-    std::shared_ptr<ChangeLatch> latch;
-  };
-  std::vector<LunBatch> new_luns_;
+  std::vector<LunBatch> changes_;  // in the order posted: a LUN removed, then one of its number added
   std::vector<std::shared_ptr<StatusRequest>> reports_;
   bool exited_ = false;  // the loop is over (under mu_)
   std::atomic<bool> stop_{false};
@@ -657,10 +771,24 @@ class IoThread {
   bool ring_ok_ = false;
   __kernel_timespec timer_{};
   ThreadContext ctx_;
-  std::vector<std::unique_ptr<BackendQueue>> queues_;
-  std::vector<std::unique_ptr<scsi::Lun>> luns_;
-  std::vector<bool> lun_poll_pending_;
-  std::deque<uint64_t> lun_wait_counts_;  // read targets for the wait_fd eventfds (stay in place)
+  // Removed LUNs whose Lun is still here (its commands run to their end); declared before
+  // slots_ so that what is left at exit goes after the Luns.
+  struct Retiring {
+    size_t slot;
+    std::shared_ptr<Retirement> retirement;
+  };
+  std::vector<Retiring> retiring_;
+  std::vector<std::shared_ptr<Retirement>> kept_;  // removed after the loop ended (under mu_)
+  // A Lun and this thread's queue on its backend, with the read pending on its wait_fd; a slot
+  // stays in place (the read's completion names it by index), freed slots are used again.
+  struct LunSlot {
+    std::unique_ptr<BackendQueue> queue;
+    std::unique_ptr<scsi::Lun> lun;  // after queue: destroyed first
+    bool poll_pending = false;
+    bool closing = false;  // removed and let go of: its pending read is being cancelled
+    uint64_t wait_count = 0;  // the read's target
+  };
+  std::deque<LunSlot> slots_;
   std::vector<std::unique_ptr<Conn>> conns_;
 };
 
@@ -825,6 +953,44 @@ bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std
     return false;
   }
   return post_luns(target, targets_[target], luns, false, error);
+}
+
+bool TargetServer::remove_luns(size_t target, const std::vector<uint32_t>& numbers, std::string* error) {
+  std::lock_guard lock(change_mu_);
+  if (threads_.empty()) {
+    *error = "the target is not running";
+    return false;
+  }
+  if (target >= targets_.size()) {
+    *error = "no target " + std::to_string(target);
+    return false;
+  }
+  auto& inv = inventory_[target];
+  for (uint32_t n : numbers)
+    if (std::none_of(inv.begin(), inv.end(), [n](const auto& e) { return e.first.number == n; })) {
+      *error = "LUN " + std::to_string(n) + (target ? " of " + targets_[target].iqn : "") + " does not exist";
+      return false;
+    }
+  std::vector<std::vector<GoneLun>> posts(threads_.size());
+  for (uint32_t n : numbers) {
+    auto e = std::find_if(inv.begin(), inv.end(), [n](const auto& x) { return x.first.number == n; });
+    auto r = std::make_shared<Retirement>();
+    r->name = lun_name(e->first, targets_[target], target);
+    r->left = threads_.size();
+    auto b = std::find_if(backends_.begin(), backends_.end(), [&](const auto& p) { return p.get() == e->second; });
+    const auto k = b - backends_.begin();
+    r->backend = std::move(*b);
+    backends_.erase(b);
+    lu_states_.erase(lu_states_.begin() + k);
+    inv.erase(e);
+    for (size_t i = 0; i < threads_.size(); ++i) posts[i].push_back(GoneLun{target, n, r});
+  }
+  auto latch = std::make_shared<ChangeLatch>();
+  latch->left = threads_.size();
+  for (size_t i = 0; i < threads_.size(); ++i) threads_[i]->remove_luns(std::move(posts[i]), latch);
+  std::unique_lock wait(latch->mu);
+  latch->cv.wait(wait, [&] { return latch->left == 0; });
+  return true;
 }
 
 // add_luns() and add_target(), under change_mu_: LUNs for target `target`, new or not.

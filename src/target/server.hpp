@@ -57,6 +57,13 @@ class TargetServer {
   // DATA HAS CHANGED to the sessions logged in. Safe from any thread while run() runs; returns
   // once every thread has them. Nothing is added if anything fails (*error says what).
   bool add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error);
+  // Removes LUNs (by number) from a running target: every I/O thread takes them out of the
+  // target at once (commands to them fail with LOGICAL UNIT NOT SUPPORTED, REPORT LUNS leaves
+  // them out, the target's other LUNs report REPORTED LUNS DATA HAS CHANGED), while commands
+  // already in them run to their end; each one's backend is closed after the last (logged).
+  // Returns once every thread has taken them out; nothing is removed if a number is unknown.
+  // A LUN of the same number may be added right after (another backend in its place).
+  bool remove_luns(size_t target, const std::vector<uint32_t>& numbers, std::string* error);
   // Adds a target with its LUNs to the running server, after the others (its index is the
   // number of targets so far), as add_luns() adds LUNs. Logins find it once the access
   // settings have an entry for it (set_access() with one more TargetAccess); until then it is
@@ -75,14 +82,16 @@ class TargetServer {
 
   TargetSettings settings_;
   std::atomic<std::shared_ptr<const AccessSettings>> access_;
-  std::vector<std::unique_ptr<BlockBackend>> backends_;  // one per LUN of settings_.all_targets(), in order
+  // One per LUN served: those of settings_.all_targets() in order (as the I/O threads take them
+  // at start), then those added; a removed LUN's goes to its Retirement.
+  std::vector<std::unique_ptr<BlockBackend>> backends_;
   std::vector<std::shared_ptr<scsi::SharedLuState>> lu_states_;  // likewise
   SessionRegistry sessions_;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;  // eventfd
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> connections_{0};  // open, on all threads (max_connections)
-  std::mutex change_mu_;  // add_luns() one at a time, and threads_ while run() builds or clears it
+  std::mutex change_mu_;  // LUN changes one at a time, and threads_ while run() builds or clears it
   // The targets served (settings_.all_targets(), then those add_target() added), each one's
   // LUNs (as add_luns() left them) and their backends (owned by backends_).
   std::vector<TargetSpec> targets_;

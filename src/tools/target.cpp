@@ -110,11 +110,12 @@ std::string describe(const target::TargetAccess& t) {
 
 // SIGHUP: the access list and the CHAP credentials are read again (TOML file, CHAP files, the
 // command line over them) and apply to logins from now on; sessions the new list refuses are
-// ended by their I/O threads (TargetConnection::tick), the others go on. LUNs new
-// to a target are added to it, and targets new to the file are added after the others.
-// Settings that need a restart (portal, targets removed, aliases, LUNs removed or changed,
-// CPUs, limits) are left as they are, and said so; a file that does not
-// read or validate leaves everything as it was. `running` follows what was applied.
+// ended by their I/O threads (TargetConnection::tick), the others go on. A target's LUNs
+// follow the file: one new is added, one gone is removed (its commands in flight end first),
+// one given another backend is removed and added again with it. Targets new to the file are
+// added after the others. Settings that need a restart (portal, targets removed, aliases,
+// CPUs, limits) are left as they are, and said so; a file that does not read or validate
+// leaves everything as it was. `running` follows what was applied.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
   target::TargetSettings s;
   std::string error;
@@ -133,8 +134,9 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     return nullptr;
   };
   auto find = [&](const target::TargetSpec& t) { return named(next, t.iqn); };
-  bool targets_removed = false, aliases_changed = false, luns_changed = false;
+  bool targets_removed = false, aliases_changed = false;
   std::vector<std::vector<target::LunSpec>> added(now.size());  // per running target
+  std::vector<std::vector<uint32_t>> removed(now.size());     // likewise; those replaced too
   for (size_t i = 0; i < now.size(); ++i) {
     const target::TargetSpec& t = now[i];
     const target::TargetSpec* n = find(t);
@@ -143,14 +145,14 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
       continue;
     }
     aliases_changed |= n->alias != t.alias;
-    // A LUN number new to the target is added; one gone, or with another backend, needs a restart.
+    // A LUN number new to the target is added, one gone is removed, one with another backend
+    // is both (removed first).
     for (const auto& l : n->luns) {
       auto old = std::find_if(t.luns.begin(), t.luns.end(), [&](const auto& o) { return o.number == l.number; });
-      if (old == t.luns.end()) added[i].push_back(l);
-      else luns_changed |= old->backend != l.backend;
+      if (old == t.luns.end() || old->backend != l.backend) added[i].push_back(l);
     }
     for (const auto& o : t.luns)
-      luns_changed |= std::none_of(n->luns.begin(), n->luns.end(), [&](const auto& l) { return l.number == o.number; });
+      if (std::find(n->luns.begin(), n->luns.end(), o) == n->luns.end()) removed[i].push_back(o.number);
   }
   // A target new to the file (or renamed: the new name) is added, after the others.
   std::vector<target::TargetSpec> new_targets;
@@ -158,7 +160,6 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     if (!named(now, n.iqn)) new_targets.push_back(n);
   if (targets_removed) ignored.push_back("the targets (removed or renamed)");
   if (aliases_changed) ignored.push_back("aliases");
-  if (luns_changed) ignored.push_back("LUNs (removed, or another backend)");
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
   // Whatever else differs, access settings aside, is a [limits] key: the groups above and the
   // access settings taken as they run, the rest compares whole (a new key is covered too).
@@ -199,13 +200,30 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   }
   VCP_LOG_INFO("vcp target: discovery CHAP {}", access.discovery_chap ? "on" : "off");
   server.set_access(std::move(access));
-  for (size_t i = 0; i < added.size(); ++i) {
+  for (size_t i = 0; i < now.size(); ++i) {
+    auto& luns = i == 0 ? running.luns : running.more_targets[i - 1].luns;
+    if (!removed[i].empty()) {
+      if (!server.remove_luns(i, removed[i], &error)) {
+        // Not expected (`running` follows the server); the LUNs stay, and so do those that
+        // would have replaced them.
+        VCP_LOG_WARN("vcp target: reload: LUNs not removed from {}: {}", now[i].iqn, error);
+        std::erase_if(added[i], [&](const auto& l) {
+          return std::find(removed[i].begin(), removed[i].end(), l.number) != removed[i].end();
+        });
+      } else {
+        for (uint32_t n : removed[i]) {
+          auto l = std::find_if(luns.begin(), luns.end(), [n](const auto& x) { return x.number == n; });
+          VCP_LOG_INFO("vcp target: LUN {} of {} removed ({}); its commands in flight end first", n, now[i].iqn,
+                       l->backend);
+          luns.erase(l);
+        }
+      }
+    }
     if (added[i].empty()) continue;
     if (!server.add_luns(i, added[i], &error)) {
       VCP_LOG_WARN("vcp target: reload: LUNs not added to {}: {}", now[i].iqn, error);
       continue;
     }
-    auto& luns = i == 0 ? running.luns : running.more_targets[i - 1].luns;
     for (const auto& l : added[i]) {
       VCP_LOG_INFO("vcp target: LUN {} of {} added ({})", l.number, now[i].iqn, l.backend);
       luns.push_back(l);

@@ -460,14 +460,63 @@ PY
   bench_verify "2?initiator=$INI" "randrw 4K 8"
   wait "$HELD" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"
   grep -q "verify: .* ok" "$DIR/held.log" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"
-  # The same LUN with another backend needs a restart: said so, nothing changes.
+  # The same LUN number with another backend: the old LUN is removed and closed, the new one
+  # added in its place.
   sed -i 's/ram:size=4M/ram:size=8M/' "$DIR/targets.toml"
   kill -HUP "$PID"
-  for _ in $(seq 100); do grep -q "LUNs (removed, or another backend)" "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "reload: changes to LUNs (removed, or another backend) need a restart" "$DIR/target.log" ||
-    fail "a LUN given another backend was not reported: $(cat "$DIR/target.log")"
+  for _ in $(seq 100); do grep -q "LUN 2 of $IQN added (ram:size=8M)" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: LUN 2 of $IQN removed (ram:size=4M)" "$DIR/target.log" ||
+    fail "LUN 2's old backend was not removed: $(cat "$DIR/target.log")"
+  grep -q "vcp target: LUN 2 of $IQN added (ram:size=8M)" "$DIR/target.log" ||
+    fail "LUN 2's new backend was not added: $(cat "$DIR/target.log")"
+  for _ in $(seq 100); do grep -q "vcp target: LUN 2 closed" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: LUN 2 closed: its last commands have ended" "$DIR/target.log" ||
+    fail "LUN 2's old backend was not closed: $(cat "$DIR/target.log")"
+  grep -q "need a restart" "$DIR/target.log" && fail "a LUN's new backend was said to need a restart"
   out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/2") || fail "readcapacity16 LUN 2: $out"
-  grep -q "Total size:4194304" <<<"$out" || fail "LUN 2 changed on reload: $out"
+  grep -q "Total size:8388608" <<<"$out" || fail "LUN 2 did not get its new backend: $out"
+  bench_verify "2?initiator=$INI" "randrw 4K 8" " (LUN 2 on its new backend)"
+  # A LUN taken out of the file while our initiator writes and reads it (64 KiB, qd 16) and
+  # another session verifies LUN 0 of the same target: commands to the removed LUN fail from
+  # then on (those in flight end first), its file is closed after them, the other session
+  # verifies to its end and the LUN is gone from REPORT LUNS.
+  timeout 30 "$VCP_BIN" bench --backend "iscsi://$PORTAL/$SECOND/0?initiator=$OTHER" --rw randrw --bs 4K --qd 8 \
+    --time 4 --verify >"$DIR/kept.log" 2>&1 &
+  KEPT=$!
+  timeout 60 "$VCP_BIN" bench --backend "iscsi://$PORTAL/$SECOND/4?initiator=$OTHER&recovery_timeout=3" --rw randrw \
+    --bs 64K --qd 16 --time 6 >"$DIR/gone.log" 2>&1 &
+  GONE=$!
+  sleep 1.5
+  ls -l "/proc/$PID/fd" | grep -q "$DIR/second.img" || fail "vcp target does not have LUN 4's file open"
+  python3 - "$DIR/targets.toml" <<'PY'
+import re, sys
+p = sys.argv[1]
+t = open(p).read()
+t2 = re.sub(r'\[\[target\.lun\]\]\nnumber = 4\nbackend = "[^"]*"\n', '', t)
+assert t2 != t, "no LUN 4 in " + p
+open(p, "w").write(t2)
+PY
+  kill -HUP "$PID"
+  for _ in $(seq 200); do grep -q "vcp target: LUN 4 of $SECOND closed" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: LUN 4 of $SECOND removed (file:path=$DIR/second.img); its commands in flight end first" \
+    "$DIR/target.log" || fail "LUN 4 was not removed: $(cat "$DIR/target.log")"
+  grep -q "vcp target: LUN 4 of $SECOND closed: its last commands have ended" "$DIR/target.log" ||
+    fail "LUN 4 was not closed: $(cat "$DIR/target.log")"
+  ls -l "/proc/$PID/fd" | grep -q "$DIR/second.img" && fail "LUN 4's file is still open after it was closed"
+  wait "$KEPT" || fail "the session on LUN 0 of $SECOND while LUN 4 was removed: $(tail -5 "$DIR/kept.log")"
+  grep -q "verify: .* ok" "$DIR/kept.log" || fail "the session on LUN 0 of $SECOND did not verify: $(tail -5 "$DIR/kept.log")"
+  grep -q " 0 errors" "$DIR/kept.log" || fail "the session on LUN 0 of $SECOND had errors: $(tail -5 "$DIR/kept.log")"
+  rc=0
+  wait "$GONE" || rc=$?
+  [ "$rc" != 124 ] || fail "our initiator on the removed LUN 4 hung: $(tail -5 "$DIR/gone.log")"
+  grep -q "CHECK CONDITION: ILLEGAL REQUEST, ASC/ASCQ 25/00" "$DIR/gone.log" ||
+    fail "our initiator on LUN 4 was not told the LUN is gone (rc $rc): $(tail -5 "$DIR/gone.log")"
+  kill -0 "$PID" || fail "vcp target exited after a LUN was removed under I/O"
+  out=$(timeout 20 iscsi-ls -i $OTHER -s "iscsi://$PORTAL") || fail "iscsi-ls after removing LUN 4: $out"
+  grep -q "Target:$SECOND " <<<"$out" || fail "iscsi-ls lost $SECOND: $out"
+  sed -n "/Target:$SECOND /,/Target:/p" <<<"$out" | grep -q "Lun:4 " && fail "REPORT LUNS still shows the removed LUN 4: $out"
+  sed -n "/Target:$SECOND /,/Target:/p" <<<"$out" | grep -q "Lun:0 " || fail "REPORT LUNS lost LUN 0 of $SECOND: $out"
+  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/4" >/dev/null 2>&1 && fail "iscsi-inq found the removed LUN 4"
   # A target added to the file is added, after the others, with its LUNs and access list:
   # iscsi-ls lists it to whom may use it, libiscsi's tools and our initiator use it, and the
   # others go on. One removed from the file needs a restart: said so, and it is still served.

@@ -312,6 +312,57 @@ TEST(TargetZeroCopy, QueuedDataInPinsItsTask) {
   EXPECT_TRUE(data_in_of(pdus, rc).empty());  // UNIT ATTENTION after the reset: no data
 }
 
+// A LUN removed while the target runs (TargetServer::remove_luns): its I/O thread takes it out
+// of the target and calls forget_lun(), then keeps its Lun until no connection uses_lun() it.
+// Data-In read in place from it and still queued keeps it; a WRITE still collecting its data
+// lets go at once and, its data in, fails with LOGICAL UNIT NOT SUPPORTED.
+TEST(TargetZeroCopy, ARemovedLunStaysWhileItsDataIsQueued) {
+  SessionOptions o = small_segments_with_digests();
+  o.limits.data_digest = DigestPolicy::None;  // Data-In in place from the ram LUN
+  Session s(o);
+  Initiator& ini = s.ini;
+  scsi::Lun* lu = s.f.lun.get();
+  const uint32_t len = 32 * 1024;
+  auto a = pattern(len, 4), b = pattern(len, 5);
+  EXPECT_TRUE(s.write(0, a));
+  EXPECT_FALSE(ini.conn().uses_lun(lu));
+  // A write without immediate data: the target asks for it with an R2T and waits.
+  const uint32_t wb = ini.command(cdb_rw16(0x8a, 64, len / 512), false, true, len);
+  auto r2t = ini.take();
+  ASSERT_EQ(r2t.size(), 1u);
+  ASSERT_TRUE(r2t[0].as<R2TPdu>());
+  EXPECT_TRUE(ini.conn().uses_lun(lu));
+  const uint32_t ra = s.read_command(0, len);  // completes inline; its Data-In stays queued
+  // The removal, as the I/O thread makes it.
+  ThreadContext::Target& tt = s.f.ctx.served[0];
+  std::erase_if(tt.luns, [&](const auto& e) { return e.lun == lu; });
+  std::erase(tt.lun_numbers, uint64_t{0});
+  ini.conn().forget_lun(lu);
+  EXPECT_TRUE(ini.conn().uses_lun(lu));  // the read's data is still to be sent
+  auto pdus = decode_all(drain_output(ini.conn(), 5000), ini.digests);
+  EXPECT_EQ(data_in_of(pdus, ra), a);
+  EXPECT_FALSE(ini.conn().uses_lun(lu));
+  // The write's data: it runs with no LUN.
+  ini.data_out(wb, r2t[0].as<R2TPdu>()->ttt, 0, 0, b, true);
+  Outcome w = outcome_of(ini.take());
+  EXPECT_EQ(w.status, 2);  // CHECK CONDITION
+  ASSERT_GE(w.sense.size(), 14u);
+  EXPECT_EQ(w.sense[2] & 0x0f, 5);  // ILLEGAL REQUEST
+  EXPECT_EQ(w.sense[12], 0x25);     // LOGICAL UNIT NOT SUPPORTED
+  EXPECT_EQ(w.sense[13], 0x00);
+  EXPECT_FALSE(ini.conn().uses_lun(lu));
+  // New commands to LUN 0 find none; the LUN's own data is as the first write left it.
+  Outcome r = outcome_of(ini.run(cdb_rw16(0x88, 64, len / 512), true, false, len));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(r.data.empty());
+  std::vector<uint8_t> at64(len);
+  ASSERT_EQ(s.f.backend->info().block_size, 512u);
+  const uint8_t* view = s.f.queue->read_view(64 * 512, len);
+  ASSERT_NE(view, nullptr);
+  std::memcpy(at64.data(), view, len);
+  EXPECT_NE(at64, b);
+}
+
 // The connection drops while a send of Data-In is in flight: the iovecs handed out stay
 // readable (ASan checks) until the send completes.
 TEST(TargetZeroCopy, ConnectionDropsWithDataInInFlight) {
