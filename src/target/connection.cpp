@@ -140,6 +140,7 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
       if (!same_iscsi_name(name, ctx_.served[i].iqn)) continue;  // without regard to case (RFC 3722)
       if (i >= access_->targets.size()) break;  // not in the access settings: as if absent
       const TargetAccess& a = access_->targets[i];
+      if (a.removed) continue;  // as if absent (one of the same name may have been added since)
       if (!a.acl.allows(initiator, peer_)) {
         t.kind = TargetLookup::Kind::NotAuthorized;
         return t;
@@ -566,10 +567,12 @@ void TargetConnection::enter_full_feature() {
 void TargetConnection::recheck_access(uint64_t now_ms) {
   if (closing_ || drop_at_ms_ || phase_ != Phase::FullFeature || discovery() || !target_) return;
   if (target_index_ >= access_->targets.size() ||
-      access_->targets[target_index_].acl.allows(params_.initiator_name, peer_))
+      access_->targets[target_index_].admits(params_.initiator_name, peer_))
     return;
-  VCP_LOG_WARN("target: session of {} from {} to {} (TSIH {}) ended: the access list reloaded does not allow it",
-               printable(params_.initiator_name), to_string(peer_), target_->iqn, tsih_);
+  VCP_LOG_WARN("target: session of {} from {} to {} (TSIH {}) ended: {}", printable(params_.initiator_name),
+               to_string(peer_), target_->iqn, tsih_,
+               access_->targets[target_index_].removed ? "the target was removed by a reload"
+                                                       : "the access list reloaded does not allow it");
   // RFC 7143, 11.9.1, event 3: the target drops all the connections of this session. The
   // initiator may log in again after Time2Wait (it will be refused); nothing to retain.
   AsyncMessagePdu m;
@@ -1356,7 +1359,7 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
       const std::string session_target = target_ ? target_->iqn : std::string();
       std::vector<iscsi::SendTargetsRecord> shown;
       for (size_t i = 0; i < ctx_.served.size() && i < access_->targets.size(); ++i) {
-        if (!access_->targets[i].acl.allows(params_.initiator_name, peer_)) continue;
+        if (!access_->targets[i].admits(params_.initiator_name, peer_)) continue;
         shown.push_back({ctx_.served[i].iqn, {target_address_.empty() ? ctx_.portal_address : target_address_}});
       }
       build_send_targets(kv.value, params_.session_type, session_target, shown, out);
@@ -1497,7 +1500,7 @@ void TargetConnection::tick(uint64_t now_ms) {
     }
   }
   if (drop_at_ms_) {
-    if (now_ms >= drop_at_ms_) close("access revoked by a reload");
+    if (now_ms >= drop_at_ms_) close("dropped by a reload (access revoked or target removed)");
     return;  // no keepalive: nothing is read any more
   }
   // A peer we stopped reading from (its answers pile up) but that takes our output is alive.

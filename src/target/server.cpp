@@ -840,6 +840,7 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
   s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   s->settings_ = std::move(settings);
   s->targets_ = s->settings_.all_targets();
+  s->removed_.assign(s->targets_.size(), false);
   s->access_.store(std::make_shared<const AccessSettings>(AccessSettings::of(s->settings_)));
   return s;
 }
@@ -936,19 +937,20 @@ int TargetServer::run() {
 
 bool TargetServer::add_target(const TargetSpec& spec, std::string* error) {
   std::lock_guard lock(change_mu_);
-  for (const auto& t : targets_)
-    if (iscsi::same_iscsi_name(t.iqn, spec.iqn)) {
-      *error = "a target named " + t.iqn + " exists";
+  for (size_t i = 0; i < targets_.size(); ++i)
+    if (!removed_[i] && iscsi::same_iscsi_name(targets_[i].iqn, spec.iqn)) {
+      *error = "a target named " + targets_[i].iqn + " exists";
       return false;
     }
   if (!post_luns(targets_.size(), spec, spec.luns, true, error)) return false;
   targets_.push_back(spec);
+  removed_.push_back(false);
   return true;
 }
 
 bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error) {
   std::lock_guard lock(change_mu_);
-  if (target >= targets_.size()) {
+  if (target >= targets_.size() || removed_[target]) {
     *error = "no target " + std::to_string(target);
     return false;
   }
@@ -957,11 +959,28 @@ bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std
 
 bool TargetServer::remove_luns(size_t target, const std::vector<uint32_t>& numbers, std::string* error) {
   std::lock_guard lock(change_mu_);
+  return remove_luns_locked(target, numbers, error);
+}
+
+bool TargetServer::remove_target(size_t target, std::string* error) {
+  std::lock_guard lock(change_mu_);
+  if (target >= targets_.size() || removed_[target]) {
+    *error = "no target " + std::to_string(target);
+    return false;
+  }
+  std::vector<uint32_t> numbers;
+  for (const auto& [l, b] : inventory_[target]) numbers.push_back(l.number);
+  if (!numbers.empty() && !remove_luns_locked(target, numbers, error)) return false;
+  removed_[target] = true;
+  return true;
+}
+
+bool TargetServer::remove_luns_locked(size_t target, const std::vector<uint32_t>& numbers, std::string* error) {
   if (threads_.empty()) {
     *error = "the target is not running";
     return false;
   }
-  if (target >= targets_.size()) {
+  if (target >= targets_.size() || removed_[target]) {
     *error = "no target " + std::to_string(target);
     return false;
   }
@@ -1063,6 +1082,7 @@ std::vector<std::string> TargetServer::status() {
   const auto access = this->access();
   const std::vector<TargetSpec>& targets = targets_;
   for (size_t ti = 0; ti < targets.size(); ++ti) {
+    if (removed_[ti]) continue;
     std::string luns;
     auto sorted = inventory_[ti];
     std::sort(sorted.begin(), sorted.end(), [](auto& x, auto& y) { return x.first.number < y.first.number; });

@@ -64,6 +64,10 @@ class TargetServer {
   // Returns once every thread has taken them out; nothing is removed if a number is unknown.
   // A LUN of the same number may be added right after (another backend in its place).
   bool remove_luns(size_t target, const std::vector<uint32_t>& numbers, std::string* error);
+  // Removes a target's LUNs (as remove_luns()) and the target from the status report; a target
+  // of its name may be added again (with another index). Its logins and sessions go with its
+  // access settings (TargetAccess::removed, set_access()), which the caller sets first.
+  bool remove_target(size_t target, std::string* error);
   // Adds a target with its LUNs to the running server, after the others (its index is the
   // number of targets so far), as add_luns() adds LUNs. Logins find it once the access
   // settings have an entry for it (set_access() with one more TargetAccess); until then it is
@@ -79,6 +83,7 @@ class TargetServer {
   TargetServer() = default;
   bool post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, bool new_target,
                  std::string* error);
+  bool remove_luns_locked(size_t target, const std::vector<uint32_t>& numbers, std::string* error);
 
   TargetSettings settings_;
   std::atomic<std::shared_ptr<const AccessSettings>> access_;
@@ -95,6 +100,7 @@ class TargetServer {
   // The targets served (settings_.all_targets(), then those add_target() added), each one's
   // LUNs (as add_luns() left them) and their backends (owned by backends_).
   std::vector<TargetSpec> targets_;
+  std::vector<bool> removed_;  // per target: remove_target() took it away
   std::vector<std::vector<std::pair<LunSpec, BlockBackend*>>> inventory_;
   std::vector<std::unique_ptr<IoThread>> threads_;
 };

@@ -116,6 +116,12 @@ struct TargetAccess {
   InitiatorAcl acl;
   std::optional<iscsi::ChapCredentials> chap;
   std::optional<iscsi::ChapCredentials> mutual_chap;
+  // Removed by a reload: as if absent to logins and SendTargets, and its sessions end. Its
+  // place stays (targets keep their indices; a target of the same name added later has another).
+  bool removed = false;
+
+  // Whether the target is there for this initiator.
+  bool admits(std::string_view initiator, const IpAddress& peer) const { return !removed && acl.allows(initiator, peer); }
 
   bool operator==(const TargetAccess&) const = default;
 };

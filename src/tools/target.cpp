@@ -113,9 +113,11 @@ std::string describe(const target::TargetAccess& t) {
 // ended by their I/O threads (TargetConnection::tick), the others go on. A target's LUNs
 // follow the file: one new is added, one gone is removed (its commands in flight end first),
 // one given another backend is removed and added again with it. Targets new to the file are
-// added after the others. Settings that need a restart (portal, targets removed, aliases,
-// CPUs, limits) are left as they are, and said so; a file that does not read or validate
-// leaves everything as it was. `running` follows what was applied.
+// added after the others; one gone from it is removed (its sessions end, then its LUNs go as
+// above), so a renamed one is both. Settings that need a restart (portal, aliases, CPUs,
+// limits) are left as they are, and said so; a file that does not read or validate leaves
+// everything as it was. `running` follows what was applied; a removed target keeps its place
+// in it (targets keep their indices), marked removed in the server's access settings.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
   target::TargetSettings s;
   std::string error;
@@ -126,22 +128,27 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   std::vector<std::string> ignored;
   if (s.host != running.host || s.port != running.port) ignored.push_back("portal");
   const std::vector<target::TargetSpec> now = running.all_targets(), next = s.all_targets();
+  target::AccessSettings access = *server.access();
+  // Removed by an earlier reload: not served, matched by nothing.
+  auto gone = [&](size_t i) { return i < access.targets.size() && access.targets[i].removed; };
   // Targets are matched by name (without regard to case); access settings apply to those the
-  // file still has; one new to the file is added, one removed or renamed needs a restart.
+  // file still has; one new to the file is added, one no longer in it removed.
   auto named = [](const std::vector<target::TargetSpec>& list, const std::string& iqn) -> const target::TargetSpec* {
     for (const auto& t : list)
       if (iscsi::same_iscsi_name(t.iqn, iqn)) return &t;
     return nullptr;
   };
   auto find = [&](const target::TargetSpec& t) { return named(next, t.iqn); };
-  bool targets_removed = false, aliases_changed = false;
+  bool aliases_changed = false;
+  std::vector<size_t> targets_removed;
   std::vector<std::vector<target::LunSpec>> added(now.size());  // per running target
   std::vector<std::vector<uint32_t>> removed(now.size());     // likewise; those replaced too
   for (size_t i = 0; i < now.size(); ++i) {
+    if (gone(i)) continue;
     const target::TargetSpec& t = now[i];
     const target::TargetSpec* n = find(t);
     if (!n) {
-      targets_removed = true;
+      targets_removed.push_back(i);
       continue;
     }
     aliases_changed |= n->alias != t.alias;
@@ -156,9 +163,11 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   }
   // A target new to the file (or renamed: the new name) is added, after the others.
   std::vector<target::TargetSpec> new_targets;
-  for (const auto& n : next)
-    if (!named(now, n.iqn)) new_targets.push_back(n);
-  if (targets_removed) ignored.push_back("the targets (removed or renamed)");
+  for (const auto& n : next) {
+    bool served = false;
+    for (size_t i = 0; i < now.size(); ++i) served |= !gone(i) && iscsi::same_iscsi_name(now[i].iqn, n.iqn);
+    if (!served) new_targets.push_back(n);
+  }
   if (aliases_changed) ignored.push_back("aliases");
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
   // Whatever else differs, access settings aside, is a [limits] key: the groups above and the
@@ -176,12 +185,15 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     for (const auto& w : ignored) what += (what.empty() ? "" : ", ") + w;
     VCP_LOG_WARN("vcp target: reload: changes to {} need a restart and are not applied", what);
   }
-  target::AccessSettings access = *server.access();
   access.discovery_chap = s.discovery_chap;
   access.discovery_mutual_chap = s.mutual_chap;
   for (size_t i = 0; i < now.size() && i < access.targets.size(); ++i) {
+    if (gone(i)) continue;
     const target::TargetSpec* n = find(now[i]);
-    if (!n) continue;  // not in the file any more: its access stays as it was
+    if (!n) {  // not in the file any more: its logins refused, its sessions ended
+      access.targets[i].removed = true;
+      continue;
+    }
     access.targets[i] = {n->acl, n->chap, n->mutual_chap};
     VCP_LOG_INFO("vcp target: reloaded access for new logins to {}: {}", now[i].iqn, describe(access.targets[i]));
   }
@@ -200,6 +212,17 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   }
   VCP_LOG_INFO("vcp target: discovery CHAP {}", access.discovery_chap ? "on" : "off");
   server.set_access(std::move(access));
+  // Removed targets: gone for logins and SendTargets now, their sessions ended by their I/O
+  // threads at the next tick; their LUNs are removed as LUNs are.
+  for (size_t i : targets_removed) {
+    if (!server.remove_target(i, &error)) {
+      VCP_LOG_WARN("vcp target: reload: the LUNs of removed target {} stay: {}", now[i].iqn, error);
+      continue;
+    }
+    VCP_LOG_INFO("vcp target: target {} removed: its sessions end, its {} LUNs are removed (their commands in "
+                 "flight end first)",
+                 now[i].iqn, now[i].luns.size());
+  }
   for (size_t i = 0; i < now.size(); ++i) {
     auto& luns = i == 0 ? running.luns : running.more_targets[i - 1].luns;
     if (!removed[i].empty()) {

@@ -547,23 +547,61 @@ PY
   kill -HUP "$PID"
   sleep 0.5
   [ "$(grep -c "target $THIRD added" "$DIR/target.log")" = 1 ] || fail "$THIRD was added twice"
-  # The second target taken out of the file: a restart is needed for that; it stays.
+  # The second target taken out of the file while a session of ours reads from it: the
+  # session is dropped (Async Message), the target is listed and found no more, its LUN is
+  # removed and closed. Put back under the same name with another LUN, it is served again.
+  timeout 30 "$VCP_BIN" bench --backend "iscsi://$PORTAL/$SECOND/0?initiator=$OTHER&recovery_timeout=2" --rw randread \
+    --bs 4K --qd 4 --time 8 >"$DIR/dropped.log" 2>&1 &
+  DROPPED=$!
+  sleep 1
   cp "$DIR/targets-two.toml" "$DIR/targets.toml"
   sed -i '/^\[\[target\]\]$/,$d' "$DIR/targets.toml"
   printf '[[target]]\niqn = "%s"\nallowed_initiators = ["%s"]\n[[target.lun]]\nnumber = 3\nbackend = "ram:size=2M"\n' \
     "$THIRD" "$INI" >>"$DIR/targets.toml"
   kill -HUP "$PID"
-  for _ in $(seq 100); do grep -q "changes to the targets" "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "reload: changes to the targets (removed or renamed)" "$DIR/target.log" ||
-    fail "a removed target was not reported: $(cat "$DIR/target.log")"
-  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null || fail "$SECOND went away on reload"
+  for _ in $(seq 100); do grep -q "vcp target: LUN 0 of $SECOND closed" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: target $SECOND removed: its sessions end, its 1 LUNs are removed" "$DIR/target.log" ||
+    fail "the second target was not removed: $(cat "$DIR/target.log")"
+  grep -q "vcp target: LUN 0 of $SECOND closed: its last commands have ended" "$DIR/target.log" ||
+    fail "the removed target's LUN was not closed: $(cat "$DIR/target.log")"
+  grep -q "need a restart" "$DIR/target.log" && fail "a removed target was said to need a restart"
+  rc=0
+  wait "$DROPPED" || rc=$?
+  [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "our initiator on the removed target: rc $rc: $(tail -5 "$DIR/dropped.log")"
+  grep -q "the target dropped all connections" "$DIR/dropped.log" ||
+    fail "our initiator on the removed target was not told: $(tail -5 "$DIR/dropped.log")"
+  grep -q "to $SECOND (TSIH [0-9]*) ended: the target was removed by a reload" "$DIR/target.log" ||
+    fail "the removed target's session did not end: $(cat "$DIR/target.log")"
+  out=$(timeout 20 iscsi-ls -i $OTHER "iscsi://$PORTAL") || fail "iscsi-ls after removing $SECOND: $out"
+  grep -q "$SECOND" <<<"$out" && fail "iscsi-ls still lists the removed target: $out"
+  grep -q "Target:$IQN " <<<"$out" || fail "iscsi-ls lost the first target: $out"
+  timeout 20 iscsi-inq -i $OTHER "iscsi://$PORTAL/$SECOND/0" >/dev/null 2>&1 && fail "$SECOND still served after its removal"
+  bench_verify 0 "randrw 4K 16" " (after removing $SECOND)"
+  # (A new file: the writes of the run on the removed LUN 4 left blocks a verify run would reject.)
+  truncate -s 32M "$DIR/again.img"
+  printf '[[target]]\niqn = "%s"\nallowed_initiators = ["%s"]\n[[target.lun]]\nnumber = 5\nbackend = "file:path=%s"\n' \
+    "$SECOND" "$OTHER" "$DIR/again.img" >>"$DIR/targets.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "target $SECOND added" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: target $SECOND added: LUN 5 (file:path=$DIR/again.img)" "$DIR/target.log" ||
+    fail "the second target was not added back: $(cat "$DIR/target.log")"
+  out=$(timeout 20 iscsi-readcapacity16 -i $OTHER "iscsi://$PORTAL/$SECOND/5") || fail "readcapacity16 $SECOND/5: $out"
+  grep -q "Total size:33554432" <<<"$out" || fail "$SECOND LUN 5 size: $out"
+  SAVED_URL=$URL
+  URL=iscsi://$PORTAL/$SECOND
+  bench_verify "5?initiator=$OTHER" "randrw 4K 16" " ($SECOND added back)"
+  URL=$SAVED_URL
   # SIGUSR1: the status report lists the added target too.
   kill -USR1 "$PID"
   for _ in $(seq 100); do grep -q "vcp target: target $THIRD: " "$DIR/target.log" && break; sleep 0.05; done
   grep -q "vcp target: target $THIRD: LUN 3 ram:size=2M (2 MiB); access: 1 initiator names" "$DIR/target.log" ||
     fail "the status report does not list the added target: $(cat "$DIR/target.log")"
+  [ "$(grep -c "vcp target: target $SECOND: " "$DIR/target.log")" = 2 ] ||
+    fail "the status reports should list $SECOND once before its removal and once added back: $(cat "$DIR/target.log")"
+  grep -q "vcp target: target $SECOND: LUN 5 file:path=$DIR/again.img (32 MiB); access: 1 initiator names" \
+    "$DIR/target.log" || fail "the status report does not list $SECOND added back: $(cat "$DIR/target.log")"
   stop_target
-  echo "targets on one portal: each listed to whom may use it, each its own LUNs, verified together; reload per target; one added live"
+  echo "targets on one portal: each listed to whom may use it, each its own LUNs, verified together; reload per target; LUNs and targets added, replaced and removed live"
   ;;
 acl)
   # Only $INI from 127.0.0.0/8 may log in: others get "authorization failure" (libiscsi and our

@@ -844,6 +844,76 @@ TEST(TargetMultiple, EachTargetServesItsOwnLuns) {
   EXPECT_EQ(c.last_login.status_detail, 3);
 }
 
+// A target removed by a reload (TargetAccess::removed): its session ends at the next tick (the
+// Async Message, then closed), logins to it are answered "not found" and SendTargets leaves it
+// out; the other target and its session go on. A target of the same name added again later
+// (another place in `served`) is found.
+TEST(TargetMultiple, ARemovedTargetIsGone) {
+  TargetFixture f(two_targets());
+  std::atomic<std::shared_ptr<const AccessSettings>> access{
+      std::make_shared<const AccessSettings>(AccessSettings::of(f.settings))};
+  f.ctx.access = &access;
+  Initiator a(f, session_to(kIqn, 1));
+  Initiator b(f, session_to(kSecond, 2));
+  ASSERT_EQ(a.login(), LoginState::FullFeature);
+  ASSERT_EQ(b.login(), LoginState::FullFeature);
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  AccessSettings next = *access.load();
+  next.targets.at(1).removed = true;
+  access.store(std::make_shared<const AccessSettings>(next));
+  a.conn().tick(a.now);
+  b.conn().tick(b.now);
+  EXPECT_TRUE(a.take().empty());
+  auto got = b.take();
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].as<AsyncMessagePdu>());
+  EXPECT_EQ(got[0].as<AsyncMessagePdu>()->event, AsyncEvent::SessionDropped);
+  EXPECT_FALSE(b.conn().wants_input());
+  b.conn().tick(b.now + TargetConnection::kDropGraceMs);
+  EXPECT_TRUE(b.conn().closing());
+  EXPECT_NE(out.str().find(std::string("to ") + kSecond + " (TSIH 2) ended: the target was removed by a reload"),
+            std::string::npos)
+      << out.str();
+  EXPECT_EQ(outcome_of(a.tur()).status, 2);  // the power-on unit attention: a is served as before
+  EXPECT_EQ(outcome_of(a.tur()).status, 0);
+  Initiator c(f, session_to(kSecond, 3));
+  EXPECT_EQ(c.login(), LoginState::Failed);
+  EXPECT_EQ(c.last_login.status_class, 2);
+  EXPECT_EQ(c.last_login.status_detail, 3);  // not found
+  SessionOptions d = session_to("", 4);
+  d.type = SessionType::Discovery;
+  Initiator disc(f, d);
+  ASSERT_EQ(disc.login(), LoginState::FullFeature);
+  // The TargetName keys of a SendTargets answer (repeated keys: not for parse_text).
+  auto names = [](Initiator& ini) {
+    auto got = send_targets_all(ini);
+    EXPECT_EQ(got.size(), 1u);
+    std::vector<std::string> out;
+    if (got.size() != 1) return out;
+    const std::string text(got[0].data.begin(), got[0].data.end());
+    for (size_t at = 0; (at = text.find("TargetName=", at)) != std::string::npos; at += 11)
+      out.push_back(text.substr(at + 11, text.find('\0', at) - at - 11));
+    return out;
+  };
+  EXPECT_EQ(names(disc), std::vector<std::string>{kIqn});
+
+  // Added again: a new place after the others, found by logins and SendTargets.
+  ThreadContext::Target& again = f.ctx.served.emplace_back();
+  again.iqn = kSecond;
+  again.luns = f.ctx.served[1].luns;  // the test's stand-in for the LUNs a reload would add
+  again.lun_numbers = f.ctx.served[1].lun_numbers;
+  next.targets.push_back(TargetAccess{});
+  access.store(std::make_shared<const AccessSettings>(next));
+  Initiator e(f, session_to(kSecond, 5));
+  EXPECT_EQ(e.login(), LoginState::FullFeature);
+  e.conn().tick(e.now);
+  EXPECT_TRUE(e.take().empty());
+  EXPECT_FALSE(e.conn().closing());
+  disc.conn().tick(disc.now);  // takes the new access settings, as the I/O thread makes it do
+  EXPECT_EQ(names(disc), (std::vector<std::string>{kIqn, kSecond}));
+}
+
 TEST(TargetMultiple, AccessListsAndChapAreEachTargets) {
   TargetSettings s = two_targets();
   std::string err;
