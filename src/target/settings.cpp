@@ -131,7 +131,7 @@ AccessSettings AccessSettings::of(const TargetSettings& s) {
   AccessSettings a;
   for (const TargetSpec& t : s.all_targets()) a.targets.push_back({t.acl, t.chap, t.mutual_chap});
   a.discovery_chap = s.discovery_chap;
-  a.discovery_mutual_chap = s.mutual_chap;
+  a.discovery_mutual_chap = s.discovery_identity();
   return a;
 }
 
@@ -259,6 +259,8 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     s.cpus = *cpus;
   }
   if (!chap_table(root, "discovery_chap", "discovery_chap_file", &s.discovery_chap, error)) return false;
+  if (!chap_table(root, "discovery_mutual_chap", "discovery_mutual_chap_file", &s.discovery_mutual_chap, error))
+    return false;
   if (const toml::table* l = root["limits"].as_table()) {
     auto u32 = [&](const char* key, uint32_t* out) {
       if (auto v = (*l)[key].value<int64_t>()) {
@@ -382,7 +384,15 @@ bool validate(const TargetSettings& s, std::string* error) {
     *error = "CHAP secrets must be 12 to 255 bytes";
     return false;
   }
-  if (s.discovery_chap && s.mutual_chap && s.discovery_chap->secret == s.mutual_chap->secret) {
+  if (s.discovery_mutual_chap && iscsi::validate_secret(s.discovery_mutual_chap->secret) != iscsi::ChapError::Ok) {
+    *error = "CHAP secrets must be 12 to 255 bytes";
+    return false;
+  }
+  if (s.discovery_mutual_chap && !s.discovery_chap) {
+    *error = "discovery mutual CHAP needs discovery CHAP (the initiator authenticates first)";
+    return false;
+  }
+  if (const auto id = s.discovery_identity(); s.discovery_chap && id && s.discovery_chap->secret == id->secret) {
     *error = "mutual CHAP needs a different secret in each direction";
     return false;
   }

@@ -47,8 +47,11 @@ struct TargetSettings {
   std::optional<iscsi::ChapCredentials> chap;
   std::optional<iscsi::ChapCredentials> mutual_chap;
   // CHAP for discovery sessions (SendTargets): the initiator's name and secret; none: discovery
-  // is open. Mutual CHAP there uses mutual_chap, the target's one identity.
+  // is open.
   std::optional<iscsi::ChapCredentials> discovery_chap;
+  // Our identity for mutual CHAP in discovery sessions (a discovery session has no target of
+  // its own); none: the first target's mutual_chap. discovery_identity() gives the one used.
+  std::optional<iscsi::ChapCredentials> discovery_mutual_chap;
   std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
   InitiatorAcl acl;       // who may log in (--allow-initiator, --allow-address)
   std::vector<TargetSpec> more_targets;
@@ -57,6 +60,11 @@ struct TargetSettings {
   std::vector<TargetSpec> all_targets() const;
   TargetSpec first_target() const { return {iqn, alias, luns, acl, chap, mutual_chap}; }
   void set_first_target(TargetSpec t);
+  // Our identity for mutual CHAP in discovery sessions: discovery_mutual_chap, else the first
+  // target's mutual_chap.
+  const std::optional<iscsi::ChapCredentials>& discovery_identity() const {
+    return discovery_mutual_chap ? discovery_mutual_chap : mutual_chap;
+  }
 
   iscsi::NegotiationLimits limits = default_limits();
   uint32_t cmd_window = 128;             // commands in flight per session (MaxCmdSN - ExpCmdSN + 1)
@@ -132,7 +140,7 @@ struct TargetAccess {
 struct AccessSettings {
   std::vector<TargetAccess> targets;  // as TargetSettings::all_targets()
   std::optional<iscsi::ChapCredentials> discovery_chap;
-  // Mutual CHAP in discovery sessions: the first target's identity.
+  // Mutual CHAP in discovery sessions: TargetSettings::discovery_identity().
   std::optional<iscsi::ChapCredentials> discovery_mutual_chap;
 
   static AccessSettings of(const TargetSettings& s);
@@ -156,7 +164,8 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   iqn, alias, portal = "HOST:PORT", cpus = "1-2", [[lun]] number/backend,
 //   allowed_initiators = ["iqn...", ...], allowed_addresses = ["10.0.0.0/8", ...],
 //   [chap] name/secret, [mutual_chap] name/secret, [discovery_chap] name/secret (or
-//   chap_file / mutual_chap_file / discovery_chap_file paths),
+//   [discovery_mutual_chap] name/secret (or chap_file / mutual_chap_file / discovery_chap_file /
+//   discovery_mutual_chap_file paths),
 //   [[target]] for each further target: iqn, alias, [[target.lun]], allowed_initiators,
 //   allowed_addresses, [target.chap], [target.mutual_chap] (or chap_file, mutual_chap_file),
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,

@@ -2,12 +2,12 @@
 //
 //   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
 //              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
-//              [--discovery-chap-file F]
+//              [--discovery-chap-file F] [--discovery-mutual-chap-file F]
 //              [--config target.toml] [--max-tasks N] [--max-connections N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
-// SIGHUP reads the access list and CHAP credentials again and adds new LUNs and targets
-// (reload() below);
+// SIGHUP reads the access list and CHAP credentials again, and adds and removes LUNs and
+// targets (reload() below);
 // SIGUSR1 logs a status report (TargetServer::status).
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -32,6 +32,7 @@ struct TargetArgs {
   std::string chap_file;
   std::string mutual_chap_file;
   std::string discovery_chap_file;
+  std::string discovery_mutual_chap_file;
   std::string cpus;
   std::string config;
   uint32_t max_tasks = 0;
@@ -80,7 +81,8 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
     s.luns.push_back(*spec);
   }
   for (auto [path, field] : {std::pair{&a.chap_file, &s.chap}, std::pair{&a.mutual_chap_file, &s.mutual_chap},
-                             std::pair{&a.discovery_chap_file, &s.discovery_chap}}) {
+                             std::pair{&a.discovery_chap_file, &s.discovery_chap},
+                             std::pair{&a.discovery_mutual_chap_file, &s.discovery_mutual_chap}}) {
     if (path->empty()) continue;
     auto c = target::read_chap_file(*path, error);
     if (!c) return false;
@@ -179,6 +181,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   rest.more_targets = running.more_targets;
   rest.cpus = running.cpus;
   rest.discovery_chap = running.discovery_chap;
+  rest.discovery_mutual_chap = running.discovery_mutual_chap;
   if (rest != running) ignored.push_back("[limits]");
   if (!ignored.empty()) {
     std::string what;
@@ -186,7 +189,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     VCP_LOG_WARN("vcp target: reload: changes to {} need a restart and are not applied", what);
   }
   access.discovery_chap = s.discovery_chap;
-  access.discovery_mutual_chap = s.mutual_chap;
+  access.discovery_mutual_chap = s.discovery_identity();
   for (size_t i = 0; i < now.size() && i < access.targets.size(); ++i) {
     if (gone(i)) continue;
     const target::TargetSpec* n = find(now[i]);
@@ -210,7 +213,10 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     for (const auto& l : n.luns) luns += fmt::format("{}LUN {} ({})", luns.empty() ? "" : ", ", l.number, l.backend);
     VCP_LOG_INFO("vcp target: target {} added: {}; {}", n.iqn, luns, describe(access.targets.back()));
   }
-  VCP_LOG_INFO("vcp target: discovery CHAP {}", access.discovery_chap ? "on" : "off");
+  VCP_LOG_INFO("vcp target: discovery CHAP {}{}", access.discovery_chap ? "on" : "off",
+               access.discovery_chap && access.discovery_mutual_chap
+                   ? ", mutual as " + access.discovery_mutual_chap->name
+                   : std::string());
   server.set_access(std::move(access));
   // Removed targets: gone for logins and SendTargets now, their sessions ended by their I/O
   // threads at the next tick; their LUNs are removed as LUNs are.
@@ -317,6 +323,9 @@ Runner add_target(CLI::App& app) {
   cmd->add_option("--mutual-chap-file", a->mutual_chap_file, "file with 'NAME SECRET': the target's, for mutual CHAP");
   cmd->add_option("--discovery-chap-file", a->discovery_chap_file,
                   "file with 'NAME SECRET': CHAP required of discovery sessions (SendTargets)");
+  cmd->add_option("--discovery-mutual-chap-file", a->discovery_mutual_chap_file,
+                  "file with 'NAME SECRET': the target's, for mutual CHAP in discovery sessions (default: the "
+                  "first target's --mutual-chap-file)");
   cmd->add_option("--allow-initiator", a->allow_initiators,
                   "an initiator name that may log in (repeatable); none given: any name")
       ->expected(1)

@@ -51,7 +51,9 @@ void check_valid(const TargetSettings& s) {
     for (const auto* c : {&t.chap, &t.mutual_chap})
       if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) abort();
   }
-  if (s.discovery_chap && iscsi::validate_secret(s.discovery_chap->secret) != iscsi::ChapError::Ok) abort();
+  for (const auto* c : {&s.discovery_chap, &s.discovery_mutual_chap})
+    if (*c && iscsi::validate_secret((*c)->secret) != iscsi::ChapError::Ok) abort();
+  if (s.discovery_mutual_chap && !s.discovery_chap) abort();
   if (s.cmd_window < 1 || s.cmd_window > 4096 || s.max_tasks < 1 || s.max_tasks > 65536) abort();
   const auto& l = s.limits;
   if (l.max_recv_data_segment_length < 512 || l.max_burst_length > 16777215 || l.first_burst_length < 512 ||

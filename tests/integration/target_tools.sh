@@ -712,6 +712,26 @@ chap)
   out=$(timeout 20 "$VCP_BIN" discover "$PORTAL" 2>&1) && fail "vcp discover without CHAP passed: $out"
   grep -q "authentication failure (0x0201)" <<<"$out" || fail "vcp discover did not say why: $out"
   stop_target
+  # Mutual CHAP in discovery sessions with an identity of their own: libiscsi's iscsi-ls and
+  # vcp discover authenticate the target as "portal" there (and as "tgtuser" in the target's
+  # own logins); one expecting tgtuser's secret in discovery is refused.
+  printf 'portal portal-secret-9\n' >"$DIR/portal"
+  start_target --chap-file "$DIR/chap" --mutual-chap-file "$DIR/mutual" --discovery-chap-file "$DIR/chap" \
+    --discovery-mutual-chap-file "$DIR/portal"
+  out=$(timeout 20 iscsi-ls -i $INI "iscsi://user%initiator-secret@$PORTAL?target_user=portal&target_password=portal-secret-9") ||
+    fail "iscsi-ls with discovery mutual CHAP: $out"
+  grep -q "Target:$IQN Portal:$PORTAL,1" <<<"$out" || fail "iscsi-ls with discovery mutual CHAP: $out"
+  printf 'initiator-secret\nportal-secret-9\n' >"$DIR/secrets"
+  out=$(timeout 20 "$VCP_BIN" discover --user user --mutual-user portal --secret-file "$DIR/secrets" "$PORTAL") ||
+    fail "vcp discover with mutual CHAP: $out"
+  grep -q "$IQN" <<<"$out" || fail "vcp discover with mutual CHAP did not list the target: $out"
+  printf 'initiator-secret\ntarget-secret-1\n' >"$DIR/secrets"
+  out=$(timeout 20 "$VCP_BIN" discover --user user --mutual-user tgtuser --secret-file "$DIR/secrets" "$PORTAL" 2>&1) &&
+    fail "vcp discover accepted the first target's identity in discovery: $out"
+  timeout 20 iscsi-inq -i $INI \
+    "iscsi://user%initiator-secret@$PORTAL/$IQN/0?target_user=tgtuser&target_password=target-secret-1" \
+    >/dev/null || fail "mutual CHAP login to the target itself refused"
+  stop_target
   ;;
 digests)
   start_target

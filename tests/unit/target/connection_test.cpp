@@ -176,6 +176,34 @@ TEST(TargetDiscovery, ChapWhenConfigured) {
   EXPECT_EQ(normal.login(), LoginState::FullFeature);
 }
 
+// Mutual CHAP in discovery sessions with an identity of its own (discovery_mutual_chap): the
+// initiator that expects it logs in; one expecting the first target's identity does not.
+TEST(TargetDiscovery, MutualChapWithItsOwnIdentity) {
+  TargetSettings s = TargetFixture::default_settings();
+  s.chap = ChapCredentials{"user", "initiator-secret"};
+  s.mutual_chap = ChapCredentials{"target", "target-secret-1"};
+  s.discovery_chap = ChapCredentials{"seeker", "discovery-secret"};
+  s.discovery_mutual_chap = ChapCredentials{"portal", "portal-secret-1"};
+  std::string err;
+  ASSERT_TRUE(validate(s, &err)) << err;
+  TargetFixture f(s);
+  SessionOptions o{.type = SessionType::Discovery};
+  o.chap = s.discovery_chap;
+  o.target_chap = s.mutual_chap;
+  Initiator wrong(f, o);
+  EXPECT_EQ(wrong.login(), LoginState::Failed);  // the initiator rejects the target's answer
+  o.target_chap = s.discovery_mutual_chap;
+  Initiator right(f, o);
+  ASSERT_EQ(right.login(), LoginState::FullFeature);
+  EXPECT_EQ(*send_targets_keys(right).find("TargetName"), kIqn);
+  // A Normal session still authenticates the target with the target's own identity.
+  SessionOptions n;
+  n.chap = s.chap;
+  n.target_chap = s.mutual_chap;
+  Initiator normal(f, n);
+  EXPECT_EQ(normal.login(), LoginState::FullFeature);
+}
+
 // A target listening on a wildcard address names, per connection, the address the initiator
 // reached (the server sets it from the socket); the configured one would be 0.0.0.0.
 TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {

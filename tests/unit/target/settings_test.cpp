@@ -93,6 +93,9 @@ secret = "target-secret-1"
 [discovery_chap]
 name = "seeker"
 secret = "discovery-secret"
+[discovery_mutual_chap]
+name = "portal"
+secret = "portal-secret-1"
 [limits]
 max_outstanding_r2t = 4
 initial_r2t = true
@@ -117,6 +120,9 @@ sendfile_min = 131072
   EXPECT_EQ(s.chap->name, "user");
   EXPECT_EQ(s.mutual_chap->secret, "target-secret-1");
   EXPECT_EQ(s.discovery_chap->name, "seeker");
+  ASSERT_TRUE(s.discovery_mutual_chap);
+  EXPECT_EQ(s.discovery_mutual_chap->name, "portal");
+  EXPECT_EQ(AccessSettings::of(s).discovery_mutual_chap->secret, "portal-secret-1");
   EXPECT_EQ(s.limits.max_outstanding_r2t, 4u);
   EXPECT_TRUE(s.limits.initial_r2t);
   EXPECT_EQ(s.limits.header_digest, iscsi::DigestPolicy::Require);
@@ -276,7 +282,24 @@ TEST(TargetSettings, ValidateRefusesIncompleteSettings) {
   s.chap = iscsi::ChapCredentials{"u", "initiator-secret"};
   EXPECT_FALSE(validate(s, &err));  // discovery and mutual with one secret
   EXPECT_NE(err.find("different secret"), std::string::npos) << err;
+  // Discovery's own mutual identity, when given, is the one that must differ (and the first
+  // target's is no longer used there).
+  s.discovery_mutual_chap = iscsi::ChapCredentials{"p", "target-secret-1"};
+  s.mutual_chap = iscsi::ChapCredentials{"t", "target-secret-2"};
+  EXPECT_FALSE(validate(s, &err));
+  EXPECT_NE(err.find("different secret"), std::string::npos) << err;
+  s.discovery_mutual_chap->secret = "portal-secret-9";
+  EXPECT_TRUE(validate(s, &err)) << err;
+  EXPECT_EQ(s.discovery_identity()->name, "p");
+  s.discovery_mutual_chap->secret = "short";
+  EXPECT_FALSE(validate(s, &err));
+  s.discovery_mutual_chap->secret = "portal-secret-9";
   s.discovery_chap.reset();
+  EXPECT_FALSE(validate(s, &err));  // discovery mutual without discovery CHAP
+  EXPECT_NE(err.find("needs discovery CHAP"), std::string::npos) << err;
+  s.discovery_mutual_chap.reset();
+  EXPECT_EQ(s.discovery_identity()->name, "t");  // the first target's
+  s.mutual_chap = iscsi::ChapCredentials{"t", "target-secret-1"};
   s.chap.reset();
   EXPECT_FALSE(validate(s, &err));  // mutual without one-way
   s.chap = iscsi::ChapCredentials{"u", "target-secret-1"};
