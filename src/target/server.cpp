@@ -133,6 +133,7 @@ struct LunBatch {
   std::vector<NewLun> luns;
   std::vector<GoneLun> gone;
   std::shared_ptr<ChangeLatch> latch;
+  std::optional<std::pair<size_t, std::string>> alias;  // a target's new alias (TargetAlias at login)
 };
 
 // A status report being gathered (TargetServer::status): each I/O thread fills its slot.
@@ -208,6 +209,10 @@ class IoThread {
   // command of this thread's connections is in it or holds its data (retirement->done()).
   void remove_luns(std::vector<GoneLun> luns, std::shared_ptr<ChangeLatch> latch) {
     post_change({std::nullopt, {}, std::move(luns), std::move(latch)});
+  }
+  // A target's alias for logins from the loop's next turn on.
+  void set_alias(size_t target, std::string alias, std::shared_ptr<ChangeLatch> latch) {
+    post_change({std::nullopt, {}, {}, std::move(latch), std::pair{target, std::move(alias)}});
   }
   void join() {
     if (thread_.joinable()) thread_.join();
@@ -366,7 +371,8 @@ class IoThread {
       std::lock_guard lock(mu_);
       batches.swap(changes_);
     }
-    for (auto& [target, luns, gone, latch] : batches) {
+    for (auto& [target, luns, gone, latch, alias] : batches) {
+      if (alias) ctx_.served.at(alias->first).alias = std::move(alias->second);
       if (target) {  // a target new to the server: no session knows its LUNs yet (no UA)
         ThreadContext::Target& tt = ctx_.served.emplace_back();
         tt.iqn = target->first;
@@ -1004,12 +1010,31 @@ bool TargetServer::remove_luns_locked(size_t target, const std::vector<uint32_t>
     inv.erase(e);
     for (size_t i = 0; i < threads_.size(); ++i) posts[i].push_back(GoneLun{target, n, r});
   }
+  on_every_thread([&](size_t i, std::shared_ptr<ChangeLatch> latch) {
+    threads_[i]->remove_luns(std::move(posts[i]), std::move(latch));
+  });
+  return true;
+}
+
+bool TargetServer::set_alias(size_t target, const std::string& alias, std::string* error) {
+  std::lock_guard lock(change_mu_);
+  if (threads_.empty() || target >= targets_.size() || removed_[target]) {
+    *error = threads_.empty() ? "the target is not running" : "no target " + std::to_string(target);
+    return false;
+  }
+  on_every_thread([&](size_t i, std::shared_ptr<ChangeLatch> latch) { threads_[i]->set_alias(target, alias, std::move(latch)); });
+  targets_[target].alias = alias;
+  return true;
+}
+
+// Under change_mu_: post(i, latch) hands a change to I/O thread i; returns once every thread
+// has taken its change (latch->done()).
+void TargetServer::on_every_thread(const std::function<void(size_t, std::shared_ptr<ChangeLatch>)>& post) {
   auto latch = std::make_shared<ChangeLatch>();
   latch->left = threads_.size();
-  for (size_t i = 0; i < threads_.size(); ++i) threads_[i]->remove_luns(std::move(posts[i]), latch);
+  for (size_t i = 0; i < threads_.size(); ++i) post(i, latch);
   std::unique_lock wait(latch->mu);
   latch->cv.wait(wait, [&] { return latch->left == 0; });
-  return true;
 }
 
 // add_luns() and add_target(), under change_mu_: LUNs for target `target`, new or not.
@@ -1053,17 +1078,11 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
     made.push_back(std::move(b));
     states.push_back(std::move(state));
   }
-  auto latch = std::make_shared<ChangeLatch>();
-  latch->left = threads_.size();
-  for (size_t i = 0; i < threads_.size(); ++i) {
+  on_every_thread([&](size_t i, std::shared_ptr<ChangeLatch> latch) {
     std::optional<std::pair<std::string, std::string>> t;
     if (new_target) t.emplace(spec.iqn, spec.alias);
-    threads_[i]->add_luns(std::move(posts[i]), latch, std::move(t));
-  }
-  {
-    std::unique_lock wait(latch->mu);
-    latch->cv.wait(wait, [&] { return latch->left == 0; });
-  }
+    threads_[i]->add_luns(std::move(posts[i]), std::move(latch), std::move(t));
+  });
   if (new_target) inventory_.emplace_back();
   for (size_t i = 0; i < made.size(); ++i) {
     inventory_[target].push_back({luns[i], made[i].get()});

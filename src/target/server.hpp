@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +31,7 @@
 namespace vcp::target {
 
 class IoThread;
+struct ChangeLatch;
 
 class TargetServer {
  public:
@@ -68,6 +70,8 @@ class TargetServer {
   // of its name may be added again (with another index). Its logins and sessions go with its
   // access settings (TargetAccess::removed, set_access()), which the caller sets first.
   bool remove_target(size_t target, std::string* error);
+  // Gives a target another alias (TargetAlias in its logins from now on, the status report).
+  bool set_alias(size_t target, const std::string& alias, std::string* error);
   // Adds a target with its LUNs to the running server, after the others (its index is the
   // number of targets so far), as add_luns() adds LUNs. Logins find it once the access
   // settings have an entry for it (set_access() with one more TargetAccess); until then it is
@@ -84,6 +88,7 @@ class TargetServer {
   bool post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, bool new_target,
                  std::string* error);
   bool remove_luns_locked(size_t target, const std::vector<uint32_t>& numbers, std::string* error);
+  void on_every_thread(const std::function<void(size_t, std::shared_ptr<ChangeLatch>)>& post);
 
   TargetSettings settings_;
   std::atomic<std::shared_ptr<const AccessSettings>> access_;

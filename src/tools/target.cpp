@@ -116,8 +116,8 @@ std::string describe(const target::TargetAccess& t) {
 // follow the file: one new is added, one gone is removed (its commands in flight end first),
 // one given another backend is removed and added again with it. Targets new to the file are
 // added after the others; one gone from it is removed (its sessions end, then its LUNs go as
-// above), so a renamed one is both. Settings that need a restart (portal, aliases, CPUs,
-// limits) are left as they are, and said so; a file that does not read or validate leaves
+// above), so a renamed one is both; an alias changed is taken by logins from then on.
+// Settings that need a restart (portal, CPUs, limits) are left as they are, and said so; a file that does not read or validate leaves
 // everything as it was. `running` follows what was applied; a removed target keeps its place
 // in it (targets keep their indices), marked removed in the server's access settings.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
@@ -141,7 +141,6 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     return nullptr;
   };
   auto find = [&](const target::TargetSpec& t) { return named(next, t.iqn); };
-  bool aliases_changed = false;
   std::vector<size_t> targets_removed;
   std::vector<std::vector<target::LunSpec>> added(now.size());  // per running target
   std::vector<std::vector<uint32_t>> removed(now.size());     // likewise; those replaced too
@@ -153,7 +152,6 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
       targets_removed.push_back(i);
       continue;
     }
-    aliases_changed |= n->alias != t.alias;
     // A LUN number new to the target is added, one gone is removed, one with another backend
     // is both (removed first).
     for (const auto& l : n->luns) {
@@ -170,7 +168,6 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     for (size_t i = 0; i < now.size(); ++i) served |= !gone(i) && iscsi::same_iscsi_name(now[i].iqn, n.iqn);
     if (!served) new_targets.push_back(n);
   }
-  if (aliases_changed) ignored.push_back("aliases");
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
   // Whatever else differs, access settings aside, is a [limits] key: the groups above and the
   // access settings taken as they run, the rest compares whole (a new key is covered too).
@@ -230,6 +227,15 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
                  now[i].iqn, now[i].luns.size());
   }
   for (size_t i = 0; i < now.size(); ++i) {
+    const target::TargetSpec* n = gone(i) ? nullptr : find(now[i]);
+    if (n && n->alias != now[i].alias) {
+      if (!server.set_alias(i, n->alias, &error)) {
+        VCP_LOG_WARN("vcp target: reload: the alias of {} stays: {}", now[i].iqn, error);
+      } else {
+        (i == 0 ? running.alias : running.more_targets[i - 1].alias) = n->alias;
+        VCP_LOG_INFO("vcp target: target {} has the alias '{}' for logins from now on", now[i].iqn, n->alias);
+      }
+    }
     auto& luns = i == 0 ? running.luns : running.more_targets[i - 1].luns;
     if (!removed[i].empty()) {
       if (!server.remove_luns(i, removed[i], &error)) {

@@ -26,9 +26,11 @@ def login(port, iqn, name, isid):
     struct.pack_into(">IHHII", bhs, 16, 1, 0, 0, 1, 0)  # ITT, CID, reserved, CmdSN, ExpStatSN
     s.sendall(bytes(bhs) + keys + b"\0" * (-len(keys) % 4))
     rsp = s.recv(48, socket.MSG_WAITALL)
-    s.recv((int.from_bytes(rsp[5:8], "big") + 3) // 4 * 4, socket.MSG_WAITALL)
+    text = s.recv((int.from_bytes(rsp[5:8], "big") + 3) // 4 * 4, socket.MSG_WAITALL)
     if rsp[36] != 0:
         sys.exit("login refused: class %d detail %d" % (rsp[36], rsp[37]))
+    # The keys the target answered with (TargetAlias, ...), for who wants them.
+    login.keys = dict(kv.split(b"=", 1) for kv in text.split(b"\0") if b"=" in kv)
     return s, struct.unpack(">I", rsp[24:28])[0]
 
 

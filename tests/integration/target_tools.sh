@@ -547,6 +547,21 @@ PY
   kill -HUP "$PID"
   sleep 0.5
   [ "$(grep -c "target $THIRD added" "$DIR/target.log")" = 1 ] || fail "$THIRD was added twice"
+  # An alias given to the third target: logins from then on are answered with it (TargetAlias).
+  sed -i "s/^iqn = \"$THIRD\"\$/&\nalias = \"third-disk\"/" "$DIR/targets.toml"
+  grep -q 'alias = "third-disk"' "$DIR/targets.toml" || fail "no alias written into $DIR/targets.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "target $THIRD has the alias" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: target $THIRD has the alias 'third-disk' for logins from now on" "$DIR/target.log" ||
+    fail "the alias was not taken: $(cat "$DIR/target.log")"
+  out=$(python3 - "$PORT" "$THIRD" 2>&1 <<'PY'
+import sys
+from raw_iscsi import login
+s, _ = login(int(sys.argv[1]), sys.argv[2].encode(), b"itest-initiator", 9)
+print("alias:", login.keys.get(b"TargetAlias", b"").decode())
+PY
+) || fail "a login to $THIRD: $out"
+  grep -q "^alias: third-disk$" <<<"$out" || fail "the login to $THIRD did not carry the new alias: $out"
   # The second target taken out of the file while a session of ours reads from it: the
   # session is dropped (Async Message), the target is listed and found no more, its LUN is
   # removed and closed. Put back under the same name with another LUN, it is served again.
@@ -556,7 +571,7 @@ PY
   sleep 1
   cp "$DIR/targets-two.toml" "$DIR/targets.toml"
   sed -i '/^\[\[target\]\]$/,$d' "$DIR/targets.toml"
-  printf '[[target]]\niqn = "%s"\nallowed_initiators = ["%s"]\n[[target.lun]]\nnumber = 3\nbackend = "ram:size=2M"\n' \
+  printf '[[target]]\niqn = "%s"\nalias = "third-disk"\nallowed_initiators = ["%s"]\n[[target.lun]]\nnumber = 3\nbackend = "ram:size=2M"\n' \
     "$THIRD" "$INI" >>"$DIR/targets.toml"
   kill -HUP "$PID"
   for _ in $(seq 100); do grep -q "vcp target: LUN 0 of $SECOND closed" "$DIR/target.log" && break; sleep 0.05; done
@@ -593,8 +608,8 @@ PY
   URL=$SAVED_URL
   # SIGUSR1: the status report lists the added target too.
   kill -USR1 "$PID"
-  for _ in $(seq 100); do grep -q "vcp target: target $THIRD: " "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "vcp target: target $THIRD: LUN 3 ram:size=2M (2 MiB); access: 1 initiator names" "$DIR/target.log" ||
+  for _ in $(seq 100); do grep -q "vcp target: target $THIRD (third-disk): " "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: target $THIRD (third-disk): LUN 3 ram:size=2M (2 MiB); access: 1 initiator names" "$DIR/target.log" ||
     fail "the status report does not list the added target: $(cat "$DIR/target.log")"
   [ "$(grep -c "vcp target: target $SECOND: " "$DIR/target.log")" = 2 ] ||
     fail "the status reports should list $SECOND once before its removal and once added back: $(cat "$DIR/target.log")"
