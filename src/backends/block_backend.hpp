@@ -104,6 +104,16 @@ class BlockBackend {
   virtual const BackendInfo& info() const = 0;
   // Opens the channel for queue `index`; called on the thread that will use it.
   virtual Result<std::unique_ptr<BackendQueue>> open_queue(unsigned index) = 0;
+  // Reads again the size of what the backend serves (a file or block device grown since it was
+  // opened) and takes it if it is larger: info().capacity_bytes grows, nothing else changes.
+  // Returns the capacity now. A backend whose size cannot change (ram, null, a file given
+  // size=) keeps it; a device that shrank keeps the capacity it had (reads past its end then
+  // fail), and *shrunk (if given) tells so. The queues never read the capacity; whoever reads
+  // info() on other threads must be kept from doing so meanwhile.
+  virtual uint64_t grow(bool* shrunk = nullptr) {
+    if (shrunk) *shrunk = false;
+    return info().capacity_bytes;
+  }
 };
 
 // Creates a backend from a spec such as "ram:size=256M" or "file:path=/x,direct=on".

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <optional>
 #include <vector>
 
 #include "backends/factories.hpp"
@@ -48,6 +49,27 @@ constexpr unsigned kRingEntries = 1024;
 // writes (median 223 us: the thread preempted, not blocked) sent 7% of the run to the workers.
 constexpr uint64_t kInlineSlowNs = 1'000'000;
 constexpr uint64_t kInlinePauseFactor = 10;
+
+// The size in bytes of a regular file or block device; nullopt (and *why, if given) if it is
+// neither or cannot be read.
+std::optional<uint64_t> device_size(int fd, std::string* why) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    if (why) *why = "cannot be stat'ed: " + errno_str(errno);
+    return std::nullopt;
+  }
+  if (S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  if (!S_ISBLK(st.st_mode)) {
+    if (why) *why = "is neither a regular file nor a block device";
+    return std::nullopt;
+  }
+  uint64_t bytes = 0;
+  if (ioctl(fd, BLKGETSIZE64, &bytes) != 0) {
+    if (why) *why = "has a size that cannot be read: " + errno_str(errno);
+    return std::nullopt;
+  }
+  return bytes;
+}
 
 class FileQueue final : public BackendQueue {
  public:
@@ -279,12 +301,24 @@ class FileQueue final : public BackendQueue {
 
 class FileBackend final : public BlockBackend {
  public:
-  FileBackend(BackendInfo info, UniqueFd fd, bool flush_is_noop, bool inline_writes, Mapping view)
+  FileBackend(BackendInfo info, UniqueFd fd, bool flush_is_noop, bool inline_writes, Mapping view, bool fixed_size)
       : info_(std::move(info)),
         fd_(std::move(fd)),
         flush_is_noop_(flush_is_noop),
         inline_writes_(inline_writes),
-        view_(std::move(view)) {}
+        view_(std::move(view)),
+        fixed_size_(fixed_size) {}
+  // The mapping for read_view() stays as it was: reads of the part added go through io_uring.
+  uint64_t grow(bool* shrunk) override {
+    if (shrunk) *shrunk = false;
+    if (fixed_size_) return info_.capacity_bytes;
+    auto size = device_size(fd_.get(), nullptr);
+    if (!size) return info_.capacity_bytes;
+    const uint64_t now = *size - *size % info_.block_size;
+    if (now > info_.capacity_bytes) info_.capacity_bytes = now;
+    else if (now < info_.capacity_bytes && shrunk) *shrunk = true;
+    return info_.capacity_bytes;
+  }
   const BackendInfo& info() const override { return info_; }
   Result<std::unique_ptr<BackendQueue>> open_queue(unsigned) override {
     auto q = std::make_unique<FileQueue>();
@@ -299,6 +333,7 @@ class FileBackend final : public BlockBackend {
   bool flush_is_noop_;
   bool inline_writes_;
   Mapping view_;  // read-only shared mapping of the device (buffered files only), for read_view()
+  bool fixed_size_;  // size= given: grow() keeps it
 };
 
 }  // namespace
@@ -322,24 +357,13 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
     *error = "cannot open '" + *path + "': " + errno_str(errno);
     return nullptr;
   }
-  struct stat st {};
-  if (fstat(fd.get(), &st) != 0) {
-    *error = "cannot stat '" + *path + "': " + errno_str(errno);
+  std::string why;
+  auto device = device_size(fd.get(), &why);
+  if (!device) {
+    *error = "'" + *path + "' " + why;
     return nullptr;
   }
-  uint64_t capacity = 0;
-  bool is_blockdev = S_ISBLK(st.st_mode);
-  if (is_blockdev) {
-    if (ioctl(fd.get(), BLKGETSIZE64, &capacity) != 0) {
-      *error = "cannot read the size of '" + *path + "': " + errno_str(errno);
-      return nullptr;
-    }
-  } else if (S_ISREG(st.st_mode)) {
-    capacity = static_cast<uint64_t>(st.st_size);
-  } else {
-    *error = "'" + *path + "' is neither a regular file nor a block device";
-    return nullptr;
-  }
+  uint64_t capacity = *device;
   if (size) {
     if (size > capacity) {
       *error = "size= is larger than '" + *path + "' (" + std::to_string(capacity) + " bytes)";
@@ -370,7 +394,7 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
     if (m) view = std::move(*m);
     else VCP_LOG_DEBUG("file backend: cannot map '{}' ({}): no in-place reads", *path, errno_str(m.error()));
   }
-  return std::make_unique<FileBackend>(std::move(info), std::move(fd), ro, !direct && !ro, std::move(view));
+  return std::make_unique<FileBackend>(std::move(info), std::move(fd), ro, !direct && !ro, std::move(view), size != 0);
 }
 
 }  // namespace vcp::backends

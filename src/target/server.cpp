@@ -125,6 +125,13 @@ struct ChangeLatch {
   }
 };
 
+// A LUN whose backend grew (TargetServer::grow_luns): its new capacity.
+struct GrownLun {
+  size_t target = 0;
+  uint32_t number = 0;
+  uint64_t capacity_bytes = 0;
+};
+
 // A change to the LUNs an I/O thread serves, taken in the order posted: LUNs removed, then
 // LUNs added (to a target new to the thread, first added after the others, when `target` is
 // set: IQN, alias).
@@ -134,6 +141,7 @@ struct LunBatch {
   std::vector<GoneLun> gone;
   std::shared_ptr<ChangeLatch> latch;
   std::optional<std::pair<size_t, std::string>> alias;  // a target's new alias (TargetAlias at login)
+  std::vector<GrownLun> grown;
 };
 
 // A status report being gathered (TargetServer::status): each I/O thread fills its slot.
@@ -202,17 +210,21 @@ class IoThread {
   // latch->done(); with `target`, to a target new to it, added first (after the others).
   void add_luns(std::vector<NewLun> luns, std::shared_ptr<ChangeLatch> latch,
                 std::optional<std::pair<std::string, std::string>> target = std::nullopt) {
-    post_change({std::move(target), std::move(luns), {}, std::move(latch)});
+    post_change({std::move(target), std::move(luns), {}, std::move(latch), std::nullopt, {}});
   }
   // LUNs for this thread to remove (from another thread), in turn with additions: at the
   // loop's next turn they leave their targets (latch->done()); each one's Lun goes once no
   // command of this thread's connections is in it or holds its data (retirement->done()).
   void remove_luns(std::vector<GoneLun> luns, std::shared_ptr<ChangeLatch> latch) {
-    post_change({std::nullopt, {}, std::move(luns), std::move(latch)});
+    post_change({std::nullopt, {}, std::move(luns), std::move(latch), std::nullopt, {}});
   }
   // A target's alias for logins from the loop's next turn on.
   void set_alias(size_t target, std::string alias, std::shared_ptr<ChangeLatch> latch) {
-    post_change({std::nullopt, {}, {}, std::move(latch), std::pair{target, std::move(alias)}});
+    post_change({std::nullopt, {}, {}, std::move(latch), std::pair{target, std::move(alias)}, {}});
+  }
+  // LUNs whose backends grew: their Luns take the new capacity at the loop's next turn.
+  void grow_luns(std::vector<GrownLun> grown, std::shared_ptr<ChangeLatch> latch) {
+    post_change({std::nullopt, {}, {}, std::move(latch), std::nullopt, std::move(grown)});
   }
   void join() {
     if (thread_.joinable()) thread_.join();
@@ -371,8 +383,10 @@ class IoThread {
       std::lock_guard lock(mu_);
       batches.swap(changes_);
     }
-    for (auto& [target, luns, gone, latch, alias] : batches) {
+    for (auto& [target, luns, gone, latch, alias, grown] : batches) {
       if (alias) ctx_.served.at(alias->first).alias = std::move(alias->second);
+      for (const auto& g : grown)  // CAPACITY DATA HAS CHANGED: raised once, by thread 0
+        if (scsi::Lun* lu = ctx_.served.at(g.target).find_lun(g.number)) lu->set_capacity(g.capacity_bytes, index_ == 0);
       if (target) {  // a target new to the server: no session knows its LUNs yet (no UA)
         ThreadContext::Target& tt = ctx_.served.emplace_back();
         tt.iqn = target->first;
@@ -1025,6 +1039,31 @@ bool TargetServer::set_alias(size_t target, const std::string& alias, std::strin
   on_every_thread([&](size_t i, std::shared_ptr<ChangeLatch> latch) { threads_[i]->set_alias(target, alias, std::move(latch)); });
   targets_[target].alias = alias;
   return true;
+}
+
+std::vector<std::string> TargetServer::grow_luns() {
+  std::lock_guard lock(change_mu_);
+  std::vector<std::string> said;
+  std::vector<GrownLun> grown;
+  for (size_t ti = 0; ti < targets_.size(); ++ti) {
+    if (removed_[ti]) continue;
+    for (auto& [l, b] : inventory_[ti]) {
+      const uint64_t was = b->info().capacity_bytes;
+      bool shrunk = false;
+      const uint64_t now = b->grow(&shrunk);
+      const std::string name = lun_name(l, targets_[ti], ti);
+      if (now > was) {
+        grown.push_back({ti, l.number, now});
+        said.push_back(fmt::format("{} grew from {} to {} bytes ({})", name, was, now, l.backend));
+      } else if (shrunk) {
+        said.push_back(fmt::format("{} ({}) is smaller than the {} bytes it serves: not shrunk (reads past its end fail)",
+                                   name, l.backend, was));
+      }
+    }
+  }
+  if (!grown.empty() && !threads_.empty())
+    on_every_thread([&](size_t i, std::shared_ptr<ChangeLatch> latch) { threads_[i]->grow_luns(grown, std::move(latch)); });
+  return said;
 }
 
 // Under change_mu_: post(i, latch) hands a change to I/O thread i; returns once every thread

@@ -70,6 +70,11 @@ class TargetServer {
   // of its name may be added again (with another index). Its logins and sessions go with its
   // access settings (TargetAccess::removed, set_access()), which the caller sets first.
   bool remove_target(size_t target, std::string* error);
+  // Backends grown since they were opened (a LUN's file or block device made larger): each
+  // such LUN serves its new capacity from now on, and every session gets CAPACITY DATA HAS
+  // CHANGED (2Ah/09h) from it. A backend that shrank is not shrunk. Returns a line per LUN
+  // that grew or shrank, for the log.
+  std::vector<std::string> grow_luns();
   // Gives a target another alias (TargetAlias in its logins from now on, the status report).
   bool set_alias(size_t target, const std::string& alias, std::string* error);
   // Adds a target with its LUNs to the running server, after the others (its index is the

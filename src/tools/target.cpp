@@ -199,6 +199,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   }
   // New targets: served by every I/O thread first, then given their access settings, which is
   // when logins and SendTargets find them.
+  for (const auto& line : server.grow_luns()) VCP_LOG_INFO("vcp target: {}", line);
   for (const auto& n : new_targets) {
     if (!server.add_target(n, &error)) {
       VCP_LOG_WARN("vcp target: reload: target {} not added: {}", n.iqn, error);

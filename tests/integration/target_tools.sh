@@ -476,6 +476,42 @@ PY
   out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/2") || fail "readcapacity16 LUN 2: $out"
   grep -q "Total size:8388608" <<<"$out" || fail "LUN 2 did not get its new backend: $out"
   bench_verify "2?initiator=$INI" "randrw 4K 8" " (LUN 2 on its new backend)"
+  # LUN 0's file grown by 32 MiB: on SIGHUP the LUN takes the new size, a bare session gets
+  # CAPACITY DATA HAS CHANGED (2Ah/09h), READ CAPACITY and our initiator see the new size. A file
+  # that shrank is not shrunk (said so).
+  python3 - "$PORT" "$IQN" "$PID" "$DIR/lun0.img" "$DIR/target.log" >"$DIR/grow.out" 2>&1 <<'PY'
+import os, signal, sys, time
+from raw_iscsi import login, tur_status
+port, iqn, pid, img, log = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+s, cmd_sn = login(port, iqn, b"grower", 31)
+tur_status(s, cmd_sn, 0)  # the power-on unit attention
+if tur_status(s, cmd_sn + 1, 0)[0] != 0: sys.exit("LUN 0 not ready")
+os.truncate(img, 96 << 20)
+os.kill(pid, signal.SIGHUP)
+for _ in range(100):
+    if "LUN 0 grew" in open(log).read(): break
+    time.sleep(0.05)
+print("after:", tur_status(s, cmd_sn + 2, 0), "then:", tur_status(s, cmd_sn + 3, 0))
+PY
+  grep -q "vcp target: LUN 0 grew from 67108864 to 100663296 bytes (file:path=$DIR/lun0.img)" "$DIR/target.log" ||
+    fail "LUN 0 did not grow: $(cat "$DIR/grow.out" "$DIR/target.log")"
+  grep -q "after: (2, 42, 9) then: (0, None, None)" "$DIR/grow.out" ||
+    fail "no CAPACITY DATA HAS CHANGED unit attention on LUN 0: $(cat "$DIR/grow.out")"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/0") || fail "readcapacity16 of the grown LUN 0: $out"
+  grep -q "Total size:100663296" <<<"$out" || fail "LUN 0's new size: $out"
+  out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/0?initiator=$INI" --rw randrw --bs 4K --qd 8 --time 1 --verify 2>&1) ||
+    fail "vcp bench on the grown LUN 0: $out"
+  grep -q "over 96 MiB" <<<"$out" || fail "our initiator does not see LUN 0's new size: $(head -3 <<<"$out")"
+  grep -q "verify: .* ok" <<<"$out" && grep -q " 0 errors" <<<"$out" ||
+    fail "vcp bench on the grown LUN 0 did not verify: $(tail -3 <<<"$out")"
+  truncate -s 80M "$DIR/lun0.img"
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q "is smaller than the" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "vcp target: LUN 0 (file:path=$DIR/lun0.img) is smaller than the 100663296 bytes it serves: not shrunk" \
+    "$DIR/target.log" || fail "a shrunk file was not reported: $(cat "$DIR/target.log")"
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/0") || fail "readcapacity16 of LUN 0: $out"
+  grep -q "Total size:100663296" <<<"$out" || fail "LUN 0 shrank with its file: $out"
+  truncate -s 96M "$DIR/lun0.img"
   # A LUN taken out of the file while our initiator writes and reads it (64 KiB, qd 16) and
   # another session verifies LUN 0 of the same target: commands to the removed LUN fail from
   # then on (those in flight end first), its file is closed after them, the other session

@@ -69,6 +69,11 @@ int Lun::poll() {
 
 void Lun::set_wake(std::function<void()> wake) { shared_->set_wake(mailbox_, std::move(wake)); }
 
+void Lun::set_capacity(uint64_t capacity_bytes, bool announce) {
+  blocks_ = capacity_bytes / block_size_;
+  if (announce) shared_->ua_all(Asc::capacity_data_changed, nullptr);
+}
+
 void Lun::set_reported_luns(std::vector<uint64_t> luns, bool changed) {
   reported_luns_ = std::move(luns);
   if (changed) shared_->ua_all(Asc::reported_luns_data_changed, nullptr);

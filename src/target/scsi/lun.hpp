@@ -109,6 +109,10 @@ class Lun final {
   // The target's LUN inventory for REPORT LUNS; changed=true raises REPORTED LUNS DATA HAS
   // CHANGED for every I_T nexus.
   void set_reported_luns(std::vector<uint64_t> luns, bool changed);
+  // The backend grew (BlockBackend::grow): READ CAPACITY and the LBA checks take the new
+  // number of blocks from now on; with `announce`, every I_T nexus gets CAPACITY DATA HAS
+  // CHANGED (2Ah/09h) on the state the threads share (one thread announces).
+  void set_capacity(uint64_t capacity_bytes, bool announce);
 
   const LunConfig& config() const { return cfg_; }
   uint64_t blocks() const { return blocks_; }

@@ -31,6 +31,7 @@ enum class Asc : uint16_t {
   reservations_preempted = 0x2a03,
   reservations_released = 0x2a04,
   registrations_preempted = 0x2a05,
+  capacity_data_changed = 0x2a09,
   commands_cleared_by_another_initiator = 0x2f00,
   saving_parameters_not_supported = 0x3900,
   reported_luns_data_changed = 0x3f0e,

@@ -222,6 +222,44 @@ TEST(FileBackend, ReadOnlyRefusesWrites) {
   EXPECT_LT(run(**q, BlockOp::write, 0, {{buf, sizeof(buf)}}), 0);
 }
 
+// grow(): a file grown since it was opened is taken at its new size (rounded down to whole
+// blocks), and the part added reads and writes through a queue opened before; one that shrank
+// keeps its capacity (and says so); size= and ram disks keep theirs.
+TEST(FileBackend, GrowTakesALargerFile) {
+  TempDir d;
+  std::string err;
+  const std::string path = d.file("grow.img", 1 << 20);
+  auto b = make_backend("file:path=" + path, &err);
+  ASSERT_TRUE(b) << err;
+  auto q = b->open_queue(0);
+  ASSERT_TRUE(q.ok());
+  bool shrunk = true;
+  EXPECT_EQ(b->grow(&shrunk), 1u << 20);
+  EXPECT_FALSE(shrunk);
+  ASSERT_EQ(truncate(path.c_str(), (2 << 20) + 300), 0);  // not a whole block more
+  EXPECT_EQ(b->grow(&shrunk), 2u << 20);
+  EXPECT_FALSE(shrunk);
+  EXPECT_EQ(b->info().capacity_bytes, 2u << 20);
+  uint8_t out[4096], in[4096] = {};
+  std::memset(out, 0x5a, sizeof(out));
+  const uint64_t past_old_end = (1 << 20) + 8192;
+  EXPECT_EQ((*q)->read_view(past_old_end, sizeof(in)), nullptr);  // the mapping stays as it was
+  EXPECT_EQ(run(**q, BlockOp::write, past_old_end, {{out, sizeof(out)}}), 0);
+  EXPECT_EQ(run(**q, BlockOp::read, past_old_end, {{in, sizeof(in)}}), 0);
+  EXPECT_EQ(std::memcmp(in, out, sizeof(in)), 0);
+  ASSERT_EQ(truncate(path.c_str(), 1 << 20), 0);
+  EXPECT_EQ(b->grow(&shrunk), 2u << 20);
+  EXPECT_TRUE(shrunk);
+
+  auto fixed = make_backend("file:path=" + d.file("fixed.img", 1 << 20) + ",size=512K", &err);
+  ASSERT_TRUE(fixed) << err;
+  EXPECT_EQ(fixed->grow(), 512u << 10);
+  auto ram = make_backend("ram:size=1M", &err);
+  ASSERT_TRUE(ram) << err;
+  EXPECT_EQ(ram->grow(&shrunk), 1u << 20);
+  EXPECT_FALSE(shrunk);
+}
+
 TEST(FileBackend, ShortReadIsAnErrorNotSuccess) {
   OpenFile f("shrink.img", 1 << 20);
   ASSERT_TRUE(f.queue);

@@ -872,6 +872,28 @@ TEST(TargetMultiple, EachTargetServesItsOwnLuns) {
   EXPECT_EQ(c.last_login.status_detail, 3);
 }
 
+// A LUN whose backend grew (TargetServer::grow_luns, on SIGHUP): the Lun takes the new size and
+// the sessions get CAPACITY DATA HAS CHANGED (2Ah/09h) once; READ CAPACITY gives the new size.
+TEST(TargetMultiple, AGrownLunAnnouncesItsCapacity) {
+  TargetFixture f;
+  Initiator a(f, session_to(kIqn, 1));
+  ASSERT_EQ(a.login(), LoginState::FullFeature);
+  a.tur();
+  EXPECT_EQ(capacity(a, 0), 4u << 20);
+  f.lun->set_capacity(8u << 20, true);
+  const Outcome ua = outcome_of(a.tur());
+  EXPECT_EQ(ua.status, 2);
+  ASSERT_GE(ua.sense.size(), 14u);
+  EXPECT_EQ(ua.sense[2] & 0x0f, 0x06);  // UNIT ATTENTION
+  EXPECT_EQ(ua.sense[12], 0x2a);
+  EXPECT_EQ(ua.sense[13], 0x09);
+  EXPECT_EQ(outcome_of(a.tur()).status, 0);  // once
+  EXPECT_EQ(capacity(a, 0), 8u << 20);
+  f.lun->set_capacity(16u << 20, false);  // another thread's Lun: the state was told already
+  EXPECT_EQ(outcome_of(a.tur()).status, 0);
+  EXPECT_EQ(capacity(a, 0), 16u << 20);
+}
+
 // A target removed by a reload (TargetAccess::removed): its session ends at the next tick (the
 // Async Message, then closed), logins to it are answered "not found" and SendTargets leaves it
 // out; the other target and its session go on. A target of the same name added again later
