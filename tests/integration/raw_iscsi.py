@@ -67,6 +67,25 @@ def tur(s, cmd_sn, lun=2):
     return cmd_sn + 1
 
 
+def unit_attention_across(port, iqn, name, isid, lun, pid, log, marker, change):
+    """A bare session on `lun` past its power-on unit attention; then change() and a SIGHUP to
+    `pid`, and once `marker` shows in the log file, two TEST UNIT READYs: prints their
+    (status, ASC, ASCQ) as "after: ... then: ..." (a unit attention the reload raised, then
+    GOOD)."""
+    import os, signal, time
+    s, cmd_sn = login(port, iqn, name, isid)
+    tur_status(s, cmd_sn, lun)
+    if tur_status(s, cmd_sn + 1, lun)[0] != 0:
+        sys.exit("LUN %d not ready" % lun)
+    change()
+    os.kill(pid, signal.SIGHUP)
+    for _ in range(100):
+        if marker in open(log).read():
+            break
+        time.sleep(0.05)
+    print("after:", tur_status(s, cmd_sn + 2, lun), "then:", tur_status(s, cmd_sn + 3, lun))
+
+
 def answers(s, n):
     """Reads until n commands have their status (GOOD, or exits); returns data bytes per ITT."""
     got, done = {}, 0

@@ -424,19 +424,13 @@ targets)
   sleep 1
   # A bare session on LUN 1 sees REPORTED LUNS DATA HAS CHANGED (3Fh/0Eh) once LUN 2 is there.
   python3 - "$PORT" "$IQN" "$PID" "$DIR/targets.toml" "$DIR/target.log" >"$DIR/ua.out" 2>&1 <<'PY'
-import os, signal, sys, time
-from raw_iscsi import login, tur_status
+import sys
+from raw_iscsi import unit_attention_across
 port, iqn, pid, toml, log = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-s, cmd_sn = login(port, iqn, b"watcher", 30)
-tur_status(s, cmd_sn, 1)  # the power-on unit attention
-if tur_status(s, cmd_sn + 1, 1)[0] != 0: sys.exit("LUN 1 not ready")
-with open(toml, "a") as f:
-    f.write('[[lun]]\nnumber = 2\nbackend = "ram:size=4M"\n')
-os.kill(pid, signal.SIGHUP)
-for _ in range(100):
-    if "LUN 2 of" in open(log).read(): break
-    time.sleep(0.05)
-print("after:", tur_status(s, cmd_sn + 2, 1), "then:", tur_status(s, cmd_sn + 3, 1))
+def add_lun_2():
+    with open(toml, "a") as f:
+        f.write('[[lun]]\nnumber = 2\nbackend = "ram:size=4M"\n')
+unit_attention_across(port, iqn, b"watcher", 30, 1, pid, log, "LUN 2 of", add_lun_2)
 PY
   grep -q "vcp target: LUN 2 of $IQN added (ram:size=4M)" "$DIR/target.log" ||
     fail "LUN 2 was not added: $(cat "$DIR/ua.out" "$DIR/target.log")"
@@ -480,18 +474,10 @@ PY
   # CAPACITY DATA HAS CHANGED (2Ah/09h), READ CAPACITY and our initiator see the new size. A file
   # that shrank is not shrunk (said so).
   python3 - "$PORT" "$IQN" "$PID" "$DIR/lun0.img" "$DIR/target.log" >"$DIR/grow.out" 2>&1 <<'PY'
-import os, signal, sys, time
-from raw_iscsi import login, tur_status
+import os, sys
+from raw_iscsi import unit_attention_across
 port, iqn, pid, img, log = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-s, cmd_sn = login(port, iqn, b"grower", 31)
-tur_status(s, cmd_sn, 0)  # the power-on unit attention
-if tur_status(s, cmd_sn + 1, 0)[0] != 0: sys.exit("LUN 0 not ready")
-os.truncate(img, 96 << 20)
-os.kill(pid, signal.SIGHUP)
-for _ in range(100):
-    if "LUN 0 grew" in open(log).read(): break
-    time.sleep(0.05)
-print("after:", tur_status(s, cmd_sn + 2, 0), "then:", tur_status(s, cmd_sn + 3, 0))
+unit_attention_across(port, iqn, b"grower", 31, 0, pid, log, "LUN 0 grew", lambda: os.truncate(img, 96 << 20))
 PY
   grep -q "vcp target: LUN 0 grew from 67108864 to 100663296 bytes (file:path=$DIR/lun0.img)" "$DIR/target.log" ||
     fail "LUN 0 did not grow: $(cat "$DIR/grow.out" "$DIR/target.log")"
