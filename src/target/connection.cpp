@@ -126,6 +126,7 @@ struct TargetConnection::PendingTmf {
 TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
     : ctx_(ctx), started_ms_(now_ms), last_rx_ms_(now_ms) {
   const TargetSettings& s = *ctx_.settings;
+  if (ctx_.access) access_gen_ = ctx_.access->generation();
   access_ = ctx_.current_access();
   tsih_ = ctx_.sessions->reserve_tsih();
   TargetLoginConfig cfg;
@@ -1492,12 +1493,10 @@ void TargetConnection::tick(uint64_t now_ms) {
     if (now_ms - started_ms_ > s.login_timeout_ms) close("login timed out");
     return;
   }
-  if (ctx_.access) {  // a reload replaced the access settings since the last look
-    auto current = ctx_.access->load(std::memory_order_acquire);
-    if (current != access_) {
-      access_ = std::move(current);
-      recheck_access(now_ms);
-    }
+  if (ctx_.access && ctx_.access->generation() != access_gen_) {  // a reload replaced them since the last look
+    access_gen_ = ctx_.access->generation();
+    access_ = ctx_.access->load();
+    recheck_access(now_ms);
   }
   if (drop_at_ms_) {
     if (now_ms >= drop_at_ms_) close("dropped by a reload (access revoked or target removed)");

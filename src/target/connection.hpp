@@ -102,7 +102,7 @@ struct ThreadContext {
   const TargetSettings* settings = nullptr;
   // Access list and credentials for new logins (the server's, replaced on reload); none: those
   // of `settings`.
-  const std::atomic<std::shared_ptr<const AccessSettings>>* access = nullptr;
+  const AccessHolder* access = nullptr;
   SessionRegistry* sessions = nullptr;
   std::deque<Target> served;  // a deque: connections point into it as targets are added
   // The portal SendTargets gives for every target ("host:port,tpgt"); a connection to a
@@ -115,7 +115,7 @@ struct ThreadContext {
   ThreadBufferRoom buffers;
 
   std::shared_ptr<const AccessSettings> current_access() const {
-    if (access) return access->load(std::memory_order_acquire);
+    if (access) return access->load();
     return std::make_shared<const AccessSettings>(AccessSettings::of(*settings));
   }
 };
@@ -390,6 +390,7 @@ class TargetConnection {
 
   std::unique_ptr<iscsi::TargetLogin> login_;
   std::shared_ptr<const AccessSettings> access_;  // as it was when this connection came
+  uint64_t access_gen_ = 0;                       // ctx_.access->generation() when access_ was taken
   const ThreadContext::Target* target_ = nullptr;  // a Normal session's, once its login names it
   size_t target_index_ = 0;                        // its index in ctx_.served
   uint16_t tsih_ = 0;

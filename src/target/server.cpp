@@ -160,7 +160,7 @@ struct StatusRequest {
 class IoThread {
  public:
   IoThread(unsigned index, int cpu, const TargetSettings& settings,
-           const std::atomic<std::shared_ptr<const AccessSettings>>& access, SessionRegistry& sessions,
+           const AccessHolder& access, SessionRegistry& sessions,
            std::vector<std::unique_ptr<BlockBackend>>& backends,
            const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states, std::atomic<uint32_t>& connections)
       : index_(index), cpu_(cpu), settings_(settings), access_(access), sessions_(sessions), backends_(backends),
@@ -764,7 +764,7 @@ class IoThread {
   unsigned index_;
   int cpu_;
   const TargetSettings& settings_;
-  const std::atomic<std::shared_ptr<const AccessSettings>>& access_;
+  const AccessHolder& access_;
   SessionRegistry& sessions_;
   std::vector<std::unique_ptr<BlockBackend>>& backends_;
   const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states_;  // one per LUN, all threads
@@ -885,7 +885,7 @@ void TargetServer::stop() {
 }
 
 void TargetServer::set_access(AccessSettings a) {
-  access_.store(std::make_shared<const AccessSettings>(std::move(a)), std::memory_order_release);
+  access_.store(std::make_shared<const AccessSettings>(std::move(a)));
 }
 
 int TargetServer::run() {

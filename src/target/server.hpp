@@ -52,7 +52,7 @@ class TargetServer {
   // on). Safe from any thread; `a` comes from settings that passed validate().
   void set_access(AccessSettings a);
   // The access settings new logins get now.
-  std::shared_ptr<const AccessSettings> access() const { return access_.load(std::memory_order_acquire); }
+  std::shared_ptr<const AccessSettings> access() const { return access_.load(); }
 
   // Adds LUNs to a running target (index in TargetSettings::all_targets()): their backends are
   // opened, every I/O thread takes them, and the target's other LUNs report REPORTED LUNS
@@ -96,7 +96,7 @@ class TargetServer {
   void on_every_thread(const std::function<void(size_t, std::shared_ptr<ChangeLatch>)>& post);
 
   TargetSettings settings_;
-  std::atomic<std::shared_ptr<const AccessSettings>> access_;
+  AccessHolder access_;
   // One per LUN served: those of settings_.all_targets() in order (as the I/O threads take them
   // at start), then those added; a removed LUN's goes to its Retirement.
   std::vector<std::unique_ptr<BlockBackend>> backends_;

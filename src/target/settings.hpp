@@ -4,7 +4,10 @@
 // replaces (AccessSettings below).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -132,6 +135,34 @@ struct TargetAccess {
   bool admits(std::string_view initiator, const IpAddress& peer) const { return !removed && acl.allows(initiator, peer); }
 
   bool operator==(const TargetAccess&) const = default;
+};
+
+struct AccessSettings;
+
+// The access settings new logins get, replaced by reloads and read by the I/O threads: a
+// shared_ptr under a mutex, with a generation the threads look at (one atomic load) to know
+// whether there is a new one to take. (Not std::atomic<std::shared_ptr>: libstdc++ 12's
+// unlocks its internal lock with relaxed order after a load, which ThreadSanitizer reports as
+// a race with the next store.)
+class AccessHolder {
+ public:
+  explicit AccessHolder(std::shared_ptr<const AccessSettings> a = nullptr) : a_(std::move(a)) {}
+  void store(std::shared_ptr<const AccessSettings> a) {
+    std::lock_guard lock(mu_);
+    a_ = std::move(a);
+    gen_.fetch_add(1, std::memory_order_release);
+  }
+  std::shared_ptr<const AccessSettings> load() const {
+    std::lock_guard lock(mu_);
+    return a_;
+  }
+  // Changes with every store().
+  uint64_t generation() const { return gen_.load(std::memory_order_acquire); }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const AccessSettings> a_;
+  std::atomic<uint64_t> gen_{0};
 };
 
 // Who may log in and with which credentials: the part of the settings a running `vcp target`

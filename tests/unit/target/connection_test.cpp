@@ -282,7 +282,7 @@ TEST(TargetAccess, OnlyListedInitiatorsLogIn) {
 // logins from then on follow the new ones, a session logged in before goes on.
 TEST(TargetAccess, ReplacedAccessAppliesToNewLogins) {
   TargetFixture f;
-  std::atomic<std::shared_ptr<const AccessSettings>> access{
+  AccessHolder access{
       std::make_shared<const AccessSettings>(AccessSettings::of(f.settings))};
   f.ctx.access = &access;
   const std::string other = "iqn.2024-01.org.vcp:other";
@@ -321,7 +321,7 @@ TEST(TargetAccess, ReplacedAccessAppliesToNewLogins) {
 // event 3) and closes; one it still allows goes on; CHAP changes leave sessions alone.
 TEST(TargetAccess, SessionsTheReloadedListRefusesEnd) {
   TargetFixture f;
-  std::atomic<std::shared_ptr<const AccessSettings>> access{
+  AccessHolder access{
       std::make_shared<const AccessSettings>(AccessSettings::of(f.settings))};
   f.ctx.access = &access;
   const std::string other = "iqn.2024-01.org.vcp:other", third = "iqn.2024-01.org.vcp:third";
@@ -900,7 +900,7 @@ TEST(TargetMultiple, AGrownLunAnnouncesItsCapacity) {
 // (another place in `served`) is found.
 TEST(TargetMultiple, ARemovedTargetIsGone) {
   TargetFixture f(two_targets());
-  std::atomic<std::shared_ptr<const AccessSettings>> access{
+  AccessHolder access{
       std::make_shared<const AccessSettings>(AccessSettings::of(f.settings))};
   f.ctx.access = &access;
   Initiator a(f, session_to(kIqn, 1));
