@@ -209,8 +209,8 @@ class IoThread {
   // LUNs for this thread to add (from another thread), taken at the loop's next turn, then
   // latch->done(); with `target`, to a target new to it, added first (after the others).
   void add_luns(std::vector<NewLun> luns, std::shared_ptr<ChangeLatch> latch,
-                std::optional<std::pair<std::string, std::string>> target = std::nullopt) {
-    post_change({std::move(target), std::move(luns), {}, std::move(latch), std::nullopt, {}});
+                std::optional<std::pair<std::string, std::string>> target = std::nullopt, std::vector<GoneLun> gone = {}) {
+    post_change({std::move(target), std::move(luns), std::move(gone), std::move(latch), std::nullopt, {}});
   }
   // LUNs for this thread to remove (from another thread), in turn with additions: at the
   // loop's next turn they leave their targets (latch->done()); each one's Lun goes once no
@@ -962,7 +962,7 @@ bool TargetServer::add_target(const TargetSpec& spec, std::string* error) {
       *error = "a target named " + targets_[i].iqn + " exists";
       return false;
     }
-  if (!post_luns(targets_.size(), spec, spec.luns, true, error)) return false;
+  if (!post_luns(targets_.size(), spec, spec.luns, Post::new_target, error)) return false;
   targets_.push_back(spec);
   removed_.push_back(false);
   return true;
@@ -974,7 +974,16 @@ bool TargetServer::add_luns(size_t target, const std::vector<LunSpec>& luns, std
     *error = "no target " + std::to_string(target);
     return false;
   }
-  return post_luns(target, targets_[target], luns, false, error);
+  return post_luns(target, targets_[target], luns, Post::add, error);
+}
+
+bool TargetServer::replace_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error) {
+  std::lock_guard lock(change_mu_);
+  if (target >= targets_.size() || removed_[target]) {
+    *error = "no target " + std::to_string(target);
+    return false;
+  }
+  return post_luns(target, targets_[target], luns, Post::replace, error);
 }
 
 bool TargetServer::remove_luns(size_t target, const std::vector<uint32_t>& numbers, std::string* error) {
@@ -1012,22 +1021,30 @@ bool TargetServer::remove_luns_locked(size_t target, const std::vector<uint32_t>
     }
   std::vector<std::vector<GoneLun>> posts(threads_.size());
   for (uint32_t n : numbers) {
-    auto e = std::find_if(inv.begin(), inv.end(), [n](const auto& x) { return x.first.number == n; });
-    auto r = std::make_shared<Retirement>();
-    r->name = lun_name(e->first, targets_[target], target);
-    r->left = threads_.size();
-    auto b = std::find_if(backends_.begin(), backends_.end(), [&](const auto& p) { return p.get() == e->second; });
-    const auto k = b - backends_.begin();
-    r->backend = std::move(*b);
-    backends_.erase(b);
-    lu_states_.erase(lu_states_.begin() + k);
-    inv.erase(e);
+    auto r = retire(target, n);
     for (size_t i = 0; i < threads_.size(); ++i) posts[i].push_back(GoneLun{target, n, r});
   }
   on_every_thread([&](size_t i, std::shared_ptr<ChangeLatch> latch) {
     threads_[i]->remove_luns(std::move(posts[i]), std::move(latch));
   });
   return true;
+}
+
+// Under change_mu_: takes an existing LUN out of the inventory, its backend and state into a
+// Retirement for the I/O threads to close once they all let go of it.
+std::shared_ptr<Retirement> TargetServer::retire(size_t target, uint32_t number) {
+  auto& inv = inventory_[target];
+  auto e = std::find_if(inv.begin(), inv.end(), [number](const auto& x) { return x.first.number == number; });
+  auto r = std::make_shared<Retirement>();
+  r->name = lun_name(e->first, targets_[target], target);
+  r->left = threads_.size();
+  auto b = std::find_if(backends_.begin(), backends_.end(), [&](const auto& p) { return p.get() == e->second; });
+  const auto k = b - backends_.begin();
+  r->backend = std::move(*b);
+  backends_.erase(b);
+  lu_states_.erase(lu_states_.begin() + k);
+  inv.erase(e);
+  return r;
 }
 
 bool TargetServer::set_alias(size_t target, const std::string& alias, std::string* error) {
@@ -1077,21 +1094,23 @@ void TargetServer::on_every_thread(const std::function<void(size_t, std::shared_
 }
 
 // add_luns() and add_target(), under change_mu_: LUNs for target `target`, new or not.
-bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, bool new_target,
+bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, Post how,
                              std::string* error) {
   if (threads_.empty()) {
     *error = "the target is not running";
     return false;
   }
-  std::vector<uint32_t> numbers;
+  const bool new_target = how == Post::new_target, replace = how == Post::replace;
+  std::vector<uint32_t> numbers, seen;
   if (!new_target)
     for (const auto& [l, b] : inventory_[target]) numbers.push_back(l.number);
   for (const auto& l : luns) {
-    if (std::find(numbers.begin(), numbers.end(), l.number) != numbers.end()) {
-      *error = lun_name(l, spec, target) + " exists";
+    const bool exists = std::find(numbers.begin(), numbers.end(), l.number) != numbers.end();
+    if (exists != replace || std::find(seen.begin(), seen.end(), l.number) != seen.end()) {
+      *error = lun_name(l, spec, target) + (exists ? " exists" : " does not exist");
       return false;
     }
-    numbers.push_back(l.number);
+    seen.push_back(l.number);
   }
   // Everything that can fail first (the backends, a queue per thread); then the threads take
   // them, which cannot.
@@ -1117,10 +1136,17 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
     made.push_back(std::move(b));
     states.push_back(std::move(state));
   }
+  // Replaced: the old LUNs leave in the same turn of each thread as the new ones come.
+  std::vector<std::vector<GoneLun>> gone(threads_.size());
+  if (replace)
+    for (const auto& l : luns) {
+      auto r = retire(target, l.number);
+      for (size_t i = 0; i < threads_.size(); ++i) gone[i].push_back(GoneLun{target, l.number, r});
+    }
   on_every_thread([&](size_t i, std::shared_ptr<ChangeLatch> latch) {
     std::optional<std::pair<std::string, std::string>> t;
     if (new_target) t.emplace(spec.iqn, spec.alias);
-    threads_[i]->add_luns(std::move(posts[i]), std::move(latch), std::move(t));
+    threads_[i]->add_luns(std::move(posts[i]), std::move(latch), std::move(t), std::move(gone[i]));
   });
   if (new_target) inventory_.emplace_back();
   for (size_t i = 0; i < made.size(); ++i) {

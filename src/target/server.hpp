@@ -32,6 +32,7 @@ namespace vcp::target {
 
 class IoThread;
 struct ChangeLatch;
+struct Retirement;
 
 class TargetServer {
  public:
@@ -66,6 +67,12 @@ class TargetServer {
   // Returns once every thread has taken them out; nothing is removed if a number is unknown.
   // A LUN of the same number may be added right after (another backend in its place).
   bool remove_luns(size_t target, const std::vector<uint32_t>& numbers, std::string* error);
+  // Gives LUNs (by number; each must exist) other backends: the new ones are opened first, so
+  // that nothing changes if one cannot be; then each I/O thread, in one turn, takes the old
+  // LUN out (as remove_luns() does: its commands run to their end, its backend closes after
+  // them) and the new one in (a new logical unit: every session's first command to it gets the
+  // power-on unit attention). Returns once every thread has done so.
+  bool replace_luns(size_t target, const std::vector<LunSpec>& luns, std::string* error);
   // Removes a target's LUNs (as remove_luns()) and the target from the status report; a target
   // of its name may be added again (with another index). Its logins and sessions go with its
   // access settings (TargetAccess::removed, set_access()), which the caller sets first.
@@ -90,8 +97,9 @@ class TargetServer {
 
  private:
   TargetServer() = default;
-  bool post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, bool new_target,
-                 std::string* error);
+  enum class Post { add, new_target, replace };
+  bool post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, Post how, std::string* error);
+  std::shared_ptr<Retirement> retire(size_t target, uint32_t number);
   bool remove_luns_locked(size_t target, const std::vector<uint32_t>& numbers, std::string* error);
   void on_every_thread(const std::function<void(size_t, std::shared_ptr<ChangeLatch>)>& post);
 

@@ -143,7 +143,8 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   auto find = [&](const target::TargetSpec& t) { return named(next, t.iqn); };
   std::vector<size_t> targets_removed;
   std::vector<std::vector<target::LunSpec>> added(now.size());  // per running target
-  std::vector<std::vector<uint32_t>> removed(now.size());     // likewise; those replaced too
+  std::vector<std::vector<uint32_t>> removed(now.size());     // likewise
+  std::vector<std::vector<target::LunSpec>> replaced(now.size());  // likewise: numbers given other backends
   for (size_t i = 0; i < now.size(); ++i) {
     if (gone(i)) continue;
     const target::TargetSpec& t = now[i];
@@ -153,13 +154,15 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
       continue;
     }
     // A LUN number new to the target is added, one gone is removed, one with another backend
-    // is both (removed first).
+    // is replaced.
     for (const auto& l : n->luns) {
       auto old = std::find_if(t.luns.begin(), t.luns.end(), [&](const auto& o) { return o.number == l.number; });
-      if (old == t.luns.end() || old->backend != l.backend) added[i].push_back(l);
+      if (old == t.luns.end()) added[i].push_back(l);
+      else if (old->backend != l.backend) replaced[i].push_back(l);
     }
     for (const auto& o : t.luns)
-      if (std::find(n->luns.begin(), n->luns.end(), o) == n->luns.end()) removed[i].push_back(o.number);
+      if (std::none_of(n->luns.begin(), n->luns.end(), [&](const auto& l) { return l.number == o.number; }))
+        removed[i].push_back(o.number);
   }
   // A target new to the file (or renamed: the new name) is added, after the others.
   std::vector<target::TargetSpec> new_targets;
@@ -240,18 +243,26 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     auto& luns = i == 0 ? running.luns : running.more_targets[i - 1].luns;
     if (!removed[i].empty()) {
       if (!server.remove_luns(i, removed[i], &error)) {
-        // Not expected (`running` follows the server); the LUNs stay, and so do those that
-        // would have replaced them.
-        VCP_LOG_WARN("vcp target: reload: LUNs not removed from {}: {}", now[i].iqn, error);
-        std::erase_if(added[i], [&](const auto& l) {
-          return std::find(removed[i].begin(), removed[i].end(), l.number) != removed[i].end();
-        });
+        VCP_LOG_WARN("vcp target: reload: LUNs not removed from {}: {}", now[i].iqn, error);  // not expected
       } else {
         for (uint32_t n : removed[i]) {
           auto l = std::find_if(luns.begin(), luns.end(), [n](const auto& x) { return x.number == n; });
           VCP_LOG_INFO("vcp target: LUN {} of {} removed ({}); its commands in flight end first", n, now[i].iqn,
                        l->backend);
           luns.erase(l);
+        }
+      }
+    }
+    // Another backend for a LUN: opened first; if it cannot be, the LUN keeps its old one.
+    if (!replaced[i].empty()) {
+      if (!server.replace_luns(i, replaced[i], &error)) {
+        VCP_LOG_WARN("vcp target: reload: LUNs of {} keep their backends: {}", now[i].iqn, error);
+      } else {
+        for (const auto& l : replaced[i]) {
+          auto old = std::find_if(luns.begin(), luns.end(), [&](const auto& x) { return x.number == l.number; });
+          VCP_LOG_INFO("vcp target: LUN {} of {} replaced: {} in place of {} (the old one's commands in flight end first)",
+                       l.number, now[i].iqn, l.backend, old->backend);
+          *old = l;
         }
       }
     }

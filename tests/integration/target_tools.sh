@@ -137,6 +137,19 @@ bench_verify() {
   grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench $load on $target: errors"; }
 }
 
+# reload_until TEXT: SIGHUP to the target, then up to 5 s for TEXT to show in its log.
+reload_until() {
+  kill -HUP "$PID"
+  for _ in $(seq 100); do grep -q -- "$1" "$DIR/target.log" && return 0; sleep 0.05; done
+}
+
+# expect_capacity URL BYTES WHAT: iscsi-readcapacity16 (as $INI) gives BYTES for URL.
+expect_capacity() {
+  local out
+  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$1") || fail "readcapacity16 ($3): $out"
+  grep -q "Total size:$2" <<<"$out" || fail "$3: $out"
+}
+
 case "$MODE" in
 tools)
   start_target
@@ -454,21 +467,22 @@ PY
   bench_verify "2?initiator=$INI" "randrw 4K 8"
   wait "$HELD" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"
   grep -q "verify: .* ok" "$DIR/held.log" || fail "the session running while LUN 2 was added: $(tail -5 "$DIR/held.log")"
-  # The same LUN number with another backend: the old LUN is removed and closed, the new one
-  # added in its place.
+  # The same LUN number with another backend: the new one opened first, then it takes the
+  # old one's place (closed after its last commands). One that cannot be opened changes nothing.
   sed -i 's/ram:size=4M/ram:size=8M/' "$DIR/targets.toml"
-  kill -HUP "$PID"
-  for _ in $(seq 100); do grep -q "LUN 2 of $IQN added (ram:size=8M)" "$DIR/target.log" && break; sleep 0.05; done
-  grep -q "vcp target: LUN 2 of $IQN removed (ram:size=4M)" "$DIR/target.log" ||
-    fail "LUN 2's old backend was not removed: $(cat "$DIR/target.log")"
-  grep -q "vcp target: LUN 2 of $IQN added (ram:size=8M)" "$DIR/target.log" ||
-    fail "LUN 2's new backend was not added: $(cat "$DIR/target.log")"
-  for _ in $(seq 100); do grep -q "vcp target: LUN 2 closed" "$DIR/target.log" && break; sleep 0.05; done
+  reload_until "vcp target: LUN 2 closed"
+  grep -q "vcp target: LUN 2 of $IQN replaced: ram:size=8M in place of ram:size=4M" "$DIR/target.log" ||
+    fail "LUN 2 was not given its new backend: $(cat "$DIR/target.log")"
   grep -q "vcp target: LUN 2 closed: its last commands have ended" "$DIR/target.log" ||
     fail "LUN 2's old backend was not closed: $(cat "$DIR/target.log")"
   grep -q "need a restart" "$DIR/target.log" && fail "a LUN's new backend was said to need a restart"
-  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/2") || fail "readcapacity16 LUN 2: $out"
-  grep -q "Total size:8388608" <<<"$out" || fail "LUN 2 did not get its new backend: $out"
+  expect_capacity "$URL/2" 8388608 "LUN 2 with its new backend"
+  sed -i "s|ram:size=8M|file:path=$DIR/no-such.img|" "$DIR/targets.toml"
+  reload_until "keep their backends"
+  grep -q "vcp target: reload: LUNs of $IQN keep their backends: LUN 2 'file:path=$DIR/no-such.img': cannot open" \
+    "$DIR/target.log" || fail "a backend that cannot be opened was not reported: $(cat "$DIR/target.log")"
+  expect_capacity "$URL/2" 8388608 "LUN 2 after a backend that cannot be opened"
+  sed -i "s|file:path=$DIR/no-such.img|ram:size=8M|" "$DIR/targets.toml"
   bench_verify "2?initiator=$INI" "randrw 4K 8" " (LUN 2 on its new backend)"
   # LUN 0's file grown by 32 MiB: on SIGHUP the LUN takes the new size, a bare session gets
   # CAPACITY DATA HAS CHANGED (2Ah/09h), READ CAPACITY and our initiator see the new size. A file
@@ -483,20 +497,17 @@ PY
     fail "LUN 0 did not grow: $(cat "$DIR/grow.out" "$DIR/target.log")"
   grep -q "after: (2, 42, 9) then: (0, None, None)" "$DIR/grow.out" ||
     fail "no CAPACITY DATA HAS CHANGED unit attention on LUN 0: $(cat "$DIR/grow.out")"
-  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/0") || fail "readcapacity16 of the grown LUN 0: $out"
-  grep -q "Total size:100663296" <<<"$out" || fail "LUN 0's new size: $out"
+  expect_capacity "$URL/0" 100663296 "the grown LUN 0"
   out=$(timeout 60 "$VCP_BIN" bench --backend "$URL/0?initiator=$INI" --rw randrw --bs 4K --qd 8 --time 1 --verify 2>&1) ||
     fail "vcp bench on the grown LUN 0: $out"
   grep -q "over 96 MiB" <<<"$out" || fail "our initiator does not see LUN 0's new size: $(head -3 <<<"$out")"
   grep -q "verify: .* ok" <<<"$out" && grep -q " 0 errors" <<<"$out" ||
     fail "vcp bench on the grown LUN 0 did not verify: $(tail -3 <<<"$out")"
   truncate -s 80M "$DIR/lun0.img"
-  kill -HUP "$PID"
-  for _ in $(seq 100); do grep -q "is smaller than the" "$DIR/target.log" && break; sleep 0.05; done
+  reload_until "is smaller than the"
   grep -q "vcp target: LUN 0 (file:path=$DIR/lun0.img) is smaller than the 100663296 bytes it serves: not shrunk" \
     "$DIR/target.log" || fail "a shrunk file was not reported: $(cat "$DIR/target.log")"
-  out=$(timeout 20 iscsi-readcapacity16 -i $INI "$URL/0") || fail "readcapacity16 of LUN 0: $out"
-  grep -q "Total size:100663296" <<<"$out" || fail "LUN 0 shrank with its file: $out"
+  expect_capacity "$URL/0" 100663296 "LUN 0 after its file shrank (not shrunk)"
   truncate -s 96M "$DIR/lun0.img"
   # A LUN taken out of the file while our initiator writes and reads it (64 KiB, qd 16) and
   # another session verifies LUN 0 of the same target: commands to the removed LUN fail from
