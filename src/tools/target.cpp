@@ -331,6 +331,10 @@ int run_target(const TargetArgs& a) {
 
 Runner add_target(CLI::App& app) {
   auto* cmd = app.add_subcommand("target", "iSCSI target serving ram/file/null LUNs");
+  cmd->footer(
+      "Signals: SIGHUP reads the settings again (access lists and CHAP for new logins, sessions they now "
+      "refuse ended; LUNs and targets added, removed or given other backends; grown files' new sizes; "
+      "aliases); SIGUSR1 logs a status report; SIGINT/SIGTERM stop. See docs/target.md.");
   auto a = std::make_shared<TargetArgs>();
   cmd->add_option("--portal", a->portal, "HOST:PORT to listen on (default 127.0.0.1:3260)");
   cmd->add_option("--iqn", a->iqn, "the target's iSCSI name");
