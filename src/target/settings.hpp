@@ -63,8 +63,7 @@ struct TargetSettings {
   std::vector<TargetSpec> all_targets() const;
   TargetSpec first_target() const { return {iqn, alias, luns, acl, chap, mutual_chap}; }
   void set_first_target(TargetSpec t);
-  // Our identity for mutual CHAP in discovery sessions: discovery_mutual_chap, else the first
-  // target's mutual_chap.
+  // The identity discovery sessions use: discovery_mutual_chap, else the first target's.
   const std::optional<iscsi::ChapCredentials>& discovery_identity() const {
     return discovery_mutual_chap ? discovery_mutual_chap : mutual_chap;
   }
@@ -142,8 +141,8 @@ struct AccessSettings;
 // The access settings new logins get, replaced by reloads and read by the I/O threads: a
 // shared_ptr under a mutex, with a generation the threads look at (one atomic load) to know
 // whether there is a new one to take. (Not std::atomic<std::shared_ptr>: libstdc++ 12's
-// unlocks its internal lock with relaxed order after a load, which ThreadSanitizer reports as
-// a race with the next store.)
+// implementation unlocks its internal lock with relaxed order after a load, which
+// ThreadSanitizer reports as a race with the next store.)
 class AccessHolder {
  public:
   explicit AccessHolder(std::shared_ptr<const AccessSettings> a = nullptr) : a_(std::move(a)) {}

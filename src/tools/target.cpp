@@ -6,8 +6,8 @@
 //              [--config target.toml] [--max-tasks N] [--max-connections N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
-// SIGHUP reads the access list and CHAP credentials again, and adds and removes LUNs and
-// targets (reload() below);
+// SIGHUP reads the access list and CHAP credentials again, and adds, removes, replaces and
+// grows LUNs and adds and removes targets (reload() below);
 // SIGUSR1 logs a status report (TargetServer::status).
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -114,10 +114,11 @@ std::string describe(const target::TargetAccess& t) {
 // command line over them) and apply to logins from now on; sessions the new list refuses are
 // ended by their I/O threads (TargetConnection::tick), the others go on. A target's LUNs
 // follow the file: one new is added, one gone is removed (its commands in flight end first),
-// one given another backend is removed and added again with it. Targets new to the file are
-// added after the others; one gone from it is removed (its sessions end, then its LUNs go as
-// above), so a renamed one is both; an alias changed is taken by logins from then on.
-// Settings that need a restart (portal, CPUs, limits) are left as they are, and said so; a file that does not read or validate leaves
+// one given another backend is replaced (the new one opened first), one whose file grew takes
+// the new size. Targets new to the file are added after the others; one gone from it is
+// removed (its sessions end, then its LUNs go as above), so a renamed one is both; an alias
+// changed is taken by logins from then on. Settings that need a restart (portal, CPUs,
+// limits) are left as they are, and said so; a file that does not read or validate leaves
 // everything as it was. `running` follows what was applied; a removed target keeps its place
 // in it (targets keep their indices), marked removed in the server's access settings.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
@@ -200,9 +201,9 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     access.targets[i] = {n->acl, n->chap, n->mutual_chap};
     VCP_LOG_INFO("vcp target: reloaded access for new logins to {}: {}", now[i].iqn, describe(access.targets[i]));
   }
+  for (const auto& line : server.grow_luns()) VCP_LOG_INFO("vcp target: {}", line);
   // New targets: served by every I/O thread first, then given their access settings, which is
   // when logins and SendTargets find them.
-  for (const auto& line : server.grow_luns()) VCP_LOG_INFO("vcp target: {}", line);
   for (const auto& n : new_targets) {
     if (!server.add_target(n, &error)) {
       VCP_LOG_WARN("vcp target: reload: target {} not added: {}", n.iqn, error);
