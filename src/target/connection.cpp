@@ -1243,6 +1243,10 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
           e.lun->reset(scsi::ResetKind::target_reset);
           quiesce.push_back(e.lun);
         }
+        for (scsi::Lun* lu : target_->draining) {
+          lu->reset(scsi::ResetKind::target_reset);
+          quiesce.push_back(lu);
+        }
         break;
       case TmfFunction::ClearAca:
         r.response = TmfResponse::NotSupported;
@@ -1548,8 +1552,10 @@ void TargetConnection::shutdown() {
   }
   if (phase_ == Phase::FullFeature && nexus_.id) {
     // Tasks inside the Luns are aborted; they come back through task_done (no response).
-    if (target_)
+    if (target_) {
       for (auto& e : target_->luns) e.lun->nexus_lost(nexus_);
+      for (scsi::Lun* lu : target_->draining) lu->nexus_lost(nexus_);
+    }
   }
 }
 

@@ -92,6 +92,9 @@ struct ThreadContext {
     std::string alias;
     std::vector<LunEntry> luns;         // sorted by number
     std::vector<uint64_t> lun_numbers;  // for REPORT LUNS on LUNs it does not have
+    // Removed LUNs whose commands still run here: no new command finds them, but a target
+    // reset and a session's end reach their tasks as they reach those of `luns`.
+    std::vector<scsi::Lun*> draining;
 
     scsi::Lun* find_lun(uint64_t n) const {
       for (const auto& e : luns)

@@ -432,9 +432,10 @@ class IoThread {
     }
     scsi::Lun* lu = e->lun;
     tt.luns.erase(e);
+    tt.draining.push_back(lu);
     for (auto& c : conns_) c->c->forget_lun(lu);
     for (size_t i = 0; i < slots_.size(); ++i)
-      if (slots_[i].lun.get() == lu) retiring_.push_back({i, g.retirement});
+      if (slots_[i].lun.get() == lu) retiring_.push_back({i, g.target, g.retirement});
     return lu;
   }
 
@@ -462,6 +463,7 @@ class IoThread {
         ++k;
         continue;
       }
+      std::erase(ctx_.served.at(retiring_[k].target).draining, s.lun.get());
       s.lun.reset();
       s.queue.reset();
       s.closing = false;
@@ -795,6 +797,7 @@ class IoThread {
   // slots_ so that what is left at exit goes after the Luns.
   struct Retiring {
     size_t slot;
+    size_t target;  // whose `draining` lists it
     std::shared_ptr<Retirement> retirement;
   };
   std::vector<Retiring> retiring_;

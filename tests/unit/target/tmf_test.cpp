@@ -45,18 +45,25 @@ const TaskMgmtResponsePdu* tmf_response(const std::vector<Received>& pdus, uint3
   return nullptr;
 }
 
+// Logs in, takes the power-on unit attention and starts a READ that the held backend keeps;
+// returns its ITT.
+uint32_t held_read(HeldLun& held, Initiator& ini) {
+  EXPECT_EQ(ini.login(), LoginState::FullFeature);
+  ini.tur();
+  held.queue->held = true;
+  const uint32_t itt = ini.command(cdb_rw16(0x88, 0, 8), true, false, 4096);
+  EXPECT_TRUE(ini.take().empty());
+  EXPECT_EQ(held.queue->in_flight(), 1u);
+  return itt;
+}
+
 class TmfQuiesceTest : public ::testing::TestWithParam<TmfFunction> {};
 
 TEST_P(TmfQuiesceTest, ResponseFollowsTheAbortedBackendRequest) {
   TargetFixture f;
   HeldLun held(f);
   Initiator ini(f);
-  ASSERT_EQ(ini.login(), LoginState::FullFeature);
-  ini.tur();
-  held.queue->held = true;
-  const uint32_t itt = ini.command(cdb_rw16(0x88, 0, 8), true, false, 4096);
-  EXPECT_TRUE(ini.take().empty());
-  ASSERT_EQ(held.queue->in_flight(), 1u);
+  const uint32_t itt = held_read(held, ini);
 
   const uint32_t tmf = ini.send_tmf(GetParam(), 0, itt, ini.cmd_sn() - 1);
   EXPECT_TRUE(ini.take().empty()) << "TMF answered while the aborted READ is still in the backend";
@@ -96,6 +103,33 @@ INSTANTIATE_TEST_SUITE_P(Functions, TmfQuiesceTest,
                              default: return "TargetWarmReset";
                            }
                          });
+
+// A LUN removed while a READ of it is in the backend (the I/O thread moves it from the
+// target's LUNs to `draining`): a TARGET WARM RESET still aborts that READ and answers only once
+// it has ended, and the READ never answers.
+TEST(TargetTmf, TargetResetReachesARemovedLunStillDraining) {
+  TargetFixture f;
+  HeldLun held(f);
+  Initiator ini(f);
+  const uint32_t itt = held_read(held, ini);
+  ThreadContext::Target& tt = f.ctx.served.at(0);
+  tt.luns.clear();
+  tt.lun_numbers.clear();
+  tt.draining.push_back(held.lun.get());
+  ini.conn().forget_lun(held.lun.get());
+  EXPECT_TRUE(ini.conn().uses_lun(held.lun.get()));
+
+  const uint32_t tmf = ini.send_tmf(TmfFunction::TargetWarmReset);
+  EXPECT_TRUE(ini.take().empty()) << "TARGET WARM RESET answered while the READ is still in the removed LUN";
+  held.queue->release();
+  held.lun->poll();
+  auto got = ini.take();
+  const TaskMgmtResponsePdu* r = tmf_response(got, tmf);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->response, TmfResponse::Complete);
+  EXPECT_EQ(count_for(got, itt), 0);
+  EXPECT_FALSE(ini.conn().uses_lun(held.lun.get()));
+}
 
 TEST(TargetTmf, ConnectionDropsWhileTheResponseWaits) {
   TargetFixture f;
