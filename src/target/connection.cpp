@@ -1239,14 +1239,10 @@ void TargetConnection::on_task_mgmt(const TaskMgmtRequestPdu& rq) {
       case TmfFunction::TargetWarmReset:
       case TmfFunction::TargetColdReset:
         drop_collecting(0, true);
-        for (auto& e : target_->luns) {  // this session's target (Normal: target_ is set)
-          e.lun->reset(scsi::ResetKind::target_reset);
-          quiesce.push_back(e.lun);
-        }
-        for (scsi::Lun* lu : target_->draining) {
+        target_->each_lun([&](scsi::Lun* lu) {  // this session's target (Normal: target_ is set)
           lu->reset(scsi::ResetKind::target_reset);
           quiesce.push_back(lu);
-        }
+        });
         break;
       case TmfFunction::ClearAca:
         r.response = TmfResponse::NotSupported;
@@ -1552,10 +1548,7 @@ void TargetConnection::shutdown() {
   }
   if (phase_ == Phase::FullFeature && nexus_.id) {
     // Tasks inside the Luns are aborted; they come back through task_done (no response).
-    if (target_) {
-      for (auto& e : target_->luns) e.lun->nexus_lost(nexus_);
-      for (scsi::Lun* lu : target_->draining) lu->nexus_lost(nexus_);
-    }
+    if (target_) target_->each_lun([&](scsi::Lun* lu) { lu->nexus_lost(nexus_); });
   }
 }
 

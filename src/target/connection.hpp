@@ -96,6 +96,13 @@ struct ThreadContext {
     // reset and a session's end reach their tasks as they reach those of `luns`.
     std::vector<scsi::Lun*> draining;
 
+    // f(Lun*) for every Lun of the target on this thread, draining ones too (what a target
+    // reset and a session's end must reach).
+    template <class F>
+    void each_lun(F f) const {
+      for (const auto& e : luns) f(e.lun);
+      for (scsi::Lun* lu : draining) f(lu);
+    }
     scsi::Lun* find_lun(uint64_t n) const {
       for (const auto& e : luns)
         if (e.number == n) return e.lun;
