@@ -114,6 +114,11 @@ class BlockBackend {
     if (shrunk) *shrunk = false;
     return info().capacity_bytes;
   }
+  // A descriptor that becomes readable when the backend learned by itself that the size of
+  // what it serves may have changed (an iSCSI target's CAPACITY DATA HAS CHANGED), or -1 when it
+  // never learns that. It is an eventfd: whoever polls it reads it (resetting it) and then calls
+  // grow(), on the thread that owns info().
+  virtual int resize_fd() const { return -1; }
 };
 
 // Creates a backend from a spec such as "ram:size=256M" or "file:path=/x,direct=on".
