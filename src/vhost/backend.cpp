@@ -42,6 +42,7 @@ bool allowed_before_owner(Request r) {
     case Request::set_protocol_features:
     case Request::get_queue_num:
     case Request::get_max_mem_slots:
+    case Request::set_backend_req_fd:  // QEMU sets up the channel in its back-end init, before SET_OWNER
     case Request::set_owner:
       return true;
     default:
@@ -257,6 +258,8 @@ int VhostUserBackend::handle(const ParsedMessage& m, FdList& fds) {
       return set_inflight_fd(p.inflight, fds.get(0));
     case Request::set_log_base:
       return set_log_base(p.log, fds.get(0));
+    case Request::set_backend_req_fd:
+      return set_backend_req_fd(fds);
     default:
       return -ENOSYS;  // parse_message marks only the requests above as known
   }
@@ -682,6 +685,34 @@ int VhostUserBackend::set_vring_enable(const vhost_vring_state& s) {
 }
 
 // ---- config space ----
+
+// ---- the back-end channel ----
+
+int VhostUserBackend::set_backend_req_fd(FdList& fds) {
+  if (!(protocol_features_ & bit(kProtoBackendReq))) {
+    VCP_LOG_ERROR("vhost-user: SET_BACKEND_REQ_FD without the BACKEND_REQ protocol feature");
+    return -EINVAL;
+  }
+  struct stat st {};
+  if (::fstat(fds.get(0), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    VCP_LOG_ERROR("vhost-user: SET_BACKEND_REQ_FD with a descriptor that is not a socket");
+    return -EINVAL;
+  }
+  backend_req_ = fds.take(0);
+  return 0;
+}
+
+int VhostUserBackend::config_changed() {
+  if (!backend_req_ || !(protocol_features_ & bit(kProtoConfig))) return -ENOTCONN;
+  MsgHeader h{static_cast<uint32_t>(BackendRequest::config_change_msg), kVersion, 0};
+  int rc = send_message(backend_req_.get(), h, nullptr, 0, {}, opts_.io_timeout_ms);
+  if (rc < 0) {
+    VCP_LOG_WARN("vhost-user: telling the front-end its config changed: {}; closing the back-end channel",
+                 errno_str(rc));
+    backend_req_.reset();
+  }
+  return rc;
+}
 
 int VhostUserBackend::get_config(const ConfigMsg& c) {
   ConfigMsg out = c;

@@ -34,7 +34,7 @@ namespace vcp::vhost {
 
 // Protocol features this back-end offers.
 inline constexpr uint64_t kBackendProtocolFeatures = bit(kProtoMq) | bit(kProtoLogShmfd) | bit(kProtoReplyAck) |
-                                                     bit(kProtoConfig) | bit(kProtoInflightShmfd) |
+                                                     bit(kProtoConfig) | bit(kProtoInflightShmfd) | bit(kProtoBackendReq) |
                                                      bit(kProtoResetDevice) | bit(kProtoConfigureMemSlots);
 
 struct BackendOptions {
@@ -65,6 +65,16 @@ class VhostUserBackend {
   // Reads and handles one message (nothing, if none is there yet). 0, or a negative errno when
   // the connection must be dropped: -ECONNRESET for an orderly EOF between messages.
   int on_readable();
+
+  // Tells the front-end that the device's config space changed (a virtio-blk capacity grown):
+  // CONFIG_CHANGE_MSG on the back-end channel, after which QEMU reads the config again and
+  // interrupts the guest. No reply is asked for, even with REPLY_ACK: QEMU answers only after
+  // its GET_CONFIG round trip on the main socket, which this same thread serves, so waiting
+  // would deadlock. Returns 0; -ENOTCONN when the front-end gave no back-end channel or did not
+  // negotiate CONFIG (it sees the change only when it next reads the config); -errno when the
+  // send failed (the channel is then closed and later changes return -ENOTCONN).
+  int config_changed();
+  bool has_backend_channel() const { return static_cast<bool>(backend_req_); }
 
   // State, for diagnostics and tests.
   bool has_owner() const { return owner_; }
@@ -130,6 +140,9 @@ class VhostUserBackend {
   int set_log_base(const LogMsg& l, int fd);
   void drop_log();
 
+  // The back-end channel.
+  int set_backend_req_fd(FdList& fds);
+
   // Config space and inflight region.
   int get_config(const ConfigMsg& c);
   int set_config(const ConfigMsg& c);
@@ -143,6 +156,7 @@ class VhostUserBackend {
   UniqueFd fault_fd_;  // eventfd written by the SIGBUS handler (ShrinkGuard)
   alignas(8) uint8_t buf_[kHeaderSize + kMaxPayloadSize];
 
+  UniqueFd backend_req_;  // SET_BACKEND_REQ_FD: the back-end's own requests go out on it
   bool owner_ = false;
   bool warned_unsealed_ = false;  // said once per connection that guest memory can shrink
   uint64_t acked_features_ = 0;

@@ -209,6 +209,20 @@ Result<InflightRegion> FrontendChannel::get_inflight_fd(uint16_t num_queues, uin
   return out;
 }
 
+int FrontendChannel::set_backend_req_fd(int fd) {
+  return request(Request::set_backend_req_fd, nullptr, 0, std::span<const int>(&fd, 1));
+}
+
+int FrontendChannel::receive_backend_request(int fd, MsgHeader* h, std::span<uint8_t> out, int timeout_ms) {
+  FdList fds;  // the requests a back-end sends carry none; any that came are closed
+  int rc = recv_exact(fd, h, sizeof(*h), &fds, true, timeout_ms);
+  if (rc < 0) return rc;
+  if ((h->flags & kVersionMask) != kVersion || h->size > out.size()) return -EPROTO;
+  if (h->size == 0) return 0;
+  rc = recv_exact(fd, out.data(), h->size, &fds, true, timeout_ms);
+  return rc < 0 ? rc : static_cast<int>(h->size);
+}
+
 int FrontendChannel::set_log_base(int fd, uint64_t size, uint64_t offset) {
   const LogMsg m{size, offset};
   if (int rc = send(Request::set_log_base, &m, sizeof(m), std::span<const int>(&fd, 1)); rc < 0) return rc;

@@ -94,6 +94,13 @@ class FrontendChannel {
   Result<InflightRegion> get_inflight_fd(uint16_t num_queues, uint16_t queue_size);
   int set_inflight_fd(const InflightRegion& region);
 
+  // Hands the back-end its channel for requests of its own (BACKEND_REQ): one end of a socket
+  // pair, the other end being read with receive_backend_request().
+  int set_backend_req_fd(int fd);
+  // Reads one back-end request header (and up to out.size() payload bytes) from the back-end
+  // channel `fd`, waiting up to timeout_ms. Returns the payload size, or -errno.
+  static int receive_backend_request(int fd, MsgHeader* h, std::span<uint8_t> out, int timeout_ms);
+
   // Live migration's dirty log (LOG_SHMFD): `fd` shared, [offset, offset + size) the bitmap.
   // Like QEMU, waits for the back-end's reply whatever REPLY_ACK says.
   int set_log_base(int fd, uint64_t size, uint64_t offset = 0);

@@ -30,6 +30,9 @@ bool spec_for(Request r, RequestSpec* s) {
     case Request::get_max_mem_slots:
       *s = kNoPayload;
       return true;
+    case Request::set_backend_req_fd:
+      *s = {0, 8, 1, 1};  // no payload (QEMU sends none), one socket
+      return true;
     case Request::set_features:
     case Request::set_protocol_features:
       *s = kU64;

@@ -66,6 +66,13 @@ enum class Request : uint32_t {
 };
 const char* to_string(Request r);
 
+// Request numbers on the back-end channel (SET_BACKEND_REQ_FD), back-end to front-end.
+enum class BackendRequest : uint32_t {
+  iotlb_msg = 1,
+  config_change_msg = 2,  // the config space changed: the front-end reads it again (GET_CONFIG)
+  vring_host_notifier_msg = 3,
+};
+
 // VHOST_USER_F_PROTOCOL_FEATURES: a virtio feature bit reused to gate protocol features.
 inline constexpr unsigned kFeatureProtocolFeatures = 30;
 // VHOST_F_LOG_ALL: the back-end logs the guest pages it writes (live migration).

@@ -4,7 +4,9 @@
 // parse_message() whole, and then, cut into messages by their headers, to a VhostUserBackend
 // over a socketpair with a fake device. So that memory and ring messages reach past the fd
 // checks, the harness attaches the fds a message's header asks for: a 1 MiB memfd for memory
-// table, region and inflight messages, an eventfd for kick/call/err. The fake device touches
+// table, region and inflight messages, an eventfd for kick/call/err, a socket for the back-end
+// channel (SET_BACKEND_REQ_FD; after each message the back-end sends a config change on it,
+// whatever state the input left it in). The fake device touches
 // the first and last byte of every ring structure it is given, so a layout outside the mapped
 // memory crashes here rather than later in a queue thread.
 #include <sys/eventfd.h>
@@ -29,6 +31,8 @@ using namespace vcp::vhost;
 constexpr size_t kMemBytes = 1 << 20;
 int g_memfd = -1;
 int g_eventfd = -1;
+int g_backend_channel = -1;  // the back-end's end of a socket pair; the other is drained
+int g_frontend_channel = -1;
 uint8_t* g_mem = nullptr;
 
 class FuzzDevice final : public Device {
@@ -105,6 +109,9 @@ size_t fds_for(const uint8_t* msg, size_t len, int* fds) {
       fds[0] = g_eventfd;
       return 1;
     }
+    case Request::set_backend_req_fd:
+      fds[0] = g_backend_channel;
+      return 1;
     default:
       return 0;
   }
@@ -146,6 +153,8 @@ void run_backend(const uint8_t* data, size_t size) {
     int rc = backend.on_readable();
     drain(front.get());
     if (rc < 0) return;
+    (void)backend.config_changed();
+    drain(g_frontend_channel);
   }
   if (!shut) ::shutdown(front.get(), SHUT_WR);
   for (int i = 0; i < 4 && backend.on_readable() == 0; ++i) drain(front.get());
@@ -161,6 +170,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (m == MAP_FAILED) __builtin_trap();
   g_mem = static_cast<uint8_t*>(m);
   g_eventfd = eventfd(0, EFD_CLOEXEC);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) __builtin_trap();
+  g_backend_channel = sv[0];
+  g_frontend_channel = sv[1];
   return 0;
 }
 

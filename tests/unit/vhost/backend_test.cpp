@@ -236,6 +236,57 @@ TEST_F(BackendTest, ConfigSpaceReadsAndWrites) {
   EXPECT_EQ(dev.config_writes[0].second, std::vector<uint8_t>{1});
 }
 
+// The back-end channel: QEMU hands it over before SET_OWNER; a config change goes out on it
+// as CONFIG_CHANGE_MSG without asking for a reply (QEMU's answer would wait on a GET_CONFIG
+// this thread serves).
+TEST_F(BackendTest, ConfigChangeGoesOutOnTheBackendChannel) {
+  auto pf = fe->get_protocol_features();
+  ASSERT_TRUE(pf);
+  ASSERT_TRUE(*pf & bit(kProtoBackendReq));
+  ASSERT_EQ(fe->set_protocol_features(*pf), 0);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  ASSERT_EQ(fe->set_backend_req_fd(theirs.get()), 0) << "allowed before SET_OWNER";
+  theirs.reset();
+  ASSERT_EQ(fe->set_owner(), 0);
+  ASSERT_TRUE(alive());
+  EXPECT_TRUE(loop->backend().has_backend_channel());
+  ASSERT_EQ(loop->backend().config_changed(), 0);
+  MsgHeader h{};
+  uint8_t payload[16];
+  ASSERT_EQ(FrontendChannel::receive_backend_request(ours.get(), &h, payload, 1000), 0);
+  EXPECT_EQ(h.request, static_cast<uint32_t>(BackendRequest::config_change_msg));
+  EXPECT_EQ(h.flags, kVersion) << "no NEED_REPLY: QEMU would answer only after its GET_CONFIG";
+  // The front-end went away: the send fails, the channel is closed, the connection stays.
+  ours.reset();
+  EXPECT_EQ(loop->backend().config_changed(), -EPIPE);
+  EXPECT_FALSE(loop->backend().has_backend_channel());
+  EXPECT_EQ(loop->backend().config_changed(), -ENOTCONN);
+  EXPECT_TRUE(alive());
+}
+
+TEST_F(BackendTest, ConfigChangeNeedsTheChannelAndConfig) {
+  negotiate();
+  EXPECT_EQ(loop->backend().config_changed(), -ENOTCONN) << "no channel given";
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  ASSERT_EQ(fe->set_protocol_features(kBackendProtocolFeatures & ~bit(kProtoConfig)), 0);
+  ASSERT_EQ(fe->set_backend_req_fd(theirs.get()), 0);
+  ASSERT_TRUE(alive());
+  EXPECT_EQ(loop->backend().config_changed(), -ENOTCONN) << "CONFIG not negotiated";
+  // Refused: the channel without BACKEND_REQ, and a descriptor that is not a socket.
+  ASSERT_EQ(fe->set_protocol_features(kBackendProtocolFeatures & ~bit(kProtoBackendReq)), 0);
+  EXPECT_EQ(fe->set_backend_req_fd(theirs.get()), -EINVAL);
+  ASSERT_EQ(fe->set_protocol_features(kBackendProtocolFeatures), 0);
+  EXPECT_EQ(fe->set_backend_req_fd(kick.get()), -EINVAL) << "an eventfd is not a socket";
+  auto m = raw_message(Request::set_backend_req_fd, nullptr, 0, kVersion | kFlagNeedReply);
+  ASSERT_EQ(send_raw(m), 0);
+  EXPECT_EQ(fe->receive_ack(Request::set_backend_req_fd), -EBADF) << "no descriptor";
+  EXPECT_TRUE(alive());
+}
+
 TEST_F(BackendTest, InflightRegionIsCreatedZeroedAndMappedPerQueue) {
   negotiate();
   auto region = fe->get_inflight_fd(2, 128);
