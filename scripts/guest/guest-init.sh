@@ -4,10 +4,13 @@
 # util-linux blkdiscard.
 #
 # Kernel command line:
-#   vcptest=all|raw|fs|smoke|migrate  what to run (default all)
+#   vcptest=all|raw|fs|smoke|migrate|resize  what to run (default all)
 #     smoke: modules, device, queues
 #     migrate: smoke + reads of a known pattern verified in a loop for vcpmigrate_s seconds,
 #            while the host migrates the guest (tests/integration/migration_test.sh)
+#     resize: smoke + the disk grows to vcpresize_to sectors while the guest reads block 0 in a
+#            loop (tests/integration/resize_test.sh grows it on the host); the new end is
+#            written and read back, the old data checked
 #     raw:   smoke + O_DIRECT patterns at several offsets, discard/zero-out, parallel load
 #     fs:    smoke + ext4: write files, sync, umount, drop caches, remount, verify, fstrim, e2fsck
 #     all:   raw + fs
@@ -15,6 +18,8 @@
 #   vcpdiscard=yes|no  yes: the device must offer discard and write-zeroes, and both are tested
 #   vcpwatchdog=S      fail (with the state of the in-flight requests) after S seconds
 #   vcpmigrate_s=S     how long the migrate test reads (default 40)
+#   vcpresize_to=N     resize: the size in 512-byte sectors the disk must grow to
+#   vcpresize_s=S      resize: how long to wait for it (default 60)
 #
 # Serial console markers: "VCPTEST: step NAME ok (Ts)" per step, then exactly one of
 # "VCPTEST: PASS" or "VCPTEST: FAIL <why>".
@@ -33,6 +38,8 @@ QUEUES=1
 DISCARD=yes
 WATCHDOG=100
 MIGRATE_S=40
+RESIZE_TO=0
+RESIZE_S=60
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
   case $arg in
@@ -41,6 +48,8 @@ for arg in $cmdline; do
     vcpdiscard=*) DISCARD=${arg#vcpdiscard=} ;;
     vcpwatchdog=*) WATCHDOG=${arg#vcpwatchdog=} ;;
     vcpmigrate_s=*) MIGRATE_S=${arg#vcpmigrate_s=} ;;
+    vcpresize_to=*) RESIZE_TO=${arg#vcpresize_to=} ;;
+    vcpresize_s=*) RESIZE_S=${arg#vcpresize_s=} ;;
   esac
 done
 
@@ -357,8 +366,35 @@ step_migrate() {
   return 1
 }
 
+# The disk grows under the guest, nothing restarted: the host grows the image and tells the
+# server (vcp serve: SIGHUP; through iSCSI: the target, whose next answer to the initiator is a
+# CAPACITY DATA HAS CHANGED unit attention), the server tells QEMU (CONFIG_CHANGE_MSG on the
+# vhost-user back-end channel), QEMU interrupts the guest and virtio_blk reads the new capacity.
+# A read of block 0 every 0.2 s meanwhile: the command the iSCSI initiator learns it from.
+step_resize() {
+  old=$(cat /sys/block/vda/size)
+  [ "$RESIZE_TO" -gt "$old" ] || { why "vcpresize_to=$RESIZE_TO is not larger than the disk ($old sectors)"; return 1; }
+  head -c $MIB /dev/urandom >/tmp/oldend
+  dev_write /tmp/oldend $((old * 512 - MIB)) $MIB || { why "writing the old last MiB failed"; return 1; }
+  echo "VCPTEST: resize ready at $old sectors"
+  end=$(($(cut -d. -f1 /proc/uptime) + RESIZE_S))
+  while size=$(cat /sys/block/vda/size) && [ "$size" = "$old" ]; do
+    [ "$(cut -d. -f1 /proc/uptime)" -lt $end ] || { why "still $old sectors after ${RESIZE_S}s"; return 1; }
+    dd if=$DEV of=/dev/null bs=4k count=1 iflag=direct status=none || { why "reading block 0 failed while waiting"; return 1; }
+    sleep 0.2
+  done
+  [ "$size" = "$RESIZE_TO" ] || { why "grew to $size sectors, not $RESIZE_TO"; return 1; }
+  echo "VCPTEST: resize seen: $(dmesg | grep -i 'new size' | tail -n 1)"
+  head -c $MIB /dev/urandom >/tmp/newend
+  dev_write /tmp/newend $((size * 512 - MIB)) $MIB || { why "writing the new last MiB failed"; return 1; }
+  dev_read $((size * 512 - MIB)) $MIB $MIB /tmp/newend.back || { why "reading the new last MiB failed"; return 1; }
+  dev_read $((old * 512 - MIB)) $MIB $MIB /tmp/oldend.back || { why "reading the old last MiB failed"; return 1; }
+  cmp -s /tmp/newend /tmp/newend.back || { why "the new last MiB read back differs"; return 1; }
+  cmp -s /tmp/oldend /tmp/oldend.back || { why "the old last MiB changed"; return 1; }
+}
+
 echo "VCPTEST: start test=$TEST queues=$QUEUES discard=$DISCARD kernel=$(uname -r) cpus=$(nproc)"
-case $TEST in all | raw | fs | smoke | migrate) ;; *) fail "unknown vcptest=$TEST" ;; esac
+case $TEST in all | raw | fs | smoke | migrate | resize) ;; *) fail "unknown vcptest=$TEST" ;; esac
 case $DISCARD in yes | no) ;; *) fail "vcpdiscard must be yes or no, not '$DISCARD'" ;; esac
 (
   sleep "$WATCHDOG"
@@ -382,6 +418,9 @@ if [ "$TEST" = all ] || [ "$TEST" = fs ]; then
 fi
 if [ "$TEST" = migrate ]; then
   step migrate step_migrate
+fi
+if [ "$TEST" = resize ]; then
+  step resize step_resize
 fi
 echo "VCPTEST: PASS"
 finish

@@ -3,7 +3,8 @@
 # one vhost-user-blk disk served on SOCK, and reports what the guest's test found.
 #
 #   scripts/guest/run-guest.sh --socket SOCK [--queues N] [--log FILE] [--test all|raw|fs|smoke]
-#                              [--timeout S] [--discard yes|no]
+#                              [--timeout S] [--discard yes|no] [--append 'ARGS']
+#   --test resize needs --append 'vcpresize_to=SECTORS' (scripts/guest/guest-init.sh)
 #
 # Exits 0 only when the serial console shows "VCPTEST: PASS"; otherwise non-zero, with the tail
 # of the console log on stderr. QEMU is killed after S seconds (default 150). The initramfs is
@@ -14,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 usage() {
-  echo "usage: $0 --socket SOCK [--queues N] [--log FILE] [--test all|raw|fs|smoke] [--timeout S] [--discard yes|no]" >&2
+  echo "usage: $0 --socket SOCK [--queues N] [--log FILE] [--test all|raw|fs|smoke|resize] [--timeout S] [--discard yes|no] [--append 'ARGS']" >&2
   exit 2
 }
 die() { echo "run-guest: $*" >&2; exit 1; }
@@ -25,6 +26,7 @@ log=""
 test_name=all
 timeout_s=150
 discard=yes
+append=""
 while [ $# -gt 0 ]; do
   case $1 in
     --socket) socket=${2:-}; shift 2 || usage ;;
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
     --test) test_name=${2:-}; shift 2 || usage ;;
     --timeout) timeout_s=${2:-}; shift 2 || usage ;;
     --discard) discard=${2:-}; shift 2 || usage ;;
+    --append) append=${2:-}; shift 2 || usage ;;
     -h | --help) usage ;;
     *) echo "run-guest: unknown argument '$1'" >&2; usage ;;
   esac
@@ -40,7 +43,8 @@ done
 [ -n "$socket" ] || usage
 [[ $queues =~ ^[1-9][0-9]*$ ]] || die "--queues must be a positive number, not '$queues'"
 [[ $timeout_s =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, not '$timeout_s'"
-case $test_name in all | raw | fs | smoke) ;; *) die "--test must be all, raw, fs or smoke, not '$test_name'" ;; esac
+case $test_name in all | raw | fs | smoke | resize) ;; *) die "--test must be all, raw, fs, smoke or resize, not '$test_name'" ;; esac
+[[ $append =~ ^[a-z0-9_=\ ]*$ ]] || die "--append takes guest-init options (vcpNAME=VALUE ...), not '$append'"
 case $discard in yes | no) ;; *) die "--discard must be yes or no, not '$discard'" ;; esac
 [ -S "$socket" ] || die "$socket is not a unix socket (is the vhost-user-blk server running?)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing (package qemu-system-x86)"
@@ -78,7 +82,7 @@ qemu=(qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp"
       -device "vhost-user-blk-pci,chardev=vhost0,num-queues=$queues"
       -nodefaults -display none -serial "file:$log" -no-reboot
       -kernel "$kernel" -initrd "$initrd"
-      -append "console=ttyS0 quiet panic=-1 vcptest=$test_name vcpqueues=$queues vcpdiscard=$discard vcpwatchdog=$watchdog")
+      -append "console=ttyS0 quiet panic=-1 vcptest=$test_name vcpqueues=$queues vcpdiscard=$discard vcpwatchdog=$watchdog${append:+ $append}")
 
 start=$SECONDS
 "${qemu[@]}" </dev/null >"$work/qemu.out" 2>&1 &

@@ -4,6 +4,11 @@
 // messages to the protocol layer; queue threads do the I/O. A frontend that goes away (or
 // misbehaves and is disconnected) leaves the device reset and the socket listening for the
 // next one: a QEMU with reconnect=1 comes back to the same VCP.
+//
+// SIGHUP reads the backend's size again (a file or device grown since); a backend can also
+// report a change itself (an iSCSI LUN's CAPACITY DATA HAS CHANGED). A larger size is served
+// at once and the front-end is told over the vhost-user back-end channel (CONFIG_CHANGE_MSG),
+// so a guest's disk grows with nothing restarted.
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -67,6 +72,7 @@ int run_serve(const ServeArgs& a) {
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
 
   std::string error;
@@ -122,25 +128,51 @@ int run_serve(const ServeArgs& a) {
   std::fflush(stdout);
 
   std::unique_ptr<vhost::VhostUserBackend> conn;
+  // The device grew (SIGHUP, or the backend noticed by itself): the front-end is told, and its
+  // driver reads the new capacity (a Linux guest logs "new size" and resizes vda).
+  auto grow = [&](const char* why) {
+    if (!device->grow()) {
+      VCP_LOG_INFO("{}: the size is unchanged ({} bytes)", why, device->capacity_bytes());
+      return;
+    }
+    if (!conn) return;  // the next front-end reads the new capacity when it connects
+    int r = conn->config_changed();
+    if (r == -ENOTCONN)
+      VCP_LOG_WARN("the front-end has no back-end channel (BACKEND_REQ, CONFIG): it sees the new size only when "
+                   "it reads the config again");
+    else if (r == 0)
+      VCP_LOG_INFO("front-end told of the new capacity");
+  };
   Acceptor acceptor(lfd->get(), "vcp serve");
   int rc = 0;
   for (;;) {
-    pollfd fds[2 + vhost::VhostUserBackend::kPollFds] = {{sfd.get(), POLLIN, 0}, {lfd->get(), POLLIN, 0}};
+    pollfd fds[3 + vhost::VhostUserBackend::kPollFds] = {
+        {sfd.get(), POLLIN, 0}, {lfd->get(), POLLIN, 0}, {device->resize_fd(), POLLIN, 0}};
     if (conn)
-      conn->poll_fds(&fds[2]);
+      conn->poll_fds(&fds[3]);
     else
-      fds[2] = fds[3] = {-1, 0, 0};
+      fds[3] = fds[4] = {-1, 0, 0};
     if (::poll(fds, std::size(fds), -1) < 0) {
       if (errno == EINTR) continue;
       rc = 1;
       break;
     }
     if (fds[0].revents) {
+      signalfd_siginfo si{};
+      if (::read(sfd.get(), &si, sizeof si) == sizeof si && si.ssi_signo == SIGHUP) {
+        grow("SIGHUP: size read again");
+        continue;
+      }
       VCP_LOG_INFO("signal received; shutting down");
       break;
     }
+    if (fds[2].revents) {
+      uint64_t v;
+      (void)!::read(fds[2].fd, &v, sizeof v);
+      grow("the backend reported a size change");
+    }
     if (conn) {
-      int r = conn->on_ready(&fds[2]);
+      int r = conn->on_ready(&fds[3]);
       if (r < 0) {
         if (r == -ECONNRESET)
           VCP_LOG_INFO("frontend disconnected");
@@ -200,6 +232,9 @@ Runner add_serve(CLI::App& app) {
                   "kicks, new requests being taken at the next completion or after this many microseconds (0: off)")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();
+  sub->footer(
+      "Signals: SIGHUP reads the backend's size again (a file grown since start-up) and, when it grew, serves "
+      "the new size and tells the front-end (a guest's disk grows); SIGINT and SIGTERM stop.");
   return [args] { return run_serve(*args); };
 }
 

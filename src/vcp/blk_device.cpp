@@ -3,6 +3,8 @@
 #include <linux/virtio_config.h>
 #include <linux/virtio_ring.h>
 
+#include <endian.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -25,7 +27,8 @@ std::unique_ptr<BlkDevice> BlkDevice::create(std::unique_ptr<BlockBackend> backe
   }
   std::unique_ptr<BlkDevice> d(new BlkDevice(std::move(backend), opts));
   const BackendInfo& info = d->backend_->info();
-  d->shared_ = {d->backend_.get(), &info, opts.seg_max};
+  d->capacity_bytes_.store(info.capacity_bytes, std::memory_order_relaxed);
+  d->shared_ = {d->backend_.get(), &info, &d->capacity_bytes_, opts.seg_max};
 
   uint64_t f = (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
                (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_SIZE_MAX) |
@@ -74,6 +77,22 @@ std::unique_ptr<BlkDevice> BlkDevice::create(std::unique_ptr<BlockBackend> backe
 }
 
 BlkDevice::~BlkDevice() { workers_.clear(); }
+
+bool BlkDevice::grow() {
+  const uint64_t before = capacity_bytes();
+  bool shrunk = false;
+  const uint64_t now = backend_->grow(&shrunk);
+  if (shrunk)
+    VCP_LOG_WARN("{} is smaller than it was: still served at {} bytes (reads past its new end fail)",
+                 backend_->info().description, before);
+  // A size that is not whole blocks serves its whole blocks (as at start-up, capacity >> 9).
+  const uint64_t blocks = now / backend_->info().block_size * backend_->info().block_size;
+  if (blocks <= before) return false;
+  capacity_bytes_.store(blocks, std::memory_order_relaxed);
+  config_.capacity = htole64(blocks >> 9);
+  VCP_LOG_INFO("{}: capacity grown from {} to {} bytes", backend_->info().description, before, blocks);
+  return true;
+}
 
 int BlkDevice::read_config(uint32_t offset, std::span<uint8_t> out) {
   // Frontends ask for the config size their own headers know (QEMU: up to the fields of the

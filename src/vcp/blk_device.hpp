@@ -7,6 +7,7 @@
 
 #include <linux/virtio_blk.h>
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -54,6 +55,16 @@ class BlkDevice final : public vhost::Device {
   void resume() override;
   void reset() override;
 
+  // Reads the backend's size again (BlockBackend::grow: a file or LUN grown since) and, when it
+  // grew, serves the new one: the queues take requests up to the new end from their next
+  // request on, and the config space says the new capacity. True when it grew; the caller then
+  // tells the front-end (VhostUserBackend::config_changed()), whose driver reads the config
+  // again. A backend that shrank keeps its old capacity (logged; reads past the new end fail).
+  bool grow();
+  // The backend's "my size may have changed" eventfd (BlockBackend::resize_fd), or -1.
+  int resize_fd() const { return backend_->resize_fd(); }
+  uint64_t capacity_bytes() const { return capacity_bytes_.load(std::memory_order_relaxed); }
+
   const BackendInfo& info() const { return backend_->info(); }
   const QueueWorker& worker(unsigned i) const { return *workers_[i]; }
 
@@ -63,6 +74,7 @@ class BlkDevice final : public vhost::Device {
   std::unique_ptr<BlockBackend> backend_;
   BlkDeviceOptions opts_;
   BlkDeviceShared shared_;
+  std::atomic<uint64_t> capacity_bytes_{0};  // what the queues check requests against
   virtio_blk_config config_{};
   uint64_t features_ = 0;
   uint64_t acked_ = 0;

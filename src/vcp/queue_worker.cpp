@@ -346,6 +346,7 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
   s.status = v.status;
   ++in_flight_;
   const BackendInfo& info = *shared_.info;
+  const uint64_t capacity = shared_.capacity_bytes->load(std::memory_order_relaxed);
   BlockRequest& req = s.req;
   req.fua = false;
   req.unmap = false;
@@ -355,8 +356,8 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
   auto in_range = [&](uint64_t sector, uint64_t bytes, uint64_t* offset) {
     if (sector > (UINT64_MAX >> 9)) return false;
     *offset = sector << 9;
-    return (*offset % info.block_size) == 0 && (bytes % info.block_size) == 0 && *offset <= info.capacity_bytes &&
-           bytes <= info.capacity_bytes - *offset;
+    return (*offset % info.block_size) == 0 && (bytes % info.block_size) == 0 && *offset <= capacity &&
+           bytes <= capacity - *offset;
   };
 
   switch (v.type) {
@@ -364,7 +365,7 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
     case VIRTIO_BLK_T_OUT: {
       const bool write = v.type == VIRTIO_BLK_T_OUT;
       if (write && info.read_only) return finish(s, VIRTIO_BLK_S_IOERR);
-      if (v.data_len == 0 && v.sector <= (info.capacity_bytes >> 9)) {
+      if (v.data_len == 0 && v.sector <= (capacity >> 9)) {
         // No data: nothing to move (SeaBIOS probes with such a read). Done, successfully.
         s.written = 1;
         return finish(s, VIRTIO_BLK_S_OK);

@@ -68,7 +68,9 @@ struct WorkerOptions {
 // What every queue of a device shares (read-only while queues run).
 struct BlkDeviceShared {
   BlockBackend* backend = nullptr;
-  const BackendInfo* info = nullptr;
+  const BackendInfo* info = nullptr;  // everything but the capacity, which can grow:
+  // the device's size in bytes, read once per request (it only grows, BlkDevice::grow()).
+  const std::atomic<uint64_t>* capacity_bytes = nullptr;
   uint32_t max_segments = 0;  // data segments per request we accept (seg_max)
 };
 

@@ -24,16 +24,9 @@ for tool in qemu-system-x86_64 python3 truncate; do
 done
 migrate_s=${MIGRATE_S:-30}
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vcp-migration.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=scripts/lib/scratch.sh
+source "$repo/scripts/lib/scratch.sh"
+scratch_init migration KILL
 
 show_logs() {
   for f in serve-src serve-dst qemu-src qemu-dst; do

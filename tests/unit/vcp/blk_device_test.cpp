@@ -306,6 +306,42 @@ TEST(BlkDevice, FeaturesAndConfigFollowTheBackend) {
   EXPECT_EQ(h.dev->read_config(1000, {past, sizeof(past)}), -EINVAL);
 }
 
+// A file grown under a running queue: grow() serves the new end to the next request and the
+// config space says the new capacity; a shrunk file keeps the capacity served.
+TEST(BlkDevice, GrowServesALargerFileAndKeepsAShrunkOne) {
+  char path[] = "/tmp/vcp-grow-XXXXXX";
+  UniqueFd fd(mkstemp(path));
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(ftruncate(fd.get(), 1 << 20), 0);
+  DeviceHarness h(std::string("file:path=") + path, PollMode::never);
+  unlink(path);
+  Completion before;
+  h.submit(0, VIRTIO_BLK_T_IN, 2048, 0, 512, &before);  // the first block past 1 MiB
+  h.wait(0, 1);
+  EXPECT_EQ(before.status, VIRTIO_BLK_S_IOERR);
+  EXPECT_FALSE(h.dev->grow()) << "the same size";
+  ASSERT_EQ(ftruncate(fd.get(), 3 << 20), 0);
+  ASSERT_TRUE(h.dev->grow());
+  EXPECT_EQ(h.dev->capacity_bytes(), 3u << 20);
+  virtio_blk_config c;
+  ASSERT_EQ(h.dev->read_config(0, {reinterpret_cast<uint8_t*>(&c), sizeof(c)}), 0);
+  EXPECT_EQ(le64toh(c.capacity), (3u << 20) / 512);
+  std::memset(h.buf(65536 + 4096), 0x3c, 512);
+  Completion w, r, past;
+  h.submit(0, VIRTIO_BLK_T_OUT, 6143, 65536, 512, &w);  // the new last block
+  h.wait(0, 1);
+  EXPECT_EQ(w.status, VIRTIO_BLK_S_OK);
+  h.submit(0, VIRTIO_BLK_T_IN, 6143, 131072, 512, &r);
+  h.submit(0, VIRTIO_BLK_T_IN, 6144, 196608, 512, &past);
+  h.wait(0, 2);
+  EXPECT_EQ(r.status, VIRTIO_BLK_S_OK);
+  EXPECT_EQ(std::memcmp(h.buf(131072 + 4096), h.buf(65536 + 4096), 512), 0);
+  EXPECT_EQ(past.status, VIRTIO_BLK_S_IOERR);
+  ASSERT_EQ(ftruncate(fd.get(), 2 << 20), 0);
+  EXPECT_FALSE(h.dev->grow()) << "shrunk: kept";
+  EXPECT_EQ(h.dev->capacity_bytes(), 3u << 20);
+}
+
 // A backend that holds requests at sectors >= kHeldSector until the test opens its gate; the
 // rest complete on the queue thread's next poll(). Only what a queue in flight needs to test
 // when the device calls the driver.
