@@ -138,7 +138,20 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
+  // What the device said at connect. Its capacity can grow later (see update_config()):
+  // capacity_bytes() is the one requests are checked against now.
   const DeviceInfo& info() const;
+  uint64_t capacity_bytes() const;
+  // A descriptor that becomes readable when the device says its configuration changed (its
+  // capacity grew: `vcp serve` after SIGHUP, an iSCSI LUN grown on its target), or -1 when the
+  // back-end cannot say so (it offers no vhost-user back-end channel). Poll it beside the
+  // application's other descriptors; when it is readable, call update_config().
+  int config_fd() const;
+  // Takes the notices waiting on config_fd() and reads the device's config again: requests are
+  // then checked against the capacity it says. 1 when the capacity changed, 0 when not, -errno
+  // when the control channel failed (the connection then fails). Thread-safe; not for the I/O
+  // path (a control round trip).
+  int update_config();
   unsigned num_queues() const;
   Queue& queue(unsigned index);
 

@@ -51,7 +51,12 @@ void vcp_options_init(struct vcp_options* opts);
 /* opts may be NULL (defaults). */
 int vcp_connect(const char* socket_path, const struct vcp_options* opts, vcp_client** out);
 void vcp_close(vcp_client* c);
+/* capacity_bytes is the capacity now (it grows after vcp_update_config). */
 int vcp_get_info(const vcp_client* c, struct vcp_info* out);
+/* Readable when the device says its configuration changed (its capacity grew); -1 when it
+   cannot say so. Then: vcp_update_config, 1 when the capacity changed, 0 when not, -errno. */
+int vcp_config_fd(const vcp_client* c);
+int vcp_update_config(vcp_client* c);
 int vcp_error(const vcp_client* c);
 unsigned vcp_num_queues(const vcp_client* c);
 vcp_queue* vcp_get_queue(vcp_client* c, unsigned index);

@@ -58,11 +58,13 @@ void vcp_close(vcp_client* c) { delete c; }
 
 int vcp_get_info(const vcp_client* c, vcp_info* out) {
   const auto& i = c->c->info();
-  *out = vcp_info{i.capacity_bytes, i.block_size, i.seg_max,  i.size_max,    i.max_transfer,
+  *out = vcp_info{c->c->capacity_bytes(), i.block_size, i.seg_max,  i.size_max,    i.max_transfer,
                   i.num_queues,     i.read_only,  i.flush,    i.discard,     i.write_zeroes};
   return 0;
 }
 
+int vcp_config_fd(const vcp_client* c) { return c->c->config_fd(); }
+int vcp_update_config(vcp_client* c) { return c->c->update_config(); }
 int vcp_error(const vcp_client* c) { return c->c->error(); }
 unsigned vcp_num_queues(const vcp_client* c) { return c->c->num_queues(); }
 vcp_queue* vcp_get_queue(vcp_client* c, unsigned index) {

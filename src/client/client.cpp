@@ -2,6 +2,7 @@
 // layer over Queue::Impl.
 #include <linux/virtio_blk.h>
 #include <linux/virtio_config.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -10,6 +11,7 @@
 
 #include "base/log.hpp"
 #include "client/internal.hpp"
+#include "vhost/message_io.hpp"
 
 namespace vcp::client {
 namespace {
@@ -24,7 +26,7 @@ constexpr uint64_t kWantedFeatures =
     f(VIRTIO_BLK_F_DISCARD) | f(VIRTIO_BLK_F_WRITE_ZEROES) | f(VIRTIO_BLK_F_RO) |
     f(vhost::kFeatureProtocolFeatures);
 constexpr uint64_t kWantedProtocol = bit(vhost::kProtoMq) | bit(vhost::kProtoReplyAck) | bit(vhost::kProtoConfig) |
-                                     bit(vhost::kProtoInflightShmfd);
+                                     bit(vhost::kProtoInflightShmfd) | bit(vhost::kProtoBackendReq);
 
 // The config bytes we read: everything up to write_zeroes_may_unmap and its padding (older
 // back-ends refuse reads past their own structure).
@@ -79,6 +81,15 @@ class Connector {
       if (int rc = ch.set_protocol_features(proto_); rc < 0) return Failure{rc, "SET_PROTOCOL_FEATURES"};
     }
     if (!(proto_ & bit(vhost::kProtoConfig))) return Failure{-EPROTONOSUPPORT, "the back-end offers no GET_CONFIG"};
+    if (proto_ & bit(vhost::kProtoBackendReq)) {
+      // The back-end's channel for its own requests (a config change), handed over before
+      // SET_OWNER as QEMU does; our end is what config_fd() returns.
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return Failure{-errno, "socketpair"};
+      UniqueFd theirs(sv[1]);
+      c_.config_chan.reset(sv[0]);
+      if (int rc = ch.set_backend_req_fd(theirs.get()); rc < 0) return Failure{rc, "SET_BACKEND_REQ_FD"};
+    }
     if (int rc = ch.set_owner(); rc < 0) return Failure{rc, "SET_OWNER"};
     if (int rc = ch.set_features(acked_); rc < 0) return Failure{rc, "SET_FEATURES"};
 
@@ -87,6 +98,7 @@ class Connector {
       return Failure{rc, "GET_CONFIG"};
     DeviceInfo& d = c_.info;
     fill_info(cfg, acked_, &d);
+    c_.capacity.store(d.capacity_bytes, std::memory_order_relaxed);
     d.protocol_features = proto_;
     // The config comes from another protection domain: sizes we allocate by are bounded here.
     if (d.block_size < 512 || d.block_size > kMaxBlockSize || (d.block_size & (d.block_size - 1)))
@@ -269,6 +281,47 @@ int Client::connect_fd(int fd, const ClientOptions& opts, std::unique_ptr<Client
 }
 
 const DeviceInfo& Client::info() const { return impl_->info; }
+uint64_t Client::capacity_bytes() const { return impl_->capacity.load(std::memory_order_relaxed); }
+int Client::config_fd() const { return impl_->config_chan ? impl_->config_chan.get() : -1; }
+
+int Client::update_config() { return impl_->update_config(); }
+
+int Client::Impl::update_config() {
+  std::lock_guard lk(control_mu);
+  if (int e = fatal.load(std::memory_order_relaxed)) return e;
+  // The notices first: each is a header (and a payload we do not need); one that asks for a
+  // reply gets one (0 for a config change, ENOSYS for what we do not know).
+  for (pollfd p{config_chan.get(), POLLIN, 0}; config_chan && ::poll(&p, 1, 0) == 1;) {
+    vhost::MsgHeader h{};
+    uint8_t payload[vhost::kMaxPayloadSize];
+    int rc = vhost::FrontendChannel::receive_backend_request(config_chan.get(), &h, payload, opts.control_timeout_ms);
+    if (rc < 0) {
+      // The back-end closed its channel (it went away, or gave up on it): no more notices.
+      VCP_LOG_WARN("libvcp: the back-end channel failed: {}", errno_str(rc));
+      config_chan.reset();
+      break;
+    }
+    if (h.flags & vhost::kFlagNeedReply) {
+      const bool known = h.request == static_cast<uint32_t>(vhost::BackendRequest::config_change_msg);
+      const uint64_t v = known ? 0 : ENOSYS;
+      const vhost::MsgHeader r{h.request, vhost::kVersion | vhost::kFlagReply, sizeof v};
+      if (vhost::send_message(config_chan.get(), r, &v, sizeof v, {}, opts.control_timeout_ms) < 0) config_chan.reset();
+    }
+  }
+  virtio_blk_config cfg{};
+  if (int rc = chan->get_config(0, {reinterpret_cast<uint8_t*>(&cfg), kConfigBytes}); rc < 0) {
+    fail(rc);
+    return rc;
+  }
+  const uint64_t sectors = le64toh(cfg.capacity);
+  if (sectors > (UINT64_MAX >> 9) || (sectors << 9) % info.block_size) {
+    VCP_LOG_ERROR("libvcp: the device's new capacity ({} sectors) is not a whole number of its blocks", sectors);
+    fail(-EPROTO);
+    return -EPROTO;
+  }
+  const uint64_t before = capacity.exchange(sectors << 9, std::memory_order_relaxed);
+  return before != (sectors << 9) ? 1 : 0;
+}
 unsigned Client::num_queues() const { return static_cast<unsigned>(impl_->queues.size()); }
 Queue& Client::queue(unsigned index) { return *impl_->queues.at(index); }
 void* Client::alloc(size_t len, size_t align) { return impl_->arena.alloc(len, align); }

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -48,6 +49,11 @@ struct Client::Impl {
   ClientOptions opts;
   DeviceInfo info;
   std::optional<vhost::FrontendChannel> chan;
+  std::mutex control_mu;  // the control channel after connect (update_config)
+  UniqueFd config_chan;   // our end of the back-end channel (BACKEND_REQ), or none
+  // The capacity requests are checked against: info.capacity_bytes at connect, then what
+  // update_config() reads. Read (relaxed) by the queue threads at each submit.
+  std::atomic<uint64_t> capacity{0};
   Arena arena;
   UniqueFd inflight_fd;
   Mapping inflight_map;
@@ -58,6 +64,7 @@ struct Client::Impl {
   // Records the connection's failure and shuts the socket, so a live back-end stops its
   // queues; safe from any thread.
   void fail(int err);
+  int update_config();
   int sock() const { return chan ? chan->fd() : -1; }
   // Queue's constructor is private to Client (and so to its Impl).
   static std::unique_ptr<Queue> make_queue(std::unique_ptr<Queue::Impl> q) {

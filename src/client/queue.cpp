@@ -89,7 +89,8 @@ int Queue::Impl::submit(uint32_t type, uint64_t offset, uint8_t* buf, uint64_t l
     case VIRTIO_BLK_T_IN:
       if (type == VIRTIO_BLK_T_DISCARD && !info.discard) return -EOPNOTSUPP;
       if (type == VIRTIO_BLK_T_WRITE_ZEROES && !info.write_zeroes) return -EOPNOTSUPP;
-      if (len == 0 || offset % bs || len % bs || offset > info.capacity_bytes || len > info.capacity_bytes - offset)
+      if (const uint64_t cap = client->capacity.load(std::memory_order_relaxed);
+          len == 0 || offset % bs || len % bs || offset > cap || len > cap - offset)
         return -EINVAL;
       if ((type == VIRTIO_BLK_T_IN || type == VIRTIO_BLK_T_OUT) && !buf) return -EINVAL;
       break;

@@ -43,6 +43,8 @@ TEST(CApi, ConnectReadWriteClose) {
   ASSERT_EQ(vcp_get_id(q, id, nullptr, nullptr), 0);
   EXPECT_EQ(vcp_wait(q, done, 4, 1, 10000), 1);
   EXPECT_EQ(vcp_poll(q, done, 4), 0);
+  EXPECT_GE(vcp_config_fd(c), 0);
+  EXPECT_EQ(vcp_update_config(c), 0) << "the capacity did not change";
   EXPECT_EQ(vcp_error(c), 0);
   vcp_free(c, buf);
   vcp_close(c);

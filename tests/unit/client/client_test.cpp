@@ -56,6 +56,46 @@ TEST(ClientConnect, NegotiatesAndReadsConfig) {
   EXPECT_EQ(c.client->error(), 0);
 }
 
+// The device grows under a connected client: `vcp serve`'s SIGHUP path (BlkDevice::grow, then
+// CONFIG_CHANGE_MSG on the back-end channel) makes config_fd() readable, update_config() takes
+// the new capacity and requests up to it are accepted.
+TEST(ClientConfig, AGrownDeviceIsSeenThroughTheBackendChannel) {
+  char path[] = "/tmp/libvcp-grow-XXXXXX";
+  UniqueFd fd(mkstemp(path));
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(ftruncate(fd.get(), 1 << 20), 0);
+  DeviceOptions d;
+  d.spec = std::string("file:path=") + path;
+  Connected c(d);
+  unlink(path);
+  ASSERT_EQ(c.rc, 0);
+  ASSERT_GE(c.client->config_fd(), 0) << "vcp serve offers the back-end channel";
+  EXPECT_TRUE(c.client->info().protocol_features & (1ull << vhost::kProtoBackendReq));
+  EXPECT_EQ(c.client->capacity_bytes(), 1u << 20);
+  std::vector<char> block(4096, 'g');
+  EXPECT_EQ(c.q().write_sync(1 << 20, block.data(), block.size()), -EINVAL) << "past the end";
+  EXPECT_EQ(c.client->update_config(), 0) << "nothing changed";
+
+  ASSERT_EQ(ftruncate(fd.get(), 2 << 20), 0);
+  int sent = 1;
+  c.server.loop->run_on_loop([&](vhost::VhostUserBackend& b) {
+    ASSERT_TRUE(c.server.device->grow());
+    sent = b.config_changed();
+  });
+  ASSERT_EQ(sent, 0);
+  pollfd p{c.client->config_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, kWaitMs), 1);
+  EXPECT_EQ(c.client->update_config(), 1);
+  EXPECT_EQ(c.client->capacity_bytes(), 2u << 20);
+  EXPECT_EQ(c.client->info().capacity_bytes, 1u << 20) << "info() is what was said at connect";
+  EXPECT_EQ(::poll(&p, 1, 0), 0) << "the notice was taken";
+  EXPECT_EQ(c.q().write_sync(1 << 20, block.data(), block.size()), 0);
+  std::vector<char> back(4096);
+  EXPECT_EQ(c.q().read_sync((2 << 20) - 4096, back.data(), back.size()), 0);
+  EXPECT_EQ(c.q().read_sync(2 << 20, back.data(), back.size()), -EINVAL);
+  EXPECT_EQ(c.client->error(), 0);
+}
+
 TEST(ClientConnect, RefusesMoreQueuesThanTheDeviceHas) {
   DeviceOptions d;
   ClientOptions co;

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <cstring>
 #include <iterator>
 #include <memory>
@@ -31,7 +33,7 @@ namespace vcp::client::test {
 // asks it to drop the connection.
 class ServerLoop {
  public:
-  ServerLoop(vhost::Device& dev, UniqueFd conn) : stop_(eventfd(0, EFD_CLOEXEC)) {
+  ServerLoop(vhost::Device& dev, UniqueFd conn) : stop_(eventfd(0, EFD_CLOEXEC)), post_(eventfd(0, EFD_CLOEXEC)) {
     backend_ = std::make_unique<vhost::VhostUserBackend>(dev, std::move(conn), vhost::BackendOptions{500});
     thread_ = std::thread([this] { run(); });
   }
@@ -46,14 +48,33 @@ class ServerLoop {
     backend_.reset();
   }
 
+  // Runs fn on the loop's thread, between two messages (what `vcp serve` does on SIGHUP), and
+  // returns once it ran.
+  void run_on_loop(std::function<void(vhost::VhostUserBackend&)> fn) {
+    std::unique_lock lk(post_mu_);
+    posted_ = std::move(fn);
+    uint64_t one = 1;
+    (void)!write(post_.get(), &one, sizeof(one));
+    post_cv_.wait(lk, [this] { return !posted_; });
+  }
+
  private:
   void run() {
     for (;;) {
-      pollfd p[1 + vhost::VhostUserBackend::kPollFds] = {{stop_.get(), POLLIN, 0}};
-      backend_->poll_fds(&p[1]);
+      pollfd p[2 + vhost::VhostUserBackend::kPollFds] = {{stop_.get(), POLLIN, 0}, {post_.get(), POLLIN, 0}};
+      backend_->poll_fds(&p[2]);
       if (::poll(p, std::size(p), -1) < 0) continue;
       if (p[0].revents) return;
-      if (backend_->on_ready(&p[1]) < 0) {
+      if (p[1].revents) {
+        uint64_t v;
+        (void)!read(post_.get(), &v, sizeof(v));
+        std::lock_guard lk(post_mu_);
+        posted_(*backend_);
+        posted_ = nullptr;
+        post_cv_.notify_all();
+        continue;
+      }
+      if (backend_->on_ready(&p[2]) < 0) {
         ::shutdown(backend_->fd(), SHUT_RDWR);
         return;
       }
@@ -62,6 +83,10 @@ class ServerLoop {
 
   std::unique_ptr<vhost::VhostUserBackend> backend_;
   UniqueFd stop_;
+  UniqueFd post_;
+  std::mutex post_mu_;
+  std::condition_variable post_cv_;
+  std::function<void(vhost::VhostUserBackend&)> posted_;
   std::thread thread_;
 };
 
