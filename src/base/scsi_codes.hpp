@@ -38,6 +38,7 @@ constexpr uint8_t kPrOut = 0x5f;
 constexpr uint8_t kRead16 = 0x88;
 constexpr uint8_t kCompareAndWrite = 0x89;
 constexpr uint8_t kWrite16 = 0x8a;
+constexpr uint8_t kOrWrite16 = 0x8b;
 constexpr uint8_t kWriteVerify16 = 0x8e;
 constexpr uint8_t kVerify16 = 0x8f;
 constexpr uint8_t kPreFetch16 = 0x90;

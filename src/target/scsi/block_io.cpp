@@ -79,6 +79,18 @@ int64_t first_difference(const ScsiTask* t, uint64_t offset, const uint8_t* buf,
   return at;
 }
 
+// ORs `len` bytes of the iovecs (from offset) into buf.
+void or_from_iov(const ScsiTask* t, uint64_t offset, uint8_t* buf, uint64_t len) {
+  walk_iov(t->iov, t->iovcnt, offset, len, [&](const uint8_t* seg, uint64_t done, uint64_t n) {
+    for (uint64_t k = 0; k < n; ++k) buf[done + k] |= seg[k];
+    return true;
+  });
+}
+
+// The commands that hold their range against every overlapping write while they run: their
+// read and their write must not have another write land between them.
+bool holds_range(uint8_t opc) { return opc == op::kCompareAndWrite || opc == op::kOrWrite16; }
+
 Sense miscompare_at(uint64_t offset) {
   Sense s{SenseKey::miscompare, Asc::miscompare_during_verify};
   s.info_valid = true;
@@ -164,6 +176,8 @@ bool Lun::step(ScsiTask* t) {
       return step_unmap(t);
     case op::kCompareAndWrite:
       return step_compare_and_write(t);
+    case op::kOrWrite16:
+      return step_orwrite(t);
     default:
       return step_rw(t);
   }
@@ -239,17 +253,18 @@ bool Lun::fill_window(ScsiTask* t, uint64_t max_bytes, uint64_t* got) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ordering against COMPARE AND WRITE: it must not interleave with a write to its blocks.
+// Ordering against COMPARE AND WRITE and ORWRITE: neither may interleave with a write to its
+// blocks.
 
 bool Lun::must_wait(const ScsiTask* t) const {
   const auto& p = t->priv;
   if (!p.writes) return false;
-  bool caw = p.cmd->opcode == op::kCompareAndWrite;
-  if (!caw && caw_active_ == 0) return false;
+  bool holder = holds_range(p.cmd->opcode);
+  if (!holder && caw_active_ == 0) return false;
   for (const ScsiTask* u = active_head_; u; u = u->priv.next) {
     const auto& q = u->priv;
     if (u == t || q.waiting || !q.writes) continue;
-    if (!caw && !q.holds_range) continue;
+    if (!holder && !q.holds_range) continue;
     if (p.lba < q.lba + q.blocks && q.lba < p.lba + p.blocks) return true;
   }
   return false;
@@ -265,7 +280,7 @@ void Lun::park(ScsiTask* t) {
 
 void Lun::start_io(ScsiTask* t) {
   if (must_wait(t)) return park(t);
-  if (t->priv.cmd->opcode == op::kCompareAndWrite) {
+  if (holds_range(t->priv.cmd->opcode)) {
     t->priv.holds_range = true;
     ++caw_active_;
   }
@@ -669,6 +684,65 @@ bool Lun::step_compare_and_write(ScsiTask* t) {
   if (!fill_window(t, max_io_bytes_ - max_io_bytes_ % block_size_, &n))
     return fail(t, check(sense(SenseKey::hardware_error, Asc::internal_target_failure)));
   submit(t, BlockOp::write, p.next_lba, n);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ORWRITE (16): each block of the range becomes itself OR the data-out block, as one
+// uninterrupted series (SBC-4 5.9). The range is held against overlapping writes (must_wait, as
+// for COMPARE AND WRITE) while it goes through a scratch buffer a piece at a time: read the
+// piece, OR the data-out into it, write it back. No protection information (ORPROTECT 0); the
+// change generations of ORWRITE(32) are not offered.
+
+void Lun::cmd_orwrite(ScsiTask* t) {
+  const uint8_t* cdb = t->cdb;
+  auto& p = t->priv;
+  if (cdb[1] >> 5) return finish_sense(t, invalid_cdb_field(1, 7));
+  RangeArgs a = decode_range(cdb);
+  if (max_transfer_blocks_ && a.blocks > max_transfer_blocks_) return finish_sense(t, invalid_cdb_field(a.length_field));
+  if (!range_ok(a.lba, a.blocks)) return finish_sense(t, illegal(Asc::lba_out_of_range));
+  if (read_only_) return finish_sense(t, sense(SenseKey::data_protect, Asc::write_protected));
+  p.want = a.blocks * block_size_;
+  if (t->dir != DataDir::out) p.data_len = 0;
+  // As for a WRITE: the whole blocks that came are written (a shorter data-out is a residual).
+  uint64_t total = std::min(p.want, p.data_len);
+  total -= total % block_size_;
+  if (total == 0) return finish(t, ok());
+  if (!alloc_scratch(t, scratch_chunk(total))) return finish(t, Outcome{Status::busy, {}});
+  p.lba = p.next_lba = a.lba;
+  p.blocks = a.blocks;
+  p.bytes_left = total;
+  p.writes = true;
+  p.fua = (cdb[1] & 0x08) || !shared_->wce();
+  p.phase = 0;
+  start_io(t);
+}
+
+bool Lun::step_orwrite(ScsiTask* t) {
+  auto& p = t->priv;
+  if (p.in_io) {
+    p.in_io = false;
+    if (p.io_status < 0) return fail(t, check(io_error(t, p.io_status)));
+    if (p.phase == 0 && !t->aborted) {  // the piece is read: OR it and write it back
+      const uint64_t n = p.io_bytes;
+      or_from_iov(t, p.buffer_off, p.scratch.get(), n);
+      p.phase = 1;
+      p.window[0] = {p.scratch.get(), n};
+      p.req.iov = p.window;
+      p.req.iovcnt = 1;
+      submit(t, BlockOp::write, p.next_lba, n);
+      return true;
+    }
+    if (p.phase == 1) {
+      p.next_lba += p.io_bytes / block_size_;
+      p.bytes_left -= p.io_bytes;
+      p.buffer_off += p.io_bytes;
+      p.phase = 0;
+    }
+  }
+  if (t->aborted) return complete(t), false;
+  if (p.bytes_left == 0) return fail(t, ok());
+  submit_scratch(t, BlockOp::read);
   return true;
 }
 

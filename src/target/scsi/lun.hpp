@@ -199,6 +199,7 @@ class Lun final {
   void cmd_write_same(ScsiTask* t);
   void cmd_unmap(ScsiTask* t);
   void cmd_compare_and_write(ScsiTask* t);
+  void cmd_orwrite(ScsiTask* t);
   bool range_ok(uint64_t lba, uint64_t blocks) const {
     return lba <= blocks_ && blocks <= blocks_ - lba;
   }
@@ -225,6 +226,7 @@ class Lun final {
   bool step_write_same(ScsiTask* t);
   bool step_unmap(ScsiTask* t);
   bool step_compare_and_write(ScsiTask* t);
+  bool step_orwrite(ScsiTask* t);
   bool step_flush(ScsiTask* t);
   Sense io_error(const ScsiTask* t, int status) const;
 
@@ -255,7 +257,7 @@ class Lun final {
 
   ScsiTask* active_head_ = nullptr;
   uint32_t active_count_ = 0;
-  uint32_t caw_active_ = 0;       // COMPARE AND WRITEs holding their range
+  uint32_t caw_active_ = 0;       // COMPARE AND WRITEs and ORWRITEs holding their range
   ScsiTask* wait_head_ = nullptr;  // parked behind them, FIFO
   ScsiTask* wait_tail_ = nullptr;
   bool draining_ = false;

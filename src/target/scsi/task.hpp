@@ -105,11 +105,11 @@ struct ScsiTask {
     const CommandInfo* cmd = nullptr;
     ScsiTask* prev = nullptr;  // the Lun's list of tasks in flight
     ScsiTask* next = nullptr;
-    ScsiTask* wait_next = nullptr;  // parked behind a COMPARE AND WRITE
+    ScsiTask* wait_next = nullptr;  // parked behind a COMPARE AND WRITE or ORWRITE
     BlockRequest req;
     iovec window[detail::kWindowIov];
     detail::IovCursor cursor;
-    uint64_t lba = 0;         // the range this command touches (for COMPARE AND WRITE ordering)
+    uint64_t lba = 0;         // the range this command touches (for COMPARE AND WRITE / ORWRITE ordering)
     uint64_t blocks = 0;
     uint64_t next_lba = 0;    // the data path's progress
     uint64_t bytes_left = 0;
@@ -122,10 +122,10 @@ struct ScsiTask {
     int io_status = 0;
     uint8_t phase = 0;
     bool fua = false;
-    bool writes = false;      // changes the medium (ordered after COMPARE AND WRITE)
-    bool waiting = false;     // parked until an overlapping COMPARE AND WRITE finishes
+    bool writes = false;      // changes the medium (ordered after COMPARE AND WRITE / ORWRITE)
+    bool waiting = false;     // parked until an overlapping COMPARE AND WRITE / ORWRITE ends
     bool in_io = false;       // a backend request was submitted and not yet processed
-    bool holds_range = false; // a started COMPARE AND WRITE
+    bool holds_range = false; // a started COMPARE AND WRITE or ORWRITE
     bool in_advance = false;
     bool again = false;
     uint64_t abort_gen = 0;   // the abort_matching() that aborted it

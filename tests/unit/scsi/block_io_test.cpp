@@ -370,6 +370,45 @@ TEST_F(BlockIoTest, CompareAndWriteChecks) {
   EXPECT_TRUE(h.out(caw_cdb(0, 0), pattern(512 * 512, 1)).invalid_field(13));
 }
 
+// ORWRITE(16): the medium becomes itself OR the data-out, in pieces of the scratch buffer for
+// a range larger than one (kScratchChunk), whole blocks of a shorter data-out only.
+TEST_F(BlockIoTest, OrWrite) {
+  auto old = pattern(4096, 5), mask = pattern(4096, 91);
+  h.write_blocks(16, old);
+  EXPECT_TRUE(h.out(cdb16(op::kOrWrite16, 16, 8), mask).good());
+  auto want = old;
+  for (size_t i = 0; i < want.size(); ++i) want[i] |= mask[i];
+  EXPECT_EQ(h.read_blocks(16, 8), want);
+  EXPECT_EQ(h.read_blocks(15, 1), std::vector<uint8_t>(512, 0)) << "nothing outside the range";
+  EXPECT_EQ(h.read_blocks(24, 1), std::vector<uint8_t>(512, 0));
+  // 4 MiB minus one block: several scratch pieces.
+  const uint64_t n = h.lun().blocks() - 1;
+  auto big_old = pattern(n * 512, 7), big_mask = pattern(n * 512, 8);
+  h.write_blocks(1, big_old);
+  EXPECT_TRUE(h.out(cdb16(op::kOrWrite16, 1, static_cast<uint32_t>(n), 0x18), big_mask).good()) << "DPO and FUA";
+  for (size_t i = 0; i < big_old.size(); ++i) big_old[i] |= big_mask[i];
+  EXPECT_EQ(h.read_blocks(1, n), big_old);
+  // A data-out of one and a half blocks: the whole block is ORed, the half is a residual.
+  h.write_blocks(0, std::vector<uint8_t>(1024, 0x0f));
+  Reply r = h.out(cdb16(op::kOrWrite16, 0, 2), std::vector<uint8_t>(768, 0xf0));
+  EXPECT_TRUE(r.good());
+  auto got = h.read_blocks(0, 2);
+  EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.begin() + 512), std::vector<uint8_t>(512, 0xff));
+  EXPECT_EQ(std::vector<uint8_t>(got.begin() + 512, got.end()), std::vector<uint8_t>(512, 0x0f));
+}
+
+TEST_F(BlockIoTest, OrWriteChecks) {
+  EXPECT_TRUE(h.none(cdb16(op::kOrWrite16, 0, 0)).good()) << "zero blocks: nothing to do";
+  EXPECT_TRUE(h.out(cdb16(op::kOrWrite16, 0, 1, 0x20), pattern(512, 1)).invalid_field(1)) << "ORPROTECT";
+  uint64_t n = h.lun().blocks();
+  EXPECT_TRUE(h.out(cdb16(op::kOrWrite16, n - 1, 2), pattern(1024, 1)).is(SenseKey::illegal_request, Asc::lba_out_of_range));
+  LunConfig cfg;
+  cfg.max_transfer_blocks = 4;
+  LunHarness small("ram:size=1M", cfg);
+  small.clear_ua();
+  EXPECT_TRUE(small.out(cdb16(op::kOrWrite16, 0, 5), pattern(5 * 512, 1)).invalid_field(10));
+}
+
 TEST_F(BlockIoTest, WriteSameDataOutMustBeOneBlock) {
   EXPECT_TRUE(h.out(cdb10(op::kWriteSame10, 0, 1), pattern(1024, 1)).invalid_field(7));
   EXPECT_TRUE(h.out(cdb16(op::kWriteSame16, 0, 1), pattern(100, 1)).invalid_field(10));
@@ -476,6 +515,25 @@ TEST_F(FileLunTest, CompareAndWriteWaitsForOverlappingWrites) {
   wait_for(lun, caw);
   EXPECT_EQ(caw.task.status, Status::good);
   EXPECT_EQ(h->read_blocks(0, 1), std::vector<uint8_t>(512, 'b'));
+  EXPECT_EQ(lun.in_flight(), 0u);
+}
+
+TEST_F(FileLunTest, OrWriteWaitsForOverlappingWritesAndTheyForIt) {
+  Lun& lun = h->lun();
+  h->write_blocks(0, std::vector<uint8_t>(1024, 0x01));
+  Pending w, orw, w2;
+  start(lun, w, cdb16(op::kWrite16, 0, 1), DataDir::out, std::vector<uint8_t>(512, 0x02), &h->a, 1);
+  start(lun, orw, cdb16(op::kOrWrite16, 0, 2), DataDir::out, std::vector<uint8_t>(1024, 0x10), &h->a, 2);
+  start(lun, w2, cdb16(op::kWrite16, 1, 1), DataDir::out, std::vector<uint8_t>(512, 0x40), &h->b, 3);
+  EXPECT_FALSE(orw.done);
+  wait_for(lun, w);
+  wait_for(lun, orw);
+  wait_for(lun, w2);
+  EXPECT_EQ(orw.task.status, Status::good);
+  // The first write landed before the ORWRITE read its block; the second, issued after the
+  // ORWRITE took its range, landed after it wrote.
+  EXPECT_EQ(h->read_blocks(0, 1), std::vector<uint8_t>(512, 0x12));
+  EXPECT_EQ(h->read_blocks(1, 1), std::vector<uint8_t>(512, 0x40));
   EXPECT_EQ(lun.in_flight(), 0u);
 }
 
