@@ -646,10 +646,16 @@ void Lun::cmd_compare_and_write(ScsiTask* t) {
   // The data-out buffer must hold exactly the verify and the write data.
   if (t->expected_length != p.want || p.data_len < p.want) return finish_sense(t, invalid_cdb_field(13));
   if (!alloc_scratch(t, uint64_t{n} * block_size_)) return finish(t, Outcome{Status::busy, {}});
+  start_read_modify_write(t, lba, n);
+}
+
+// COMPARE AND WRITE and ORWRITE: the range they hold, FUA from byte 1, then in line.
+void Lun::start_read_modify_write(ScsiTask* t, uint64_t lba, uint64_t blocks) {
+  auto& p = t->priv;
   p.lba = p.next_lba = lba;
-  p.blocks = n;
+  p.blocks = blocks;
   p.writes = true;
-  p.fua = (cdb[1] & 0x08) || !shared_->wce();
+  p.fua = (t->cdb[1] & 0x08) || !shared_->wce();
   p.phase = 0;
   start_io(t);
 }
@@ -709,13 +715,8 @@ void Lun::cmd_orwrite(ScsiTask* t) {
   total -= total % block_size_;
   if (total == 0) return finish(t, ok());
   if (!alloc_scratch(t, scratch_chunk(total))) return finish(t, Outcome{Status::busy, {}});
-  p.lba = p.next_lba = a.lba;
-  p.blocks = a.blocks;
   p.bytes_left = total;
-  p.writes = true;
-  p.fua = (cdb[1] & 0x08) || !shared_->wce();
-  p.phase = 0;
-  start_io(t);
+  start_read_modify_write(t, a.lba, a.blocks);
 }
 
 bool Lun::step_orwrite(ScsiTask* t) {

@@ -227,6 +227,7 @@ class Lun final {
   bool step_unmap(ScsiTask* t);
   bool step_compare_and_write(ScsiTask* t);
   bool step_orwrite(ScsiTask* t);
+  void start_read_modify_write(ScsiTask* t, uint64_t lba, uint64_t blocks);
   bool step_flush(ScsiTask* t);
   Sense io_error(const ScsiTask* t, int status) const;
 
