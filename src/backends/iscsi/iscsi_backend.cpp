@@ -6,7 +6,15 @@
 // Each queue then opens its own session (session.hpp): one TCP connection per queue thread, so
 // queues share nothing. ISIDs differ per queue (the qualifier is the queue index) so that the
 // sessions never reinstate each other; the same queue reconnects with the same ISID, which is
-// what reinstates its session on the target.
+// what reinstates its session on the target. The probe's qualifier is 0xffff, no queue's.
+//
+// The LUN growing: the target reports it with the unit attention CAPACITY DATA HAS CHANGED
+// (2Ah/09h). The queue session that meets it retries its command as for any unit attention and
+// adds 1 to resize_fd(), an eventfd every queue session shares. The control thread then calls
+// grow(), which logs a probe session in again (the start-up ISID: it can only reinstate an
+// earlier probe, never a queue's session), reads the capacity and takes a larger one. The
+// queues never read the capacity, so nothing else changes for them.
+#include <sys/eventfd.h>
 #include <sys/random.h>
 
 #include <algorithm>
@@ -37,8 +45,11 @@ class IscsiQueue final : public BackendQueue {
 
 class IscsiBackend final : public BlockBackend {
  public:
-  IscsiBackend(iscsi::IscsiConfig cfg, vcp::iscsi::Isid isid, BackendInfo info, iscsi::LunShape shape)
-      : cfg_(std::move(cfg)), isid_(isid), info_(std::move(info)), shape_(shape) {}
+  IscsiBackend(iscsi::IscsiConfig cfg, vcp::iscsi::Isid isid, BackendInfo info, iscsi::LunShape shape,
+               UniqueFd resize_fd)
+      : cfg_(std::move(cfg)), isid_(isid), info_(std::move(info)), shape_(shape), resize_fd_(std::move(resize_fd)) {
+    shape_.capacity_changed_fd = resize_fd_.get();
+  }
   const BackendInfo& info() const override { return info_; }
   Result<std::unique_ptr<BackendQueue>> open_queue(unsigned index) override {
     vcp::iscsi::Isid isid = isid_;
@@ -53,12 +64,15 @@ class IscsiBackend final : public BlockBackend {
     }
     return std::unique_ptr<BackendQueue>(std::make_unique<IscsiQueue>(std::move(s)));
   }
+  uint64_t grow(bool* shrunk) override;
+  int resize_fd() const override { return resize_fd_.get(); }
 
  private:
   iscsi::IscsiConfig cfg_;
-  vcp::iscsi::Isid isid_;
+  vcp::iscsi::Isid isid_;  // the probe's (qualifier 0xffff)
   BackendInfo info_;
   iscsi::LunShape shape_;
+  UniqueFd resize_fd_;
 };
 
 // One SCSI command on the probe session, waited for.
@@ -84,6 +98,87 @@ int run_probe(Session& s, const iscsi::Cdb& cdb, bool read, std::vector<uint8_t>
   return c.status;
 }
 
+std::string where_of(const iscsi::IscsiConfig& cfg) {
+  return cfg.host + ":" + std::to_string(cfg.port) + "/" + cfg.target + "/" + std::to_string(cfg.lun);
+}
+
+// A probe session logged in, with the LUN's capacity read: at start-up and for grow(). The
+// session has no capacity_changed_fd: it reads the capacity anyway, and a unit attention it
+// takes must not start another grow(). Every step is bounded (the login by login_timeout_ms,
+// each command by timeout_ms); on failure ok() is false and error says why.
+class CapacityProbe {
+ public:
+  CapacityProbe(const iscsi::IscsiConfig& cfg, vcp::iscsi::Isid isid)
+      : timeout_ms_(cfg.timeout_ms), s_(cfg, isid, "iscsi probe", iscsi::LunShape{}) {
+    int rc = s_.start();
+    if (rc == 0) rc = s_.wait_logged_in();
+    if (rc < 0) {
+      error = s_.error();
+      return;
+    }
+    logged_in_ = true;
+    std::vector<uint8_t> buf;
+    // TEST UNIT READY first: it takes the unit attention a new I_T nexus starts with.
+    rc = run(iscsi::build_test_unit_ready(), false, buf);
+    buf.assign(iscsi::kReadCapacity16Length, 0);
+    rc = run(iscsi::build_read_capacity16(iscsi::kReadCapacity16Length), true, buf);
+    if (rc == 0) capacity = iscsi::parse_read_capacity16(buf);
+    if (!capacity)
+      error = "READ CAPACITY(16) on " + where_of(cfg) + " failed" + (rc < 0 ? ": " + errno_str(rc) : "") +
+              " (is LUN " + std::to_string(cfg.lun) + " a block device?)";
+  }
+  ~CapacityProbe() {
+    if (logged_in_) s_.logout(1000);
+  }
+  CapacityProbe(const CapacityProbe&) = delete;
+  CapacityProbe& operator=(const CapacityProbe&) = delete;
+
+  bool ok() const { return capacity.has_value(); }
+  // Another command on the probe session; buf is cut to the bytes the target sent.
+  int run(const iscsi::Cdb& cdb, bool read, std::vector<uint8_t>& buf) {
+    return run_probe(s_, cdb, read, buf, timeout_ms_);
+  }
+
+  std::optional<iscsi::Capacity> capacity;
+  std::string error;
+
+ private:
+  uint32_t timeout_ms_;
+  Session s_;
+  bool logged_in_ = false;
+};
+
+uint64_t IscsiBackend::grow(bool* shrunk) {
+  if (shrunk) *shrunk = false;
+  const uint64_t old = info_.capacity_bytes;
+  std::optional<iscsi::Capacity> cap;
+  {
+    CapacityProbe probe(cfg_, isid_);
+    if (!probe.ok()) {
+      VCP_LOG_WARN("iscsi: {}: capacity not read again, {} bytes kept: {}", where_of(cfg_), old, probe.error);
+      return old;
+    }
+    cap = probe.capacity;
+  }
+  if (cap->block_size != info_.block_size) {
+    // The guest addresses the disk in the block size it was given: it cannot change under it.
+    VCP_LOG_ERROR("iscsi: {}: the block size changed from {} to {} bytes, which cannot be served live: {} bytes kept",
+                  where_of(cfg_), info_.block_size, cap->block_size, old);
+    return old;
+  }
+  const uint64_t now = cap->blocks * cap->block_size;
+  if (now > old) {
+    info_.capacity_bytes = now;
+    VCP_LOG_INFO("iscsi: {}: grown from {} to {} bytes", where_of(cfg_), old, now);
+  } else if (now < old) {
+    // The guest is not told a smaller size: what it reads or writes past the new end fails at
+    // the target.
+    if (shrunk) *shrunk = true;
+    VCP_LOG_WARN("iscsi: {}: shrunk from {} to {} bytes: {} bytes kept", where_of(cfg_), old, now, old);
+  }
+  return info_.capacity_bytes;
+}
+
 }  // namespace
 
 std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* error) {
@@ -100,33 +195,22 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
   isid[1] = rnd[1];
   isid[2] = rnd[2];
   isid[3] = static_cast<uint8_t>(getpid());
+  UniqueFd resize_fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!resize_fd) {
+    *error = "iscsi: eventfd: " + errno_str(-errno);
+    return nullptr;
+  }
 
-  const std::string where = cfg->host + ":" + std::to_string(cfg->port) + "/" + cfg->target + "/" +
-                            std::to_string(cfg->lun);
-  Session probe(*cfg, isid, "iscsi probe", iscsi::LunShape{});
-  int rc = probe.start();
-  if (rc == 0) rc = probe.wait_logged_in();
-  if (rc < 0) {
-    *error = "iscsi: " + probe.error();
+  const std::string where = where_of(*cfg);
+  CapacityProbe probe(*cfg, isid);
+  if (!probe.ok()) {
+    *error = "iscsi: " + probe.error;
     return nullptr;
   }
-  const uint32_t t = cfg->timeout_ms;
-  std::vector<uint8_t> buf;
-  // TEST UNIT READY first: it takes the unit attention a new I_T nexus starts with.
-  rc = run_probe(probe, iscsi::build_test_unit_ready(), false, buf, t);
-  buf.assign(iscsi::kReadCapacity16Length, 0);
-  rc = run_probe(probe, iscsi::build_read_capacity16(iscsi::kReadCapacity16Length), true, buf, t);
-  std::optional<iscsi::Capacity> cap;
-  if (rc == 0) cap = iscsi::parse_read_capacity16(buf);
-  if (!cap) {
-    *error = "iscsi: READ CAPACITY(16) on " + where + " failed" + (rc < 0 ? ": " + errno_str(rc) : "") +
-             " (is LUN " + std::to_string(cfg->lun) + " a block device?)";
-    probe.logout(1000);
-    return nullptr;
-  }
+  const std::optional<iscsi::Capacity>& cap = probe.capacity;
   auto vpd = [&](uint8_t page) -> std::vector<uint8_t> {
     std::vector<uint8_t> b(iscsi::kVpdAllocation, 0);
-    if (run_probe(probe, iscsi::build_inquiry_vpd(page, iscsi::kVpdAllocation), true, b, t) != 0) b.clear();
+    if (probe.run(iscsi::build_inquiry_vpd(page, iscsi::kVpdAllocation), true, b) != 0) b.clear();
     return b;
   };
   std::vector<uint8_t> supported = vpd(0x00);
@@ -148,9 +232,8 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
   // A write-protected LU is served read-only (virtio-blk RO), so writes are refused in the VCP
   // instead of failing one by one at the target. A target without MODE SENSE: writable.
   std::vector<uint8_t> mode(iscsi::kModeSense10HeaderLength, 0);
-  const bool read_only = run_probe(probe, iscsi::build_mode_sense10_header(), true, mode, t) == 0 &&
+  const bool read_only = probe.run(iscsi::build_mode_sense10_header(), true, mode) == 0 &&
                          iscsi::parse_mode_sense10_write_protect(mode).value_or(false);
-  probe.logout(1000);
 
   BackendInfo info;
   info.read_only = read_only;
@@ -180,7 +263,7 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
                cap->block_size, info.max_transfer_bytes, info.discard ? "yes" : "no", info.serial,
                read_only ? ", write-protected: read-only" : "");
   iscsi::LunShape shape{cap->block_size, info.discard, info.write_zeroes};
-  return std::make_unique<IscsiBackend>(std::move(*cfg), isid, std::move(info), shape);
+  return std::make_unique<IscsiBackend>(std::move(*cfg), isid, std::move(info), shape, std::move(resize_fd));
 }
 
 }  // namespace vcp::backends

@@ -1407,6 +1407,7 @@ void Session::on_async_message(const is::AsyncMessagePdu& a, std::span<const uin
     case is::AsyncEvent::ScsiEvent: {
       auto s = parse_response_sense(data);
       VCP_LOG_WARN("{}: asynchronous SCSI event from the target: {}", name_, s ? describe(*s) : "no sense data");
+      if (s) note_capacity_change(*s);
       break;
     }
     case is::AsyncEvent::LogoutRequested:
@@ -1489,6 +1490,7 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
   if (sense) {
     if (sense->key == vcp::scsi::code(vcp::scsi::SenseKey::unit_attention)) {
       VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
+      note_capacity_change(*sense);
     } else if (t.raw ? sense->key != vcp::scsi::code(vcp::scsi::SenseKey::illegal_request) : log_failure) {
       VCP_LOG_WARN("{}: CDB 0x{:02x}: CHECK CONDITION: {}", name_, t.cdb[0], describe(*sense));
     }
@@ -1540,6 +1542,18 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
   if (err != 0 && !t.raw) ++stats_.failed;
   if (err == 0) ramp_depth();
   complete(t, err);
+}
+
+// The LUN's size is the backend's (info()), read on the control thread: a session only says
+// that it may have changed. A failed write can only be EAGAIN, a counter already near its
+// limit, which still reads as "changed".
+void Session::note_capacity_change(const Sense& s) {
+  using vcp::scsi::Asc;
+  if (shape_.capacity_changed_fd < 0 || s.asc != vcp::scsi::asc_of(Asc::capacity_data_changed) ||
+      s.ascq != vcp::scsi::ascq_of(Asc::capacity_data_changed))
+    return;
+  const uint64_t one = 1;
+  (void)!::write(shape_.capacity_changed_fd, &one, sizeof one);
 }
 
 void Session::on_r2t(const is::R2TPdu& r) {

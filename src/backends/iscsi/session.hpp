@@ -49,6 +49,10 @@ struct LunShape {
   uint32_t block_size = 512;
   bool discard = false;
   bool write_zeroes = false;
+  // An eventfd the session adds 1 to when the target reports CAPACITY DATA HAS CHANGED (a unit
+  // attention, or an asynchronous SCSI event): the backend's resize_fd(), which tells the
+  // control thread to read the capacity again. The session itself goes on as before. -1: none.
+  int capacity_changed_fd = -1;
 };
 
 class Session {
@@ -240,6 +244,7 @@ class Session {
   void update_sn(uint32_t stat_sn, bool advances, uint32_t exp_cmd_sn, uint32_t max_cmd_sn);
   void on_scsi_status(Task& t, uint8_t response, uint8_t status, bool underflow, bool overflow,
                       uint32_t residual, std::span<const uint8_t> sense_segment);
+  void note_capacity_change(const Sense& s);
   void on_r2t(const vcp::iscsi::R2TPdu& r);
   void on_tmf_response(const vcp::iscsi::TaskMgmtResponsePdu& r);
 

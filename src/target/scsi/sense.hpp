@@ -1,4 +1,5 @@
-// Sense data: keys, additional sense codes, and the fixed format (response code 0x70) we report.
+// Sense data: one condition (key and additional sense code, from base/scsi_codes.hpp) and the
+// fixed format (response code 0x70) we report.
 #pragma once
 
 #include <cstdint>
@@ -6,41 +7,6 @@
 #include "base/scsi_codes.hpp"
 
 namespace vcp::scsi {
-
-// ASC in the high byte, ASCQ in the low one.
-enum class Asc : uint16_t {
-  no_additional_sense = 0x0000,
-  write_error = 0x0c00,
-  unrecovered_read_error = 0x1100,
-  parameter_list_length_error = 0x1a00,
-  miscompare_during_verify = 0x1d00,
-  invalid_opcode = 0x2000,
-  lba_out_of_range = 0x2100,
-  invalid_field_in_cdb = 0x2400,
-  lun_not_supported = 0x2500,
-  invalid_field_in_parameter_list = 0x2600,
-  invalid_release_of_pr = 0x2604,
-  write_protected = 0x2700,
-  space_allocation_failed_write_protect = 0x2707,
-  power_on_reset = 0x2900,
-  power_on_occurred = 0x2901,
-  scsi_bus_reset = 0x2902,
-  bus_device_reset_function = 0x2903,
-  it_nexus_loss = 0x2907,
-  mode_parameters_changed = 0x2a01,
-  reservations_preempted = 0x2a03,
-  reservations_released = 0x2a04,
-  registrations_preempted = 0x2a05,
-  capacity_data_changed = 0x2a09,
-  commands_cleared_by_another_initiator = 0x2f00,
-  saving_parameters_not_supported = 0x3900,
-  reported_luns_data_changed = 0x3f0e,
-  internal_target_failure = 0x4400,
-  insufficient_registration_resources = 0x5504,
-};
-
-constexpr uint8_t asc_of(Asc a) { return static_cast<uint8_t>(static_cast<uint16_t>(a) >> 8); }
-constexpr uint8_t ascq_of(Asc a) { return static_cast<uint8_t>(static_cast<uint16_t>(a)); }
 
 constexpr unsigned kFixedSenseLen = 18;
 

@@ -315,6 +315,17 @@ class ScriptedTarget {
     send(a);
   }
 
+  // An asynchronous SCSI event (AsyncEvent 0) carrying this sense data.
+  void scsi_event(std::span<const uint8_t> sense) {
+    std::vector<uint8_t> seg{static_cast<uint8_t>(sense.size() >> 8), static_cast<uint8_t>(sense.size())};
+    seg.insert(seg.end(), sense.begin(), sense.end());
+    is::AsyncMessagePdu ev;
+    ev.event = is::AsyncEvent::ScsiEvent;
+    stamp(ev);
+    ev.data_segment_length = static_cast<uint32_t>(seg.size());
+    send(ev, seg);
+  }
+
   // Fixed-format sense (SPC-4 4.5.3) with key/ASC/ASCQ.
   static std::vector<uint8_t> sense(uint8_t key, uint8_t asc, uint8_t ascq) {
     std::vector<uint8_t> s(18, 0);

@@ -9,6 +9,7 @@
 #include <functional>
 
 #include <linux/sockios.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 
 #include <numeric>
@@ -47,7 +48,7 @@ class IscsiSession : public ::testing::Test {
   }
   // Starts a session on the target and logs it in; cfg_ may be changed before.
   void start(bool login = true) {
-    session_ = std::make_unique<Session>(cfg_, is::Isid{0x80, 1, 2, 3, 0, 0}, "test", LunShape{512, false, true});
+    session_ = std::make_unique<Session>(cfg_, is::Isid{0x80, 1, 2, 3, 0, 0}, "test", shape_);
     target_.attach(session_.get());
     ASSERT_EQ(session_->start(), 0);
     if (login) {
@@ -95,6 +96,30 @@ class IscsiSession : public ::testing::Test {
     EXPECT_EQ(io.calls, 1);
   }
 
+  // Starts a session whose LunShape has an eventfd for CAPACITY DATA HAS CHANGED; returns it.
+  int start_with_resize_fd() {
+    resize_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    EXPECT_TRUE(resize_fd_);
+    shape_.capacity_changed_fd = resize_fd_.get();
+    start();
+    return resize_fd_.get();
+  }
+  // A 4 KiB read the target answers with a unit attention of this ASC/ASCQ, then (reissued)
+  // with good data: it completes once, with the data.
+  void read_after_unit_attention(uint8_t asc, uint8_t ascq, uint8_t seed) {
+    TestIo io(BlockOp::read, 0, 4096);
+    auto c = issue(io);
+    ASSERT_TRUE(c);
+    target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x6, asc, ascq));
+    c = next_command();
+    ASSERT_TRUE(c);
+    target_.data_in_good(c->itt, pattern(4096, seed));
+    ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+    EXPECT_EQ(io.status, 0);
+    EXPECT_EQ(io.calls, 1);
+    EXPECT_EQ(io.buf, pattern(4096, seed));
+  }
+
   // `n` reads of `len` bytes, each answered good by one Data-In with status; `before` runs
   // ahead of each.
   void reads_answered_whole(uint32_t len, uint32_t n, const std::function<void()>& before = [] {}) {
@@ -111,6 +136,8 @@ class IscsiSession : public ::testing::Test {
 
   ScriptedTarget target_;
   IscsiConfig cfg_ = testing::scripted_config(target_.port());
+  LunShape shape_{512, false, true};
+  UniqueFd resize_fd_;
   std::unique_ptr<Session> session_;
   uint64_t last_at_ms_ = 0;
 };
@@ -270,6 +297,63 @@ TEST_F(IscsiSession, UnitAttentionIsRetriedAtOnceAndAStormFails) {
   EXPECT_EQ(issued, 11);
   EXPECT_EQ(storm.calls, 1);
   EXPECT_EQ(storm.status, -EIO);
+}
+
+// What an eventfd counted since it was last read (0: not readable), read without blocking.
+uint64_t take_count(int efd) {
+  uint64_t v = 0;
+  return ::read(efd, &v, sizeof v) == sizeof v ? v : 0;
+}
+
+// CAPACITY DATA HAS CHANGED (2Ah/09h) is a unit attention like any other for the command (it is
+// reissued at once and completes), and it makes the backend's resize eventfd readable, once.
+TEST_F(IscsiSession, CapacityDataHasChangedIsRetriedAndSignalled) {
+  const int efd = start_with_resize_fd();
+  EXPECT_EQ(take_count(efd), 0u);
+  read_after_unit_attention(0x2a, 0x09, 3);
+  EXPECT_EQ(session_->stats().retries_now, 1u);
+  EXPECT_EQ(take_count(efd), 1u);
+  EXPECT_EQ(take_count(efd), 0u) << "reading the eventfd resets it";
+
+  // A start-up command (submit_cdb) that meets it: the same.
+  iovec iov{};
+  BlockRequest tur{};
+  int tur_status = 1;
+  tur.ctx = &tur_status;
+  tur.iov = &iov;
+  tur.done = [](BlockRequest* r, int st) { *static_cast<int*>(r->ctx) = st; };
+  session_->submit_cdb(&tur, build_test_unit_ready(), false, false);
+  session_->commit();
+  auto c = next_command();
+  ASSERT_TRUE(c);
+  target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x6, 0x2a, 0x09));
+  c = next_command();
+  ASSERT_TRUE(c);
+  target_.respond(c->itt, 0);
+  ASSERT_TRUE(target_.run_until([&] { return tur_status != 1; }, 2000));
+  EXPECT_EQ(tur_status, 0);
+  EXPECT_EQ(take_count(efd), 1u);
+}
+
+// Other unit attentions (here POWER ON, RESET) are retried as before and say nothing of the size.
+TEST_F(IscsiSession, OtherUnitAttentionsAreNotSignalled) {
+  const int efd = start_with_resize_fd();
+  read_after_unit_attention(0x29, 0x00, 1);
+  read_after_unit_attention(0x2a, 0x01, 2);  // MODE PARAMETERS CHANGED: same ASC, other ASCQ
+  read_after_unit_attention(0x3f, 0x0e, 3);  // REPORTED LUNS DATA HAS CHANGED
+  EXPECT_EQ(session_->stats().retries_now, 3u);
+  EXPECT_EQ(take_count(efd), 0u);
+}
+
+// A target may also report it as an asynchronous SCSI event (RFC 7143 §11.9.1, AsyncEvent 0).
+TEST_F(IscsiSession, CapacityDataHasChangedAsAnAsyncEventIsSignalled) {
+  const int efd = start_with_resize_fd();
+  target_.scsi_event(ScriptedTarget::sense(0x6, 0x29, 0x00));
+  read_works(1);
+  EXPECT_EQ(take_count(efd), 0u);
+  target_.scsi_event(ScriptedTarget::sense(0x6, 0x2a, 0x09));
+  read_works(2);
+  EXPECT_EQ(take_count(efd), 1u);
 }
 
 TEST_F(IscsiSession, ErrorsAreNotRetried) {
@@ -724,15 +808,9 @@ TEST_F(IscsiSession, AsyncRenegotiationGetsAnEmptyTextRequest) {
   tr.itt = r->as<is::TextRequestPdu>()->itt;
   target_.stamp(tr);
   target_.send(tr);
-  // An asynchronous SCSI event is only logged; the session carries on.
-  auto ua = ScriptedTarget::sense(0x6, 0x2a, 0x09);
-  std::vector<uint8_t> seg{0, static_cast<uint8_t>(ua.size())};
-  seg.insert(seg.end(), ua.begin(), ua.end());
-  is::AsyncMessagePdu ev;
-  ev.event = is::AsyncEvent::ScsiEvent;
-  target_.stamp(ev);
-  ev.data_segment_length = static_cast<uint32_t>(seg.size());
-  target_.send(ev, seg);
+  // An asynchronous SCSI event is logged (2Ah/09h is also signalled, when the session has an
+  // eventfd for it: CapacityDataHasChangedAsAnAsyncEventIsSignalled); the session carries on.
+  target_.scsi_event(ScriptedTarget::sense(0x6, 0x2a, 0x09));
   read_works(6);
   EXPECT_EQ(session_->stats().reconnects, 0u);
 }
