@@ -131,8 +131,9 @@ int run_serve(const ServeArgs& a) {
   // The device grew (SIGHUP, or the backend noticed by itself): the front-end is told, and its
   // driver reads the new capacity (a Linux guest logs "new size" and resizes vda).
   auto grow = [&](const char* why) {
+    VCP_LOG_INFO("{}: reading the size again", why);
     if (!device->grow()) {
-      VCP_LOG_INFO("{}: the size is unchanged ({} bytes)", why, device->capacity_bytes());
+      VCP_LOG_INFO("the size is unchanged ({} bytes)", device->capacity_bytes());
       return;
     }
     if (!conn) return;  // the next front-end reads the new capacity when it connects
@@ -160,7 +161,7 @@ int run_serve(const ServeArgs& a) {
     if (fds[0].revents) {
       signalfd_siginfo si{};
       if (::read(sfd.get(), &si, sizeof si) == sizeof si && si.ssi_signo == SIGHUP) {
-        grow("SIGHUP: size read again");
+        grow("SIGHUP");
         continue;
       }
       VCP_LOG_INFO("signal received; shutting down");

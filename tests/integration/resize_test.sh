@@ -96,7 +96,7 @@ wait "$guest_pid" || guest_rc=$?
 cat "$work/guest.out" >&2
 [ "$guest_rc" -eq 0 ] || fail "the guest's test failed"
 grep -a 'VCPTEST: resize' "$work/console.log" | tr -d '\r'
-grep -E 'grown|front-end told' "$work/serve.log"
+grep -E 'grown|front-end told|size change|unit attention' "$work/serve.log" "$work/target.log" 2>/dev/null || true
 
 # The way the size went: each step says so in its log.
 grep -q "capacity grown from 268435456 to $new_bytes bytes" "$work/serve.log" ||
@@ -105,7 +105,7 @@ grep -q "front-end told of the new capacity" "$work/serve.log" || fail "vcp serv
 if [ "$mode" = iscsi ]; then
   grep -q "the backend reported a size change" "$work/serve.log" ||
     fail "the initiator did not report the target's unit attention (the size came some other way)"
-  grep -q "grown from 268435456 to $new_bytes bytes" "$work/target.log" || fail "the target did not grow the LUN"
+  grep -q "grew from 268435456 to $new_bytes bytes" "$work/target.log" || fail "the target did not grow the LUN"
 fi
 for pid in "$serve_pid" "$grow_pid"; do
   kill -0 "$pid" 2>/dev/null || fail "a server ended during the test"
