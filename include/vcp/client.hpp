@@ -145,7 +145,9 @@ class Client {
   // A descriptor that becomes readable when the device says its configuration changed (its
   // capacity grew: `vcp serve` after SIGHUP, an iSCSI LUN grown on its target), or -1 when the
   // back-end cannot say so (it offers no vhost-user back-end channel). Poll it beside the
-  // application's other descriptors; when it is readable, call update_config().
+  // application's other descriptors; when it is readable, call update_config(), then ask for
+  // config_fd() again: it is -1 from then on if the back-end closed its channel. Not to be
+  // called while update_config() runs on another thread.
   int config_fd() const;
   // Takes the notices waiting on config_fd() and reads the device's config again: requests are
   // then checked against the capacity it says. 1 when the capacity changed, 0 when not, -errno
