@@ -290,8 +290,12 @@ int Client::Impl::update_config() {
   std::lock_guard lk(control_mu);
   if (int e = fatal.load(std::memory_order_relaxed)) return e;
   // The notices first: each is a header (and a payload we do not need); one that asks for a
-  // reply gets one (0 for a config change, ENOSYS for what we do not know).
-  for (pollfd p{config_chan.get(), POLLIN, 0}; config_chan && ::poll(&p, 1, 0) == 1;) {
+  // reply gets one (0 for a config change, ENOSYS for what we do not know). At most 64 per
+  // call, so a back-end that never stops sending cannot keep the caller here; any left keep
+  // config_fd() readable.
+  constexpr int kMaxNotices = 64;
+  pollfd p{config_chan.get(), POLLIN, 0};
+  for (int n = 0; n < kMaxNotices && config_chan && ::poll(&p, 1, 0) == 1; ++n) {
     vhost::MsgHeader h{};
     uint8_t payload[vhost::kMaxPayloadSize];
     int rc = vhost::FrontendChannel::receive_backend_request(config_chan.get(), &h, payload, opts.control_timeout_ms);

@@ -75,6 +75,7 @@ class VhostUserBackend {
   // send failed (the channel is then closed and later changes return -ENOTCONN).
   int config_changed();
   bool has_backend_channel() const { return static_cast<bool>(backend_req_); }
+  int backend_channel_fd() const { return backend_req_.get(); }  // for tests: -1 when none
 
   // State, for diagnostics and tests.
   bool has_owner() const { return owner_; }

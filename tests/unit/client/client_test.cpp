@@ -96,6 +96,53 @@ TEST(ClientConfig, AGrownDeviceIsSeenThroughTheBackendChannel) {
   EXPECT_EQ(c.client->error(), 0);
 }
 
+// What comes on the back-end channel is another domain's word: a notice asking for a reply is
+// answered (0, or ENOSYS for a request we do not know), a flood is taken 64 at a time, and a
+// message that breaks the framing closes the channel, not the connection.
+TEST(ClientConfig, TheBackendChannelIsReadWithCare) {
+  Connected c(DeviceOptions{});
+  ASSERT_EQ(c.rc, 0);
+  int chan = -1;
+  c.server.loop->run_on_loop([&](vhost::VhostUserBackend& b) { chan = ::dup(b.backend_channel_fd()); });
+  ASSERT_GE(chan, 0);
+  UniqueFd theirs(chan);
+  auto send = [&](uint32_t request, uint32_t flags, uint32_t size = 0) {
+    const vhost::MsgHeader h{request, flags, size};
+    std::vector<uint8_t> m(sizeof h + size, 0x77);
+    std::memcpy(m.data(), &h, sizeof h);
+    ASSERT_EQ(::write(theirs.get(), m.data(), m.size()), static_cast<ssize_t>(m.size()));
+  };
+  auto reply = [&]() -> uint64_t {
+    vhost::MsgHeader h{};
+    uint64_t v = ~0ull;
+    EXPECT_EQ(::read(theirs.get(), &h, sizeof h), static_cast<ssize_t>(sizeof h));
+    EXPECT_EQ(h.flags, vhost::kVersion | vhost::kFlagReply);
+    EXPECT_EQ(h.size, sizeof v);
+    EXPECT_EQ(::read(theirs.get(), &v, sizeof v), static_cast<ssize_t>(sizeof v));
+    return v;
+  };
+  const auto config_change = static_cast<uint32_t>(vhost::BackendRequest::config_change_msg);
+  send(config_change, vhost::kVersion | vhost::kFlagNeedReply);
+  send(99, vhost::kVersion | vhost::kFlagNeedReply, 8);
+  EXPECT_EQ(c.client->update_config(), 0) << "the capacity is the same";
+  EXPECT_EQ(reply(), 0u);
+  EXPECT_EQ(reply(), static_cast<uint64_t>(ENOSYS));
+  // A flood: 200 notices, taken 64 per call; the rest keep config_fd() readable.
+  for (int i = 0; i < 200; ++i) send(config_change, vhost::kVersion);
+  EXPECT_EQ(c.client->update_config(), 0);
+  pollfd p{c.client->config_fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 1);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(c.client->update_config(), 0);
+  EXPECT_EQ(::poll(&p, 1, 0), 0) << "all 200 taken in four calls";
+  // A payload larger than any message: the channel goes, the connection stays.
+  send(config_change, vhost::kVersion, 8192);
+  EXPECT_EQ(c.client->update_config(), 0);
+  EXPECT_EQ(c.client->config_fd(), -1);
+  EXPECT_EQ(c.client->error(), 0);
+  std::vector<char> block(4096, 'k');
+  EXPECT_EQ(c.q().write_sync(0, block.data(), block.size()), 0);
+}
+
 TEST(ClientConnect, RefusesMoreQueuesThanTheDeviceHas) {
   DeviceOptions d;
   ClientOptions co;
