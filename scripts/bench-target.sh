@@ -57,8 +57,12 @@ HZ=$(getconf CLK_TCK)
 
 truncate -s 256M "$LUNS/vcp.img" "$LUNS/tgt.img"
 # Fill the files so reads hit allocated blocks in both.
-dd if=/dev/zero of="$LUNS/vcp.img" bs=1M count=256 conv=notrunc status=none
-dd if=/dev/zero of="$LUNS/tgt.img" bs=1M count=256 conv=notrunc status=none
+# FILL=direct writes the files past the page cache (oflag=direct), so it holds none of their
+# pages when the loads start.
+fill_flags=""
+[ "${FILL:-}" = direct ] && fill_flags="oflag=direct"
+dd if=/dev/zero of="$LUNS/vcp.img" bs=1M count=256 conv=notrunc status=none $fill_flags
+dd if=/dev/zero of="$LUNS/tgt.img" bs=1M count=256 conv=notrunc status=none $fill_flags
 
 # shellcheck disable=SC2086  # VCP_TARGET_ARGS: words
 taskset -c 1 "$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$LUNS/vcp.img" --cpu 1 \
