@@ -98,6 +98,9 @@ int run_probe(Session& s, const iscsi::Cdb& cdb, bool read, std::vector<uint8_t>
   return c.status;
 }
 
+// How long grow()'s probe may take to log in, and each of its commands.
+constexpr uint32_t kGrowProbeTimeoutMs = 5000;
+
 std::string where_of(const iscsi::IscsiConfig& cfg) {
   return cfg.host + ":" + std::to_string(cfg.port) + "/" + cfg.target + "/" + std::to_string(cfg.lun);
 }
@@ -153,9 +156,16 @@ uint64_t IscsiBackend::grow(bool* shrunk) {
   const uint64_t old = info_.capacity_bytes;
   std::optional<iscsi::Capacity> cap;
   {
-    CapacityProbe probe(cfg_, isid_);
+    // The caller waits (vcp serve's control thread, which also serves the front-end and
+    // signals): a target too slow to log in and answer within a few seconds is given up on,
+    // not waited for as long as the data path would.
+    iscsi::IscsiConfig quick = cfg_;
+    quick.login_timeout_ms = std::min(quick.login_timeout_ms, kGrowProbeTimeoutMs);
+    quick.timeout_ms = std::min(quick.timeout_ms, kGrowProbeTimeoutMs);
+    CapacityProbe probe(quick, isid_);
     if (!probe.ok()) {
-      VCP_LOG_WARN("iscsi: {}: capacity not read again, {} bytes kept: {}", where_of(cfg_), old, probe.error);
+      VCP_LOG_WARN("iscsi: {}: capacity not read again, {} bytes kept (SIGHUP to vcp serve tries again): {}",
+                   where_of(cfg_), old, probe.error);
       return old;
     }
     cap = probe.capacity;

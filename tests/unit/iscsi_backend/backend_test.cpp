@@ -174,7 +174,9 @@ TEST(IscsiBackendGrow, AFailedProbeKeepsTheCapacity) {
   bool shrunk = true;
   EXPECT_EQ(b->grow(&shrunk), 8u << 20);
   EXPECT_FALSE(shrunk);
-  EXPECT_NE(log.str().find("capacity not read again, 8388608 bytes kept: READ CAPACITY(16)"), std::string::npos)
+  EXPECT_NE(log.str().find("capacity not read again, 8388608 bytes kept (SIGHUP to vcp serve tries again): READ "
+                           "CAPACITY(16)"),
+            std::string::npos)
       << log.str();
 
   lun.reset();  // the listener closes: connections are refused
