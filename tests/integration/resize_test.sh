@@ -5,14 +5,17 @@
 # and tells whoever serves it; the guest must see 384 MiB, write and read its new end and find its
 # old data intact.
 #
-#   tests/integration/resize_test.sh file|iscsi
+#   tests/integration/resize_test.sh file|iscsi|iscsi-reading
 #
 #   file   vcp serve --backend file:... on the image; the host sends it SIGHUP (it reads the size
 #          again and sends QEMU CONFIG_CHANGE_MSG on the vhost-user back-end channel)
 #   iscsi  vcp serve --backend iscsi://... on a `vcp target` serving the image as LUN 0; the host
 #          sends the target SIGHUP (it takes the new size and answers the next command of each
 #          session with CAPACITY DATA HAS CHANGED), the VCP's initiator reports the unit attention
-#          to vcp serve, which reads the capacity again and tells QEMU
+#          to vcp serve, which reads the capacity again and tells QEMU. The guest does no I/O
+#          while it waits: the command that brings the unit attention is the idle session's own
+#          TEST UNIT READY (nop_interval=1 here, so within a second or two)
+#   iscsi-reading  the same, the guest reading block 0 every 0.2 s: its reads bring it
 #
 # Environment: VCP_BIN (default build/vcp), VCP_GUEST_DIR (initramfs cache).
 set -euo pipefail
@@ -21,9 +24,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 die() { echo "resize_test: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] || die "usage: $0 file|iscsi"
+[ $# -eq 1 ] || die "usage: $0 file|iscsi|iscsi-reading"
 mode=$1
-case $mode in file | iscsi) ;; *) die "the mode must be file or iscsi, not '$mode'" ;; esac
+reads=yes
+case $mode in
+  file | iscsi-reading) ;;
+  iscsi) reads=no ;;
+  *) die "the mode must be file, iscsi or iscsi-reading, not '$mode'" ;;
+esac
 vcp=${VCP_BIN-$repo/build/vcp}
 { [ -n "$vcp" ] && [ -x "$vcp" ]; } || die "vcp is not built ('$vcp')"
 for tool in qemu-system-x86_64 truncate; do
@@ -74,7 +82,7 @@ else
   wait_for "$work/target.log" "listening on" 10 "$grow_pid" || fail "vcp target did not start"
   port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/target.log" | head -n 1)
   [ -n "$port" ] || fail "no port in the target's log"
-  backend="iscsi://127.0.0.1:$port/$iqn/0"
+  backend="iscsi://127.0.0.1:$port/$iqn/0?nop_interval=1"
 fi
 "$vcp" serve --socket "$sock" --backend "$backend" --cpu 1 >"$work/serve.log" 2>&1 &
 pids+=($!)
@@ -84,17 +92,20 @@ wait_for "$work/serve.log" "ready on" 20 "$serve_pid" || fail "vcp serve did not
 
 : >"$work/console.log"
 "$repo/scripts/guest/run-guest.sh" --socket "$sock" --log "$work/console.log" --test resize --discard no \
-  --timeout 150 --append "vcpresize_to=$((new_bytes / 512)) vcpresize_s=60" >"$work/guest.out" 2>&1 &
+  --timeout 150 --append "vcpresize_to=$((new_bytes / 512)) vcpresize_s=60 vcpresize_reads=$reads" \
+  >"$work/guest.out" 2>&1 &
 guest_pid=$!
 pids+=("$guest_pid")
 wait_for "$work/console.log" "VCPTEST: resize ready" 120 "$guest_pid" || fail "the guest never got to the resize step"
 truncate -s "$new_bytes" "$img"
 kill -HUP "$grow_pid"
 echo "resize_test: grew the image to $new_bytes bytes and sent SIGHUP to the $([ "$mode" = file ] && echo VCP || echo target)"
+start_wait=$SECONDS
 guest_rc=0
 wait "$guest_pid" || guest_rc=$?
 cat "$work/guest.out" >&2
 [ "$guest_rc" -eq 0 ] || fail "the guest's test failed"
+echo "resize_test: the guest saw the new size and finished its checks $((SECONDS - start_wait)) s after the SIGHUP"
 grep -a 'VCPTEST: resize' "$work/console.log" | tr -d '\r'
 grep -E 'grown|front-end told|size change|unit attention' "$work/serve.log" "$work/target.log" 2>/dev/null || true
 
@@ -102,7 +113,7 @@ grep -E 'grown|front-end told|size change|unit attention' "$work/serve.log" "$wo
 grep -q "capacity grown from 268435456 to $new_bytes bytes" "$work/serve.log" ||
   fail "vcp serve did not log the capacity it grew to"
 grep -q "front-end told of the new capacity" "$work/serve.log" || fail "vcp serve did not tell QEMU"
-if [ "$mode" = iscsi ]; then
+if [ "$mode" != file ]; then
   grep -q "the backend reported a size change" "$work/serve.log" ||
     fail "the initiator did not report the target's unit attention (the size came some other way)"
   grep -q "grew from 268435456 to $new_bytes bytes" "$work/target.log" || fail "the target did not grow the LUN"
@@ -110,4 +121,12 @@ fi
 for pid in "$serve_pid" "$grow_pid"; do
   kill -0 "$pid" 2>/dev/null || fail "a server ended during the test"
 done
+if [ "$mode" = iscsi ]; then
+  # The guest sent nothing while it waited: the idle session's own TEST UNIT READYs must have
+  # brought the unit attention (the session's count is logged when vcp serve stops).
+  kill -TERM "$serve_pid"
+  wait "$serve_pid" 2>/dev/null || true
+  grep -q "iscsi q0: .* [1-9][0-9]* of them idle TEST UNIT READYs" "$work/serve.log" ||
+    fail "the idle session sent no TEST UNIT READY"
+fi
 echo "resize_test: $mode: PASS"

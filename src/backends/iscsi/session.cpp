@@ -1544,6 +1544,25 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
   complete(t, err);
 }
 
+// A unit attention waits at the target for the nexus's next command, and a guest that does no
+// I/O sends none: its LUN could grow and it would not learn of it. So a data-path session (one
+// with a capacity_changed_fd) with nothing in flight, when the target has been silent for
+// nop_interval_ms, sends a TEST UNIT READY of its own instead of a NOP-Out: a CAPACITY DATA HAS
+// CHANGED waiting is taken there (and signalled, as for any command), and the answer shows the
+// target alive as a NOP-In would. Unanswered, the next tick pings as before (a command is in
+// flight). Other unit attentions it takes early are retried as always and mean nothing to a
+// virtio-blk guest.
+bool Session::poll_when_idle(uint64_t now) {
+  if (shape_.capacity_changed_fd < 0 || in_flight_ > 0 || nop_outstanding_ ||
+      now - last_rx_ms_ < cfg_.nop_interval_ms)
+    return false;
+  ++stats_.idle_polls;
+  idle_poll_req_ = BlockRequest{};
+  idle_poll_req_.done = [](BlockRequest*, int) {};  // what it finds, on_scsi_status() handles
+  submit_cdb(&idle_poll_req_, build_test_unit_ready(), false, false);
+  return true;
+}
+
 // The LUN's size is the backend's (info()), read on the control thread: a session only says
 // that it may have changed. A failed write can only be EAGAIN, a counter already near its
 // limit, which still reads as "changed".
@@ -1649,7 +1668,7 @@ void Session::on_timer() {
                           " commands waiting for it");
         break;
       }
-      if (!nop_outstanding_ && now - last_rx_ms_ >= cfg_.nop_interval_ms) {
+      if (!poll_when_idle(now) && !nop_outstanding_ && now - last_rx_ms_ >= cfg_.nop_interval_ms) {
         nop_itt_ = kNopTag | (++special_seq_ & 0xffffff);
         nop_outstanding_ = true;
         nop_deadline_ms_ = now + cfg_.timeout_ms;
@@ -1813,10 +1832,12 @@ void Session::logout(uint32_t timeout_ms) {
   if (stats_.receives > 0)
     VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends; {} target NOP-In pings "
                  "answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects, "
-                 "{} commands completed ({} failed), {} queue depth reductions (limit now {})",
+                 "{} commands completed ({} failed, {} of them idle TEST UNIT READYs), {} queue depth reductions "
+                 "(limit now {})",
                  name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),
                  stats_.sends, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.aborts,
-                 stats_.lun_resets, stats_.redirects, completed_, stats_.failed, stats_.depth_reductions,
+                 stats_.lun_resets, stats_.redirects, completed_, stats_.failed, stats_.idle_polls,
+                 stats_.depth_reductions,
                  depth_limit_ ? std::to_string(depth_limit_) : std::string("none"));
   if (!tearing_down_ && sock_) connection_failed("logged out");
   const uint64_t until = now_ms() + 1000;

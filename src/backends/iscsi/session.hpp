@@ -118,6 +118,7 @@ class Session {
     uint64_t nop_ins_answered = 0;  // target pings (NOP-In with a TTT) echoed back
     uint64_t redirects = 0;         // login redirects followed
     uint64_t async_logouts = 0;     // Logouts sent because the target asked (Async event 1)
+    uint64_t idle_polls = 0;        // TEST UNIT READYs sent on an idle session (capacity_changed_fd)
     uint64_t held_completions = 0;  // completions held until the kernel was done with their data
     uint64_t pdus_received = 0;
     uint64_t receives = 0;  // socket receives that returned data
@@ -230,6 +231,7 @@ class Session {
   uint32_t send_logout_request();
   void on_async_message(const vcp::iscsi::AsyncMessagePdu& a, std::span<const uint8_t> data);
   void maybe_answer_logout_request();
+  bool poll_when_idle(uint64_t now);  // true when it sent a TEST UNIT READY
   void on_redirect(const std::string& address);
   void send_tmf(vcp::iscsi::TmfFunction fn, Task* t);
 
@@ -317,6 +319,7 @@ class Session {
   uint32_t tx_head_task_ = UINT32_MAX, tx_tail_task_ = UINT32_MAX;
   uint32_t in_flight_ = 0;
   uint64_t completed_ = 0;
+  BlockRequest idle_poll_req_{};  // poll_when_idle()'s TEST UNIT READY (one at a time)
   uint32_t delayed_ = 0;
   uint32_t completing_ = 0;  // tasks in TaskState::Completing
   // Requests beyond kMaxTasks wait here (a fixed ring: no allocation).

@@ -335,6 +335,34 @@ TEST_F(IscsiSession, CapacityDataHasChangedIsRetriedAndSignalled) {
   EXPECT_EQ(take_count(efd), 1u);
 }
 
+// A guest that does no I/O sends no command for the target to answer with a unit attention:
+// an idle data-path session sends TEST UNIT READY every nop_interval of its own (instead of a
+// NOP-Out), and so hears of a grown LUN without waiting for the guest.
+TEST_F(IscsiSession, AnIdleSessionAsksTestUnitReadyAndHearsOfAGrownLun) {
+  cfg_.nop_interval_ms = 200;
+  const int efd = start_with_resize_fd();
+  read_works(1);  // busy once; idle from here
+  auto c = next_command();
+  ASSERT_TRUE(c) << "no TEST UNIT READY from the idle session";
+  EXPECT_EQ(c->cdb[0], 0x00);
+  target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x6, 0x2a, 0x09));
+  c = next_command();
+  ASSERT_TRUE(c) << "the unit attention's TEST UNIT READY is retried";
+  EXPECT_EQ(c->cdb[0], 0x00);
+  target_.respond(c->itt, 0);
+  ASSERT_TRUE(target_.run_until([&] { return session_->in_flight() == 0; }, 2000));
+  EXPECT_EQ(take_count(efd), 1u);
+  EXPECT_EQ(session_->stats().idle_polls, 1u);
+  // Still idle: another one after the interval, answered GOOD; nothing signalled.
+  c = next_command();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->cdb[0], 0x00);
+  target_.respond(c->itt, 0);
+  ASSERT_TRUE(target_.run_until([&] { return session_->in_flight() == 0; }, 2000));
+  EXPECT_EQ(take_count(efd), 0u);
+  EXPECT_EQ(session_->stats().nops_sent, 0u) << "the idle polls stand for the pings";
+}
+
 // Other unit attentions (here POWER ON, RESET) are retried as before and say nothing of the size.
 TEST_F(IscsiSession, OtherUnitAttentionsAreNotSignalled) {
   const int efd = start_with_resize_fd();
