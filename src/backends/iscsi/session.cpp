@@ -1491,6 +1491,9 @@ void Session::on_scsi_status(Task& t, uint8_t response, uint8_t status, bool und
     if (sense->key == vcp::scsi::code(vcp::scsi::SenseKey::unit_attention)) {
       VCP_LOG_INFO("{}: unit attention: {}", name_, describe(*sense));
       note_capacity_change(*sense);
+    } else if (t.req == &idle_poll_req_) {
+      // An idle TEST UNIT READY that fails (a LUN not ready, say) would say so every
+      // nop_interval; the guest's own commands say it when there are any.
     } else if (t.raw ? sense->key != vcp::scsi::code(vcp::scsi::SenseKey::illegal_request) : log_failure) {
       VCP_LOG_WARN("{}: CDB 0x{:02x}: CHECK CONDITION: {}", name_, t.cdb[0], describe(*sense));
     }

@@ -363,6 +363,24 @@ TEST_F(IscsiSession, AnIdleSessionAsksTestUnitReadyAndHearsOfAGrownLun) {
   EXPECT_EQ(session_->stats().nops_sent, 0u) << "the idle polls stand for the pings";
 }
 
+// An idle TEST UNIT READY that fails (here MEDIUM NOT PRESENT) is not logged: it would be, every
+// nop_interval, for as long as the LUN stays so; the session goes on polling.
+TEST_F(IscsiSession, AFailingIdlePollIsNotLogged) {
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  cfg_.nop_interval_ms = 200;
+  start_with_resize_fd();
+  for (int i = 0; i < 2; ++i) {
+    auto c = next_command();
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->cdb[0], 0x00);
+    target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x2, 0x3a, 0x00));
+    ASSERT_TRUE(target_.run_until([&] { return session_->in_flight() == 0; }, 2000));
+  }
+  EXPECT_EQ(session_->stats().idle_polls, 2u);
+  EXPECT_EQ(out.str().find("CHECK CONDITION"), std::string::npos) << out.str();
+}
+
 // Other unit attentions (here POWER ON, RESET) are retried as before and say nothing of the size.
 TEST_F(IscsiSession, OtherUnitAttentionsAreNotSignalled) {
   const int efd = start_with_resize_fd();
