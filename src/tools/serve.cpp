@@ -8,7 +8,7 @@
 // SIGHUP reads the backend's size again (a file or device grown since); a backend can also
 // report a change itself (an iSCSI LUN's CAPACITY DATA HAS CHANGED). A larger size is served
 // at once and the front-end is told over the vhost-user back-end channel (CONFIG_CHANGE_MSG),
-// so a guest's disk grows with nothing restarted.
+// so a guest's disk grows with nothing restarted. SIGUSR1 logs a status report.
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -73,6 +73,7 @@ int run_serve(const ServeArgs& a) {
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
 
   std::string error;
@@ -160,8 +161,16 @@ int run_serve(const ServeArgs& a) {
     }
     if (fds[0].revents) {
       signalfd_siginfo si{};
-      if (::read(sfd.get(), &si, sizeof si) == sizeof si && si.ssi_signo == SIGHUP) {
+      const bool got = ::read(sfd.get(), &si, sizeof si) == sizeof si;
+      if (got && si.ssi_signo == SIGHUP) {
         grow("SIGHUP");
+        continue;
+      }
+      if (got && si.ssi_signo == SIGUSR1) {
+        VCP_LOG_INFO("status: serving {} on {}: capacity {} bytes, {} queue{}, front-end {}", desc, a.socket,
+                     device->capacity_bytes(), a.queues, a.queues > 1 ? "s" : "",
+                     !conn ? "none" : conn->has_backend_channel() ? "connected" : "connected (no back-end channel)");
+        for (unsigned i = 0; i < a.queues; ++i) device->worker(i).log_stats(device->worker(i).running() ? "running" : "stopped");
         continue;
       }
       VCP_LOG_INFO("signal received; shutting down");
@@ -235,7 +244,8 @@ Runner add_serve(CLI::App& app) {
       ->capture_default_str();
   sub->footer(
       "Signals: SIGHUP reads the backend's size again (a file grown since start-up) and, when it grew, serves "
-      "the new size and tells the front-end (a guest's disk grows); SIGINT and SIGTERM stop.");
+      "the new size and tells the front-end (a guest's disk grows); SIGUSR1 logs a status report (the device, "
+      "the front-end, each queue's counters); SIGINT and SIGTERM stop.");
   return [args] { return run_serve(*args); };
 }
 

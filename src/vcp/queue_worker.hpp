@@ -94,6 +94,8 @@ class QueueWorker {
 
   const QueueStats& stats() const { return stats_; }
   bool running() const { return state_.load(std::memory_order_relaxed) == State::running; }
+  // Logs the counters of the queue's current run ("NAME: WHAT: N requests, ..."); any thread.
+  void log_stats(const char* what) const;
 
  private:
   enum class State : uint8_t { idle, running, paused };
@@ -131,7 +133,6 @@ class QueueWorker {
   void call_driver();
   int64_t call_deadline_ns() const;  // -1: no call owed
   void sleep_until_work(int64_t timeout_ns);
-  void log_stats(const char* what) const;
 
   const unsigned index_;
   const BlkDeviceShared shared_;

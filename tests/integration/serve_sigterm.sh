@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vcp serve stops cleanly on SIGTERM: it logs that it is shutting down and exits with status 0
-# within 5 s (its queue threads must not take the signal's default action).
+# within 5 s (its queue threads must not take the signal's default action). Before that, SIGUSR1
+# while `vcp bench` drives it: a status report with both queues running and counting requests.
 #
 #   tests/integration/serve_sigterm.sh [VCP_BINARY]   (default $VCP_BIN, then build/vcp)
 set -euo pipefail
@@ -30,6 +31,18 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 grep -q 'vcp: ready on' "$work/log" || { cat "$work/log" >&2; die "vcp serve did not get ready"; }
+
+"$vcp" bench --socket "$work/s.sock" --jobs 2 --rw randread --qd 4 --time 3 >"$work/bench.log" 2>&1 &
+bench=$!
+sleep 1.5
+kill -USR1 "$pid"
+wait "$bench" || { cat "$work/bench.log" >&2; die "vcp bench failed"; }
+grep -q 'status: serving ram .*: capacity 67108864 bytes, 2 queues, front-end connected' "$work/log" ||
+  { cat "$work/log" >&2; die "no status report on SIGUSR1"; }
+for q in 0 1; do
+  grep -q "vcp-q$q: running: [1-9][0-9]* requests" "$work/log" ||
+    { cat "$work/log" >&2; die "the status report has no running queue $q with requests"; }
+done
 
 kill -TERM "$pid"
 for _ in $(seq 50); do
