@@ -112,10 +112,16 @@ void Lun::submit_scratch(ScsiTask* t, BlockOp op) {
   auto& p = t->priv;
   uint64_t n = std::min(p.bytes_left, p.scratch_len);
   if (max_io_bytes_ && n > max_io_bytes_) n = max_io_bytes_ - max_io_bytes_ % block_size_;
+  submit_from_scratch(t, op, p.next_lba, n);
+}
+
+// A request on the first n bytes of the task's scratch buffer.
+void Lun::submit_from_scratch(ScsiTask* t, BlockOp op, uint64_t lba, uint64_t n) {
+  auto& p = t->priv;
   p.window[0] = {p.scratch.get(), n};
   p.req.iov = p.window;
   p.req.iovcnt = 1;
-  submit(t, op, p.next_lba, n);
+  submit(t, op, lba, n);
 }
 
 bool Lun::alloc_scratch(ScsiTask* t, uint64_t len) {
@@ -380,10 +386,7 @@ bool Lun::step_rw(ScsiTask* t) {
   if (p.tail > 0) {
     if (!alloc_scratch(t, block_size_)) return fail(t, Outcome{Status::busy, {}});
     p.phase = 1;
-    p.window[0] = {p.scratch.get(), block_size_};
-    p.req.iov = p.window;
-    p.req.iovcnt = 1;
-    submit(t, BlockOp::read, p.next_lba, block_size_);
+    submit_from_scratch(t, BlockOp::read, p.next_lba, block_size_);
     return true;
   }
   if (!p.writes) t->data_in_len = static_cast<uint32_t>(p.buffer_off);
@@ -678,10 +681,7 @@ bool Lun::step_compare_and_write(ScsiTask* t) {
       p.bytes_left -= p.io_bytes;
     }
   } else if (p.phase == 0 && !t->aborted) {
-    p.window[0] = {p.scratch.get(), half};
-    p.req.iov = p.window;
-    p.req.iovcnt = 1;
-    submit(t, BlockOp::read, p.lba, half);
+    submit_from_scratch(t, BlockOp::read, p.lba, half);
     return true;
   }
   if (t->aborted) return complete(t), false;
@@ -728,10 +728,7 @@ bool Lun::step_orwrite(ScsiTask* t) {
       const uint64_t n = p.io_bytes;
       or_from_iov(t, p.buffer_off, p.scratch.get(), n);
       p.phase = 1;
-      p.window[0] = {p.scratch.get(), n};
-      p.req.iov = p.window;
-      p.req.iovcnt = 1;
-      submit(t, BlockOp::write, p.next_lba, n);
+      submit_from_scratch(t, BlockOp::write, p.next_lba, n);
       return true;
     }
     if (p.phase == 1) {

@@ -206,6 +206,7 @@ class Lun final {
   bool alloc_scratch(ScsiTask* t, uint64_t len);
   uint64_t scratch_chunk(uint64_t total) const;
   void submit_scratch(ScsiTask* t, BlockOp op);
+  void submit_from_scratch(ScsiTask* t, BlockOp op, uint64_t lba, uint64_t n);
   void start_io(ScsiTask* t);
   bool must_wait(const ScsiTask* t) const;
   void release_waiters();
