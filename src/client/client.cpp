@@ -39,6 +39,12 @@ struct Failure {
   std::string what;
 };
 
+// A capacity (in 512-byte sectors, as the config says it) that is a whole number of blocks and
+// does not overflow in bytes: the config is another domain's word.
+bool capacity_fits(uint64_t sectors, uint32_t block_size) {
+  return sectors <= (UINT64_MAX >> 9) && (sectors << 9) % block_size == 0;
+}
+
 void fill_info(const virtio_blk_config& c, uint64_t feats, DeviceInfo* d) {
   auto has = [&](unsigned b) { return (feats & f(b)) != 0; };
   d->features = feats;
@@ -104,7 +110,7 @@ class Connector {
     if (d.block_size < 512 || d.block_size > kMaxBlockSize || (d.block_size & (d.block_size - 1)))
       return Failure{-EPROTO, "the device's block size (" + std::to_string(d.block_size) +
                                   ") is not a power of two from 512 to 64 KiB"};
-    if (le64toh(cfg.capacity) > (UINT64_MAX >> 9) || d.capacity_bytes % d.block_size)
+    if (!capacity_fits(le64toh(cfg.capacity), d.block_size))
       return Failure{-EPROTO, "the device's capacity (" + std::to_string(le64toh(cfg.capacity)) +
                                   " sectors) is not a whole number of its blocks"};
     uint16_t dev_queues = d.num_queues;
@@ -318,7 +324,7 @@ int Client::Impl::update_config() {
     return rc;
   }
   const uint64_t sectors = le64toh(cfg.capacity);
-  if (sectors > (UINT64_MAX >> 9) || (sectors << 9) % info.block_size) {
+  if (!capacity_fits(sectors, info.block_size)) {
     VCP_LOG_ERROR("libvcp: the device's new capacity ({} sectors) is not a whole number of its blocks", sectors);
     fail(-EPROTO);
     return -EPROTO;
