@@ -170,7 +170,10 @@ int run_serve(const ServeArgs& a) {
         VCP_LOG_INFO("status: serving {} on {}: capacity {} bytes, {} queue{}, front-end {}", desc, a.socket,
                      device->capacity_bytes(), a.queues, a.queues > 1 ? "s" : "",
                      !conn ? "none" : conn->has_backend_channel() ? "connected" : "connected (no back-end channel)");
-        for (unsigned i = 0; i < a.queues; ++i) device->worker(i).log_stats(device->worker(i).running() ? "running" : "stopped");
+        for (unsigned i = 0; i < a.queues; ++i) {
+          const QueueWorker& w = device->worker(i);
+          w.log_stats(w.running() ? "running" : "stopped");
+        }
         continue;
       }
       VCP_LOG_INFO("signal received; shutting down");
