@@ -38,6 +38,9 @@ struct BlockRequest {
   void* ctx = nullptr;  // the submitter's
 };
 
+// The longest serial a virtio-blk GET_ID answer carries (virtio 1.x, 5.2.6).
+inline constexpr size_t kSerialMax = 20;
+
 // What a backend can do; the VCP turns it into virtio-blk config and feature bits.
 struct BackendInfo {
   uint64_t capacity_bytes = 0;
@@ -51,7 +54,7 @@ struct BackendInfo {
   uint32_t max_discard_bytes = 0;     // per range; 0: no limit
   uint32_t max_write_zeroes_bytes = 0;
   uint32_t discard_granularity = 0;   // bytes; 0: block_size
-  std::string serial;                 // GET_ID (at most 20 bytes are used)
+  std::string serial;                 // GET_ID (at most kSerialMax bytes are used); names this disk only
   std::string description;            // for logs and `vcp ctl`
 };
 

@@ -22,4 +22,17 @@ bool take_size(Spec& spec, const char* key, uint64_t* out, std::string* error);
 bool take_block_size(Spec& spec, uint32_t* out, std::string* error);
 bool take_bool(Spec& spec, const char* key, bool* out, std::string* error);
 
+// The backend's serial (BackendInfo::serial: virtio GET_ID, a target LUN's unit serial number
+// and device identifiers), which must name this disk and no other: a multipath initiator takes
+// two LUNs with one identity for two paths to one disk. `serial=` sets it (1 to 20 printable
+// ASCII characters, no spaces: GET_ID carries 20 bytes); else `fallback`.
+bool take_serial(Spec& spec, std::string fallback, std::string* out, std::string* error);
+// "vcp-" and 16 hex digits: of a hash of this machine's identity (/etc/machine-id, else its
+// host name) and `what` (a file's canonical path): the same on every start, another for
+// another file or machine.
+std::string stable_serial(const std::string& what);
+// "vcp-" and 16 random hex digits: a disk whose data lives only as long as the process (ram,
+// null) is a new disk each time.
+std::string random_serial();
+
 }  // namespace vcp::backends

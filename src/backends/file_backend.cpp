@@ -28,6 +28,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -382,7 +384,11 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
   // flush keeps meaning something; only a read-only disk has nothing to flush.
   info.volatile_cache = !ro;
   info.discard = info.write_zeroes = !ro;
-  info.serial = "vcp-file";
+  // Named after the file it is (the same name on every start, whatever path led to it).
+  {
+    std::unique_ptr<char, decltype(&::free)> canonical(::realpath(path->c_str(), nullptr), &::free);
+    if (!take_serial(spec, stable_serial(canonical ? canonical.get() : *path), &info.serial, error)) return nullptr;
+  }
   info.description = "file " + *path + (direct ? " (O_DIRECT)" : "") + (ro ? " (read-only)" : "");
   // A buffered file's page cache, mapped read-only, is where read_view() points: a target sends
   // Data-In from it with no read request and no copy of its own. Not with O_DIRECT (the page

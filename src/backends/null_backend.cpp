@@ -26,7 +26,8 @@ class NullBackend final : public BlockBackend {
 std::unique_ptr<BlockBackend> make_null(Spec& spec, std::string* error) {
   BackendInfo info;
   info.capacity_bytes = 1ull << 30;
-  if (!take_size(spec, "size", &info.capacity_bytes, error) || !take_block_size(spec, &info.block_size, error))
+  if (!take_size(spec, "size", &info.capacity_bytes, error) || !take_block_size(spec, &info.block_size, error) ||
+      !take_serial(spec, random_serial(), &info.serial, error))
     return nullptr;
   info.capacity_bytes -= info.capacity_bytes % info.block_size;
   if (info.capacity_bytes == 0) {
@@ -34,7 +35,6 @@ std::unique_ptr<BlockBackend> make_null(Spec& spec, std::string* error) {
     return nullptr;
   }
   info.discard = info.write_zeroes = true;
-  info.serial = "vcp-null";
   info.description = "null (" + std::to_string(info.capacity_bytes) + " bytes)";
   return std::make_unique<NullBackend>(std::move(info));
 }

@@ -90,7 +90,8 @@ void RamQueue::submit(BlockRequest* req) {
 std::unique_ptr<BlockBackend> make_ram(Spec& spec, std::string* error) {
   BackendInfo info;
   info.capacity_bytes = 256ull << 20;
-  if (!take_size(spec, "size", &info.capacity_bytes, error) || !take_block_size(spec, &info.block_size, error))
+  if (!take_size(spec, "size", &info.capacity_bytes, error) || !take_block_size(spec, &info.block_size, error) ||
+      !take_serial(spec, random_serial(), &info.serial, error))
     return nullptr;
   info.capacity_bytes -= info.capacity_bytes % info.block_size;
   if (info.capacity_bytes == 0) {
@@ -104,7 +105,6 @@ std::unique_ptr<BlockBackend> make_ram(Spec& spec, std::string* error) {
     return nullptr;
   }
   info.discard = info.write_zeroes = true;
-  info.serial = "vcp-ram";
   info.description = "ram (" + std::to_string(info.capacity_bytes) + " bytes)";
   return std::make_unique<RamBackend>(std::move(info), Mapping(p, info.capacity_bytes));
 }

@@ -1,3 +1,9 @@
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "backends/factories.hpp"
@@ -25,9 +31,9 @@ struct Kind {
 };
 // Adding a backend: one line here and its file in this folder.
 constexpr Kind kKinds[] = {
-    {"null", backends::make_null, "null:size=SIZE[,block_size=N]  (completes at once; data untouched)"},
-    {"ram", backends::make_ram, "ram:size=SIZE[,block_size=N]"},
-    {"file", backends::make_file, "file:path=PATH[,direct=on][,ro=on][,block_size=N][,size=SIZE]"},
+    {"null", backends::make_null, "null:size=SIZE[,block_size=N][,serial=S]  (completes at once; data untouched)"},
+    {"ram", backends::make_ram, "ram:size=SIZE[,block_size=N][,serial=S]"},
+    {"file", backends::make_file, "file:path=PATH[,direct=on][,ro=on][,block_size=N][,size=SIZE][,serial=S]"},
 };
 }  // namespace
 
@@ -89,6 +95,62 @@ bool take_bool(Spec& spec, const char* key, bool* out, std::string* error) {
   }
   *out = *b;
   return true;
+}
+
+bool take_serial(Spec& spec, std::string fallback, std::string* out, std::string* error) {
+  auto v = spec.take("serial");
+  if (!v) {
+    *out = std::move(fallback);
+    return true;
+  }
+  const bool graphic = std::all_of(v->begin(), v->end(), [](char c) { return c > 0x20 && c < 0x7f; });
+  if (v->empty() || v->size() > kSerialMax || !graphic) {
+    *error = "bad serial '" + *v + "' (1 to 20 printable ASCII characters, no spaces)";
+    return false;
+  }
+  *out = std::move(*v);
+  return true;
+}
+
+namespace {
+std::string vcp_hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "vcp-%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+}  // namespace
+
+std::string stable_serial(const std::string& what) {
+  std::string machine;
+  if (auto id = read_small_file("/etc/machine-id", 256); id && !id->empty()) {
+    machine = *id;
+  } else {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) == 0) machine = host;
+  }
+  // FNV-1a, 64 bits: not a secret, only a name that two disks do not share by chance.
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&h](std::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 0x100000001b3ull;
+    }
+  };
+  mix(machine);
+  mix(std::string_view("\0", 1));
+  mix(what);
+  return vcp_hex(h);
+}
+
+std::string random_serial() {
+  uint64_t v = 0;
+  if (::getrandom(&v, sizeof v, 0) != static_cast<ssize_t>(sizeof v)) {
+    // No entropy to be had (never on Linux >= 3.17 once booted): time and address, still
+    // distinct between processes.
+    v = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        (static_cast<uint64_t>(::getpid()) << 32) ^ reinterpret_cast<uintptr_t>(&v);
+  }
+  return vcp_hex(v);
 }
 
 }  // namespace backends

@@ -36,10 +36,13 @@ Lun::Lun(LunConfig cfg, BlockBackend& backend, BackendQueue& queue, std::shared_
   max_transfer_blocks_ = cfg_.max_transfer_blocks;
   if (!shared_) shared_ = std::make_shared<SharedLuState>(ModePages{info.volatile_cache});
   mailbox_ = shared_->join();
+  // The unit serial number is the backend's: the disk's own name (serial= or one the backend
+  // made: of the file's path, or random for ram), which no other LUN anywhere shares by chance,
+  // so that multipath initiators group paths by it safely.
   if (cfg_.serial.empty()) {
     char lun_hex[24];
     std::snprintf(lun_hex, sizeof(lun_hex), "%04llx", static_cast<unsigned long long>(cfg_.lun));
-    cfg_.serial = (info.serial.empty() ? std::string("vcp") : info.serial) + "-" + lun_hex;
+    cfg_.serial = info.serial.empty() ? std::string("vcp-") + lun_hex : info.serial;
   }
   if (cfg_.target_port_name.empty() && !cfg_.target_name.empty()) {
     char port[16];

@@ -79,6 +79,7 @@ class TempDir {
     close(fd);
     return p;
   }
+  const std::string& path() const { return path_; }
 
  private:
   std::string path_;
@@ -444,6 +445,41 @@ TEST(Registry, ClearErrors) {
   EXPECT_NE(err.find("neither a regular file nor a block device"), std::string::npos) << err;
   EXPECT_FALSE(make_backend("file:path=" + d.file("f.img", 4096) + ",direct=maybe", &err));
   EXPECT_NE(err.find("bad direct"), std::string::npos) << err;
+}
+
+TEST(Registry, EachDiskHasASerialOfItsOwn) {
+  TempDir d;
+  std::string err;
+  const std::string a = d.file("a.img", 1 << 20), b = d.file("b.img", 1 << 20);
+  auto serial = [&](const std::string& spec) {
+    auto be = make_backend(spec, &err);
+    EXPECT_TRUE(be) << spec << ": " << err;
+    return be ? be->info().serial : std::string();
+  };
+  // A file: named after the file, the same on every open, whatever path leads to it.
+  const std::string sa = serial("file:path=" + a);
+  EXPECT_EQ(sa.size(), kSerialMax) << sa;
+  EXPECT_EQ(sa.rfind("vcp-", 0), 0u) << sa;
+  EXPECT_EQ(serial("file:path=" + a), sa);
+  EXPECT_EQ(serial("file:path=" + d.path() + "/./a.img"), sa);
+  std::filesystem::create_symlink(a, d.path() + "/link.img");
+  EXPECT_EQ(serial("file:path=" + d.path() + "/link.img"), sa);
+  EXPECT_NE(serial("file:path=" + b), sa);
+  // ram and null: their data lives as long as the process, each is a new disk.
+  const std::string r1 = serial("ram:size=1M"), r2 = serial("ram:size=1M");
+  EXPECT_EQ(r1.size(), kSerialMax);
+  EXPECT_NE(r1, r2);
+  EXPECT_NE(serial("null:size=1M"), serial("null:size=1M"));
+  // serial= names it: 1 to 20 printable characters.
+  EXPECT_EQ(serial("file:path=" + a + ",serial=db-volume-7"), "db-volume-7");
+  EXPECT_EQ(serial("ram:size=1M,serial=ABCDEFGHIJKLMNOPQRST"), "ABCDEFGHIJKLMNOPQRST");
+  EXPECT_EQ(serial("null:size=1M,serial=n0"), "n0");
+  for (const char* bad : {"serial=", "serial=ABCDEFGHIJKLMNOPQRSTU", "serial=a b", "serial=caf\xc3\xa9"}) {
+    EXPECT_FALSE(make_backend(std::string("ram:size=1M,") + bad, &err)) << bad;
+    EXPECT_NE(err.find("bad serial"), std::string::npos) << err;
+  }
+  EXPECT_FALSE(make_backend("file:path=" + a + ",serial=", &err));
+  EXPECT_NE(err.find("bad serial"), std::string::npos) << err;
 }
 
 }  // namespace

@@ -155,7 +155,9 @@ TEST(ClientConnect, RefusesMoreQueuesThanTheDeviceHas) {
 }
 
 TEST(ClientConnect, ThroughAUnixSocketPath) {
-  DeviceServer s({});
+  DeviceOptions o;
+  o.spec = "ram:size=16M,serial=unix-path-disk";
+  DeviceServer s(o);
   UnixListener l;
   ASSERT_TRUE(l.ok);
   l.serve(*s.device);
@@ -165,7 +167,7 @@ TEST(ClientConnect, ThroughAUnixSocketPath) {
   l.accepted();
   char id[20] = {};
   EXPECT_EQ(client->queue(0).get_id_sync(id), 0);
-  EXPECT_EQ(std::string(id, strnlen(id, 20)), "vcp-ram");
+  EXPECT_EQ(std::string(id, strnlen(id, 20)), "unix-path-disk");
 }
 
 TEST(ClientIo, ZeroCopyAndBouncedBuffersRoundTrip) {
@@ -335,7 +337,7 @@ TEST(ClientIo, FlushAndGetIdOnAFile) {
   TempImage img(8 << 20);
   ASSERT_TRUE(img.ok);
   DeviceOptions d;
-  d.spec = "file:path=" + img.path;
+  d.spec = "file:path=" + img.path + ",serial=disk-0123456789abcde";  // 20 bytes: no NUL
   {
     Connected c(d);
     ASSERT_EQ(c.rc, 0);
@@ -350,8 +352,8 @@ TEST(ClientIo, FlushAndGetIdOnAFile) {
     auto* zid = static_cast<char*>(c.client->alloc(4096));
     EXPECT_EQ(c.q().get_id_sync(id), 0);
     EXPECT_EQ(c.q().get_id_sync(zid), 0);
-    EXPECT_EQ(std::string(id, strnlen(id, 20)), "vcp-file");
-    EXPECT_EQ(std::string(zid, strnlen(zid, 20)), "vcp-file");
+    EXPECT_EQ(std::string(id, strnlen(id, 20)), "disk-0123456789abcde");
+    EXPECT_EQ(std::string(zid, strnlen(zid, 20)), "disk-0123456789abcde");
   }
 }
 

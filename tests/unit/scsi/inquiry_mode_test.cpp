@@ -60,7 +60,41 @@ TEST_F(InfoTest, UnitSerialNumber) {
   Reply r = vpd(0x80);
   std::string serial(r.data.begin() + 4, r.data.end());
   EXPECT_EQ(serial, h.lun().config().serial);
+  EXPECT_EQ(serial, h.backend().info().serial);
   EXPECT_FALSE(serial.empty());
+}
+
+// The NAA designator (8 bytes) of a LUN's device identification page.
+std::vector<uint8_t> naa_of(LunHarness& l) {
+  std::vector<uint8_t> c = {op::kInquiry, 0x01, 0x83, 0x02, 0x00, 0};
+  Reply r = l.in(c, 512);
+  for (size_t off = 4; off + 4 <= r.data.size(); off += 4 + r.data[off + 3]) {
+    const uint8_t* d = &r.data[off];
+    if (((d[1] >> 4) & 3) == 0 && (d[1] & 0x0f) == 3) return {d + 4, d + 4 + d[3]};
+  }
+  return {};
+}
+
+TEST_F(InfoTest, TwoDisksNeverShareAnIdentity) {
+  // Multipath initiators group paths by these: two LUNs that share them are taken for one disk.
+  // Each ram LUN is a disk of its own (LUN 0 of a ram backend, twice here).
+  LunHarness other;
+  other.clear_ua();
+  EXPECT_NE(other.lun().config().serial, h.lun().config().serial);
+  EXPECT_FALSE(naa_of(h).empty());
+  EXPECT_NE(naa_of(other), naa_of(h));
+  // serial= names the disk: the unit serial number and the T10 vendor identifier carry it.
+  LunHarness named("ram:size=4M,serial=volume-7");
+  named.clear_ua();
+  std::vector<uint8_t> c = {op::kInquiry, 0x01, 0x80, 0x00, 0xff, 0};
+  Reply r = named.in(c, 255);
+  ASSERT_TRUE(r.good());
+  EXPECT_EQ(std::string(r.data.begin() + 4, r.data.end()), "volume-7");
+  c[2] = 0x83;
+  r = named.in(c, 255);
+  ASSERT_TRUE(r.good());
+  const std::string page(r.data.begin(), r.data.end());
+  EXPECT_NE(page.find("VCP     volume-7"), std::string::npos);
 }
 
 TEST_F(InfoTest, DeviceIdentification) {
