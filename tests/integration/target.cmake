@@ -28,13 +28,15 @@ vcp_target_test(target_peer_not_reading noread)
 vcp_target_test(target_limits limits)
 vcp_target_test(target_several targets)
 
+# MultipathIO first, over two paths (target_tools.sh), on the fresh LUN: libiscsi 1.19's
+# MultipathIO.CompareAndWrite compares block 256 without zeroing it first (scripts/conformance.sh).
 set(VCP_TARGET_CU_SCSI
-  CompareAndWrite ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16
+  MultipathIO CompareAndWrite ExtendedCopy GetLBAStatus Inquiry Mandatory ModeSense6 NoMedia OrWrite Prefetch10 Prefetch16
   PreventAllow PrinReadKeys PrinServiceactionRange PrinReportCapabilities ProutRegister
   ProutReserve ProutClear ProutPreempt Read6 Read10 Read12 Read16 ReadCapacity10 ReadCapacity16
   ReadDefectData10 ReadDefectData12 ReadOnly ReceiveCopyResults ReportSupportedOpcodes Reserve6
   Sanitize StartStopUnit TestUnitReady Unmap Verify10 Verify12 Verify16 Write10 Write12 Write16
-  WriteAtomic16 WriteSame10 WriteVerify10 WriteVerify12 WriteVerify16 MultipathIO)
+  WriteAtomic16 WriteSame10 WriteVerify10 WriteVerify12 WriteVerify16)
 set(_specs "")
 foreach(f ${VCP_TARGET_CU_SCSI})
   list(APPEND _specs "SCSI.${f}.*")

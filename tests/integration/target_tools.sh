@@ -50,6 +50,7 @@
 #                                           session runs, and adds a third target; SIGUSR1 logs a
 #                                           status report
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
+#                                           (SCSI.MultipathIO.* over two paths: the URL twice)
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
 #                                           tests' second initiator connects while the first is
 #                                           on, so it goes to the other thread (the one with fewer
@@ -930,13 +931,21 @@ cu | cu-threads)
     start_target
   fi
   for spec in "$@"; do
-    out=$(timeout 600 iscsi-test-cu -i $INI --dataloss --test="$spec" "$URL/0" 2>&1)
+    # MultipathIO needs a second path to the LUN: a second session through the same portal
+    # (two I_T nexuses to one logical unit); without one its tests only skip.
+    paths=("$URL/0")
+    [[ "$spec" == SCSI.MultipathIO* ]] && paths=("$URL/0" "$URL/0")
+    out=$(timeout 600 iscsi-test-cu -i $INI --dataloss --test="$spec" "${paths[@]}" 2>&1)
     [ -n "${CU_LOG:-}" ] && echo "$out" >>"$CU_LOG"
     summary=$(grep -E '^ +tests ' <<<"$out")
     echo "$spec: $summary"
     failed=$(awk '{print $5}' <<<"$summary")
     [ -n "$summary" ] || { echo "$out" | tail -30; fail "$spec: no CUnit summary"; }
     [ "$failed" = 0 ] || { grep -E "FAILED|Test:" <<<"$out" | grep -B1 FAILED | head -40; fail "$spec: $failed failed"; }
+    # Two paths given: a test that skips did not see them (CUnit counts skips as passes).
+    if [ ${#paths[@]} -gt 1 ] && grep -q '\[SKIPPED\]' <<<"$out"; then
+      grep -F '[SKIPPED]' <<<"$out" | head; fail "$spec: skipped with two paths"
+    fi
   done
   stop_target
   ;;
