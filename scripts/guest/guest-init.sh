@@ -152,6 +152,8 @@ step_device() {
        "max_segments $(cat $QDIR/max_segments), discard_max_bytes $(cat $QDIR/discard_max_bytes)," \
        "write_zeroes_max_bytes $(cat $QDIR/write_zeroes_max_bytes), ro $(cat /sys/block/vda/ro)"
   echo "vda virtio features: $(cat /sys/block/vda/device/features)"
+  # The device's serial (virtio GET_ID), which udev names /dev/disk/by-id/virtio-SERIAL after.
+  echo "VCPTEST: serial '$(cat /sys/block/vda/serial 2>/dev/null)'"
   [ "$(cat /sys/block/vda/ro)" = 0 ] || { why "$DEV is read-only"; return 1; }
   [ "$SIZE" -ge $((128 * MIB)) ] || { why "$DEV has $SIZE bytes: the test needs at least 128 MiB"; return 1; }
 }

@@ -78,7 +78,7 @@ case $server in
     [ -n "$vcp" ] || die "VCP_BIN is empty: this build has no vcp target"
     [ -x "$vcp" ] || die "$vcp is not built (cmake --build build --target vcp)"
     case $kind in
-      ram) spec="ram:size=256M" ;;
+      ram) spec="ram:size=256M,serial=vcp-guest-ram" ;;
       file) spec="file:path=$img" ;;
       null) spec="null:size=256M" ;;
     esac
@@ -132,6 +132,15 @@ elif [ "$server_rc" -ne 0 ] && [ "$server_rc" -ne 143 ]; then
   # 143: ended by our SIGTERM. A clean exit on SIGTERM is vcp_serve_sigterm's business; here any
   # other status (a crash, a sanitizer report) fails.
   fail="${fail:+$fail; }$server ended with exit status $server_rc when stopped with SIGTERM"
+fi
+# The disk's serial as the guest's kernel has it (GET_ID): the one given, or for a file one of
+# its own ("vcp-" and 16 hex digits), never a name that other disks share.
+if [ "$server" = vcp ] && [ -z "$fail" ]; then
+  guest_serial=$(sed -n "s/.*VCPTEST: serial '\([^']*\)'.*/\1/p" "$guest_log" | head -n 1)
+  case $kind in
+    ram) [ "$guest_serial" = vcp-guest-ram ] || fail="the guest sees serial '$guest_serial', not vcp-guest-ram" ;;
+    file) [[ $guest_serial =~ ^vcp-[0-9a-f]{16}$ ]] || fail="the guest sees serial '$guest_serial', not vcp-<16 hex>" ;;
+  esac
 fi
 if [ -n "$fail" ]; then
   show_logs
