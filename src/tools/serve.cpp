@@ -129,12 +129,17 @@ int run_serve(const ServeArgs& a) {
   std::fflush(stdout);
 
   std::unique_ptr<vhost::VhostUserBackend> conn;
-  // The device grew (SIGHUP, or the backend noticed by itself): the front-end is told, and its
-  // driver reads the new capacity (a Linux guest logs "new size" and resizes vda).
+  // SIGHUP, or the backend noticed by itself: the size is read again on a thread of its own
+  // (an iSCSI probe can take seconds, and this thread answers the front-end meanwhile).
   auto grow = [&](const char* why) {
-    VCP_LOG_INFO("{}: reading the size again", why);
-    if (!device->grow()) {
-      VCP_LOG_INFO("the size is unchanged ({} bytes)", device->capacity_bytes());
+    VCP_LOG_INFO("{}: reading the size again{}", why, device->growing() ? " after the read under way" : "");
+    device->start_grow();
+  };
+  // The size read: if the device grew, the front-end is told, and its driver reads the new
+  // capacity (a Linux guest logs "new size" and resizes vda).
+  auto grown = [&] {
+    if (!device->finish_grow()) {
+      if (!device->growing()) VCP_LOG_INFO("the size is unchanged ({} bytes)", device->capacity_bytes());
       return;
     }
     if (!conn) return;  // the next front-end reads the new capacity when it connects
@@ -148,12 +153,14 @@ int run_serve(const ServeArgs& a) {
   Acceptor acceptor(lfd->get(), "vcp serve");
   int rc = 0;
   for (;;) {
-    pollfd fds[3 + vhost::VhostUserBackend::kPollFds] = {
-        {sfd.get(), POLLIN, 0}, {lfd->get(), POLLIN, 0}, {device->resize_fd(), POLLIN, 0}};
+    pollfd fds[4 + vhost::VhostUserBackend::kPollFds] = {{sfd.get(), POLLIN, 0},
+                                                         {lfd->get(), POLLIN, 0},
+                                                         {device->resize_fd(), POLLIN, 0},
+                                                         {device->grow_fd(), POLLIN, 0}};
     if (conn)
-      conn->poll_fds(&fds[3]);
+      conn->poll_fds(&fds[4]);
     else
-      fds[3] = fds[4] = {-1, 0, 0};
+      fds[4] = fds[5] = {-1, 0, 0};
     if (::poll(fds, std::size(fds), -1) < 0) {
       if (errno == EINTR) continue;
       rc = 1;
@@ -184,8 +191,9 @@ int run_serve(const ServeArgs& a) {
       (void)!::read(fds[2].fd, &v, sizeof v);
       grow("the backend reported a size change");
     }
+    if (fds[3].revents) grown();
     if (conn) {
-      int r = conn->on_ready(&fds[3]);
+      int r = conn->on_ready(&fds[4]);
       if (r < 0) {
         if (r == -ECONNRESET)
           VCP_LOG_INFO("frontend disconnected");

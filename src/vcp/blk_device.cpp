@@ -4,9 +4,12 @@
 #include <linux/virtio_ring.h>
 
 #include <endian.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <system_error>
 
 #include "base/log.hpp"
 
@@ -26,6 +29,11 @@ std::unique_ptr<BlkDevice> BlkDevice::create(std::unique_ptr<BlockBackend> backe
     return nullptr;
   }
   std::unique_ptr<BlkDevice> d(new BlkDevice(std::move(backend), opts));
+  d->grow_done_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!d->grow_done_) {
+    *error = "eventfd: " + errno_str(errno);
+    return nullptr;
+  }
   const BackendInfo& info = d->backend_->info();
   d->capacity_bytes_.store(info.capacity_bytes, std::memory_order_relaxed);
   d->shared_ = {d->backend_.get(), &info, &d->capacity_bytes_, opts.seg_max};
@@ -76,12 +84,55 @@ std::unique_ptr<BlkDevice> BlkDevice::create(std::unique_ptr<BlockBackend> backe
   return d;
 }
 
-BlkDevice::~BlkDevice() { workers_.clear(); }
+BlkDevice::~BlkDevice() {
+  // A size read still running ends within its own bounds (an iSCSI probe's: a few seconds).
+  if (sizer_.joinable()) sizer_.join();
+  workers_.clear();
+}
 
 bool BlkDevice::grow() {
-  const uint64_t before = capacity_bytes();
   bool shrunk = false;
   const uint64_t now = backend_->grow(&shrunk);
+  return take_size(now, shrunk);
+}
+
+void BlkDevice::start_grow() {
+  if (sizing_) {
+    grow_again_ = true;
+    return;
+  }
+  sizing_ = true;
+  auto read_size = [this] {
+    bool shrunk = false;
+    sized_ = backend_->grow(&shrunk);
+    sized_shrunk_ = shrunk;
+    const uint64_t one = 1;
+    (void)!::write(grow_done_.get(), &one, sizeof one);
+  };
+  try {
+    sizer_ = std::thread(read_size);
+  } catch (const std::system_error& e) {
+    // No thread to be had (a process at its limit): read here, and answer the same way.
+    VCP_LOG_WARN("no thread for reading the size ({}): read on this one", e.what());
+    read_size();
+  }
+}
+
+bool BlkDevice::finish_grow() {
+  uint64_t v;
+  if (!sizing_ || ::read(grow_done_.get(), &v, sizeof v) != sizeof v) return false;
+  if (sizer_.joinable()) sizer_.join();  // what it read is ours from here (join orders its writes before us)
+  sizing_ = false;
+  const bool grew = take_size(sized_, sized_shrunk_);
+  if (grow_again_) {
+    grow_again_ = false;
+    start_grow();
+  }
+  return grew;
+}
+
+bool BlkDevice::take_size(uint64_t now, bool shrunk) {
+  const uint64_t before = capacity_bytes();
   if (shrunk)
     VCP_LOG_WARN("{} is smaller than it was: still served at {} bytes (reads past its new end fail)",
                  backend_->info().description, before);

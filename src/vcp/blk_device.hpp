@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "backends/block_backend.hpp"
@@ -61,6 +62,17 @@ class BlkDevice final : public vhost::Device {
   // tells the front-end (VhostUserBackend::config_changed()), whose driver reads the config
   // again. A backend that shrank keeps its old capacity (logged; reads past the new end fail).
   bool grow();
+  // The same in two halves, for a caller whose thread must stay free meanwhile (vcp serve's
+  // control thread serves the front-end, whose requests must not wait for a probe of a network
+  // target that can take seconds): start_grow() reads the size on a thread of its own;
+  // grow_fd() becomes readable when it has; finish_grow() then serves a larger size as grow()
+  // does and says whether it grew. Asked again while one runs, another runs after it (a size
+  // changed during the read is not missed); finish_grow() starts it. The control thread calls
+  // all three, and neither grow() nor info().capacity_bytes meanwhile.
+  void start_grow();
+  int grow_fd() const { return grow_done_.get(); }
+  bool finish_grow();
+  bool growing() const { return sizing_; }
   // The backend's "my size may have changed" eventfd (BlockBackend::resize_fd), or -1.
   int resize_fd() const { return backend_->resize_fd(); }
   uint64_t capacity_bytes() const { return capacity_bytes_.load(std::memory_order_relaxed); }
@@ -70,6 +82,7 @@ class BlkDevice final : public vhost::Device {
 
  private:
   BlkDevice(std::unique_ptr<BlockBackend> backend, const BlkDeviceOptions& opts);
+  bool take_size(uint64_t now, bool shrunk);  // grow()'s second half
 
   std::unique_ptr<BlockBackend> backend_;
   BlkDeviceOptions opts_;
@@ -79,6 +92,14 @@ class BlkDevice final : public vhost::Device {
   uint64_t features_ = 0;
   uint64_t acked_ = 0;
   std::vector<std::unique_ptr<QueueWorker>> workers_;
+  // start_grow(): the thread reading the size, what it read (written before it signals
+  // grow_done_, read after joining it), and whether another read was asked for meanwhile.
+  std::thread sizer_;
+  UniqueFd grow_done_;
+  bool sizing_ = false;
+  uint64_t sized_ = 0;
+  bool sized_shrunk_ = false;
+  bool grow_again_ = false;
 };
 
 }  // namespace vcp

@@ -15,7 +15,9 @@
 #          to vcp serve, which reads the capacity again and tells QEMU. The guest does no I/O
 #          while it waits: the command that brings the unit attention is the idle session's own
 #          TEST UNIT READY (nop_interval=1 here, so within a second or two)
-#   iscsi-reading  the same, the guest reading block 0 every 0.2 s: its reads bring it
+#   iscsi-reading  the same, the guest reading block 0 every 0.2 s: its reads bring it; then, the
+#          target stopped (SIGSTOP), vcp serve's size read waits on it while vcp serve still
+#          answers (SIGUSR1's status report) and gives up within its bounds
 #
 # Environment: VCP_BIN (default build/vcp), VCP_GUEST_DIR (initramfs cache).
 set -euo pipefail
@@ -121,6 +123,24 @@ fi
 for pid in "$serve_pid" "$grow_pid"; do
   kill -0 "$pid" 2>/dev/null || fail "a server ended during the test"
 done
+if [ "$mode" = iscsi-reading ]; then
+  # A size read that hangs on the target does not hold vcp serve's control thread (it answers
+  # QEMU's messages, and here a status request, while the probe waits out its 5 s login bound).
+  kill -STOP "$grow_pid"
+  kill -HUP "$serve_pid"
+  wait_for "$work/serve.log" "SIGHUP: reading the size again" 5 "$serve_pid" || fail "vcp serve did not take the SIGHUP"
+  sleep 0.5
+  kill -USR1 "$serve_pid"
+  t0=$SECONDS
+  wait_for "$work/serve.log" "status: serving" 2 "$serve_pid" ||
+    { kill -CONT "$grow_pid"; fail "vcp serve did not answer SIGUSR1 while its size read waited on a stopped target"; }
+  wait_for "$work/serve.log" "capacity not read again" 15 "$serve_pid" ||
+    { kill -CONT "$grow_pid"; fail "the size read of a stopped target did not give up"; }
+  kill -CONT "$grow_pid"
+  echo "resize_test: status answered while the size read waited; the read gave up after $((SECONDS - t0)) s"
+  grep -q "the size is unchanged (402653184 bytes)" "$work/serve.log" || fail "vcp serve did not keep its size"
+  kill -0 "$serve_pid" 2>/dev/null || fail "vcp serve ended"
+fi
 if [ "$mode" = iscsi ]; then
   # The guest sent nothing while it waited: the idle session's own TEST UNIT READYs must have
   # brought the unit attention (the session's count is logged when vcp serve stops).

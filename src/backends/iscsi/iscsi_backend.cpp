@@ -10,8 +10,8 @@
 //
 // The LUN growing: the target reports it with the unit attention CAPACITY DATA HAS CHANGED
 // (2Ah/09h). The queue session that meets it retries its command as for any unit attention and
-// adds 1 to resize_fd(), an eventfd every queue session shares. The control thread then calls
-// grow(), which logs a probe session in again (the start-up ISID: it can only reinstate an
+// adds 1 to resize_fd(), an eventfd every queue session shares. vcp serve then has grow() run
+// (on a thread of its own: BlkDevice::start_grow), which logs a probe session in again (the start-up ISID: it can only reinstate an
 // earlier probe, never a queue's session), reads the capacity and takes a larger one. The
 // queues never read the capacity, so nothing else changes for them.
 #include <sys/eventfd.h>
@@ -156,9 +156,9 @@ uint64_t IscsiBackend::grow(bool* shrunk) {
   const uint64_t old = info_.capacity_bytes;
   std::optional<iscsi::Capacity> cap;
   {
-    // The caller waits (vcp serve's control thread, which also serves the front-end and
-    // signals): a target too slow to log in and answer within a few seconds is given up on,
-    // not waited for as long as the data path would.
+    // Someone waits (vcp serve's sizing thread, which its shutdown joins; or a caller of
+    // BlkDevice::grow()): a target too slow to log in and answer within a few seconds is given
+    // up on, not waited for as long as the data path would.
     iscsi::IscsiConfig quick = cfg_;
     quick.login_timeout_ms = std::min(quick.login_timeout_ms, kGrowProbeTimeoutMs);
     quick.timeout_ms = std::min(quick.timeout_ms, kGrowProbeTimeoutMs);

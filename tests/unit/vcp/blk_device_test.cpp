@@ -11,7 +11,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -340,6 +342,86 @@ TEST(BlkDevice, GrowServesALargerFileAndKeepsAShrunkOne) {
   ASSERT_EQ(ftruncate(fd.get(), 2 << 20), 0);
   EXPECT_FALSE(h.dev->grow()) << "shrunk: kept";
   EXPECT_EQ(h.dev->capacity_bytes(), 3u << 20);
+}
+
+// A ram backend whose size reads wait until the test lets each one end with a size it names.
+class SlowSizeBackend final : public BlockBackend {
+ public:
+  SlowSizeBackend() {
+    std::string err;
+    inner_ = make_backend("ram:size=1M", &err);
+    EXPECT_TRUE(inner_) << err;
+    info_ = inner_->info();
+  }
+  const BackendInfo& info() const override { return info_; }
+  Result<std::unique_ptr<BackendQueue>> open_queue(unsigned i) override { return inner_->open_queue(i); }
+  uint64_t grow(bool* shrunk) override {
+    if (shrunk) *shrunk = false;
+    std::unique_lock l(m_);
+    ++reads_;
+    cv_.wait(l, [&] { return released_ > taken_; });
+    info_.capacity_bytes = sizes_[taken_++];
+    return info_.capacity_bytes;
+  }
+  void release(uint64_t size) {
+    std::lock_guard l(m_);
+    sizes_.push_back(size);
+    ++released_;
+    cv_.notify_all();
+  }
+  int reads() {
+    std::lock_guard l(m_);
+    return reads_;
+  }
+
+ private:
+  std::unique_ptr<BlockBackend> inner_;
+  BackendInfo info_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::vector<uint64_t> sizes_;
+  size_t released_ = 0, taken_ = 0;
+  int reads_ = 0;
+};
+
+uint64_t config_capacity(BlkDevice& d) {
+  virtio_blk_config c{};
+  EXPECT_EQ(d.read_config(0, {reinterpret_cast<uint8_t*>(&c), sizeof(c)}), 0);
+  return le64toh(c.capacity) * 512;
+}
+
+TEST(BlkDevice, TheSizeIsReadOffTheCallersThread) {
+  auto b = std::make_unique<SlowSizeBackend>();
+  SlowSizeBackend* slow = b.get();
+  DeviceHarness h(std::move(b), PollMode::never, {});
+  pollfd p{h.dev->grow_fd(), POLLIN, 0};
+  h.dev->start_grow();
+  EXPECT_TRUE(h.dev->growing());
+  // While the backend takes its time, the caller's thread is free and the device answers
+  // with the size it has.
+  EXPECT_EQ(poll(&p, 1, 50), 0);
+  EXPECT_EQ(config_capacity(*h.dev), 1u << 20);
+  EXPECT_FALSE(h.dev->finish_grow()) << "nothing read yet";
+  h.dev->start_grow();  // asked again meanwhile: another read follows this one
+  slow->release(2 << 20);
+  ASSERT_EQ(poll(&p, 1, 5000), 1);
+  EXPECT_TRUE(h.dev->finish_grow());
+  EXPECT_EQ(h.dev->capacity_bytes(), 2u << 20);
+  EXPECT_EQ(config_capacity(*h.dev), 2u << 20);
+  EXPECT_TRUE(h.dev->growing()) << "the read asked for meanwhile";
+  slow->release(3 << 20);
+  ASSERT_EQ(poll(&p, 1, 5000), 1);
+  EXPECT_TRUE(h.dev->finish_grow());
+  EXPECT_EQ(h.dev->capacity_bytes(), 3u << 20);
+  EXPECT_FALSE(h.dev->growing());
+  EXPECT_EQ(slow->reads(), 2);
+  // The same size again: not grown, and nothing more runs.
+  h.dev->start_grow();
+  slow->release(3 << 20);
+  ASSERT_EQ(poll(&p, 1, 5000), 1);
+  EXPECT_FALSE(h.dev->finish_grow());
+  EXPECT_FALSE(h.dev->growing());
+  EXPECT_EQ(poll(&p, 1, 0), 0);
 }
 
 // A backend that holds requests at sectors >= kHeldSector until the test opens its gate; the
