@@ -1358,10 +1358,13 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
       // Normal session's own target goes by the name we gave it (the initiator's spelling
       // may differ in case).
       const std::string session_target = target_ ? target_->iqn : std::string();
+      std::vector<std::string> addresses = ctx_.portal_addresses;
+      if (!target_address_.empty() && std::find(addresses.begin(), addresses.end(), target_address_) == addresses.end())
+        addresses.push_back(target_address_);
       std::vector<iscsi::SendTargetsRecord> shown;
       for (size_t i = 0; i < ctx_.served.size() && i < access_->targets.size(); ++i) {
         if (!access_->targets[i].admits(params_.initiator_name, peer_)) continue;
-        shown.push_back({ctx_.served[i].iqn, {target_address_.empty() ? ctx_.portal_address : target_address_}});
+        shown.push_back({ctx_.served[i].iqn, addresses});
       }
       build_send_targets(kv.value, params_.session_type, session_target, shown, out);
     } else if (find_key(kv.key)) {

@@ -50,6 +50,15 @@ IpAddress local_address(int fd) {
   return ip_address_of(reinterpret_cast<sockaddr*>(&sa), len);
 }
 
+// The port of our end of a connection (0 when the socket cannot say).
+uint16_t local_port(int fd) {
+  sockaddr_storage sa{};
+  socklen_t len = sizeof(sa);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return 0;
+  return ntohs(sa.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+}
+
 // The numeric address of our end of a connection, or nothing when the socket cannot say.
 std::optional<std::string> local_host(int fd) {
   const IpAddress a = local_address(fd);
@@ -301,7 +310,10 @@ class IoThread {
     ctx_.sessions = &sessions_;
     ctx_.wake = [this] { wake(); };
     ctx_.buffers.budget = settings_.buffer_bytes / std::max<size_t>(1, settings_.cpus.size());
-    ctx_.portal_address = iscsi::target_address(settings_.host, settings_.port, settings_.portal_group_tag);
+    for (const Portal& p : settings_.portals()) {
+      if (is_wildcard(p.host)) wildcard_portal_ = true;
+      else ctx_.portal_addresses.push_back(iscsi::target_address(p.host, p.port, settings_.portal_group_tag));
+    }
     // Every target's LUNs, in order: backends_ and lu_states_ follow the same order.
     const std::vector<TargetSpec> targets = settings_.all_targets();
     ctx_.served.resize(targets.size());
@@ -719,9 +731,10 @@ class IoThread {
       // For the sends this thread makes itself (send_inline: sendfile has no flag for it);
       // io_uring's operations wait for the socket whatever the flag says.
       if (sendfile) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-      if (is_wildcard(settings_.host)) {
+      if (wildcard_portal_) {
+        // Through a wildcard portal, SendTargets names the address this connection reached.
         if (auto host = local_host(fd)) {
-          c->c->set_target_address(iscsi::target_address(*host, settings_.port, settings_.portal_group_tag));
+          c->c->set_target_address(iscsi::target_address(*host, local_port(fd), settings_.portal_group_tag));
         }
       }
       conns_.push_back(std::move(c));
@@ -793,6 +806,7 @@ class IoThread {
   bool ring_ok_ = false;
   __kernel_timespec timer_{};
   ThreadContext ctx_;
+  bool wildcard_portal_ = false;  // a portal on 0.0.0.0 or [::]: connections name the address they reached
   // Removed LUNs whose Lun is still here (its commands run to their end); declared before
   // slots_ so that what is left at exit goes after the Luns.
   struct Retiring {
@@ -831,35 +845,38 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
       s->backends_.push_back(std::move(b));
     }
   }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-  addrinfo* ai = nullptr;
-  std::string port = std::to_string(settings.port);
-  if (int rc = getaddrinfo(settings.host.c_str(), port.c_str(), &hints, &ai); rc != 0) {
-    *error = "portal " + settings.host + ": " + gai_strerror(rc) + " (give a numeric address)";
-    return nullptr;
-  }
-  UniqueFd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  int one = 1;
-  if (fd) setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (!fd || bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 128) != 0) {
-    *error = "cannot listen on " + settings.host + ":" + port + ": " + errno_str(errno);
+  // Every portal listens before anything runs: one that cannot fails the start, with its
+  // address in the error. Port 0 takes one the kernel picks (written back to the settings).
+  std::vector<Portal> portals = settings.portals();
+  for (Portal& p : portals) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+    addrinfo* ai = nullptr;
+    std::string port = std::to_string(p.port);
+    if (int rc = getaddrinfo(p.host.c_str(), port.c_str(), &hints, &ai); rc != 0) {
+      *error = "portal " + p.host + ": " + gai_strerror(rc) + " (give a numeric address)";
+      return nullptr;
+    }
+    UniqueFd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int one = 1;
+    if (fd) setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (!fd || bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 128) != 0) {
+      *error = "cannot listen on " + p.host + ":" + port + ": " + errno_str(errno);
+      freeaddrinfo(ai);
+      return nullptr;
+    }
     freeaddrinfo(ai);
-    return nullptr;
+    p.port = local_port(fd.get());
+    s->listen_fds_.push_back(std::move(fd));
   }
-  freeaddrinfo(ai);
-  sockaddr_storage sa{};
-  socklen_t len = sizeof(sa);
-  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len);
-  settings.port = ntohs(sa.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&sa)->sin6_port
-                                                 : reinterpret_cast<sockaddr_in*>(&sa)->sin_port);
+  settings.port = portals[0].port;
+  settings.more_portals.assign(portals.begin() + 1, portals.end());
   for (size_t ti = 0, k = 0; ti < targets.size(); ++ti) {
     s->inventory_.emplace_back();
     for (const auto& l : targets[ti].luns) s->inventory_.back().push_back({l, s->backends_[k++].get()});
   }
-  s->listen_fd_ = std::move(fd);
   s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   s->settings_ = std::move(settings);
   s->targets_ = s->settings_.all_targets();
@@ -873,9 +890,15 @@ TargetServer::~TargetServer() {
   for (auto& t : threads_) t->join();
 }
 
-std::string TargetServer::address() const {
-  if (settings_.host.find(':') != std::string::npos) return "[" + settings_.host + "]:" + std::to_string(settings_.port);
-  return settings_.host + ":" + std::to_string(settings_.port);
+std::string TargetServer::address() const { return addresses()[0]; }
+
+std::vector<std::string> TargetServer::addresses() const {
+  std::vector<std::string> out;
+  for (const Portal& p : settings_.portals()) {
+    if (p.host.find(':') != std::string::npos) out.push_back("[" + p.host + "]:" + std::to_string(p.port));
+    else out.push_back(p.host + ":" + std::to_string(p.port));
+  }
+  return out;
 }
 
 void TargetServer::stop() {
@@ -912,16 +935,30 @@ int TargetServer::run() {
   change.unlock();
   size_t next = 0;
   uint64_t shed = 0;
-  Acceptor acceptor(listen_fd_.get(), "vcp target");
+  std::vector<Acceptor> acceptors;
+  std::vector<pollfd> fds{{stop_fd_.get(), POLLIN, 0}};
+  for (const UniqueFd& l : listen_fds_) {
+    acceptors.emplace_back(l.get(), "vcp target");
+    fds.push_back({l.get(), POLLIN, 0});
+  }
+  size_t turn = 0;  // the portal looked at first: in turn, so that a busy one cannot starve another
   while (!stopping_.load(std::memory_order_acquire)) {
-    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       break;
     }
-    if (fds[1].revents) break;
-    if (!(fds[0].revents & POLLIN)) continue;
-    UniqueFd conn = acceptor.accept();  // out of descriptors: sheds the connection, never spins
+    if (fds[0].revents) break;
+    size_t from = acceptors.size();
+    for (size_t k = 0; k < acceptors.size(); ++k) {
+      const size_t i = (turn + k) % acceptors.size();
+      if (fds[1 + i].revents & POLLIN) {
+        from = i;
+        break;
+      }
+    }
+    if (from == acceptors.size()) continue;
+    turn = (from + 1) % acceptors.size();
+    UniqueFd conn = acceptors[from].accept();  // out of descriptors: sheds the connection, never spins
     if (!conn) continue;
     // Beyond max_connections a connection is told so at login ("out of resources"); beyond a
     // few dozen more it is closed at once (a flood must not hold descriptors for 15 s each).

@@ -40,8 +40,10 @@ class TargetServer {
   static std::unique_ptr<TargetServer> create(TargetSettings settings, std::string* error);
   ~TargetServer();
 
-  // "HOST:PORT" actually bound (the port is filled in when the settings asked for 0).
+  // "HOST:PORT" actually bound (the port is filled in when the settings asked for 0): the
+  // first portal's, and every portal's.
   std::string address() const;
+  std::vector<std::string> addresses() const;
   // Starts the I/O threads and accepts connections until stop(); returns 0 or an errno.
   int run();
   // Safe from any thread.
@@ -110,7 +112,7 @@ class TargetServer {
   std::vector<std::unique_ptr<BlockBackend>> backends_;
   std::vector<std::shared_ptr<scsi::SharedLuState>> lu_states_;  // likewise
   SessionRegistry sessions_;
-  UniqueFd listen_fd_;
+  std::vector<UniqueFd> listen_fds_;  // one per portal, as settings_.portals()
   UniqueFd stop_fd_;  // eventfd
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> connections_{0};  // open, on all threads (max_connections)

@@ -112,6 +112,26 @@ bool allow_address(InitiatorAcl& acl, const std::string& range, std::string* err
   return true;
 }
 
+std::vector<Portal> TargetSettings::portals() const {
+  std::vector<Portal> all{{host, port}};
+  all.insert(all.end(), more_portals.begin(), more_portals.end());
+  return all;
+}
+
+bool TargetSettings::set_portals(const std::vector<std::string>& texts, std::string* error) {
+  if (texts.empty()) {
+    *error = "no portal";
+    return false;
+  }
+  std::vector<Portal> all(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i)
+    if (!parse_portal(texts[i], &all[i].host, &all[i].port, error)) return false;
+  host = all[0].host;
+  port = all[0].port;
+  more_portals.assign(all.begin() + 1, all.end());
+  return true;
+}
+
 std::vector<TargetSpec> TargetSettings::all_targets() const {
   std::vector<TargetSpec> all{first_target()};
   all.insert(all.end(), more_targets.begin(), more_targets.end());
@@ -248,7 +268,24 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     }
   }
   if (auto v = root["portal"].value<std::string>()) {
-    if (!parse_portal(*v, &s.host, &s.port, error)) return false;
+    if (!s.set_portals({*v}, error)) return false;
+  } else if (const toml::array* list = root["portal"].as_array()) {
+    std::vector<std::string> texts;
+    for (const auto& e : *list) {
+      auto t = e.value<std::string>();
+      if (!t) {
+        *error = "portal: a list of \"HOST:PORT\" strings";
+        return false;
+      }
+      texts.push_back(*t);
+    }
+    if (!s.set_portals(texts, error)) {
+      *error = "portal: " + *error;
+      return false;
+    }
+  } else if (root.contains("portal")) {
+    *error = "portal: \"HOST:PORT\" or a list of them";
+    return false;
   }
   if (auto v = root["cpus"].value<std::string>()) {
     auto cpus = parse_cpu_list(*v);
@@ -369,6 +406,13 @@ bool validate_target(const TargetSpec& t, const std::string& which, std::string*
 }  // namespace
 
 bool validate(const TargetSettings& s, std::string* error) {
+  const std::vector<Portal> portals = s.portals();
+  for (size_t i = 0; i < portals.size(); ++i)
+    for (size_t j = i + 1; j < portals.size(); ++j)
+      if (portals[i] == portals[j] && portals[i].port != 0) {
+        *error = "portal " + portals[i].host + ":" + std::to_string(portals[i].port) + " given twice";
+        return false;
+      }
   const std::vector<TargetSpec> targets = s.all_targets();
   std::vector<std::string> names;
   for (size_t i = 0; i < targets.size(); ++i) {

@@ -37,13 +37,22 @@ struct TargetSpec {
   bool operator==(const TargetSpec&) const = default;
 };
 
+// A listening address (the host as parse_portal leaves it: an IPv6 address without brackets).
+struct Portal {
+  std::string host;
+  uint16_t port = 0;
+  bool operator==(const Portal&) const = default;
+};
+
 // The first target is the top-level iqn, alias, luns, acl, chap and mutual_chap (the command
-// line's --iqn, --lun, ...); more_targets are the others (TOML [[target]]), all on one portal.
+// line's --iqn, --lun, ...); more_targets are the others (TOML [[target]]). All are on every
+// portal: host:port and more_portals, one portal group (a multipath initiator's paths).
 struct TargetSettings {
   std::string iqn;
   std::string alias;
   std::string host = "127.0.0.1";
   uint16_t port = 3260;
+  std::vector<Portal> more_portals;  // --portal given again, TOML portal = [...]
   uint16_t portal_group_tag = 1;
   std::vector<LunSpec> luns;
   // CHAP: the initiator's name and secret we require; for mutual CHAP also ours.
@@ -61,6 +70,10 @@ struct TargetSettings {
 
   // Every target, the first one first; an index into it names a target to the server.
   std::vector<TargetSpec> all_targets() const;
+  // host:port, then more_portals.
+  std::vector<Portal> portals() const;
+  // Sets the portals from "HOST:PORT" texts (the first is host:port); false with *error set.
+  bool set_portals(const std::vector<std::string>& texts, std::string* error);
   TargetSpec first_target() const { return {iqn, alias, luns, acl, chap, mutual_chap}; }
   void set_first_target(TargetSpec t);
   // The identity discovery sessions use: discovery_mutual_chap, else the first target's.

@@ -26,7 +26,7 @@ namespace vcp::tools {
 namespace {
 
 struct TargetArgs {
-  std::string portal;
+  std::vector<std::string> portals;
   std::string iqn;
   std::vector<std::string> luns;
   std::string chap_file;
@@ -51,7 +51,7 @@ int fail(const std::string& why) {
 // (TOML, CHAP) are read now. Also what a reload (SIGHUP) runs again.
 bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string* error) {
   if (!a.config.empty() && !target::load_toml(a.config, s, error)) return false;
-  if (!a.portal.empty() && !target::parse_portal(a.portal, &s.host, &s.port, error)) {
+  if (!a.portals.empty() && !s.set_portals(a.portals, error)) {
     *error = "--portal: " + *error;
     return false;
   }
@@ -129,7 +129,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     return;
   }
   std::vector<std::string> ignored;
-  if (s.host != running.host || s.port != running.port) ignored.push_back("portal");
+  if (s.portals() != running.portals()) ignored.push_back("portals");
   const std::vector<target::TargetSpec> now = running.all_targets(), next = s.all_targets();
   target::AccessSettings access = *server.access();
   // Removed by an earlier reload: not served, matched by nothing.
@@ -178,6 +178,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   target::TargetSettings rest = s;
   rest.host = running.host;
   rest.port = running.port;
+  rest.more_portals = running.more_portals;
   rest.set_first_target(running.first_target());
   rest.more_targets = running.more_targets;
   rest.cpus = running.cpus;
@@ -317,7 +318,7 @@ int run_target(const TargetArgs& a) {
       return;
     }
   });
-  std::printf("vcp target: listening on %s\n", server->address().c_str());
+  for (const std::string& addr : server->addresses()) std::printf("vcp target: listening on %s\n", addr.c_str());
   std::fflush(stdout);
   int rc = server->run();
   if (signals.joinable()) {
@@ -337,7 +338,9 @@ Runner add_target(CLI::App& app) {
       "refuse ended; LUNs and targets added, removed or given other backends; grown files' new sizes; "
       "aliases); SIGUSR1 logs a status report; SIGINT/SIGTERM stop. See docs/target.md.");
   auto a = std::make_shared<TargetArgs>();
-  cmd->add_option("--portal", a->portal, "HOST:PORT to listen on (default 127.0.0.1:3260)");
+  cmd->add_option("--portal", a->portals,
+                  "HOST:PORT to listen on (default 127.0.0.1:3260); again for more portals, each serving every target "
+                  "(one portal group: a multipath initiator's paths)");
   cmd->add_option("--iqn", a->iqn, "the target's iSCSI name");
   cmd->add_option("--lun", a->luns, "N=SPEC, SPEC a backend: ram:size=64M, file:path=IMG, null:size=1G")
       ->expected(1)

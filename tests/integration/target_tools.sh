@@ -49,6 +49,9 @@
 #                                           second one's list, adds a LUN to the first while a
 #                                           session runs, and adds a third target; SIGUSR1 logs a
 #                                           status report
+#   target_tools.sh VCP_BIN portals         two portals: SendTargets through either names both,
+#                                           iscsi-inq and our initiator (--verify) through the
+#                                           second, iscsi-test-cu MultipathIO with a path each
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #                                           (SCSI.MultipathIO.* over two paths: the URL twice)
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
@@ -106,7 +109,7 @@ start_target() {
     --lun 1=ram:size=16M "$@" >"$DIR/target.log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do
-    PORT=$(sed -n 's/^vcp target: listening on .*:\([0-9]*\)$/\1/p' "$DIR/target.log")
+    PORT=$(sed -n 's/^vcp target: listening on .*:\([0-9]*\)$/\1/p' "$DIR/target.log" | head -n 1)
     [ -n "$PORT" ] && break
     kill -0 "$PID" 2>/dev/null || { cat "$DIR/target.log"; fail "vcp target exited"; }
     sleep 0.05
@@ -920,6 +923,30 @@ qsd)
   cat "$DIR/bench.log"
   [ "$rc" = 0 ] || { cat "$DIR/qsd.log"; fail "vcp bench --verify through qemu-storage-daemon's iscsi driver failed ($rc)"; }
   grep -q " 0 errors" "$DIR/bench.log" || fail "vcp bench reported errors"
+  stop_target
+  ;;
+portals)
+  # Two portals (a second --portal): SendTargets through either names both, one portal group;
+  # each serves the LUNs; iscsi-test-cu's MultipathIO runs with one path through each.
+  start_target --portal 127.0.0.1:0
+  PORT2=$(sed -n 's/^vcp target: listening on .*:\([0-9]*\)$/\1/p' "$DIR/target.log" | sed -n 2p)
+  { [ -n "$PORT2" ] && [ "$PORT2" != "$PORT" ]; } || { cat "$DIR/target.log"; fail "no second portal"; }
+  URL2=iscsi://127.0.0.1:$PORT2/$IQN
+  for p in "$PORT" "$PORT2"; do
+    out=$(iscsi-ls -i "$INI" "iscsi://127.0.0.1:$p" 2>&1) || { echo "$out"; fail "iscsi-ls through port $p"; }
+    for q in "$PORT" "$PORT2"; do
+      grep -q "Target:$IQN Portal:127.0.0.1:$q,1" <<<"$out" || { echo "$out"; fail "SendTargets through $p does not name portal $q"; }
+    done
+  done
+  out=$(iscsi-inq -i "$INI" "$URL2/0" 2>&1) || { echo "$out"; fail "iscsi-inq through the second portal"; }
+  grep -q "VCP" <<<"$out" || { echo "$out"; fail "iscsi-inq through the second portal: no vendor"; }
+  URL=$URL2 bench_verify 1 "randrw 4k 8" " through the second portal"
+  out=$(timeout 300 iscsi-test-cu -i $INI --dataloss --test='SCSI.MultipathIO.*' "$URL/0" "$URL2/0" 2>&1)
+  summary=$(grep -E '^ +tests ' <<<"$out")
+  echo "MultipathIO over two portals: $summary"
+  [ -n "$summary" ] || { echo "$out" | tail -30; fail "MultipathIO: no CUnit summary"; }
+  [ "$(awk '{print $5}' <<<"$summary")" = 0 ] || { grep -B1 FAILED <<<"$out" | head -20; fail "MultipathIO over two portals failed"; }
+  if grep -q '\[SKIPPED\]' <<<"$out"; then grep -F '[SKIPPED]' <<<"$out" | head; fail "MultipathIO skipped with two portals"; fi
   stop_target
   ;;
 cu | cu-threads)

@@ -208,6 +208,7 @@ TEST(TargetDiscovery, MutualChapWithItsOwnIdentity) {
 // reached (the server sets it from the socket); the configured one would be 0.0.0.0.
 TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
   TargetFixture f;
+  f.ctx.portal_addresses.clear();  // the one portal is 0.0.0.0: SendTargets names no other
   SessionOptions o;
   o.type = SessionType::Discovery;
   Initiator ini(f, o);
@@ -217,6 +218,35 @@ TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
   EXPECT_EQ(*keys.find("TargetName"), kIqn);
   EXPECT_EQ(*keys.find("TargetAddress"), "[fd00::7]:3261,1");
   EXPECT_EQ(keys.pairs().size(), 2u);  // that address only, not the configured one too
+}
+
+// Several portals: SendTargets names each (one portal group, a multipath initiator's paths),
+// and a connection through a wildcard one adds the address it reached, once.
+TEST(TargetDiscovery, SendTargetsNamesEveryPortal) {
+  TargetFixture f;
+  f.ctx.portal_addresses = {"127.0.0.1:3260,1", "[fd00::2]:3260,1"};
+  SessionOptions o;
+  o.type = SessionType::Discovery;
+  for (const char* reached : {"", "127.0.0.1:3260,1", "10.1.2.3:3261,1"}) {
+    Initiator ini(f, o);
+    if (*reached) ini.conn().set_target_address(reached);
+    ASSERT_EQ(ini.login(), LoginState::FullFeature);
+    // Raw key=value strings: TargetAddress repeats, which a negotiation's parser refuses.
+    auto got = send_targets_all(ini);
+    ASSERT_EQ(got.size(), 1u);
+    std::vector<std::string> addresses;
+    const std::string text(got[0].data.begin(), got[0].data.end());
+    for (size_t at = 0; at < text.size();) {
+      size_t end = text.find('\0', at);
+      if (end == std::string::npos) end = text.size();
+      const std::string kv = text.substr(at, end - at);
+      if (kv.rfind("TargetAddress=", 0) == 0) addresses.push_back(kv.substr(14));
+      at = end + 1;
+    }
+    std::vector<std::string> want = f.ctx.portal_addresses;
+    if (std::string(reached) == "10.1.2.3:3261,1") want.push_back(reached);
+    EXPECT_EQ(addresses, want) << reached;
+  }
 }
 
 // An access list keeps initiators out by name and by address: their logins fail with

@@ -55,6 +55,38 @@ TEST(TargetSettings, LunAndPortalArguments) {
   EXPECT_FALSE(parse_portal("1.2.3.4:99999", &host, &port, &err));
 }
 
+TEST(TargetSettings, SeveralPortals) {
+  // The command line's --portal, given again: the first is host:port, the others follow.
+  TargetSettings s;
+  std::string err;
+  ASSERT_TRUE(s.set_portals({"127.0.0.1:3261", "[::1]:3262", "0.0.0.0:3263"}, &err)) << err;
+  EXPECT_EQ(s.host, "127.0.0.1");
+  EXPECT_EQ(s.port, 3261);
+  EXPECT_EQ(s.portals(), (std::vector<Portal>{{"127.0.0.1", 3261}, {"::1", 3262}, {"0.0.0.0", 3263}}));
+  EXPECT_FALSE(s.set_portals({"127.0.0.1:3261", "nowhere"}, &err));
+  EXPECT_EQ(s.portals().size(), 3u) << "a refused list changes nothing";
+  // TOML: a string, or a list of them.
+  TargetSettings t;
+  ASSERT_TRUE(load_text("portal = [\"10.0.0.1:3260\", \"10.0.1.1:3260\"]\n", t, &err)) << err;
+  EXPECT_EQ(t.portals(), (std::vector<Portal>{{"10.0.0.1", 3260}, {"10.0.1.1", 3260}}));
+  TargetSettings u;
+  ASSERT_TRUE(load_text("portal = \"10.0.0.2:3261\"\n", u, &err)) << err;
+  EXPECT_EQ(u.portals(), (std::vector<Portal>{{"10.0.0.2", 3261}}));
+  expect_refused("portal = [\"10.0.0.1:3260\", 7]", "portal: a list");
+  expect_refused("portal = []", "portal: no portal");
+  expect_refused("portal = [\"10.0.0.1\"]", "portal: expected HOST:PORT");
+  expect_refused("portal = 3260", "portal: \"HOST:PORT\" or a list");
+  // One address and port twice is refused; port 0 (the kernel picks) may repeat.
+  TargetSettings v;
+  v.iqn = "iqn.2024-01.org.vcp:portals";
+  v.luns.push_back({0, "ram:size=1M"});
+  ASSERT_TRUE(v.set_portals({"127.0.0.1:3260", "127.0.0.1:3260"}, &err));
+  EXPECT_FALSE(validate(v, &err));
+  EXPECT_EQ(err, "portal 127.0.0.1:3260 given twice");
+  ASSERT_TRUE(v.set_portals({"127.0.0.1:0", "127.0.0.1:0"}, &err));
+  EXPECT_TRUE(validate(v, &err)) << err;
+}
+
 TEST(TargetSettings, ChapFile) {
   std::string err;
   auto p = write_temp("# comment\n\n user  a-long-secret-1 \n");
