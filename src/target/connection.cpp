@@ -1358,7 +1358,7 @@ void TargetConnection::on_text(const TextRequestPdu& rq, std::span<const uint8_t
       // Normal session's own target goes by the name we gave it (the initiator's spelling
       // may differ in case).
       const std::string session_target = target_ ? target_->iqn : std::string();
-      std::vector<std::string> addresses = ctx_.portal_addresses;
+      std::vector<std::string> addresses = access_->portal_addresses;
       if (!target_address_.empty() && std::find(addresses.begin(), addresses.end(), target_address_) == addresses.end())
         addresses.push_back(target_address_);
       std::vector<iscsi::SendTargetsRecord> shown;

@@ -115,10 +115,6 @@ struct ThreadContext {
   const AccessHolder* access = nullptr;
   SessionRegistry* sessions = nullptr;
   std::deque<Target> served;  // a deque: connections point into it as targets are added
-  // The portals SendTargets gives for every target ("host:port,tpgt"), those not listening on
-  // a wildcard address; a connection to a wildcard portal adds its own address
-  // (set_target_address).
-  std::vector<std::string> portal_addresses;
   std::function<void()> wake;         // wakes this thread from another one
   // Logins refused on this thread: each is logged while log::thin() says so (a scan or an
   // initiator retrying with a wrong secret cannot flood the log).

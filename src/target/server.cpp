@@ -37,9 +37,6 @@ enum Kind : uint64_t { kRecv = 1, kSend = 2, kWake = 3, kTimer = 4, kLunPoll = 5
 uint64_t tag(const void* p, Kind k) { return reinterpret_cast<uint64_t>(p) | k; }
 uint64_t tag(uint64_t index, Kind k) { return index << 3 | k; }
 
-// A portal on every address of the machine: SendTargets must then name the one in use.
-// (The host is as parse_portal left it: an IPv6 address without its brackets.)
-bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
 
 // The address of our end of a connection (an IPv4 peer of a dual-stack IPv6 listener as plain
 // IPv4); family 0 when the socket cannot say.
@@ -310,10 +307,6 @@ class IoThread {
     ctx_.sessions = &sessions_;
     ctx_.wake = [this] { wake(); };
     ctx_.buffers.budget = settings_.buffer_bytes / std::max<size_t>(1, settings_.cpus.size());
-    for (const Portal& p : settings_.portals()) {
-      if (is_wildcard(p.host)) wildcard_portal_ = true;
-      else ctx_.portal_addresses.push_back(iscsi::target_address(p.host, p.port, settings_.portal_group_tag));
-    }
     // Every target's LUNs, in order: backends_ and lu_states_ follow the same order.
     const std::vector<TargetSpec> targets = settings_.all_targets();
     ctx_.served.resize(targets.size());
@@ -731,7 +724,7 @@ class IoThread {
       // For the sends this thread makes itself (send_inline: sendfile has no flag for it);
       // io_uring's operations wait for the socket whatever the flag says.
       if (sendfile) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-      if (wildcard_portal_) {
+      if (access_.load()->wildcard_portal) {
         // Through a wildcard portal, SendTargets names the address this connection reached.
         if (auto host = local_host(fd)) {
           c->c->set_target_address(iscsi::target_address(*host, local_port(fd), settings_.portal_group_tag));
@@ -806,7 +799,6 @@ class IoThread {
   bool ring_ok_ = false;
   __kernel_timespec timer_{};
   ThreadContext ctx_;
-  bool wildcard_portal_ = false;  // a portal on 0.0.0.0 or [::]: connections name the address they reached
   // Removed LUNs whose Lun is still here (its commands run to their end); declared before
   // slots_ so that what is left at exit goes after the Luns.
   struct Retiring {
@@ -849,27 +841,10 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
   // address in the error. Port 0 takes one the kernel picks (written back to the settings).
   std::vector<Portal> portals = settings.portals();
   for (Portal& p : portals) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-    addrinfo* ai = nullptr;
-    std::string port = std::to_string(p.port);
-    if (int rc = getaddrinfo(p.host.c_str(), port.c_str(), &hints, &ai); rc != 0) {
-      *error = "portal " + p.host + ": " + gai_strerror(rc) + " (give a numeric address)";
-      return nullptr;
-    }
-    UniqueFd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    int one = 1;
-    if (fd) setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (!fd || bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 128) != 0) {
-      *error = "cannot listen on " + p.host + ":" + port + ": " + errno_str(errno);
-      freeaddrinfo(ai);
-      return nullptr;
-    }
-    freeaddrinfo(ai);
-    p.port = local_port(fd.get());
-    s->listen_fds_.push_back(std::move(fd));
+    auto l = listen_on(p, error);
+    if (!l) return nullptr;
+    p = l->bound;
+    s->listeners_.push_back(std::move(l));
   }
   settings.port = portals[0].port;
   settings.more_portals.assign(portals.begin() + 1, portals.end());
@@ -878,6 +853,11 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
     for (const auto& l : targets[ti].luns) s->inventory_.back().push_back({l, s->backends_[k++].get()});
   }
   s->stop_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  s->portals_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->stop_fd_ || !s->portals_fd_) {
+    *error = "eventfd: " + errno_str(errno);
+    return nullptr;
+  }
   s->settings_ = std::move(settings);
   s->targets_ = s->settings_.all_targets();
   s->removed_.assign(s->targets_.size(), false);
@@ -890,15 +870,88 @@ TargetServer::~TargetServer() {
   for (auto& t : threads_) t->join();
 }
 
+std::shared_ptr<TargetServer::Listener> TargetServer::listen_on(const Portal& p, std::string* error) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+  addrinfo* ai = nullptr;
+  const std::string port = std::to_string(p.port);
+  if (int rc = getaddrinfo(p.host.c_str(), port.c_str(), &hints, &ai); rc != 0) {
+    *error = "portal " + p.host + ": " + gai_strerror(rc) + " (give a numeric address)";
+    return nullptr;
+  }
+  UniqueFd fd(socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  if (fd) setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (!fd || bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 128) != 0) {
+    *error = "cannot listen on " + address_of(p) + ": " + errno_str(errno);
+    freeaddrinfo(ai);
+    return nullptr;
+  }
+  freeaddrinfo(ai);
+  auto l = std::make_shared<Listener>();
+  l->configured = p;
+  l->bound = {p.host, local_port(fd.get())};
+  l->fd = std::move(fd);
+  return l;
+}
+
+std::string TargetServer::address_of(const Portal& p) {
+  if (p.host.find(':') != std::string::npos) return "[" + p.host + "]:" + std::to_string(p.port);
+  return p.host + ":" + std::to_string(p.port);
+}
+
 std::string TargetServer::address() const { return addresses()[0]; }
 
 std::vector<std::string> TargetServer::addresses() const {
+  std::lock_guard lock(portals_mu_);
   std::vector<std::string> out;
-  for (const Portal& p : settings_.portals()) {
-    if (p.host.find(':') != std::string::npos) out.push_back("[" + p.host + "]:" + std::to_string(p.port));
-    else out.push_back(p.host + ":" + std::to_string(p.port));
-  }
+  for (const auto& l : listeners_) out.push_back(address_of(l->bound));
   return out;
+}
+
+void TargetServer::fill_portals(AccessSettings& a) const {
+  a.portal_addresses.clear();
+  a.wildcard_portal = false;
+  for (const auto& l : listeners_) {
+    if (is_wildcard(l->bound.host)) a.wildcard_portal = true;
+    else a.portal_addresses.push_back(iscsi::target_address(l->bound.host, l->bound.port, settings_.portal_group_tag));
+  }
+}
+
+bool TargetServer::set_portals(const std::vector<Portal>& wanted, std::vector<std::string>* added,
+                               std::vector<std::string>* removed, std::string* error) {
+  std::unique_lock lock(portals_mu_);
+  std::vector<std::shared_ptr<Listener>> now = listeners_, next;
+  std::vector<std::shared_ptr<Listener>> opened;
+  for (const Portal& p : wanted) {
+    // A portal already listening keeps its socket: given as before, or by the port it got
+    // (HOST:0 at start, HOST:PORT now). Each is matched once: two "HOST:0" are two.
+    auto same = std::find_if(now.begin(), now.end(), [&](const auto& l) { return l && l->configured == p; });
+    if (same == now.end() && p.port != 0)
+      same = std::find_if(now.begin(), now.end(), [&](const auto& l) { return l && l->bound == p; });
+    if (same != now.end()) {
+      next.push_back(std::move(*same));
+      continue;
+    }
+    auto l = listen_on(p, error);
+    if (!l) return false;  // what was opened closes with `opened`
+    opened.push_back(l);
+    next.push_back(std::move(l));
+  }
+  for (const auto& l : opened) added->push_back(address_of(l->bound));
+  for (const auto& l : now)
+    if (l) removed->push_back(address_of(l->bound));
+  listeners_ = std::move(next);
+  ++listeners_gen_;
+  AccessSettings a = *access_.load();
+  fill_portals(a);
+  access_.store(std::make_shared<const AccessSettings>(std::move(a)));
+  lock.unlock();
+  const uint64_t one = 1;
+  (void)!::write(portals_fd_.get(), &one, sizeof one);
+  return true;
 }
 
 void TargetServer::stop() {
@@ -911,6 +964,8 @@ void TargetServer::stop() {
 }
 
 void TargetServer::set_access(AccessSettings a) {
+  std::lock_guard lock(portals_mu_);  // the portals as they are, never an older list
+  fill_portals(a);
   access_.store(std::make_shared<const AccessSettings>(std::move(a)));
 }
 
@@ -935,23 +990,42 @@ int TargetServer::run() {
   change.unlock();
   size_t next = 0;
   uint64_t shed = 0;
+  // The listeners polled, taken again when set_portals() changes them: those it removed are
+  // closed here, when `active` lets go of them, never while a poll may still wait on them.
+  std::vector<std::shared_ptr<Listener>> active;
   std::vector<Acceptor> acceptors;
-  std::vector<pollfd> fds{{stop_fd_.get(), POLLIN, 0}};
-  for (const UniqueFd& l : listen_fds_) {
-    acceptors.emplace_back(l.get(), "vcp target");
-    fds.push_back({l.get(), POLLIN, 0});
-  }
+  std::vector<pollfd> fds;
+  uint64_t gen = UINT64_MAX;
+  constexpr size_t kFirst = 2;  // fds: stop, portals changed, then one per listener
+  auto take_listeners = [&] {
+    std::lock_guard lock(portals_mu_);
+    if (gen == listeners_gen_) return;
+    gen = listeners_gen_;
+    active = listeners_;
+    acceptors.clear();
+    fds = {{stop_fd_.get(), POLLIN, 0}, {portals_fd_.get(), POLLIN, 0}};
+    for (const auto& l : active) {
+      acceptors.emplace_back(l->fd.get(), "vcp target");
+      fds.push_back({l->fd.get(), POLLIN, 0});
+    }
+  };
   size_t turn = 0;  // the portal looked at first: in turn, so that a busy one cannot starve another
   while (!stopping_.load(std::memory_order_acquire)) {
+    take_listeners();
     if (::poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       break;
     }
     if (fds[0].revents) break;
+    if (fds[1].revents) {
+      uint64_t v;
+      (void)!::read(portals_fd_.get(), &v, sizeof v);
+      continue;
+    }
     size_t from = acceptors.size();
     for (size_t k = 0; k < acceptors.size(); ++k) {
       const size_t i = (turn + k) % acceptors.size();
-      if (fds[1 + i].revents & POLLIN) {
+      if (fds[kFirst + i].revents & POLLIN) {
         from = i;
         break;
       }

@@ -97,7 +97,24 @@ class TargetServer {
   // thread; waits at most 5 s for each I/O thread's part.
   std::vector<std::string> status();
 
+  // Listens on `wanted` (a reload's portals) instead: a portal in both keeps its socket, a new
+  // one is bound first (one that cannot be leaves everything as it was: false, *error says
+  // which), one no longer wanted stops accepting (sessions that came through it go on).
+  // SendTargets names the new list from then on. *added and *removed get their addresses.
+  // Safe from any thread.
+  bool set_portals(const std::vector<Portal>& wanted, std::vector<std::string>* added,
+                   std::vector<std::string>* removed, std::string* error);
+
  private:
+  struct Listener {
+    Portal configured;  // as given (port 0: the kernel picks one)
+    Portal bound;       // with the port it got
+    UniqueFd fd;
+  };
+  static std::shared_ptr<Listener> listen_on(const Portal& p, std::string* error);
+  static std::string address_of(const Portal& p);
+  // Sets a's portal_addresses and wildcard_portal from the listeners; portals_mu_ held.
+  void fill_portals(AccessSettings& a) const;
   TargetServer() = default;
   enum class Post { add, new_target, replace };
   bool post_luns(size_t target, const TargetSpec& spec, const std::vector<LunSpec>& luns, Post how, std::string* error);
@@ -112,7 +129,12 @@ class TargetServer {
   std::vector<std::unique_ptr<BlockBackend>> backends_;
   std::vector<std::shared_ptr<scsi::SharedLuState>> lu_states_;  // likewise
   SessionRegistry sessions_;
-  std::vector<UniqueFd> listen_fds_;  // one per portal, as settings_.portals()
+  // The portals, in order; run() takes the list again when the generation moves (the listeners
+  // it drops are closed there, once no longer polled).
+  mutable std::mutex portals_mu_;
+  std::vector<std::shared_ptr<Listener>> listeners_;
+  uint64_t listeners_gen_ = 0;
+  UniqueFd portals_fd_;  // eventfd: the listeners changed
   UniqueFd stop_fd_;  // eventfd
   std::atomic<bool> stopping_{false};
   std::atomic<uint32_t> connections_{0};  // open, on all threads (max_connections)

@@ -8,6 +8,7 @@
 #include "base/cpu.hpp"
 #include "base/parse.hpp"
 #include "iscsi/names.hpp"
+#include "iscsi/sendtargets.hpp"
 
 namespace vcp::target {
 
@@ -152,8 +153,14 @@ AccessSettings AccessSettings::of(const TargetSettings& s) {
   for (const TargetSpec& t : s.all_targets()) a.targets.push_back({t.acl, t.chap, t.mutual_chap});
   a.discovery_chap = s.discovery_chap;
   a.discovery_mutual_chap = s.discovery_identity();
+  for (const Portal& p : s.portals()) {
+    if (is_wildcard(p.host)) a.wildcard_portal = true;
+    else a.portal_addresses.push_back(iscsi::target_address(p.host, p.port, s.portal_group_tag));
+  }
   return a;
 }
+
+bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
 
 namespace {
 

@@ -185,6 +185,11 @@ struct AccessSettings {
   std::optional<iscsi::ChapCredentials> discovery_chap;
   // Mutual CHAP in discovery sessions: TargetSettings::discovery_identity().
   std::optional<iscsi::ChapCredentials> discovery_mutual_chap;
+  // The portals SendTargets names for every target ("host:port,tpgt"): those not on a wildcard
+  // address; with a wildcard portal, a connection through it adds the address it reached.
+  // A reload that changes the portals replaces them (TargetServer::set_portals).
+  std::vector<std::string> portal_addresses;
+  bool wildcard_portal = false;
 
   static AccessSettings of(const TargetSettings& s);
 };
@@ -197,6 +202,8 @@ const char* to_string(TargetSettings::Sendfile v);
 std::optional<LunSpec> parse_lun_arg(const std::string& arg, std::string* error);
 // Parses "HOST:PORT" ("[v6]:PORT" for IPv6).
 bool parse_portal(const std::string& arg, std::string* host, uint16_t* port, std::string* error);
+// A portal on every address of the machine (0.0.0.0, ::): SendTargets must name the one in use.
+bool is_wildcard(const std::string& host);
 // Adds an initiator name (--allow-initiator) or an address range (--allow-address) to the
 // access list; false with *error for a malformed one.
 bool allow_initiator(InitiatorAcl& acl, const std::string& name, std::string* error);

@@ -117,9 +117,9 @@ std::string describe(const target::TargetAccess& t) {
 // one given another backend is replaced (the new one opened first), one whose file grew takes
 // the new size. Targets new to the file are added after the others; one gone from it is
 // removed (its sessions end, then its LUNs go as above), so a renamed one is both; an alias
-// changed is taken by logins from then on. Settings that need a restart (portal, CPUs,
-// limits) are left as they are, and said so; a file that does not read or validate leaves
-// everything as it was. `running` follows what was applied; a removed target keeps its place
+// changed is taken by logins from then on; portals added listen, portals removed stop
+// accepting. Settings that need a restart (CPUs, limits) are left as they are, and said so;
+// a file that does not read or validate leaves everything as it was. `running` follows what was applied; a removed target keeps its place
 // in it (targets keep their indices), marked removed in the server's access settings.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
   target::TargetSettings s;
@@ -129,7 +129,21 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     return;
   }
   std::vector<std::string> ignored;
-  if (s.portals() != running.portals()) ignored.push_back("portals");
+  if (s.portals() != running.portals()) {
+    // Portals added listen now, those removed stop accepting; sessions go on where they are.
+    std::vector<std::string> added, removed;
+    std::string why;
+    if (server.set_portals(s.portals(), &added, &removed, &why)) {
+      for (const auto& addr : added) VCP_LOG_INFO("vcp target: listening on {} (added by a reload)", addr);
+      for (const auto& addr : removed)
+        VCP_LOG_INFO("vcp target: no longer listening on {} (removed by a reload; sessions through it go on)", addr);
+      running.host = s.host;
+      running.port = s.port;
+      running.more_portals = s.more_portals;
+    } else {
+      VCP_LOG_WARN("vcp target: reload: the portals stay as they were: {}", why);
+    }
+  }
   const std::vector<target::TargetSpec> now = running.all_targets(), next = s.all_targets();
   target::AccessSettings access = *server.access();
   // Removed by an earlier reload: not served, matched by nothing.

@@ -134,7 +134,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ctx.settings = &w.settings;
   ctx.sessions = &w.sessions;
   ctx.served.push_back({w.settings.iqn, w.settings.alias, {{0, &lun}}, {0}});
-  ctx.portal_addresses = {"127.0.0.1:3260,1"};
   ctx.wake = [] {};
   // The thread's room below the connection's: the second 512 KiB command waits for the thread.
   ctx.buffers.budget = 768 << 10;

@@ -51,7 +51,10 @@
 #                                           status report
 #   target_tools.sh VCP_BIN portals         two portals: SendTargets through either names both,
 #                                           iscsi-inq and our initiator (--verify) through the
-#                                           second, iscsi-test-cu MultipathIO with a path each
+#                                           second, iscsi-test-cu MultipathIO with a path each;
+#                                           then a reload removes one portal and adds another
+#                                           while sessions verify through both, and a portal
+#                                           that cannot be bound leaves them as they were
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #                                           (SCSI.MultipathIO.* over two paths: the URL twice)
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
@@ -947,6 +950,53 @@ portals)
   [ -n "$summary" ] || { echo "$out" | tail -30; fail "MultipathIO: no CUnit summary"; }
   [ "$(awk '{print $5}' <<<"$summary")" = 0 ] || { grep -B1 FAILED <<<"$out" | head -20; fail "MultipathIO over two portals failed"; }
   if grep -q '\[SKIPPED\]' <<<"$out"; then grep -F '[SKIPPED]' <<<"$out" | head; fail "MultipathIO skipped with two portals"; fi
+  stop_target
+
+  # Portals changed by a reload (TOML; the command line's --portal would override it): the
+  # second removed and one on 127.0.0.2 added while sessions run through both; a portal that
+  # cannot be bound leaves them as they were.
+  portals_toml() {
+    printf 'iqn = "%s"\nportal = [%s]\n[[lun]]\nnumber = 0\nbackend = "file:path=%s"\n[[lun]]\nnumber = 1\nbackend = "ram:size=16M"\n' \
+      "$IQN" "$1" "$DIR/reload.img" >"$DIR/portals.toml"
+  }
+  truncate -s 64M "$DIR/reload.img"  # fresh: --verify knows every block it finds
+  portals_toml '"127.0.0.1:0", "127.0.0.1:0"'
+  "$VCP_BIN" target --config "$DIR/portals.toml" >"$DIR/target.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do
+    [ "$(grep -c '^vcp target: listening on' "$DIR/target.log")" = 2 ] && break
+    sleep 0.05
+  done
+  P1=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/target.log" | sed -n 1p)
+  P2=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/target.log" | sed -n 2p)
+  { [ -n "$P1" ] && [ -n "$P2" ]; } || { cat "$DIR/target.log"; fail "the TOML portals did not listen"; }
+  bench_pids=()
+  lun=0
+  for p in "$P1" "$P2"; do  # a LUN each: --verify checks what its own writes left
+    timeout 60 "$VCP_BIN" bench --backend "iscsi://127.0.0.1:$p/$IQN/$lun" --rw randrw --bs 4k --qd 4 --time 4 \
+      --verify >"$DIR/bench-$p.log" 2>&1 &
+    bench_pids+=($!)
+    lun=$((lun + 1))
+  done
+  sleep 1
+  portals_toml "\"127.0.0.1:$P1\", \"127.0.0.2:0\""
+  reload_until "no longer listening on 127.0.0.1:$P2" || { cat "$DIR/target.log"; fail "the reload did not remove a portal"; }
+  P3=$(sed -n 's/.*vcp target: listening on 127\.0\.0\.2:\([0-9]*\) (added by a reload)$/\1/p' "$DIR/target.log")
+  [ -n "$P3" ] || { cat "$DIR/target.log"; fail "the reload did not add a portal"; }
+  out=$(iscsi-ls -i "$INI" "iscsi://127.0.0.2:$P3" 2>&1) || { echo "$out"; fail "iscsi-ls through the added portal"; }
+  grep -q "Portal:127.0.0.1:$P1,1" <<<"$out" && grep -q "Portal:127.0.0.2:$P3,1" <<<"$out" ||
+    { echo "$out"; fail "SendTargets after the reload does not name both portals"; }
+  grep -q "Portal:127.0.0.1:$P2," <<<"$out" && { echo "$out"; fail "SendTargets still names the removed portal"; }
+  iscsi-inq -i "$INI" "iscsi://127.0.0.1:$P2/$IQN/0" >/dev/null 2>&1 && fail "the removed portal still takes logins"
+  wait "${bench_pids[@]}"  # the sessions through the kept portal and the removed one, to their end
+  for p in "$P1" "$P2"; do
+    grep -q "verify: .* ok" "$DIR/bench-$p.log" && grep -q " 0 errors" "$DIR/bench-$p.log" ||
+      { cat "$DIR/bench-$p.log" | tail -30; fail "the session through port $p did not verify across the reload"; }
+    grep -qE " [1-9][0-9]* reconnects" "$DIR/bench-$p.log" && { grep -E "reconnect|connection lost" "$DIR/bench-$p.log" | head -5; fail "the session through port $p was dropped"; }
+  done
+  portals_toml "\"127.0.0.1:$P1\", \"192.0.2.1:3260\""
+  reload_until "the portals stay as they were" || { cat "$DIR/target.log"; fail "an unbindable portal was not refused"; }
+  iscsi-inq -i "$INI" "iscsi://127.0.0.2:$P3/$IQN/0" >/dev/null 2>&1 || fail "a refused reload closed a portal"
   stop_target
   ;;
 cu | cu-threads)

@@ -207,8 +207,9 @@ TEST(TargetDiscovery, MutualChapWithItsOwnIdentity) {
 // A target listening on a wildcard address names, per connection, the address the initiator
 // reached (the server sets it from the socket); the configured one would be 0.0.0.0.
 TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
-  TargetFixture f;
-  f.ctx.portal_addresses.clear();  // the one portal is 0.0.0.0: SendTargets names no other
+  TargetSettings s = TargetFixture::default_settings();
+  s.host = "0.0.0.0";  // the one portal: SendTargets names no other
+  TargetFixture f(s);
   SessionOptions o;
   o.type = SessionType::Discovery;
   Initiator ini(f, o);
@@ -223,8 +224,10 @@ TEST(TargetDiscovery, SendTargetsNamesTheConnectionsAddress) {
 // Several portals: SendTargets names each (one portal group, a multipath initiator's paths),
 // and a connection through a wildcard one adds the address it reached, once.
 TEST(TargetDiscovery, SendTargetsNamesEveryPortal) {
-  TargetFixture f;
-  f.ctx.portal_addresses = {"127.0.0.1:3260,1", "[fd00::2]:3260,1"};
+  TargetSettings s = TargetFixture::default_settings();
+  s.more_portals = {{"fd00::2", 3260}, {"::", 3261}};
+  TargetFixture f(s);
+  const std::vector<std::string> portals = {"127.0.0.1:3260,1", "[fd00::2]:3260,1"};
   SessionOptions o;
   o.type = SessionType::Discovery;
   for (const char* reached : {"", "127.0.0.1:3260,1", "10.1.2.3:3261,1"}) {
@@ -243,7 +246,7 @@ TEST(TargetDiscovery, SendTargetsNamesEveryPortal) {
       if (kv.rfind("TargetAddress=", 0) == 0) addresses.push_back(kv.substr(14));
       at = end + 1;
     }
-    std::vector<std::string> want = f.ctx.portal_addresses;
+    std::vector<std::string> want = portals;
     if (std::string(reached) == "10.1.2.3:3261,1") want.push_back(reached);
     EXPECT_EQ(addresses, want) << reached;
   }

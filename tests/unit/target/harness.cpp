@@ -24,7 +24,6 @@ TargetSettings TargetFixture::default_settings() {
 TargetFixture::TargetFixture(TargetSettings s) : settings(std::move(s)) {
   ctx.settings = &settings;
   ctx.sessions = &sessions;
-  ctx.portal_addresses = {"127.0.0.1:3260,1"};
   for (const TargetSpec& t : settings.all_targets()) {
     ThreadContext::Target& served = ctx.served.emplace_back();
     served.iqn = t.iqn;
