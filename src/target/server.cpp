@@ -1274,9 +1274,12 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
 std::vector<std::string> TargetServer::status() {
   std::lock_guard lock(change_mu_);
   std::vector<std::string> out;
-  out.push_back(fmt::format("status: {} connections (max_connections {}), {} I/O threads, sendfile {} (READs from {} KiB)",
+  std::string portals;
+  for (const std::string& a : addresses()) portals += (portals.empty() ? "" : ", ") + a;
+  out.push_back(fmt::format("status: {} connections (max_connections {}), {} I/O threads, sendfile {} (READs from {} KiB), "
+                            "portals {}",
                             connections_.load(), settings_.max_connections, threads_.size(),
-                            to_string(settings_.sendfile), settings_.sendfile_min >> 10));
+                            to_string(settings_.sendfile), settings_.sendfile_min >> 10, portals));
   const auto access = this->access();
   const std::vector<TargetSpec>& targets = targets_;
   for (size_t ti = 0; ti < targets.size(); ++ti) {

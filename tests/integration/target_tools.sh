@@ -988,6 +988,10 @@ portals)
     { echo "$out"; fail "SendTargets after the reload does not name both portals"; }
   grep -q "Portal:127.0.0.1:$P2," <<<"$out" && { echo "$out"; fail "SendTargets still names the removed portal"; }
   iscsi-inq -i "$INI" "iscsi://127.0.0.1:$P2/$IQN/0" >/dev/null 2>&1 && fail "the removed portal still takes logins"
+  kill -USR1 "$PID"
+  for _ in $(seq 100); do grep -q "status: .* portals 127.0.0.1:$P1, 127.0.0.2:$P3$" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "status: .* portals 127.0.0.1:$P1, 127.0.0.2:$P3$" "$DIR/target.log" ||
+    { grep status: "$DIR/target.log"; fail "the status report does not list the portals now"; }
   wait "${bench_pids[@]}"  # the sessions through the kept portal and the removed one, to their end
   for p in "$P1" "$P2"; do
     grep -q "verify: .* ok" "$DIR/bench-$p.log" && grep -q " 0 errors" "$DIR/bench-$p.log" ||
