@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "backends/block_backend.hpp"
 #include "backends/iscsi/url.hpp"
 #include "base/parse.hpp"
 
@@ -43,6 +44,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } else if (error.empty()) {
     abort();
+  }
+
+  // A null disk opens nothing and allocates nothing whatever its size: the factory runs whole
+  // (its options, serial= among them). What it accepts names the disk in 1 to 20 printable
+  // characters, as GET_ID and a LUN's unit serial number carry it.
+  if (text.rfind("null:", 0) == 0) {
+    error.clear();
+    if (auto b = make_backend(text, &error)) {
+      const std::string& serial = b->info().serial;
+      if (serial.empty() || serial.size() > kSerialMax) abort();
+      for (char c : serial)
+        if (c <= 0x20 || c >= 0x7f) abort();
+      if (b->info().capacity_bytes == 0) abort();
+    } else if (error.empty()) {
+      abort();
+    }
   }
 
   if (auto n = parse_size(text); n && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 20 &&

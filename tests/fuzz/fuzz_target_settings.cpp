@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "iscsi/chap.hpp"
 #include "iscsi/names.hpp"
@@ -64,8 +65,21 @@ void check_valid(const TargetSettings& s) {
   const uint64_t threads = s.cpus.empty() ? 1 : s.cpus.size();
   if (s.buffer_bytes < s.connection_buffer_bytes || s.buffer_bytes / threads < (1u << 20)) abort();
   if (s.max_connections < 1 || s.max_connections > 65536) abort();
-  // The access settings follow the targets one for one.
-  if (AccessSettings::of(s).targets.size() != names.size()) abort();
+  // The access settings follow the targets one for one, and name every portal not on a
+  // wildcard address; no address and port is listened on twice.
+  const AccessSettings a = AccessSettings::of(s);
+  if (a.targets.size() != names.size()) abort();
+  const std::vector<Portal> portals = s.portals();
+  size_t named = 0;
+  bool wildcard = false;
+  for (size_t i = 0; i < portals.size(); ++i) {
+    if (portals[i].host.empty()) abort();
+    if (is_wildcard(portals[i].host)) wildcard = true;
+    else ++named;
+    for (size_t j = i + 1; j < portals.size(); ++j)
+      if (portals[i] == portals[j] && portals[i].port != 0) abort();
+  }
+  if (a.portal_addresses.size() != named || a.wildcard_portal != wildcard) abort();
 }
 
 }  // namespace
