@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backends/factories.hpp"
+#include "base/hash.hpp"
 #include "backends/iscsi/url.hpp"
 
 namespace vcp {
@@ -128,18 +129,7 @@ std::string stable_serial(const std::string& what) {
     char host[256] = {};
     if (::gethostname(host, sizeof host - 1) == 0) machine = host;
   }
-  // FNV-1a, 64 bits: not a secret, only a name that two disks do not share by chance.
-  uint64_t h = 0xcbf29ce484222325ull;
-  auto mix = [&h](std::string_view s) {
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 0x100000001b3ull;
-    }
-  };
-  mix(machine);
-  mix(std::string_view("\0", 1));
-  mix(what);
-  return vcp_hex(h);
+  return vcp_hex(fnv1a64(what, fnv1a64(std::string_view("\0", 1), fnv1a64(machine))));
 }
 
 std::string random_serial() {

@@ -4,7 +4,7 @@
 
 namespace vcp::iscsi {
 
-std::string target_address(std::string_view host, uint16_t port, uint16_t tpgt) {
+std::string host_port(std::string_view host, uint16_t port) {
   std::string s;
   if (host.find(':') != std::string_view::npos && !host.starts_with('[')) {
     s += '[';
@@ -13,8 +13,12 @@ std::string target_address(std::string_view host, uint16_t port, uint16_t tpgt) 
   } else {
     s += host;
   }
-  s += ':' + std::to_string(port) + ',' + std::to_string(tpgt);
+  s += ':' + std::to_string(port);
   return s;
+}
+
+std::string target_address(std::string_view host, uint16_t port, uint16_t tpgt) {
+  return host_port(host, port) + ',' + std::to_string(tpgt);
 }
 
 namespace {

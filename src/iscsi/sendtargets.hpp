@@ -20,7 +20,9 @@ struct SendTargetsRecord {
   std::vector<std::string> addresses;  // "host:port,tpgt" ("[v6addr]:port,tpgt" for IPv6)
 };
 
-// Formats one TargetAddress value; IPv6 literals (containing ':') are bracketed.
+// "host:port"; IPv6 literals (containing ':') are bracketed.
+std::string host_port(std::string_view host, uint16_t port);
+// Formats one TargetAddress value: host_port() and ",tpgt".
 std::string target_address(std::string_view host, uint16_t port, uint16_t tpgt);
 
 // Which targets a SendTargets value names:

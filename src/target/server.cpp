@@ -885,7 +885,7 @@ std::shared_ptr<TargetServer::Listener> TargetServer::listen_on(const Portal& p,
   int one = 1;
   if (fd) setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (!fd || bind(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd.get(), 128) != 0) {
-    *error = "cannot listen on " + address_of(p) + ": " + errno_str(errno);
+    *error = "cannot listen on " + iscsi::host_port(p.host, p.port) + ": " + errno_str(errno);
     freeaddrinfo(ai);
     return nullptr;
   }
@@ -897,27 +897,19 @@ std::shared_ptr<TargetServer::Listener> TargetServer::listen_on(const Portal& p,
   return l;
 }
 
-std::string TargetServer::address_of(const Portal& p) {
-  if (p.host.find(':') != std::string::npos) return "[" + p.host + "]:" + std::to_string(p.port);
-  return p.host + ":" + std::to_string(p.port);
-}
-
 std::string TargetServer::address() const { return addresses()[0]; }
 
 std::vector<std::string> TargetServer::addresses() const {
   std::lock_guard lock(portals_mu_);
   std::vector<std::string> out;
-  for (const auto& l : listeners_) out.push_back(address_of(l->bound));
+  for (const auto& l : listeners_) out.push_back(iscsi::host_port(l->bound.host, l->bound.port));
   return out;
 }
 
 void TargetServer::fill_portals(AccessSettings& a) const {
-  a.portal_addresses.clear();
-  a.wildcard_portal = false;
-  for (const auto& l : listeners_) {
-    if (is_wildcard(l->bound.host)) a.wildcard_portal = true;
-    else a.portal_addresses.push_back(iscsi::target_address(l->bound.host, l->bound.port, settings_.portal_group_tag));
-  }
+  std::vector<Portal> bound;
+  for (const auto& l : listeners_) bound.push_back(l->bound);
+  a.set_portals(bound, settings_.portal_group_tag);
 }
 
 bool TargetServer::set_portals(const std::vector<Portal>& wanted, std::vector<std::string>* added,
@@ -940,9 +932,9 @@ bool TargetServer::set_portals(const std::vector<Portal>& wanted, std::vector<st
     opened.push_back(l);
     next.push_back(std::move(l));
   }
-  for (const auto& l : opened) added->push_back(address_of(l->bound));
+  for (const auto& l : opened) added->push_back(iscsi::host_port(l->bound.host, l->bound.port));
   for (const auto& l : now)
-    if (l) removed->push_back(address_of(l->bound));
+    if (l) removed->push_back(iscsi::host_port(l->bound.host, l->bound.port));
   listeners_ = std::move(next);
   ++listeners_gen_;
   AccessSettings a = *access_.load();

@@ -112,7 +112,6 @@ class TargetServer {
     UniqueFd fd;
   };
   static std::shared_ptr<Listener> listen_on(const Portal& p, std::string* error);
-  static std::string address_of(const Portal& p);
   // Sets a's portal_addresses and wildcard_portal from the listeners; portals_mu_ held.
   void fill_portals(AccessSettings& a) const;
   TargetServer() = default;

@@ -153,11 +153,17 @@ AccessSettings AccessSettings::of(const TargetSettings& s) {
   for (const TargetSpec& t : s.all_targets()) a.targets.push_back({t.acl, t.chap, t.mutual_chap});
   a.discovery_chap = s.discovery_chap;
   a.discovery_mutual_chap = s.discovery_identity();
-  for (const Portal& p : s.portals()) {
-    if (is_wildcard(p.host)) a.wildcard_portal = true;
-    else a.portal_addresses.push_back(iscsi::target_address(p.host, p.port, s.portal_group_tag));
-  }
+  a.set_portals(s.portals(), s.portal_group_tag);
   return a;
+}
+
+void AccessSettings::set_portals(const std::vector<Portal>& portals, uint16_t portal_group_tag) {
+  portal_addresses.clear();
+  wildcard_portal = false;
+  for (const Portal& p : portals) {
+    if (is_wildcard(p.host)) wildcard_portal = true;
+    else portal_addresses.push_back(iscsi::target_address(p.host, p.port, portal_group_tag));
+  }
 }
 
 bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == "::"; }

@@ -192,6 +192,8 @@ struct AccessSettings {
   bool wildcard_portal = false;
 
   static AccessSettings of(const TargetSettings& s);
+  // Sets portal_addresses and wildcard_portal for these portals (their bound ports).
+  void set_portals(const std::vector<Portal>& portals, uint16_t portal_group_tag);
 };
 
 // "auto", "on" or "off" (--sendfile, [limits] sendfile); false for anything else.

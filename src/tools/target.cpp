@@ -119,8 +119,9 @@ std::string describe(const target::TargetAccess& t) {
 // removed (its sessions end, then its LUNs go as above), so a renamed one is both; an alias
 // changed is taken by logins from then on; portals added listen, portals removed stop
 // accepting. Settings that need a restart (CPUs, limits) are left as they are, and said so;
-// a file that does not read or validate leaves everything as it was. `running` follows what was applied; a removed target keeps its place
-// in it (targets keep their indices), marked removed in the server's access settings.
+// a file that does not read or validate leaves everything as it was. `running` follows what
+// was applied; a removed target keeps its place in it (targets keep their indices), marked
+// removed in the server's access settings.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
   target::TargetSettings s;
   std::string error;

@@ -11,9 +11,10 @@
 // The LUN growing: the target reports it with the unit attention CAPACITY DATA HAS CHANGED
 // (2Ah/09h). The queue session that meets it retries its command as for any unit attention and
 // adds 1 to resize_fd(), an eventfd every queue session shares. vcp serve then has grow() run
-// (on a thread of its own: BlkDevice::start_grow), which logs a probe session in again (the start-up ISID: it can only reinstate an
-// earlier probe, never a queue's session), reads the capacity and takes a larger one. The
-// queues never read the capacity, so nothing else changes for them.
+// (on a thread of its own: BlkDevice::start_grow), which logs a probe session in again (the
+// start-up ISID: it can only reinstate an earlier probe, never a queue's session), reads the
+// capacity and takes a larger one. The queues never read the capacity, so nothing else
+// changes for them.
 #include <sys/eventfd.h>
 #include <sys/random.h>
 

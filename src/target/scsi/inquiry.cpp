@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/hash.hpp"
 #include "target/scsi/cdb.hpp"
 #include "target/scsi/lun.hpp"
 
@@ -35,14 +36,7 @@ void standard_inquiry(uint8_t* d, uint8_t peripheral, const std::string& vendor,
 }
 
 // FNV-1a: a stable 60-bit locally assigned NAA identifier from the serial number.
-uint64_t naa_from(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return (uint64_t{0x3} << 60) | (h & 0x0fffffffffffffffull);
-}
+uint64_t naa_from(const std::string& s) { return (uint64_t{0x3} << 60) | (fnv1a64(s) & 0x0fffffffffffffffull); }
 
 void append_designator(std::vector<uint8_t>& out, uint8_t proto_codeset, uint8_t piv_assoc_type,
                        const uint8_t* data, size_t len) {
