@@ -63,8 +63,8 @@ class ScriptedLun {
           is::LogoutResponsePdu rs;
           rs.itt = l->itt;
           target_.stamp(rs);
+          ++logouts;  // before the answer: the probe returns as soon as it has it
           target_.send(rs);
-          ++logouts;
           break;
         }
       }
