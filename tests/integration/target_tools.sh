@@ -104,6 +104,11 @@ trap cleanup EXIT
 
 # start_target [extra vcp target options...]: sets PORT and URL. LISTEN: the address to listen
 # on (default 127.0.0.1; "[::]" for IPv6), PORTAL stays on 127.0.0.1. FD_LIMIT: its ulimit -n.
+# listening_port N: the port of the Nth "listening on" line the target printed at start.
+listening_port() {
+  sed -n 's/^vcp target: listening on .*:\([0-9]*\)$/\1/p' "$DIR/target.log" | sed -n "${1}p"
+}
+
 start_target() {
   truncate -s 64M "$DIR/lun0.img"
   local limit=()
@@ -112,7 +117,7 @@ start_target() {
     --lun 1=ram:size=16M "$@" >"$DIR/target.log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do
-    PORT=$(sed -n 's/^vcp target: listening on .*:\([0-9]*\)$/\1/p' "$DIR/target.log" | head -n 1)
+    PORT=$(listening_port 1)
     [ -n "$PORT" ] && break
     kill -0 "$PID" 2>/dev/null || { cat "$DIR/target.log"; fail "vcp target exited"; }
     sleep 0.05
@@ -932,7 +937,7 @@ portals)
   # Two portals (a second --portal): SendTargets through either names both, one portal group;
   # each serves the LUNs; iscsi-test-cu's MultipathIO runs with one path through each.
   start_target --portal 127.0.0.1:0
-  PORT2=$(sed -n 's/^vcp target: listening on .*:\([0-9]*\)$/\1/p' "$DIR/target.log" | sed -n 2p)
+  PORT2=$(listening_port 2)
   { [ -n "$PORT2" ] && [ "$PORT2" != "$PORT" ]; } || { cat "$DIR/target.log"; fail "no second portal"; }
   URL2=iscsi://127.0.0.1:$PORT2/$IQN
   for p in "$PORT" "$PORT2"; do
@@ -967,8 +972,8 @@ portals)
     [ "$(grep -c '^vcp target: listening on' "$DIR/target.log")" = 2 ] && break
     sleep 0.05
   done
-  P1=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/target.log" | sed -n 1p)
-  P2=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/target.log" | sed -n 2p)
+  P1=$(listening_port 1)
+  P2=$(listening_port 2)
   { [ -n "$P1" ] && [ -n "$P2" ]; } || { cat "$DIR/target.log"; fail "the TOML portals did not listen"; }
   bench_pids=()
   lun=0
