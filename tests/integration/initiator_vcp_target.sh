@@ -5,6 +5,15 @@
 #     vcp target with --max-tasks 4 and the initiator at queue depth 32: commands beyond 4 get
 #     TASK SET FULL, the initiator backs off and retries, and the verified load run ends clean
 #     (no errors, no reconnect, retries seen in the session's closing line).
+#   initiator_vcp_target.sh failover_kill | failover_stop
+#     two vcp targets serve one IQN from one LUN file (buffered: a write is in the file when
+#     it is answered), the URL names both portals (portal=). A verified load runs through the
+#     first; it is SIGKILLed (connections refused from then on) or SIGSTOPped (nothing answers:
+#     the NOP-Out times out, and the silent portal is not tried again first). The session moves
+#     to the second portal,
+#     reissues what was outstanding, and the verify ends clean. failover_kill then opens the
+#     LUN with the first portal dead (the queues start at the second), and fails clearly with
+#     both dead.
 # Environment: IO_TEST (the iscsi_io_test binary), VCP_BIN (the vcp binary). A missing binary
 # is a failure, never a skip.
 set -euo pipefail
@@ -18,39 +27,74 @@ source "$(dirname "$0")/iscsi_load_check.sh"
 IQN=iqn.2024-01.org.vcp.test:pushback
 # /var/tmp: the LUN is opened O_DIRECT (below), which a tmpfs /tmp may refuse.
 WORK=$(mktemp -d /var/tmp/vcp-initiator-target.XXXXXX)
-PID=""
+PIDS=()
 cleanup() {
   local rc=$?
-  if [[ -n "$PID" ]]; then
-    kill -TERM "$PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true  # a stopped target too
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $rc -ne 0 ]]; then
+    for f in "$WORK"/target*.log; do
+      [[ -f $f ]] && { echo "--- $f (last lines)" >&2; tail -n 20 "$f" >&2; }
+    done
   fi
-  [[ $rc -ne 0 ]] && tail -n 20 "$WORK/target.log" >&2 2>/dev/null
   rm -rf "$WORK"
   exit $rc
 }
 trap cleanup EXIT
 
-# start_target [vcp target options...]: sets PORT.
+# launch_target LOG LUNSPEC [vcp target options...]: a vcp target on 127.0.0.1 (a free port)
+# serving $IQN with LUN 1; sets PID and PORT.
+launch_target() {
+  local log=$1 lun=$2
+  shift 2
+  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "1=$lun" "$@" >"$log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  PORT=""
+  for _ in $(seq 100); do
+    PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
+    [[ -n "$PORT" ]] && break
+    kill -0 "$PID" 2>/dev/null || { cat "$log" >&2; die "vcp target exited"; }
+    sleep 0.05
+  done
+  [[ -n "$PORT" ]] || die "vcp target did not print its address"
+}
+
+# start_target [vcp target options...]: sets PID and PORT.
 start_target() {
   # A file LUN opened O_DIRECT: commands stay in flight in the target while io_uring works on
   # them. A ram LUN, or a buffered file (reads sent in place from the page cache, writes
   # written inline), answers each at once, so no more than one would ever be active.
   truncate -s 64M "$WORK/lun.img"
-  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "1=file:path=$WORK/lun.img,direct=on" "$@" \
-    >"$WORK/target.log" 2>&1 &
-  PID=$!
-  PORT=""
-  for _ in $(seq 100); do
-    PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$WORK/target.log")
-    [[ -n "$PORT" ]] && break
-    kill -0 "$PID" 2>/dev/null || die "vcp target exited"
-    sleep 0.05
-  done
-  [[ -n "$PORT" ]] || die "vcp target did not print its address"
+  launch_target "$WORK/target.log" "file:path=$WORK/lun.img,direct=on" "$@"
 }
+
+# Two targets, A and B, one LUN file; URL names A's portal and then B's.
+start_two_portals() {
+  truncate -s 64M "$WORK/lun.img"
+  launch_target "$WORK/target-a.log" "file:path=$WORK/lun.img"
+  PID_A=$PID PORT_A=$PORT
+  launch_target "$WORK/target-b.log" "file:path=$WORK/lun.img"
+  PID_B=$PID PORT_B=$PORT
+  URL="iscsi://127.0.0.1:$PORT_A/$IQN/1?portal=127.0.0.1:$PORT_B"
+  log "target A pid $PID_A on 127.0.0.1:$PORT_A, target B pid $PID_B on 127.0.0.1:$PORT_B"
+}
+
+# failover DISTURB SECONDS: a verified load through A, DISTURB run 3 s in (disturbed_load); the
+# session must move to B and the verify end clean.
+failover() {
+  disturbed_load "$WORK/load.log" "$URL" "$2" "$1"
+  grep -q "iscsi q0: logged in to $IQN on 127.0.0.1:$PORT_A " "$WORK/load.log" || die "the load did not start on A"
+  grep -q "iscsi q0: connection lost: .*reconnecting through 127.0.0.1:$PORT_B" "$WORK/load.log" ||
+    die "the session did not move to portal B"
+  grep -q "iscsi q0: session reinstated on 127.0.0.1:$PORT_B " "$WORK/load.log" || die "no session on portal B"
+  grep -q "^load: [0-9]* operations, 0 errors" "$WORK/load.log" || die "the load saw errors"
+  [[ "$(q0_stat "$WORK/load.log" reconnects)" -ge 1 ]] || die "no reconnect counted"
+}
+kill_a() { log "SIGKILL target A"; kill -KILL "$PID_A"; }
+stop_a() { log "SIGSTOP target A"; kill -STOP "$PID_A"; }
 
 case "$CASE" in
   task_set_full)
@@ -67,6 +111,32 @@ case "$CASE" in
     [[ -n "$cuts" && "$cuts" -ge 1 ]] || die "TASK SET FULL did not lower the queue depth"
     [[ -n "$done_cmds" && "$busy" -lt $((done_cmds / 4)) ]] ||
       die "$busy TASK SET FULL answers for $done_cmds commands: the depth did not adapt" ;;
+  failover_kill)
+    start_two_portals
+    failover kill_a 10
+    # Opened with A dead: the probe passes A over, the queues start at B.
+    "$IO_TEST" verify "$URL" >"$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log" >&2; die "verify with A dead failed"; }
+    cat "$WORK/verify.log" >&2
+    grep -q "VERIFY OK" "$WORK/verify.log" || die "no clean verify with A dead"
+    grep -q "iscsi probe: connection lost: cannot connect to 127.0.0.1:$PORT_A: Connection refused" "$WORK/verify.log" ||
+      die "the probe did not try A first"
+    grep -q "the queues start at portal 127.0.0.1:$PORT_B" "$WORK/verify.log" || die "the queues did not start at B"
+    grep -q "iscsi q0: logged in to $IQN on 127.0.0.1:$PORT_B " "$WORK/verify.log" || die "queue 0 not on B"
+    ! grep -q "iscsi q0: connection lost" "$WORK/verify.log" || die "queue 0 tried the dead portal"
+    # Both dead: the open fails, naming both.
+    kill -KILL "$PID_B"
+    timeout 20 "$IO_TEST" expect-fail "$URL" "no login through any of the 2 portals" >"$WORK/fail.log" 2>&1 ||
+      { cat "$WORK/fail.log" >&2; die "no clear error with both portals dead"; }
+    grep -q "cannot connect to 127.0.0.1:$PORT_A: Connection refused; cannot connect to 127.0.0.1:$PORT_B: Connection refused" \
+      "$WORK/fail.log" || { cat "$WORK/fail.log" >&2; die "the error does not name both portals"; } ;;
+  failover_stop)
+    start_two_portals
+    failover stop_a 12
+    # A portal that stopped answering is not tried again first (that would cost a login
+    # timeout): the session goes to B as soon as its NOP-Out is not answered.
+    grep -q "iscsi q0: connection lost: no answer to NOP-Out .*reconnecting through 127.0.0.1:$PORT_B" "$WORK/load.log" ||
+      die "the silent portal was not left at once"
+    ! grep -q "no login to 127.0.0.1:$PORT_A" "$WORK/load.log" || die "the silent portal was tried again" ;;
   *) die "unknown case" ;;
 esac
 log "PASS"

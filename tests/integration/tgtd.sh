@@ -109,19 +109,7 @@ URL="iscsi://127.0.0.1:$PORT/$IQN/1"
 log "tgtd pid $TGTD_PID on 127.0.0.1:$PORT (-C $TGTD_CTL), LUN $WORK/lun1.img"
 
 # Runs the load generator in the background and disturbs tgtd while it runs.
-under_load() {
-  local disturb=$1 secs=$2
-  "$IO_TEST" load "$URL,timeout=2,nop_interval=1,login_timeout=2" "$secs" >"$WORK/load.log" 2>&1 &
-  local io=$!
-  sleep 3
-  $disturb
-  local rc=0
-  wait "$io" || rc=$?
-  cat "$WORK/load.log" >&2
-  [[ $rc -eq 0 ]] || die "load run failed (exit $rc)"
-  grep -q "session reinstated" "$WORK/load.log" || die "no session reinstatement seen"
-  grep -q "VERIFY OK" "$WORK/load.log" || die "no clean verify"
-}
+under_load() { disturbed_load "$WORK/load.log" "$URL" "$2" "$1"; }
 stop_cont() {
   log "SIGSTOP tgtd for 7 s"
   kill -STOP "$TGTD_PID"; sleep 7; kill -CONT "$TGTD_PID"; log "SIGCONT"

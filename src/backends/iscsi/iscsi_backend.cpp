@@ -103,7 +103,7 @@ int run_probe(Session& s, const iscsi::Cdb& cdb, bool read, std::vector<uint8_t>
 constexpr uint32_t kGrowProbeTimeoutMs = 5000;
 
 std::string where_of(const iscsi::IscsiConfig& cfg) {
-  return cfg.host + ":" + std::to_string(cfg.port) + "/" + cfg.target + "/" + std::to_string(cfg.lun);
+  return iscsi::portal_name({cfg.host, cfg.port}) + "/" + cfg.target + "/" + std::to_string(cfg.lun);
 }
 
 // A probe session logged in, with the LUN's capacity read: at start-up and for grow(). The
@@ -138,6 +138,8 @@ class CapacityProbe {
   CapacityProbe& operator=(const CapacityProbe&) = delete;
 
   bool ok() const { return capacity.has_value(); }
+  // The configured portal it logged in through.
+  size_t portal() const { return s_.portal(); }
   // Another command on the probe session; buf is cut to the bytes the target sent.
   int run(const iscsi::Cdb& cdb, bool read, std::vector<uint8_t>& buf) {
     return run_probe(s_, cdb, read, buf, timeout_ms_);
@@ -274,6 +276,13 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
                cap->block_size, info.max_transfer_bytes, info.discard ? "yes" : "no", info.serial,
                read_only ? ", write-protected: read-only" : "");
   iscsi::LunShape shape{cap->block_size, info.discard, info.write_zeroes};
+  // The queues' sessions start at the portal the probe logged in through (a portal that did
+  // not answer it is tried last), and go round the others from there.
+  if (probe.portal() != 0) {
+    VCP_LOG_INFO("iscsi: {}: the queues start at portal {}", where,
+                 iscsi::portal_name(iscsi::portal_at(*cfg, probe.portal())));
+    *cfg = iscsi::starting_at_portal(*cfg, probe.portal());
+  }
   return std::make_unique<IscsiBackend>(std::move(*cfg), isid, std::move(info), shape, std::move(resize_fd));
 }
 

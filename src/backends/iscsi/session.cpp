@@ -16,6 +16,7 @@
 #include "base/clock.hpp"
 #include "base/log.hpp"
 #include "iscsi/crc32c.hpp"
+#include "iscsi/sendtargets.hpp"
 #include "iscsi/text.hpp"
 
 namespace vcp::backends::iscsi {
@@ -156,8 +157,7 @@ int Session::start() {
   if (timerfd_settime(timer_fd_.get(), 0, &its, nullptr) != 0) return -errno;
   arm_timer_read();
 
-  host_ = cfg_.host;
-  port_ = cfg_.port;
+  use_portal(0);
   down_since_ms_ = now_ms();
   start_connect();
   io_uring_submit(&ring_);
@@ -195,12 +195,7 @@ void Session::start_connect() {
   if (g != 0 || !res) {
     std::string why = "cannot resolve '" + host_ + "': " + gai_strerror(g);
     if (res) freeaddrinfo(res);
-    if (!first_login_done_) {
-      state_ = State::Failed;
-      error_ = why;
-      return;
-    }
-    connection_failed(why);
+    connection_failed(why, -EHOSTUNREACH);
     return;
   }
   std::memcpy(&peer_, res->ai_addr, res->ai_addrlen);
@@ -226,15 +221,7 @@ void Session::start_connect() {
 
 void Session::on_connected(int res) {
   if (res < 0) {
-    std::string why = "cannot connect to " + host_ + ":" + std::to_string(port_) + ": " + errno_str(res);
-    if (!first_login_done_) {
-      state_ = State::Failed;
-      error_ = why;
-      error_code_ = res;
-      connection_failed(why);
-      return;
-    }
-    connection_failed(why);
+    connection_failed("cannot connect to " + vcp::iscsi::host_port(host_, port_) + ": " + errno_str(res), res);
     return;
   }
   begin_login();
@@ -299,7 +286,7 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
       refused ? static_cast<is::LoginStatus>(rs.status_class << 8 | rs.status_detail) : login_->status();
   char code[8];
   std::snprintf(code, sizeof code, "%04x", static_cast<unsigned>(status));
-  std::string why = "login to " + host_ + ":" + std::to_string(port_) + " target " + cfg_.target +
+  std::string why = "login to " + vcp::iscsi::host_port(host_, port_) + " target " + cfg_.target +
                     " failed: " + std::string(is::to_string(status)) + " (0x" + code + ")";
   if (!refused && !login_->failure().empty()) why += ": " + login_->failure();
   if (status == is::LoginStatus::TargetMovedTemporarily || status == is::LoginStatus::TargetMovedPermanently) {
@@ -316,8 +303,7 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
       why += ": more than " + std::to_string(kMaxRedirects) + " redirects in a row (last to " + address +
              "): a redirect loop";
       redirects_ = 0;
-      host_ = cfg_.host;  // start over from the configured portal (with back-off)
-      port_ = cfg_.port;
+      use_portal(portal_);  // start over from the configured portals (the next one, or back-off)
       redirected_temporarily_ = false;
     } else {
       VCP_LOG_INFO("{}: target redirects us ({}) to {}", name_,
@@ -326,23 +312,15 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
       host_ = h;
       port_ = p;
       redirected_temporarily_ = status == is::LoginStatus::TargetMovedTemporarily;
-      reconnect_attempts_ = 0;
-      connection_failed("redirected");
-      reconnect_at_ms_ = 0;
+      connection_failed("redirected", 0, Cause::Redirect);
       return;
     }
   }
-  if (!first_login_done_) {
-    error_ = why;
-    error_code_ = status == is::LoginStatus::AuthenticationFailure || status == is::LoginStatus::AuthorizationFailure
-                      ? -EACCES
-                  : status == is::LoginStatus::NotFound || status == is::LoginStatus::TargetRemoved ? -ENOENT
-                                                                                                      : -EIO;
-    state_ = State::Failed;
-    connection_failed(why);
-    return;
-  }
-  connection_failed(why);
+  connection_failed(why, status == is::LoginStatus::AuthenticationFailure ||
+                                 status == is::LoginStatus::AuthorizationFailure
+                             ? -EACCES
+                         : status == is::LoginStatus::NotFound || status == is::LoginStatus::TargetRemoved ? -ENOENT
+                                                                                                             : -EIO);
 }
 
 void Session::enter_full_feature() {
@@ -354,7 +332,8 @@ void Session::enter_full_feature() {
   bool reconnect = first_login_done_;
   first_login_done_ = true;
   state_ = State::FullFeature;
-  reconnect_attempts_ = 0;
+  attempts_failed_ = 0;
+  first_login_failures_.clear();
   redirects_ = 0;
   down_since_ms_ = 0;
   recovery_expired_ = false;
@@ -366,12 +345,13 @@ void Session::enter_full_feature() {
   for (uint32_t i = ready_head_; i != UINT32_MAX; i = tasks_[i].next) ++waiting;
   if (reconnect) {
     ++stats_.reconnects;
-    VCP_LOG_INFO("{}: session reinstated on {}:{} (TSIH {}); reissuing {} command(s)", name_, host_, port_,
-                 login_->tsih(), waiting);
+    VCP_LOG_INFO("{}: session reinstated on {} (TSIH {}); reissuing {} command(s)", name_,
+                 vcp::iscsi::host_port(host_, port_), login_->tsih(), waiting);
   } else {
-    VCP_LOG_INFO("{}: logged in to {} on {}:{} (TSIH {}, header digest {}, data digest {}, ImmediateData {}, "
+    VCP_LOG_INFO("{}: logged in to {} on {} (TSIH {}, header digest {}, data digest {}, ImmediateData {}, "
                  "InitialR2T {}, FirstBurst {}, MaxBurst {}, MaxRecvDSL {}/{}, window {})",
-                 name_, cfg_.target, host_, port_, login_->tsih(), digests_.header ? "CRC32C" : "None",
+                 name_, cfg_.target, vcp::iscsi::host_port(host_, port_), login_->tsih(),
+                 digests_.header ? "CRC32C" : "None",
                  digests_.data ? "CRC32C" : "None", params_.immediate_data ? "Yes" : "No",
                  params_.initial_r2t ? "Yes" : "No", params_.first_burst_length, params_.max_burst_length,
                  params_.max_recv_data_segment_length, params_.max_send_data_segment_length, window_.room());
@@ -380,23 +360,61 @@ void Session::enter_full_feature() {
   pump();
 }
 
-void Session::connection_failed(const std::string& why) {
+void Session::use_portal(size_t i) {
+  portal_ = i;
+  PortalAddress p = portal_at(cfg_, i);
+  host_ = std::move(p.host);
+  port_ = p.port;
+}
+
+void Session::connection_failed(const std::string& why, int code, Cause cause) {
   if (tearing_down_) return;
+  const size_t portals = portal_count(cfg_);
+  const bool redirected = cause == Cause::Redirect;
+  if (!redirected && !closing_ && !logout_done_ &&
+      (state_ == State::Down || state_ == State::Connecting || state_ == State::LoggingIn)) {
+    // An attempt failed: the next goes to the next portal. A first login gives up (open fails)
+    // when every portal has failed once, saying what each did.
+    ++attempts_failed_;
+    if (!first_login_done_) {
+      if (!first_login_failures_.empty()) first_login_failures_ += "; ";
+      first_login_failures_ += why;
+      // The most telling code: a target's refusal (credentials, no such target) over a
+      // portal that could not be reached.
+      if (error_code_ != -EACCES && error_code_ != -ENOENT) error_code_ = code;
+      if (attempts_failed_ >= portals) {
+        state_ = State::Failed;
+        error_ = portals == 1 ? why
+                              : "no login through any of the " + std::to_string(portals) +
+                                    " portals: " + first_login_failures_;
+      }
+    }
+    if (portals > 1) use_portal((portal_ + 1) % portals);
+  } else if (cause == Cause::Unanswered && portals > 1 && state_ == State::FullFeature) {
+    // A portal that went silent (its host or link down) would take a whole login timeout to
+    // give up on again: the next portal first. A broken connection tries its portal again.
+    use_portal((portal_ + 1) % portals);
+  }
   bool closing = state_ == State::Failed || logout_done_ || closing_;
   if (!closing) {
-    VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting", name_, why, in_flight_);
     // A temporary redirect holds for the session it was given to (RFC 7143 §11.13.5): the
     // next session starts at the configured portal again.
     if (state_ == State::FullFeature && redirected_temporarily_) {
-      host_ = cfg_.host;
-      port_ = cfg_.port;
+      use_portal(portal_);
       redirected_temporarily_ = false;
     }
+    if (portals > 1)
+      VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting through {}", name_, why,
+                   in_flight_, vcp::iscsi::host_port(host_, port_));
+    else
+      VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting", name_, why, in_flight_);
     state_ = State::Down;
     if (down_since_ms_ == 0) down_since_ms_ = now_ms();
-    uint64_t delay = reconnect_attempts_ == 0 ? 0 : std::min<uint64_t>(100ull << std::min(reconnect_attempts_, 5u), 2000);
+    // The portals are tried one after the other at once; a whole round failed waits before
+    // the next (0.2, 0.4, 0.8, 1.6, then 2 s). A redirect is followed at once.
+    const uint32_t rounds = attempts_failed_ % portals == 0 ? static_cast<uint32_t>(attempts_failed_ / portals) : 0;
+    const uint64_t delay = rounds == 0 || redirected ? 0 : std::min<uint64_t>(100ull << std::min(rounds, 5u), 2000);
     reconnect_at_ms_ = now_ms() + delay;
-    ++reconnect_attempts_;
     requeue_issued();
   }
   tmf_ = Tmf::None;
@@ -1656,7 +1674,8 @@ void Session::on_timer() {
       maybe_answer_logout_request();
       if (state_ != State::FullFeature) break;
       if (nop_outstanding_ && now > nop_deadline_ms_) {
-        connection_failed("no answer to NOP-Out for " + std::to_string(cfg_.timeout_ms) + " ms");
+        connection_failed("no answer to NOP-Out for " + std::to_string(cfg_.timeout_ms) + " ms", -EIO,
+                          Cause::Unanswered);
         break;
       }
       // A target that lets the CmdSN window close and keeps it closed (MaxCmdSN no longer
@@ -1685,7 +1704,7 @@ void Session::on_timer() {
           ++stats_.lun_resets;
           send_tmf(is::TmfFunction::LogicalUnitReset, nullptr);
         } else {
-          connection_failed("LOGICAL UNIT RESET unanswered");
+          connection_failed("LOGICAL UNIT RESET unanswered", -EIO, Cause::Unanswered);
           break;
         }
       }
@@ -1706,14 +1725,9 @@ void Session::on_timer() {
     case State::Connecting:
     case State::LoggingIn:
       if (now > login_deadline_ms_) {
-        std::string why = "no login to " + host_ + ":" + std::to_string(port_) + " within " +
-                          std::to_string(cfg_.login_timeout_ms / 1000) + " s";
-        if (!first_login_done_) {
-          error_ = why;
-          error_code_ = -ETIMEDOUT;
-          state_ = State::Failed;
-        }
-        connection_failed(why);
+        connection_failed("no login to " + vcp::iscsi::host_port(host_, port_) + " within " +
+                              std::to_string(cfg_.login_timeout_ms / 1000) + " s",
+                          -ETIMEDOUT);
       }
       break;
     case State::Down:
@@ -1800,14 +1814,15 @@ void Session::wait_event(uint32_t timeout_ms) {
 }
 
 int Session::wait_logged_in() {
-  const uint64_t until = now_ms() + cfg_.login_timeout_ms + 1000;
+  // Every portal may take its whole login timeout before the next is tried.
+  const uint64_t until = now_ms() + uint64_t{cfg_.login_timeout_ms} * portal_count(cfg_) + 1000;
   while (state_ != State::FullFeature && state_ != State::Failed && now_ms() < until) {
     poll();
     if (state_ == State::FullFeature || state_ == State::Failed) break;
     wait_event(50);
   }
   if (state_ == State::FullFeature) return 0;
-  if (error_.empty()) error_ = "no login to " + host_ + ":" + std::to_string(port_) + " (timed out)";
+  if (error_.empty()) error_ = "no login to " + vcp::iscsi::host_port(host_, port_) + " (timed out)";
   return error_code_ ? error_code_ : -EIO;
 }
 

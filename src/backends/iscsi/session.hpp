@@ -28,6 +28,7 @@
 #include <sys/uio.h>
 
 #include <array>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -86,6 +87,9 @@ class Session {
   int wait_logged_in();
   const std::string& error() const { return error_; }
   State state() const { return state_; }
+  // The configured portal in use (portal_at(config, portal())): where the last login was, or
+  // the one being tried.
+  size_t portal() const { return portal_; }
 
   // Data path (BackendQueue semantics).
   void submit(BlockRequest* req);
@@ -195,8 +199,6 @@ class Session {
   void on_login_response(const vcp::iscsi::LoginResponsePdu& rs, std::span<const uint8_t> data);
   void send_login(const vcp::iscsi::LoginRequestOut& out);
   void enter_full_feature();
-  void connection_failed(const std::string& why);
-  void finish_teardown();
   void fail_all(int status);
 
   // io_uring plumbing
@@ -214,6 +216,7 @@ class Session {
   void on_received(int res);
   void on_timer();
   void maybe_reconnect();
+  void use_portal(size_t i);
   void wait_event(uint32_t timeout_ms);
 
   // tx
@@ -258,6 +261,17 @@ class Session {
   void retry_later(Task& t, uint64_t delay_ms);
   void requeue_issued();
   uint64_t now_ms() const;
+  // Why a connection ends, for where the next one goes.
+  enum class Cause : uint8_t {
+    Error,       // the connection broke or an attempt failed (a failed attempt moves on)
+    Redirect,    // the target sent us elsewhere: follow it at once
+    Unanswered,  // the target stopped answering (NOP-Out, LUN reset): the next portal at once
+  };
+  // The connection ended (or an attempt to make one failed): tear it down and, unless the
+  // session is closing or its first login has failed on every portal, reconnect. code is the
+  // -errno a failed first login reports.
+  void connection_failed(const std::string& why, int code = -EIO, Cause cause = Cause::Error);
+  void finish_teardown();
 
   IscsiConfig cfg_;
   vcp::iscsi::Isid isid_;
@@ -280,8 +294,9 @@ class Session {
   uint32_t conn_gen_ = 0;
   uint32_t ops_in_flight_ = 0;  // connect/send/recv of the current connection
   bool tearing_down_ = false;
-  std::string host_;  // where we connect (a redirect may change it)
+  std::string host_;  // where we connect: the configured portal in use, or where a redirect sent us
   uint16_t port_ = 0;
+  size_t portal_ = 0;  // which of the configured portals (portal_at(cfg_, portal_)) is in use
   sockaddr_storage peer_{};
   socklen_t peer_len_ = 0;
 
@@ -400,7 +415,10 @@ class Session {
   bool redirected_temporarily_ = false;
   uint64_t down_since_ms_ = 0;
   uint64_t reconnect_at_ms_ = 0;
-  uint32_t reconnect_attempts_ = 0;
+  // Connection or login attempts failed in a row (any portal) since the last login: each moves
+  // to the next portal; after a whole round of them the next attempt waits (back-off).
+  uint32_t attempts_failed_ = 0;
+  std::string first_login_failures_;  // each portal's failure, for the first login's error
 
   Stats stats_;
 };

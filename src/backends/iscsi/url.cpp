@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "base/parse.hpp"
+#include "iscsi/sendtargets.hpp"
 
 namespace vcp::backends::iscsi {
 
@@ -15,7 +16,8 @@ const char* const kIscsiUsage =
     "data_digest= (crc32c|none|prefer|allow), initiator=IQN, mutual_user=NAME, secret_file=PATH "
     "(CHAP secret on line 1, the target's mutual secret on line 2; or env VCP_ISCSI_SECRET, "
     "VCP_ISCSI_MUTUAL_SECRET), timeout=SECONDS, nop_interval=SECONDS, recovery_timeout=SECONDS, "
-    "login_timeout=SECONDS, max_recv_segment=BYTES";
+    "login_timeout=SECONDS, max_recv_segment=BYTES, portal=HOST[:PORT] (repeatable: more portals of the "
+    "target, tried in turn)";
 
 std::optional<std::string> system_env(const char* name) {
   const char* v = std::getenv(name);
@@ -84,6 +86,28 @@ bool read_secret_file(const std::string& path, std::string* secret, std::string*
 
 }  // namespace
 
+PortalAddress portal_at(const IscsiConfig& c, size_t i) {
+  return i == 0 ? PortalAddress{c.host, c.port} : c.more_portals.at(i - 1);
+}
+
+IscsiConfig starting_at_portal(const IscsiConfig& c, size_t i) {
+  IscsiConfig out = c;
+  const size_t n = portal_count(c);
+  out.more_portals.clear();
+  for (size_t k = 0; k < n; ++k) {
+    PortalAddress p = portal_at(c, (i + k) % n);
+    if (k == 0) {
+      out.host = std::move(p.host);
+      out.port = p.port;
+    } else {
+      out.more_portals.push_back(std::move(p));
+    }
+  }
+  return out;
+}
+
+std::string portal_name(const PortalAddress& p) { return vcp::iscsi::host_port(p.host, p.port); }
+
 bool parse_portal(const std::string& text, std::string* host, uint16_t* port, std::string* error) {
   std::string t = text.substr(0, text.find(','));  // TargetAddress: "addr:port,tpgt"
   std::string h, p;
@@ -145,6 +169,7 @@ std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string*
     rest = rest.substr(0, cut);
   }
   std::map<std::string, std::string> opts;
+  std::vector<std::string> portal_values;  // portal= may repeat
   size_t pos = 0;
   while (pos < opt_text.size()) {
     size_t end = opt_text.find_first_of("&,", pos);
@@ -158,6 +183,10 @@ std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string*
     if (key.empty()) {
       *error = "empty option name in '" + text + "'";
       return std::nullopt;
+    }
+    if (key == "portal") {
+      portal_values.push_back(value);
+      continue;
     }
     if (!opts.emplace(key, value).second) {
       *error = "option '" + key + "' given twice";
@@ -189,6 +218,24 @@ std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string*
     }
   }
   if (!parse_portal(authority, &c.host, &c.port, error)) return std::nullopt;
+  for (const std::string& v : portal_values) {
+    PortalAddress p;
+    if (!parse_portal(v, &p.host, &p.port, error)) {
+      *error = "bad portal= '" + v + "': " + *error;
+      return std::nullopt;
+    }
+    for (size_t i = 0; i < portal_count(c); ++i) {
+      if (portal_at(c, i) == p) {
+        *error = "portal " + portal_name(p) + " given twice";
+        return std::nullopt;
+      }
+    }
+    if (portal_count(c) >= kMaxPortals) {
+      *error = "more than " + std::to_string(kMaxPortals) + " portals";
+      return std::nullopt;
+    }
+    c.more_portals.push_back(std::move(p));
+  }
   // target-iqn/lun
   size_t last = path.rfind('/');
   if (last == std::string::npos || last == 0) {

@@ -1,5 +1,7 @@
 // The iscsi backend's SPEC: the URL form users know from libiscsi and QEMU,
 //   iscsi://[user@]host[:port]/target-iqn/lun[?key=value&key=value][,key=value...]
+// (`portal=HOST[:PORT]` may repeat: more portals of the same target, tried in turn when one
+// does not answer)
 // and where its secrets come from (a file or the environment, never the command line: a
 // command line is visible to every user through /proc).
 #pragma once
@@ -8,17 +10,28 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "iscsi/negotiation.hpp"
 
 namespace vcp::backends::iscsi {
 
 constexpr uint16_t kDefaultPort = 3260;
+constexpr size_t kMaxPortals = 16;  // host:port and up to 15 portal= options
 constexpr const char* kDefaultInitiator = "iqn.2024-01.org.vcp:initiator";
+
+struct PortalAddress {
+  std::string host;  // name or address; IPv6 without the brackets
+  uint16_t port = kDefaultPort;
+  bool operator==(const PortalAddress&) const = default;
+};
 
 struct IscsiConfig {
   std::string host;  // name or address; IPv6 without the brackets
   uint16_t port = kDefaultPort;
+  // Other portals of the same target (`portal=`), in order after host:port: a connection or
+  // login that fails on one is tried on the next (docs/iscsi.md, "Several portals").
+  std::vector<PortalAddress> more_portals;
   std::string target;  // IQN / EUI / NAA name
   uint32_t lun = 0;
   std::string initiator = kDefaultInitiator;
@@ -36,6 +49,16 @@ struct IscsiConfig {
   uint32_t recovery_timeout_ms = 120000; // reconnecting longer than this fails outstanding I/O
   uint32_t login_timeout_ms = 15000;     // connect + login
 };
+
+// How many portals the config names (host:port and more_portals).
+inline size_t portal_count(const IscsiConfig& c) { return 1 + c.more_portals.size(); }
+// Portal i of the config: 0 is host:port, then more_portals in order.
+PortalAddress portal_at(const IscsiConfig& c, size_t i);
+// The same config with portal i first and the others after it in their order (i, i+1, ...,
+// 0, ..., i-1): the sessions opened after a probe start where the probe logged in.
+IscsiConfig starting_at_portal(const IscsiConfig& c, size_t i);
+// "host:port", with brackets for IPv6.
+std::string portal_name(const PortalAddress& p);
 
 // Looks up an environment variable (tests inject their own).
 using EnvLookup = std::function<std::optional<std::string>(const char*)>;

@@ -118,7 +118,7 @@ class ScriptedTarget {
   bool accept(int timeout_ms = 3000) {
     drop();
     const uint64_t until = mono_ms() + timeout_ms;
-    while (mono_ms() < until) {
+    while (listen_fd_ >= 0 && mono_ms() < until) {
       pollfd p{listen_fd_, POLLIN, 0};
       if (::poll(&p, 1, 0) > 0) {
         fd_ = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -135,6 +135,16 @@ class ScriptedTarget {
       pump(5);
     }
     return false;
+  }
+  // Closes the listening socket: connections to the port are refused from now on.
+  void stop_listening() {
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+  // A port of 127.0.0.1 nothing listens on (connections to it are refused).
+  static uint16_t closed_port() {
+    ScriptedTarget t;
+    return t.port();  // its socket is closed when t goes
   }
   uint32_t accepted() const { return accepted_; }
   uint64_t accepted_at_ms() const { return accepted_at_ms_; }

@@ -918,6 +918,155 @@ TEST_F(IscsiSession, RedirectToAnUnparsableAddressFailsClearly) {
   EXPECT_NE(session_->error().find("0x0102"), std::string::npos) << session_->error();
 }
 
+// ---- several portals (portal=) ----
+
+TEST_F(IscsiSession, AFirstPortalNothingListensOnIsPassedOver) {
+  cfg_.port = ScriptedTarget::closed_port();
+  cfg_.more_portals = {{"127.0.0.1", target_.port()}};
+  start();
+  EXPECT_EQ(session_->portal(), 1u);
+  read_works(3);
+}
+
+TEST_F(IscsiSession, EveryPortalFailingFailsTheLoginNamingEach) {
+  const uint16_t a = ScriptedTarget::closed_port(), b = ScriptedTarget::closed_port();
+  cfg_.port = a;
+  cfg_.more_portals = {{"127.0.0.1", b}};
+  start(false);
+  EXPECT_EQ(session_->wait_logged_in(), -ECONNREFUSED);
+  EXPECT_EQ(session_->state(), Session::State::Failed);
+  const std::string& e = session_->error();
+  EXPECT_NE(e.find("no login through any of the 2 portals"), std::string::npos) << e;
+  EXPECT_NE(e.find("cannot connect to 127.0.0.1:" + std::to_string(a) + ": Connection refused"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("cannot connect to 127.0.0.1:" + std::to_string(b) + ": Connection refused"), std::string::npos)
+      << e;
+}
+
+TEST_F(IscsiSession, ATargetsRefusalIsReportedOverAPortalNothingListensOn) {
+  // Portal 1 answers, but not for this target: the open fails with its "not found" (ENOENT),
+  // not with portal 0's refused connection; both are named.
+  cfg_.target = "iqn.2024-01.org.vcp.test:nosuch";
+  cfg_.port = ScriptedTarget::closed_port();
+  cfg_.more_portals = {{"127.0.0.1", target_.port()}};
+  start(false);
+  ASSERT_TRUE(target_.accept());
+  EXPECT_FALSE(target_.login());
+  EXPECT_EQ(session_->wait_logged_in(), -ENOENT);
+  EXPECT_NE(session_->error().find("Connection refused"), std::string::npos) << session_->error();
+  EXPECT_NE(session_->error().find("not found (0x0203)"), std::string::npos) << session_->error();
+  EXPECT_FALSE(target_.accept(300)) << "no attempt after every portal failed once";
+}
+
+TEST_F(IscsiSession, ALostConnectionMovesToTheNextPortalAndReissuesThere) {
+  ScriptedTarget other;
+  ASSERT_TRUE(other.ok());
+  cfg_.more_portals = {{"127.0.0.1", other.port()}};
+  start();
+  EXPECT_EQ(session_->portal(), 0u);
+  TestIo io(BlockOp::read, 4096, 512);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  // Portal 0 goes away with the command outstanding: the session tries it again at once (a
+  // dropped connection alone says nothing of the portal), is refused, and moves on at once.
+  const uint64_t t0 = mono_ms();
+  target_.stop_listening();
+  target_.drop();
+  other.attach(session_.get());
+  target_.attach(nullptr);
+  ASSERT_TRUE(other.connect_and_login());
+  EXPECT_LT(mono_ms() - t0, 1000u) << "no back-off before the first round of portals is done";
+  EXPECT_EQ(session_->portal(), 1u);
+  auto again = other.next();
+  ASSERT_TRUE(again && again->as<is::ScsiCommandPdu>());
+  const auto& cmd = *again->as<is::ScsiCommandPdu>();
+  other.saw_command(cmd);
+  EXPECT_EQ(cmd.cdb[0], c->cdb[0]);
+  EXPECT_TRUE(std::equal(cmd.cdb.begin(), cmd.cdb.end(), c->cdb.begin())) << "the same command, reissued";
+  other.data_in_good(cmd.itt, pattern(512, 5));
+  ASSERT_TRUE(other.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.calls, 1);
+  EXPECT_EQ(io.buf, pattern(512, 5));
+  EXPECT_EQ(session_->stats().reconnects, 1u);
+  EXPECT_EQ(session_->stats().reissued, 1u);
+  other.attach(nullptr);
+}
+
+TEST_F(IscsiSession, APortalThatStopsAnsweringIsLeftForTheNextAtOnce) {
+  // A silent portal (its host or link gone) would take a whole login timeout to give up on
+  // again: after the NOP-Out goes unanswered the session goes to the next portal first.
+  ScriptedTarget other;
+  ASSERT_TRUE(other.ok());
+  cfg_.nop_interval_ms = 200;
+  cfg_.timeout_ms = 500;
+  cfg_.more_portals = {{"127.0.0.1", other.port()}};
+  start();
+  auto nop = target_.next(2000);  // the keep-alive, never answered
+  ASSERT_TRUE(nop && nop->as<is::NopOutPdu>());
+  const uint64_t t0 = mono_ms();
+  other.attach(session_.get());
+  target_.attach(nullptr);
+  ASSERT_TRUE(other.connect_and_login());
+  EXPECT_GE(mono_ms() - t0, 400u);
+  EXPECT_LT(mono_ms() - t0, 500 + 2 * kTickSlackMs);
+  EXPECT_EQ(session_->portal(), 1u);
+  EXPECT_EQ(target_.accepted(), 1u) << "the silent portal was tried again first";
+  other.attach(nullptr);
+}
+
+TEST_F(IscsiSession, APortalThatDoesNotAnswerTheLoginIsLeftAfterTheLoginTimeout) {
+  ScriptedTarget other;
+  ASSERT_TRUE(other.ok());
+  cfg_.login_timeout_ms = 1000;
+  cfg_.more_portals = {{"127.0.0.1", other.port()}};
+  start(false);
+  ASSERT_TRUE(target_.accept());  // and never answers the Login Request
+  const uint64_t t0 = mono_ms();
+  other.attach(session_.get());
+  target_.attach(nullptr);
+  ASSERT_TRUE(other.connect_and_login());
+  const uint64_t took = mono_ms() - t0;
+  EXPECT_GE(took, 900u);
+  EXPECT_LT(took, 1000 + 2 * kTickSlackMs);
+  EXPECT_EQ(session_->wait_logged_in(), 0);
+  EXPECT_EQ(session_->portal(), 1u);
+  other.attach(nullptr);
+}
+
+TEST_F(IscsiSession, PortalsAreTriedInRoundsWithABackOffBetweenRounds) {
+  // Both portals accept and drop every connection at once: each round tries both, the rounds
+  // are spaced 0.2, 0.4, 0.8 s ... apart; the session never spins.
+  ScriptedTarget other;
+  ASSERT_TRUE(other.ok());
+  cfg_.more_portals = {{"127.0.0.1", other.port()}};
+  start();
+  target_.drop();
+  std::vector<std::pair<int, uint64_t>> tries;  // (portal, when)
+  const uint64_t t0 = mono_ms();
+  while (mono_ms() - t0 < 1300) {
+    if (target_.accept(1)) {
+      tries.emplace_back(0, mono_ms() - t0);
+      target_.drop();
+    }
+    if (other.accept(1)) {
+      tries.emplace_back(1, mono_ms() - t0);
+      other.drop();
+    }
+  }
+  std::ostringstream seen;
+  for (auto& [p, at] : tries) seen << p << "@" << at << " ";
+  // The reconnect to portal 0 at once, then 1 at once (round 1), 0 and 1 after 0.2 s (round
+  // 2), after 0.4 s more (round 3, at 0.6 s), after 0.8 s more (round 4, at 1.4 s: not yet).
+  ASSERT_GE(tries.size(), 5u) << seen.str();
+  ASSERT_LE(tries.size(), 7u) << seen.str();
+  for (size_t i = 0; i < tries.size(); ++i) EXPECT_EQ(tries[i].first, static_cast<int>(i % 2)) << seen.str();
+  EXPECT_LT(tries[1].second, 150u) << seen.str();
+  EXPECT_GE(tries[3].second - tries[1].second, 150u) << seen.str();
+  EXPECT_GE(tries[5].second - tries[3].second, 350u) << seen.str();
+  EXPECT_EQ(session_->state(), Session::State::Down);
+}
+
 // ---- a write failed while its Data-Out is still going out ----
 
 TEST_F(IscsiSession, EarlyFailedWriteCompletesOnlyAfterItsDataOutLeftTheBuffer) {

@@ -122,6 +122,49 @@ TEST(IscsiUrl, Portal) {
   EXPECT_FALSE(parse_portal("h:abc", &h, &p, &err));
 }
 
+TEST(IscsiUrl, MorePortalsOfTheTarget) {
+  std::string err;
+  auto c = parse_iscsi_url("iscsi://10.0.0.1:3261/iqn.x:t/2?portal=10.0.1.1&header_digest=none,portal=[fd00::5]:3262",
+                           &err, kNoEnv);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(portal_count(*c), 3u);
+  EXPECT_EQ(portal_at(*c, 0), (PortalAddress{"10.0.0.1", 3261}));
+  EXPECT_EQ(portal_at(*c, 1), (PortalAddress{"10.0.1.1", 3260}));
+  EXPECT_EQ(portal_at(*c, 2), (PortalAddress{"fd00::5", 3262}));
+  EXPECT_EQ(portal_name(portal_at(*c, 2)), "[fd00::5]:3262");
+  EXPECT_EQ(c->lun, 2u);
+  // Starting at portal 2: 2, 0, 1; everything else as it was.
+  IscsiConfig r = starting_at_portal(*c, 2);
+  EXPECT_EQ(portal_at(r, 0), portal_at(*c, 2));
+  EXPECT_EQ(portal_at(r, 1), portal_at(*c, 0));
+  EXPECT_EQ(portal_at(r, 2), portal_at(*c, 1));
+  EXPECT_EQ(r.target, c->target);
+  EXPECT_EQ(r.lun, c->lun);
+  EXPECT_EQ(starting_at_portal(*c, 0).more_portals, c->more_portals);
+  // Without portal=: one.
+  c = parse_iscsi_url("iscsi://h/iqn/1", &err, kNoEnv);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(portal_count(*c), 1u);
+
+  // Refused, in words: the same portal twice (the URL's own too, its port by default), a
+  // malformed one, an empty one, too many.
+  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=h:3260", &err, kNoEnv));
+  EXPECT_NE(err.find("portal h:3260 given twice"), std::string::npos) << err;
+  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=a:1&portal=a:1", &err, kNoEnv));
+  EXPECT_NE(err.find("portal a:1 given twice"), std::string::npos) << err;
+  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=a:99999", &err, kNoEnv));
+  EXPECT_NE(err.find("bad portal= 'a:99999': bad port"), std::string::npos) << err;
+  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=", &err, kNoEnv));
+  EXPECT_NE(err.find("bad portal= '': missing host"), std::string::npos) << err;
+  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=fd00::1", &err, kNoEnv));
+  EXPECT_NE(err.find("needs brackets"), std::string::npos) << err;
+  std::string many = "iscsi://h/iqn/1?";
+  for (int i = 1; i < static_cast<int>(kMaxPortals); ++i) many += "portal=h:" + std::to_string(i) + "&";
+  EXPECT_TRUE(parse_iscsi_url(many, &err, kNoEnv)) << err;
+  EXPECT_FALSE(parse_iscsi_url(many + "portal=h:999", &err, kNoEnv));
+  EXPECT_NE(err.find("more than 16 portals"), std::string::npos) << err;
+}
+
 TEST(IscsiUrl, RegistryRoutesIscsiAndReportsUsage) {
   std::string err;
   EXPECT_FALSE(make_backend("iscsi://h/iqn/notanumber", &err));
