@@ -55,6 +55,13 @@
 #                                           then a reload removes one portal and adds another
 #                                           while sessions verify through both, and a portal
 #                                           that cannot be bound leaves them as they were
+#   target_tools.sh VCP_BIN multipath       our initiator in a second network namespace, two veth
+#                                           pairs to the target's two portals (two paths, one
+#                                           portal group; the URL names both, portal=): under
+#                                           verified load the first path's link goes down; the
+#                                           session moves to the second portal, the target ends
+#                                           the old session (reinstatement), the verify ends clean
+#                                           (runs in a network namespace of its own)
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #                                           (SCSI.MultipathIO.* over two paths: the URL twice)
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
@@ -71,7 +78,7 @@ MODE=${2:?mode}
 shift 2
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-if [ "$MODE" = wildcard ] && [ -z "${VCP_IN_NETNS:-}" ]; then
+if { [ "$MODE" = wildcard ] || [ "$MODE" = multipath ]; } && [ -z "${VCP_IN_NETNS:-}" ]; then
   command -v unshare >/dev/null || fail "unshare not installed (Debian package util-linux)"
   ns=(unshare --net)  # not root: a user namespace of our own holds the network namespace
   [ "$(id -u)" = 0 ] || ns=(unshare --user --map-root-user --net)
@@ -89,7 +96,7 @@ IQN=iqn.2024-01.org.vcp:itest
 INI=iqn.2024-01.org.vcp:itest-initiator
 DIR=$(mktemp -d /tmp/vcp-target-it.XXXXXX)
 PID=
-PEER_NS=  # a process holding a second network namespace (wildcard mode)
+PEER_NS=  # a process holding a second network namespace (wildcard, multipath)
 cleanup() {
   [ -n "$PEER_NS" ] && { kill "$PEER_NS" 2>/dev/null; wait "$PEER_NS" 2>/dev/null; }
   if [ -n "$PID" ]; then
@@ -236,6 +243,47 @@ wildcard)
   BENCH_IN=$PEER_NET URL=iscsi://10.213.0.1:$PORT/$IQN \
     bench_verify 0 "randrw 256k 8" " (veth, sendfile auto)"
   echo "sendfile auto: Data-In by sendfile for 10.213.0.2 (another namespace), from the mapping for 127.0.0.1"
+  stop_target
+  ;;
+multipath)
+  # Two paths from a second network namespace: veth pairs 10.213.1.0/24 and 10.213.2.0/24, the
+  # target listening on one address of each (this namespace is the script's own).
+  [ "$(id -u)" = 0 ] || fail "multipath needs root (veth pairs into a second namespace)"
+  command -v nsenter >/dev/null || fail "nsenter not installed (Debian package util-linux)"
+  ip link set lo up
+  unshare --net sleep 300 &
+  PEER_NS=$!
+  sleep 0.2
+  PEER_NET="nsenter --net=/proc/$PEER_NS/ns/net"
+  for p in 1 2; do
+    ip link add "vcp-t$p" type veth peer name "vcp-i$p" netns "$PEER_NS" || fail "cannot make veth pair $p"
+    ip addr add "10.213.$p.1/24" dev "vcp-t$p" && ip link set "vcp-t$p" up || fail "cannot set up vcp-t$p"
+    $PEER_NET ip addr add "10.213.$p.2/24" dev "vcp-i$p" && $PEER_NET ip link set "vcp-i$p" up ||
+      fail "cannot set up vcp-i$p"
+  done
+  LISTEN=10.213.1.1 start_target --portal 10.213.2.1:0
+  PORT_B=$(listening_port 2)
+  [ -n "$PORT_B" ] || { cat "$DIR/target.log"; fail "no second portal"; }
+  A=10.213.1.1:$PORT URL_MP="iscsi://$A/$IQN/0?portal=10.213.2.1:$PORT_B,timeout=2,nop_interval=1,login_timeout=2"
+  $PEER_NET timeout 60 "$VCP_BIN" bench --backend "$URL_MP" --rw randrw --bs 16k --qd 16 --time 10 --verify \
+    >"$DIR/mp.log" 2>&1 &
+  LOAD=$!
+  sleep 3
+  grep -q "iscsi q0: logged in to $IQN on $A " "$DIR/mp.log" || { cat "$DIR/mp.log"; fail "the load is not on path A"; }
+  ip link set vcp-t1 down || fail "cannot take path A down"
+  echo "path A ($A) down under load"
+  wait "$LOAD" || { cat "$DIR/mp.log"; fail "the load over two paths failed"; }
+  grep -E "verify: .* ok|errors|reconnect|reinstated|connection lost" "$DIR/mp.log"
+  grep -q "verify: .* ok" "$DIR/mp.log" || fail "no clean verify over two paths"
+  grep -q " 0 errors" "$DIR/mp.log" || fail "I/O errors over two paths"
+  grep -q "iscsi q0: connection lost: no answer to NOP-Out .*reconnecting through 10.213.2.1:$PORT_B" "$DIR/mp.log" ||
+    fail "the session did not leave the silent path for path B"
+  grep -q "iscsi q0: session reinstated on 10.213.2.1:$PORT_B " "$DIR/mp.log" || fail "no session on path B"
+  kill -USR1 "$PID"  # the status report: the old session is gone by now
+  sleep 0.5
+  grep -q "target: session of .* ended: session reinstated by a new login" "$DIR/target.log" ||
+    { grep "session of" "$DIR/target.log"; fail "the target did not end the session on path A"; }
+  echo "path A down: the session moved to path B, the target ended the old one, verify clean"
   stop_target
   ;;
 fdlimit)
