@@ -56,6 +56,9 @@ struct BackendInfo {
   uint32_t discard_granularity = 0;   // bytes; 0: block_size
   std::string serial;                 // GET_ID (at most kSerialMax bytes are used); names this disk only
   std::string description;            // for logs and `vcp ctl`
+  // What holds the data, to tell whether two backends are one disk: equal for two opened on
+  // the same file or block device (whatever path led to it), never for two ram or null disks.
+  std::string storage;
 };
 
 class BackendQueue {

@@ -34,5 +34,8 @@ std::string stable_serial(const std::string& what);
 // "vcp-" and 16 random hex digits: a disk whose data lives only as long as the process (ram,
 // null) is a new disk each time.
 std::string random_serial();
+// BackendInfo::storage of a disk of this process's own making (ram, null): "KIND #N", N
+// counting up, so no two are equal.
+std::string own_storage(const char* kind);
 
 }  // namespace vcp::backends

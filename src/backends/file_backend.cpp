@@ -24,6 +24,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -390,6 +391,9 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
     if (!take_serial(spec, stable_serial(canonical ? canonical.get() : *path), &info.serial, error)) return nullptr;
   }
   info.description = "file " + *path + (direct ? " (O_DIRECT)" : "") + (ro ? " (read-only)" : "");
+  if (struct stat st{}; ::fstat(fd.get(), &st) == 0)
+    info.storage = S_ISBLK(st.st_mode) ? fmt::format("block {}:{}", major(st.st_rdev), minor(st.st_rdev))
+                                       : fmt::format("file {}:{}", st.st_dev, st.st_ino);
   // A buffered file's page cache, mapped read-only, is where read_view() points: a target sends
   // Data-In from it with no read request and no copy of its own. Not with O_DIRECT (the page
   // cache is bypassed there, and mixing the two is not coherent). Without a mapping (mmap

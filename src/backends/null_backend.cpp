@@ -36,6 +36,7 @@ std::unique_ptr<BlockBackend> make_null(Spec& spec, std::string* error) {
   }
   info.discard = info.write_zeroes = true;
   info.description = "null (" + std::to_string(info.capacity_bytes) + " bytes)";
+  info.storage = own_storage("null");
   return std::make_unique<NullBackend>(std::move(info));
 }
 

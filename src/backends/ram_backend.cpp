@@ -106,6 +106,7 @@ std::unique_ptr<BlockBackend> make_ram(Spec& spec, std::string* error) {
   }
   info.discard = info.write_zeroes = true;
   info.description = "ram (" + std::to_string(info.capacity_bytes) + " bytes)";
+  info.storage = own_storage("ram");
   return std::make_unique<RamBackend>(std::move(info), Mapping(p, info.capacity_bytes));
 }
 

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -130,6 +131,11 @@ std::string stable_serial(const std::string& what) {
     if (::gethostname(host, sizeof host - 1) == 0) machine = host;
   }
   return vcp_hex(fnv1a64(what, fnv1a64(std::string_view("\0", 1), fnv1a64(machine))));
+}
+
+std::string own_storage(const char* kind) {
+  static std::atomic<uint64_t> made{0};
+  return std::string(kind) + " #" + std::to_string(made.fetch_add(1, std::memory_order_relaxed));
 }
 
 std::string random_serial() {

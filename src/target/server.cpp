@@ -89,6 +89,20 @@ std::string lun_name(const LunSpec& l, const TargetSpec& t, size_t target_index)
 
 }  // namespace
 
+bool identity_clash(const std::string& name, const BlockBackend& b, const std::vector<NamedBackend>& others,
+                    std::string* error) {
+  const BackendInfo& mine = b.info();
+  for (const auto& [other_name, other] : others) {
+    const BackendInfo& theirs = other->info();
+    if (theirs.serial != mine.serial || (!mine.storage.empty() && theirs.storage == mine.storage)) continue;
+    *error = name + ": serial '" + mine.serial + "' is already that of " + other_name +
+             ", another disk (multipath and /dev/disk/by-id would take the two for one): give it a serial= "
+             "of its own";
+    return true;
+  }
+  return false;
+}
+
 // A LUN added while the target runs (TargetServer::add_luns), as one I/O thread takes it: the
 // backend (the server's) and this thread's queue on it, opened beforehand so that taking it
 // cannot fail.
@@ -825,14 +839,18 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
   if (!validate(settings, error)) return nullptr;
   std::unique_ptr<TargetServer> s(new TargetServer());
   const std::vector<TargetSpec> targets = settings.all_targets();
+  std::vector<NamedBackend> named;
   for (size_t ti = 0; ti < targets.size(); ++ti) {
     for (const auto& l : targets[ti].luns) {
       std::string why;
       auto b = make_backend(l.backend, &why);
+      const std::string name = lun_name(l, targets[ti], ti) + " '" + l.backend + "'";
       if (!b) {
-        *error = lun_name(l, targets[ti], ti) + " '" + l.backend + "': " + why;
+        *error = name + ": " + why;
         return nullptr;
       }
+      if (identity_clash(name, *b, named, error)) return nullptr;
+      named.emplace_back(name, b.get());
       s->lu_states_.push_back(std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache}));
       s->backends_.push_back(std::move(b));
     }
@@ -1223,13 +1241,25 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
   std::vector<std::unique_ptr<BlockBackend>> made;
   std::vector<std::shared_ptr<scsi::SharedLuState>> states;
   std::vector<std::vector<NewLun>> posts(threads_.size());
+  // The disks served now, but for those being replaced: no new one may go by one's identity.
+  std::vector<NamedBackend> named;
+  for (size_t ti = 0; ti < inventory_.size(); ++ti) {
+    if (removed_[ti]) continue;
+    for (const auto& [l, b] : inventory_[ti]) {
+      if (replace && ti == target && std::find(seen.begin(), seen.end(), l.number) != seen.end()) continue;
+      named.emplace_back(lun_name(l, targets_[ti], ti) + " '" + l.backend + "'", b);
+    }
+  }
   for (const auto& l : luns) {
     std::string why;
     auto b = make_backend(l.backend, &why);
+    const std::string name = lun_name(l, spec, target) + " '" + l.backend + "'";
     if (!b) {
-      *error = lun_name(l, spec, target) + " '" + l.backend + "': " + why;
+      *error = name + ": " + why;
       return false;
     }
+    if (identity_clash(name, *b, named, error)) return false;
+    named.emplace_back(name, b.get());
     auto state = std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache});
     for (size_t i = 0; i < threads_.size(); ++i) {
       auto q = b->open_queue(static_cast<unsigned>(i));

@@ -30,6 +30,16 @@
 
 namespace vcp::target {
 
+// A LUN's backend and what the LUN is called in messages ("LUN 3 of IQN 'ram:size=64M'").
+using NamedBackend = std::pair<std::string, const BlockBackend*>;
+// True when b (called `name`) would go by another disk's identity: its serial is one of
+// `others`' (VPD 0x80; the T10 and NAA designators of 0x83 are made from it) and the two are not
+// one file or device (BackendInfo::storage). Initiators that group paths by identity
+// (dm-multipath, udev's /dev/disk/by-id) would take two such disks for one; *error says which
+// and what to do.
+bool identity_clash(const std::string& name, const BlockBackend& b, const std::vector<NamedBackend>& others,
+                    std::string* error);
+
 class IoThread;
 struct ChangeLatch;
 struct Retirement;

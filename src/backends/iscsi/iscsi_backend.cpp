@@ -272,6 +272,7 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
   info.write_zeroes = true;  // WRITE SAME(16) is mandatory-ish in SBC-4; refusals map to UNSUPP
   info.serial = serial ? serial->substr(0, 20) : "";
   info.description = "iscsi " + where;
+  info.storage = "iscsi " + cfg->target + " LUN " + std::to_string(cfg->lun);
   VCP_LOG_INFO("iscsi: {}: {} blocks of {} bytes, max transfer {}, discard {}, serial '{}'{}", where, cap->blocks,
                cap->block_size, info.max_transfer_bytes, info.discard ? "yes" : "no", info.serial,
                read_only ? ", write-protected: read-only" : "");

@@ -482,5 +482,28 @@ TEST(Registry, EachDiskHasASerialOfItsOwn) {
   EXPECT_NE(err.find("bad serial"), std::string::npos) << err;
 }
 
+TEST(Registry, StorageTellsWhetherTwoBackendsAreOneDisk) {
+  TempDir d;
+  std::string err;
+  const std::string a = d.file("a.img", 1 << 20), b = d.file("b.img", 1 << 20);
+  std::filesystem::create_symlink(a, d.path() + "/link.img");
+  auto storage = [&](const std::string& spec) {
+    auto be = make_backend(spec, &err);
+    EXPECT_TRUE(be) << spec << ": " << err;
+    return be ? be->info().storage : std::string();
+  };
+  const std::string sa = storage("file:path=" + a);
+  EXPECT_EQ(sa.rfind("file ", 0), 0u) << sa;
+  // The same file by any path, with any options: one disk.
+  EXPECT_EQ(storage("file:path=" + d.path() + "/link.img"), sa);
+  EXPECT_EQ(storage("file:path=" + a + ",ro=on,serial=other"), sa);
+  EXPECT_NE(storage("file:path=" + b), sa);
+  // ram and null disks: each its own.
+  const std::string r1 = storage("ram:size=1M"), r2 = storage("ram:size=1M");
+  EXPECT_FALSE(r1.empty());
+  EXPECT_NE(r1, r2);
+  EXPECT_NE(storage("null:size=1M,serial=n"), storage("null:size=1M,serial=n"));
+}
+
 }  // namespace
 }  // namespace vcp
