@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "backends/block_backend.hpp"
@@ -31,6 +32,11 @@ bool take_serial(Spec& spec, std::string fallback, std::string* out, std::string
 // host name) and `what` (a file's canonical path): the same on every start, another for
 // another file or machine.
 std::string stable_serial(const std::string& what);
+// What names a block device (major:minor) across boots and whatever order its disks were found
+// in (/dev/sdb may be /dev/sdc next time), read from sysfs: its WWID (SCSI, NVMe), its serial
+// (virtio-blk), a device-mapper or md UUID (LVM, dm-crypt, RAID), or a loop device's backing
+// file; for a partition, its disk's and its number. nullopt: none of these.
+std::optional<std::string> block_identity(unsigned major, unsigned minor, const std::string& sysfs = "/sys");
 // "vcp-" and 16 random hex digits: a disk whose data lives only as long as the process (ram,
 // null) is a new disk each time.
 std::string random_serial();

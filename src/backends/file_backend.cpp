@@ -385,13 +385,20 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
   // flush keeps meaning something; only a read-only disk has nothing to flush.
   info.volatile_cache = !ro;
   info.discard = info.write_zeroes = !ro;
-  // Named after the file it is (the same name on every start, whatever path led to it).
+  // Named after the file it is (the same name on every start, whatever path led to it); a
+  // block device after the disk it is (its WWID, serial or UUID: /dev/sdb can be another disk
+  // after a reboot), else after its path.
+  struct stat st{};
+  const bool stat_ok = ::fstat(fd.get(), &st) == 0;
   {
     std::unique_ptr<char, decltype(&::free)> canonical(::realpath(path->c_str(), nullptr), &::free);
-    if (!take_serial(spec, stable_serial(canonical ? canonical.get() : *path), &info.serial, error)) return nullptr;
+    std::string named = canonical ? canonical.get() : *path;
+    if (stat_ok && S_ISBLK(st.st_mode))
+      if (auto id = block_identity(major(st.st_rdev), minor(st.st_rdev))) named = "block device " + *id;
+    if (!take_serial(spec, stable_serial(named), &info.serial, error)) return nullptr;
   }
   info.description = "file " + *path + (direct ? " (O_DIRECT)" : "") + (ro ? " (read-only)" : "");
-  if (struct stat st{}; ::fstat(fd.get(), &st) == 0)
+  if (stat_ok)
     info.storage = S_ISBLK(st.st_mode) ? fmt::format("block {}:{}", major(st.st_rdev), minor(st.st_rdev))
                                        : fmt::format("file {}:{}", st.st_dev, st.st_ino);
   // A buffered file's page cache, mapped read-only, is where read_view() points: a target sends

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backends/block_backend.hpp"
+#include "backends/factories.hpp"
 
 namespace vcp {
 namespace {
@@ -480,6 +481,59 @@ TEST(Registry, EachDiskHasASerialOfItsOwn) {
   }
   EXPECT_FALSE(make_backend("file:path=" + a + ",serial=", &err));
   EXPECT_NE(err.find("bad serial"), std::string::npos) << err;
+}
+
+TEST(Registry, ABlockDeviceIsNamedAfterTheDiskItIs) {
+  // A sysfs of the test's making: /sys/dev/block/MAJ:MIN links to the device's directory.
+  TempDir d;
+  namespace fs = std::filesystem;
+  auto put = [&](const std::string& rel, const std::string& value) {
+    fs::create_directories(fs::path(d.path() + "/" + rel).parent_path());
+    FILE* f = std::fopen((d.path() + "/" + rel).c_str(), "w");
+    ASSERT_TRUE(f);
+    std::fputs(value.c_str(), f);
+    std::fclose(f);
+  };
+  auto dev = [&](const std::string& majmin, const std::string& dir) {
+    fs::create_directories(d.path() + "/dev/block");
+    fs::create_directories(d.path() + "/" + dir);
+    fs::create_directory_symlink("../../" + dir, d.path() + "/dev/block/" + majmin);
+  };
+  dev("8:16", "devices/pci0/host0/block/sdb");
+  put("devices/pci0/host0/block/sdb/device/wwid", "naa.600a0b80001234560000abcd\n");
+  dev("8:17", "devices/pci0/host0/block/sdb/sdb1");
+  put("devices/pci0/host0/block/sdb/sdb1/partition", "1\n");
+  dev("259:0", "devices/pci1/nvme/nvme0n1");
+  put("devices/pci1/nvme/nvme0n1/wwid", "eui.0025388b71b0c0a1\n");
+  put("devices/pci1/nvme/nvme0n1/device/wwid", "not this one\n");
+  dev("252:0", "devices/virtual/block/vda");
+  put("devices/virtual/block/vda/serial", "disk-42\n");
+  dev("253:3", "devices/virtual/block/dm-3");
+  put("devices/virtual/block/dm-3/serial", "");  // empty: not an identity
+  put("devices/virtual/block/dm-3/dm/uuid", "LVM-abcdef\n");
+  dev("7:2", "devices/virtual/block/loop2");
+  put("devices/virtual/block/loop2/loop/backing_file", "/srv/disk.img\n");
+  put("devices/virtual/block/loop2/loop/offset", "1048576\n");
+  dev("1:0", "devices/virtual/block/ram0");  // nothing that lasts
+  dev("1:1", "devices/virtual/block/ram0/ram0p1");
+  put("devices/virtual/block/ram0/ram0p1/partition", "1\n");
+
+  using backends::block_identity;
+  const std::string sys = d.path();
+  EXPECT_EQ(block_identity(8, 16, sys), "wwid naa.600a0b80001234560000abcd");
+  EXPECT_EQ(block_identity(8, 17, sys), "wwid naa.600a0b80001234560000abcd partition 1");
+  EXPECT_EQ(block_identity(259, 0, sys), "wwid eui.0025388b71b0c0a1");
+  EXPECT_EQ(block_identity(252, 0, sys), "serial disk-42");
+  EXPECT_EQ(block_identity(253, 3, sys), "dm LVM-abcdef");
+  EXPECT_EQ(block_identity(7, 2, sys), "loop /srv/disk.img at 1048576");
+  EXPECT_EQ(block_identity(1, 0, sys), std::nullopt);
+  EXPECT_EQ(block_identity(1, 1, sys), std::nullopt);  // a partition of a disk without one
+  EXPECT_EQ(block_identity(9, 9, sys), std::nullopt);  // no such device
+  // The same disk under another major:minor (found in another order after a reboot) keeps its
+  // identity, and so its serial.
+  dev("8:32", "devices/pci0/host1/block/sdc");
+  put("devices/pci0/host1/block/sdc/device/wwid", "naa.600a0b80001234560000abcd\n");
+  EXPECT_EQ(block_identity(8, 32, sys), block_identity(8, 16, sys));
 }
 
 TEST(Registry, StorageTellsWhetherTwoBackendsAreOneDisk) {
