@@ -124,8 +124,8 @@ struct TargetConnection::PendingTmf {
 };
 
 TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
-    : ctx_(ctx), started_ms_(now_ms), last_rx_ms_(now_ms) {
-  const TargetSettings& s = *ctx_.settings;
+    : ctx_(ctx), settings_(ctx.current_settings()), started_ms_(now_ms), last_rx_ms_(now_ms) {
+  const TargetSettings& s = *settings_;
   if (ctx_.access) access_gen_ = ctx_.access->generation();
   access_ = ctx_.current_access();
   tsih_ = ctx_.sessions->reserve_tsih();
@@ -298,7 +298,7 @@ bool TargetConnection::try_direct(std::span<const uint8_t> staged) {
   const auto op = static_cast<Opcode>(bhs.opcode_byte());
   // Small segments are copied: each direct one costs a receive of its own (and one ending at
   // the next header), which is dearer than copying a few KiB (TargetSettings::direct_rx_min).
-  if (dsl < ctx_.settings->direct_rx_min || dsl == 0 || (op != Opcode::DataOut && op != Opcode::ScsiCommand)) return false;
+  if (dsl < settings_->direct_rx_min || dsl == 0 || (op != Opcode::DataOut && op != Opcode::ScsiCommand)) return false;
   const size_t ahs_len = size_t{bhs.total_ahs_length()} * 4;
   const size_t hdr_len = kBhsSize + ahs_len + (digests_.header ? kDigestSize : 0);
   if (staged.size() < hdr_len) return false;
@@ -492,7 +492,7 @@ bool TargetConnection::admit(uint32_t cmd_sn, bool immediate, std::span<const ui
     return true;
   }
   if (window_.in_window(cmd_sn) && serial_le(cmd_sn, max_cmd_sn()) && !replaying_ &&
-      held_.size() < ctx_.settings->cmd_window && !held_.contains(cmd_sn)) {
+      held_.size() < settings_->cmd_window && !held_.contains(cmd_sn)) {
     held_.emplace(cmd_sn, std::vector<uint8_t>(pdu.begin(), pdu.end()));
     return false;
   }
@@ -542,13 +542,13 @@ void TargetConnection::enter_full_feature() {
   isid_ = login_->isid();
   cid_ = login_->cid();
   stat_sn_.reset(login_->next_stat_sn());
-  window_.reset(login_->exp_cmd_sn(), ctx_.settings->cmd_window);
+  window_.reset(login_->exp_cmd_sn(), settings_->cmd_window);
   phase_ = Phase::FullFeature;
   if (params_.session_type == SessionType::Normal) {
     nexus_.id = ctx_.sessions->next_nexus_id();
     nexus_.initiator_name = params_.initiator_name;
     nexus_.isid = isid_value(isid_);
-    nexus_.target_port = ctx_.settings->portal_group_tag;
+    nexus_.target_port = settings_->portal_group_tag;
     int reinstated = 0;
     session_ = ctx_.sessions->add(params_.initiator_name, isid_, params_.target_name, tsih_, nexus_.id,
                                   ctx_.wake, &reinstated);
@@ -672,7 +672,7 @@ void TargetConnection::to_free_list(Task* t) {
   t->charge = 0;
   t->started = false;
   t->small = false;
-  if (started_bytes_ + kept_bytes_ + t->cap > ctx_.settings->connection_buffer_bytes ||
+  if (started_bytes_ + kept_bytes_ + t->cap > settings_->connection_buffer_bytes ||
       ctx_.buffers.used() + t->cap > ctx_.buffers.budget)
     drop_buffer(t);
   add_kept(t->cap);
@@ -748,7 +748,7 @@ bool TargetConnection::may_start(Task* t) {
 // as that helps. With no task started, anything fits: one command alone always runs (alone on
 // the connection for its room, alone on the thread for the thread's).
 TargetConnection::Room TargetConnection::make_room(Task* t) {
-  const uint64_t budget = ctx_.settings->connection_buffer_bytes;
+  const uint64_t budget = settings_->connection_buffer_bytes;
   ThreadBufferRoom& room = ctx_.buffers;
   auto fits = [&](uint64_t n) {
     return started_bytes_ + kept_bytes_ + n <= budget && room.used() + n <= room.budget;
@@ -872,7 +872,7 @@ void TargetConnection::on_scsi_command(const ScsiCommandPdu& c, const PduParts& 
   if (t->counted) ++window_active_;
 
   // An EDTL beyond what we hold in memory: the command fails before any data moves.
-  const bool too_big = edtl > ctx_.settings->max_transfer_bytes;
+  const bool too_big = edtl > settings_->max_transfer_bytes;
   t->edtl = too_big ? 0 : edtl;
   // A WRITE's data lands in its buffer from now on; others get theirs when they start.
   if (c.write) reserve_buffer(t, t->edtl);
@@ -948,7 +948,7 @@ std::optional<RejectReason> TargetConnection::command_error(const ScsiCommandPdu
 bool TargetConnection::command_ok(const ScsiCommandPdu& c, std::span<const uint8_t> raw_ahs) const {
   AhsInfo ahs;
   return c.write && c.data_segment_length > 0 && !command_error(c, raw_ahs, ahs) &&
-         c.expected_data_transfer_length <= ctx_.settings->max_transfer_bytes;
+         c.expected_data_transfer_length <= settings_->max_transfer_bytes;
 }
 
 void TargetConnection::issue_r2ts(Task* t) {
@@ -1103,11 +1103,11 @@ void TargetConnection::send_data_in(Task* t, bool with_status) {
   const uint32_t total = std::min(st.data_in_len, t->edtl);
   // In place from a file LUN, a large READ goes out with sendfile(2) (set_sendfile()).
   const bool from_file =
-      st.data_in_view && st.data_in_fd >= 0 && sendfile_ && total >= ctx_.settings->sendfile_min;
+      st.data_in_view && st.data_in_fd >= 0 && sendfile_ && total >= settings_->sendfile_min;
   // The initiator's MaxRecvDataSegmentLength, capped: libiscsi reads large Data-In PDUs much
   // more slowly than several 32 KiB ones (measured: 256 KiB reads at qd 8 went 1.7x faster).
   const uint32_t seg = std::max<uint32_t>(
-      512, std::min(params_.max_send_data_segment_length, ctx_.settings->max_data_in_segment));
+      512, std::min(params_.max_send_data_segment_length, settings_->max_data_in_segment));
   const uint32_t burst = std::max<uint32_t>(seg, params_.max_burst_length);
   uint32_t off = 0, data_sn = 0, in_burst = 0;
   while (off < total) {
@@ -1400,7 +1400,7 @@ void TargetConnection::on_logout(const LogoutRequestPdu& rq) {
 uint32_t TargetConnection::max_cmd_sn() const {
   // Grows as commands complete, never shrinks: ExpCmdSN moves with each command received while
   // the room shrinks by one for it.
-  const uint32_t depth = ctx_.settings->cmd_window;
+  const uint32_t depth = settings_->cmd_window;
   const uint32_t room = window_active_ >= depth ? 0 : depth - window_active_;
   return window_.exp_cmd_sn() + room - 1;
 }
@@ -1487,7 +1487,7 @@ void TargetConnection::close(std::string why) {
 
 void TargetConnection::tick(uint64_t now_ms) {
   if (closing_) return;
-  const TargetSettings& s = *ctx_.settings;
+  const TargetSettings& s = *settings_;
   if (session_ && session_->close_requested.load(std::memory_order_acquire)) {
     close("session reinstated by a new login");
     return;

@@ -110,6 +110,9 @@ struct ThreadContext {
     }
   };
   const TargetSettings* settings = nullptr;
+  // The limits connections accepted from now on take (a reload replaces them); none: those of
+  // `settings`.
+  const LimitsHolder* limits = nullptr;
   // Access list and credentials for new logins (the server's, replaced on reload); none: those
   // of `settings`.
   const AccessHolder* access = nullptr;
@@ -121,6 +124,10 @@ struct ThreadContext {
   uint64_t refused_logins = 0;
   ThreadBufferRoom buffers;
 
+  std::shared_ptr<const TargetSettings> current_settings() const {
+    if (limits) return limits->load();
+    return std::shared_ptr<const TargetSettings>(std::shared_ptr<const TargetSettings>(), settings);  // not owned
+  }
   std::shared_ptr<const AccessSettings> current_access() const {
     if (access) return access->load();
     return std::make_shared<const AccessSettings>(AccessSettings::of(*settings));
@@ -265,6 +272,8 @@ class TargetConnection {
   // Memory held for receiving (the staging buffer): small until login ends.
   size_t rx_buffer_bytes() const { return rx_.capacity(); }
   const std::string& close_reason() const { return close_reason_; }
+  // The limits this connection keeps to (those in force when it was accepted).
+  const TargetSettings& settings() const { return *settings_; }
   uint32_t tasks_in_flight() const { return static_cast<uint32_t>(tasks_.size()); }
   // Task buffers counted against TargetSettings::connection_buffer_bytes: those of started
   // tasks (until their data is sent) and those kept on free tasks; and the commands waiting
@@ -385,6 +394,9 @@ class TargetConnection {
   uint32_t max_cmd_sn() const;
 
   ThreadContext& ctx_;
+  // The limits this connection keeps to, as they were when it came (a reload's new ones are
+  // for the connections after it).
+  std::shared_ptr<const TargetSettings> settings_;
   Phase phase_ = Phase::Login;
   bool closing_ = false;
   bool ended_ = false;  // shutdown() ran

@@ -179,11 +179,11 @@ struct StatusRequest {
 
 class IoThread {
  public:
-  IoThread(unsigned index, int cpu, const TargetSettings& settings,
+  IoThread(unsigned index, int cpu, const TargetSettings& settings, const LimitsHolder& limits,
            const AccessHolder& access, SessionRegistry& sessions,
            std::vector<std::unique_ptr<BlockBackend>>& backends,
            const std::vector<std::shared_ptr<scsi::SharedLuState>>& lu_states, std::atomic<uint32_t>& connections)
-      : index_(index), cpu_(cpu), settings_(settings), access_(access), sessions_(sessions), backends_(backends),
+      : index_(index), cpu_(cpu), settings_(settings), limits_(limits), access_(access), sessions_(sessions), backends_(backends),
         lu_states_(lu_states), connections_(connections) {
     wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   }
@@ -317,6 +317,7 @@ class IoThread {
     }
     ring_ok_ = true;
     ctx_.settings = &settings_;
+    ctx_.limits = &limits_;
     ctx_.access = &access_;
     ctx_.sessions = &sessions_;
     ctx_.wake = [this] { wake(); };
@@ -691,7 +692,7 @@ class IoThread {
         // peer would hold them for as long as it keeps the connection open.
         if (!c.stuck_since_ms) {
           c.stuck_since_ms = now;
-        } else if (now - c.stuck_since_ms > settings_.nop_timeout_ms) {
+        } else if (now - c.stuck_since_ms > tc.settings().nop_timeout_ms) {
           VCP_LOG_DEBUG("target: closing connection: {} KiB of output not taken in {} ms; shut",
                         tc.unsent_bytes() >> 10, now - c.stuck_since_ms);
           ::shutdown(c.fd.get(), SHUT_RDWR);
@@ -724,16 +725,17 @@ class IoThread {
       c->fd.reset(fd);
       if (stop_.load(std::memory_order_acquire)) continue;  // closes it
       c->c = std::make_unique<TargetConnection>(ctx_, now);
+      const TargetSettings& lim = c->c->settings();  // the limits it keeps to
       if (refuse)
-        c->c->refuse_login("too many connections (max_connections " + std::to_string(settings_.max_connections) + ")");
+        c->c->refuse_login("too many connections (max_connections " + std::to_string(lim.max_connections) + ")");
       sockaddr_storage peer{};
       socklen_t peer_len = sizeof(peer);
       IpAddress peer_ip;
       if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0)
         peer_ip = ip_address_of(reinterpret_cast<sockaddr*>(&peer), peer_len);
       c->c->set_peer_address(peer_ip);
-      const bool sendfile = settings_.sendfile == TargetSettings::Sendfile::On ||
-                            (settings_.sendfile == TargetSettings::Sendfile::Auto && !same_machine(fd, peer_ip));
+      const bool sendfile = lim.sendfile == TargetSettings::Sendfile::On ||
+                            (lim.sendfile == TargetSettings::Sendfile::Auto && !same_machine(fd, peer_ip));
       c->c->set_sendfile(sendfile);
       // For the sends this thread makes itself (send_inline: sendfile has no flag for it);
       // io_uring's operations wait for the socket whatever the flag says.
@@ -785,7 +787,8 @@ class IoThread {
 
   unsigned index_;
   int cpu_;
-  const TargetSettings& settings_;
+  const TargetSettings& settings_;  // the LUNs, buffer_bytes, max_tasks: as the process started
+  const LimitsHolder& limits_;       // what connections take when they come
   const AccessHolder& access_;
   SessionRegistry& sessions_;
   std::vector<std::unique_ptr<BlockBackend>>& backends_;
@@ -877,6 +880,7 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
     return nullptr;
   }
   s->settings_ = std::move(settings);
+  s->limits_.store(std::make_shared<const TargetSettings>(s->settings_));
   s->targets_ = s->settings_.all_targets();
   s->removed_.assign(s->targets_.size(), false);
   s->access_.store(std::make_shared<const AccessSettings>(AccessSettings::of(s->settings_)));
@@ -973,6 +977,14 @@ void TargetServer::stop() {
   }
 }
 
+std::vector<std::string> TargetServer::set_limits(const TargetSettings& from) {
+  std::lock_guard lock(change_mu_);  // one reload's limits at a time
+  auto next = std::make_shared<TargetSettings>(*limits_.load());
+  std::vector<std::string> changed = take_live_limits(*next, from);
+  if (!changed.empty()) limits_.store(std::move(next));
+  return changed;
+}
+
 void TargetServer::set_access(AccessSettings a) {
   std::lock_guard lock(portals_mu_);  // the portals as they are, never an older list
   fill_portals(a);
@@ -984,7 +996,7 @@ int TargetServer::run() {
   if (cpus.empty()) cpus.push_back(-1);
   std::unique_lock change(change_mu_);  // add_luns() sees all threads or none
   for (size_t i = 0; i < cpus.size(); ++i) {
-    threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, access_, sessions_, backends_,
+    threads_.push_back(std::make_unique<IoThread>(static_cast<unsigned>(i), cpus[i], settings_, limits_, access_, sessions_, backends_,
                                                   lu_states_, connections_));
     threads_.back()->start();
     if (threads_.back()->failed()) {
@@ -1047,12 +1059,13 @@ int TargetServer::run() {
     // Beyond max_connections a connection is told so at login ("out of resources"); beyond a
     // few dozen more it is closed at once (a flood must not hold descriptors for 15 s each).
     const uint32_t n = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
-    const bool refuse = n > settings_.max_connections;
-    if (n > settings_.max_connections + kRefusingConnections) {
+    const uint32_t max_connections = limits_.load()->max_connections;
+    const bool refuse = n > max_connections;
+    if (n > max_connections + kRefusingConnections) {
       connections_.fetch_sub(1, std::memory_order_relaxed);
       if (log::thin(++shed))
         VCP_LOG_WARN("vcp target: {} connections already (max_connections {}): new ones closed at once ({} so far)",
-                     n - 1, settings_.max_connections, shed);
+                     n - 1, max_connections, shed);
       continue;
     }
     const int fd = conn.release();
@@ -1298,10 +1311,16 @@ std::vector<std::string> TargetServer::status() {
   std::vector<std::string> out;
   std::string portals;
   for (const std::string& a : addresses()) portals += (portals.empty() ? "" : ", ") + a;
+  const auto lim = limits_.load();
   out.push_back(fmt::format("status: {} connections (max_connections {}), {} I/O threads, sendfile {} (READs from {} KiB), "
                             "portals {}",
-                            connections_.load(), settings_.max_connections, threads_.size(),
-                            to_string(settings_.sendfile), settings_.sendfile_min >> 10, portals));
+                            connections_.load(), lim->max_connections, threads_.size(), to_string(lim->sendfile),
+                            lim->sendfile_min >> 10, portals));
+  out.push_back(fmt::format("status: new sessions get MaxRecvDataSegmentLength {}, MaxBurstLength {}, FirstBurstLength {}, "
+                            "InitialR2T {}, ImmediateData {}, a window of {} commands",
+                            lim->limits.max_recv_data_segment_length, lim->limits.max_burst_length,
+                            lim->limits.first_burst_length, lim->limits.initial_r2t ? "Yes" : "No",
+                            lim->limits.immediate_data ? "Yes" : "No", lim->cmd_window));
   const auto access = this->access();
   const std::vector<TargetSpec>& targets = targets_;
   for (size_t ti = 0; ti < targets.size(); ++ti) {

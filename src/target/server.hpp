@@ -107,6 +107,10 @@ class TargetServer {
   // thread; waits at most 5 s for each I/O thread's part.
   std::vector<std::string> status();
 
+  // The [limits] of `from` that a running target can take (take_live_limits()) become those
+  // of connections accepted from now on; connections there are keep theirs. Returns their
+  // names where they changed. Safe from any thread.
+  std::vector<std::string> set_limits(const TargetSettings& from);
   // Listens on `wanted` (a reload's portals) instead: a portal in both keeps its socket, a new
   // one is bound first (one that cannot be leaves everything as it was: false, *error says
   // which), one no longer wanted stops accepting (sessions that came through it go on).
@@ -133,6 +137,7 @@ class TargetServer {
 
   TargetSettings settings_;
   AccessHolder access_;
+  LimitsHolder limits_;  // for connections to come: settings_ with a reload's live [limits]
   // One per LUN served: those of settings_.all_targets() in order (as the I/O threads take them
   // at start), then those added; a removed LUN's goes to its Retirement.
   std::vector<std::unique_ptr<BlockBackend>> backends_;

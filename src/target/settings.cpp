@@ -510,3 +510,54 @@ bool validate(const TargetSettings& s, std::string* error) {
 }
 
 }  // namespace vcp::target
+
+namespace vcp::target {
+
+std::vector<std::string> take_live_limits(TargetSettings& to, const TargetSettings& from) {
+  std::vector<std::string> changed;
+  auto take = [&](const char* name, auto& dst, const auto& src) {
+    if (dst == src) return;
+    dst = src;
+    changed.emplace_back(name);
+  };
+  using NL = iscsi::NegotiationLimits;
+  for (auto [name, field] : {std::pair{"max_recv_data_segment_length", &NL::max_recv_data_segment_length},
+                             std::pair{"max_burst_length", &NL::max_burst_length},
+                             std::pair{"first_burst_length", &NL::first_burst_length},
+                             std::pair{"max_outstanding_r2t", &NL::max_outstanding_r2t}})
+    take(name, to.limits.*field, from.limits.*field);
+  take("initial_r2t", to.limits.initial_r2t, from.limits.initial_r2t);
+  take("immediate_data", to.limits.immediate_data, from.limits.immediate_data);
+  take("header_digest", to.limits.header_digest, from.limits.header_digest);
+  take("data_digest", to.limits.data_digest, from.limits.data_digest);
+  // Keys the TOML file does not set (they have one value here) follow whole.
+  take("negotiation limits", to.limits, from.limits);
+  using TS = TargetSettings;
+  for (auto [name, field] : {std::pair{"cmd_window", &TS::cmd_window}, std::pair{"max_data_in_segment", &TS::max_data_in_segment},
+                             std::pair{"direct_rx_min", &TS::direct_rx_min},
+                             std::pair{"login_timeout_ms", &TS::login_timeout_ms},
+                             std::pair{"nop_interval_ms", &TS::nop_interval_ms},
+                             std::pair{"nop_timeout_ms", &TS::nop_timeout_ms},
+                             std::pair{"max_connections", &TS::max_connections}})
+    take(name, to.*field, from.*field);
+  // A connection's room must fit in its thread's share of the buffer room the threads were made
+  // with: a larger one waits for a restart with buffer_bytes.
+  const uint64_t share = to.buffer_bytes / std::max<size_t>(1, to.cpus.size());
+  if (from.connection_buffer_bytes <= share)
+    take("connection_buffer_bytes", to.connection_buffer_bytes, from.connection_buffer_bytes);
+  take("sendfile", to.sendfile, from.sendfile);
+  take("sendfile_min", to.sendfile_min, from.sendfile_min);
+  return changed;
+}
+
+std::vector<std::string> restart_limits_differing(const TargetSettings& a, const TargetSettings& b) {
+  std::vector<std::string> out;
+  if (a.max_transfer_bytes != b.max_transfer_bytes) out.emplace_back("max_transfer_bytes");
+  if (a.max_tasks != b.max_tasks) out.emplace_back("max_tasks");
+  if (a.buffer_bytes != b.buffer_bytes) out.emplace_back("buffer_bytes");
+  if (a.connection_buffer_bytes != b.connection_buffer_bytes)  // not taken live: too large for the running threads
+    out.emplace_back("connection_buffer_bytes");
+  return out;
+}
+
+}  // namespace vcp::target

@@ -151,20 +151,21 @@ struct TargetAccess {
 
 struct AccessSettings;
 
-// The access settings new logins get, replaced by reloads and read by the I/O threads: a
-// shared_ptr under a mutex, with a generation the threads look at (one atomic load) to know
-// whether there is a new one to take. (Not std::atomic<std::shared_ptr>: libstdc++ 12's
-// implementation unlocks its internal lock with relaxed order after a load, which
-// ThreadSanitizer reports as a race with the next store.)
-class AccessHolder {
+// Settings replaced by reloads and read by the I/O threads (the access settings new logins
+// get, the limits new connections get): a shared_ptr under a mutex, with a generation the
+// threads look at (one atomic load) to know whether there is a new one to take. (Not
+// std::atomic<std::shared_ptr>: libstdc++ 12's implementation unlocks its internal lock with
+// relaxed order after a load, which ThreadSanitizer reports as a race with the next store.)
+template <class T>
+class Holder {
  public:
-  explicit AccessHolder(std::shared_ptr<const AccessSettings> a = nullptr) : a_(std::move(a)) {}
-  void store(std::shared_ptr<const AccessSettings> a) {
+  explicit Holder(std::shared_ptr<const T> a = nullptr) : a_(std::move(a)) {}
+  void store(std::shared_ptr<const T> a) {
     std::lock_guard lock(mu_);
     a_ = std::move(a);
     gen_.fetch_add(1, std::memory_order_release);
   }
-  std::shared_ptr<const AccessSettings> load() const {
+  std::shared_ptr<const T> load() const {
     std::lock_guard lock(mu_);
     return a_;
   }
@@ -173,9 +174,12 @@ class AccessHolder {
 
  private:
   mutable std::mutex mu_;
-  std::shared_ptr<const AccessSettings> a_;
+  std::shared_ptr<const T> a_;
   std::atomic<uint64_t> gen_{0};
 };
+using AccessHolder = Holder<AccessSettings>;
+// The settings connections accepted from now on take their limits from (a reload's [limits]).
+using LimitsHolder = Holder<TargetSettings>;
 
 // Who may log in and with which credentials: the part of the settings a running `vcp target`
 // takes again from its files on SIGHUP (TargetServer::set_access). New logins use the current
@@ -229,5 +233,17 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error);
 // Final consistency checks (IQNs present and distinct, at least one LUN per target, distinct
 // LUN numbers in each, secrets).
 bool validate(const TargetSettings& s, std::string* error);
+
+// The [limits] a running target takes on a reload (TargetServer::set_limits): what a session
+// negotiates and keeps to (the negotiation keys, digests, cmd_window, max_data_in_segment,
+// direct_rx_min, connection_buffer_bytes), its timeouts, sendfile and sendfile_min, which a
+// connection takes when it is accepted and keeps, and max_connections. Copies them from `from`
+// into `to` and returns the names of those that differed. connection_buffer_bytes only while
+// it fits in a thread's share of `to`'s buffer_bytes (which needs a restart).
+std::vector<std::string> take_live_limits(TargetSettings& to, const TargetSettings& from);
+// The [limits] that need a restart (max_transfer_bytes, max_tasks, buffer_bytes: the logical
+// units and the I/O threads are made with them; a connection_buffer_bytes take_live_limits
+// left) where a and b differ, by name.
+std::vector<std::string> restart_limits_differing(const TargetSettings& a, const TargetSettings& b);
 
 }  // namespace vcp::target

@@ -118,8 +118,9 @@ std::string describe(const target::TargetAccess& t) {
 // the new size. Targets new to the file are added after the others; one gone from it is
 // removed (its sessions end, then its LUNs go as above), so a renamed one is both; an alias
 // changed is taken by logins from then on; portals added listen, portals removed stop
-// accepting. Settings that need a restart (CPUs, limits) are left as they are, and said so;
-// a file that does not read or validate leaves everything as it was. `running` follows what
+// accepting. [limits] are taken by connections from then on (take_live_limits); settings that
+// need a restart (CPUs; max_transfer_bytes, max_tasks, buffer_bytes) are left as they are, and
+// said so; a file that does not read or validate leaves everything as it was. `running` follows what
 // was applied; a removed target keeps its place in it (targets keep their indices), marked
 // removed in the server's access settings.
 void reload(const TargetArgs& a, target::TargetSettings& running, target::TargetServer& server) {
@@ -199,7 +200,18 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   rest.cpus = running.cpus;
   rest.discovery_chap = running.discovery_chap;
   rest.discovery_mutual_chap = running.discovery_mutual_chap;
-  if (rest != running) ignored.push_back("[limits]");
+  // The [limits] a running target takes: those of connections from now on (sessions logged in
+  // keep what they negotiated); the others need a restart.
+  target::take_live_limits(running, s);
+  if (const std::vector<std::string> live = server.set_limits(s); !live.empty()) {
+    std::string what;
+    for (const auto& k : live) what += (what.empty() ? "" : ", ") + k;
+    VCP_LOG_INFO("vcp target: reload: [limits] {} taken for connections from now on (sessions logged in keep theirs)",
+                 what);
+  }
+  const std::vector<std::string> restart = target::restart_limits_differing(running, s);
+  for (const auto& k : restart) ignored.push_back("[limits] " + k);
+  if (restart.empty() && rest != running) ignored.push_back("[limits]");  // a key named nowhere
   if (!ignored.empty()) {
     std::string what;
     for (const auto& w : ignored) what += (what.empty() ? "" : ", ") + w;

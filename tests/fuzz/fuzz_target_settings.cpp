@@ -80,6 +80,14 @@ void check_valid(const TargetSettings& s) {
       if (portals[i] == portals[j] && portals[i].port != 0) abort();
   }
   if (a.portal_addresses.size() != named || a.wildcard_portal != wildcard) abort();
+  // A reload of these onto a target started with the defaults: what it takes leaves a
+  // connection's room within a thread's share, and taking again changes nothing.
+  TargetSettings running;
+  (void)take_live_limits(running, s);
+  if (running.connection_buffer_bytes > running.buffer_bytes) abort();
+  if (running.limits != s.limits || running.cmd_window != s.cmd_window || running.max_connections != s.max_connections)
+    abort();
+  if (!take_live_limits(running, s).empty()) abort();
 }
 
 }  // namespace

@@ -125,6 +125,7 @@ case "$CASE" in
     ! grep -q "iscsi q0: connection lost" "$WORK/verify.log" || die "queue 0 tried the dead portal"
     # Both dead: the open fails, naming both.
     kill -KILL "$PID_B"
+    wait "$PID_B" 2>/dev/null || true  # gone, its socket closed: no connection reaches it
     timeout 20 "$IO_TEST" expect-fail "$URL" "no login through any of the 2 portals" >"$WORK/fail.log" 2>&1 ||
       { cat "$WORK/fail.log" >&2; die "no clear error with both portals dead"; }
     grep -q "cannot connect to 127.0.0.1:$PORT_A: Connection refused; cannot connect to 127.0.0.1:$PORT_B: Connection refused" \

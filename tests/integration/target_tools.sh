@@ -62,6 +62,10 @@
 #                                           session moves to the second portal, the target ends
 #                                           the old session (reinstatement), the verify ends clean
 #                                           (runs in a network namespace of its own)
+#   target_tools.sh VCP_BIN reload-limits   [limits] changed by a reload: a session logged in keeps
+#                                           what it negotiated, the next one gets the new limits
+#                                           (our initiator's login line), the status report gives
+#                                           them; a key that needs a restart is said to
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #                                           (SCSI.MultipathIO.* over two paths: the URL twice)
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
@@ -749,11 +753,11 @@ acl)
     >"$DIR/held.log" 2>&1 &
   HELD=$!
   sleep 1
-  printf 'allowed_initiators = ["%s", "%s"]\n[limits]\ncmd_window = 64\n' "$OTHER" "$KEEP" >"$DIR/acl.toml"
+  printf 'allowed_initiators = ["%s", "%s"]\n[limits]\nmax_tasks = 64\n' "$OTHER" "$KEEP" >"$DIR/acl.toml"
   reload_until "reloaded access for new logins to $IQN: 2 initiator names"
   grep -q "reloaded access for new logins to $IQN: 2 initiator names, 0 address ranges" "$DIR/target.log" ||
     fail "no reload logged: $(cat "$DIR/target.log")"
-  grep -q "reload: changes to \[limits\] need a restart and are not applied" "$DIR/target.log" ||
+  grep -q "reload: changes to \[limits\] max_tasks need a restart and are not applied" "$DIR/target.log" ||
     fail "a change that needs a restart was not reported: $(cat "$DIR/target.log")"
   timeout 20 iscsi-inq -i $OTHER "$URL/0" >/dev/null || fail "the initiator listed after the reload was refused"
   out=$(timeout 20 iscsi-inq -i $INI "$URL/0" 2>&1) && fail "an initiator taken off the list logged in after the reload"
@@ -1054,6 +1058,46 @@ portals)
   portals_toml "\"127.0.0.1:$P1\", \"192.0.2.1:3260\""
   reload_until "the portals stay as they were" || { cat "$DIR/target.log"; fail "an unbindable portal was not refused"; }
   iscsi-inq -i "$INI" "iscsi://127.0.0.2:$P3/$IQN/0" >/dev/null 2>&1 || fail "a refused reload closed a portal"
+  stop_target
+  ;;
+reload-limits)
+  # [limits] changed by a reload (TOML): connections from then on negotiate the new ones, a
+  # session logged in goes on with its own; a key that needs a restart is said to.
+  limits_toml() {
+    printf 'iqn = "%s"\nportal = "127.0.0.1:0"\n[[lun]]\nnumber = 0\nbackend = "file:path=%s"\n[limits]\nmax_burst_length = %s\nfirst_burst_length = %s\ncmd_window = %s\nmax_tasks = %s\n' \
+      "$IQN" "$DIR/reload.img" "$@" >"$DIR/limits.toml"
+  }
+  truncate -s 64M "$DIR/reload.img"
+  limits_toml 65536 16384 16 1024
+  "$VCP_BIN" target --config "$DIR/limits.toml" >"$DIR/target.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do PORT=$(listening_port 1); [ -n "$PORT" ] && break; sleep 0.05; done
+  [ -n "$PORT" ] || { cat "$DIR/target.log"; fail "the TOML target did not listen"; }
+  timeout 60 "$VCP_BIN" bench --backend "iscsi://127.0.0.1:$PORT/$IQN/0" --rw randrw --bs 64k --qd 4 --time 4 --verify \
+    >"$DIR/bench-a.log" 2>&1 &
+  A=$!
+  sleep 1
+  grep -q "iscsi q0: logged in .*FirstBurst 16384, MaxBurst 65536, .*window 16)" "$DIR/bench-a.log" ||
+    { cat "$DIR/bench-a.log"; fail "the first session did not get the first limits"; }
+  limits_toml 131072 32768 32 64
+  reload_until "taken for connections from now on"
+  grep -q "reload: \[limits\] max_burst_length, first_burst_length, cmd_window taken for connections from now on" \
+    "$DIR/target.log" || { cat "$DIR/target.log"; fail "the reload did not take the limits"; }
+  grep -q "changes to \[limits\] max_tasks need a restart" "$DIR/target.log" ||
+    { cat "$DIR/target.log"; fail "max_tasks was not said to need a restart"; }
+  out=$(timeout 60 "$VCP_BIN" bench --backend "iscsi://127.0.0.1:$PORT/$IQN/0" --rw read --bs 64k --qd 4 --time 1 2>&1) ||
+    { echo "$out" | tail; fail "a session after the reload"; }
+  grep -q "iscsi q0: logged in .*FirstBurst 32768, MaxBurst 131072, .*window 32)" <<<"$out" ||
+    { echo "$out"; fail "a session after the reload did not get the new limits"; }
+  kill -USR1 "$PID"
+  for _ in $(seq 100); do grep -q "new sessions get .*MaxBurstLength 131072" "$DIR/target.log" && break; sleep 0.05; done
+  grep -q "new sessions get .*MaxBurstLength 131072, FirstBurstLength 32768, .*a window of 32 commands" "$DIR/target.log" ||
+    { grep status: "$DIR/target.log"; fail "the status report does not give the new limits"; }
+  wait "$A" || { tail -20 "$DIR/bench-a.log"; fail "the session from before the reload failed"; }
+  grep -q "verify: .* ok" "$DIR/bench-a.log" && grep -q " 0 errors" "$DIR/bench-a.log" ||
+    { tail -20 "$DIR/bench-a.log"; fail "the session from before the reload did not verify"; }
+  grep -qE " [1-9][0-9]* reconnects" "$DIR/bench-a.log" && fail "the session from before the reload was dropped"
+  echo "limits reloaded: the session before kept MaxBurst 65536 and window 16, the one after got 131072 and 32"
   stop_target
   ;;
 cu | cu-threads)

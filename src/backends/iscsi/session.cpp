@@ -378,7 +378,9 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
     ++attempts_failed_;
     if (!first_login_done_) {
       if (!first_login_failures_.empty()) first_login_failures_ += "; ";
-      first_login_failures_ += why;
+      // Each portal's failure says which portal it was ("recv: ..." alone would not).
+      const std::string where = vcp::iscsi::host_port(host_, port_);
+      first_login_failures_ += why.find(where) == std::string::npos ? where + ": " + why : why;
       // The most telling code: a target's refusal (credentials, no such target) over a
       // portal that could not be reached.
       if (error_code_ != -EACCES && error_code_ != -ENOENT) error_code_ = code;

@@ -943,6 +943,21 @@ TEST_F(IscsiSession, EveryPortalFailingFailsTheLoginNamingEach) {
       << e;
 }
 
+TEST_F(IscsiSession, EachPortalsFailureNamesThePortal) {
+  // A connection closed during the login says nothing of where it was: the error adds it.
+  const uint16_t a = ScriptedTarget::closed_port();
+  cfg_.port = a;
+  cfg_.more_portals = {{"127.0.0.1", target_.port()}};
+  start(false);
+  ASSERT_TRUE(target_.accept());
+  target_.drop();
+  EXPECT_EQ(session_->wait_logged_in(), -EIO);  // the last one's
+  EXPECT_NE(session_->error().find("cannot connect to 127.0.0.1:" + std::to_string(a) + ": Connection refused; 127.0.0.1:" +
+                                   std::to_string(target_.port()) + ": "),
+            std::string::npos)
+      << session_->error();
+}
+
 TEST_F(IscsiSession, ATargetsRefusalIsReportedOverAPortalNothingListensOn) {
   // Portal 1 answers, but not for this target: the open fails with its "not found" (ENOENT),
   // not with portal 0's refused connection; both are named.

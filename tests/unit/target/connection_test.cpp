@@ -1092,3 +1092,80 @@ TEST(TargetStatus, EachConnectionDescribesItself) {
 
 }  // namespace
 }  // namespace vcp::target::test
+
+namespace vcp::target::test {
+namespace {
+
+// A reload's [limits] (TargetServer::set_limits): connections accepted from then on negotiate
+// and keep to the new ones; a connection there before keeps the ones it came with, through its
+// whole session.
+TEST(TargetLimits, AReloadsLimitsAreForConnectionsFromThenOn) {
+  TargetFixture f;
+  LimitsHolder limits(std::make_shared<const TargetSettings>(f.settings));
+  f.ctx.limits = &limits;
+  Initiator before(f);
+  auto next = std::make_shared<TargetSettings>(f.settings);
+  next->limits.max_burst_length = 32768;   // the initiator offers 64 KiB
+  next->limits.first_burst_length = 8192;  // and 16 KiB
+  next->limits.max_recv_data_segment_length = 16384;
+  next->cmd_window = 7;
+  limits.store(next);
+  SessionOptions o;
+  o.isid = {0x80, 0, 0, 0, 0, 2};
+  Initiator after(f, o);
+  ASSERT_EQ(before.login(), LoginState::FullFeature);
+  ASSERT_EQ(after.login(), LoginState::FullFeature);
+  EXPECT_EQ(before.params().max_burst_length, 65536u);
+  EXPECT_EQ(before.params().first_burst_length, 16384u);
+  EXPECT_EQ(before.params().max_send_data_segment_length, f.settings.limits.max_recv_data_segment_length);
+  EXPECT_EQ(after.params().max_burst_length, 32768u);
+  EXPECT_EQ(after.params().first_burst_length, 8192u);
+  EXPECT_EQ(after.params().max_send_data_segment_length, 16384u);
+  // The window each keeps: MaxCmdSN = ExpCmdSN + window - 1 with nothing in flight.
+  auto window = [](Initiator& ini) {
+    ini.tur();  // the power-on unit attention
+    auto r = outcome_of(ini.tur());
+    EXPECT_EQ(r.status, 0);
+    auto got = ini.run({0x00, 0, 0, 0, 0, 0}, false, false, 0);
+    const auto* rsp = got.empty() ? nullptr : got.back().as<iscsi::ScsiResponsePdu>();
+    return rsp ? rsp->max_cmd_sn - rsp->exp_cmd_sn + 1 : 0u;
+  };
+  EXPECT_EQ(window(before), f.settings.cmd_window);
+  EXPECT_EQ(window(after), 7u);
+  EXPECT_EQ(before.conn().settings().cmd_window, f.settings.cmd_window);
+  EXPECT_EQ(after.conn().settings().cmd_window, 7u);
+}
+
+TEST(TargetLimits, TheLiveOnesAreTakenAndNamedTheOthersNeedARestart) {
+  TargetSettings running, file;
+  file.limits.max_recv_data_segment_length = 65536;
+  file.limits.data_digest = iscsi::DigestPolicy::Require;
+  file.cmd_window = 64;
+  file.nop_interval_ms = 5000;
+  file.max_connections = 10;
+  file.sendfile = TargetSettings::Sendfile::Off;
+  file.max_tasks = 16;  // a restart's
+  file.buffer_bytes = 1 << 20;
+  auto changed = take_live_limits(running, file);
+  EXPECT_EQ(changed, (std::vector<std::string>{"max_recv_data_segment_length", "data_digest", "cmd_window",
+                                               "nop_interval_ms", "max_connections", "sendfile"}));
+  EXPECT_EQ(running.limits, file.limits);
+  EXPECT_EQ(running.cmd_window, 64u);
+  EXPECT_EQ(running.max_tasks, TargetSettings{}.max_tasks) << "not a live one";
+  EXPECT_EQ(restart_limits_differing(running, file), (std::vector<std::string>{"max_tasks", "buffer_bytes"}));
+  EXPECT_TRUE(take_live_limits(running, file).empty()) << "nothing left to take";
+  // A connection's room larger than a thread's share of the buffer room the threads have: left
+  // for a restart (with buffer_bytes); one that fits is taken.
+  file.connection_buffer_bytes = 0x80000000u;  // 2 GiB; the share is 1 GiB
+  EXPECT_TRUE(take_live_limits(running, file).empty());
+  EXPECT_EQ(restart_limits_differing(running, file),
+            (std::vector<std::string>{"max_tasks", "buffer_bytes", "connection_buffer_bytes"}));
+  file.connection_buffer_bytes = 32u << 20;
+  EXPECT_EQ(take_live_limits(running, file), (std::vector<std::string>{"connection_buffer_bytes"}));
+  // A negotiation key the TOML file does not name still follows.
+  file.limits.default_time2wait = 5;
+  EXPECT_EQ(take_live_limits(running, file), (std::vector<std::string>{"negotiation limits"}));
+}
+
+}  // namespace
+}  // namespace vcp::target::test
