@@ -102,6 +102,9 @@ class BackendQueue {
   // are live until the kernel has sent them, and past the end of a file that shrank, sendfile
   // sends nothing (returns 0), which the caller treats as the error it is.
   virtual int read_view_fd() const { return -1; }
+  // A line on the queue's own state for a status report (an iSCSI session: where it is
+  // connected, since when it reconnects), or empty. Called on the queue's thread.
+  virtual std::string status() const { return {}; }
 };
 
 class BlockBackend {

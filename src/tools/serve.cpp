@@ -178,8 +178,9 @@ int run_serve(const ServeArgs& a) {
                      device->capacity_bytes(), a.queues, a.queues > 1 ? "s" : "",
                      !conn ? "none" : conn->has_backend_channel() ? "connected" : "connected (no back-end channel)");
         for (unsigned i = 0; i < a.queues; ++i) {
-          const QueueWorker& w = device->worker(i);
+          QueueWorker& w = device->worker(i);
           w.log_stats(w.running() ? "running" : "stopped");
+          w.log_backend_status();
         }
         continue;
       }

@@ -79,6 +79,7 @@ class BlkDevice final : public vhost::Device {
 
   const BackendInfo& info() const { return backend_->info(); }
   const QueueWorker& worker(unsigned i) const { return *workers_[i]; }
+  QueueWorker& worker(unsigned i) { return *workers_[i]; }
 
  private:
   BlkDevice(std::unique_ptr<BlockBackend> backend, const BlkDeviceOptions& opts);

@@ -70,6 +70,7 @@ void QueueWorker::pause() { post(Cmd::pause); }
 void QueueWorker::resume() { post(Cmd::resume); }
 void QueueWorker::set_call_fd(int fd) { post(Cmd::set_call, nullptr, fd); }
 void QueueWorker::set_dirty_log(const vhost::DirtyLogState& s) { post(Cmd::set_log, nullptr, -1, &s); }
+void QueueWorker::log_backend_status() { post(Cmd::status); }
 
 void QueueWorker::thread_main() {
   name_current_thread(opts_.name);
@@ -212,6 +213,12 @@ void QueueWorker::run_command() {
     case Cmd::set_log:
       // Between two passes: what completes from now on is marked in the new log (or not at all).
       apply_dirty_log(cmd_dirty_);
+      cmd_result_ = 0;
+      break;
+    case Cmd::status:
+      if (bq_) {
+        if (const std::string s = bq_->status(); !s.empty()) VCP_LOG_INFO("{}: {}", opts_.name, s);
+      }
       cmd_result_ = 0;
       break;
     case Cmd::none:

@@ -91,6 +91,8 @@ class QueueWorker {
   void resume();
   void set_call_fd(int fd);
   void set_dirty_log(const vhost::DirtyLogState& s);
+  // Has the worker log its backend queue's status line (BackendQueue::status), if it has one.
+  void log_backend_status();
 
   const QueueStats& stats() const { return stats_; }
   bool running() const { return state_.load(std::memory_order_relaxed) == State::running; }
@@ -99,7 +101,7 @@ class QueueWorker {
 
  private:
   enum class State : uint8_t { idle, running, paused };
-  enum class Cmd : uint8_t { none, start, stop, pause, resume, set_call, set_log, shutdown };
+  enum class Cmd : uint8_t { none, start, stop, pause, resume, set_call, set_log, status, shutdown };
 
   struct Slot {
     BlockRequest req;

@@ -123,6 +123,18 @@ case "$CASE" in
     grep -q "the queues start at portal 127.0.0.1:$PORT_B" "$WORK/verify.log" || die "the queues did not start at B"
     grep -q "iscsi q0: logged in to $IQN on 127.0.0.1:$PORT_B " "$WORK/verify.log" || die "queue 0 not on B"
     ! grep -q "iscsi q0: connection lost" "$WORK/verify.log" || die "queue 0 tried the dead portal"
+    # vcp serve on it: its status report (SIGUSR1) says which portal each queue is on.
+    "$VCP_BIN" serve --socket "$WORK/serve.sock" --backend "$URL" >"$WORK/serve.log" 2>&1 &
+    serve=$!
+    PIDS+=("$serve")
+    for _ in $(seq 100); do [[ -S $WORK/serve.sock ]] && break; sleep 0.1; done
+    [[ -S $WORK/serve.sock ]] || { cat "$WORK/serve.log" >&2; die "vcp serve did not start"; }
+    kill -USR1 "$serve"
+    for _ in $(seq 50); do grep -q "q0: logged in to $IQN through" "$WORK/serve.log" && break; sleep 0.1; done
+    grep -q "q0: logged in to $IQN through 127.0.0.1:$PORT_B (portal 2 of 2), 0 commands in flight" "$WORK/serve.log" ||
+      { cat "$WORK/serve.log" >&2; die "vcp serve's status report does not say queue 0 is on portal B"; }
+    kill -TERM "$serve"
+    wait "$serve" || die "vcp serve did not end cleanly"
     # Both dead: the open fails, naming both.
     kill -KILL "$PID_B"
     wait "$PID_B" 2>/dev/null || true  # gone, its socket closed: no connection reaches it

@@ -39,6 +39,7 @@ class IscsiQueue final : public BackendQueue {
   int wait_fd() const override { return s_->wait_fd(); }
   void clear_wait_fd() override {}  // the session's io_uring fd: poll() clears it
   uint32_t in_flight() const override { return s_->in_flight(); }
+  std::string status() const override { return s_->status_line(); }
 
  private:
   std::unique_ptr<Session> s_;
@@ -282,7 +283,7 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
   if (probe.portal() != 0) {
     VCP_LOG_INFO("iscsi: {}: the queues start at portal {}", where,
                  iscsi::portal_name(iscsi::portal_at(*cfg, probe.portal())));
-    *cfg = iscsi::starting_at_portal(*cfg, probe.portal());
+    cfg->first_portal = probe.portal();
   }
   return std::make_unique<IscsiBackend>(std::move(*cfg), isid, std::move(info), shape, std::move(resize_fd));
 }

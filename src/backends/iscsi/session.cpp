@@ -157,7 +157,7 @@ int Session::start() {
   if (timerfd_settime(timer_fd_.get(), 0, &its, nullptr) != 0) return -errno;
   arm_timer_read();
 
-  use_portal(0);
+  use_portal(cfg_.first_portal % portal_count(cfg_));
   down_since_ms_ = now_ms();
   start_connect();
   io_uring_submit(&ring_);
@@ -360,6 +360,29 @@ void Session::enter_full_feature() {
   pump();
 }
 
+std::string Session::status_line() const {
+  const std::string where = vcp::iscsi::host_port(host_, port_);
+  std::string s;
+  switch (state_) {
+    case State::FullFeature: s = "logged in to " + cfg_.target + " through " + where; break;
+    case State::LoggingOut: s = "logging out of " + cfg_.target + " through " + where; break;
+    case State::Failed: s = "failed: " + error_; break;
+    case State::Down:
+    case State::Connecting:
+    case State::LoggingIn:
+      s = fmt::format("no session for {} s, logging in through {}", (now_ms() - down_since_ms_) / 1000, where);
+      break;
+  }
+  const size_t portals = portal_count(cfg_);
+  const PortalAddress configured = portal_at(cfg_, portal_);
+  if (configured.host != host_ || configured.port != port_)
+    s += " (redirected from " + portal_name(configured) + ")";
+  else if (portals > 1)
+    s += fmt::format(" (portal {} of {})", portal_ + 1, portals);
+  return s + fmt::format(", {} commands in flight, {} completed, {} reconnects, {} reissued, {} aborts, {} redirects",
+                         in_flight_, completed_, stats_.reconnects, stats_.reissued, stats_.aborts, stats_.redirects);
+}
+
 void Session::use_portal(size_t i) {
   portal_ = i;
   PortalAddress p = portal_at(cfg_, i);
@@ -397,6 +420,9 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
     // give up on again: the next portal first. A broken connection tries its portal again.
     use_portal((portal_ + 1) % portals);
   }
+  // Lost while we log out (the queue's thread gone, say, which cancels its receives): the
+  // session is ending anyway; nothing to reconnect.
+  if (state_ == State::LoggingOut) logout_done_ = true;
   bool closing = state_ == State::Failed || logout_done_ || closing_;
   if (!closing) {
     // A temporary redirect holds for the session it was given to (RFC 7143 §11.13.5): the

@@ -90,6 +90,9 @@ class Session {
   // The configured portal in use (portal_at(config, portal())): where the last login was, or
   // the one being tried.
   size_t portal() const { return portal_; }
+  // Where the session is and what happened to it, for a status report: "logged in to T
+  // through H:P (portal 2 of 2), N commands in flight, R reconnects, ...".
+  std::string status_line() const;
 
   // Data path (BackendQueue semantics).
   void submit(BlockRequest* req);

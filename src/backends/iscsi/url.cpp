@@ -90,22 +90,6 @@ PortalAddress portal_at(const IscsiConfig& c, size_t i) {
   return i == 0 ? PortalAddress{c.host, c.port} : c.more_portals.at(i - 1);
 }
 
-IscsiConfig starting_at_portal(const IscsiConfig& c, size_t i) {
-  IscsiConfig out = c;
-  const size_t n = portal_count(c);
-  out.more_portals.clear();
-  for (size_t k = 0; k < n; ++k) {
-    PortalAddress p = portal_at(c, (i + k) % n);
-    if (k == 0) {
-      out.host = std::move(p.host);
-      out.port = p.port;
-    } else {
-      out.more_portals.push_back(std::move(p));
-    }
-  }
-  return out;
-}
-
 std::string portal_name(const PortalAddress& p) { return vcp::iscsi::host_port(p.host, p.port); }
 
 bool parse_portal(const std::string& text, std::string* host, uint16_t* port, std::string* error) {

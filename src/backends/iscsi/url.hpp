@@ -32,6 +32,9 @@ struct IscsiConfig {
   // Other portals of the same target (`portal=`), in order after host:port: a connection or
   // login that fails on one is tried on the next (docs/iscsi.md, "Several portals").
   std::vector<PortalAddress> more_portals;
+  // The portal sessions try first (portal_at() numbering): the one the start-up probe got in
+  // through, so that a first portal that is down costs the queues' sessions nothing.
+  size_t first_portal = 0;
   std::string target;  // IQN / EUI / NAA name
   uint32_t lun = 0;
   std::string initiator = kDefaultInitiator;
@@ -54,9 +57,6 @@ struct IscsiConfig {
 inline size_t portal_count(const IscsiConfig& c) { return 1 + c.more_portals.size(); }
 // Portal i of the config: 0 is host:port, then more_portals in order.
 PortalAddress portal_at(const IscsiConfig& c, size_t i);
-// The same config with portal i first and the others after it in their order (i, i+1, ...,
-// 0, ..., i-1): the sessions opened after a probe start where the probe logged in.
-IscsiConfig starting_at_portal(const IscsiConfig& c, size_t i);
 // "host:port", with brackets for IPv6.
 std::string portal_name(const PortalAddress& p);
 

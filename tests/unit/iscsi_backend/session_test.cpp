@@ -928,6 +928,23 @@ TEST_F(IscsiSession, AFirstPortalNothingListensOnIsPassedOver) {
   read_works(3);
 }
 
+TEST_F(IscsiSession, TheFirstPortalTriedIsTheOneConfigured) {
+  // The backend starts its queues' sessions where its probe got in (first_portal): portal 0 is
+  // not tried at all while portal 1 answers.
+  ScriptedTarget other;
+  ASSERT_TRUE(other.ok());
+  cfg_.more_portals = {{"127.0.0.1", other.port()}};
+  cfg_.first_portal = 1;
+  start(false);
+  other.attach(session_.get());
+  target_.attach(nullptr);
+  ASSERT_TRUE(other.connect_and_login());
+  EXPECT_EQ(session_->portal(), 1u);
+  EXPECT_EQ(target_.accepted(), 0u);
+  EXPECT_NE(session_->status_line().find("(portal 2 of 2)"), std::string::npos) << session_->status_line();
+  other.attach(nullptr);
+}
+
 TEST_F(IscsiSession, EveryPortalFailingFailsTheLoginNamingEach) {
   const uint16_t a = ScriptedTarget::closed_port(), b = ScriptedTarget::closed_port();
   cfg_.port = a;
@@ -1005,6 +1022,13 @@ TEST_F(IscsiSession, ALostConnectionMovesToTheNextPortalAndReissuesThere) {
   EXPECT_EQ(io.buf, pattern(512, 5));
   EXPECT_EQ(session_->stats().reconnects, 1u);
   EXPECT_EQ(session_->stats().reissued, 1u);
+  // The status report says where it is now.
+  const std::string st = session_->status_line();
+  EXPECT_NE(st.find(std::string("logged in to ") + testing::kScriptedIqn + " through 127.0.0.1:" +
+                    std::to_string(other.port()) + " (portal 2 of 2), 0 commands in flight, 1 completed, 1 reconnects, "
+                    "1 reissued"),
+            std::string::npos)
+      << st;
   other.attach(nullptr);
 }
 
@@ -1080,6 +1104,8 @@ TEST_F(IscsiSession, PortalsAreTriedInRoundsWithABackOffBetweenRounds) {
   EXPECT_GE(tries[3].second - tries[1].second, 150u) << seen.str();
   EXPECT_GE(tries[5].second - tries[3].second, 350u) << seen.str();
   EXPECT_EQ(session_->state(), Session::State::Down);
+  EXPECT_NE(session_->status_line().find("no session for 1 s, logging in through 127.0.0.1:"), std::string::npos)
+      << session_->status_line();
 }
 
 // ---- a write failed while its Data-Out is still going out ----
