@@ -423,7 +423,7 @@ bool validate(const TargetSettings& s, std::string* error) {
   for (size_t i = 0; i < portals.size(); ++i)
     for (size_t j = i + 1; j < portals.size(); ++j)
       if (portals[i] == portals[j] && portals[i].port != 0) {
-        *error = "portal " + portals[i].host + ":" + std::to_string(portals[i].port) + " given twice";
+        *error = "portal " + iscsi::host_port(portals[i].host, portals[i].port) + " given twice";
         return false;
       }
   const std::vector<TargetSpec> targets = s.all_targets();

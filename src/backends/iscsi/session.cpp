@@ -334,6 +334,7 @@ void Session::enter_full_feature() {
   state_ = State::FullFeature;
   attempts_failed_ = 0;
   first_login_failures_.clear();
+  error_code_ = 0;  // what a portal that did not answer left: the login got through another
   redirects_ = 0;
   down_since_ms_ = 0;
   recovery_expired_ = false;

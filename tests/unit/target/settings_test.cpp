@@ -83,6 +83,9 @@ TEST(TargetSettings, SeveralPortals) {
   ASSERT_TRUE(v.set_portals({"127.0.0.1:3260", "127.0.0.1:3260"}, &err));
   EXPECT_FALSE(validate(v, &err));
   EXPECT_EQ(err, "portal 127.0.0.1:3260 given twice");
+  ASSERT_TRUE(v.set_portals({"[::1]:3260", "[::1]:3260"}, &err));
+  EXPECT_FALSE(validate(v, &err));
+  EXPECT_EQ(err, "portal [::1]:3260 given twice");  // as it was given: IPv6 in brackets
   ASSERT_TRUE(v.set_portals({"127.0.0.1:0", "127.0.0.1:0"}, &err));
   EXPECT_TRUE(validate(v, &err)) << err;
 }
