@@ -1001,6 +1001,12 @@ portals)
   out=$(iscsi-inq -i "$INI" "$URL2/0" 2>&1) || { echo "$out"; fail "iscsi-inq through the second portal"; }
   grep -q "VCP" <<<"$out" || { echo "$out"; fail "iscsi-inq through the second portal: no vendor"; }
   URL=$URL2 bench_verify 1 "randrw 4k 8" " through the second portal"
+  # vcp discover --url: one spec naming both portals, which our initiator takes as it is.
+  spec=$("$VCP_BIN" discover "127.0.0.1:$PORT2" --url 1) || fail "vcp discover --url"
+  [ "$spec" = "iscsi://127.0.0.1:$PORT/$IQN/1?portal=127.0.0.1:$PORT2" ] || fail "vcp discover --url 1 gave '$spec'"
+  out=$(timeout 60 "$VCP_BIN" bench --backend "$spec" --rw randrw --bs 4k --qd 8 --time 1 --verify 2>&1) ||
+    { echo "$out" | tail -5; fail "vcp bench on the discovered spec"; }
+  grep -q "verify: .* ok" <<<"$out" || { echo "$out" | tail -5; fail "vcp bench on the discovered spec: verify"; }
   out=$(timeout 300 iscsi-test-cu -i $INI --dataloss --test='SCSI.MultipathIO.*' "$URL/0" "$URL2/0" 2>&1)
   summary=$(grep -E '^ +tests ' <<<"$out")
   echo "MultipathIO over two portals: $summary"

@@ -200,7 +200,10 @@ case "$CASE" in
     [[ -x "${VCP_BIN:-}" ]] || die "VCP_BIN is not set to the vcp binary"
     out=$("$VCP_BIN" discover "127.0.0.1:$PORT")
     echo "$out"
-    grep -q "^$IQN 127.0.0.1:$PORT,1$" <<<"$out" || die "discover did not list $IQN at 127.0.0.1:$PORT,1" ;;
+    grep -q "^$IQN 127.0.0.1:$PORT,1$" <<<"$out" || die "discover did not list $IQN at 127.0.0.1:$PORT,1"
+    spec=$("$VCP_BIN" discover "127.0.0.1:$PORT" --url 1)
+    [[ "$spec" == "iscsi://127.0.0.1:$PORT/$IQN/1" ]] || die "discover --url 1 gave '$spec'"
+    "$IO_TEST" verify "$spec" >/dev/null || die "verify on the discovered spec" ;;
   bench)
     # vcp bench --verify on the initiator in-process (--backend), then through the channel
     # (vcp serve --backend): small random mixed I/O and large sequential I/O, both directions.
