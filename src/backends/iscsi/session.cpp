@@ -1703,7 +1703,7 @@ void Session::on_timer() {
       maybe_answer_logout_request();
       if (state_ != State::FullFeature) break;
       if (nop_outstanding_ && now > nop_deadline_ms_) {
-        connection_failed("no answer to NOP-Out for " + std::to_string(cfg_.timeout_ms) + " ms", -EIO,
+        connection_failed("no answer to NOP-Out for " + std::to_string(nop_timeout_ms()) + " ms", -EIO,
                           Cause::Unanswered);
         break;
       }
@@ -1722,7 +1722,7 @@ void Session::on_timer() {
       if (!poll_when_idle(now) && !nop_outstanding_ && now - last_rx_ms_ >= cfg_.nop_interval_ms) {
         nop_itt_ = kNopTag | (++special_seq_ & 0xffffff);
         nop_outstanding_ = true;
-        nop_deadline_ms_ = now + cfg_.timeout_ms;
+        nop_deadline_ms_ = now + nop_timeout_ms();
         ++stats_.nops_sent;
         send_nop_out(nop_itt_, is::kReservedTag, {});
       }

@@ -264,6 +264,8 @@ class Session {
   void retry_later(Task& t, uint64_t delay_ms);
   void requeue_issued();
   uint64_t now_ms() const;
+  // How long a NOP-Out may go unanswered: nop_timeout, or the command timeout.
+  uint32_t nop_timeout_ms() const { return cfg_.nop_timeout_ms ? cfg_.nop_timeout_ms : cfg_.timeout_ms; }
   // Why a connection ends, for where the next one goes.
   enum class Cause : uint8_t {
     Error,       // the connection broke or an attempt failed (a failed attempt moves on)

@@ -15,7 +15,7 @@ const char* const kIscsiUsage =
     "iscsi://[user@]host[:port]/target-iqn/lun[?option=value&...]  options: header_digest=, "
     "data_digest= (crc32c|none|prefer|allow), initiator=IQN, mutual_user=NAME, secret_file=PATH "
     "(CHAP secret on line 1, the target's mutual secret on line 2; or env VCP_ISCSI_SECRET, "
-    "VCP_ISCSI_MUTUAL_SECRET), timeout=SECONDS, nop_interval=SECONDS, recovery_timeout=SECONDS, "
+    "VCP_ISCSI_MUTUAL_SECRET), timeout=SECONDS, nop_interval=SECONDS, nop_timeout=SECONDS, recovery_timeout=SECONDS, "
     "login_timeout=SECONDS, max_recv_segment=BYTES, portal=HOST[:PORT] (repeatable: more portals of the "
     "target, tried in turn)";
 
@@ -277,6 +277,7 @@ std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string*
   }
   if (!seconds_option(opts, "timeout", &c.timeout_ms, error) ||
       !seconds_option(opts, "nop_interval", &c.nop_interval_ms, error) ||
+      !seconds_option(opts, "nop_timeout", &c.nop_timeout_ms, error) ||
       !seconds_option(opts, "recovery_timeout", &c.recovery_timeout_ms, error) ||
       !seconds_option(opts, "login_timeout", &c.login_timeout_ms, error))
     return std::nullopt;

@@ -49,6 +49,7 @@ struct IscsiConfig {
   uint32_t max_recv_data_segment_length = 262144;  // what we declare
   uint32_t timeout_ms = 30000;           // a command without an answer for this long is aborted
   uint32_t nop_interval_ms = 5000;       // NOP-Out after this long without hearing the target
+  uint32_t nop_timeout_ms = 0;           // a NOP-Out unanswered this long drops the connection; 0: timeout_ms
   uint32_t recovery_timeout_ms = 120000; // reconnecting longer than this fails outstanding I/O
   uint32_t login_timeout_ms = 15000;     // connect + login
 };

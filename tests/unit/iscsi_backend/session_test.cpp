@@ -753,6 +753,20 @@ TEST_F(IscsiSession, KeepAlivePingsAndDropsASilentTarget) {
   EXPECT_GE(mono_ms() - r->at_ms, 500u);
 }
 
+TEST_F(IscsiSession, ANopTimeoutOfItsOwnDropsASilentTargetSooner) {
+  // nop_timeout= apart from the command timeout (open-iscsi's noop_out_timeout): a silent
+  // path is found out in seconds while commands may still take the target long.
+  cfg_.nop_interval_ms = 200;
+  cfg_.timeout_ms = 5000;
+  cfg_.nop_timeout_ms = 300;
+  start();
+  auto r = target_.next(1000);
+  ASSERT_TRUE(r && r->as<is::NopOutPdu>());
+  ASSERT_TRUE(target_.wait_eof(300 + 2 * kTickSlackMs + 200));
+  EXPECT_GE(mono_ms() - r->at_ms, 300u);
+  EXPECT_LT(mono_ms() - r->at_ms, 1000u);
+}
+
 // ---- Async Messages ----
 
 TEST_F(IscsiSession, AsyncLogoutRequestDrainsThenLogsOutWithinParameter3) {

@@ -134,6 +134,13 @@ TEST(IscsiUrl, MorePortalsOfTheTarget) {
   EXPECT_EQ(portal_name(portal_at(*c, 2)), "[fd00::5]:3262");
   EXPECT_EQ(c->lun, 2u);
   EXPECT_EQ(c->first_portal, 0u);
+  EXPECT_EQ(c->nop_timeout_ms, 0u);  // as timeout=
+  c = parse_iscsi_url("iscsi://h/iqn/1?portal=g&nop_interval=2&nop_timeout=3", &err, kNoEnv);
+  ASSERT_TRUE(c) << err;
+  EXPECT_EQ(c->nop_interval_ms, 2000u);
+  EXPECT_EQ(c->nop_timeout_ms, 3000u);
+  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?nop_timeout=0", &err, kNoEnv));
+  EXPECT_NE(err.find("bad nop_timeout '0'"), std::string::npos) << err;
   // Without portal=: one.
   c = parse_iscsi_url("iscsi://h/iqn/1", &err, kNoEnv);
   ASSERT_TRUE(c) << err;
