@@ -87,6 +87,11 @@ std::string lun_name(const LunSpec& l, const TargetSpec& t, size_t target_index)
   return "LUN " + std::to_string(l.number) + (target_index ? " of " + t.iqn : "");
 }
 
+// lun_name() and its backend spec: "LUN 3 of IQN 'ram:size=64M'", for what names the disk.
+std::string lun_and_spec(const LunSpec& l, const TargetSpec& t, size_t target_index) {
+  return lun_name(l, t, target_index) + " '" + l.backend + "'";
+}
+
 }  // namespace
 
 bool identity_clash(const std::string& name, const BlockBackend& b, const std::vector<NamedBackend>& others,
@@ -847,7 +852,7 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
     for (const auto& l : targets[ti].luns) {
       std::string why;
       auto b = make_backend(l.backend, &why);
-      const std::string name = lun_name(l, targets[ti], ti) + " '" + l.backend + "'";
+      const std::string name = lun_and_spec(l, targets[ti], ti);
       if (!b) {
         *error = name + ": " + why;
         return nullptr;
@@ -1260,13 +1265,13 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
     if (removed_[ti]) continue;
     for (const auto& [l, b] : inventory_[ti]) {
       if (replace && ti == target && std::find(seen.begin(), seen.end(), l.number) != seen.end()) continue;
-      named.emplace_back(lun_name(l, targets_[ti], ti) + " '" + l.backend + "'", b);
+      named.emplace_back(lun_and_spec(l, targets_[ti], ti), b);
     }
   }
   for (const auto& l : luns) {
     std::string why;
     auto b = make_backend(l.backend, &why);
-    const std::string name = lun_name(l, spec, target) + " '" + l.backend + "'";
+    const std::string name = lun_and_spec(l, spec, target);
     if (!b) {
       *error = name + ": " + why;
       return false;

@@ -16,7 +16,6 @@
 #include "base/clock.hpp"
 #include "base/log.hpp"
 #include "iscsi/crc32c.hpp"
-#include "iscsi/sendtargets.hpp"
 #include "iscsi/text.hpp"
 
 namespace vcp::backends::iscsi {
@@ -221,7 +220,7 @@ void Session::start_connect() {
 
 void Session::on_connected(int res) {
   if (res < 0) {
-    connection_failed("cannot connect to " + vcp::iscsi::host_port(host_, port_) + ": " + errno_str(res), res);
+    connection_failed("cannot connect to " + where() + ": " + errno_str(res), res);
     return;
   }
   begin_login();
@@ -286,7 +285,7 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
       refused ? static_cast<is::LoginStatus>(rs.status_class << 8 | rs.status_detail) : login_->status();
   char code[8];
   std::snprintf(code, sizeof code, "%04x", static_cast<unsigned>(status));
-  std::string why = "login to " + vcp::iscsi::host_port(host_, port_) + " target " + cfg_.target +
+  std::string why = "login to " + where() + " target " + cfg_.target +
                     " failed: " + std::string(is::to_string(status)) + " (0x" + code + ")";
   if (!refused && !login_->failure().empty()) why += ": " + login_->failure();
   if (status == is::LoginStatus::TargetMovedTemporarily || status == is::LoginStatus::TargetMovedPermanently) {
@@ -347,11 +346,11 @@ void Session::enter_full_feature() {
   if (reconnect) {
     ++stats_.reconnects;
     VCP_LOG_INFO("{}: session reinstated on {} (TSIH {}); reissuing {} command(s)", name_,
-                 vcp::iscsi::host_port(host_, port_), login_->tsih(), waiting);
+                 where(), login_->tsih(), waiting);
   } else {
     VCP_LOG_INFO("{}: logged in to {} on {} (TSIH {}, header digest {}, data digest {}, ImmediateData {}, "
                  "InitialR2T {}, FirstBurst {}, MaxBurst {}, MaxRecvDSL {}/{}, window {})",
-                 name_, cfg_.target, vcp::iscsi::host_port(host_, port_), login_->tsih(),
+                 name_, cfg_.target, where(), login_->tsih(),
                  digests_.header ? "CRC32C" : "None",
                  digests_.data ? "CRC32C" : "None", params_.immediate_data ? "Yes" : "No",
                  params_.initial_r2t ? "Yes" : "No", params_.first_burst_length, params_.max_burst_length,
@@ -362,16 +361,15 @@ void Session::enter_full_feature() {
 }
 
 std::string Session::status_line() const {
-  const std::string where = vcp::iscsi::host_port(host_, port_);
   std::string s;
   switch (state_) {
-    case State::FullFeature: s = "logged in to " + cfg_.target + " through " + where; break;
-    case State::LoggingOut: s = "logging out of " + cfg_.target + " through " + where; break;
+    case State::FullFeature: s = "logged in to " + cfg_.target + " through " + where(); break;
+    case State::LoggingOut: s = "logging out of " + cfg_.target + " through " + where(); break;
     case State::Failed: s = "failed: " + error_; break;
     case State::Down:
     case State::Connecting:
     case State::LoggingIn:
-      s = fmt::format("no session for {} s, logging in through {}", (now_ms() - down_since_ms_) / 1000, where);
+      s = fmt::format("no session for {} s, logging in through {}", (now_ms() - down_since_ms_) / 1000, where());
       break;
   }
   const size_t portals = portal_count(cfg_);
@@ -403,8 +401,7 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
     if (!first_login_done_) {
       if (!first_login_failures_.empty()) first_login_failures_ += "; ";
       // Each portal's failure says which portal it was ("recv: ..." alone would not).
-      const std::string where = vcp::iscsi::host_port(host_, port_);
-      first_login_failures_ += why.find(where) == std::string::npos ? where + ": " + why : why;
+      first_login_failures_ += why.find(where()) == std::string::npos ? where() + ": " + why : why;
       // The most telling code: a target's refusal (credentials, no such target) over a
       // portal that could not be reached.
       if (error_code_ != -EACCES && error_code_ != -ENOENT) error_code_ = code;
@@ -415,11 +412,11 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
                                     " portals: " + first_login_failures_;
       }
     }
-    if (portals > 1) use_portal((portal_ + 1) % portals);
+    if (portals > 1) next_portal();
   } else if (cause == Cause::Unanswered && portals > 1 && state_ == State::FullFeature) {
     // A portal that went silent (its host or link down) would take a whole login timeout to
     // give up on again: the next portal first. A broken connection tries its portal again.
-    use_portal((portal_ + 1) % portals);
+    next_portal();
   }
   // Lost while we log out (the queue's thread gone, say, which cancels its receives): the
   // session is ending anyway; nothing to reconnect.
@@ -434,7 +431,7 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
     }
     if (portals > 1)
       VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting through {}", name_, why,
-                   in_flight_, vcp::iscsi::host_port(host_, port_));
+                   in_flight_, where());
     else
       VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting", name_, why, in_flight_);
     state_ = State::Down;
@@ -1754,7 +1751,7 @@ void Session::on_timer() {
     case State::Connecting:
     case State::LoggingIn:
       if (now > login_deadline_ms_) {
-        connection_failed("no login to " + vcp::iscsi::host_port(host_, port_) + " within " +
+        connection_failed("no login to " + where() + " within " +
                               std::to_string(cfg_.login_timeout_ms / 1000) + " s",
                           -ETIMEDOUT);
       }
@@ -1851,7 +1848,7 @@ int Session::wait_logged_in() {
     wait_event(50);
   }
   if (state_ == State::FullFeature) return 0;
-  if (error_.empty()) error_ = "no login to " + vcp::iscsi::host_port(host_, port_) + " (timed out)";
+  if (error_.empty()) error_ = "no login to " + where() + " (timed out)";
   return error_code_ ? error_code_ : -EIO;
 }
 

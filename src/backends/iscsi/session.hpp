@@ -41,6 +41,7 @@
 #include "base/unique_fd.hpp"
 #include "iscsi/login.hpp"
 #include "iscsi/pdu.hpp"
+#include "iscsi/sendtargets.hpp"
 #include "iscsi/seq.hpp"
 
 namespace vcp::backends::iscsi {
@@ -220,6 +221,9 @@ class Session {
   void on_timer();
   void maybe_reconnect();
   void use_portal(size_t i);
+  void next_portal() { use_portal((portal_ + 1) % portal_count(cfg_)); }
+  // Where we connect, as "host:port" ("[v6]:port").
+  std::string where() const { return vcp::iscsi::host_port(host_, port_); }
   void wait_event(uint32_t timeout_ms);
 
   // tx

@@ -23,6 +23,13 @@ EnvLookup env_of(std::map<std::string, std::string> m) {
 }
 const EnvLookup kNoEnv = env_of({});
 
+// parse_iscsi_url refuses `url` (no environment), saying `text`.
+void expect_refused(const std::string& url, const std::string& text) {
+  std::string err;
+  EXPECT_FALSE(parse_iscsi_url(url, &err, kNoEnv)) << url;
+  EXPECT_NE(err.find(text), std::string::npos) << url << ": " << err;
+}
+
 TEST(IscsiUrl, Minimal) {
   std::string err;
   auto c = parse_iscsi_url("iscsi://10.0.0.1/iqn.2024-01.org.x:disk/3", &err, kNoEnv);
@@ -67,14 +74,10 @@ TEST(IscsiUrl, Errors) {
 }
 
 TEST(IscsiUrl, SecretsNeverFromTheCommandLine) {
-  std::string err;
-  EXPECT_FALSE(parse_iscsi_url("iscsi://u%pw@h/iqn/1", &err, kNoEnv));
-  EXPECT_NE(err.find("visible"), std::string::npos) << err;
-  EXPECT_FALSE(parse_iscsi_url("iscsi://u@h/iqn/1?secret=abc", &err, kNoEnv));
-  EXPECT_NE(err.find("command line"), std::string::npos) << err;
+  expect_refused("iscsi://u%pw@h/iqn/1", "visible");
+  expect_refused("iscsi://u@h/iqn/1?secret=abc", "command line");
   // A user without a secret anywhere is an error, said plainly.
-  EXPECT_FALSE(parse_iscsi_url("iscsi://u@h/iqn/1", &err, kNoEnv));
-  EXPECT_NE(err.find("VCP_ISCSI_SECRET"), std::string::npos) << err;
+  expect_refused("iscsi://u@h/iqn/1", "VCP_ISCSI_SECRET");
 }
 
 TEST(IscsiUrl, SecretsFromEnvironmentAndFile) {
@@ -98,10 +101,8 @@ TEST(IscsiUrl, SecretsFromEnvironmentAndFile) {
   EXPECT_EQ(c->secret, "file-secret-0123");  // the file wins over the environment
   EXPECT_EQ(c->mutual_secret, "file-mutual-4567");
   std::remove(path);
-  EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?secret_file=/nonexistent/x", &err, kNoEnv));
-  EXPECT_NE(err.find("No such file"), std::string::npos) << err;
-  EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?secret_file=/dev/zero", &err, kNoEnv));  // endless
-  EXPECT_NE(err.find("longer than"), std::string::npos) << err;
+  expect_refused("iscsi://alice@h/iqn/1?secret_file=/nonexistent/x", "No such file");
+  expect_refused("iscsi://alice@h/iqn/1?secret_file=/dev/zero", "longer than");  // endless
   // Mutual CHAP without our own CHAP, or without the target's secret.
   EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?mutual_user=tgt", &err, kNoEnv));
   EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?mutual_user=tgt", &err,
@@ -139,8 +140,7 @@ TEST(IscsiUrl, MorePortalsOfTheTarget) {
   ASSERT_TRUE(c) << err;
   EXPECT_EQ(c->nop_interval_ms, 2000u);
   EXPECT_EQ(c->nop_timeout_ms, 3000u);
-  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?nop_timeout=0", &err, kNoEnv));
-  EXPECT_NE(err.find("bad nop_timeout '0'"), std::string::npos) << err;
+  expect_refused("iscsi://h/iqn/1?nop_timeout=0", "bad nop_timeout '0'");
   // Without portal=: one.
   c = parse_iscsi_url("iscsi://h/iqn/1", &err, kNoEnv);
   ASSERT_TRUE(c) << err;
@@ -148,21 +148,15 @@ TEST(IscsiUrl, MorePortalsOfTheTarget) {
 
   // Refused, in words: the same portal twice (the URL's own too, its port by default), a
   // malformed one, an empty one, too many.
-  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=h:3260", &err, kNoEnv));
-  EXPECT_NE(err.find("portal h:3260 given twice"), std::string::npos) << err;
-  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=a:1&portal=a:1", &err, kNoEnv));
-  EXPECT_NE(err.find("portal a:1 given twice"), std::string::npos) << err;
-  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=a:99999", &err, kNoEnv));
-  EXPECT_NE(err.find("bad portal= 'a:99999': bad port"), std::string::npos) << err;
-  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=", &err, kNoEnv));
-  EXPECT_NE(err.find("bad portal= '': missing host"), std::string::npos) << err;
-  EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?portal=fd00::1", &err, kNoEnv));
-  EXPECT_NE(err.find("needs brackets"), std::string::npos) << err;
+  expect_refused("iscsi://h/iqn/1?portal=h:3260", "portal h:3260 given twice");
+  expect_refused("iscsi://h/iqn/1?portal=a:1&portal=a:1", "portal a:1 given twice");
+  expect_refused("iscsi://h/iqn/1?portal=a:99999", "bad portal= 'a:99999': bad port");
+  expect_refused("iscsi://h/iqn/1?portal=", "bad portal= '': missing host");
+  expect_refused("iscsi://h/iqn/1?portal=fd00::1", "needs brackets");
   std::string many = "iscsi://h/iqn/1?";
   for (int i = 1; i < static_cast<int>(kMaxPortals); ++i) many += "portal=h:" + std::to_string(i) + "&";
   EXPECT_TRUE(parse_iscsi_url(many, &err, kNoEnv)) << err;
-  EXPECT_FALSE(parse_iscsi_url(many + "portal=h:999", &err, kNoEnv));
-  EXPECT_NE(err.find("more than 16 portals"), std::string::npos) << err;
+  expect_refused(many + "portal=h:999", "more than 16 portals");
 }
 
 TEST(IscsiUrl, RegistryRoutesIscsiAndReportsUsage) {
