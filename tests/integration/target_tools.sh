@@ -62,6 +62,12 @@
 #                                           session moves to the second portal, the target ends
 #                                           the old session (reinstatement), the verify ends clean
 #                                           (runs in a network namespace of its own)
+#   target_tools.sh VCP_BIN names           a portal named by a host name of two addresses (::1,
+#                                           then 127.0.0.1; the target on the second only): our
+#                                           initiator and vcp discover take the second within the
+#                                           same attempt; both refusing, each is named; a name of
+#                                           no address says so (a network and mount namespace of
+#                                           its own: its own /etc/hosts)
 #   target_tools.sh VCP_BIN reload-limits   [limits] changed by a reload: a session logged in keeps
 #                                           what it negotiated, the next one gets the new limits
 #                                           (our initiator's login line), the status report gives
@@ -82,10 +88,12 @@ MODE=${2:?mode}
 shift 2
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
-if { [ "$MODE" = wildcard ] || [ "$MODE" = multipath ]; } && [ -z "${VCP_IN_NETNS:-}" ]; then
+if { [ "$MODE" = wildcard ] || [ "$MODE" = multipath ] || [ "$MODE" = names ]; } && [ -z "${VCP_IN_NETNS:-}" ]; then
   command -v unshare >/dev/null || fail "unshare not installed (Debian package util-linux)"
   ns=(unshare --net)  # not root: a user namespace of our own holds the network namespace
   [ "$(id -u)" = 0 ] || ns=(unshare --user --map-root-user --net)
+  # names: a mount namespace too, for an /etc/hosts of the test's own (bind-mounted over it there only)
+  [ "$MODE" = names ] && ns+=(--mount)
   VCP_IN_NETNS=1 exec "${ns[@]}" "$0" "$VCP_BIN" "$MODE" "$@"
 fi
 for tool in iscsi-inq iscsi-readcapacity16 iscsi-ls iscsi-perf iscsi-test-cu; do
@@ -289,6 +297,40 @@ multipath)
     { grep "session of" "$DIR/target.log"; fail "the target did not end the session on path A"; }
   echo "path A down: the session moved to path B, the target ended the old one, verify clean"
   stop_target
+  ;;
+names)
+  # A portal named by a host name standing for two addresses, ::1 first (as localhost does where
+  # /etc/hosts has both), the target listening on 127.0.0.1 only: our initiator and vcp discover
+  # are refused on ::1 and take 127.0.0.1 within the same attempt. A name with no address fails
+  # saying so. The hosts file is the namespace's own (a bind mount in our mount namespace).
+  ip link set lo up || fail "cannot bring up loopback in the namespace"
+  printf '::1 vcp-target.test\n127.0.0.1 vcp-target.test\n' >"$DIR/hosts"
+  mount --bind "$DIR/hosts" /etc/hosts || fail "cannot mount a hosts file of our own"
+  out=$(getent ahosts vcp-target.test | awk '{ print $1 }' | uniq | paste -sd' ')
+  [ "$out" = "::1 127.0.0.1" ] || fail "vcp-target.test does not resolve to ::1, then 127.0.0.1: $out"
+  start_target
+  NAMED=vcp-target.test:$PORT
+  out=$(timeout 20 "$VCP_BIN" discover "$NAMED" 2>&1) || fail "vcp discover $NAMED: $out"
+  grep -Fqx "$IQN 127.0.0.1:$PORT,1" <<<"$out" || fail "vcp discover $NAMED: $out"
+  out=$(timeout 60 "$VCP_BIN" bench --backend "iscsi://$NAMED/$IQN/0" --rw randrw --bs 16k --qd 8 --time 1 --verify 2>&1) ||
+    { echo "$out" | tail -5; fail "vcp bench on $NAMED"; }
+  grep -q "verify: .* ok" <<<"$out" && grep -q " 0 errors" <<<"$out" || { echo "$out" | tail -5; fail "verify on $NAMED"; }
+  grep -Fq "cannot connect to $NAMED at [::1]:$PORT: Connection refused; trying 127.0.0.1:$PORT" <<<"$out" ||
+    { echo "$out" | head -5; fail "::1 was not tried first, or not said"; }
+  grep -Fq "logged in to $IQN on $NAMED (127.0.0.1:$PORT)" <<<"$out" || { echo "$out" | head -5; fail "no login line naming the address"; }
+  ! grep -q "connection lost" <<<"$out" || { echo "$out" | head -5; fail "the second address was a reconnect"; }
+  echo "$NAMED (::1, 127.0.0.1): refused on ::1, logged in through 127.0.0.1, verify clean; vcp discover too"
+  stop_target
+  # Both addresses refusing (nothing listens there now); a name with no address at all.
+  out=$(timeout 20 "$VCP_BIN" bench --backend "iscsi://$NAMED/$IQN/0" --time 1 2>&1) && fail "a login with nothing listening"
+  grep -Fq "cannot connect to $NAMED: [::1]:$PORT: Connection refused; 127.0.0.1:$PORT: Connection refused" <<<"$out" ||
+    { echo "$out" | tail -3; fail "the error does not name both addresses"; }
+  out=$(timeout 20 "$VCP_BIN" discover "$NAMED" 2>&1) && fail "discovery with nothing listening"
+  grep -Fq "cannot connect to $NAMED: [::1]:$PORT: Connection refused; 127.0.0.1:$PORT: Connection refused" <<<"$out" ||
+    fail "vcp discover does not name both addresses: $out"
+  out=$(timeout 20 "$VCP_BIN" bench --backend "iscsi://nosuch.test:$PORT/$IQN/0" --time 1 2>&1) && fail "a login to no address"
+  grep -Fq "cannot resolve 'nosuch.test'" <<<"$out" || { echo "$out" | tail -3; fail "no word of the name"; }
+  echo "nothing listening: both addresses named; nosuch.test: cannot resolve"
   ;;
 fdlimit)
   FD_LIMIT=32 start_target

@@ -4,14 +4,18 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "base/result.hpp"
 #include "base/unique_fd.hpp"
 #include "iscsi/login.hpp"
+#include "iscsi/sendtargets.hpp"
 #include "iscsi/text.hpp"
 
 namespace vcp::backends::iscsi {
@@ -125,35 +129,75 @@ std::vector<uint8_t> wire_text_request(const is::TextRequestPdu& rq, std::span<c
   return out;
 }
 
+// A blocking connection to one address, given at most timeout_ms to be taken; none and *error
+// ("Connection refused", "no answer within 7500 ms") when it is not.
+UniqueFd connect_within(const SocketAddress& a, uint32_t timeout_ms, std::string* error) {
+  UniqueFd fd(::socket(a.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) {
+    *error = "socket: " + errno_str(errno);
+    return {};
+  }
+  int rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.addr), a.len);
+  if (rc != 0 && errno != EINPROGRESS) {
+    *error = errno_str(errno);
+    return {};
+  }
+  if (rc != 0) {
+    pollfd pfd{fd.get(), POLLOUT, 0};
+    int r;
+    do r = ::poll(&pfd, 1, static_cast<int>(timeout_ms));
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+      *error = "no answer within " + std::to_string(timeout_ms) + " ms";
+      return {};
+    }
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (r < 0 || getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) {
+      *error = errno_str(err);
+      return {};
+    }
+  }
+  int flags = fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    *error = "fcntl: " + errno_str(errno);
+    return {};
+  }
+  return fd;
+}
+
 }  // namespace
 
 std::optional<std::vector<DiscoveredTarget>> discover_targets(const IscsiConfig& cfg, std::string* error) {
-  const std::string where = cfg.host + ":" + std::to_string(cfg.port);
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  int g = getaddrinfo(cfg.host.c_str(), std::to_string(cfg.port).c_str(), &hints, &res);
-  if (g != 0 || !res) {
-    *error = "cannot resolve '" + cfg.host + "': " + gai_strerror(g);
+  const std::string where = vcp::iscsi::host_port(cfg.host, cfg.port);
+  std::vector<SocketAddress> addrs;
+  if (!(cfg.resolver ? cfg.resolver(cfg.host, cfg.port, &addrs, error)
+                     : resolve_portal(cfg.host, cfg.port, &addrs, error)) ||
+      addrs.empty()) {
+    if (error->empty()) *error = "cannot resolve '" + cfg.host + "'";
     return std::nullopt;
   }
-  UniqueFd fd(::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Each address of the name in turn, within login_timeout for them all (each but the last an
+  // even share of what is left).
+  UniqueFd fd;
+  std::string failures;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.login_timeout_ms);
+  for (size_t i = 0; i < addrs.size() && !fd; ++i) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const uint32_t wait = static_cast<uint32_t>(std::max<int64_t>(left.count(), 1) / static_cast<int64_t>(addrs.size() - i));
+    std::string why;
+    fd = connect_within(addrs[i], wait, &why);
+    if (!fd) failures += (addrs.size() > 1 ? addrs[i].text + ": " : "") + why + (i + 1 < addrs.size() ? "; " : "");
+  }
   if (!fd) {
-    freeaddrinfo(res);
-    *error = "socket: " + errno_str(errno);
+    *error = "cannot connect to " + where + ": " + failures;
     return std::nullopt;
   }
   timeval tv{static_cast<time_t>(cfg.login_timeout_ms / 1000), 0};
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   int one = 1;
   setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  int rc = ::connect(fd.get(), res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  if (rc != 0) {
-    *error = "cannot connect to " + where + ": " + errno_str(errno);
-    return std::nullopt;
-  }
   Conn c(fd.get(), cfg.login_timeout_ms);
 
   is::InitiatorLoginConfig lc;

@@ -185,23 +185,30 @@ void Session::arm_timer_read() {
 
 void Session::start_connect() {
   ++conn_gen_;
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(port_);
-  int g = getaddrinfo(host_.c_str(), port.c_str(), &hints, &res);
-  if (g != 0 || !res) {
-    std::string why = "cannot resolve '" + host_ + "': " + gai_strerror(g);
-    if (res) freeaddrinfo(res);
-    connection_failed(why, -EHOSTUNREACH);
-    return;
+  if (!next_address_) {
+    // A new attempt on this portal: its name is looked up again (it may have moved), and the
+    // attempt, every address of it, gets login_timeout.
+    login_deadline_ms_ = now_ms() + cfg_.login_timeout_ms;
+    addr_ = 0;
+    addr_failures_.clear();
+    std::string why;
+    const bool resolved = cfg_.resolver ? cfg_.resolver(host_, port_, &addrs_, &why)
+                                        : resolve_portal(host_, port_, &addrs_, &why);
+    if (!resolved || addrs_.empty()) {
+      addrs_.clear();
+      connection_failed(why.empty() ? "cannot resolve '" + host_ + "'" : why, -EHOSTUNREACH);
+      return;
+    }
   }
-  std::memcpy(&peer_, res->ai_addr, res->ai_addrlen);
-  peer_len_ = res->ai_addrlen;
-  int family = res->ai_family;
-  freeaddrinfo(res);
-  sock_.reset(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  next_address_ = false;
+  const SocketAddress& a = addrs_[addr_];
+  // Each address but the last gets an even share of what is left of the attempt's time, so
+  // that one that never answers (a dropped SYN) leaves time for the others.
+  const uint64_t now = now_ms();
+  const uint64_t left = login_deadline_ms_ > now ? login_deadline_ms_ - now : 0;
+  addr_wait_ms_ = left / (addrs_.size() - addr_);
+  addr_deadline_ms_ = now + addr_wait_ms_;
+  sock_.reset(::socket(a.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
   rcvlowat_ = 1;
   if (!sock_) {
     connection_failed("socket: " + errno_str(errno));
@@ -211,19 +218,39 @@ void Session::start_connect() {
   setsockopt(sock_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(sock_.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   state_ = State::Connecting;
-  login_deadline_ms_ = now_ms() + cfg_.login_timeout_ms;
   io_uring_sqe* s = sqe();
-  io_uring_prep_connect(s, sock_.get(), reinterpret_cast<sockaddr*>(&peer_), peer_len_);
+  io_uring_prep_connect(s, sock_.get(), reinterpret_cast<const sockaddr*>(&a.addr), a.len);
   io_uring_sqe_set_data64(s, user_data(Op::Connect, conn_gen_));
   ++ops_in_flight_;
 }
 
+bool Session::try_next_address(const std::string& why) {
+  if (addr_ + 1 >= addrs_.size() || state_ != State::Connecting) return false;
+  addr_failures_ += addrs_[addr_].text + ": " + why + "; ";
+  VCP_LOG_INFO("{}: cannot connect to {} at {}: {}; trying {}", name_, where(), addrs_[addr_].text, why,
+               addrs_[addr_ + 1].text);
+  ++addr_;
+  connection_failed(why, -EIO, Cause::NextAddress);
+  return true;
+}
+
 void Session::on_connected(int res) {
   if (res < 0) {
-    connection_failed("cannot connect to " + where() + ": " + errno_str(res), res);
+    if (try_next_address(errno_str(res))) return;
+    // With several addresses, each says what it did ("cannot connect to name:3260: [::1]:3260:
+    // Connection refused; 127.0.0.1:3260: Connection refused").
+    connection_failed("cannot connect to " + where() + ": " +
+                          (addr_failures_.empty() ? "" : addr_failures_ + addrs_[addr_].text + ": ") + errno_str(res),
+                      res);
     return;
   }
   begin_login();
+}
+
+std::string Session::where_connected() const {
+  const std::string w = where();
+  if (addr_ < addrs_.size() && addrs_[addr_].text != w) return w + " (" + addrs_[addr_].text + ")";
+  return w;
 }
 
 void Session::begin_login() {
@@ -346,11 +373,11 @@ void Session::enter_full_feature() {
   if (reconnect) {
     ++stats_.reconnects;
     VCP_LOG_INFO("{}: session reinstated on {} (TSIH {}); reissuing {} command(s)", name_,
-                 where(), login_->tsih(), waiting);
+                 where_connected(), login_->tsih(), waiting);
   } else {
     VCP_LOG_INFO("{}: logged in to {} on {} (TSIH {}, header digest {}, data digest {}, ImmediateData {}, "
                  "InitialR2T {}, FirstBurst {}, MaxBurst {}, MaxRecvDSL {}/{}, window {})",
-                 name_, cfg_.target, where(), login_->tsih(),
+                 name_, cfg_.target, where_connected(), login_->tsih(),
                  digests_.header ? "CRC32C" : "None",
                  digests_.data ? "CRC32C" : "None", params_.immediate_data ? "Yes" : "No",
                  params_.initial_r2t ? "Yes" : "No", params_.first_burst_length, params_.max_burst_length,
@@ -363,7 +390,7 @@ void Session::enter_full_feature() {
 std::string Session::status_line() const {
   std::string s;
   switch (state_) {
-    case State::FullFeature: s = "logged in to " + cfg_.target + " through " + where(); break;
+    case State::FullFeature: s = "logged in to " + cfg_.target + " through " + where_connected(); break;
     case State::LoggingOut: s = "logging out of " + cfg_.target + " through " + where(); break;
     case State::Failed: s = "failed: " + error_; break;
     case State::Down:
@@ -393,7 +420,9 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
   if (tearing_down_) return;
   const size_t portals = portal_count(cfg_);
   const bool redirected = cause == Cause::Redirect;
-  if (!redirected && !closing_ && !logout_done_ &&
+  // Another address of the same portal: part of this attempt, tried at once.
+  next_address_ = cause == Cause::NextAddress && !closing_ && !logout_done_;
+  if (!next_address_ && !redirected && !closing_ && !logout_done_ &&
       (state_ == State::Down || state_ == State::Connecting || state_ == State::LoggingIn)) {
     // An attempt failed: the next goes to the next portal. A first login gives up (open fails)
     // when every portal has failed once, saying what each did.
@@ -429,17 +458,21 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
       use_portal(portal_);
       redirected_temporarily_ = false;
     }
-    if (portals > 1)
+    if (next_address_) {
+      // (try_next_address() has said so)
+    } else if (portals > 1) {
       VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting through {}", name_, why,
                    in_flight_, where());
-    else
+    } else {
       VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting", name_, why, in_flight_);
+    }
     state_ = State::Down;
     if (down_since_ms_ == 0) down_since_ms_ = now_ms();
     // The portals are tried one after the other at once; a whole round failed waits before
     // the next (0.2, 0.4, 0.8, 1.6, then 2 s). A redirect is followed at once.
     const uint32_t rounds = attempts_failed_ % portals == 0 ? static_cast<uint32_t>(attempts_failed_ / portals) : 0;
-    const uint64_t delay = rounds == 0 || redirected ? 0 : std::min<uint64_t>(100ull << std::min(rounds, 5u), 2000);
+    const uint64_t delay =
+        rounds == 0 || redirected || next_address_ ? 0 : std::min<uint64_t>(100ull << std::min(rounds, 5u), 2000);
     reconnect_at_ms_ = now_ms() + delay;
     requeue_issued();
   }
@@ -1750,6 +1783,10 @@ void Session::on_timer() {
     }
     case State::Connecting:
     case State::LoggingIn:
+      if (state_ == State::Connecting && now > addr_deadline_ms_ && now <= login_deadline_ms_ &&
+          try_next_address("no answer within " + std::to_string(addr_wait_ms_) + " ms")) {
+        break;
+      }
       if (now > login_deadline_ms_) {
         connection_failed("no login to " + where() + " within " +
                               std::to_string(cfg_.login_timeout_ms / 1000) + " s",

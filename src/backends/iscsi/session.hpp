@@ -199,6 +199,9 @@ class Session {
   // connection lifecycle
   void start_connect();
   void on_connected(int res);
+  // The address being tried did not take the connection (why): true when the portal's name
+  // has another, which is then tried at once as part of the same attempt.
+  bool try_next_address(const std::string& why);
   void begin_login();
   void on_login_response(const vcp::iscsi::LoginResponsePdu& rs, std::span<const uint8_t> data);
   void send_login(const vcp::iscsi::LoginRequestOut& out);
@@ -224,6 +227,8 @@ class Session {
   void next_portal() { use_portal((portal_ + 1) % portal_count(cfg_)); }
   // Where we connect, as "host:port" ("[v6]:port").
   std::string where() const { return vcp::iscsi::host_port(host_, port_); }
+  // where(), and the address it resolved to when that says more ("name:3260 (10.0.0.1:3260)").
+  std::string where_connected() const;
   void wait_event(uint32_t timeout_ms);
 
   // tx
@@ -275,6 +280,7 @@ class Session {
     Error,       // the connection broke or an attempt failed (a failed attempt moves on)
     Redirect,    // the target sent us elsewhere: follow it at once
     Unanswered,  // the target stopped answering (NOP-Out, LUN reset): the next portal at once
+    NextAddress, // one address of the portal's name did not connect: its next, at once
   };
   // The connection ended (or an attempt to make one failed): tear it down and, unless the
   // session is closing or its first login has failed on every portal, reconnect. code is the
@@ -306,8 +312,14 @@ class Session {
   std::string host_;  // where we connect: the configured portal in use, or where a redirect sent us
   uint16_t port_ = 0;
   size_t portal_ = 0;  // which of the configured portals (portal_at(cfg_, portal_)) is in use
-  sockaddr_storage peer_{};
-  socklen_t peer_len_ = 0;
+  // The addresses host_ resolved to for the attempt under way, and which is tried (or
+  // connected); the failures of those before it, for the error if none connects.
+  std::vector<SocketAddress> addrs_;
+  size_t addr_ = 0;
+  bool next_address_ = false;  // the next start_connect() tries addrs_[addr_] (no new lookup)
+  std::string addr_failures_;
+  uint64_t addr_wait_ms_ = 0;      // how long a connect to addrs_[addr_] may take
+  uint64_t addr_deadline_ms_ = 0;  // when it is given up for the next address
 
   // login
   std::unique_ptr<vcp::iscsi::InitiatorLogin> login_;

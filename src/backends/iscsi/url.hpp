@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/iscsi/resolve.hpp"
 #include "iscsi/negotiation.hpp"
 
 namespace vcp::backends::iscsi {
@@ -52,6 +53,9 @@ struct IscsiConfig {
   uint32_t nop_timeout_ms = 0;           // a NOP-Out unanswered this long drops the connection; 0: timeout_ms
   uint32_t recovery_timeout_ms = 120000; // reconnecting longer than this fails outstanding I/O
   uint32_t login_timeout_ms = 15000;     // connect + login
+  // Resolves a portal's host name (empty: resolve_portal, the system's resolver). A name that
+  // stands for several addresses has each tried in turn within one login_timeout.
+  Resolver resolver;
 };
 
 // How many portals the config names (host:port and more_portals).

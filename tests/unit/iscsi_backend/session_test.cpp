@@ -1122,6 +1122,123 @@ TEST_F(IscsiSession, PortalsAreTriedInRoundsWithABackOffBetweenRounds) {
       << session_->status_line();
 }
 
+// ---- a portal's name standing for several addresses ----
+
+// A resolver that answers every name with these ports of 127.0.0.1, in order.
+Resolver resolves_to(std::vector<uint16_t> ports) {
+  return [ports](const std::string&, uint16_t, std::vector<SocketAddress>* out, std::string*) {
+    out->clear();
+    for (uint16_t p : ports) {
+      SocketAddress a;
+      auto* in = reinterpret_cast<sockaddr_in*>(&a.addr);
+      in->sin_family = AF_INET;
+      in->sin_port = htons(p);
+      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.len = sizeof(sockaddr_in);
+      a.text = address_text(reinterpret_cast<sockaddr*>(&a.addr), a.len);
+      out->push_back(std::move(a));
+    }
+    return true;
+  };
+}
+
+// A port of 127.0.0.1 that takes no connection and refuses none: its listener's queue is full,
+// so a SYN to it is dropped, as by a host that is gone. Lives as long as the object.
+class SilentPort {
+ public:
+  SilentPort() {
+    listener_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (!listener_ || ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+        ::listen(listener_.get(), 0) != 0 || getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      return;
+    port_ = ntohs(a.sin_port);
+    // One connection fills the queue (backlog 0 holds one); it is never accepted.
+    filler_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (::connect(filler_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0) port_ = 0;
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  UniqueFd listener_, filler_;
+  uint16_t port_ = 0;
+};
+
+TEST_F(IscsiSession, ANameOfSeveralAddressesHasEachTriedInTurn) {
+  // localhost standing for ::1 and 127.0.0.1 with the target on the second only: refused on
+  // the first, the session logs in through the second, at once and as one attempt.
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  const uint16_t closed = ScriptedTarget::closed_port();
+  cfg_.host = "target.test";
+  cfg_.resolver = resolves_to({closed, target_.port()});
+  start();
+  EXPECT_EQ(session_->portal(), 0u);
+  read_works(7);
+  const std::string st = session_->status_line();
+  EXPECT_NE(st.find("through target.test:" + std::to_string(target_.port()) + " (127.0.0.1:" +
+                    std::to_string(target_.port()) + ")"),
+            std::string::npos)
+      << st;
+  EXPECT_NE(out.str().find("cannot connect to target.test:" + std::to_string(target_.port()) + " at 127.0.0.1:" +
+                           std::to_string(closed) + ": Connection refused; trying 127.0.0.1:" +
+                           std::to_string(target_.port())),
+            std::string::npos)
+      << out.str();
+  EXPECT_EQ(out.str().find("connection lost"), std::string::npos) << "one attempt, not a reconnect: " << out.str();
+  EXPECT_EQ(session_->stats().reconnects, 0u);
+}
+
+TEST_F(IscsiSession, EveryAddressOfANameFailingNamesEach) {
+  const uint16_t a = ScriptedTarget::closed_port(), b = ScriptedTarget::closed_port();
+  cfg_.host = "target.test";
+  cfg_.port = 3260;
+  cfg_.resolver = resolves_to({a, b});
+  start(false);
+  EXPECT_EQ(session_->wait_logged_in(), -ECONNREFUSED);
+  EXPECT_EQ(session_->state(), Session::State::Failed);
+  EXPECT_NE(session_->error().find("cannot connect to target.test:3260: 127.0.0.1:" + std::to_string(a) +
+                                   ": Connection refused; 127.0.0.1:" + std::to_string(b) + ": Connection refused"),
+            std::string::npos)
+      << session_->error();
+}
+
+TEST_F(IscsiSession, AnAddressThatNeverAnswersLeavesTimeForTheNext) {
+  // The first address drops the SYN: it gets half the login timeout, then the second is tried
+  // within the same attempt (not after a whole login timeout and a back-off).
+  SilentPort silent;
+  ASSERT_NE(silent.port(), 0);
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  cfg_.host = "target.test";
+  cfg_.login_timeout_ms = 2000;
+  cfg_.resolver = resolves_to({silent.port(), target_.port()});
+  const uint64_t t0 = mono_ms();
+  start(false);
+  ASSERT_TRUE(target_.accept(3000));
+  EXPECT_GE(mono_ms() - t0, 1000u - kTickSlackMs);
+  ASSERT_TRUE(target_.login());
+  EXPECT_EQ(session_->wait_logged_in(), 0);
+  EXPECT_NE(out.str().find("at 127.0.0.1:" + std::to_string(silent.port()) + ": no answer within 1000 ms"),
+            std::string::npos)
+      << out.str();
+  read_works(8);
+}
+
+TEST_F(IscsiSession, ANameThatDoesNotResolveFailsTheLoginSayingSo) {
+  cfg_.host = "target.test";
+  cfg_.resolver = [](const std::string& host, uint16_t, std::vector<SocketAddress>*, std::string* error) {
+    *error = "cannot resolve '" + host + "': Name or service not known";
+    return false;
+  };
+  start(false);
+  EXPECT_EQ(session_->wait_logged_in(), -EHOSTUNREACH);
+  EXPECT_EQ(session_->error(), "cannot resolve 'target.test': Name or service not known");
+}
+
 // ---- a write failed while its Data-Out is still going out ----
 
 TEST_F(IscsiSession, EarlyFailedWriteCompletesOnlyAfterItsDataOutLeftTheBuffer) {

@@ -2,12 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 
 #include "backends/block_backend.hpp"
 #include "backends/iscsi/discovery.hpp"
+#include "base/unique_fd.hpp"
 
 namespace vcp::backends::iscsi {
 namespace {
@@ -163,6 +168,61 @@ TEST(IscsiUrl, RegistryRoutesIscsiAndReportsUsage) {
   std::string err;
   EXPECT_FALSE(make_backend("iscsi://h/iqn/notanumber", &err));
   EXPECT_NE(err.find("usage: iscsi://"), std::string::npos) << err;
+}
+
+TEST(ResolvePortal, NumericAddressesAreTakenAsTheyAre) {
+  std::vector<SocketAddress> a;
+  std::string err;
+  ASSERT_TRUE(resolve_portal("127.0.0.1", 3260, &a, &err)) << err;
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].text, "127.0.0.1:3260");
+  EXPECT_EQ(a[0].addr.ss_family, AF_INET);
+  ASSERT_TRUE(resolve_portal("::1", 3261, &a, &err)) << err;
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0].text, "[::1]:3261");
+  EXPECT_EQ(a[0].len, sizeof(sockaddr_in6));
+}
+
+TEST(ResolvePortal, ANameGivesEachOfItsAddressesOnce) {
+  // localhost is in every /etc/hosts; one entry per address, whatever the socket types.
+  std::vector<SocketAddress> a;
+  std::string err;
+  ASSERT_TRUE(resolve_portal("localhost", 3260, &a, &err)) << err;
+  ASSERT_FALSE(a.empty());
+  EXPECT_LE(a.size(), kMaxAddresses);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(a[i].text == "127.0.0.1:3260" || a[i].text == "[::1]:3260") << a[i].text;
+    for (size_t j = 0; j < i; ++j) EXPECT_NE(a[i].text, a[j].text);
+  }
+}
+
+TEST(Discovery, EveryAddressOfANameFailingNamesEach) {
+  // Two ports nothing listens on, given as the two addresses of one name.
+  auto closed = [] {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
+    EXPECT_EQ(getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
+    SocketAddress s;
+    std::memcpy(&s.addr, &a, len);
+    s.len = len;
+    s.text = address_text(reinterpret_cast<sockaddr*>(&a), len);
+    return s;  // the port is free again when fd closes
+  };
+  const SocketAddress a = closed(), b = closed();
+  IscsiConfig cfg;
+  cfg.host = "portal.test";
+  cfg.resolver = [&](const std::string&, uint16_t, std::vector<SocketAddress>* out, std::string*) {
+    *out = {a, b};
+    return true;
+  };
+  std::string err;
+  EXPECT_FALSE(discover_targets(cfg, &err));
+  EXPECT_EQ(err, "cannot connect to portal.test:3260: " + a.text + ": Connection refused; " + b.text +
+                     ": Connection refused");
 }
 
 TEST(SendTargets, ParsesRepeatedKeys) {

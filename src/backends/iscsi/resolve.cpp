@@ -1,0 +1,55 @@
+#include "backends/iscsi/resolve.hpp"
+
+#include <netdb.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
+#include "iscsi/sendtargets.hpp"
+
+namespace vcp::backends::iscsi {
+
+std::string address_text(const sockaddr* sa, socklen_t len) {
+  char host[NI_MAXHOST] = {};
+  char serv[NI_MAXSERV] = {};
+  if (getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return "(an address of family " + std::to_string(sa->sa_family) + ")";
+  return vcp::iscsi::host_port(host, static_cast<uint16_t>(std::stoul(serv)));
+}
+
+bool resolve_portal(const std::string& host, uint16_t port, std::vector<SocketAddress>* out, std::string* error) {
+  out->clear();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string service = std::to_string(port);
+  const int g = getaddrinfo(host.c_str(), service.c_str(), &hints, &res);
+  if (g != 0 || !res) {
+    *error = "cannot resolve '" + host + "': " + (g != 0 ? gai_strerror(g) : "no address");
+    if (res) freeaddrinfo(res);
+    return false;
+  }
+  for (const addrinfo* a = res; a && out->size() < kMaxAddresses; a = a->ai_next) {
+    if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) || a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    bool seen = false;
+    for (const SocketAddress& s : *out)
+      seen = seen || (s.len == a->ai_addrlen && std::memcmp(&s.addr, a->ai_addr, s.len) == 0);
+    if (seen) continue;
+    SocketAddress s;
+    std::memcpy(&s.addr, a->ai_addr, a->ai_addrlen);
+    s.len = a->ai_addrlen;
+    s.text = address_text(a->ai_addr, a->ai_addrlen);
+    out->push_back(std::move(s));
+  }
+  freeaddrinfo(res);
+  if (out->empty()) {
+    *error = "cannot resolve '" + host + "': no IPv4 or IPv6 address";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace vcp::backends::iscsi
