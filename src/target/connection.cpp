@@ -168,6 +168,9 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
 
 TargetConnection::~TargetConnection() {
   shutdown();
+  // Gone, and every task of it ended (the thread frees a connection only then): a login
+  // reinstating the session may go on.
+  if (session_) ctx_.sessions->end(session_.get());
   if (tsih_) ctx_.sessions->release_tsih(tsih_);
   ThreadBufferRoom& room = ctx_.buffers;
   leave_thread_queue();
@@ -186,6 +189,9 @@ std::string TargetConnection::describe(uint64_t now_ms) const {
   if (discovery())
     return fmt::format("discovery session of {} from {}{}", printable(params_.initiator_name), from,
                        closing_ ? ", closing" : "");
+  if (!held_login_response_.empty())
+    return fmt::format("logging in as {} from {} (TSIH {}), waiting {} ms for the session it reinstates to end",
+                       printable(params_.initiator_name), from, tsih_, now_ms - held_since_ms_);
   return fmt::format("session of {} from {} to {} (TSIH {}, up {} s){}: {} commands, {} tasks ({} waiting for "
                      "buffers{}), {} KiB of buffers, {} KiB unsent{}",
                      printable(params_.initiator_name), from, target_ ? target_->iqn : std::string("?"), tsih_,
@@ -398,6 +404,10 @@ bool TargetConnection::handle_pdu(std::span<const uint8_t> pdu) {
 
 // A decoded PDU; `pdu` holds at least its header (what a Reject quotes).
 bool TargetConnection::dispatch(const PduParts& parts, std::span<const uint8_t> pdu) {
+  if (!held_login_response_.empty()) {
+    close(std::string("a ") + std::string(to_string(opcode_of(parts.header))) + " PDU before the answer to its login");
+    return true;
+  }
   const bool login = phase_ == Phase::Login;
   if (login) {
     if (const auto* rq = std::get_if<LoginRequestPdu>(&parts.header)) {
@@ -520,19 +530,45 @@ void TargetConnection::handle_login(const PduParts& p) {
   const auto& rq = std::get<LoginRequestPdu>(p.header);
   LoginResponseOut out;
   LoginState st = login_->on_request(rq, p.data, out);
+  auto wire = to_wire(out);
+  if (st == LoginState::FullFeature && tsih_ != 0) {
+    enter_full_feature();
+    if (std::any_of(replaced_.begin(), replaced_.end(), [](const auto& r) { return !r->ended.load(std::memory_order_acquire); })) {
+      // Reinstatement: the old session's commands (writes at the backend, aborted or not) end
+      // before the initiator, told it is in, sends new ones that could overtake them. tick()
+      // sends the answer once they have.
+      VCP_LOG_INFO("target: login of {} from {} (TSIH {}) waits for the session it reinstates to end",
+                   printable(params_.initiator_name), to_string(peer_), tsih_);
+      held_login_response_ = std::move(wire);
+      held_since_ms_ = last_rx_ms_;
+      return;
+    }
+    replaced_.clear();
+  }
   const size_t at = out_.size();
-  const auto wire = to_wire(out);
   out_.append(wire);
   queued_bytes(at, wire.size());
   if (st == LoginState::Failed) {
     log_refusal(login_->failure());
     close("login failed: " + login_->failure());
-  } else if (st == LoginState::FullFeature) {
-    if (tsih_ == 0) {
-      close("no TSIH left");
-      return;
-    }
-    enter_full_feature();
+  } else if (st == LoginState::FullFeature && tsih_ == 0) {
+    close("no TSIH left");
+  }
+}
+
+// A reinstating login's answer, held by handle_login(), goes out once the sessions it replaces
+// have ended; a session that does not end within the login timeout (a backend that does not
+// complete) fails the login: the initiator tries again.
+void TargetConnection::release_held_login(uint64_t now_ms) {
+  if (std::all_of(replaced_.begin(), replaced_.end(), [](const auto& r) { return r->ended.load(std::memory_order_acquire); })) {
+    replaced_.clear();
+    const size_t at = out_.size();
+    out_.append(held_login_response_);
+    queued_bytes(at, held_login_response_.size());
+    held_login_response_.clear();
+    VCP_LOG_DEBUG("target: the session TSIH {} reinstates has ended after {} ms", tsih_, now_ms - held_since_ms_);
+  } else if (now_ms - held_since_ms_ > settings_->login_timeout_ms) {
+    close("the session it reinstates did not end within " + std::to_string(settings_->login_timeout_ms / 1000) + " s");
   }
 }
 
@@ -549,9 +585,9 @@ void TargetConnection::enter_full_feature() {
     nexus_.initiator_name = params_.initiator_name;
     nexus_.isid = isid_value(isid_);
     nexus_.target_port = settings_->portal_group_tag;
-    int reinstated = 0;
     session_ = ctx_.sessions->add(params_.initiator_name, isid_, params_.target_name, tsih_, nexus_.id,
-                                  ctx_.wake, &reinstated);
+                                  ctx_.wake, &replaced_);
+    const bool reinstated = !replaced_.empty();
     VCP_LOG_INFO("target: session of {} from {} (TSIH {}){}: header digest {}, data digest {}, "
                  "MaxRecvDataSegmentLength {} / {}, MaxBurstLength {}, FirstBurstLength {}, ImmediateData {}, "
                  "InitialR2T {}",
@@ -1492,6 +1528,10 @@ void TargetConnection::tick(uint64_t now_ms) {
     close("session reinstated by a new login");
     return;
   }
+  if (!held_login_response_.empty()) {
+    release_held_login(now_ms);
+    return;
+  }
   if (phase_ == Phase::Login) {
     if (now_ms - started_ms_ > s.login_timeout_ms) close("login timed out");
     return;
@@ -1546,8 +1586,6 @@ void TargetConnection::shutdown() {
     VCP_LOG_INFO("target: session of {} (TSIH {}) ended: {}; {} commands, {} rejected, {} dropped outside the window",
                  printable(params_.initiator_name), tsih_, close_reason_.empty() ? "connection closed" : close_reason_,
                  stats_.commands, stats_.rejects, stats_.dropped_commands);
-    ctx_.sessions->remove(session_.get());
-    session_.reset();
   }
   if (phase_ == Phase::FullFeature && nexus_.id) {
     // Tasks inside the Luns are aborted; they come back through task_done (no response).

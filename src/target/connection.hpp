@@ -328,6 +328,7 @@ class TargetConnection {
   void log_refusal(const std::string& why);
   void recheck_access(uint64_t now_ms);
   void enter_full_feature();
+  void release_held_login(uint64_t now_ms);
   bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
   void replay_held();
   void on_scsi_command(const iscsi::ScsiCommandPdu& c, const iscsi::PduParts& p, std::span<const uint8_t> pdu);
@@ -418,7 +419,12 @@ class TargetConnection {
   iscsi::Isid isid_{};
   uint16_t cid_ = 0;
   scsi::ItNexus nexus_;
-  std::shared_ptr<SessionRecord> session_;
+  std::shared_ptr<SessionRecord> session_;  // until the connection is gone (SessionRegistry::end)
+  // A reinstating login: the sessions it replaces, and its final Login Response, held until
+  // each of them has ended (no command of theirs still at the storage), since held_since_ms_.
+  std::vector<std::shared_ptr<SessionRecord>> replaced_;
+  std::vector<uint8_t> held_login_response_;
+  uint64_t held_since_ms_ = 0;
 
   iscsi::SequenceCounter stat_sn_;
   iscsi::TargetCmdWindow window_;

@@ -26,7 +26,8 @@ void SessionRegistry::release_tsih(uint16_t tsih) {
 
 std::shared_ptr<SessionRecord> SessionRegistry::add(std::string initiator, const iscsi::Isid& isid,
                                                     std::string target, uint16_t tsih, uint64_t nexus_id,
-                                                    std::function<void()> wake, int* reinstated) {
+                                                    std::function<void()> wake,
+                                                    std::vector<std::shared_ptr<SessionRecord>>* replaced) {
   auto rec = std::make_shared<SessionRecord>();
   rec->initiator = std::move(initiator);
   rec->target = std::move(target);
@@ -34,36 +35,38 @@ std::shared_ptr<SessionRecord> SessionRegistry::add(std::string initiator, const
   rec->tsih = tsih;
   rec->nexus_id = nexus_id;
   rec->wake = std::move(wake);
-  int n = 0;
+  replaced->clear();
   std::vector<std::function<void()>> to_wake;
   {
     std::lock_guard lock(mu_);
-    for (auto it = sessions_.begin(); it != sessions_.end();) {
-      auto& old = *it;
+    for (auto& old : sessions_) {
       if (old->isid == rec->isid && old->initiator == rec->initiator && old->target == rec->target) {
         old->close_requested.store(true, std::memory_order_release);  // pairs with the owner's acquire load
         if (old->wake) to_wake.push_back(old->wake);
-        ++n;
-        it = sessions_.erase(it);
-      } else {
-        ++it;
+        if (rec->wake) old->on_end.push_back(rec->wake);
+        replaced->push_back(old);
       }
     }
     sessions_.push_back(rec);
   }
   for (auto& w : to_wake) w();
-  if (reinstated) *reinstated = n;
   return rec;
 }
 
-void SessionRegistry::remove(const SessionRecord* s) {
-  std::lock_guard lock(mu_);
-  for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
-    if (it->get() == s) {
-      sessions_.erase(it);
-      return;
+void SessionRegistry::end(SessionRecord* s) {
+  std::vector<std::function<void()>> to_wake;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+      if (it->get() == s) {
+        sessions_.erase(it);
+        break;
+      }
     }
+    s->ended.store(true, std::memory_order_release);  // pairs with the waiting login's acquire load
+    to_wake.swap(s->on_end);
   }
+  for (auto& w : to_wake) w();
 }
 
 size_t SessionRegistry::size() const {

@@ -75,6 +75,7 @@ TEST_F(LoggedIn, OversizedDataSegmentClosesAfterReject) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].as<RejectPdu>()->reason, RejectReason::ProtocolError);
   EXPECT_TRUE(ini.conn().closing());
+  ini.drop_connection();
   EXPECT_EQ(f.sessions.size(), 0u);
 }
 

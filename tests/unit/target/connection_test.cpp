@@ -689,6 +689,8 @@ TEST(TargetNop, IdleConnectionIsPingedThenDropped) {
   ASSERT_EQ(ini.take().size(), 1u);
   ini.conn().tick(t + f.settings.nop_timeout_ms + 1);
   EXPECT_TRUE(ini.conn().closing());
+  EXPECT_EQ(f.sessions.size(), 1u) << "the session is there until its connection is gone";
+  ini.drop_connection();
   EXPECT_EQ(f.sessions.size(), 0u);
 }
 
@@ -783,6 +785,7 @@ TEST(TargetLogout, ClosesTheSession) {
   EXPECT_EQ(got[0].as<LogoutResponsePdu>()->response, LogoutResponseCode::Success);
   EXPECT_TRUE(ini.conn().closing());
   EXPECT_TRUE(ini.conn().finished());
+  ini.drop_connection();
   EXPECT_EQ(f.sessions.size(), 0u);
 }
 
@@ -795,13 +798,20 @@ TEST(TargetSessions, ReinstatementClosesTheOldSession) {
   ASSERT_EQ(a.login(), LoginState::FullFeature);
   ASSERT_EQ(c.login(), LoginState::FullFeature);
   EXPECT_EQ(f.sessions.size(), 2u);
-  ASSERT_EQ(b.login(), LoginState::FullFeature);  // same initiator name and ISID as a
+  // Same initiator name and ISID as a: a is told to close, and b's login is answered only
+  // once a's connection is gone (TargetTmf.AReinstatingLoginWaitsForTheOldSessionsWrite).
+  EXPECT_EQ(b.login(), LoginState::InProgress);
   EXPECT_GE(f.wakes, 1);
   a.conn().tick(a.now);
   EXPECT_TRUE(a.conn().closing());
   c.conn().tick(c.now);
   EXPECT_FALSE(c.conn().closing());  // another I_T nexus is not touched
+  EXPECT_EQ(f.sessions.size(), 3u);
+  EXPECT_TRUE(a.conn().finished());
+  a.drop_connection();
   EXPECT_EQ(f.sessions.size(), 2u);
+  b.conn().tick(b.now);
+  ASSERT_EQ(b.finish_login(), LoginState::FullFeature);
   EXPECT_EQ(outcome_of(b.run(cdb_inquiry(36), true, false, 36)).status, 0);
 }
 

@@ -115,25 +115,36 @@ LoginState Initiator::login() {
   cfg.chap = o_.chap;
   cfg.target_chap = o_.target_chap;
   cfg.limits = o_.limits;
-  InitiatorLogin ini(cfg);
-  LoginRequestOut rq = ini.start();
-  for (int i = 0; i < 40 && ini.state() == LoginState::InProgress; ++i) {
-    auto wire = to_wire(rq);
-    conn_->receive(wire, now);
+  login_ = std::make_unique<InitiatorLogin>(cfg);
+  login_rq_ = login_->start();
+  conn_->receive(to_wire(login_rq_), now);
+  return finish_login();
+}
+
+LoginState Initiator::finish_login() {
+  if (!login_) {
+    ADD_FAILURE() << "no login under way";
+    return LoginState::Failed;
+  }
+  for (int i = 0; i < 40 && login_->state() == LoginState::InProgress; ++i) {
     auto got = take();
+    if (got.empty()) return LoginState::InProgress;  // held back: the caller goes on later
     if (got.size() != 1 || !got[0].as<LoginResponsePdu>()) {
       ADD_FAILURE() << "expected one Login Response, got " << got.size() << " PDUs";
       return LoginState::Failed;
     }
     last_login = *got[0].as<LoginResponsePdu>();
-    ini.on_response(last_login, got[0].data, rq);
+    login_->on_response(last_login, got[0].data, login_rq_);
+    if (login_->state() == LoginState::InProgress) conn_->receive(to_wire(login_rq_), now);
   }
-  if (ini.state() == LoginState::FullFeature) {
-    params_ = ini.params();
+  const LoginState st = login_->state();
+  if (st == LoginState::FullFeature) {
+    params_ = login_->params();
     digests = params_.digests();
     ffp_ = true;
   }
-  return ini.state();
+  if (st != LoginState::InProgress) login_.reset();
+  return st;
 }
 
 void Initiator::send(const Pdu& hdr, std::span<const uint8_t> data) {

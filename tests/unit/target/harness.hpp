@@ -70,8 +70,13 @@ class Initiator {
   Initiator(TargetFixture& f, SessionOptions o = {});
   TargetConnection& conn() { return *conn_; }
 
-  // Runs the login; returns the final state (the last Login Response is in last_login).
+  // Runs the login; returns the final state (the last Login Response is in last_login). A
+  // Login Response the target holds back (a reinstatement waiting for the session it replaces
+  // to end) leaves it InProgress; finish_login() goes on once the target has answered.
   iscsi::LoginState login();
+  iscsi::LoginState finish_login();
+  // The I/O thread frees the connection (it does once the connection has finished()).
+  void drop_connection() { conn_.reset(); }
   iscsi::LoginResponsePdu last_login;
   const iscsi::SessionParams& params() const { return params_; }
 
@@ -112,6 +117,8 @@ class Initiator {
   TargetFixture& f_;
   SessionOptions o_;
   std::unique_ptr<TargetConnection> conn_;
+  std::unique_ptr<iscsi::InitiatorLogin> login_;  // the login under way
+  iscsi::LoginRequestOut login_rq_;               // its last request
   iscsi::SessionParams params_;
   uint32_t cmd_sn_ = 1;
   uint32_t itt_ = 0x100;

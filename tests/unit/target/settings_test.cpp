@@ -396,21 +396,36 @@ TEST(SessionRegistry, TsihsAreUniqueAndNonZero) {
 
 TEST(SessionRegistry, Reinstatement) {
   SessionRegistry r;
-  int woke = 0, n = -1;
-  auto s1 = r.add("iqn.i", {1, 2, 3, 4, 5, 6}, "iqn.t", 1, 1, [&] { ++woke; }, &n);
-  EXPECT_EQ(n, 0);
-  auto s2 = r.add("iqn.i", {1, 2, 3, 4, 5, 7}, "iqn.t", 2, 2, [&] { ++woke; }, &n);
-  EXPECT_EQ(n, 0);
-  auto s3 = r.add("iqn.i", {1, 2, 3, 4, 5, 6}, "iqn.t", 3, 3, {}, &n);
-  EXPECT_EQ(n, 1);
-  EXPECT_EQ(woke, 1);
+  int woke_old = 0, woke_new = 0;
+  std::vector<std::shared_ptr<SessionRecord>> replaced;
+  auto s1 = r.add("iqn.i", {1, 2, 3, 4, 5, 6}, "iqn.t", 1, 1, [&] { ++woke_old; }, &replaced);
+  EXPECT_TRUE(replaced.empty());
+  auto s2 = r.add("iqn.i", {1, 2, 3, 4, 5, 7}, "iqn.t", 2, 2, [&] { ++woke_old; }, &replaced);
+  EXPECT_TRUE(replaced.empty());
+  auto s3 = r.add("iqn.i", {1, 2, 3, 4, 5, 6}, "iqn.t", 3, 3, [&] { ++woke_new; }, &replaced);
+  ASSERT_EQ(replaced.size(), 1u);
+  EXPECT_EQ(replaced[0], s1);
+  EXPECT_EQ(woke_old, 1) << "the old session's thread is told";
   EXPECT_TRUE(s1->close_requested.load());
   EXPECT_FALSE(s2->close_requested.load());
+  // The old one stays until its connection is gone: a third login of the nexus waits for it too.
+  EXPECT_EQ(r.size(), 3u);
+  auto s4 = r.add("iqn.i", {1, 2, 3, 4, 5, 6}, "iqn.t", 4, 4, [&] { ++woke_new; }, &replaced);
+  ASSERT_EQ(replaced.size(), 2u);
+  EXPECT_EQ(replaced[0], s1);
+  EXPECT_EQ(replaced[1], s3);
+  EXPECT_TRUE(s3->close_requested.load());
+  EXPECT_FALSE(s1->ended.load());
+  r.end(s1.get());  // its tasks have ended: both logins that wait for it are woken
+  EXPECT_TRUE(s1->ended.load());
+  EXPECT_EQ(woke_new, 3) << "s3's thread woken by s4's login, then s3's and s4's by s1's end";
+  EXPECT_EQ(r.size(), 3u);
+  r.end(s3.get());
+  EXPECT_EQ(woke_new, 4);
   EXPECT_EQ(r.size(), 2u);
-  r.remove(s1.get());  // already gone: no effect
-  EXPECT_EQ(r.size(), 2u);
-  r.remove(s3.get());
-  EXPECT_EQ(r.size(), 1u);
+  r.end(s4.get());
+  r.end(s2.get());
+  EXPECT_EQ(r.size(), 0u);
 }
 
 }  // namespace

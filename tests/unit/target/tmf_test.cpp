@@ -104,6 +104,84 @@ INSTANTIATE_TEST_SUITE_P(Functions, TmfQuiesceTest,
                            }
                          });
 
+// Session reinstatement (RFC 7143 §6.3.5) while the old session's WRITE is at the backend: the
+// WRITE is aborted (never answered) but the storage still does it, so the new session's login
+// is answered only once it has ended and the old connection is gone. Otherwise the initiator,
+// told it is in, reissues and writes anew, and the old WRITE could land after the new one.
+// a logs in and writes `data` to blocks 0-7, the held backend keeping the WRITE; then b (one
+// initiator name and ISID with a) logs in, reinstating a. Returns the WRITE's ITT.
+uint32_t reinstate_over_held_write(HeldLun& held, Initiator& a, Initiator& b, const std::vector<uint8_t>& data) {
+  EXPECT_EQ(a.login(), LoginState::FullFeature);
+  a.tur();
+  held.queue->held = true;
+  const uint32_t itt = a.command(cdb_rw16(0x8a, 0, 8), false, true, 4096, data);
+  EXPECT_TRUE(a.take().empty());
+  EXPECT_EQ(held.queue->in_flight(), 1u);
+  EXPECT_EQ(b.login(), LoginState::InProgress) << "answered while the old session's WRITE is at the backend";
+  return itt;
+}
+
+TEST(TargetTmf, AReinstatingLoginWaitsForTheOldSessionsWrite) {
+  TargetFixture f;
+  HeldLun held(f);
+  Initiator a(f), b(f);
+  const auto old_data = pattern(4096, 3);
+  const uint32_t itt = reinstate_over_held_write(held, a, b, old_data);
+  a.conn().tick(a.now);
+  EXPECT_TRUE(a.conn().closing());
+  EXPECT_FALSE(a.conn().finished());
+  b.conn().tick(b.now);
+  EXPECT_EQ(b.finish_login(), LoginState::InProgress);
+  const std::string waiting = b.conn().describe(b.now + 5);
+  EXPECT_NE(waiting.find("waiting 5 ms for the session it reinstates to end"), std::string::npos) << waiting;
+
+  held.queue->release();
+  held.lun->poll();  // the WRITE ends (aborted: no answer)
+  EXPECT_EQ(count_for(a.take(), itt), 0);
+  EXPECT_TRUE(a.conn().finished());
+  const int wakes = f.wakes;
+  a.drop_connection();  // the thread frees it: the login waiting for it is woken
+  EXPECT_GT(f.wakes, wakes);
+  b.conn().tick(b.now);
+  ASSERT_EQ(b.finish_login(), LoginState::FullFeature);
+  const Outcome o = outcome_of(b.run(cdb_rw16(0x88, 0, 8), true, false, 4096));
+  EXPECT_EQ(o.status, 0);
+  EXPECT_EQ(o.data, old_data) << "the old WRITE is in the storage before the new session reads";
+}
+
+TEST(TargetTmf, AReinstatingLoginFailsWhenTheOldSessionDoesNotEnd) {
+  TargetFixture f;
+  HeldLun held(f);
+  Initiator a(f), b(f);
+  reinstate_over_held_write(held, a, b, pattern(4096, 4));
+  a.conn().tick(a.now);
+  b.conn().tick(b.now + f.settings.login_timeout_ms / 2);
+  EXPECT_FALSE(b.conn().closing());
+  b.conn().tick(b.now + f.settings.login_timeout_ms + 1);
+  EXPECT_TRUE(b.conn().closing());
+  EXPECT_EQ(b.conn().close_reason(), "the session it reinstates did not end within " +
+                                         std::to_string(f.settings.login_timeout_ms / 1000) + " s");
+  EXPECT_TRUE(b.take().empty()) << "no Login Response: the initiator tries again";
+  held.queue->release();
+  held.lun->poll();
+}
+
+TEST(TargetTmf, APduBeforeTheHeldLoginAnswerClosesTheConnection) {
+  TargetFixture f;
+  HeldLun held(f);
+  Initiator a(f), b(f);
+  reinstate_over_held_write(held, a, b, pattern(4096, 5));
+  NopOutPdu n;
+  n.immediate = true;
+  n.itt = b.next_itt();
+  n.ttt = kReservedTag;
+  b.send(n);
+  EXPECT_TRUE(b.conn().closing());
+  EXPECT_EQ(b.conn().close_reason(), "a NOP-Out PDU before the answer to its login");
+  held.queue->release();
+  held.lun->poll();
+}
+
 // A LUN removed while a READ of it is in the backend (the I/O thread moves it from the
 // target's LUNs to `draining`): a TARGET WARM RESET still aborts that READ and answers only once
 // it has ended, and the READ never answers.

@@ -1,0 +1,119 @@
+#!/bin/bash
+# A soak under faults: `vcp bench --verify` (CPU 0) through `vcp serve` (the iSCSI VCP, two
+# queues, CPU 1) on a `vcp target` LUN (two I/O threads, an O_DIRECT file), for SECONDS, while
+# at random moments the target is killed and started again on its port, stopped and continued
+# (for less and for more than the initiator's NOP-Out timeout), reloaded (SIGHUP), and both
+# are asked for status reports (SIGUSR1). It passes when the verify ends clean with no error,
+# vcp serve and the last target end cleanly on SIGTERM, and no log shows a sanitizer report,
+# an assertion or a crash.
+#
+#   scripts/soak.sh [BUILD_DIR] [SECONDS]     (defaults: build, 300)
+# Environment: SEED (the fault schedule's; printed, so a failing run can be replayed), BS (16k),
+# QD (16), KEEP=1 keeps the logs' directory.
+set -euo pipefail
+build=${1:-build}
+secs=${2:-300}
+vcp=$(realpath "$build/vcp")
+[[ -x $vcp ]] || { echo "soak: no vcp binary in $build" >&2; exit 1; }
+SEED=${SEED:-$RANDOM}
+RANDOM=$SEED
+BS=${BS:-16k}
+QD=${QD:-16}
+IQN=iqn.2024-01.org.vcp.soak:lun
+work=$(mktemp -d /var/tmp/vcp-soak.XXXXXX)
+target= serve= bench=
+cleanup() {
+  local rc=$?
+  for p in $bench $serve $target; do
+    kill -CONT "$p" 2>/dev/null || true
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  if [[ $rc -ne 0 || ${KEEP:-0} == 1 ]]; then
+    echo "soak: logs kept in $work (seed $SEED)" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+fail() { echo "soak: FAIL: $* (seed $SEED)" >&2; exit 1; }
+say() { echo "soak: $(date +%T) $*"; }
+
+truncate -s 256M "$work/lun.img"
+starts=0
+# start_target [PORT]: a vcp target on 127.0.0.1:PORT (0: a free one); sets target and port.
+start_target() {
+  starts=$((starts + 1))
+  local log="$work/target.$starts.log"
+  "$vcp" target --portal "127.0.0.1:${1:-0}" --iqn "$IQN" --lun "0=file:path=$work/lun.img,direct=on" --cpu 0,1 \
+    >"$log" 2>&1 &
+  target=$!
+  local p=""
+  for _ in $(seq 100); do
+    p=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
+    [[ -n $p ]] && break
+    kill -0 "$target" 2>/dev/null || { cat "$log" >&2; fail "vcp target did not start"; }
+    sleep 0.05
+  done
+  [[ -n $p ]] || fail "vcp target did not print its address"
+  port=$p
+}
+
+start_target 0
+url="iscsi://127.0.0.1:$port/$IQN/0?timeout=2,nop_interval=1,nop_timeout=2,login_timeout=2"
+taskset -c 1 "$vcp" serve --socket "$work/vcp.sock" --backend "$url" --queues 2 >"$work/serve.log" 2>&1 &
+serve=$!
+for _ in $(seq 100); do [[ -S $work/vcp.sock ]] && break; sleep 0.1; done
+[[ -S $work/vcp.sock ]] || { cat "$work/serve.log" >&2; fail "vcp serve did not start"; }
+taskset -c 0 "$vcp" bench --socket "$work/vcp.sock" --rw randrw --bs "$BS" --qd "$QD" --jobs 2 --time "$secs" \
+  --verify >"$work/bench.log" 2>&1 &
+bench=$!
+say "seed $SEED: target pid $target on 127.0.0.1:$port, vcp serve pid $serve, bench pid $bench for $secs s"
+
+# A random fraction of a second: rnd_secs MIN_MS MAX_MS.
+rnd_secs() {
+  local ms=$(($1 + RANDOM % ($2 - $1 + 1)))
+  printf '%d.%03d' $((ms / 1000)) $((ms % 1000))
+}
+faults=0
+end=$((SECONDS + secs - 5))
+while (( SECONDS < end )) && kill -0 "$bench" 2>/dev/null; do
+  sleep "$(rnd_secs 1000 4000)"
+  kill -0 "$bench" 2>/dev/null || break
+  kill -0 "$target" 2>/dev/null || fail "vcp target (pid $target) died on its own"
+  kill -0 "$serve" 2>/dev/null || fail "vcp serve died"
+  faults=$((faults + 1))
+  case $((RANDOM % 6)) in
+    0) down=$(rnd_secs 0 2000)
+       say "SIGKILL target, $down s down"
+       kill -KILL "$target"; wait "$target" 2>/dev/null || true
+       sleep "$down"
+       start_target "$port" ;;
+    1) t=$(rnd_secs 2500 6000); say "SIGSTOP target for $t s (past the NOP-Out timeout)"
+       kill -STOP "$target"; sleep "$t"; kill -CONT "$target" ;;
+    2) t=$(rnd_secs 100 900); say "SIGSTOP target for $t s"
+       kill -STOP "$target"; sleep "$t"; kill -CONT "$target" ;;
+    3) say "SIGHUP target"; kill -HUP "$target" ;;
+    4) say "SIGUSR1 target and vcp serve"; kill -USR1 "$target"; kill -USR1 "$serve" ;;
+    5) say "SIGSTOP vcp serve for 1 s"; kill -STOP "$serve"; sleep 1; kill -CONT "$serve" ;;
+  esac
+done
+rc=0
+wait "$bench" || rc=$?
+bench=
+tail -n 4 "$work/bench.log"
+[[ $rc -eq 0 ]] || fail "vcp bench exited with $rc"
+grep -q "verify: .* ok" "$work/bench.log" || fail "no clean verify"
+grep -q " 0 errors" "$work/bench.log" || fail "I/O errors"
+kill -TERM "$serve"
+rc=0; wait "$serve" || rc=$?; serve=
+[[ $rc -eq 0 ]] || fail "vcp serve exited with $rc on SIGTERM"
+kill -TERM "$target"
+rc=0; wait "$target" || rc=$?; target=
+[[ $rc -eq 0 ]] || fail "vcp target exited with $rc on SIGTERM"
+if grep -l -E "Sanitizer|runtime error|Assertion|terminate called|Segmentation|core dumped" "$work"/*.log; then
+  fail "a log above shows a crash or a sanitizer report"
+fi
+reconnects=$(grep -c "session reinstated" "$work/serve.log" || true)
+say "PASS: $faults faults ($((starts - 1)) target restarts), $reconnects session reinstatements, verify clean"
