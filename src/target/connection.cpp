@@ -1525,6 +1525,7 @@ void TargetConnection::tick(uint64_t now_ms) {
   if (closing_) return;
   const TargetSettings& s = *settings_;
   if (session_ && session_->close_requested.load(std::memory_order_acquire)) {
+    superseded_ = true;
     close("session reinstated by a new login");
     return;
   }

@@ -690,6 +690,12 @@ class IoThread {
       if (tc.closing() && !c.shut && !c.send_pending && (c.eof || !tc.has_output())) {
         ::shutdown(c.fd.get(), SHUT_RDWR);  // ends a receive still pending
         c.shut = true;
+      } else if (tc.closing() && !c.shut && c.send_pending && tc.superseded()) {
+        // Its session was reinstated: the initiator does not read here any more (a path that
+        // went down, say), and the new login waits for this connection to be gone. Shut now
+        // (ends the send) rather than after nop_timeout.
+        ::shutdown(c.fd.get(), SHUT_RDWR);
+        c.shut = true;
       } else if (tc.closing() && !c.shut && c.send_pending) {
         // The last output waits for a peer that does not read (the session ended because it
         // did not answer, say): given nop_timeout_ms more, then the socket is shut, which

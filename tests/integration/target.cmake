@@ -30,6 +30,7 @@ vcp_target_test(target_several targets)
 vcp_target_test(target_portals portals)
 vcp_target_test(target_multipath multipath)
 vcp_target_test(target_host_names names)
+vcp_target_test(target_reinstatement reinstate)
 vcp_target_test(target_reload_limits reload-limits)
 
 # MultipathIO first, over two paths (target_tools.sh), on the fresh LUN: libiscsi 1.19's

@@ -62,6 +62,10 @@
 #                                           session moves to the second portal, the target ends
 #                                           the old session (reinstatement), the verify ends clean
 #                                           (runs in a network namespace of its own)
+#   target_tools.sh VCP_BIN reinstate       a session whose connection stopped reading with READ
+#                                           answers unsent is reinstated by a new login of its
+#                                           initiator: the login is answered within seconds (the
+#                                           old connection shut at once), the new session serves
 #   target_tools.sh VCP_BIN names           a portal named by a host name of two addresses (::1,
 #                                           then 127.0.0.1; the target on the second only): our
 #                                           initiator and vcp discover take the second within the
@@ -296,6 +300,40 @@ multipath)
   grep -q "target: session of .* ended: session reinstated by a new login" "$DIR/target.log" ||
     { grep "session of" "$DIR/target.log"; fail "the target did not end the session on path A"; }
   echo "path A down: the session moved to path B, the target ended the old one, verify clean"
+  stop_target
+  ;;
+reinstate)
+  # An initiator whose connection stops reading with 64 MiB of READ answers unsent (a path that
+  # went down under load) logs in again with its ISID on a new connection: the target ends the
+  # old session and answers the new login once the old connection is gone, which it shuts at
+  # once (not after nop_timeout, 20 s: the new login would time out first); the new session
+  # serves.
+  truncate -s 64M "$DIR/lun2.img"
+  start_target --lun "2=file:path=$DIR/lun2.img,direct=on"
+  out=$(timeout 60 python3 - "$PORT" "$IQN" <<'PY'
+import socket, sys, time
+from raw_iscsi import login, read16, tur_status
+socket.setdefaulttimeout(30)
+port, iqn = int(sys.argv[1]), sys.argv[2].encode()
+old, cmd_sn = login(port, iqn, b"path", 13)
+old.sendall(b"".join(read16(i + 2, cmd_sn + i, 0, 32768) for i in range(4)))
+time.sleep(1)  # the answers fill the socket buffers and stop there
+t0 = time.monotonic()
+new, cmd_sn = login(port, iqn, b"path", 13)
+took = time.monotonic() - t0
+status = tur_status(new, cmd_sn)[0]
+status2 = tur_status(new, cmd_sn + 1)[0]  # after the unit attention, if any
+print("%.2f %d" % (took, status2))
+PY
+  ) || fail "the reinstating login failed: $out"
+  read -r took status <<<"$out"
+  [ "$status" = 0 ] || fail "TEST UNIT READY on the new session: status $status"
+  awk -v t="$took" 'BEGIN { exit !(t < 5) }' || fail "the reinstating login took $took s (the old connection's output waited for?)"
+  grep -q "login of iqn.2024-01.org.vcp:path from 127.0.0.1 (TSIH [0-9]*) waits for the session it reinstates to end" \
+    "$DIR/target.log" || fail "the login did not wait for the old session: $(grep path "$DIR/target.log")"
+  grep -q "session of iqn.2024-01.org.vcp:path (TSIH [0-9]*) ended: session reinstated by a new login" "$DIR/target.log" ||
+    fail "the old session was not ended"
+  echo "reinstated over a connection with 64 MiB of answers unsent: login answered in $took s, the new session serves"
   stop_target
   ;;
 names)
