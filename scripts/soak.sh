@@ -1,11 +1,13 @@
 #!/bin/bash
 # A soak under faults: `vcp bench --verify` (CPU 0) through `vcp serve` (the iSCSI VCP, two
-# queues, CPU 1) on a `vcp target` LUN (two I/O threads, an O_DIRECT file), for SECONDS, while
-# at random moments the target is killed and started again on its port, stopped and continued
-# (for less and for more than the initiator's NOP-Out timeout), reloaded (SIGHUP), and both
-# are asked for status reports (SIGUSR1). It passes when the verify ends clean with no error,
-# vcp serve and the last target end cleanly on SIGTERM, and no log shows a sanitizer report,
-# an assertion or a crash.
+# queues, CPU 1) on a `vcp target` LUN (two I/O threads, an O_DIRECT file), for SECONDS, beside
+# libiscsi's iscsi-perf on another LUN of the target, while at random moments the target is
+# killed and started again on its port, stopped and continued (for less and for more than the
+# initiator's NOP-Out timeout), reloaded (SIGHUP) with a third LUN added or removed, sent a
+# connection of random bytes, iscsi-perf is killed and started again, and both servers are
+# asked for status reports (SIGUSR1). It passes when the verify ends clean with no error, vcp
+# serve and the last target end cleanly on SIGTERM, and no log shows a sanitizer report, an
+# assertion or a crash.
 #
 #   scripts/soak.sh [BUILD_DIR] [SECONDS]     (defaults: build, 300)
 # Environment: SEED (the fault schedule's; printed, so a failing run can be replayed), BS (16k),
@@ -15,16 +17,17 @@ build=${1:-build}
 secs=${2:-300}
 vcp=$(realpath "$build/vcp")
 [[ -x $vcp ]] || { echo "soak: no vcp binary in $build" >&2; exit 1; }
+command -v iscsi-perf >/dev/null || { echo "soak: iscsi-perf not installed (Debian package libiscsi-bin)" >&2; exit 1; }
 SEED=${SEED:-$RANDOM}
 RANDOM=$SEED
 BS=${BS:-16k}
 QD=${QD:-16}
 IQN=iqn.2024-01.org.vcp.soak:lun
 work=$(mktemp -d /var/tmp/vcp-soak.XXXXXX)
-target= serve= bench=
+target= serve= bench= perf=
 cleanup() {
   local rc=$?
-  for p in $bench $serve $target; do
+  for p in $perf $bench $serve $target; do
     kill -CONT "$p" 2>/dev/null || true
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
@@ -41,13 +44,22 @@ fail() { echo "soak: FAIL: $* (seed $SEED)" >&2; exit 1; }
 say() { echo "soak: $(date +%T) $*"; }
 
 truncate -s 256M "$work/lun.img"
+# The target's settings; LUN 2 comes and goes with reloads (lun2 on or off).
+lun2=off
+write_config() {
+  {
+    printf 'iqn = "%s"\n[[lun]]\nnumber = 0\nbackend = "file:path=%s,direct=on"\n' "$IQN" "$work/lun.img"
+    printf '[[lun]]\nnumber = 1\nbackend = "ram:size=64M"\n'
+    if [[ $lun2 == on ]]; then printf '[[lun]]\nnumber = 2\nbackend = "ram:size=16M"\n'; fi
+  } >"$work/target.toml"
+}
+write_config
 starts=0
 # start_target [PORT]: a vcp target on 127.0.0.1:PORT (0: a free one); sets target and port.
 start_target() {
   starts=$((starts + 1))
   local log="$work/target.$starts.log"
-  "$vcp" target --portal "127.0.0.1:${1:-0}" --iqn "$IQN" --lun "0=file:path=$work/lun.img,direct=on" --cpu 0,1 \
-    >"$log" 2>&1 &
+  "$vcp" target --portal "127.0.0.1:${1:-0}" --config "$work/target.toml" --cpu 0,1 >"$log" 2>&1 &
   target=$!
   local p=""
   for _ in $(seq 100); do
@@ -69,7 +81,15 @@ for _ in $(seq 100); do [[ -S $work/vcp.sock ]] && break; sleep 0.1; done
 taskset -c 0 "$vcp" bench --socket "$work/vcp.sock" --rw randrw --bs "$BS" --qd "$QD" --jobs 2 --time "$secs" \
   --verify >"$work/bench.log" 2>&1 &
 bench=$!
-say "seed $SEED: target pid $target on 127.0.0.1:$port, vcp serve pid $serve, bench pid $bench for $secs s"
+perfs=0
+start_perf() {
+  perfs=$((perfs + 1))
+  iscsi-perf -i iqn.2024-01.org.vcp.soak:perf -m 8 -b 8 -r -n -x 100000 "iscsi://127.0.0.1:$port/$IQN/1" \
+    >"$work/perf.$perfs.log" 2>&1 &
+  perf=$!
+}
+start_perf
+say "seed $SEED: target pid $target on 127.0.0.1:$port, vcp serve pid $serve, bench pid $bench for $secs s, iscsi-perf pid $perf"
 
 # A random fraction of a second: rnd_secs MIN_MS MAX_MS.
 rnd_secs() {
@@ -84,7 +104,7 @@ while (( SECONDS < end )) && kill -0 "$bench" 2>/dev/null; do
   kill -0 "$target" 2>/dev/null || fail "vcp target (pid $target) died on its own"
   kill -0 "$serve" 2>/dev/null || fail "vcp serve died"
   faults=$((faults + 1))
-  case $((RANDOM % 6)) in
+  case $((RANDOM % 9)) in
     0) down=$(rnd_secs 0 2000)
        say "SIGKILL target, $down s down"
        kill -KILL "$target"; wait "$target" 2>/dev/null || true
@@ -97,12 +117,22 @@ while (( SECONDS < end )) && kill -0 "$bench" 2>/dev/null; do
     3) say "SIGHUP target"; kill -HUP "$target" ;;
     4) say "SIGUSR1 target and vcp serve"; kill -USR1 "$target"; kill -USR1 "$serve" ;;
     5) say "SIGSTOP vcp serve for 1 s"; kill -STOP "$serve"; sleep 1; kill -CONT "$serve" ;;
+    6) say "SIGKILL iscsi-perf, started again"
+       kill -KILL "$perf"; wait "$perf" 2>/dev/null || true
+       start_perf ;;
+    7) if [[ $lun2 == on ]]; then lun2=off; else lun2=on; fi
+       write_config
+       say "SIGHUP target, LUN 2 $lun2"; kill -HUP "$target" ;;
+    8) n=$((RANDOM % 4096 + 1))
+       say "a connection of $n random bytes"
+       { exec 9<>"/dev/tcp/127.0.0.1/$port" && head -c "$n" /dev/urandom >&9; exec 9>&-; } 2>/dev/null || true ;;
   esac
 done
 rc=0
 wait "$bench" || rc=$?
 bench=
 tail -n 4 "$work/bench.log"
+kill -KILL "$perf"; wait "$perf" 2>/dev/null || true; perf=
 [[ $rc -eq 0 ]] || fail "vcp bench exited with $rc"
 grep -q "verify: .* ok" "$work/bench.log" || fail "no clean verify"
 grep -q " 0 errors" "$work/bench.log" || fail "I/O errors"
@@ -116,4 +146,4 @@ if grep -l -E "Sanitizer|runtime error|Assertion|terminate called|Segmentation|c
   fail "a log above shows a crash or a sanitizer report"
 fi
 reconnects=$(grep -c "session reinstated" "$work/serve.log" || true)
-say "PASS: $faults faults ($((starts - 1)) target restarts), $reconnects session reinstatements, verify clean"
+say "PASS: $faults faults ($((starts - 1)) target restarts, $((perfs - 1)) iscsi-perf restarts), $reconnects session reinstatements, verify clean"
