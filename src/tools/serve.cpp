@@ -26,6 +26,7 @@
 #include "base/cpu.hpp"
 #include "base/log.hpp"
 #include "base/parse.hpp"
+#include "base/service_notify.hpp"
 #include "tools/commands.hpp"
 #include "vcp/blk_device.hpp"
 #include "vhost/backend.hpp"
@@ -127,6 +128,10 @@ int run_serve(const ServeArgs& a) {
                a.poll);
   std::printf("vcp: ready on %s\n", a.socket.c_str());
   std::fflush(stdout);
+  // The socket listens: a front-end started from now on connects (systemd's Type=notify).
+  const std::string serving = "serving " + desc + " on " + a.socket;
+  notify_service_manager_or_warn("READY=1\nSTATUS=" + serving + ", no front-end", "vcp serve");
+  bool reloading = false;  // a SIGHUP's size read under way: READY=1 when it ends
 
   std::unique_ptr<vhost::VhostUserBackend> conn;
   // SIGHUP, or the backend noticed by itself: the size is read again on a thread of its own
@@ -138,7 +143,12 @@ int run_serve(const ServeArgs& a) {
   // The size read: if the device grew, the front-end is told, and its driver reads the new
   // capacity (a Linux guest logs "new size" and resizes vda).
   auto grown = [&] {
-    if (!device->finish_grow()) {
+    const bool grew = device->finish_grow();
+    if (reloading && !device->growing()) {  // the SIGHUP's size read, and any asked after it, done
+      reloading = false;
+      notify_service_manager_or_warn("READY=1", "vcp serve");
+    }
+    if (!grew) {
       if (!device->growing()) VCP_LOG_INFO("the size is unchanged ({} bytes)", device->capacity_bytes());
       return;
     }
@@ -170,6 +180,8 @@ int run_serve(const ServeArgs& a) {
       signalfd_siginfo si{};
       const bool got = ::read(sfd.get(), &si, sizeof si) == sizeof si;
       if (got && si.ssi_signo == SIGHUP) {
+        notify_service_manager_or_warn(reloading_state(), "vcp serve");
+        reloading = true;
         grow("SIGHUP");
         continue;
       }
@@ -185,6 +197,7 @@ int run_serve(const ServeArgs& a) {
         continue;
       }
       VCP_LOG_INFO("signal received; shutting down");
+      notify_service_manager_or_warn("STOPPING=1", "vcp serve");
       break;
     }
     if (fds[2].revents) {
@@ -202,6 +215,7 @@ int run_serve(const ServeArgs& a) {
           VCP_LOG_ERROR("frontend dropped: {}", errno_str(r));
         conn.reset();
         device->reset();
+        notify_service_manager_or_warn("STATUS=" + serving + ", no front-end", "vcp serve");
       }
     }
     if (fds[1].revents) {
@@ -214,6 +228,7 @@ int run_serve(const ServeArgs& a) {
       }
       VCP_LOG_INFO("frontend connected");
       conn = std::make_unique<vhost::VhostUserBackend>(*device, std::move(cfd));
+      notify_service_manager_or_warn("STATUS=" + serving + ", front-end connected", "vcp serve");
     }
   }
   conn.reset();

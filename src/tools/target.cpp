@@ -18,6 +18,7 @@
 
 #include "base/cpu.hpp"
 #include "base/log.hpp"
+#include "base/service_notify.hpp"
 #include "iscsi/names.hpp"
 #include "target/server.hpp"
 #include "tools/commands.hpp"
@@ -307,6 +308,13 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   }
 }
 
+// What `systemctl status` shows of the target: where it listens.
+std::string service_status(const target::TargetServer& server) {
+  std::string s = "listening on";
+  for (const std::string& addr : server.addresses()) s += " " + addr;
+  return s;
+}
+
 int run_target(const TargetArgs& a) {
   target::TargetSettings s;
   std::string error;
@@ -333,7 +341,9 @@ int run_target(const TargetArgs& a) {
       int sig = 0;
       sigwait(&mask, &sig);
       if (sig == SIGHUP) {
+        notify_service_manager_or_warn(reloading_state(), "vcp target");
         reload(a, running, *server);
+        notify_service_manager_or_warn("READY=1\nSTATUS=" + service_status(*server), "vcp target");
         continue;
       }
       if (sig == SIGUSR1) {
@@ -341,12 +351,15 @@ int run_target(const TargetArgs& a) {
         continue;
       }
       VCP_LOG_INFO("vcp target: signal {}, stopping", sig);
+      notify_service_manager_or_warn("STOPPING=1", "vcp target");
       server->stop();
       return;
     }
   });
   for (const std::string& addr : server->addresses()) std::printf("vcp target: listening on %s\n", addr.c_str());
   std::fflush(stdout);
+  // The portals are bound: a connection made from now on is served (systemd's Type=notify).
+  notify_service_manager_or_warn("READY=1\nSTATUS=" + service_status(*server), "vcp target");
   int rc = server->run();
   if (signals.joinable()) {
     // run() ended without a signal (an I/O thread failed): release the signal thread.
