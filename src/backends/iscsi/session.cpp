@@ -360,6 +360,7 @@ void Session::enter_full_feature() {
   state_ = State::FullFeature;
   attempts_failed_ = 0;
   first_login_failures_.clear();
+  outage_failures_ = outage_portals_said_ = 0;
   error_code_ = 0;  // what a portal that did not answer left: the login got through another
   redirects_ = 0;
   down_since_ms_ = 0;
@@ -420,6 +421,8 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
   if (tearing_down_) return;
   const size_t portals = portal_count(cfg_);
   const bool redirected = cause == Cause::Redirect;
+  const size_t failed_portal = portal_;  // (next_portal() below moves on)
+  if (state_ != State::FullFeature && state_ != State::LoggingOut && cause == Cause::Error) ++outage_failures_;
   // Another address of the same portal: part of this attempt, tried at once.
   next_address_ = cause == Cause::NextAddress && !closing_ && !logout_done_;
   if (!next_address_ && !redirected && !closing_ && !logout_done_ &&
@@ -458,13 +461,23 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
       use_portal(portal_);
       redirected_temporarily_ = false;
     }
+    const std::string through = portals > 1 ? " through " + where() : "";
+    const uint64_t now = now_ms();
     if (next_address_) {
       // (try_next_address() has said so)
-    } else if (portals > 1) {
-      VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting through {}", name_, why,
-                   in_flight_, where());
+    } else if (state_ == State::FullFeature || redirected || (outage_portals_said_ & (1u << failed_portal)) == 0) {
+      // A session lost, a redirect, or the first failure of the outage on this portal: said.
+      if (state_ != State::FullFeature && !redirected) outage_portals_said_ |= 1u << failed_portal;
+      outage_said_ms_ = now;
+      VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting{}", name_, why, in_flight_,
+                   through);
+    } else if (now - outage_said_ms_ >= kOutageLogEveryMs) {
+      outage_said_ms_ = now;
+      VCP_LOG_WARN("{}: still no session after {} s ({} attempts failed, the last: {}); {} command(s) outstanding, "
+                   "reconnecting{}",
+                   name_, (now - down_since_ms_) / 1000, outage_failures_, why, in_flight_, through);
     } else {
-      VCP_LOG_WARN("{}: connection lost: {}; {} command(s) outstanding, reconnecting", name_, why, in_flight_);
+      VCP_LOG_DEBUG("{}: attempt failed: {}; reconnecting{}", name_, why, through);
     }
     state_ = State::Down;
     if (down_since_ms_ == 0) down_since_ms_ = now_ms();

@@ -440,6 +440,12 @@ class Session {
   // to the next portal; after a whole round of them the next attempt waits (back-off).
   uint32_t attempts_failed_ = 0;
   std::string first_login_failures_;  // each portal's failure, for the first login's error
+  // An outage's failed attempts are logged, after the first on each portal, once a minute at
+  // most (a target down for an hour would otherwise fill the log, a line per queue every 2 s).
+  static constexpr uint64_t kOutageLogEveryMs = 60000;
+  uint32_t outage_failures_ = 0;   // attempts failed since the session was last in
+  uint32_t outage_portals_said_ = 0;  // portals (bit i: portal i) whose failure has been logged
+  uint64_t outage_said_ms_ = 0;    // when the last was
 
   Stats stats_;
 };

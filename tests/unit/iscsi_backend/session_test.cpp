@@ -1122,6 +1122,46 @@ TEST_F(IscsiSession, PortalsAreTriedInRoundsWithABackOffBetweenRounds) {
       << session_->status_line();
 }
 
+// ---- an outage in the log ----
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_F(IscsiSession, AnOutageSaysItsFirstFailureNotEveryAttempt) {
+  // The target goes away: the lost session is said, and the first refused attempt; the next
+  // ones (0.2, 0.4, 0.8 s later ...) are not, until a minute has passed.
+  start();
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  target_.stop_listening();
+  target_.drop();
+  target_.run_until([] { return false; }, 1700);
+  const std::string log = out.str();
+  EXPECT_EQ(count_of(log, "connection lost: the target closed the connection"), 1u) << log;
+  EXPECT_EQ(count_of(log, "Connection refused"), 1u) << log;
+  EXPECT_EQ(count_of(log, "still no session"), 0u) << log;
+  EXPECT_NE(session_->status_line().find("no session for 1 s"), std::string::npos) << session_->status_line();
+}
+
+TEST_F(IscsiSession, AnOutageSaysTheFirstFailureOfEachPortal) {
+  const uint16_t a = ScriptedTarget::closed_port(), b = ScriptedTarget::closed_port();
+  cfg_.more_portals = {{"127.0.0.1", a}, {"127.0.0.1", b}};
+  start();
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  target_.stop_listening();
+  target_.drop();
+  target_.run_until([] { return false; }, 1700);  // rounds of three refusals
+  const std::string log = out.str();
+  EXPECT_EQ(count_of(log, "cannot connect to 127.0.0.1:" + std::to_string(target_.port()) + ": Connection refused"), 1u)
+      << log;
+  EXPECT_EQ(count_of(log, "cannot connect to 127.0.0.1:" + std::to_string(a) + ": Connection refused"), 1u) << log;
+  EXPECT_EQ(count_of(log, "cannot connect to 127.0.0.1:" + std::to_string(b) + ": Connection refused"), 1u) << log;
+}
+
 // ---- a portal's name standing for several addresses ----
 
 // A resolver that answers every name with these ports of 127.0.0.1, in order.
