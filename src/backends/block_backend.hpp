@@ -102,6 +102,12 @@ class BackendQueue {
   // are live until the kernel has sent them, and past the end of a file that shrank, sendfile
   // sends nothing (returns 0), which the caller treats as the error it is.
   virtual int read_view_fd() const { return -1; }
+  // The front-end is gone (or the VCP stops): requests that have not reached the storage and
+  // may not for long (an iSCSI session waiting for its target to come back) complete now with
+  // -ECANCELED, so stopping the queue does not wait for them. Those the storage holds complete
+  // as they do. Called on the queue's thread, maybe repeatedly; a backend that always answers
+  // soon does nothing.
+  virtual void abandon() {}
   // A line on the queue's own state for a status report (an iSCSI session: where it is
   // connected, since when it reconnects), or empty. Called on the queue's thread.
   virtual std::string status() const { return {}; }

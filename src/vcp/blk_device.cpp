@@ -192,6 +192,10 @@ void BlkDevice::resume() {
   for (auto& w : workers_) w->resume();
 }
 
+void BlkDevice::frontend_gone() {
+  for (auto& w : workers_) w->abandon_on_stop();
+}
+
 void BlkDevice::reset() {
   for (auto& w : workers_) w->stop();
   acked_ = 0;

@@ -55,6 +55,7 @@ class BlkDevice final : public vhost::Device {
   void pause() override;
   void resume() override;
   void reset() override;
+  void frontend_gone() override;
 
   // Reads the backend's size again (BlockBackend::grow: a file or LUN grown since) and, when it
   // grew, serves the new one: the queues take requests up to the new end from their next

@@ -191,6 +191,11 @@ void QueueWorker::run_command() {
       }
       if (epoll_fd_ && cur_.kick_fd >= 0) epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, cur_.kick_fd, nullptr);
       if (st != State::idle) log_stats("queue stopped");
+      if (abandoned_)
+        VCP_LOG_WARN("{}: {} request(s) given up unanswered: the front-end is gone and the backend could not "
+                     "answer them soon (a front-end reconnecting with its inflight region resubmits them)",
+                     opts_.name, abandoned_);
+      abandoned_ = 0;
       cur_.last_avail_idx = static_cast<uint16_t>(cmd_result_);
       state_.store(State::idle, std::memory_order_relaxed);
       break;
@@ -229,6 +234,7 @@ void QueueWorker::run_command() {
 
 int QueueWorker::do_start() {
   if (ready_ < 0) return ready_;
+  abandon_.store(false, std::memory_order_release);
   const vhost::QueueStart& q = cmd_queue_;
   int rc = dq_.start(q.memory, q.layout, q.event_idx, q.last_avail_idx, q.inflight);
   if (rc < 0) return rc;
@@ -279,6 +285,7 @@ int QueueWorker::do_start() {
 // memory it lives in may change.
 void QueueWorker::drain() {
   while (in_flight_ > 0 && bq_) {
+    if (abandon_.load(std::memory_order_acquire)) bq_->abandon();
     bq_->commit();
     if (bq_->poll() == 0 && in_flight_ > 0) {
       if (bq_->wait_fd() >= 0) {
@@ -445,6 +452,13 @@ void QueueWorker::handle_chain(virtio::DescriptorChain& chain) {
 
 void QueueWorker::on_backend_done(BlockRequest* req, int status) {
   auto* s = static_cast<Slot*>(req->ctx);
+  if (status == -ECANCELED && s->worker->abandon_.load(std::memory_order_acquire)) {
+    // Given up for a front-end that is gone: nothing written to its memory or rings.
+    s->busy = false;
+    --s->worker->in_flight_;
+    ++s->worker->abandoned_;
+    return;
+  }
   uint8_t st = to_virtio_status(status);
   if (status != 0) {
     QueueStats::bump(st == VIRTIO_BLK_S_UNSUPP ? s->worker->stats_.unsupported : s->worker->stats_.io_errors);

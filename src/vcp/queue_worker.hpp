@@ -87,6 +87,10 @@ class QueueWorker {
   // Commands, from the control thread; each returns when the worker has carried it out.
   int start(const vhost::QueueStart& q);
   uint16_t stop();  // drains; returns last_avail_idx
+  // The front-end is gone: the next stop() gives up what the backend cannot answer soon
+  // (BackendQueue::abandon) and leaves those requests unanswered in guest memory (a front-end
+  // that comes back with its inflight region resubmits them). Until the next start.
+  void abandon_on_stop() { abandon_.store(true, std::memory_order_release); }
   void pause();     // drains; stays off guest memory until resume()
   void resume();
   void set_call_fd(int fd);
@@ -145,6 +149,8 @@ class QueueWorker {
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> command_pending_{false};
+  std::atomic<bool> abandon_{false};  // abandon_on_stop()
+  uint32_t abandoned_ = 0;            // requests given up in this stop
   Cmd cmd_ = Cmd::none;
   uint64_t cmd_seq_ = 0, done_seq_ = 0;
   int cmd_result_ = 0;

@@ -140,6 +140,8 @@ int VhostUserBackend::on_fault() {
 }
 
 VhostUserBackend::~VhostUserBackend() {
+  // The connection is gone with this object: what the backend cannot answer soon is not waited for.
+  device_.frontend_gone();
   for (unsigned i = 0; i < rings_.size(); ++i) stop_ring(i);
   drop_log();
 }

@@ -75,6 +75,10 @@ class Device {
 
   // The frontend went away or sent RESET_OWNER/RESET_DEVICE: stop everything, forget state.
   virtual void reset() = 0;
+  // The frontend went away (its connection closed): the queues' stops that follow give up the
+  // requests the backend cannot answer soon instead of waiting for them (no one will see the
+  // answers). Called before those stops.
+  virtual void frontend_gone() {}
 };
 
 }  // namespace vcp::vhost

@@ -14,6 +14,9 @@
 #     reissues what was outstanding, and the verify ends clean. failover_kill then opens the
 #     LUN with the first portal dead (the queues start at the second), and fails clearly with
 #     both dead.
+#   initiator_vcp_target.sh frontend_gone
+#     vcp serve's target SIGKILLed under load, then its front-end: the requests waiting for a
+#     session are given up at once and SIGTERM stops vcp serve within seconds.
 # Environment: IO_TEST (the iscsi_io_test binary), VCP_BIN (the vcp binary). A missing binary
 # is a failure, never a skip.
 set -euo pipefail
@@ -142,6 +145,35 @@ case "$CASE" in
       { cat "$WORK/fail.log" >&2; die "no clear error with both portals dead"; }
     grep -q "cannot connect to 127.0.0.1:$PORT_A: Connection refused; cannot connect to 127.0.0.1:$PORT_B: Connection refused" \
       "$WORK/fail.log" || { cat "$WORK/fail.log" >&2; die "the error does not name both portals"; } ;;
+  frontend_gone)
+    # vcp serve's target dies under load, then its front-end (vcp bench) is killed: the queue
+    # gives up the requests waiting for a session at once (not after recovery_timeout, 120 s,
+    # which held vcp serve's control thread, its SIGTERM and the next front-end), and SIGTERM
+    # then stops vcp serve within seconds.
+    start_target
+    "$VCP_BIN" serve --socket "$WORK/serve.sock" --backend "iscsi://127.0.0.1:$PORT/$IQN/1" >"$WORK/serve.log" 2>&1 &
+    serve=$!
+    PIDS+=("$serve")
+    for _ in $(seq 100); do [[ -S $WORK/serve.sock ]] && break; sleep 0.1; done
+    [[ -S $WORK/serve.sock ]] || { cat "$WORK/serve.log" >&2; die "vcp serve did not start"; }
+    "$VCP_BIN" bench --socket "$WORK/serve.sock" --rw randrw --qd 8 --time 60 >"$WORK/bench.log" 2>&1 &
+    bench=$!
+    PIDS+=("$bench")
+    sleep 2
+    kill -KILL "$PID"
+    wait "$PID" 2>/dev/null || true
+    sleep 1
+    kill -KILL "$bench"
+    wait "$bench" 2>/dev/null || true
+    for _ in $(seq 50); do grep -q "given up unanswered" "$WORK/serve.log" && break; sleep 0.1; done
+    grep -q "vcp-q0: [1-9][0-9]* request(s) given up unanswered: the front-end is gone" "$WORK/serve.log" ||
+      { tail -5 "$WORK/serve.log" >&2; die "the queue did not give up the requests waiting for a session"; }
+    kill -TERM "$serve"
+    stopped=""
+    for _ in $(seq 50); do kill -0 "$serve" 2>/dev/null || { stopped=1; break; }; sleep 0.1; done
+    [[ -n $stopped ]] || { tail -5 "$WORK/serve.log" >&2; die "vcp serve did not stop within 5 s of SIGTERM"; }
+    wait "$serve" || die "vcp serve did not end cleanly"
+    log "front-end gone with the target dead: requests given up at once, vcp serve stopped on SIGTERM" ;;
   failover_stop)
     start_two_portals
     failover stop_a 12

@@ -40,6 +40,7 @@ class IscsiQueue final : public BackendQueue {
   void clear_wait_fd() override {}  // the session's io_uring fd: poll() clears it
   uint32_t in_flight() const override { return s_->in_flight(); }
   std::string status() const override { return s_->status_line(); }
+  void abandon() override { s_->abandon(); }
 
  private:
   std::unique_ptr<Session> s_;

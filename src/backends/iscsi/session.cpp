@@ -542,6 +542,13 @@ void Session::requeue_issued() {
   }
 }
 
+void Session::abandon() {
+  if (state_ == State::FullFeature || state_ == State::LoggingOut || in_flight_ == 0) return;
+  VCP_LOG_INFO("{}: giving up {} request(s) waiting for a session (no one waits for them any more)", name_,
+               in_flight_);
+  fail_all(-ECANCELED);
+}
+
 void Session::fail_all(int status) {
   for (uint32_t i = 0; i < kMaxTasks; ++i) {
     Task& t = tasks_[i];

@@ -106,6 +106,10 @@ class Session {
   // completions nobody has reaped yet (an eventfd would also count those reaped inline).
   int wait_fd() const { return ring_.ring_fd; }
   uint32_t in_flight() const { return in_flight_; }
+  // BackendQueue::abandon(): with no session (an outage: reconnecting, or failed), everything
+  // waiting completes now with -ECANCELED; nothing of it is on the wire. With a session,
+  // nothing: its commands have timeouts of their own.
+  void abandon();
 
   // Blocks until every request completed or timeout_ms passed; returns in_flight().
   uint32_t run_until_idle(uint32_t timeout_ms);

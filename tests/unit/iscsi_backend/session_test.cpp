@@ -1146,6 +1146,27 @@ TEST_F(IscsiSession, AnOutageSaysItsFirstFailureNotEveryAttempt) {
   EXPECT_NE(session_->status_line().find("no session for 1 s"), std::string::npos) << session_->status_line();
 }
 
+TEST_F(IscsiSession, AbandonGivesUpWhatWaitsForASessionAndNothingElse) {
+  // With a session, abandon() leaves commands to their timeouts; without one (the target
+  // gone), what waits completes at once with ECANCELED (vcp serve's front-end went away).
+  start();
+  TestIo io(BlockOp::read, 0, 512);
+  ASSERT_TRUE(issue(io));
+  session_->abandon();
+  target_.run_until([] { return false; }, 50);
+  EXPECT_FALSE(io.done()) << "a command at a live target was given up";
+  target_.stop_listening();
+  target_.drop();
+  ASSERT_TRUE(target_.run_until([&] { return session_->state() == Session::State::Down ||
+                                             session_->state() == Session::State::Connecting; }, 2000));
+  EXPECT_FALSE(io.done());
+  session_->abandon();
+  EXPECT_TRUE(io.done());
+  EXPECT_EQ(io.status, -ECANCELED);
+  EXPECT_EQ(io.calls, 1);
+  EXPECT_EQ(session_->in_flight(), 0u);
+}
+
 TEST_F(IscsiSession, AnOutageSaysTheFirstFailureOfEachPortal) {
   const uint16_t a = ScriptedTarget::closed_port(), b = ScriptedTarget::closed_port();
   cfg_.more_portals = {{"127.0.0.1", a}, {"127.0.0.1", b}};

@@ -474,6 +474,19 @@ class GateBackend final : public BlockBackend {
     }
     int wait_fd() const override { return b_.efd_.get(); }
     uint32_t in_flight() const override { return static_cast<uint32_t>(pending_.size()); }
+    // The held requests (the backend cannot answer them soon) are given up.
+    void abandon() override {
+      for (size_t i = 0; i < pending_.size();) {
+        BlockRequest* r = pending_[i];
+        if (r->offset < kHeldSector * 512) {
+          ++i;
+          continue;
+        }
+        pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+        b_.abandoned.fetch_add(1);
+        r->done(r, -ECANCELED);
+      }
+    }
 
    private:
     GateBackend& b_;
@@ -483,6 +496,9 @@ class GateBackend final : public BlockBackend {
   BackendInfo info_;
   UniqueFd efd_;
   std::atomic<bool> open_{false};
+
+ public:
+  std::atomic<int> abandoned{0};
 };
 
 struct GateHarness {
@@ -509,6 +525,46 @@ int take_used_within(DeviceHarness& h, int n, int timeout_ms) {
     if (got < n) usleep(1000);
   }
   return got;
+}
+
+// The front-end gone (vhost-user connection closed, vcp serve stopping): stopping the queue
+// gives up what the backend holds and cannot answer soon (an iSCSI session in an outage) and
+// writes nothing of it to guest memory; without that it waits, as a live front-end's stop must.
+TEST(BlkDeviceFrontendGone, StoppingGivesUpWhatTheBackendCannotAnswerSoon) {
+  GateHarness g({});
+  std::thread valve([&] {  // if the stop waited for the gate after all, the test still ends
+    for (int i = 0; i < 100 && g.gate->abandoned.load() == 0; ++i) usleep(100000);
+    g.gate->open_gate();
+  });
+  Completion held, fast;
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  g.h->submit(0, VIRTIO_BLK_T_IN, 0, 65536, 512, &fast);
+  EXPECT_EQ(take_used_within(*g.h, 1, 5000), 1);
+  EXPECT_EQ(fast.status, VIRTIO_BLK_S_OK);
+  g.h->dev->frontend_gone();
+  g.h->dev->stop_queue(0);
+  EXPECT_EQ(g.gate->abandoned.load(), 1) << "the stop waited for the held request instead";
+  EXPECT_EQ(*g.h->status_ptr[&held], 0xee) << "a given-up request's status was written";
+  EXPECT_EQ(g.h->take_used(0), 0) << "a given-up request was put in the used ring";
+  valve.join();
+}
+
+TEST(BlkDeviceFrontendGone, AStopWithTheFrontEndThereWaitsForTheBackend) {
+  GateHarness g({});
+  Completion held;
+  g.h->submit(0, VIRTIO_BLK_T_IN, kHeldSector, 0, 512, &held);
+  usleep(50000);  // taken by the queue thread
+  std::thread opener([&] {
+    usleep(300000);
+    g.gate->open_gate();
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  g.h->dev->stop_queue(0);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(250));
+  opener.join();
+  EXPECT_EQ(g.gate->abandoned.load(), 0);
+  EXPECT_EQ(g.h->take_used(0), 1);
+  EXPECT_EQ(held.status, VIRTIO_BLK_S_OK);
 }
 
 TEST(BlkDeviceCoalescing, OffCallsForEachCompletionAtOnce) {
