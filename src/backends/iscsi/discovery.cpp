@@ -172,12 +172,7 @@ UniqueFd connect_within(const SocketAddress& a, uint32_t timeout_ms, std::string
 std::optional<std::vector<DiscoveredTarget>> discover_targets(const IscsiConfig& cfg, std::string* error) {
   const std::string where = vcp::iscsi::host_port(cfg.host, cfg.port);
   std::vector<SocketAddress> addrs;
-  if (!(cfg.resolver ? cfg.resolver(cfg.host, cfg.port, &addrs, error)
-                     : resolve_portal(cfg.host, cfg.port, &addrs, error)) ||
-      addrs.empty()) {
-    if (error->empty()) *error = "cannot resolve '" + cfg.host + "'";
-    return std::nullopt;
-  }
+  if (!resolve_with(cfg.resolver, cfg.host, cfg.port, &addrs, error)) return std::nullopt;
   // Each address of the name in turn, within login_timeout for them all (each but the last an
   // even share of what is left).
   UniqueFd fd;

@@ -52,4 +52,14 @@ bool resolve_portal(const std::string& host, uint16_t port, std::vector<SocketAd
   return true;
 }
 
+bool resolve_with(const Resolver& resolver, const std::string& host, uint16_t port, std::vector<SocketAddress>* out,
+                  std::string* error) {
+  error->clear();
+  if ((resolver ? resolver(host, port, out, error) : resolve_portal(host, port, out, error)) && !out->empty())
+    return true;
+  out->clear();
+  if (error->empty()) *error = "cannot resolve '" + host + "'";
+  return false;
+}
+
 }  // namespace vcp::backends::iscsi

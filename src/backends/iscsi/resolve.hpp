@@ -34,4 +34,9 @@ std::string address_text(const sockaddr* sa, socklen_t len);
 using Resolver = std::function<bool(const std::string& host, uint16_t port, std::vector<SocketAddress>* out,
                                     std::string* error)>;
 
+// HOST:PORT through `resolver`, or resolve_portal when it is empty. True with at least one
+// address; false with *error saying why (never empty) and *out empty.
+bool resolve_with(const Resolver& resolver, const std::string& host, uint16_t port, std::vector<SocketAddress>* out,
+                  std::string* error);
+
 }  // namespace vcp::backends::iscsi

@@ -192,11 +192,8 @@ void Session::start_connect() {
     addr_ = 0;
     addr_failures_.clear();
     std::string why;
-    const bool resolved = cfg_.resolver ? cfg_.resolver(host_, port_, &addrs_, &why)
-                                        : resolve_portal(host_, port_, &addrs_, &why);
-    if (!resolved || addrs_.empty()) {
-      addrs_.clear();
-      connection_failed(why.empty() ? "cannot resolve '" + host_ + "'" : why, -EHOSTUNREACH);
+    if (!resolve_with(cfg_.resolver, host_, port_, &addrs_, &why)) {
+      connection_failed(why, -EHOSTUNREACH);
       return;
     }
   }
@@ -480,13 +477,13 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
       VCP_LOG_DEBUG("{}: attempt failed: {}; reconnecting{}", name_, why, through);
     }
     state_ = State::Down;
-    if (down_since_ms_ == 0) down_since_ms_ = now_ms();
+    if (down_since_ms_ == 0) down_since_ms_ = now;
     // The portals are tried one after the other at once; a whole round failed waits before
     // the next (0.2, 0.4, 0.8, 1.6, then 2 s). A redirect is followed at once.
     const uint32_t rounds = attempts_failed_ % portals == 0 ? static_cast<uint32_t>(attempts_failed_ / portals) : 0;
     const uint64_t delay =
         rounds == 0 || redirected || next_address_ ? 0 : std::min<uint64_t>(100ull << std::min(rounds, 5u), 2000);
-    reconnect_at_ms_ = now_ms() + delay;
+    reconnect_at_ms_ = now + delay;
     requeue_issued();
   }
   tmf_ = Tmf::None;

@@ -441,4 +441,23 @@ inline IscsiConfig scripted_config(uint16_t port) {
   return c;
 }
 
+// A resolver that answers every name with these ports of 127.0.0.1, in order (a name of
+// several addresses, in tests).
+inline Resolver resolves_to(std::vector<uint16_t> ports) {
+  return [ports](const std::string&, uint16_t, std::vector<SocketAddress>* out, std::string*) {
+    out->clear();
+    for (uint16_t p : ports) {
+      SocketAddress a;
+      auto* in = reinterpret_cast<sockaddr_in*>(&a.addr);
+      in->sin_family = AF_INET;
+      in->sin_port = htons(p);
+      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.len = sizeof(sockaddr_in);
+      a.text = address_text(reinterpret_cast<sockaddr*>(&a.addr), a.len);
+      out->push_back(std::move(a));
+    }
+    return true;
+  };
+}
+
 }  // namespace vcp::backends::iscsi::testing

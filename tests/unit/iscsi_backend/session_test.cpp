@@ -29,6 +29,7 @@ using testing::mono_ms;
 using testing::Received;
 using testing::ScriptedTarget;
 using testing::TestIo;
+using testing::resolves_to;
 namespace is = vcp::iscsi;
 
 constexpr uint64_t kTickSlackMs = 150;  // the session's timer ticks every 100 ms
@@ -1184,24 +1185,6 @@ TEST_F(IscsiSession, AnOutageSaysTheFirstFailureOfEachPortal) {
 }
 
 // ---- a portal's name standing for several addresses ----
-
-// A resolver that answers every name with these ports of 127.0.0.1, in order.
-Resolver resolves_to(std::vector<uint16_t> ports) {
-  return [ports](const std::string&, uint16_t, std::vector<SocketAddress>* out, std::string*) {
-    out->clear();
-    for (uint16_t p : ports) {
-      SocketAddress a;
-      auto* in = reinterpret_cast<sockaddr_in*>(&a.addr);
-      in->sin_family = AF_INET;
-      in->sin_port = htons(p);
-      in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a.len = sizeof(sockaddr_in);
-      a.text = address_text(reinterpret_cast<sockaddr*>(&a.addr), a.len);
-      out->push_back(std::move(a));
-    }
-    return true;
-  };
-}
 
 // A port of 127.0.0.1 that takes no connection and refuses none: its listener's queue is full,
 // so a SYN to it is dropped, as by a host that is gone. Lives as long as the object.

@@ -2,17 +2,13 @@
 
 #include <gtest/gtest.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <map>
 
 #include "backends/block_backend.hpp"
 #include "backends/iscsi/discovery.hpp"
-#include "base/unique_fd.hpp"
+#include "scripted_target.hpp"
 
 namespace vcp::backends::iscsi {
 namespace {
@@ -198,31 +194,14 @@ TEST(ResolvePortal, ANameGivesEachOfItsAddressesOnce) {
 
 TEST(Discovery, EveryAddressOfANameFailingNamesEach) {
   // Two ports nothing listens on, given as the two addresses of one name.
-  auto closed = [] {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), len), 0);
-    EXPECT_EQ(getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
-    SocketAddress s;
-    std::memcpy(&s.addr, &a, len);
-    s.len = len;
-    s.text = address_text(reinterpret_cast<sockaddr*>(&a), len);
-    return s;  // the port is free again when fd closes
-  };
-  const SocketAddress a = closed(), b = closed();
+  const uint16_t a = testing::ScriptedTarget::closed_port(), b = testing::ScriptedTarget::closed_port();
   IscsiConfig cfg;
   cfg.host = "portal.test";
-  cfg.resolver = [&](const std::string&, uint16_t, std::vector<SocketAddress>* out, std::string*) {
-    *out = {a, b};
-    return true;
-  };
+  cfg.resolver = testing::resolves_to({a, b});
   std::string err;
   EXPECT_FALSE(discover_targets(cfg, &err));
-  EXPECT_EQ(err, "cannot connect to portal.test:3260: " + a.text + ": Connection refused; " + b.text +
-                     ": Connection refused");
+  EXPECT_EQ(err, "cannot connect to portal.test:3260: 127.0.0.1:" + std::to_string(a) +
+                     ": Connection refused; 127.0.0.1:" + std::to_string(b) + ": Connection refused");
 }
 
 TEST(SendTargets, ParsesRepeatedKeys) {
