@@ -533,7 +533,7 @@ void TargetConnection::handle_login(const PduParts& p) {
   auto wire = to_wire(out);
   if (st == LoginState::FullFeature && tsih_ != 0) {
     enter_full_feature();
-    if (std::any_of(replaced_.begin(), replaced_.end(), [](const auto& r) { return !r->ended.load(std::memory_order_acquire); })) {
+    if (!replaced_ended()) {
       // Reinstatement: the old session's commands (writes at the backend, aborted or not) end
       // before the initiator, told it is in, sends new ones that could overtake them. tick()
       // sends the answer once they have.
@@ -545,9 +545,7 @@ void TargetConnection::handle_login(const PduParts& p) {
     }
     replaced_.clear();
   }
-  const size_t at = out_.size();
-  out_.append(wire);
-  queued_bytes(at, wire.size());
+  queue_wire(wire);
   if (st == LoginState::Failed) {
     log_refusal(login_->failure());
     close("login failed: " + login_->failure());
@@ -560,11 +558,9 @@ void TargetConnection::handle_login(const PduParts& p) {
 // have ended; a session that does not end within the login timeout (a backend that does not
 // complete) fails the login: the initiator tries again.
 void TargetConnection::release_held_login(uint64_t now_ms) {
-  if (std::all_of(replaced_.begin(), replaced_.end(), [](const auto& r) { return r->ended.load(std::memory_order_acquire); })) {
+  if (replaced_ended()) {
     replaced_.clear();
-    const size_t at = out_.size();
-    out_.append(held_login_response_);
-    queued_bytes(at, held_login_response_.size());
+    queue_wire(held_login_response_);
     held_login_response_.clear();
     VCP_LOG_DEBUG("target: the session TSIH {} reinstates has ended after {} ms", tsih_, now_ms - held_since_ms_);
   } else if (now_ms - held_since_ms_ > settings_->login_timeout_ms) {
@@ -1485,6 +1481,17 @@ void TargetConnection::send_from_task(const Pdu& hdr, Task* t, std::span<const u
     if (digests_.data) store_digest(std::span<uint8_t>(p + pad, kDigestSize).first<kDigestSize>(), data_digest(data));
     queued_bytes(at, tail);
   }
+}
+
+bool TargetConnection::replaced_ended() const {
+  return std::all_of(replaced_.begin(), replaced_.end(),
+                     [](const auto& r) { return r->ended.load(std::memory_order_acquire); });
+}
+
+void TargetConnection::queue_wire(std::span<const uint8_t> bytes) {
+  const size_t at = out_.size();
+  out_.append(bytes);
+  queued_bytes(at, bytes.size());
 }
 
 void TargetConnection::queued_bytes(size_t at, size_t n) {

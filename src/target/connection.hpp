@@ -332,6 +332,8 @@ class TargetConnection {
   void recheck_access(uint64_t now_ms);
   void enter_full_feature();
   void release_held_login(uint64_t now_ms);
+  bool replaced_ended() const;  // every session in replaced_ has ended
+  void queue_wire(std::span<const uint8_t> bytes);  // bytes laid out already, to the output
   bool admit(uint32_t cmd_sn, bool immediate, std::span<const uint8_t> pdu);
   void replay_held();
   void on_scsi_command(const iscsi::ScsiCommandPdu& c, const iscsi::PduParts& p, std::span<const uint8_t> pdu);
