@@ -1531,8 +1531,7 @@ void TargetConnection::close(std::string why) {
 void TargetConnection::tick(uint64_t now_ms) {
   if (closing_) return;
   const TargetSettings& s = *settings_;
-  if (session_ && session_->close_requested.load(std::memory_order_acquire)) {
-    superseded_ = true;
+  if (superseded()) {
     close("session reinstated by a new login");
     return;
   }

@@ -272,9 +272,12 @@ class TargetConnection {
   // Memory held for receiving (the staging buffer): small until login ends.
   size_t rx_buffer_bytes() const { return rx_.capacity(); }
   const std::string& close_reason() const { return close_reason_; }
-  // Closed because a new login reinstated its session: the initiator has given this connection
-  // up, and a new login waits for it to be gone, so its unsent output is not waited for.
-  bool superseded() const { return superseded_; }
+  // A new login reinstated its session (whether this connection was open then or already
+  // closing for another reason): the initiator has given this connection up, and the new login
+  // waits for it to be gone, so its unsent output is not waited for.
+  bool superseded() const {
+    return session_ && session_->close_requested.load(std::memory_order_acquire);  // pairs with SessionRegistry::add
+  }
   // The limits this connection keeps to (those in force when it was accepted).
   const TargetSettings& settings() const { return *settings_; }
   uint32_t tasks_in_flight() const { return static_cast<uint32_t>(tasks_.size()); }
@@ -424,7 +427,6 @@ class TargetConnection {
   iscsi::Isid isid_{};
   uint16_t cid_ = 0;
   scsi::ItNexus nexus_;
-  bool superseded_ = false;
   std::shared_ptr<SessionRecord> session_;  // until the connection is gone (SessionRegistry::end)
   // A reinstating login: the sessions it replaces, and its final Login Response, held until
   // each of them has ended (no command of theirs still at the storage), since held_since_ms_.

@@ -26,6 +26,8 @@ def login(port, iqn, name, isid):
     struct.pack_into(">IHHII", bhs, 16, 1, 0, 0, 1, 0)  # ITT, CID, reserved, CmdSN, ExpStatSN
     s.sendall(bytes(bhs) + keys + b"\0" * (-len(keys) % 4))
     rsp = s.recv(48, socket.MSG_WAITALL)
+    if len(rsp) < 48:
+        sys.exit("login: the connection closed without an answer")
     text = s.recv((int.from_bytes(rsp[5:8], "big") + 3) // 4 * 4, socket.MSG_WAITALL)
     if rsp[36] != 0:
         sys.exit("login refused: class %d detail %d" % (rsp[36], rsp[37]))

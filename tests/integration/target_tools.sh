@@ -63,7 +63,8 @@
 #                                           the old session (reinstatement), the verify ends clean
 #                                           (runs in a network namespace of its own)
 #   target_tools.sh VCP_BIN reinstate       a session whose connection stopped reading with READ
-#                                           answers unsent is reinstated by a new login of its
+#                                           answers unsent (open, or already closing on an
+#                                           unanswered NOP-In) is reinstated by a new login of its
 #                                           initiator: the login is answered within seconds (the
 #                                           old connection shut at once), the new session serves
 #   target_tools.sh VCP_BIN names           a portal named by a host name of two addresses (::1,
@@ -334,6 +335,38 @@ PY
   grep -q "session of iqn.2024-01.org.vcp:path (TSIH [0-9]*) ended: session reinstated by a new login" "$DIR/target.log" ||
     fail "the old session was not ended"
   echo "reinstated over a connection with 64 MiB of answers unsent: login answered in $took s, the new session serves"
+  stop_target
+  # The same when the old connection was already closing for another reason: its session ended
+  # on an unanswered NOP-In (1 s + 4 s here) and its unsent output is given nop_timeout_ms (4 s)
+  # more; a login that reinstates it meanwhile must not wait for that (login_timeout_ms is 2 s
+  # here: it would be closed unanswered), the connection is shut at once.
+  printf '[limits]\nlogin_timeout_ms = 2000\nnop_interval_ms = 1000\nnop_timeout_ms = 4000\n' >"$DIR/nop.toml"
+  start_target --lun "2=file:path=$DIR/lun2.img,direct=on" --config "$DIR/nop.toml"
+  out=$(timeout 60 python3 - "$PORT" "$IQN" "$DIR/target.log" <<'PY'
+import re, socket, sys, time
+from raw_iscsi import login, read16, tur_status
+socket.setdefaulttimeout(30)
+port, iqn, log = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+old, cmd_sn = login(port, iqn, b"closing", 14)
+old.sendall(b"".join(read16(i + 2, cmd_sn + i, 0, 32768) for i in range(4)))
+ended = re.compile(r"session of iqn.2024-01.org.vcp:closing \(TSIH [0-9]+\) ended: NOP-In ping unanswered")
+deadline = time.monotonic() + 20
+while not ended.search(open(log).read()):
+    if time.monotonic() > deadline: sys.exit("the session of a connection not reading did not end")
+    time.sleep(0.05)
+t0 = time.monotonic()
+new, cmd_sn = login(port, iqn, b"closing", 14)
+took = time.monotonic() - t0
+tur_status(new, cmd_sn)
+print("%.2f %d" % (took, tur_status(new, cmd_sn + 1)[0]))
+PY
+  ) || fail "the login reinstating a closing session failed: $out"
+  read -r took status <<<"$out"
+  [ "$status" = 0 ] || fail "TEST UNIT READY on the new session: status $status"
+  awk -v t="$took" 'BEGIN { exit !(t < 1.5) }' || fail "the reinstating login took $took s (the closing connection's output waited for?)"
+  grep -q "login of iqn.2024-01.org.vcp:closing from 127.0.0.1 (TSIH [0-9]*) waits for the session it reinstates to end" \
+    "$DIR/target.log" || fail "the login did not wait for the old session: $(grep closing "$DIR/target.log")"
+  echo "reinstated over a connection already closing with its answers unsent: login answered in $took s"
   stop_target
   ;;
 names)
