@@ -151,6 +151,19 @@ start_target() {
   URL=iscsi://$PORTAL/$IQN
 }
 
+# check_reinstated "TOOK STATUS" NAME LIMIT: a reinstating login of iqn.2024-01.org.vcp:NAME took
+# TOOK s, under LIMIT, waited for the session it replaced, and TEST UNIT READY on the new session
+# answered STATUS 0. Sets TOOK.
+check_reinstated() {
+  local status
+  read -r TOOK status <<<"$1"
+  [ "$status" = 0 ] || fail "TEST UNIT READY on the new session: status $status"
+  awk -v t="$TOOK" -v l="$3" 'BEGIN { exit !(t < l) }' ||
+    fail "the reinstating login took $TOOK s (the old connection's output waited for?)"
+  grep -q "login of iqn.2024-01.org.vcp:$2 from 127.0.0.1 (TSIH [0-9]*) waits for the session it reinstates to end" \
+    "$DIR/target.log" || fail "the login did not wait for the old session: $(grep "$2" "$DIR/target.log")"
+}
+
 # Stops the target with SIGTERM and checks it ends cleanly (exit 0).
 stop_target() {
   kill -TERM "$PID"
@@ -327,14 +340,10 @@ status2 = tur_status(new, cmd_sn + 1)[0]  # after the unit attention, if any
 print("%.2f %d" % (took, status2))
 PY
   ) || fail "the reinstating login failed: $out"
-  read -r took status <<<"$out"
-  [ "$status" = 0 ] || fail "TEST UNIT READY on the new session: status $status"
-  awk -v t="$took" 'BEGIN { exit !(t < 5) }' || fail "the reinstating login took $took s (the old connection's output waited for?)"
-  grep -q "login of iqn.2024-01.org.vcp:path from 127.0.0.1 (TSIH [0-9]*) waits for the session it reinstates to end" \
-    "$DIR/target.log" || fail "the login did not wait for the old session: $(grep path "$DIR/target.log")"
+  check_reinstated "$out" path 5
   grep -q "session of iqn.2024-01.org.vcp:path (TSIH [0-9]*) ended: session reinstated by a new login" "$DIR/target.log" ||
     fail "the old session was not ended"
-  echo "reinstated over a connection with 64 MiB of answers unsent: login answered in $took s, the new session serves"
+  echo "reinstated over a connection with 64 MiB of answers unsent: login answered in $TOOK s, the new session serves"
   stop_target
   # The same when the old connection was already closing for another reason: its session ended
   # on an unanswered NOP-In (1 s + 4 s here) and its unsent output is given nop_timeout_ms (4 s)
@@ -361,12 +370,8 @@ tur_status(new, cmd_sn)
 print("%.2f %d" % (took, tur_status(new, cmd_sn + 1)[0]))
 PY
   ) || fail "the login reinstating a closing session failed: $out"
-  read -r took status <<<"$out"
-  [ "$status" = 0 ] || fail "TEST UNIT READY on the new session: status $status"
-  awk -v t="$took" 'BEGIN { exit !(t < 1.5) }' || fail "the reinstating login took $took s (the closing connection's output waited for?)"
-  grep -q "login of iqn.2024-01.org.vcp:closing from 127.0.0.1 (TSIH [0-9]*) waits for the session it reinstates to end" \
-    "$DIR/target.log" || fail "the login did not wait for the old session: $(grep closing "$DIR/target.log")"
-  echo "reinstated over a connection already closing with its answers unsent: login answered in $took s"
+  check_reinstated "$out" closing 1.5
+  echo "reinstated over a connection already closing with its answers unsent: login answered in $TOOK s"
   stop_target
   ;;
 names)
