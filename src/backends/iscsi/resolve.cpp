@@ -1,9 +1,15 @@
 #include "backends/iscsi/resolve.hpp"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
 
 #include "iscsi/sendtargets.hpp"
 
@@ -60,6 +66,47 @@ bool resolve_with(const Resolver& resolver, const std::string& host, uint16_t po
   out->clear();
   if (error->empty()) *error = "cannot resolve '" + host + "'";
   return false;
+}
+
+bool numeric_host(const std::string& host) {
+  in6_addr a;
+  return inet_pton(AF_INET, host.c_str(), &a) == 1 || inet_pton(AF_INET6, host.c_str(), &a) == 1;
+}
+
+PortalLookup::PortalLookup(std::string host, uint16_t port, UniqueFd fd)
+    : host_(std::move(host)), port_(port), fd_(std::move(fd)) {}
+
+std::shared_ptr<PortalLookup> PortalLookup::start(Resolver resolver, std::string host, uint16_t port,
+                                                  std::string* error) {
+  UniqueFd fd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd) {
+    *error = "cannot look up '" + host + "': eventfd: " + std::strerror(errno);
+    return nullptr;
+  }
+  auto l = std::make_shared<PortalLookup>(std::move(host), port, std::move(fd));
+  try {
+    std::thread([l, resolver = std::move(resolver)] {
+      l->ok_ = resolve_with(resolver, l->host_, l->port_, &l->addrs_, &l->error_);
+      l->done_.store(true, std::memory_order_release);
+      const uint64_t one = 1;
+      (void)!::write(l->fd_.get(), &one, sizeof one);  // cannot fail: the count is far from its limit
+    }).detach();
+  } catch (const std::system_error& e) {
+    *error = "cannot look up '" + l->host_ + "': no thread for it: " + e.what();
+    return nullptr;
+  }
+  return l;
+}
+
+bool PortalLookup::result(std::vector<SocketAddress>* out, std::string* error) const {
+  if (!done()) {
+    out->clear();
+    *error = "cannot resolve '" + host_ + "': still looking it up";
+    return false;
+  }
+  *out = addrs_;
+  *error = error_;
+  return ok_;
 }
 
 }  // namespace vcp::backends::iscsi

@@ -41,7 +41,7 @@ constexpr uint32_t kMaxTimeouts = 3;      // a command aborted this often fails
 constexpr uint32_t kMaxRedirects = 8;     // login redirects in a row: a loop
 constexpr uint64_t kMaxTime2WaitMs = 10000;  // cap on a target's Time2Wait before reconnecting
 
-enum class Op : uint8_t { Timer = 1, Connect, Send, Recv, Cancel };
+enum class Op : uint8_t { Timer = 1, Connect, Send, Recv, Cancel, Lookup };
 uint64_t user_data(Op op, uint32_t gen) { return uint64_t{static_cast<uint8_t>(op)} << 56 | gen; }
 
 // Appends the part of [base, base+len) that is not yet skipped; false when the iovec array is full.
@@ -108,7 +108,7 @@ Session::~Session() {
   }
   io_uring_submit(&ring_);
   uint64_t until = vcp::now_ms() + 2000;
-  while ((ops_in_flight_ > 0 || timer_armed_) && vcp::now_ms() < until) {
+  while ((ops_in_flight_ > 0 || timer_armed_ || lookup_reads_ > 0) && vcp::now_ms() < until) {
     io_uring_cqe* cqe = nullptr;
     __kernel_timespec ts{0, 50 * 1000 * 1000};
     if (io_uring_wait_cqe_timeout(&ring_, &cqe, &ts) < 0) continue;
@@ -117,6 +117,7 @@ Session::~Session() {
       ++n;
       auto op = static_cast<Op>(cqe->user_data >> 56);
       if (op == Op::Timer) timer_armed_ = false;
+      else if (op == Op::Lookup) lookup_reads_ -= lookup_reads_ > 0;
       else if (op != Op::Cancel && ops_in_flight_ > 0) --ops_in_flight_;
     }
     io_uring_cq_advance(&ring_, n);
@@ -191,13 +192,61 @@ void Session::start_connect() {
     login_deadline_ms_ = now_ms() + cfg_.login_timeout_ms;
     addr_ = 0;
     addr_failures_.clear();
+    addrs_.clear();
     std::string why;
+    if (!numeric_host(host_)) {
+      // A name is looked up on a thread of its own (a resolver that stalls must not hold the
+      // queue's thread), within the attempt's login timeout. One still under way for an
+      // attempt that gave up on it is waited for again, one that has ended since is taken.
+      if (!lookup_ || lookup_->host() != host_ || lookup_->port() != port_) {
+        lookup_ = PortalLookup::start(cfg_.resolver, host_, port_, &why);
+        ++lookup_gen_;
+        lookup_armed_ = false;
+        if (!lookup_) {
+          connection_failed(why, -EHOSTUNREACH);
+          return;
+        }
+      }
+      state_ = State::Connecting;
+      resolving_ = true;
+      if (lookup_->done()) {
+        on_resolved();
+      } else {
+        arm_lookup_read();
+      }
+      return;
+    }
     if (!resolve_with(cfg_.resolver, host_, port_, &addrs_, &why)) {
       connection_failed(why, -EHOSTUNREACH);
       return;
     }
   }
   next_address_ = false;
+  connect_address();
+}
+
+void Session::arm_lookup_read() {
+  if (lookup_armed_) return;
+  io_uring_sqe* s = sqe();
+  io_uring_prep_read(s, lookup_->fd(), &lookup_buf_, sizeof lookup_buf_, 0);
+  io_uring_sqe_set_data64(s, user_data(Op::Lookup, lookup_gen_));
+  lookup_armed_ = true;
+  ++lookup_reads_;
+}
+
+void Session::on_resolved() {
+  resolving_ = false;
+  std::string why;
+  const bool ok = lookup_->result(&addrs_, &why);
+  lookup_.reset();  // the next attempt looks the name up again (it may have moved)
+  if (!ok) {
+    connection_failed(why, -EHOSTUNREACH);
+    return;
+  }
+  connect_address();
+}
+
+void Session::connect_address() {
   const SocketAddress& a = addrs_[addr_];
   // Each address but the last gets an even share of what is left of the attempt's time, so
   // that one that never answers (a dropped SYN) leaves time for the others.
@@ -394,7 +443,8 @@ std::string Session::status_line() const {
     case State::Down:
     case State::Connecting:
     case State::LoggingIn:
-      s = fmt::format("no session for {} s, logging in through {}", (now_ms() - down_since_ms_) / 1000, where());
+      s = fmt::format("no session for {} s, {} {}", (now_ms() - down_since_ms_) / 1000,
+                      resolving_ ? "looking up" : "logging in through", where());
       break;
   }
   const size_t portals = portal_count(cfg_);
@@ -498,6 +548,7 @@ void Session::connection_failed(const std::string& why, int code, Cause cause) {
   }
   tx_head_task_ = tx_tail_task_ = UINT32_MAX;
   login_.reset();
+  resolving_ = false;  // (a lookup under way goes on: the next attempt waits for it)
   tearing_down_ = true;
   if (sock_) {
     ::shutdown(sock_.get(), SHUT_RDWR);
@@ -1800,13 +1851,14 @@ void Session::on_timer() {
     }
     case State::Connecting:
     case State::LoggingIn:
-      if (state_ == State::Connecting && now > addr_deadline_ms_ && now <= login_deadline_ms_ &&
+      if (state_ == State::Connecting && !resolving_ && now > addr_deadline_ms_ && now <= login_deadline_ms_ &&
           try_next_address("no answer within " + std::to_string(addr_wait_ms_) + " ms")) {
         break;
       }
       if (now > login_deadline_ms_) {
-        connection_failed("no login to " + where() + " within " +
-                              std::to_string(cfg_.login_timeout_ms / 1000) + " s",
+        const std::string within = fmt::format(" within {:g} s", cfg_.login_timeout_ms / 1000.0);
+        connection_failed(resolving_ ? "cannot resolve '" + host_ + "': no answer from the resolver" + within
+                                     : "no login to " + where() + within,
                           -ETIMEDOUT);
       }
       break;
@@ -1837,6 +1889,14 @@ void Session::handle_cqe(uint64_t ud, int res) {
   const auto op = static_cast<Op>(ud >> 56);
   const auto gen = static_cast<uint32_t>(ud);
   if (op == Op::Cancel) return;
+  if (op == Op::Lookup) {
+    lookup_reads_ -= lookup_reads_ > 0;
+    if (gen != lookup_gen_) return;  // an earlier lookup's, given up
+    lookup_armed_ = false;
+    if (resolving_ && state_ == State::Connecting && !tearing_down_ && !closing_ && lookup_ && lookup_->done())
+      on_resolved();
+    return;
+  }
   if (op == Op::Timer) {
     timer_armed_ = false;
     if (closing_) return;

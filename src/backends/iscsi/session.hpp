@@ -202,6 +202,12 @@ class Session {
 
   // connection lifecycle
   void start_connect();
+  // Connects to addrs_[addr_] (the attempt's addresses are known).
+  void connect_address();
+  // A read of lookup_'s fd in the ring, so that its end wakes the loop.
+  void arm_lookup_read();
+  // The attempt's lookup ended: its addresses are tried, or the attempt fails.
+  void on_resolved();
   void on_connected(int res);
   // The address being tried did not take the connection (why): true when the portal's name
   // has another, which is then tried at once as part of the same attempt.
@@ -324,6 +330,17 @@ class Session {
   std::string addr_failures_;
   uint64_t addr_wait_ms_ = 0;      // how long a connect to addrs_[addr_] may take
   uint64_t addr_deadline_ms_ = 0;  // when it is given up for the next address
+  // The lookup of host_ (a name: resolved on a thread of its own, PortalLookup) and whether the
+  // attempt under way waits for it. A lookup outlives an attempt that gave up on it: the next
+  // attempt waits for it (or takes its answer) instead of starting another. lookup_gen_ tells
+  // the ring's reads of an earlier lookup's fd from the current one's; lookup_reads_ counts
+  // those in the ring (the destructor waits for them).
+  std::shared_ptr<PortalLookup> lookup_;
+  bool resolving_ = false;
+  bool lookup_armed_ = false;
+  uint32_t lookup_gen_ = 0;
+  uint32_t lookup_reads_ = 0;
+  uint64_t lookup_buf_ = 0;
 
   // login
   std::unique_ptr<vcp::iscsi::InitiatorLogin> login_;
