@@ -106,7 +106,14 @@ void QueueWorker::thread_main() {
     }
     State st = state_.load(std::memory_order_relaxed);
     if (st != State::running) {
-      // Idle or paused: nothing to serve; wait for the next command.
+      // Idle or paused: nothing to serve; wait for the next command. A backend with a life of
+      // its own goes on meanwhile: an iSCSI session answers its target's NOP-In pings, sends
+      // its own and reconnects, so that a target dropping silent initiators keeps it for the
+      // next front-end (before, vcp target ended it after nop_interval + nop_timeout).
+      if (bq_ && bq_->wait_fd() >= 0) {
+        idle_with_backend();
+        continue;
+      }
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return command_pending_.load(std::memory_order_relaxed); });
       continue;
@@ -518,6 +525,17 @@ void QueueWorker::call_driver() {
   if (call_fd_ < 0) return;  // no call fd (yet): the driver polls
   uint64_t one = 1;
   if (write(call_fd_, &one, sizeof(one)) == sizeof(one)) QueueStats::bump(stats_.notifications);
+}
+
+void QueueWorker::idle_with_backend() {
+  // post() sets command_pending_ before it writes wake_fd_: a command posted after the loop
+  // looked wakes this poll.
+  pollfd p[2] = {{wake_fd_.get(), POLLIN, 0}, {bq_->wait_fd(), POLLIN, 0}};
+  if (::poll(p, 2, -1) <= 0) return;
+  if (p[0].revents & POLLIN) clear_eventfd(wake_fd_.get());
+  if (p[1].revents & POLLIN) bq_->clear_wait_fd();
+  bq_->poll();
+  bq_->commit();
 }
 
 void QueueWorker::sleep_until_work(int64_t timeout_ns) {

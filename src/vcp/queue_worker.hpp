@@ -139,6 +139,10 @@ class QueueWorker {
   void call_driver();
   int64_t call_deadline_ns() const;  // -1: no call owed
   void sleep_until_work(int64_t timeout_ns);
+  // Idle or paused, with a backend that has a descriptor: sleeps until the next command or
+  // until the backend has something to do, and lets it do it (BackendQueue::poll). Nothing is
+  // in flight then, so this touches no guest memory.
+  void idle_with_backend();
 
   const unsigned index_;
   const BlkDeviceShared shared_;

@@ -14,6 +14,10 @@
 #     reissues what was outstanding, and the verify ends clean. failover_kill then opens the
 #     LUN with the first portal dead (the queues start at the second), and fails clearly with
 #     both dead.
+#   initiator_vcp_target.sh idle_keepalive
+#     vcp serve (iSCSI backend) without a front-end for 5 s, twice, against a vcp target that
+#     drops initiators silent for 2 s: the session stays (NOP-Ins answered, NOP-Outs sent), the
+#     front-ends that come find it (no reconnect) and verify clean.
 #   initiator_vcp_target.sh frontend_gone
 #     vcp serve's target SIGKILLed under load, then its front-end: the requests waiting for a
 #     session are given up at once and SIGTERM stops vcp serve within seconds.
@@ -174,6 +178,29 @@ case "$CASE" in
     [[ -n $stopped ]] || { tail -5 "$WORK/serve.log" >&2; die "vcp serve did not stop within 5 s of SIGTERM"; }
     wait "$serve" || die "vcp serve did not end cleanly"
     log "front-end gone with the target dead: requests given up at once, vcp serve stopped on SIGTERM" ;;
+  idle_keepalive)
+    # vcp serve with no front-end keeps its session alive: it answers the target's NOP-In pings
+    # and sends its own, so a target that drops silent initiators (vcp target after
+    # nop_interval + nop_timeout, 1 s + 1 s here) keeps it, before the first front-end and
+    # between two; each front-end finds the session there (no reconnect).
+    printf '[limits]\nnop_interval_ms = 1000\nnop_timeout_ms = 1000\n' >"$WORK/nop.toml"
+    start_target --config "$WORK/nop.toml"
+    "$VCP_BIN" serve --socket "$WORK/serve.sock" --backend "iscsi://127.0.0.1:$PORT/$IQN/1" >"$WORK/serve.log" 2>&1 &
+    serve=$!
+    PIDS+=("$serve")
+    for _ in $(seq 100); do [[ -S $WORK/serve.sock ]] && break; sleep 0.1; done
+    [[ -S $WORK/serve.sock ]] || { cat "$WORK/serve.log" >&2; die "vcp serve did not start"; }
+    for round in 1 2; do
+      sleep 5
+      "$VCP_BIN" bench --socket "$WORK/serve.sock" --rw randrw --qd 8 --time 1 --verify >"$WORK/bench$round.log" 2>&1 ||
+        { cat "$WORK/bench$round.log" >&2; die "vcp bench (front-end $round) failed"; }
+    done
+    # (the start-up probe's session logs out: "ended: logout")
+    ! grep "ended: " "$WORK/target.log" | grep -v "ended: logout" || die "the target ended the session of an idle vcp serve"
+    ! grep -E "connection lost|reconnecting" "$WORK/serve.log" || die "vcp serve's session was lost while idle"
+    kill -TERM "$serve"
+    wait "$serve" || die "vcp serve did not end cleanly"
+    log "10 s without a front-end against a target that drops silent initiators after 2 s: session kept" ;;
   failover_stop)
     start_two_portals
     failover stop_a 12
