@@ -4,6 +4,7 @@
 # Writes the per-family table of docs/conformance.md (or the file given as $2).
 #
 #   scripts/conformance.sh [VCP_BIN] [OUT.md]
+#   VCP_LUN_OPTIONS=,physical_block_size=4k scripts/conformance.sh ...   (appended to our LUN's spec)
 #
 # CUnit counts a test that prints [SKIPPED] as passed; we count those apart.
 # Needs: iscsi-test-cu (libiscsi-bin), tgtd/tgtadm (tgt). A missing one is an error.
@@ -34,7 +35,7 @@ trap cleanup EXIT
 truncate -s 256M "$DIR/vcp.img" "$DIR/tgt.img"
 
 # ---- vcp target
-"$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$DIR/vcp.img" >"$DIR/vcp.log" 2>&1 &
+"$VCP_BIN" target --portal 127.0.0.1:0 --iqn $IQN_VCP --lun "0=file:path=$DIR/vcp.img${VCP_LUN_OPTIONS:-}" >"$DIR/vcp.log" 2>&1 &
 VCP_PID=$!
 for _ in $(seq 100); do
   VCP_PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$DIR/vcp.log")
@@ -69,9 +70,10 @@ run_suites tgtd "iscsi://127.0.0.1:$TGTD_PORT/$IQN_TGT/1"
 
 VERSION=$(dpkg-query -W -f='${Version}' libiscsi-bin 2>/dev/null)
 TGT_VERSION=$(dpkg-query -W -f='${Version}' tgt 2>/dev/null)
-python3 - "$DIR/vcp.out" "$DIR/tgtd.out" "$OUT" "$VERSION" "$TGT_VERSION" <<'PY'
+python3 - "$DIR/vcp.out" "$DIR/tgtd.out" "$OUT" "$VERSION" "$TGT_VERSION" "${VCP_LUN_OPTIONS:-}" <<'PY'
 import re, sys, datetime
-vcp_out, tgt_out, out, libiscsi_ver, tgt_ver = sys.argv[1:6]
+vcp_out, tgt_out, out, libiscsi_ver, tgt_ver, lun_options = sys.argv[1:7]
+vcp_settings = "default settings" if not lun_options else "default settings but `" + lun_options.lstrip(",") + "`"
 
 def parse(path):
     """family -> {test: 'pass'|'fail'|'skip'} from iscsi-test-cu's CUnit console output."""
@@ -137,7 +139,7 @@ with open(out, "w") as o:
 
 Measured by `scripts/conformance.sh` on {datetime.date.today().isoformat()}: libiscsi-bin {libiscsi_ver}
 `iscsi-test-cu --dataloss --test='SCSI.*'` and `--test='iSCSI.*'`, against `vcp target` (one
-256 MiB file LUN, default settings) and tgt {tgt_ver} `tgtd` (one 256 MiB file LUN,
+256 MiB file LUN, {vcp_settings}) and tgt {tgt_ver} `tgtd` (one 256 MiB file LUN,
 thin_provisioning=1), both on 127.0.0.1, in the same run. Before them, on each fresh LUN,
 `--test='SCSI.MultipathIO.*'` with the LUN's URL given twice: two sessions, two paths to one
 logical unit (scripts/conformance.sh says why first).

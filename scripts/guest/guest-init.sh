@@ -154,6 +154,8 @@ step_device() {
   echo "vda virtio features: $(cat /sys/block/vda/device/features)"
   # The device's serial (virtio GET_ID), which udev names /dev/disk/by-id/virtio-SERIAL after.
   echo "VCPTEST: serial '$(cat /sys/block/vda/serial 2>/dev/null)'"
+  # The physical block the device names (virtio-blk topology), which file systems align to.
+  echo "VCPTEST: physical block $(cat $QDIR/physical_block_size), minimum I/O $(cat $QDIR/minimum_io_size)"
   [ "$(cat /sys/block/vda/ro)" = 0 ] || { why "$DEV is read-only"; return 1; }
   [ "$SIZE" -ge $((128 * MIB)) ] || { why "$DEV has $SIZE bytes: the test needs at least 128 MiB"; return 1; }
 }

@@ -45,6 +45,10 @@ inline constexpr size_t kSerialMax = 20;
 struct BackendInfo {
   uint64_t capacity_bytes = 0;
   uint32_t block_size = 512;          // logical block size, bytes (power of two >= 512)
+  // The unit the storage writes in underneath (a 4 KiB file system block or disk sector under
+  // 512-byte blocks: a smaller write costs it a read-modify-write), a power of two >= block_size,
+  // passed on so that initiators and guests align to it; 0: block_size.
+  uint32_t physical_block_size = 0;
   uint32_t optimal_io_bytes = 0;      // 0: no preference
   bool read_only = false;
   bool volatile_cache = false;        // flush means something
@@ -60,6 +64,14 @@ struct BackendInfo {
   // the same file or block device (whatever path led to it), never for two ram or null disks.
   std::string storage;
 };
+
+// Logical blocks per physical block as a power of two (READ CAPACITY(16)'s LOGICAL BLOCKS PER
+// PHYSICAL BLOCK EXPONENT, virtio-blk's physical_block_exp): 0 when they are the same size.
+inline uint8_t physical_block_exponent(const BackendInfo& info) {
+  uint8_t e = 0;
+  while (e < 15 && (uint64_t{info.block_size} << (e + 1)) <= info.physical_block_size) ++e;
+  return e;
+}
 
 class BackendQueue {
  public:

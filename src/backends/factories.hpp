@@ -21,6 +21,9 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
 // Shared option helpers: a size option (with a default), a block size (power of two, 512..64K).
 bool take_size(Spec& spec, const char* key, uint64_t* out, std::string* error);
 bool take_block_size(Spec& spec, uint32_t* out, std::string* error);
+// info->physical_block_size from `physical_block_size=` (a power of two from info->block_size to
+// 64K), else `fallback` brought into that range (rounded down to a power of two; 0: block_size).
+bool take_physical_block_size(Spec& spec, BackendInfo* info, uint64_t fallback, std::string* error);
 bool take_bool(Spec& spec, const char* key, bool* out, std::string* error);
 
 // The backend's serial (BackendInfo::serial: virtio GET_ID, a target LUN's unit serial number

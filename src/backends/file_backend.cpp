@@ -390,6 +390,17 @@ std::unique_ptr<BlockBackend> make_file(Spec& spec, std::string* error) {
   // after a reboot), else after its path.
   struct stat st{};
   const bool stat_ok = ::fstat(fd.get(), &st) == 0;
+  // What the storage writes in: a block device's physical sector (BLKPBSZGET: a 512e disk is
+  // served as one). A regular file's is left to physical_block_size=: its page cache and file
+  // system would say 4 KiB, but a 512-byte-block image is what its users asked for, and
+  // iscsi-test-cu 1.19's GetLBAStatus.UnmapSingle expects, with more logical blocks to a
+  // physical one, an answer SBC-4 does not allow (docs/conformance.md).
+  uint64_t physical = info.block_size;
+  if (stat_ok && S_ISBLK(st.st_mode)) {
+    unsigned int pbs = 0;
+    if (::ioctl(fd.get(), BLKPBSZGET, &pbs) == 0) physical = pbs;
+  }
+  if (!take_physical_block_size(spec, &info, physical, error)) return nullptr;
   {
     std::unique_ptr<char, decltype(&::free)> canonical(::realpath(path->c_str(), nullptr), &::free);
     std::string named = canonical ? canonical.get() : *path;

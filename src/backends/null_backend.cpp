@@ -27,7 +27,7 @@ std::unique_ptr<BlockBackend> make_null(Spec& spec, std::string* error) {
   BackendInfo info;
   info.capacity_bytes = 1ull << 30;
   if (!take_size(spec, "size", &info.capacity_bytes, error) || !take_block_size(spec, &info.block_size, error) ||
-      !take_serial(spec, random_serial(), &info.serial, error))
+      !take_physical_block_size(spec, &info, 0, error) || !take_serial(spec, random_serial(), &info.serial, error))
     return nullptr;
   info.capacity_bytes -= info.capacity_bytes % info.block_size;
   if (info.capacity_bytes == 0) {

@@ -90,7 +90,10 @@ void RamQueue::submit(BlockRequest* req) {
 std::unique_ptr<BlockBackend> make_ram(Spec& spec, std::string* error) {
   BackendInfo info;
   info.capacity_bytes = 256ull << 20;
+  // Memory writes in any size: physical blocks are logical ones unless physical_block_size= says
+  // otherwise (a ram disk standing in for a 512e disk).
   if (!take_size(spec, "size", &info.capacity_bytes, error) || !take_block_size(spec, &info.block_size, error) ||
+      !take_physical_block_size(spec, &info, 0, error) ||
       !take_serial(spec, random_serial(), &info.serial, error))
     return nullptr;
   info.capacity_bytes -= info.capacity_bytes % info.block_size;

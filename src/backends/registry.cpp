@@ -87,6 +87,24 @@ bool take_block_size(Spec& spec, uint32_t* out, std::string* error) {
   return true;
 }
 
+bool take_physical_block_size(Spec& spec, BackendInfo* info, uint64_t fallback, std::string* error) {
+  if (spec.get("physical_block_size")) {
+    uint64_t pbs = 0;
+    if (!take_size(spec, "physical_block_size", &pbs, error)) return false;
+    if (pbs < info->block_size || pbs > 65536 || (pbs & (pbs - 1)) != 0) {
+      *error = "physical_block_size must be a power of two from block_size (" + std::to_string(info->block_size) +
+               ") to 64K";
+      return false;
+    }
+    info->physical_block_size = static_cast<uint32_t>(pbs);
+    return true;
+  }
+  uint64_t pbs = info->block_size;
+  while (pbs * 2 <= std::min<uint64_t>(fallback, 65536)) pbs *= 2;
+  info->physical_block_size = static_cast<uint32_t>(pbs);
+  return true;
+}
+
 bool take_bool(Spec& spec, const char* key, bool* out, std::string* error) {
   auto v = spec.take(key);
   if (!v) return true;

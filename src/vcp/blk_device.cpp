@@ -50,6 +50,7 @@ std::unique_ptr<BlkDevice> BlkDevice::create(std::unique_ptr<BlockBackend> backe
   virtio::BlkConfigParams p;
   p.capacity_sectors = info.capacity_bytes >> 9;
   p.blk_size = info.block_size;
+  p.physical_block_exp = physical_block_exponent(info);
   p.seg_max = opts.seg_max;
   p.size_max = opts.size_max;
   p.num_queues = opts.num_queues;

@@ -126,10 +126,11 @@ virtio_blk_config make_blk_config(const BlkConfigParams& p) {
   c.size_max = htole32(p.size_max);
   c.seg_max = htole32(p.seg_max);
   c.blk_size = htole32(p.blk_size);
-  // Topology: one logical block per physical block, no offset; minimum I/O is one block.
-  c.physical_block_exp = 0;
+  // Topology: 2^physical_block_exp logical blocks per physical block, the first one aligned;
+  // the minimum I/O is a physical block (less is a read-modify-write underneath).
+  c.physical_block_exp = p.physical_block_exp;
   c.alignment_offset = 0;
-  c.min_io_size = htole16(1);
+  c.min_io_size = htole16(static_cast<uint16_t>(1u << p.physical_block_exp));
   c.opt_io_size = htole32(p.opt_io_size_blocks);
   c.num_queues = htole16(p.num_queues);
   c.max_discard_sectors = htole32(p.max_discard_sectors);

@@ -47,6 +47,7 @@ struct BlkConfigParams {
   uint32_t size_max = 0;
   uint16_t num_queues = 1;
   uint32_t opt_io_size_blocks = 0;
+  uint8_t physical_block_exp = 0;  // log2(physical block / blk_size), at most 15
   uint32_t max_discard_sectors = 0;
   uint32_t max_discard_seg = 0;
   uint32_t discard_sector_alignment = 0;

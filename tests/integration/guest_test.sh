@@ -78,7 +78,7 @@ case $server in
     [ -n "$vcp" ] || die "VCP_BIN is empty: this build has no vcp target"
     [ -x "$vcp" ] || die "$vcp is not built (cmake --build build --target vcp)"
     case $kind in
-      ram) spec="ram:size=256M,serial=vcp-guest-ram" ;;
+      ram) spec="ram:size=256M,serial=vcp-guest-ram,physical_block_size=4k" ;;
       file) spec="file:path=$img" ;;
       null) spec="null:size=256M" ;;
     esac
@@ -141,6 +141,13 @@ if [ "$server" = vcp ] && [ -z "$fail" ]; then
     ram) [ "$guest_serial" = vcp-guest-ram ] || fail="the guest sees serial '$guest_serial', not vcp-guest-ram" ;;
     file) [[ $guest_serial =~ ^vcp-[0-9a-f]{16}$ ]] || fail="the guest sees serial '$guest_serial', not vcp-<16 hex>" ;;
   esac
+  # The physical block the backend has (ram: physical_block_size=4k; a file: its 512-byte
+  # block) reaches the guest's block layer.
+  guest_physical=$(sed -n "s/.*VCPTEST: physical block \([0-9]*\), minimum I\/O \([0-9]*\).*/\1 \2/p" "$guest_log" | head -n 1)
+  want=512
+  [ "$kind" = ram ] && want=4096
+  [ "$guest_physical" = "$want $want" ] ||
+    fail="${fail:+$fail; }the guest sees physical block and minimum I/O '$guest_physical', not $want"
 fi
 if [ -n "$fail" ]; then
   show_logs

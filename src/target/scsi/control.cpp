@@ -40,6 +40,7 @@ void Lun::cmd_service_action_in16(ScsiTask* t) {
   uint8_t d[32] = {};
   store_be64(d, blocks_ - 1);
   store_be32(d + 8, block_size_);
+  d[13] = physical_block_exponent(backend_.info());  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT; LBA 0 aligned
   if (thin_) d[14] = static_cast<uint8_t>(0x80 | (lbprz_ ? 0x40 : 0));  // LBPME, LBPRZ
   finish_data_in(t, d, sizeof(d), load_be32(t->cdb + 10));
 }

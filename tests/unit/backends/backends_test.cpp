@@ -421,6 +421,38 @@ TEST(FileBackend, ViewOfAShrunkFileFailsSendsWithEfault) {
   close(sv[1]);
 }
 
+TEST(Registry, PhysicalBlockSize) {
+  // A regular file's, a ram or null disk's: its logical block (a block device's: its physical
+  // sector); physical_block_size= sets it (a power of two from block_size to 64K).
+  TempDir d;
+  std::string err;
+  const std::string img = d.file("p.img", 1 << 20);
+  auto f = make_backend("file:path=" + img, &err);
+  ASSERT_TRUE(f) << err;
+  EXPECT_EQ(f->info().physical_block_size, 512u);
+  EXPECT_EQ(physical_block_exponent(f->info()), 0);
+  f = make_backend("file:path=" + img + ",physical_block_size=4k", &err);
+  ASSERT_TRUE(f) << err;
+  EXPECT_EQ(f->info().physical_block_size, 4096u);
+  EXPECT_EQ(physical_block_exponent(f->info()), 3);
+  f = make_backend("file:path=" + img + ",block_size=4k,physical_block_size=16k", &err);
+  ASSERT_TRUE(f) << err;
+  EXPECT_EQ(f->info().physical_block_size, 16384u);
+  EXPECT_EQ(physical_block_exponent(f->info()), 2);
+  auto r = make_backend("ram:size=1M", &err);
+  ASSERT_TRUE(r) << err;
+  EXPECT_EQ(r->info().physical_block_size, 512u);
+  EXPECT_EQ(physical_block_exponent(r->info()), 0);
+  r = make_backend("null:size=1M,physical_block_size=4096", &err);
+  ASSERT_TRUE(r) << err;
+  EXPECT_EQ(physical_block_exponent(r->info()), 3);
+  for (const char* bad : {"ram:size=1M,physical_block_size=3000", "ram:size=1M,block_size=4k,physical_block_size=512",
+                          "ram:size=1M,physical_block_size=128k"}) {
+    EXPECT_FALSE(make_backend(bad, &err)) << bad;
+    EXPECT_NE(err.find("physical_block_size must be a power of two from block_size"), std::string::npos) << err;
+  }
+}
+
 TEST(Registry, ClearErrors) {
   TempDir d;
   std::string err;

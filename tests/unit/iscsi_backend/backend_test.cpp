@@ -39,6 +39,7 @@ class ScriptedLun {
 
   std::atomic<uint64_t> blocks{16384};
   std::atomic<uint32_t> block_size{512};
+  std::atomic<uint8_t> physical_exponent{0};  // READ CAPACITY(16) byte 13
   std::atomic<bool> refuse_capacity{false};  // READ CAPACITY(16): MEDIUM ERROR
   // The next TEST UNIT READY gets a unit attention with this ASC/ASCQ (0: none).
   std::atomic<uint16_t> unit_attention{0};
@@ -88,6 +89,7 @@ class ScriptedLun {
       for (int i = 0; i < 8; ++i) d[i] = static_cast<uint8_t>(last >> (56 - 8 * i));
       const uint32_t bs = block_size;
       for (int i = 0; i < 4; ++i) d[8 + i] = static_cast<uint8_t>(bs >> (24 - 8 * i));
+      d[13] = physical_exponent;
       target_.data_in_good(c.itt, d);
     } else {
       target_.respond(c.itt, check, ScriptedTarget::sense(0x5, 0x20, 0x00));  // INVALID COMMAND OPERATION CODE
@@ -109,6 +111,19 @@ std::unique_ptr<BlockBackend> open(const ScriptedLun& lun) {
 bool readable(int efd) {
   uint64_t v = 0;
   return ::read(efd, &v, sizeof v) == sizeof v;
+}
+
+TEST(IscsiBackendInfo, ThePhysicalBlockIsTheTargets) {
+  // A 512e LUN (exponent 3): 4 KiB physical blocks, passed on to the guest. An exponent that
+  // would make them larger than 64 KiB is taken as 64 KiB.
+  for (auto [exponent, physical] : {std::pair<uint8_t, uint32_t>{0, 512}, {3, 4096}, {15, 65536}}) {
+    ScriptedLun lun;
+    lun.physical_exponent = exponent;
+    auto b = open(lun);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->info().block_size, 512u);
+    EXPECT_EQ(b->info().physical_block_size, physical) << int(exponent);
+  }
 }
 
 TEST(IscsiBackendGrow, TakesALargerCapacityAndKeepsItWhenTheLunShrinks) {

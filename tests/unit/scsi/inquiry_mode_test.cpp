@@ -159,10 +159,30 @@ TEST_F(InfoTest, ReadCapacity) {
   EXPECT_EQ(load_be64(&r.data[0]), 8191u);
   EXPECT_EQ(load_be32(&r.data[8]), 512u);
   EXPECT_EQ(r.data[14] & 0xc0, 0xc0);  // LBPME, LBPRZ
+  EXPECT_EQ(r.data[13], 0u);  // a ram disk: physical blocks are logical ones
+  EXPECT_EQ(load_be16(&r.data[14]) & 0x3fff, 0u);  // LOWEST ALIGNED LBA
   store_be32(&c[10], 12);  // allocation length cuts the data
   r = h.in(c, 32);
   EXPECT_EQ(r.data.size(), 12u);
   EXPECT_EQ(r.residual_kind, Residual::underflow);
+}
+
+TEST(ReadCapacity16, SaysHowManyLogicalBlocksMakeAPhysicalOne) {
+  // 512-byte blocks on 4 KiB physical ones (a 512e disk, a file in the page cache): exponent
+  // 3, so that initiators align to 4 KiB; the same size: 0.
+  for (auto [spec, exponent] : {std::pair<const char*, uint8_t>{"ram:size=4M,physical_block_size=4k", 3},
+                                {"ram:size=4M,block_size=4k,physical_block_size=4k", 0},
+                                {"ram:size=4M,block_size=1k,physical_block_size=64k", 6}}) {
+    LunHarness h(spec);
+    h.clear_ua();
+    std::vector<uint8_t> c(16, 0);
+    c[0] = op::kServiceActionIn16;
+    c[1] = sa::kReadCapacity16;
+    store_be32(&c[10], 32);
+    Reply r = h.in(c, 32);
+    ASSERT_TRUE(r.good()) << spec;
+    EXPECT_EQ(r.data[13], exponent) << spec;
+  }
 }
 
 TEST_F(InfoTest, GetLbaStatus) {

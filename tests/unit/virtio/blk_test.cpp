@@ -203,6 +203,20 @@ TEST(BlkConfig, LittleEndianFields) {
   EXPECT_EQ(le32toh(c.seg_max), 126u);
   EXPECT_EQ(le16toh(c.num_queues), 2);
   EXPECT_EQ(le32toh(c.max_discard_seg), 1u);
+  EXPECT_EQ(c.physical_block_exp, 0);
+  EXPECT_EQ(le16toh(c.min_io_size), 1);
+}
+
+TEST(BlkConfig, TopologyNamesThePhysicalBlock) {
+  // 512-byte blocks on 4 KiB physical ones: a guest aligns to 4 KiB and does no less.
+  BlkConfigParams p;
+  p.capacity_sectors = 1 << 21;
+  p.blk_size = 512;
+  p.physical_block_exp = 3;
+  virtio_blk_config c = make_blk_config(p);
+  EXPECT_EQ(c.physical_block_exp, 3);
+  EXPECT_EQ(c.alignment_offset, 0);
+  EXPECT_EQ(le16toh(c.min_io_size), 8);
 }
 
 }  // namespace
