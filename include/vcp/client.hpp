@@ -41,6 +41,7 @@ struct ClientOptions {
 struct DeviceInfo {
   uint64_t capacity_bytes = 0;
   uint32_t block_size = 512;
+  uint32_t physical_block_size = 512;  // what to align writes to (the device's topology)
   uint32_t seg_max = 0;          // data segments per request the device accepts
   uint32_t size_max = 0;         // bytes per segment
   uint32_t max_transfer = 0;     // bytes per virtio request we send (larger ones are split)

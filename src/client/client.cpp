@@ -23,7 +23,7 @@ constexpr uint64_t f(unsigned b) { return uint64_t{1} << b; }
 constexpr uint64_t kWantedFeatures =
     f(VIRTIO_F_VERSION_1) | f(VIRTIO_RING_F_EVENT_IDX) | f(VIRTIO_RING_F_INDIRECT_DESC) | f(VIRTIO_BLK_F_MQ) |
     f(VIRTIO_BLK_F_SEG_MAX) | f(VIRTIO_BLK_F_SIZE_MAX) | f(VIRTIO_BLK_F_BLK_SIZE) | f(VIRTIO_BLK_F_FLUSH) |
-    f(VIRTIO_BLK_F_DISCARD) | f(VIRTIO_BLK_F_WRITE_ZEROES) | f(VIRTIO_BLK_F_RO) |
+    f(VIRTIO_BLK_F_DISCARD) | f(VIRTIO_BLK_F_WRITE_ZEROES) | f(VIRTIO_BLK_F_RO) | f(VIRTIO_BLK_F_TOPOLOGY) |
     f(vhost::kFeatureProtocolFeatures);
 constexpr uint64_t kWantedProtocol = bit(vhost::kProtoMq) | bit(vhost::kProtoReplyAck) | bit(vhost::kProtoConfig) |
                                      bit(vhost::kProtoInflightShmfd) | bit(vhost::kProtoBackendReq);
@@ -50,6 +50,11 @@ void fill_info(const virtio_blk_config& c, uint64_t feats, DeviceInfo* d) {
   d->features = feats;
   d->capacity_bytes = le64toh(c.capacity) << 9;
   d->block_size = has(VIRTIO_BLK_F_BLK_SIZE) ? le32toh(c.blk_size) : 512;
+  // Advisory (what to align to): an exponent that makes no sense (past 1 GiB) is not taken.
+  d->physical_block_size = d->block_size;
+  if (has(VIRTIO_BLK_F_TOPOLOGY) && c.physical_block_exp < 32 &&
+      (uint64_t{d->block_size} << c.physical_block_exp) <= (1u << 30))
+    d->physical_block_size = d->block_size << c.physical_block_exp;
   d->seg_max = has(VIRTIO_BLK_F_SEG_MAX) ? le32toh(c.seg_max) : 0;
   d->size_max = has(VIRTIO_BLK_F_SIZE_MAX) ? le32toh(c.size_max) : 0;
   d->num_queues = has(VIRTIO_BLK_F_MQ) ? std::max<uint16_t>(1, le16toh(c.num_queues)) : 1;

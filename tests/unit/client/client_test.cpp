@@ -37,6 +37,8 @@ TEST(ClientConnect, NegotiatesAndReadsConfig) {
   const DeviceInfo& i = c.client->info();
   EXPECT_EQ(i.capacity_bytes, 16u << 20);
   EXPECT_EQ(i.block_size, 512u);
+  EXPECT_EQ(i.physical_block_size, 512u);
+  EXPECT_TRUE(i.features & (1ull << VIRTIO_BLK_F_TOPOLOGY));
   EXPECT_EQ(i.num_queues, 2);
   EXPECT_EQ(c.client->num_queues(), 2u);
   EXPECT_EQ(i.seg_max, 128u);
@@ -54,6 +56,15 @@ TEST(ClientConnect, NegotiatesAndReadsConfig) {
   EXPECT_NE(c.client->inflight_region(), nullptr);
   EXPECT_GT(c.client->inflight_size(), 0u);
   EXPECT_EQ(c.client->error(), 0);
+}
+
+TEST(ClientConnect, TakesThePhysicalBlock) {
+  DeviceOptions d;
+  d.spec = "ram:size=16M,physical_block_size=4k";
+  Connected c(d, ClientOptions{});
+  ASSERT_EQ(c.rc, 0);
+  EXPECT_EQ(c.client->info().block_size, 512u);
+  EXPECT_EQ(c.client->info().physical_block_size, 4096u);
 }
 
 // The device grows under a connected client: `vcp serve`'s SIGHUP path (BlkDevice::grow, then

@@ -213,11 +213,20 @@ TEST(ClientControl, NonsenseDeviceConfigIsRefused) {
     ASSERT_EQ(conn.rc, 0) << conn.why;
     EXPECT_EQ(conn.client->num_queues(), 64u);
   }
+  {  // a physical block past 1 GiB is nonsense: the logical one is what to align to
+    SilentDevice odd;
+    odd.config.physical_block_exp = 200;
+    Connection conn = connect_to(odd);
+    ASSERT_EQ(conn.rc, 0) << conn.why;
+    EXPECT_EQ(conn.client->info().physical_block_size, 512u);
+  }
   SilentDevice fine;  // and the largest block size we take is taken
   fine.config.blk_size = 64u << 10;
+  fine.config.physical_block_exp = 2;
   Connection conn = connect_to(fine);
   ASSERT_EQ(conn.rc, 0) << conn.why;
   EXPECT_EQ(conn.client->info().block_size, 64u << 10);
+  EXPECT_EQ(conn.client->info().physical_block_size, 256u << 10);
 }
 
 TEST(ClientControl, NoSuchSocket) {

@@ -148,7 +148,7 @@ class SilentDevice final : public vhost::Device {
   uint64_t features() const override {
     return (1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_RING_F_EVENT_IDX) | (1ull << VIRTIO_RING_F_INDIRECT_DESC) |
            (1ull << VIRTIO_BLK_F_BLK_SIZE) | (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_SIZE_MAX) |
-           (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ);
+           (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_BLK_F_MQ) | (1ull << VIRTIO_BLK_F_TOPOLOGY);
   }
   void set_features(uint64_t) override {}
   uint16_t num_queues() const override { return config.num_queues; }  // started: the first kQueues
