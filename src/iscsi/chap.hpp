@@ -1,10 +1,16 @@
-// CHAP with MD5 for iSCSI login (RFC 7143 §12.1.3, RFC 1994): CHAP_R = MD5(CHAP_I || secret ||
-// CHAP_C). One-way (the target authenticates the initiator) and mutual (then the initiator
-// authenticates the target too, in the same exchange).
+// CHAP for iSCSI login (RFC 7143 §12.1.3, RFC 1994): CHAP_R = H(CHAP_I || secret || CHAP_C).
+// One-way (the target authenticates the initiator) and mutual (then the initiator
+// authenticates the target too, in the same exchange, with the same algorithm).
 //
-// Rules we enforce: algorithm 5 (MD5) only; challenges of 16..1024 bytes; a challenge that
-// comes back the other way (reflection) fails the login; secrets of at least 12 bytes (96 bits,
-// §12.1.3); mutual CHAP refuses the same secret in both directions.
+// Algorithms (CHAP_A, the IANA PPP authentication algorithm numbers RFC 7143 refers to): 5 MD5,
+// 6 SHA-1, 7 SHA-256, 8 SHA3-256, as Linux's target and open-iscsi number them. The target
+// takes the first of the initiator's list it supports (§12.1.3: an initiator offering only
+// MD5, as libiscsi does, gets MD5). The initiator offers what it is configured with, MD5 alone
+// by default, as open-iscsi does: tgt numbers SHA-1 7, so a target of it given "7" answers
+// with SHA-1 where we would answer with SHA-256, and the login fails. Rules we enforce: challenges of 16..1024 bytes (ours: the digest's size, at
+// least 16); a response of exactly the digest's size; a challenge that comes back the other
+// way (reflection) fails the login; secrets of at least 12 bytes (96 bits, §12.1.3); mutual
+// CHAP refuses the same secret in both directions.
 #pragma once
 
 #include <array>
@@ -21,7 +27,7 @@
 namespace vcp::iscsi {
 
 constexpr std::string_view kChapMd5 = "5";
-constexpr size_t kChapChallengeLength = 16;  // what we send
+constexpr size_t kChapChallengeLength = 16;  // what we send at least (else the digest's size)
 constexpr size_t kChapMinChallenge = 16;     // what we accept
 constexpr size_t kChapMaxChallenge = 1024;
 constexpr size_t kChapMinSecret = 12;
@@ -36,16 +42,27 @@ struct ChapCredentials {
   bool operator==(const ChapCredentials&) const = default;
 };
 
+enum class ChapAlgorithm : uint8_t { Md5 = 5, Sha1 = 6, Sha256 = 7, Sha3_256 = 8 };
+// "5".."8" to the algorithm; nullopt for any other value.
+std::optional<ChapAlgorithm> parse_chap_algorithm(std::string_view v);
+// "MD5", "SHA1", "SHA256", "SHA3-256" (any case; also "SHA-1", "SHA-256"), open-iscsi's names.
+std::optional<ChapAlgorithm> chap_algorithm_from_name(std::string_view name);
+std::string_view to_string(ChapAlgorithm a);  // "MD5", "SHA-1", "SHA-256", "SHA3-256"
+size_t chap_digest_size(ChapAlgorithm a);
+// H(id || secret || challenge).
+std::vector<uint8_t> chap_response(ChapAlgorithm a, uint8_t id, std::string_view secret,
+                                   std::span<const uint8_t> challenge);
+
 enum class ChapError : uint8_t {
   Ok,
-  UnsupportedAlgorithm,  // CHAP_A without 5
+  UnsupportedAlgorithm,  // CHAP_A with none of 5..8 (or, to an initiator, one it did not offer)
   MissingKey,            // CHAP_N / CHAP_R / CHAP_I / CHAP_C absent
   BadIdentifier,         // CHAP_I not a number 0..255
   BadChallenge,          // CHAP_C not a binary value
   ChallengeTooShort,
   ChallengeTooLong,
   ReflectedChallenge,    // the peer sent back our own challenge
-  BadResponse,           // CHAP_R not a 16-byte binary value
+  BadResponse,           // CHAP_R not a binary value of the digest's size
   WrongName,             // CHAP_N is not the configured user
   WrongResponse,         // CHAP_R does not match: wrong secret
   BadSecret,             // our configured secret is too short/long
@@ -74,8 +91,11 @@ class ChapTarget {
              RandomSource random = system_random);
   ChapError check_config() const;
 
-  // The initiator's CHAP_A list: answers CHAP_A=5, CHAP_I, CHAP_C.
+  // The initiator's CHAP_A list: answers CHAP_A (the first of the list we support), CHAP_I,
+  // CHAP_C.
   ChapError on_algorithms(std::string_view chap_a, TextKeys& out);
+  // The algorithm taken (valid after on_algorithms()).
+  ChapAlgorithm algorithm() const { return algo_; }
   // The initiator's CHAP_N, CHAP_R (and CHAP_I, CHAP_C for mutual): verifies; for mutual
   // answers CHAP_N and CHAP_R.
   ChapError on_response(const TextKeys& in, TextKeys& out);
@@ -85,6 +105,7 @@ class ChapTarget {
   ChapCredentials incoming_;
   std::optional<ChapCredentials> outgoing_;
   RandomSource random_;
+  ChapAlgorithm algo_ = ChapAlgorithm::Md5;
   uint8_t id_ = 0;
   std::vector<uint8_t> challenge_;
   bool mutual_requested_ = false;
@@ -94,14 +115,17 @@ class ChapTarget {
 // asks for mutual CHAP and checks the target's answer.
 class ChapInitiator {
  public:
-  // ours: our name and secret; target: the name and secret the target must prove (mutual).
+  // ours: our name and secret; target: the name and secret the target must prove (mutual);
+  // offer: the algorithms to offer, in order of preference (empty: MD5).
   ChapInitiator(ChapCredentials ours, std::optional<ChapCredentials> target,
-                RandomSource random = system_random);
+                RandomSource random = system_random, std::vector<ChapAlgorithm> offer = {});
   ChapError check_config() const;
   bool mutual() const { return target_.has_value(); }
 
-  // CHAP_A=5.
+  // CHAP_A: the offer ("5" by default; "7,5" for SHA-256 then MD5).
   void start(TextKeys& out) const;
+  // The algorithm the target chose (valid after on_challenge()).
+  ChapAlgorithm algorithm() const { return algo_; }
   // The target's CHAP_A, CHAP_I, CHAP_C: answers CHAP_N, CHAP_R (and CHAP_I, CHAP_C).
   ChapError on_challenge(const TextKeys& in, TextKeys& out);
   // The target's CHAP_N, CHAP_R (mutual only).
@@ -111,6 +135,8 @@ class ChapInitiator {
   ChapCredentials ours_;
   std::optional<ChapCredentials> target_;
   RandomSource random_;
+  std::vector<ChapAlgorithm> offer_;
+  ChapAlgorithm algo_ = ChapAlgorithm::Md5;
   uint8_t id_ = 0;
   std::vector<uint8_t> challenge_;
 };

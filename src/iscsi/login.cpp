@@ -370,7 +370,7 @@ LoginRequestOut InitiatorLogin::start() {
   } else if (cfg_.target_chap && !cfg_.chap) {
     fail(LoginStatus::InitiatorError, "mutual CHAP needs our own credentials too");
   } else if (cfg_.chap) {
-    chap_ = std::make_unique<ChapInitiator>(*cfg_.chap, cfg_.target_chap, cfg_.random);
+    chap_ = std::make_unique<ChapInitiator>(*cfg_.chap, cfg_.target_chap, cfg_.random, cfg_.chap_algorithms);
     const ChapError e = chap_->check_config();
     if (e != ChapError::Ok) fail(LoginStatus::InitiatorError, std::string(to_string(e)));
   }
@@ -427,6 +427,24 @@ LoginState InitiatorLogin::on_response(const LoginResponsePdu& rs, std::span<con
                                                    : operational(rs, in, out);
 }
 
+std::string TargetLogin::authentication() const {
+  if (!chap_done_ || !chap_) return "none";
+  return std::string(chap_->mutual_requested() ? "mutual CHAP " : "CHAP ") + std::string(to_string(chap_->algorithm()));
+}
+
+std::string InitiatorLogin::authentication() const {
+  if (!chap_ || auth_ != Auth::Done || !chap_used_) return "none";
+  return std::string(chap_->mutual() ? "mutual CHAP " : "CHAP ") + std::string(to_string(chap_->algorithm()));
+}
+
+std::string InitiatorLogin::chap_in_progress() const {
+  if (!chap_ || auth_ != Auth::AwaitChapResult || chap_->algorithm() == ChapAlgorithm::Md5) return "";
+  return "after the target chose CHAP " + std::string(to_string(chap_->algorithm())) + " (CHAP_A=" +
+         std::to_string(static_cast<int>(chap_->algorithm())) +
+         "): a target that numbers the algorithms otherwise (tgt takes 7 for SHA-1) refuses our answer; "
+         "chap_algs= without it tells";
+}
+
 LoginState InitiatorLogin::security(const LoginResponsePdu& rs, const TextKeys& in,
                                     LoginRequestOut& out) {
   TextKeys reply;
@@ -449,6 +467,7 @@ LoginState InitiatorLogin::security(const LoginResponsePdu& rs, const TextKeys& 
     case Auth::AwaitChallenge: {
       const ChapError e = chap_->on_challenge(in, reply);
       if (e != ChapError::Ok) return fail(LoginStatus::AuthenticationFailure, std::string(to_string(e)));
+      chap_used_ = true;
       auth_ = Auth::AwaitChapResult;
       return request(std::move(reply), true, LoginStage::OperationalNegotiation, out);
     }

@@ -127,6 +127,8 @@ class TargetLogin {
   uint32_t next_stat_sn() const { return stat_sn_; }
   uint32_t exp_cmd_sn() const { return exp_cmd_sn_; }
   bool authenticated_with_chap() const { return chap_done_; }
+  // How the initiator authenticated, for logs: "none", "CHAP SHA-256", "mutual CHAP MD5".
+  std::string authentication() const;
 
  private:
   enum class Auth : uint8_t { Undecided, ChapAwaitAlgorithms, ChapAwaitResponse, Done };
@@ -183,6 +185,7 @@ struct InitiatorLoginConfig {
   uint32_t cmd_sn = 1;  // CmdSN of the login and of the first command after it
   std::optional<ChapCredentials> chap;         // ours: offer CHAP
   std::optional<ChapCredentials> target_chap;  // the target's: require mutual CHAP
+  std::vector<ChapAlgorithm> chap_algorithms;  // CHAP_A offered, in order (empty: MD5)
   NegotiationLimits limits;
   RandomSource random = system_random;
 };
@@ -212,6 +215,12 @@ class InitiatorLogin {
   uint32_t cmd_sn() const { return cfg_.cmd_sn; }
   uint32_t exp_cmd_sn() const { return exp_cmd_sn_; }
   uint32_t max_cmd_sn() const { return max_cmd_sn_; }
+  // How we authenticated, for logs: "none", "CHAP SHA-256", "mutual CHAP MD5".
+  std::string authentication() const;
+  // While our CHAP answer awaits the target's verdict with an algorithm other than MD5: a
+  // clause for a refusal ("after the target chose CHAP SHA-256 (CHAP_A=7): ..."), since tgt
+  // numbers SHA-1 7 and refuses our SHA-256 answer; else empty.
+  std::string chap_in_progress() const;
 
  private:
   enum class Auth : uint8_t { AwaitMethod, AwaitChallenge, AwaitChapResult, Done };
@@ -232,6 +241,7 @@ class InitiatorLogin {
   std::string redirect_;
   LoginStage stage_ = LoginStage::SecurityNegotiation;
   Auth auth_ = Auth::AwaitMethod;
+  bool chap_used_ = false;  // the target took CHAP and we answered its challenge
   std::unique_ptr<ChapInitiator> chap_;
   uint16_t tsih_ = 0;
   uint32_t exp_stat_sn_ = 0;

@@ -584,10 +584,11 @@ void TargetConnection::enter_full_feature() {
     session_ = ctx_.sessions->add(params_.initiator_name, isid_, params_.target_name, tsih_, nexus_.id,
                                   ctx_.wake, &replaced_);
     const bool reinstated = !replaced_.empty();
-    VCP_LOG_INFO("target: session of {} from {} (TSIH {}){}: header digest {}, data digest {}, "
+    VCP_LOG_INFO("target: session of {} from {} (TSIH {}){}: authentication {}, header digest {}, data digest {}, "
                  "MaxRecvDataSegmentLength {} / {}, MaxBurstLength {}, FirstBurstLength {}, ImmediateData {}, "
                  "InitialR2T {}",
                  printable(params_.initiator_name), to_string(peer_), tsih_, reinstated ? ", reinstated" : "",
+                 login_->authentication(),
                  params_.header_digest ? "CRC32C" : "none", params_.data_digest ? "CRC32C" : "none",
                  params_.max_recv_data_segment_length, params_.max_send_data_segment_length,
                  params_.max_burst_length, params_.first_burst_length, params_.immediate_data ? "Yes" : "No",

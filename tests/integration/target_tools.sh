@@ -915,6 +915,23 @@ chap)
   timeout 20 iscsi-inq -i $INI \
     "iscsi://user%initiator-secret@$PORTAL/$IQN/0?target_user=tgtuser&target_password=not-the-secret" \
     >/dev/null 2>&1 && fail "the initiator accepted a target with the wrong mutual secret"
+  grep -q "session of $INI from .*: authentication mutual CHAP MD5," "$DIR/target.log" ||
+    fail "libiscsi's mutual CHAP login is not logged as MD5: $(grep "session of" "$DIR/target.log")"
+  # Our initiator with stronger algorithms offered first (chap_algs=): the target takes the
+  # first of the list, both sides say which; each algorithm, with verified I/O.
+  printf 'initiator-secret\ntarget-secret-1\n' >"$DIR/secrets"
+  for algs in SHA256:MD5 SHA3-256 SHA1:SHA256 MD5; do
+    name=${algs%%:*}
+    want=$(case $name in SHA256) echo SHA-256 ;; SHA1) echo SHA-1 ;; *) echo "$name" ;; esac)
+    ini=iqn.2024-01.org.vcp:chap-$(tr 'A-Z:' 'a-z-' <<<"$algs")
+    out=$(timeout 30 "$VCP_BIN" bench --backend \
+      "iscsi://user@$PORTAL/$IQN/1?initiator=$ini&mutual_user=tgtuser&secret_file=$DIR/secrets&chap_algs=$algs" \
+      --rw randrw --bs 4k --qd 4 --time 0.5 --verify 2>&1) || fail "chap_algs=$algs: $out"
+    grep -q "logged in to $IQN on .*authentication mutual CHAP $want," <<<"$out" ||
+      fail "chap_algs=$algs: our initiator does not say mutual CHAP $want: $out"
+    grep -q "session of $ini from .*: authentication mutual CHAP $want," "$DIR/target.log" ||
+      fail "chap_algs=$algs: the target does not say mutual CHAP $want: $(grep "session of" "$DIR/target.log")"
+  done
   stop_target
   # Credentials a target does not ask for: libiscsi offers CHAP,None, is answered None, and
   # names itself again in its next PDU; that passes.

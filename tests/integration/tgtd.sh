@@ -145,7 +145,13 @@ case "$CASE" in
     [[ $CASE == r2t ]] && opts=",max_recv_segment=4096"
     "$IO_TEST" verify "$URL$opts" ;;
   chap)
-    VCP_ISCSI_SECRET="$SECRET" "$IO_TEST" verify "iscsi://vcpuser@127.0.0.1:$PORT/$IQN/1" ;;
+    VCP_ISCSI_SECRET="$SECRET" "$IO_TEST" verify "iscsi://vcpuser@127.0.0.1:$PORT/$IQN/1"
+    # Stronger algorithms offered first: tgt knows MD5 and its own 7 (SHA-1 by its numbering),
+    # so "6,5" gets MD5; "7,5" gets tgt's 7, which to us is SHA-256: the login fails, and the
+    # error says what was chosen (docs/iscsi.md, "CHAP algorithms").
+    VCP_ISCSI_SECRET="$SECRET" "$IO_TEST" verify "iscsi://vcpuser@127.0.0.1:$PORT/$IQN/1?chap_algs=SHA1:MD5"
+    VCP_ISCSI_SECRET="$SECRET" "$IO_TEST" expect-fail "iscsi://vcpuser@127.0.0.1:$PORT/$IQN/1?chap_algs=SHA256:MD5" \
+      "after the target chose CHAP SHA-256 (CHAP_A=7)" ;;
   mutual)
     printf '%s\n%s\n' "$SECRET" "$MUTUAL" >"$WORK/secrets"
     "$IO_TEST" verify "iscsi://vcpuser@127.0.0.1:$PORT/$IQN/1?mutual_user=vcptarget&secret_file=$WORK/secrets" ;;

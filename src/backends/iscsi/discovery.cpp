@@ -202,6 +202,7 @@ std::optional<std::vector<DiscoveredTarget>> discover_targets(const IscsiConfig&
   lc.itt = 1;
   if (!cfg.user.empty()) lc.chap = is::ChapCredentials{cfg.user, cfg.secret};
   if (!cfg.mutual_user.empty()) lc.target_chap = is::ChapCredentials{cfg.mutual_user, cfg.mutual_secret};
+  lc.chap_algorithms = cfg.chap_algorithms;
   lc.limits.header_digest = is::DigestPolicy::None;
   lc.limits.data_digest = is::DigestPolicy::None;
   is::InitiatorLogin login(std::move(lc));

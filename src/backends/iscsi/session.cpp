@@ -312,6 +312,7 @@ void Session::begin_login() {
   lc.cmd_sn = 1;
   if (!cfg_.user.empty()) lc.chap = is::ChapCredentials{cfg_.user, cfg_.secret};
   if (!cfg_.mutual_user.empty()) lc.target_chap = is::ChapCredentials{cfg_.mutual_user, cfg_.mutual_secret};
+  lc.chap_algorithms = cfg_.chap_algorithms;
   lc.limits.header_digest = cfg_.header_digest;
   lc.limits.data_digest = cfg_.data_digest;
   lc.limits.max_recv_data_segment_length = cfg_.max_recv_data_segment_length;
@@ -361,6 +362,9 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
   std::string why = "login to " + where() + " target " + cfg_.target +
                     " failed: " + std::string(is::to_string(status)) + " (0x" + code + ")";
   if (!refused && !login_->failure().empty()) why += ": " + login_->failure();
+  if (refused) {
+    if (const std::string chap = login_->chap_in_progress(); !chap.empty()) why += " " + chap;
+  }
   if (status == is::LoginStatus::TargetMovedTemporarily || status == is::LoginStatus::TargetMovedPermanently) {
     std::string h, perr;
     uint16_t p = 0;
@@ -422,9 +426,9 @@ void Session::enter_full_feature() {
     VCP_LOG_INFO("{}: session reinstated on {} (TSIH {}); reissuing {} command(s)", name_,
                  where_connected(), login_->tsih(), waiting);
   } else {
-    VCP_LOG_INFO("{}: logged in to {} on {} (TSIH {}, header digest {}, data digest {}, ImmediateData {}, "
-                 "InitialR2T {}, FirstBurst {}, MaxBurst {}, MaxRecvDSL {}/{}, window {})",
-                 name_, cfg_.target, where_connected(), login_->tsih(),
+    VCP_LOG_INFO("{}: logged in to {} on {} (TSIH {}, authentication {}, header digest {}, data digest {}, "
+                 "ImmediateData {}, InitialR2T {}, FirstBurst {}, MaxBurst {}, MaxRecvDSL {}/{}, window {})",
+                 name_, cfg_.target, where_connected(), login_->tsih(), login_->authentication(),
                  digests_.header ? "CRC32C" : "None",
                  digests_.data ? "CRC32C" : "None", params_.immediate_data ? "Yes" : "No",
                  params_.initial_r2t ? "Yes" : "No", params_.first_burst_length, params_.max_burst_length,

@@ -13,7 +13,8 @@ using vcp::iscsi::DigestPolicy;
 
 const char* const kIscsiUsage =
     "iscsi://[user@]host[:port]/target-iqn/lun[?option=value&...]  options: header_digest=, "
-    "data_digest= (crc32c|none|prefer|allow), initiator=IQN, mutual_user=NAME, secret_file=PATH "
+    "data_digest= (crc32c|none|prefer|allow), initiator=IQN, mutual_user=NAME, chap_algs=A[:B...] (CHAP "
+    "algorithms offered in order, of SHA3-256, SHA256, SHA1, MD5; default MD5), secret_file=PATH "
     "(CHAP secret on line 1, the target's mutual secret on line 2; or env VCP_ISCSI_SECRET, "
     "VCP_ISCSI_MUTUAL_SECRET), timeout=SECONDS, nop_interval=SECONDS, nop_timeout=SECONDS, recovery_timeout=SECONDS, "
     "login_timeout=SECONDS, max_recv_segment=BYTES, portal=HOST[:PORT] (repeatable: more portals of the "
@@ -267,6 +268,23 @@ std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string*
     c.initiator = *v;
   }
   if (auto v = take("mutual_user")) c.mutual_user = *v;
+  if (auto v = take("chap_algs")) {
+    // open-iscsi's names, in order of preference, ':' between them (',' ends an option here).
+    std::string_view rest = *v;
+    while (true) {
+      const size_t comma = rest.find(':');
+      const std::string_view name = rest.substr(0, comma);
+      const auto a = vcp::iscsi::chap_algorithm_from_name(name);
+      if (!a) {
+        *error = "bad chap_algs '" + *v + "' (SHA3-256, SHA256, SHA1 or MD5, several joined by ':')";
+        return std::nullopt;
+      }
+      if (std::find(c.chap_algorithms.begin(), c.chap_algorithms.end(), *a) == c.chap_algorithms.end())
+        c.chap_algorithms.push_back(*a);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
   if (auto v = take("max_recv_segment")) {
     uint32_t n = 0;
     if (!parse_u32(*v, 0xffffff, &n) || n < 512) {
@@ -305,6 +323,10 @@ std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string*
       *error = "mutual_user given but no target secret: line 2 of secret_file= or VCP_ISCSI_MUTUAL_SECRET";
       return std::nullopt;
     }
+  }
+  if (!c.chap_algorithms.empty() && c.user.empty()) {
+    *error = "chap_algs= needs a user@ (it chooses how CHAP is done)";
+    return std::nullopt;
   }
   return c;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/iscsi/resolve.hpp"
+#include "iscsi/chap.hpp"
 #include "iscsi/negotiation.hpp"
 
 namespace vcp::backends::iscsi {
@@ -45,6 +46,8 @@ struct IscsiConfig {
   std::string secret;
   std::string mutual_user;
   std::string mutual_secret;
+  // CHAP algorithms offered, in order (`chap_algs=SHA256:MD5`); empty: MD5 alone.
+  std::vector<vcp::iscsi::ChapAlgorithm> chap_algorithms;
   vcp::iscsi::DigestPolicy header_digest = vcp::iscsi::DigestPolicy::Allow;
   vcp::iscsi::DigestPolicy data_digest = vcp::iscsi::DigestPolicy::Allow;
   uint32_t max_recv_data_segment_length = 262144;  // what we declare

@@ -31,25 +31,74 @@ TEST(Chap, Md5MatchesIndependentValue) {
   EXPECT_EQ(encode_hex(chap_md5_response(0, "abc", c)), "0x9fd6d2a57559960e059c385892142915");
 }
 
+// The same input through each algorithm, against Python's hashlib:
+//   hashlib.new(NAME, bytes([7]) + b'secretsecret' + bytes(range(16))).hexdigest()
+TEST(Chap, EachAlgorithmMatchesIndependentValues) {
+  const std::pair<ChapAlgorithm, const char*> cases[] = {
+      {ChapAlgorithm::Md5, "0x6ecf51cbe0f7ac32d9cd952f3fd639c0"},
+      {ChapAlgorithm::Sha1, "0x36e52195eafe95448fdcaeaed9d412d0f172ed9e"},
+      {ChapAlgorithm::Sha256, "0xcf08f83eb6fac1778026846c2914297e19faa06ab011ae8fc9d51a3c10f20a49"},
+      {ChapAlgorithm::Sha3_256, "0x85bd8fa7050229b8748221b7994c5337dca98b37923b96a37e2eb75fc3cf9d15"},
+  };
+  for (const auto& [algo, want] : cases) {
+    const auto r = chap_response(algo, 7, "secretsecret", seq(16));
+    EXPECT_EQ(encode_hex(r), want) << to_string(algo);
+    EXPECT_EQ(r.size(), chap_digest_size(algo)) << to_string(algo);
+  }
+  EXPECT_EQ(parse_chap_algorithm("7"), ChapAlgorithm::Sha256);
+  EXPECT_EQ(parse_chap_algorithm("8"), ChapAlgorithm::Sha3_256);
+  EXPECT_FALSE(parse_chap_algorithm("4"));
+  EXPECT_FALSE(parse_chap_algorithm("05"));
+  EXPECT_FALSE(parse_chap_algorithm(""));
+}
+
 const ChapCredentials kIni{"iqn.2024-01.org.vcp:init", "initiator-secret"};
 const ChapCredentials kTgt{"iqn.2024-01.org.vcp:target", "target-secret-1"};
 
 TEST(Chap, OneWayExchange) {
   ChapTarget t(kIni, std::nullopt, counting(7));
-  ChapInitiator i(kIni, std::nullopt);
+  ChapInitiator i(kIni, std::nullopt, system_random, {ChapAlgorithm::Sha256, ChapAlgorithm::Md5});
   ASSERT_EQ(t.check_config(), ChapError::Ok);
   TextKeys a, c, r, none;
   i.start(a);
-  EXPECT_EQ(*a.find("CHAP_A"), "5");
+  EXPECT_EQ(*a.find("CHAP_A"), "7,5");  // as configured, SHA-256 first
   ASSERT_EQ(t.on_algorithms(*a.find("CHAP_A"), c), ChapError::Ok);
+  EXPECT_EQ(*c.find("CHAP_A"), "7");
+  EXPECT_EQ(t.algorithm(), ChapAlgorithm::Sha256);
   EXPECT_EQ(*c.find("CHAP_I"), "7");
-  EXPECT_EQ(*c.find("CHAP_C"), encode_hex(seq(16, 8)));
+  EXPECT_EQ(*c.find("CHAP_C"), encode_hex(seq(32, 8)));  // as long as the digest
   ASSERT_EQ(i.on_challenge(c, r), ChapError::Ok);
+  EXPECT_EQ(i.algorithm(), ChapAlgorithm::Sha256);
   EXPECT_EQ(*r.find("CHAP_N"), kIni.name);
-  EXPECT_EQ(*r.find("CHAP_R"), encode_hex(chap_md5_response(7, kIni.secret, seq(16, 8))));
+  EXPECT_EQ(*r.find("CHAP_R"), encode_hex(chap_response(ChapAlgorithm::Sha256, 7, kIni.secret, seq(32, 8))));
   EXPECT_FALSE(r.contains("CHAP_C"));
   EXPECT_EQ(t.on_response(r, none), ChapError::Ok);
   EXPECT_TRUE(none.empty());
+}
+
+TEST(Chap, MutualExchangeInEachAlgorithm) {
+  for (const char* algo : {"5", "6", "7", "8"}) {
+    SCOPED_TRACE(algo);
+    ChapTarget t(kIni, kTgt, counting(1));
+    ChapInitiator i(kIni, kTgt, counting(100), {*parse_chap_algorithm(algo)});
+    TextKeys c, r, back;
+    ASSERT_EQ(t.on_algorithms(algo, c), ChapError::Ok);
+    ASSERT_EQ(i.on_challenge(c, r), ChapError::Ok);
+    EXPECT_EQ(parse_binary(*r.find("CHAP_R"))->size(), chap_digest_size(*parse_chap_algorithm(algo)));
+    ASSERT_EQ(t.on_response(r, back), ChapError::Ok);
+    EXPECT_EQ(parse_binary(*back.find("CHAP_R"))->size(), chap_digest_size(*parse_chap_algorithm(algo)));
+    EXPECT_EQ(i.on_target_response(back), ChapError::Ok);
+  }
+}
+
+TEST(Chap, AResponseOfAnotherDigestSizeIsRefused) {
+  // An MD5-sized CHAP_R where SHA-256 was chosen (a peer that ignored the choice).
+  ChapTarget t(kIni, std::nullopt, counting(7));
+  TextKeys c, r, out;
+  ASSERT_EQ(t.on_algorithms("7", c), ChapError::Ok);
+  r.add("CHAP_N", kIni.name);
+  r.add("CHAP_R", encode_hex(chap_md5_response(7, kIni.secret, seq(32, 8))));
+  EXPECT_EQ(t.on_response(r, out), ChapError::BadResponse);
 }
 
 TEST(Chap, MutualExchange) {
@@ -120,19 +169,48 @@ TEST(Chap, ChallengeBoundsAndEncodings) {
   k.add("CHAP_I", "256");
   k.add("CHAP_C", encode_hex(seq(16)));
   EXPECT_EQ(i.on_challenge(k, out), ChapError::BadIdentifier);
-  TextKeys md5less;
-  md5less.add("CHAP_A", "7");
-  EXPECT_EQ(i.on_challenge(md5less, out), ChapError::UnsupportedAlgorithm);
+  for (const char* a : {"7", "9", "5,7", "Reject", ""}) {  // not one we offered (MD5 alone); a list is no answer
+    TextKeys unknown;
+    unknown.add("CHAP_A", a);
+    EXPECT_EQ(i.on_challenge(unknown, out), ChapError::UnsupportedAlgorithm) << a;
+  }
 }
 
-TEST(Chap, TargetNeedsMd5) {
+TEST(Chap, TargetTakesTheFirstOfTheInitiatorsListItSupports) {
   ChapTarget t(kIni, std::nullopt);
   TextKeys out;
-  EXPECT_EQ(t.on_algorithms("6,7", out), ChapError::UnsupportedAlgorithm);
+  EXPECT_EQ(t.on_algorithms("1,2,9", out), ChapError::UnsupportedAlgorithm);
   EXPECT_EQ(*out.find("CHAP_A"), "Reject");
-  TextKeys ok;
-  EXPECT_EQ(t.on_algorithms("7,5", ok), ChapError::Ok);  // system random
-  EXPECT_EQ(parse_binary(*ok.find("CHAP_C"))->size(), kChapChallengeLength);
+  // The initiator's order decides (system random from here).
+  for (auto [offer, chosen, challenge] : {std::tuple<const char*, const char*, size_t>{"9,7,5", "7", 32},
+                                          {"5", "5", kChapChallengeLength},
+                                          {"5,7", "5", kChapChallengeLength},
+                                          {"6", "6", 20},
+                                          {"8,5", "8", 32}}) {
+    ChapTarget fresh(kIni, std::nullopt);
+    TextKeys ok;
+    ASSERT_EQ(fresh.on_algorithms(offer, ok), ChapError::Ok) << offer;
+    EXPECT_EQ(*ok.find("CHAP_A"), chosen) << offer;
+    EXPECT_EQ(parse_binary(*ok.find("CHAP_C"))->size(), challenge) << offer;
+  }
+}
+
+TEST(Chap, TheInitiatorOffersMd5UnlessToldOtherwise) {
+  // MD5 alone by default (tgt numbers SHA-1 7: offering 7 to it would fail the login).
+  TextKeys a;
+  ChapInitiator(kIni, std::nullopt).start(a);
+  EXPECT_EQ(*a.find("CHAP_A"), "5");
+  TextKeys b;
+  ChapInitiator(kIni, std::nullopt, system_random,
+                {ChapAlgorithm::Sha3_256, ChapAlgorithm::Sha256, ChapAlgorithm::Sha1, ChapAlgorithm::Md5})
+      .start(b);
+  EXPECT_EQ(*b.find("CHAP_A"), "8,7,6,5");
+  EXPECT_EQ(chap_algorithm_from_name("sha256"), ChapAlgorithm::Sha256);
+  EXPECT_EQ(chap_algorithm_from_name("SHA3-256"), ChapAlgorithm::Sha3_256);
+  EXPECT_EQ(chap_algorithm_from_name("SHA-1"), ChapAlgorithm::Sha1);
+  EXPECT_EQ(chap_algorithm_from_name("md5"), ChapAlgorithm::Md5);
+  EXPECT_FALSE(chap_algorithm_from_name("sha512"));
+  EXPECT_FALSE(chap_algorithm_from_name(""));
 }
 
 TEST(Chap, SecretRules) {

@@ -24,10 +24,10 @@ EnvLookup env_of(std::map<std::string, std::string> m) {
 }
 const EnvLookup kNoEnv = env_of({});
 
-// parse_iscsi_url refuses `url` (no environment), saying `text`.
-void expect_refused(const std::string& url, const std::string& text) {
+// parse_iscsi_url refuses `url` (no environment unless given), saying `text`.
+void expect_refused(const std::string& url, const std::string& text, const EnvLookup& env = kNoEnv) {
   std::string err;
-  EXPECT_FALSE(parse_iscsi_url(url, &err, kNoEnv)) << url;
+  EXPECT_FALSE(parse_iscsi_url(url, &err, env)) << url;
   EXPECT_NE(err.find(text), std::string::npos) << url << ": " << err;
 }
 
@@ -108,6 +108,23 @@ TEST(IscsiUrl, SecretsFromEnvironmentAndFile) {
   EXPECT_FALSE(parse_iscsi_url("iscsi://h/iqn/1?mutual_user=tgt", &err, kNoEnv));
   EXPECT_FALSE(parse_iscsi_url("iscsi://alice@h/iqn/1?mutual_user=tgt", &err,
                                env_of({{"VCP_ISCSI_SECRET", "s1-0123456789"}})));
+}
+
+TEST(IscsiUrl, ChapAlgorithmsInTheOrderGiven) {
+  std::string err;
+  const auto env = env_of({{"VCP_ISCSI_SECRET", "s1-0123456789"}});
+  auto c = parse_iscsi_url("iscsi://alice@h/iqn/1", &err, env);
+  ASSERT_TRUE(c) << err;
+  EXPECT_TRUE(c->chap_algorithms.empty());  // MD5 alone, as the login offers it
+  c = parse_iscsi_url("iscsi://alice@h/iqn/1?chap_algs=SHA3-256:sha256:SHA1:MD5:SHA256&timeout=5", &err, env);
+  ASSERT_TRUE(c) << err;
+  using vcp::iscsi::ChapAlgorithm;
+  EXPECT_EQ(c->chap_algorithms, (std::vector<ChapAlgorithm>{ChapAlgorithm::Sha3_256, ChapAlgorithm::Sha256,
+                                                            ChapAlgorithm::Sha1, ChapAlgorithm::Md5}));
+  expect_refused("iscsi://alice@h/iqn/1?chap_algs=SHA512", "bad chap_algs 'SHA512'", env);
+  expect_refused("iscsi://alice@h/iqn/1?chap_algs=", "bad chap_algs", env);
+  expect_refused("iscsi://alice@h/iqn/1?chap_algs=MD5:", "bad chap_algs", env);
+  expect_refused("iscsi://h/iqn/1?chap_algs=SHA256", "needs a user@");
 }
 
 TEST(IscsiUrl, Portal) {
