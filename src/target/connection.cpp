@@ -593,6 +593,9 @@ void TargetConnection::enter_full_feature() {
                  params_.max_recv_data_segment_length, params_.max_send_data_segment_length,
                  params_.max_burst_length, params_.first_burst_length, params_.immediate_data ? "Yes" : "No",
                  params_.initial_r2t ? "Yes" : "No");
+  } else {
+    VCP_LOG_INFO("target: discovery session of {} from {}: authentication {}", printable(params_.initiator_name),
+                 to_string(peer_), login_->authentication());
   }
   login_.reset();
 }

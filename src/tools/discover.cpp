@@ -22,6 +22,7 @@ struct DiscoverArgs {
   std::string mutual_user;
   std::string secret_file;
   std::string initiator;
+  std::string chap_algs;
   uint32_t timeout_s = 10;
   std::optional<uint32_t> url_lun;
 };
@@ -62,6 +63,7 @@ int run_discover(const DiscoverArgs& a) {
   if (!a.mutual_user.empty()) url += "&mutual_user=" + a.mutual_user;
   if (!a.secret_file.empty()) url += "&secret_file=" + a.secret_file;
   if (!a.initiator.empty()) url += "&initiator=" + a.initiator;
+  if (!a.chap_algs.empty()) url += "&chap_algs=" + a.chap_algs;
   std::string error;
   auto cfg = backends::iscsi::parse_iscsi_url(url, &error);
   if (!cfg) {
@@ -95,6 +97,8 @@ Runner add_discover(CLI::App& app) {
   sub->add_option("--mutual-user", a->mutual_user, "the target's CHAP name for mutual CHAP");
   sub->add_option("--secret-file", a->secret_file, "line 1: our CHAP secret; line 2: the target's");
   sub->add_option("--initiator", a->initiator, "our initiator name (IQN)");
+  sub->add_option("--chap-algs", a->chap_algs,
+                  "CHAP algorithms to offer in order, of SHA3-256, SHA256, SHA1, MD5, joined by ':' (default MD5)");
   sub->add_option("--timeout", a->timeout_s, "seconds to wait for the portal")->check(CLI::Range(1, 3600));
   sub->add_option("--url", a->url_lun,
                   "print an iscsi:// spec for this LUN per target and portal group instead (its other addresses as "

@@ -950,6 +950,11 @@ chap)
   out=$(timeout 20 "$VCP_BIN" discover --user user --secret-file "$DIR/secret" "$PORTAL") ||
     fail "vcp discover with CHAP: $out"
   grep -q "$IQN" <<<"$out" || fail "vcp discover with CHAP did not list the target: $out"
+  out=$(timeout 20 "$VCP_BIN" discover --user user --secret-file "$DIR/secret" --chap-algs SHA3-256:MD5 "$PORTAL") ||
+    fail "vcp discover with CHAP SHA3-256: $out"
+  grep -q "$IQN" <<<"$out" || fail "vcp discover with CHAP SHA3-256 did not list the target: $out"
+  grep -q "discovery session of .* from .*: authentication CHAP SHA3-256$" "$DIR/target.log" ||
+    fail "the discovery session with SHA3-256 is not logged so: $(grep "session of" "$DIR/target.log")"
   out=$(timeout 20 "$VCP_BIN" discover "$PORTAL" 2>&1) && fail "vcp discover without CHAP passed: $out"
   grep -q "authentication failure (0x0201)" <<<"$out" || fail "vcp discover did not say why: $out"
   stop_target
