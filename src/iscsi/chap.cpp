@@ -61,6 +61,24 @@ std::optional<ChapAlgorithm> chap_algorithm_from_name(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<std::vector<ChapAlgorithm>> parse_chap_algorithm_names(std::string_view text) {
+  std::vector<ChapAlgorithm> out;
+  while (true) {
+    const size_t sep = text.find_first_of(":,");
+    const auto a = chap_algorithm_from_name(text.substr(0, sep));
+    if (!a) return std::nullopt;
+    if (std::find(out.begin(), out.end(), *a) == out.end()) out.push_back(*a);
+    if (sep == std::string_view::npos) return out;
+    text.remove_prefix(sep + 1);
+  }
+}
+
+std::string chap_algorithm_names(const std::vector<ChapAlgorithm>& list) {
+  std::string s;
+  for (ChapAlgorithm a : list) s += (s.empty() ? "" : ", ") + std::string(to_string(a));
+  return s;
+}
+
 std::string_view to_string(ChapAlgorithm a) {
   switch (a) {
     case ChapAlgorithm::Md5: return "MD5";
@@ -181,26 +199,34 @@ ChapError check_pair(const ChapCredentials& a, const std::optional<ChapCredentia
 }  // namespace
 
 ChapTarget::ChapTarget(ChapCredentials incoming, std::optional<ChapCredentials> outgoing,
-                       RandomSource random)
-    : incoming_(std::move(incoming)), outgoing_(std::move(outgoing)), random_(std::move(random)) {}
+                       RandomSource random, std::vector<ChapAlgorithm> accepted)
+    : incoming_(std::move(incoming)),
+      outgoing_(std::move(outgoing)),
+      random_(std::move(random)),
+      accepted_(std::move(accepted)) {
+  if (accepted_.empty())
+    accepted_ = {ChapAlgorithm::Md5, ChapAlgorithm::Sha1, ChapAlgorithm::Sha256, ChapAlgorithm::Sha3_256};
+}
 
 ChapError ChapTarget::check_config() const { return check_pair(incoming_, outgoing_); }
 
 ChapError ChapTarget::on_algorithms(std::string_view chap_a, TextKeys& out) {
   // The first of the initiator's list we support (§12.1.3), so the initiator's preference holds.
-  std::optional<ChapAlgorithm> algo;
   std::string_view chosen;
   for (std::string_view a : split_list(chap_a)) {
-    if ((algo = parse_chap_algorithm(a))) {
+    const auto algo = parse_chap_algorithm(a);
+    if (algo && std::find(accepted_.begin(), accepted_.end(), *algo) != accepted_.end()) {
       chosen = a;
+      algo_ = *algo;
       break;
     }
   }
-  if (!algo) {
+  if (chosen.empty()) {
     out.add("CHAP_A", std::string(kReject));
+    refusal_ = "the initiator offers CHAP_A=" + std::string(chap_a.substr(0, 64)) +
+               "; accepted here: " + chap_algorithm_names(accepted_);
     return ChapError::UnsupportedAlgorithm;
   }
-  algo_ = *algo;
   const ChapError e = make_challenge(random_, algo_, id_, challenge_);
   if (e != ChapError::Ok) return e;
   out.add("CHAP_A", std::string(chosen));

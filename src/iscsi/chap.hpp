@@ -47,6 +47,11 @@ enum class ChapAlgorithm : uint8_t { Md5 = 5, Sha1 = 6, Sha256 = 7, Sha3_256 = 8
 std::optional<ChapAlgorithm> parse_chap_algorithm(std::string_view v);
 // "MD5", "SHA1", "SHA256", "SHA3-256" (any case; also "SHA-1", "SHA-256"), open-iscsi's names.
 std::optional<ChapAlgorithm> chap_algorithm_from_name(std::string_view name);
+// A list of those names joined by ':' or ',' ("SHA256:MD5"), in order, repeats dropped;
+// nullopt when empty or when a name is not one of them.
+std::optional<std::vector<ChapAlgorithm>> parse_chap_algorithm_names(std::string_view text);
+// "SHA-256, MD5".
+std::string chap_algorithm_names(const std::vector<ChapAlgorithm>& list);
 std::string_view to_string(ChapAlgorithm a);  // "MD5", "SHA-1", "SHA-256", "SHA3-256"
 size_t chap_digest_size(ChapAlgorithm a);
 // H(id || secret || challenge).
@@ -86,9 +91,10 @@ ChapError validate_secret(std::string_view secret);
 // the initiator's challenge.
 class ChapTarget {
  public:
-  // incoming: the initiator's name and secret we accept; outgoing: ours, for mutual CHAP.
+  // incoming: the initiator's name and secret we accept; outgoing: ours, for mutual CHAP;
+  // accepted: the algorithms an initiator may use (empty: all four).
   ChapTarget(ChapCredentials incoming, std::optional<ChapCredentials> outgoing,
-             RandomSource random = system_random);
+             RandomSource random = system_random, std::vector<ChapAlgorithm> accepted = {});
   ChapError check_config() const;
 
   // The initiator's CHAP_A list: answers CHAP_A (the first of the list we support), CHAP_I,
@@ -96,6 +102,8 @@ class ChapTarget {
   ChapError on_algorithms(std::string_view chap_a, TextKeys& out);
   // The algorithm taken (valid after on_algorithms()).
   ChapAlgorithm algorithm() const { return algo_; }
+  // Why on_algorithms() refused: "the initiator offers CHAP_A=5; accepted here: SHA-256".
+  const std::string& refusal() const { return refusal_; }
   // The initiator's CHAP_N, CHAP_R (and CHAP_I, CHAP_C for mutual): verifies; for mutual
   // answers CHAP_N and CHAP_R.
   ChapError on_response(const TextKeys& in, TextKeys& out);
@@ -105,7 +113,9 @@ class ChapTarget {
   ChapCredentials incoming_;
   std::optional<ChapCredentials> outgoing_;
   RandomSource random_;
+  std::vector<ChapAlgorithm> accepted_;
   ChapAlgorithm algo_ = ChapAlgorithm::Md5;
+  std::string refusal_;
   uint8_t id_ = 0;
   std::vector<uint8_t> challenge_;
   bool mutual_requested_ = false;

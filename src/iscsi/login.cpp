@@ -237,7 +237,7 @@ LoginState TargetLogin::security(const LoginRequestPdu& rq, const TextKeys& in,
       auth_state_ = Auth::Done;
     } else if (chap_ok) {
       reply.add("AuthMethod", "CHAP");
-      chap_ = std::make_unique<ChapTarget>(*auth_.incoming, auth_.outgoing, cfg_.random);
+      chap_ = std::make_unique<ChapTarget>(*auth_.incoming, auth_.outgoing, cfg_.random, auth_.algorithms);
       if (chap_->check_config() != ChapError::Ok)
         return fail(LoginStatus::TargetError, "CHAP credentials misconfigured", rq, out);
       auth_state_ = Auth::ChapAwaitAlgorithms;
@@ -252,6 +252,8 @@ LoginState TargetLogin::security(const LoginRequestPdu& rq, const TextKeys& in,
 
   if (auth_state_ == Auth::ChapAwaitAlgorithms && in.contains("CHAP_A")) {
     const ChapError e = chap_->on_algorithms(*in.find("CHAP_A"), reply);
+    if (e == ChapError::UnsupportedAlgorithm)
+      return fail(LoginStatus::AuthenticationFailure, "no CHAP algorithm in common: " + chap_->refusal(), rq, out);
     if (e != ChapError::Ok)
       return fail(LoginStatus::AuthenticationFailure, std::string(to_string(e)), rq, out);
     auth_state_ = Auth::ChapAwaitResponse;

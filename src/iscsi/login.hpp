@@ -75,6 +75,7 @@ struct TargetAuth {
   bool require_chap = false;
   std::optional<ChapCredentials> incoming;  // the initiator's name/secret we accept
   std::optional<ChapCredentials> outgoing;  // ours, for mutual CHAP
+  std::vector<ChapAlgorithm> algorithms;    // CHAP algorithms accepted (empty: all)
 };
 
 struct TargetLookup {

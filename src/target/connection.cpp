@@ -152,6 +152,7 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
         t.auth.require_chap = true;
         t.auth.incoming = a.chap;
         t.auth.outgoing = a.mutual_chap;
+        t.auth.algorithms = access_->chap_algorithms;
       }
       target_ = &ctx_.served[i];
       target_index_ = i;
@@ -160,7 +161,8 @@ TargetConnection::TargetConnection(ThreadContext& ctx, uint64_t now_ms)
     return t;
   };
   if (access_->discovery_chap)
-    cfg.discovery_auth = TargetAuth{true, access_->discovery_chap, access_->discovery_mutual_chap};
+    cfg.discovery_auth =
+        TargetAuth{true, access_->discovery_chap, access_->discovery_mutual_chap, access_->chap_algorithms};
   login_ = std::make_unique<TargetLogin>(std::move(cfg));
   rx_.resize(kLoginRxSpace);
   ctx_.buffers.members.push_back(this);

@@ -153,6 +153,7 @@ AccessSettings AccessSettings::of(const TargetSettings& s) {
   for (const TargetSpec& t : s.all_targets()) a.targets.push_back({t.acl, t.chap, t.mutual_chap});
   a.discovery_chap = s.discovery_chap;
   a.discovery_mutual_chap = s.discovery_identity();
+  a.chap_algorithms = s.chap_algorithms;
   a.set_portals(s.portals(), s.portal_group_tag);
   return a;
 }
@@ -309,6 +310,28 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     s.cpus = *cpus;
   }
   if (!chap_table(root, "discovery_chap", "discovery_chap_file", &s.discovery_chap, error)) return false;
+  if (root.contains("chap_algorithms")) {
+    // A list of names, or one string of them joined by ':' or ','.
+    std::string text;
+    if (auto v = root["chap_algorithms"].value<std::string>()) {
+      text = *v;
+    } else if (const toml::array* arr = root["chap_algorithms"].as_array()) {
+      for (const auto& node : *arr) {
+        auto n = node.value<std::string>();
+        if (!n) {
+          text.clear();
+          break;
+        }
+        text += (text.empty() ? "" : ":") + *n;
+      }
+    }
+    auto list = iscsi::parse_chap_algorithm_names(text);
+    if (!list) {
+      *error = "chap_algorithms: a list of \"SHA3-256\", \"SHA256\", \"SHA1\", \"MD5\"";
+      return false;
+    }
+    s.chap_algorithms = std::move(*list);
+  }
   if (!chap_table(root, "discovery_mutual_chap", "discovery_mutual_chap_file", &s.discovery_mutual_chap, error))
     return false;
   if (const toml::table* l = root["limits"].as_table()) {

@@ -64,6 +64,9 @@ struct TargetSettings {
   // Our identity for mutual CHAP in discovery sessions (a discovery session has no target of
   // its own); none: the first target's mutual_chap. discovery_identity() gives the one used.
   std::optional<iscsi::ChapCredentials> discovery_mutual_chap;
+  // The CHAP algorithms initiators may use, every target and discovery (`chap_algorithms`,
+  // --chap-algs); empty: all four (MD5, SHA-1, SHA-256, SHA3-256).
+  std::vector<iscsi::ChapAlgorithm> chap_algorithms;
   std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
   InitiatorAcl acl;       // who may log in (--allow-initiator, --allow-address)
   std::vector<TargetSpec> more_targets;
@@ -189,6 +192,7 @@ struct AccessSettings {
   std::optional<iscsi::ChapCredentials> discovery_chap;
   // Mutual CHAP in discovery sessions: TargetSettings::discovery_identity().
   std::optional<iscsi::ChapCredentials> discovery_mutual_chap;
+  std::vector<iscsi::ChapAlgorithm> chap_algorithms;  // TargetSettings::chap_algorithms
   // The portals SendTargets names for every target ("host:port,tpgt"): those not on a wildcard
   // address; with a wildcard portal, a connection through it adds the address it reached.
   // A reload that changes the portals replaces them (TargetServer::set_portals).
@@ -221,7 +225,7 @@ std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, st
 //   allowed_initiators = ["iqn...", ...], allowed_addresses = ["10.0.0.0/8", ...],
 //   [chap] name/secret, [mutual_chap] name/secret, [discovery_chap] name/secret (or
 //   [discovery_mutual_chap] name/secret (or chap_file / mutual_chap_file / discovery_chap_file /
-//   discovery_mutual_chap_file paths),
+//   discovery_mutual_chap_file paths), chap_algorithms = ["SHA256", "SHA3-256"] (or "SHA256:SHA3-256"),
 //   [[target]] for each further target: iqn, alias, [[target.lun]], allowed_initiators,
 //   allowed_addresses, [target.chap], [target.mutual_chap] (or chap_file, mutual_chap_file),
 //   [limits] max_recv_data_segment_length, max_burst_length, first_burst_length,

@@ -2,7 +2,7 @@
 //
 //   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
 //              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
-//              [--discovery-chap-file F] [--discovery-mutual-chap-file F]
+//              [--discovery-chap-file F] [--discovery-mutual-chap-file F] [--chap-algs SHA256:MD5]
 //              [--config target.toml] [--max-tasks N] [--max-connections N]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
@@ -33,6 +33,7 @@ struct TargetArgs {
   std::string chap_file;
   std::string mutual_chap_file;
   std::string discovery_chap_file;
+  std::string chap_algs;
   std::string discovery_mutual_chap_file;
   std::string cpus;
   std::string config;
@@ -88,6 +89,14 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
     auto c = target::read_chap_file(*path, error);
     if (!c) return false;
     *field = c;
+  }
+  if (!a.chap_algs.empty()) {
+    auto list = iscsi::parse_chap_algorithm_names(a.chap_algs);
+    if (!list) {
+      *error = "--chap-algs: SHA3-256, SHA256, SHA1 or MD5, several joined by ':' or ','";
+      return false;
+    }
+    s.chap_algorithms = std::move(*list);
   }
   if (!a.cpus.empty()) {
     auto cpus = parse_cpu_list(a.cpus);
@@ -201,6 +210,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   rest.cpus = running.cpus;
   rest.discovery_chap = running.discovery_chap;
   rest.discovery_mutual_chap = running.discovery_mutual_chap;
+  rest.chap_algorithms = running.chap_algorithms;
   // The [limits] a running target takes: those of connections from now on (sessions logged in
   // keep what they negotiated); the others need a restart.
   target::take_live_limits(running, s);
@@ -220,6 +230,10 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   }
   access.discovery_chap = s.discovery_chap;
   access.discovery_mutual_chap = s.discovery_identity();
+  access.chap_algorithms = s.chap_algorithms;
+  VCP_LOG_INFO("vcp target: CHAP algorithms accepted for new logins: {}",
+               s.chap_algorithms.empty() ? std::string("SHA-256, SHA3-256, SHA-1, MD5 (all)")
+                                         : iscsi::chap_algorithm_names(s.chap_algorithms));
   for (size_t i = 0; i < now.size() && i < access.targets.size(); ++i) {
     if (gone(i)) continue;
     const target::TargetSpec* n = find(now[i]);
@@ -387,6 +401,8 @@ Runner add_target(CLI::App& app) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--chap-file", a->chap_file, "file with 'NAME SECRET': CHAP required of initiators");
   cmd->add_option("--mutual-chap-file", a->mutual_chap_file, "file with 'NAME SECRET': the target's, for mutual CHAP");
+  cmd->add_option("--chap-algs", a->chap_algs,
+                  "CHAP algorithms initiators may use, of SHA3-256, SHA256, SHA1, MD5 joined by ':' or ',' (default: all)");
   cmd->add_option("--discovery-chap-file", a->discovery_chap_file,
                   "file with 'NAME SECRET': CHAP required of discovery sessions (SendTargets)");
   cmd->add_option("--discovery-mutual-chap-file", a->discovery_mutual_chap_file,

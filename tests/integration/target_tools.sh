@@ -933,6 +933,31 @@ chap)
       fail "chap_algs=$algs: the target does not say mutual CHAP $want: $(grep "session of" "$DIR/target.log")"
   done
   stop_target
+  # A target that accepts SHA-256 and SHA3-256 only (--chap-algs): libiscsi (MD5 alone) is
+  # refused, and the target says why; our initiator offering MD5 then SHA-256 gets SHA-256.
+  start_target --chap-file "$DIR/chap" --chap-algs SHA256:SHA3-256
+  timeout 20 iscsi-inq -i $INI "iscsi://user%initiator-secret@$PORTAL/$IQN/0" >/dev/null 2>&1 &&
+    fail "an MD5 login was accepted by a target that takes SHA-256 and SHA3-256 only"
+  grep -q "no CHAP algorithm in common: the initiator offers CHAP_A=5; accepted here: SHA-256, SHA3-256" "$DIR/target.log" ||
+    fail "the target did not say why the MD5 login was refused: $(grep -i chap "$DIR/target.log")"
+  out=$(timeout 30 "$VCP_BIN" bench --backend \
+    "iscsi://user@$PORTAL/$IQN/1?initiator=iqn.2024-01.org.vcp:strict&secret_file=$DIR/secrets&chap_algs=MD5:SHA256" \
+    --rw randrw --bs 4k --qd 4 --time 0.5 --verify 2>&1) || fail "chap_algs=MD5:SHA256 against --chap-algs: $out"
+  grep -q "authentication CHAP SHA-256," <<<"$out" || fail "our initiator was not given SHA-256: $out"
+  stop_target
+  # The same from the TOML file, and a reload that lets MD5 in again takes it for new logins.
+  printf 'chap_algorithms = ["SHA256"]\n' >"$DIR/algs.toml"
+  start_target --chap-file "$DIR/chap" --config "$DIR/algs.toml"
+  timeout 20 iscsi-inq -i $INI "iscsi://user%initiator-secret@$PORTAL/$IQN/0" >/dev/null 2>&1 &&
+    fail "an MD5 login was accepted with chap_algorithms = [\"SHA256\"]"
+  printf 'chap_algorithms = ["SHA256", "MD5"]\n' >"$DIR/algs.toml"
+  kill -HUP "$PID"
+  for _ in $(seq 50); do grep -q "CHAP algorithms accepted for new logins: SHA-256, MD5" "$DIR/target.log" && break; sleep 0.1; done
+  grep -q "CHAP algorithms accepted for new logins: SHA-256, MD5" "$DIR/target.log" || fail "the reload did not take chap_algorithms"
+  ! grep -q "need a restart" "$DIR/target.log" || fail "the reload took chap_algorithms for a restart-only change"
+  timeout 20 iscsi-inq -i $INI "iscsi://user%initiator-secret@$PORTAL/$IQN/0" >/dev/null ||
+    fail "an MD5 login was refused after the reload let MD5 in"
+  stop_target
   # Credentials a target does not ask for: libiscsi offers CHAP,None, is answered None, and
   # names itself again in its next PDU; that passes.
   start_target

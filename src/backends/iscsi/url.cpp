@@ -270,20 +270,12 @@ std::optional<IscsiConfig> parse_iscsi_url(const std::string& text, std::string*
   if (auto v = take("mutual_user")) c.mutual_user = *v;
   if (auto v = take("chap_algs")) {
     // open-iscsi's names, in order of preference, ':' between them (',' ends an option here).
-    std::string_view rest = *v;
-    while (true) {
-      const size_t comma = rest.find(':');
-      const std::string_view name = rest.substr(0, comma);
-      const auto a = vcp::iscsi::chap_algorithm_from_name(name);
-      if (!a) {
-        *error = "bad chap_algs '" + *v + "' (SHA3-256, SHA256, SHA1 or MD5, several joined by ':')";
-        return std::nullopt;
-      }
-      if (std::find(c.chap_algorithms.begin(), c.chap_algorithms.end(), *a) == c.chap_algorithms.end())
-        c.chap_algorithms.push_back(*a);
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
+    auto list = vcp::iscsi::parse_chap_algorithm_names(*v);
+    if (!list) {
+      *error = "bad chap_algs '" + *v + "' (SHA3-256, SHA256, SHA1 or MD5, several joined by ':')";
+      return std::nullopt;
     }
+    c.chap_algorithms = std::move(*list);
   }
   if (auto v = take("max_recv_segment")) {
     uint32_t n = 0;

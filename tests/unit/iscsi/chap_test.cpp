@@ -195,6 +195,26 @@ TEST(Chap, TargetTakesTheFirstOfTheInitiatorsListItSupports) {
   }
 }
 
+TEST(Chap, ATargetTakesOnlyTheAlgorithmsItAccepts) {
+  // A target configured for SHA-256 and SHA3-256: an initiator offering MD5 alone is refused,
+  // saying what was offered and what is accepted; one offering MD5 then SHA-256 gets SHA-256.
+  ChapTarget t(kIni, std::nullopt, counting(1), {ChapAlgorithm::Sha256, ChapAlgorithm::Sha3_256});
+  TextKeys out;
+  EXPECT_EQ(t.on_algorithms("5", out), ChapError::UnsupportedAlgorithm);
+  EXPECT_EQ(*out.find("CHAP_A"), "Reject");
+  EXPECT_EQ(t.refusal(), "the initiator offers CHAP_A=5; accepted here: SHA-256, SHA3-256");
+  ChapTarget t2(kIni, std::nullopt, counting(1), {ChapAlgorithm::Sha256, ChapAlgorithm::Sha3_256});
+  TextKeys ok;
+  ASSERT_EQ(t2.on_algorithms("5,6,7", ok), ChapError::Ok);
+  EXPECT_EQ(*ok.find("CHAP_A"), "7");
+  EXPECT_EQ(parse_chap_algorithm_names("SHA256,md5:SHA256"),
+            (std::vector<ChapAlgorithm>{ChapAlgorithm::Sha256, ChapAlgorithm::Md5}));
+  EXPECT_FALSE(parse_chap_algorithm_names(""));
+  EXPECT_FALSE(parse_chap_algorithm_names("SHA256:"));
+  EXPECT_FALSE(parse_chap_algorithm_names("SHA256:SHA512"));
+  EXPECT_EQ(chap_algorithm_names({ChapAlgorithm::Sha3_256, ChapAlgorithm::Md5}), "SHA3-256, MD5");
+}
+
 TEST(Chap, TheInitiatorOffersMd5UnlessToldOtherwise) {
   // MD5 alone by default (tgt numbers SHA-1 7: offering 7 to it would fail the login).
   TextKeys a;

@@ -108,6 +108,31 @@ TEST(TargetSettings, ChapFile) {
   EXPECT_NE(err.find("longer than"), std::string::npos) << err;
 }
 
+TEST(TargetSettings, ChapAlgorithms) {
+  // A list, or one string; every target and discovery take it (AccessSettings); a bad name is
+  // an error that says what is allowed.
+  for (const char* line : {"chap_algorithms = [\"SHA256\", \"sha3-256\", \"SHA256\"]",
+                           "chap_algorithms = \"SHA256:SHA3-256\""}) {
+    auto p = write_temp(std::string(line) + "\n");
+    TargetSettings s;
+    std::string err;
+    ASSERT_TRUE(load_toml(p, s, &err)) << line << ": " << err;
+    std::remove(p.c_str());
+    using iscsi::ChapAlgorithm;
+    EXPECT_EQ(s.chap_algorithms, (std::vector<ChapAlgorithm>{ChapAlgorithm::Sha256, ChapAlgorithm::Sha3_256})) << line;
+    EXPECT_EQ(AccessSettings::of(s).chap_algorithms, s.chap_algorithms);
+  }
+  for (const char* line : {"chap_algorithms = [\"SHA512\"]", "chap_algorithms = []", "chap_algorithms = [5]",
+                           "chap_algorithms = \"\""}) {
+    auto p = write_temp(std::string(line) + "\n");
+    TargetSettings s;
+    std::string err;
+    EXPECT_FALSE(load_toml(p, s, &err)) << line;
+    EXPECT_NE(err.find("chap_algorithms: a list of"), std::string::npos) << line << ": " << err;
+    std::remove(p.c_str());
+  }
+}
+
 TEST(TargetSettings, Toml) {
   auto p = write_temp(R"(
 iqn = "iqn.2024-01.org.vcp:toml"
