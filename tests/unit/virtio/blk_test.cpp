@@ -217,6 +217,10 @@ TEST(BlkConfig, TopologyNamesThePhysicalBlock) {
   EXPECT_EQ(c.physical_block_exp, 3);
   EXPECT_EQ(c.alignment_offset, 0);
   EXPECT_EQ(le16toh(c.min_io_size), 8);
+  p.physical_block_exp = 200;  // nonsense is written as it is, without an overflowing shift
+  c = make_blk_config(p);
+  EXPECT_EQ(c.physical_block_exp, 200);
+  EXPECT_EQ(le16toh(c.min_io_size), 1);
 }
 
 }  // namespace
