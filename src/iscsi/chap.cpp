@@ -1,6 +1,5 @@
 #include "iscsi/chap.hpp"
 
-#include <nettle/md5.h>
 #include <nettle/nettle-meta.h>
 #include <sys/random.h>
 
@@ -31,18 +30,6 @@ std::string_view to_string(ChapError e) {
   return "unknown ChapError";
 }
 
-Md5Digest chap_md5_response(uint8_t id, std::string_view secret,
-                            std::span<const uint8_t> challenge) {
-  md5_ctx ctx;
-  md5_init(&ctx);
-  md5_update(&ctx, 1, &id);
-  md5_update(&ctx, secret.size(), reinterpret_cast<const uint8_t*>(secret.data()));
-  md5_update(&ctx, challenge.size(), challenge.data());
-  Md5Digest out;
-  md5_digest(&ctx, out.size(), out.data());
-  return out;
-}
-
 std::optional<ChapAlgorithm> parse_chap_algorithm(std::string_view v) {
   if (v == "5") return ChapAlgorithm::Md5;
   if (v == "6") return ChapAlgorithm::Sha1;
@@ -71,6 +58,10 @@ std::optional<std::vector<ChapAlgorithm>> parse_chap_algorithm_names(std::string
     if (sep == std::string_view::npos) return out;
     text.remove_prefix(sep + 1);
   }
+}
+
+std::string chap_description(bool mutual, ChapAlgorithm a) {
+  return std::string(mutual ? "mutual CHAP " : "CHAP ") + std::string(to_string(a));
 }
 
 std::string chap_algorithm_names(const std::vector<ChapAlgorithm>& list) {

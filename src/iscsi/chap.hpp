@@ -26,13 +26,11 @@
 
 namespace vcp::iscsi {
 
-constexpr std::string_view kChapMd5 = "5";
 constexpr size_t kChapChallengeLength = 16;  // what we send at least (else the digest's size)
 constexpr size_t kChapMinChallenge = 16;     // what we accept
 constexpr size_t kChapMaxChallenge = 1024;
 constexpr size_t kChapMinSecret = 12;
 constexpr size_t kChapMaxSecret = 255;
-constexpr size_t kMd5Size = 16;
 
 struct ChapCredentials {
   std::string name;
@@ -52,6 +50,8 @@ std::optional<ChapAlgorithm> chap_algorithm_from_name(std::string_view name);
 std::optional<std::vector<ChapAlgorithm>> parse_chap_algorithm_names(std::string_view text);
 // "SHA-256, MD5".
 std::string chap_algorithm_names(const std::vector<ChapAlgorithm>& list);
+// How a login authenticated, for logs: "CHAP SHA-256", "mutual CHAP MD5".
+std::string chap_description(bool mutual, ChapAlgorithm a);
 std::string_view to_string(ChapAlgorithm a);  // "MD5", "SHA-1", "SHA-256", "SHA3-256"
 size_t chap_digest_size(ChapAlgorithm a);
 // H(id || secret || challenge).
@@ -76,10 +76,6 @@ enum class ChapError : uint8_t {
   UnexpectedKey,         // mutual CHAP keys where none were expected (or the reverse)
 };
 std::string_view to_string(ChapError e);
-
-using Md5Digest = std::array<uint8_t, kMd5Size>;
-Md5Digest chap_md5_response(uint8_t id, std::string_view secret,
-                            std::span<const uint8_t> challenge);
 
 // Fills a buffer with random bytes; false on failure. Tests inject a fixed source.
 using RandomSource = std::function<bool(std::span<uint8_t>)>;

@@ -431,12 +431,12 @@ LoginState InitiatorLogin::on_response(const LoginResponsePdu& rs, std::span<con
 
 std::string TargetLogin::authentication() const {
   if (!chap_done_ || !chap_) return "none";
-  return std::string(chap_->mutual_requested() ? "mutual CHAP " : "CHAP ") + std::string(to_string(chap_->algorithm()));
+  return chap_description(chap_->mutual_requested(), chap_->algorithm());
 }
 
 std::string InitiatorLogin::authentication() const {
   if (!chap_ || auth_ != Auth::Done || !chap_used_) return "none";
-  return std::string(chap_->mutual() ? "mutual CHAP " : "CHAP ") + std::string(to_string(chap_->algorithm()));
+  return chap_description(chap_->mutual(), chap_->algorithm());
 }
 
 std::string InitiatorLogin::chap_in_progress() const {

@@ -255,9 +255,8 @@ std::unique_ptr<BlockBackend> make_iscsi(const std::string& url, std::string* er
   const uint64_t bs = cap->block_size;
   info.block_size = cap->block_size;
   // The target's physical block (a 512e disk: 4 KiB under 512-byte blocks), passed on to the
-  // guest; an exponent past 64 KiB is taken as 64 KiB.
+  // guest; an exponent past 64 KiB is taken as 64 KiB (never below bs: bs is at most 64 KiB).
   info.physical_block_size = static_cast<uint32_t>(std::min<uint64_t>(bs << cap->physical_block_exponent, 65536));
-  if (info.physical_block_size < bs) info.physical_block_size = static_cast<uint32_t>(bs);
   info.capacity_bytes = cap->blocks * bs;
   info.volatile_cache = true;
   auto bytes = [&](uint64_t blocks) -> uint32_t {

@@ -24,11 +24,11 @@ RandomSource counting(uint8_t start) {
 // Expected values computed independently:
 //   printf '\x07secretsecret\x00\x01...\x0f' | md5sum  -> 6ecf51cbe0f7ac32d9cd952f3fd639c0
 TEST(Chap, Md5MatchesIndependentValue) {
-  const auto r = chap_md5_response(7, "secretsecret", seq(16));
+  const auto r = chap_response(ChapAlgorithm::Md5, 7, "secretsecret", seq(16));
   EXPECT_EQ(encode_hex(r), "0x6ecf51cbe0f7ac32d9cd952f3fd639c0");
   //   printf '\x00abc\xff' | md5sum -> 9fd6d2a57559960e059c385892142915
   const std::vector<uint8_t> c = {0xff};
-  EXPECT_EQ(encode_hex(chap_md5_response(0, "abc", c)), "0x9fd6d2a57559960e059c385892142915");
+  EXPECT_EQ(encode_hex(chap_response(ChapAlgorithm::Md5, 0, "abc", c)), "0x9fd6d2a57559960e059c385892142915");
 }
 
 // The same input through each algorithm, against Python's hashlib:
@@ -97,7 +97,7 @@ TEST(Chap, AResponseOfAnotherDigestSizeIsRefused) {
   TextKeys c, r, out;
   ASSERT_EQ(t.on_algorithms("7", c), ChapError::Ok);
   r.add("CHAP_N", kIni.name);
-  r.add("CHAP_R", encode_hex(chap_md5_response(7, kIni.secret, seq(32, 8))));
+  r.add("CHAP_R", encode_hex(chap_response(ChapAlgorithm::Md5, 7, kIni.secret, seq(32, 8))));
   EXPECT_EQ(t.on_response(r, out), ChapError::BadResponse);
 }
 
@@ -141,7 +141,7 @@ TEST(Chap, RefusesReflectedChallenge) {
   ASSERT_EQ(t.on_algorithms("5", c), ChapError::Ok);
   // A rogue initiator sends the target's own challenge back.
   r.add("CHAP_N", kIni.name);
-  r.add("CHAP_R", encode_hex(chap_md5_response(9, kIni.secret, seq(16, 10))));
+  r.add("CHAP_R", encode_hex(chap_response(ChapAlgorithm::Md5, 9, kIni.secret, seq(16, 10))));
   r.add("CHAP_I", "9");
   r.add("CHAP_C", *c.find("CHAP_C"));
   EXPECT_EQ(t.on_response(r, out), ChapError::ReflectedChallenge);
@@ -162,7 +162,7 @@ TEST(Chap, ChallengeBoundsAndEncodings) {
   EXPECT_EQ(i.on_challenge(challenge("12345"), out), ChapError::BadChallenge);
   out.clear();
   ASSERT_EQ(i.on_challenge(challenge(encode_base64(seq(16))), out), ChapError::Ok);
-  EXPECT_EQ(*out.find("CHAP_R"), encode_hex(chap_md5_response(1, kIni.secret, seq(16))));
+  EXPECT_EQ(*out.find("CHAP_R"), encode_hex(chap_response(ChapAlgorithm::Md5, 1, kIni.secret, seq(16))));
   TextKeys bad_id = challenge(encode_hex(seq(16)));
   TextKeys k;
   k.add("CHAP_A", "5");
