@@ -53,6 +53,10 @@ int vcp_connect(const char* socket_path, const struct vcp_options* opts, vcp_cli
 void vcp_close(vcp_client* c);
 /* capacity_bytes is the capacity now (it grows after vcp_update_config). */
 int vcp_get_info(const vcp_client* c, struct vcp_info* out);
+/* The device's physical block in bytes (a power of two, at least block_size): writes aligned to
+   it and sized in multiples of it avoid read-modify-write below (a 512e disk says 4096). Not in
+   struct vcp_info, whose size callers compiled against this header allocate. */
+uint32_t vcp_physical_block_size(const vcp_client* c);
 /* Readable when the device says its configuration changed (its capacity grew); -1 when it
    cannot say so. Then: vcp_update_config, 1 when the capacity changed, 0 when not, -errno. */
 int vcp_config_fd(const vcp_client* c);

@@ -63,6 +63,8 @@ int vcp_get_info(const vcp_client* c, vcp_info* out) {
   return 0;
 }
 
+uint32_t vcp_physical_block_size(const vcp_client* c) { return c->c->info().physical_block_size; }
+
 int vcp_config_fd(const vcp_client* c) { return c->c->config_fd(); }
 int vcp_update_config(vcp_client* c) { return c->c->update_config(); }
 int vcp_error(const vcp_client* c) { return c->c->error(); }

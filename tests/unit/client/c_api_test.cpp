@@ -21,6 +21,8 @@ TEST(CApi, ConnectReadWriteClose) {
   vcp_info info;
   ASSERT_EQ(vcp_get_info(c, &info), 0);
   EXPECT_EQ(info.capacity_bytes, 16u << 20);
+  EXPECT_EQ(info.block_size, 512u);
+  EXPECT_EQ(vcp_physical_block_size(c), 512u) << "a ram device's physical block is its logical one";
   EXPECT_EQ(vcp_num_queues(c), 1u);
   vcp_queue* q = vcp_get_queue(c, 0);
   ASSERT_NE(q, nullptr);
@@ -47,6 +49,23 @@ TEST(CApi, ConnectReadWriteClose) {
   EXPECT_EQ(vcp_update_config(c), 0) << "the capacity did not change";
   EXPECT_EQ(vcp_error(c), 0);
   vcp_free(c, buf);
+  vcp_close(c);
+}
+
+TEST(CApi, ThePhysicalBlockIsTheDevices) {
+  DeviceOptions d;
+  d.spec = "ram:size=16M,physical_block_size=4k";
+  DeviceServer s(d);
+  UnixListener l;
+  ASSERT_TRUE(l.ok);
+  l.serve(*s.device);
+  vcp_client* c = nullptr;
+  ASSERT_EQ(vcp_connect(l.path.c_str(), nullptr, &c), 0);
+  l.accepted();
+  vcp_info info;
+  ASSERT_EQ(vcp_get_info(c, &info), 0);
+  EXPECT_EQ(info.block_size, 512u);
+  EXPECT_EQ(vcp_physical_block_size(c), 4096u);
   vcp_close(c);
 }
 
