@@ -11,6 +11,8 @@
 #include <sys/eventfd.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -27,6 +29,7 @@
 #include "iscsi/sendtargets.hpp"
 #include "target/connection.hpp"
 #include "target/scsi/lun.hpp"
+#include "target/scsi/pr_store.hpp"
 
 namespace vcp::target {
 
@@ -90,6 +93,46 @@ std::string lun_name(const LunSpec& l, const TargetSpec& t, size_t target_index)
 // lun_name() and its backend spec: "LUN 3 of IQN 'ram:size=64M'", for what names the disk.
 std::string lun_and_spec(const LunSpec& l, const TargetSpec& t, size_t target_index) {
   return lun_name(l, t, target_index) + " '" + l.backend + "'";
+}
+
+// The state directory (state_dir): made if missing (the last component), and it must be a
+// directory this process can write in.
+bool prepare_state_dir(const std::string& dir, std::string* error) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    *error = "state_dir " + dir + ": cannot create it: " + errno_str(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    *error = "state_dir " + dir + ": not a directory";
+    return false;
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    *error = "state_dir " + dir + ": cannot write in it: " + errno_str(errno);
+    return false;
+  }
+  return true;
+}
+
+// A logical unit's shared state. With a state directory its persistent reservations are kept
+// there through restarts when an initiator asks (APTPL), and what was kept is taken back now;
+// a file that cannot be read fails the LUN (name: lun_and_spec()).
+std::shared_ptr<scsi::SharedLuState> make_lu_state(const TargetSettings& s, const TargetSpec& t, const LunSpec& l,
+                                                   const std::string& name, const BlockBackend& b,
+                                                   std::string* error) {
+  auto state = std::make_shared<scsi::SharedLuState>(scsi::ModePages{b.info().volatile_cache});
+  if (s.state_dir.empty()) return state;
+  auto store = std::make_unique<scsi::PrStore>(scsi::pr_store_path(s.state_dir, t.iqn, l.number), b.info().serial);
+  std::string note;
+  if (!state->keep_reservations(std::move(store), error, &note)) {
+    *error = name + ": " + *error;
+    return nullptr;
+  }
+  if (note.find("not restored") != std::string::npos)
+    VCP_LOG_WARN("target: {}: {}", name, note);
+  else if (!note.empty())
+    VCP_LOG_INFO("target: {}: {}", name, note);
+  return state;
 }
 
 }  // namespace
@@ -852,6 +895,7 @@ class IoThread {
 std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std::string* error) {
   if (!validate(settings, error)) return nullptr;
   std::unique_ptr<TargetServer> s(new TargetServer());
+  if (!settings.state_dir.empty() && !prepare_state_dir(settings.state_dir, error)) return nullptr;
   const std::vector<TargetSpec> targets = settings.all_targets();
   std::vector<NamedBackend> named;
   for (size_t ti = 0; ti < targets.size(); ++ti) {
@@ -865,7 +909,9 @@ std::unique_ptr<TargetServer> TargetServer::create(TargetSettings settings, std:
       }
       if (identity_clash(name, *b, named, error)) return nullptr;
       named.emplace_back(name, b.get());
-      s->lu_states_.push_back(std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache}));
+      auto state = make_lu_state(settings, targets[ti], l, name, *b, error);
+      if (!state) return nullptr;
+      s->lu_states_.push_back(std::move(state));
       s->backends_.push_back(std::move(b));
     }
   }
@@ -1284,7 +1330,8 @@ bool TargetServer::post_luns(size_t target, const TargetSpec& spec, const std::v
     }
     if (identity_clash(name, *b, named, error)) return false;
     named.emplace_back(name, b.get());
-    auto state = std::make_shared<scsi::SharedLuState>(scsi::ModePages{b->info().volatile_cache});
+    auto state = make_lu_state(settings_, spec, l, name, *b, error);
+    if (!state) return false;
     for (size_t i = 0; i < threads_.size(); ++i) {
       auto q = b->open_queue(static_cast<unsigned>(i));
       if (!q) {

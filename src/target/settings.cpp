@@ -309,6 +309,14 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     }
     s.cpus = *cpus;
   }
+  if (root.contains("state_dir")) {
+    auto v = root["state_dir"].value<std::string>();
+    if (!v || v->empty()) {
+      *error = "state_dir: a directory's path";
+      return false;
+    }
+    s.state_dir = *v;
+  }
   if (!chap_table(root, "discovery_chap", "discovery_chap_file", &s.discovery_chap, error)) return false;
   if (root.contains("chap_algorithms")) {
     // A list of names, or one string of them joined by ':' or ','.

@@ -68,6 +68,9 @@ struct TargetSettings {
   // --chap-algs); empty: all four (MD5, SHA-1, SHA-256, SHA3-256).
   std::vector<iscsi::ChapAlgorithm> chap_algorithms;
   std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
+  // Where persistent reservations an initiator asks to keep through a restart (APTPL) are
+  // kept, a file per LUN (scsi::PrStore); empty: APTPL is refused (PTPL_C 0). Made if missing.
+  std::string state_dir;
   InitiatorAcl acl;       // who may log in (--allow-initiator, --allow-address)
   std::vector<TargetSpec> more_targets;
 
@@ -221,7 +224,7 @@ bool allow_address(InitiatorAcl& acl, const std::string& range, std::string* err
 // Reads a CHAP credentials file: one line "NAME SECRET" (blank lines and # comments ignored).
 std::optional<iscsi::ChapCredentials> read_chap_file(const std::string& path, std::string* error);
 // Loads a TOML file into settings (keys the file has override what is there):
-//   iqn, alias, portal = "HOST:PORT", cpus = "1-2", [[lun]] number/backend,
+//   iqn, alias, portal = "HOST:PORT", cpus = "1-2", state_dir = "/var/lib/vcp", [[lun]] number/backend,
 //   allowed_initiators = ["iqn...", ...], allowed_addresses = ["10.0.0.0/8", ...],
 //   [chap] name/secret, [mutual_chap] name/secret, [discovery_chap] name/secret (or
 //   [discovery_mutual_chap] name/secret (or chap_file / mutual_chap_file / discovery_chap_file /

@@ -3,7 +3,7 @@
 //   vcp target --portal 127.0.0.1:3260 --iqn iqn.2024-01.org.vcp:disk --lun 0=ram:size=64M
 //              [--lun 1=file:path=/x] [--chap-file F] [--mutual-chap-file F] [--cpu 1-2]
 //              [--discovery-chap-file F] [--discovery-mutual-chap-file F] [--chap-algs SHA256:MD5]
-//              [--config target.toml] [--max-tasks N] [--max-connections N]
+//              [--config target.toml] [--max-tasks N] [--max-connections N] [--state-dir DIR]
 //              [--allow-initiator IQN ...] [--allow-address CIDR ...]
 // The TOML file gives the same settings (docs/target.md); command-line options override it.
 // SIGHUP reads the access list and CHAP credentials again, and adds, removes, replaces and
@@ -37,6 +37,7 @@ struct TargetArgs {
   std::string discovery_mutual_chap_file;
   std::string cpus;
   std::string config;
+  std::string state_dir;
   uint32_t max_tasks = 0;
   uint32_t max_connections = 0;
   std::string sendfile;
@@ -58,6 +59,7 @@ bool build_settings(const TargetArgs& a, target::TargetSettings& s, std::string*
     return false;
   }
   if (!a.iqn.empty()) s.iqn = a.iqn;
+  if (!a.state_dir.empty()) s.state_dir = a.state_dir;
   if (a.max_tasks) s.max_tasks = a.max_tasks;
   if (a.max_connections) s.max_connections = a.max_connections;
   if (!a.sendfile.empty() && !target::parse_sendfile(a.sendfile, &s.sendfile)) {
@@ -129,7 +131,7 @@ std::string describe(const target::TargetAccess& t) {
 // removed (its sessions end, then its LUNs go as above), so a renamed one is both; an alias
 // changed is taken by logins from then on; portals added listen, portals removed stop
 // accepting. [limits] are taken by connections from then on (take_live_limits); settings that
-// need a restart (CPUs; max_transfer_bytes, max_tasks, buffer_bytes) are left as they are, and
+// need a restart (CPUs, state_dir; max_transfer_bytes, max_tasks, buffer_bytes) are left as they are, and
 // said so; a file that does not read or validate leaves everything as it was. `running` follows what
 // was applied; a removed target keeps its place in it (targets keep their indices), marked
 // removed in the server's access settings.
@@ -199,6 +201,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
     if (!served) new_targets.push_back(n);
   }
   if (s.cpus != running.cpus) ignored.push_back("CPUs");
+  if (s.state_dir != running.state_dir) ignored.push_back("state_dir");
   // Whatever else differs, access settings aside, is a [limits] key: the groups above and the
   // access settings taken as they run, the rest compares whole (a new key is covered too).
   target::TargetSettings rest = s;
@@ -208,6 +211,7 @@ void reload(const TargetArgs& a, target::TargetSettings& running, target::Target
   rest.set_first_target(running.first_target());
   rest.more_targets = running.more_targets;
   rest.cpus = running.cpus;
+  rest.state_dir = running.state_dir;
   rest.discovery_chap = running.discovery_chap;
   rest.discovery_mutual_chap = running.discovery_mutual_chap;
   rest.chap_algorithms = running.chap_algorithms;
@@ -418,6 +422,9 @@ Runner add_target(CLI::App& app) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--cpu", a->cpus, "CPUs for the I/O threads, one thread each (e.g. 1 or 1-2)");
   cmd->add_option("--config", a->config, "TOML file with the same settings");
+  cmd->add_option("--state-dir", a->state_dir,
+                  "directory where persistent reservations initiators ask to keep through a restart (APTPL) are "
+                  "kept, a file per LUN (default: none, APTPL refused)");
   cmd->add_option("--max-tasks", a->max_tasks, "tasks in flight per LUN; more get TASK SET FULL (default 1024)")
       ->check(CLI::Range(1u, 65536u));
   cmd->add_option("--max-connections", a->max_connections,

@@ -63,6 +63,58 @@ def tur_status(s, cmd_sn, lun=2):
     return h[3], (sense[12] if len(sense) > 13 else None), (sense[13] if len(sense) > 13 else None)
 
 
+def command(s, itt, cmd_sn, cdb, lun, data_out=b"", data_in=0):
+    """One SCSI command (data_out sent as immediate data, data_in bytes of room) and its answer:
+    (status, sense key or None, ASC, ASCQ, data in)."""
+    c = bytearray(48)
+    c[0] = 0x01
+    c[1] = 0x80 | (0x40 if data_in else 0) | (0x20 if data_out else 0) | 1  # F, R, W, SIMPLE
+    c[9] = lun
+    c[5:8] = len(data_out).to_bytes(3, "big")
+    struct.pack_into(">IIII", c, 16, itt, data_in or len(data_out), cmd_sn, 0)
+    c[32:32 + len(cdb)] = cdb
+    s.sendall(bytes(c) + data_out + b"\0" * (-len(data_out) % 4))
+    got = b""
+    while True:
+        h = s.recv(48, socket.MSG_WAITALL)
+        if len(h) < 48:
+            sys.exit("connection closed")
+        dsl = int.from_bytes(h[5:8], "big")
+        data = s.recv((dsl + 3) // 4 * 4, socket.MSG_WAITALL)[:dsl] if dsl else b""
+        if h[0] & 0x3f == 0x25:  # Data-In
+            got += data
+            if h[1] & 1:
+                return h[3], None, None, None, got
+        elif h[0] & 0x3f == 0x21:  # SCSI Response
+            sense = data[2:]
+            if len(sense) > 13:
+                return h[3], sense[2] & 0x0f, sense[12], sense[13], got
+            return h[3], None, None, None, got
+
+
+def pr_out(s, itt, cmd_sn, action, key, sa_key, pr_type=0, aptpl=False, lun=0):
+    """PERSISTENT RESERVE OUT (SPC-4): returns command()'s answer."""
+    cdb = bytes([0x5f, action, pr_type, 0, 0, 0, 0, 0, 24, 0])
+    param = struct.pack(">QQ", key, sa_key) + bytes([0, 0, 0, 0, 1 if aptpl else 0, 0, 0, 0])
+    return command(s, itt, cmd_sn, cdb, lun, data_out=param)
+
+
+def pr_in(s, itt, cmd_sn, action, lun=0):
+    """PERSISTENT RESERVE IN: READ KEYS (0) gives (generation, [keys]); READ RESERVATION (1)
+    (generation, key, type) or (generation, None, None); REPORT CAPABILITIES (2) the raw 8 bytes."""
+    status, _, _, _, data = command(s, itt, cmd_sn, bytes([0x5e, action, 0, 0, 0, 0, 0, 4, 0, 0]), lun, data_in=1024)
+    if status != 0:
+        sys.exit("PERSISTENT RESERVE IN %d: status %d" % (action, status))
+    if action == 2:
+        return data
+    gen, length = struct.unpack(">II", data[:8])
+    if action == 0:
+        return gen, [struct.unpack(">Q", data[8 + i:16 + i])[0] for i in range(0, length, 8)]
+    if length == 0:
+        return gen, None, None
+    return gen, struct.unpack(">Q", data[8:16])[0], data[21] & 0x0f
+
+
 def tur(s, cmd_sn, lun=2):
     """TEST UNIT READY, its answer read (the power-on unit attention); returns the next CmdSN."""
     tur_status(s, cmd_sn, lun)

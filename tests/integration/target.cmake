@@ -32,6 +32,7 @@ vcp_target_test(target_multipath multipath)
 vcp_target_test(target_host_names names)
 vcp_target_test(target_reinstatement reinstate)
 vcp_target_test(target_reload_limits reload-limits)
+vcp_target_test(target_pr_aptpl aptpl)
 
 # MultipathIO first, over two paths (target_tools.sh), on the fresh LUN: libiscsi 1.19's
 # MultipathIO.CompareAndWrite compares block 256 without zeroing it first (scripts/conformance.sh).

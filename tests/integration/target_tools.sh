@@ -77,6 +77,10 @@
 #                                           what it negotiated, the next one gets the new limits
 #                                           (our initiator's login line), the status report gives
 #                                           them; a key that needs a restart is said to
+#   target_tools.sh VCP_BIN aptpl           persistent reservations kept through a crash (--state-dir,
+#                                           APTPL): registrations and a reservation are back after
+#                                           SIGKILL and a restart; a register without APTPL ends
+#                                           it; a damaged file, an unusable directory are refused
 #   target_tools.sh VCP_BIN cu SUITE...     iscsi-test-cu for the given test specs: every test passes
 #                                           (SCSI.MultipathIO.* over two paths: the URL twice)
 #   target_tools.sh VCP_BIN cu-threads SUITE...  the same against two I/O threads (--cpu 0,1): the
@@ -1270,6 +1274,112 @@ reload-limits)
   grep -qE " [1-9][0-9]* reconnects" "$DIR/bench-a.log" && fail "the session from before the reload was dropped"
   echo "limits reloaded: the session before kept MaxBurst 65536 and window 16, the one after got 131072 and 32"
   stop_target
+  ;;
+aptpl)
+  # Persistent reservations kept through a crash (APTPL): with --state-dir, initiator A
+  # registers with APTPL and takes an Exclusive Access reservation, B registers; the target is
+  # killed (SIGKILL) and started again on the same state directory: B's READ is refused
+  # (RESERVATION CONFLICT), both keys and A's reservation are read back, A reads. Then a register
+  # without APTPL ends the keeping (the file goes); a damaged file stops the target from
+  # starting, saying where; without --state-dir APTPL is refused; a state directory that cannot
+  # be made is refused at start; iscsi-test-cu's PR tests pass with PTPL_C reported.
+  STATE=$DIR/state
+  start_target --state-dir "$STATE"
+  [ -d "$STATE" ] || fail "the state directory was not made"
+  out=$(timeout 30 python3 - "$PORT" "$IQN" <<'PY'
+import socket, sys
+from raw_iscsi import login, pr_in, pr_out, tur_status
+socket.setdefaulttimeout(20)
+port, iqn = int(sys.argv[1]), sys.argv[2].encode()
+a, sn_a = login(port, iqn, b"pr-a", 21)
+b, sn_b = login(port, iqn, b"pr-b", 22)
+tur_status(a, sn_a, 0); tur_status(b, sn_b, 0)  # the power-on unit attention
+caps = pr_in(a, 2, sn_a + 1, 2)
+if not caps[2] & 1 or caps[3] & 1:
+    sys.exit("REPORT CAPABILITIES before APTPL: PTPL_C %d PTPL_A %d" % (caps[2] & 1, caps[3] & 1))
+for s, sn, key in ((a, sn_a + 2, 0xa1), (b, sn_b + 1, 0xb1)):
+    st = pr_out(s, 3, sn, 0, 0, key, aptpl=True)
+    if st[0] != 0:
+        sys.exit("REGISTER with APTPL: %s" % (st,))
+st = pr_out(a, 4, sn_a + 3, 1, 0xa1, 0, pr_type=3)
+if st[0] != 0:
+    sys.exit("RESERVE: %s" % (st,))
+if not pr_in(a, 5, sn_a + 4, 2)[3] & 1:
+    sys.exit("PTPL_A not set after REGISTER with APTPL")
+print("registered and reserved")
+PY
+  ) || fail "before the crash: $out"
+  file=$(ls "$STATE")
+  [ "$file" = "$(echo "$IQN" | tr A-Z a-z).lun0.pr" ] || fail "the state file: '$file'"
+  kill -KILL "$PID"; wait "$PID" 2>/dev/null; PID=
+  start_target --state-dir "$STATE"
+  grep -q "LUN 0 '.*': persistent reservations restored from $STATE/$file: 2 registrations, reserved" "$DIR/target.log" ||
+    fail "the restart did not say it restored them: $(cat "$DIR/target.log")"
+  out=$(timeout 30 python3 - "$PORT" "$IQN" <<'PY'
+import socket, sys
+from raw_iscsi import command, login, pr_in, pr_out, tur_status
+socket.setdefaulttimeout(20)
+port, iqn = int(sys.argv[1]), sys.argv[2].encode()
+read16 = bytes([0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])
+a, sn_a = login(port, iqn, b"pr-a", 21)
+b, sn_b = login(port, iqn, b"pr-b", 22)
+tur_status(a, sn_a, 0); tur_status(b, sn_b, 0)
+st = command(b, 2, sn_b + 1, read16, 0, data_in=512)
+if st[0] != 0x18:
+    sys.exit("B's READ after the restart: status %#x, not RESERVATION CONFLICT" % st[0])
+gen, keys = pr_in(b, 3, sn_b + 2, 0)
+if sorted(keys) != [0xa1, 0xb1]:
+    sys.exit("keys after the restart: %s" % [hex(k) for k in keys])
+gen, key, typ = pr_in(b, 4, sn_b + 3, 1)
+if (key, typ) != (0xa1, 3):
+    sys.exit("reservation after the restart: %s %s" % (key, typ))
+if command(a, 2, sn_a + 1, read16, 0, data_in=512)[0] != 0:
+    sys.exit("A's READ after the restart")
+# B registers again without APTPL: nothing is kept from now on.
+if pr_out(b, 5, sn_b + 4, 6, 0, 0xb2)[0] != 0:
+    sys.exit("REGISTER AND IGNORE EXISTING KEY without APTPL")
+if pr_in(b, 6, sn_b + 5, 2)[3] & 1:
+    sys.exit("PTPL_A still set")
+if pr_out(a, 3, sn_a + 2, 3, 0xa1, 0)[0] != 0:  # CLEAR: the LUN free for iscsi-test-cu
+    sys.exit("CLEAR")
+print("after the restart: B's READ in conflict, keys a1 b1, A holds Exclusive Access; APTPL off again")
+PY
+  ) || fail "after the restart: $out"
+  echo "$out"
+  [ -z "$(ls "$STATE")" ] || fail "the state file stayed after APTPL was turned off: $(ls "$STATE")"
+  # iscsi-test-cu's PR tests with PTPL_C reported.
+  cu=$(timeout 300 iscsi-test-cu -i $INI --dataloss --test="ALL.PrinReportCapabilities" "$URL/0" 2>&1)
+  grep -qE '^ +tests +[0-9]+ +[0-9]+ +[0-9]+ +0 ' <<<"$cu" || { echo "$cu" | tail -20; fail "iscsi-test-cu PrinReportCapabilities"; }
+  stop_target
+  # A damaged file: the target does not start, and says which file and line.
+  printf 'vcp-pr 1\nlu x\ngeneration 1\nregistration zz\n' >"$STATE/$file"
+  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "0=file:path=$DIR/lun0.img" --state-dir "$STATE" \
+    >"$DIR/bad.log" 2>&1 && fail "the target started on a damaged reservations file"
+  grep -q "persistent reservations cannot be restored: $STATE/$file: line 4: expected 'registration KEY ISID PORT NAME' (move the file away" \
+    "$DIR/bad.log" || fail "the damaged file's error: $(cat "$DIR/bad.log")"
+  # A state directory that cannot be made.
+  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun 0=ram:size=1M --state-dir "$DIR/lun0.img/x" \
+    >"$DIR/bad.log" 2>&1 && fail "the target started with a state directory under a file"
+  grep -q "state_dir $DIR/lun0.img/x: cannot create it" "$DIR/bad.log" || fail "the state directory's error: $(cat "$DIR/bad.log")"
+  # Without --state-dir: APTPL refused (INVALID FIELD IN PARAMETER LIST).
+  rm -f "$STATE/$file"
+  start_target
+  out=$(timeout 30 python3 - "$PORT" "$IQN" <<'PY'
+import socket, sys
+from raw_iscsi import login, pr_in, pr_out, tur_status
+socket.setdefaulttimeout(20)
+port, iqn = int(sys.argv[1]), sys.argv[2].encode()
+a, sn = login(port, iqn, b"pr-a", 21)
+tur_status(a, sn, 0)
+if pr_in(a, 2, sn + 1, 2)[2] & 1:
+    sys.exit("PTPL_C without a state directory")
+st = pr_out(a, 3, sn + 2, 0, 0, 0xa1, aptpl=True)
+if st[:4] != (2, 5, 0x26, 0):
+    sys.exit("REGISTER with APTPL and no state directory: %s" % (st[:4],))
+PY
+  ) || fail "without a state directory: $out"
+  stop_target
+  echo "without --state-dir APTPL is refused; a damaged file and a state directory that cannot be made stop the start"
   ;;
 cu | cu-threads)
   [ $# -gt 0 ] || fail "$MODE needs test specs"

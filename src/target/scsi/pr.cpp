@@ -1,6 +1,7 @@
 #include "target/scsi/pr.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 
 #include "target/scsi/cdb.hpp"
@@ -132,7 +133,8 @@ Outcome PersistentReservations::in(const uint8_t* cdb, std::vector<uint8_t>& out
     case kPrInReportCapabilities:
       out.assign(8, 0);
       out[1] = 8;
-      out[3] = 0x80;  // TMV: the type mask is valid; ALLOW COMMANDS 000b
+      out[2] = ptpl_capable_ ? 0x01 : 0x00;  // PTPL_C (CRH, SIP_C, ATP_C 0)
+      out[3] = 0x80 | (ptpl_active_ ? 0x01 : 0x00);  // TMV: the type mask is valid; ALLOW COMMANDS 000b; PTPL_A
       out[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;  // WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX
       out[5] = 0x01;                              // EX_AC_AR
       return ok();
@@ -175,7 +177,10 @@ Outcome PersistentReservations::out(const ItNexus& n, const uint8_t* cdb, const 
   uint8_t flags = param[20];
   if (flags & 0x08) return check(invalid_param_field(20, 3));  // SPEC_I_PT: SIP_C = 0
   if (flags & 0x04) return check(invalid_param_field(20, 2));  // ALL_TG_PT: ATP_C = 0
-  if (flags & 0x01) return check(invalid_param_field(20, 0));  // APTPL: PTPL_C = 0
+  const bool registering = action == kPrOutRegister || action == kPrOutRegisterIgnore;
+  // APTPL counts in the register actions only (other actions ignore it).
+  const bool aptpl = (flags & 0x01) != 0;
+  if (registering && aptpl && !ptpl_capable_) return check(invalid_param_field(20, 0));
   uint8_t scope = cdb[2] >> 4;
   uint8_t type = cdb[2] & 0x0f;
   bool uses_type = action == kPrOutReserve || action == kPrOutRelease || action == kPrOutPreempt ||
@@ -184,8 +189,12 @@ Outcome PersistentReservations::out(const ItNexus& n, const uint8_t* cdb, const 
     if (scope != 0) return check(invalid_cdb_field(2, 7));
     if (!valid_type(type)) return check(invalid_cdb_field(2, 3));
   }
-  if (action == kPrOutRegister || action == kPrOutRegisterIgnore)
-    return do_register(n, key, sa_key, action == kPrOutRegisterIgnore, ev);
+  if (registering) {
+    Outcome o = do_register(n, key, sa_key, action == kPrOutRegisterIgnore, ev);
+    // The APTPL of the last register action that completed is what holds (SPC-4 6.16.3).
+    if (o.good()) ptpl_active_ = aptpl;
+    return o;
+  }
   const Registration* r = find(n);
   if (!r || r->key != key) return conflict();
   switch (action) {
@@ -310,6 +319,174 @@ Outcome PersistentReservations::do_preempt(const ItNexus& n, uint64_t sa_key, Pr
   if (remove_if([&](const Registration& o) { return o.key == sa_key; }) == 0) return conflict();
   ++generation_;
   return ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state as text (SharedLuState's PrStore keeps it in a file for APTPL):
+//   generation N
+//   registration KEY ISID PORT NAME      one per registration, in order
+//   reservation TYPE ISID PORT NAME      when reserved (the holder; for the all-registrants
+//                                        types the fields name no one: 0 0 -)
+// KEY and ISID in hex, the rest in decimal; NAME (the initiator's iSCSI name, from the wire)
+// with every byte outside '!'..'~' and '%' itself written %XX, so it is one word.
+
+std::string escape_word(const std::string& name) {
+  if (name == "-") return "%2D";  // "-" alone is the empty text
+  std::string out;
+  for (unsigned char c : name) {
+    if (c > ' ' && c <= '~' && c != '%') {
+      out += static_cast<char>(c);
+    } else {
+      char b[4];
+      std::snprintf(b, sizeof(b), "%%%02X", c);
+      out += b;
+    }
+  }
+  return out.empty() ? "-" : out;
+}
+
+std::optional<std::string> unescape_word(std::string_view w) {
+  if (w == "-") return std::string();
+  std::string out;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i] != '%') {
+      out += w[i];
+      continue;
+    }
+    unsigned v = 0;
+    if (i + 2 >= w.size()) return std::nullopt;
+    auto [p, ec] = std::from_chars(w.data() + i + 1, w.data() + i + 3, v, 16);
+    if (ec != std::errc() || p != w.data() + i + 3) return std::nullopt;
+    out += static_cast<char>(v);
+    i += 2;
+  }
+  return out;
+}
+
+namespace {
+
+template <class T>
+bool parse_number(std::string_view w, T* out, int base) {
+  if (w.empty()) return false;
+  auto [p, ec] = std::from_chars(w.data(), w.data() + w.size(), *out, base);
+  return ec == std::errc() && p == w.data() + w.size();
+}
+
+std::vector<std::string_view> words(std::string_view line) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && line[i] == ' ') ++i;
+    size_t j = i;
+    while (j < line.size() && line[j] != ' ') ++j;
+    if (j > i) out.push_back(line.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// "ISID PORT NAME" into r; false if malformed.
+bool parse_port(const std::vector<std::string_view>& w, size_t at, Registration* r) {
+  uint16_t port = 0;
+  if (!parse_number(w[at], &r->isid, 16) || r->isid > 0xffffffffffffull || !parse_number(w[at + 1], &port, 10))
+    return false;
+  auto name = unescape_word(w[at + 2]);
+  if (!name) return false;
+  r->target_port = port;
+  r->initiator_name = std::move(*name);
+  return true;
+}
+
+}  // namespace
+
+std::string PersistentReservations::persisted_text() const {
+  std::string out = "generation " + std::to_string(generation_) + "\n";
+  char b[64];
+  for (const auto& r : regs_) {
+    std::snprintf(b, sizeof(b), "registration %016llx %012llx %u ", static_cast<unsigned long long>(r.key),
+                  static_cast<unsigned long long>(r.isid), r.target_port);
+    out += b + escape_word(r.initiator_name) + "\n";
+  }
+  if (type_ != PrType::none) {
+    if (all_registrants()) {
+      std::snprintf(b, sizeof(b), "reservation %u 0 0 -\n", static_cast<unsigned>(type_));
+      out += b;
+    } else {
+      std::snprintf(b, sizeof(b), "reservation %u %012llx %u ", static_cast<unsigned>(type_),
+                    static_cast<unsigned long long>(holder_.isid), holder_.target_port);
+      out += b + escape_word(holder_.initiator_name) + "\n";
+    }
+  }
+  return out;
+}
+
+bool PersistentReservations::restore_text(std::string_view text, std::string* error, unsigned first_line) {
+  std::vector<Registration> regs;
+  PrType type = PrType::none;
+  Registration holder;
+  std::optional<uint32_t> generation;
+  unsigned line_no = first_line;
+  auto bad = [&](const std::string& why) {
+    *error = "line " + std::to_string(line_no) + ": " + why;
+    return false;
+  };
+  for (size_t pos = 0; pos < text.size(); ++line_no) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) return bad("no newline at the end (a file cut short?)");
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    const auto w = words(line);
+    if (w.empty()) continue;
+    if (w[0] == "generation") {
+      uint32_t g = 0;
+      if (w.size() != 2 || !parse_number(w[1], &g, 10)) return bad("expected 'generation N'");
+      if (generation) return bad("a second generation");
+      generation = g;
+    } else if (w[0] == "registration") {
+      Registration r;
+      if (w.size() != 5 || !parse_number(w[1], &r.key, 16) || !parse_port(w, 2, &r))
+        return bad("expected 'registration KEY ISID PORT NAME'");
+      if (r.key == 0) return bad("a registration with key 0");
+      if (r.initiator_name.empty()) return bad("a registration with no initiator name");
+      if (std::any_of(regs.begin(), regs.end(), [&](const Registration& o) { return o.is(r.port()); }))
+        return bad("a second registration of the same I_T nexus");
+      if (regs.size() >= kMaxRegistrations) return bad("more than " + std::to_string(kMaxRegistrations) + " registrations");
+      regs.push_back(std::move(r));
+    } else if (w[0] == "reservation") {
+      unsigned t = 0;
+      Registration h;
+      if (w.size() != 5 || !parse_number(w[1], &t, 10) || t > 0xff || !valid_type(static_cast<uint8_t>(t)) ||
+          !parse_port(w, 2, &h))
+        return bad("expected 'reservation TYPE ISID PORT NAME' with a valid type");
+      if (type != PrType::none) return bad("a second reservation");
+      type = static_cast<PrType>(t);
+      holder = std::move(h);
+    } else {
+      return bad("unknown line '" + std::string(w[0]) + "'");
+    }
+  }
+  if (!generation) {
+    *error = "no 'generation' line";
+    return false;
+  }
+  if (type != PrType::none) {
+    const bool all = type == PrType::write_exclusive_all_registrants || type == PrType::exclusive_access_all_registrants;
+    // A reservation is held by a registered nexus (all registrants: while anyone is registered).
+    const bool held = all ? !regs.empty() : std::any_of(regs.begin(), regs.end(), [&](const Registration& o) {
+      return o.is(holder.port());
+    });
+    if (!held) {
+      *error = "the reservation's holder is not registered";
+      return false;
+    }
+    if (all) holder = Registration{};
+  }
+  regs_ = std::move(regs);
+  type_ = type;
+  holder_ = std::move(holder);
+  generation_ = *generation;
+  ptpl_active_ = true;  // what was kept is what APTPL asked to keep
+  return true;
 }
 
 }  // namespace vcp::scsi

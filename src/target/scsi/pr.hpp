@@ -3,11 +3,15 @@
 //
 // Pure state: no I/O, no threads. The Lun calls conflicts() before every command and hands
 // PERSISTENT RESERVE IN/OUT here; side effects on other nexuses (unit attentions, aborted
-// tasks) come back through PrEvents. State is not persisted across restarts (PTPL_C = 0).
+// tasks) come back through PrEvents. Persisting through a restart (APTPL) is the owner's job
+// (SharedLuState with a PrStore): this class says whether it is asked for (ptpl_active()) and
+// gives its state as text (persisted_text(), restore_text()).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "target/scsi/task.hpp"
@@ -47,6 +51,7 @@ struct Registration {
   static Registration of(const ItNexus& n, uint64_t key = 0) {
     return Registration{n.initiator_name, n.isid, n.target_port, key};
   }
+  bool operator==(const Registration&) const = default;
 };
 
 class PrEvents {
@@ -68,6 +73,21 @@ class PersistentReservations {
   PrType type() const { return type_; }
   uint32_t generation() const { return generation_; }
   size_t registrations() const { return regs_.size(); }
+
+  // Persist through power loss (SPC-4 5.13.5): with the capability (PTPL_C, set by an owner
+  // that can keep the state), a REGISTER or REGISTER AND IGNORE EXISTING KEY with APTPL set
+  // activates it and one without deactivates it (PTPL_A); without the capability APTPL is
+  // refused (INVALID FIELD IN PARAMETER LIST).
+  void set_ptpl_capable(bool on) { ptpl_capable_ = on; }
+  bool ptpl_capable() const { return ptpl_capable_; }
+  bool ptpl_active() const { return ptpl_active_; }
+
+  // The registrations, the reservation and the generation as lines of text (what a restart
+  // restores), and back. restore_text() takes text read from a file: anything malformed is
+  // refused with *error naming the line, and the object is left as it was.
+  std::string persisted_text() const;
+  // first_line: the number of the text's first line in its file, for the error.
+  bool restore_text(std::string_view text, std::string* error, unsigned first_line = 1);
 
   // PERSISTENT RESERVE IN: appends the parameter data for the service action to out.
   Outcome in(const uint8_t* cdb, std::vector<uint8_t>& out) const;
@@ -92,7 +112,14 @@ class PersistentReservations {
   PrType type_ = PrType::none;
   Registration holder_;  // the reserving I_T nexus (unused for the all-registrants types)
   uint32_t generation_ = 0;
+  bool ptpl_capable_ = false;
+  bool ptpl_active_ = false;
 };
+
+// A text as one word of a state file: every byte outside '!'..'~', and '%' itself, as %XX;
+// the empty text as "-". unescape_word() undoes it (nullopt for a malformed escape).
+std::string escape_word(const std::string& text);
+std::optional<std::string> unescape_word(std::string_view word);
 
 // The iSCSI TransportID of an initiator port (SPC-4 7.6.4.6, format 01b: name,i,0xISID).
 void append_iscsi_transport_id(std::vector<uint8_t>& out, const std::string& name, uint64_t isid);

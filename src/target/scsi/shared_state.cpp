@@ -2,6 +2,9 @@
 
 #include <algorithm>
 
+#include "base/log.hpp"
+#include "target/scsi/sense.hpp"
+
 namespace vcp::scsi {
 
 // ---------------------------------------------------------------------------------------------
@@ -180,11 +183,73 @@ class SharedLuState::PrEventSink final : public PrEvents {
   std::vector<Registration>& here_;
 };
 
+// The side effects of a PR OUT whose new state must reach the disk first: held until it has.
+class RecordedPrEvents final : public PrEvents {
+ public:
+  void pr_unit_attention(const Registration& who, Asc asc) override { events_.push_back({who, asc, false}); }
+  void pr_abort_tasks(const Registration& who) override { events_.push_back({who, Asc{}, true}); }
+  void replay(PrEvents& to) const {
+    for (const auto& e : events_) e.abort ? to.pr_abort_tasks(e.who) : to.pr_unit_attention(e.who, e.asc);
+  }
+
+ private:
+  struct Event {
+    Registration who;
+    Asc asc;
+    bool abort;
+  };
+  std::vector<Event> events_;
+};
+
+bool SharedLuState::keep_reservations(std::unique_ptr<PrStore> store, std::string* error, std::string* note) {
+  std::lock_guard g(mu_);
+  PersistentReservations pr = pr_;
+  pr.set_ptpl_capable(true);
+  PrStore::Loaded what = PrStore::Loaded::nothing;
+  std::string why;
+  if (!store->load(&pr, &what, &why)) {
+    *error = "persistent reservations cannot be restored: " + why + " (move the file away to start without them)";
+    return false;
+  }
+  switch (what) {
+    case PrStore::Loaded::nothing: note->clear(); break;
+    case PrStore::Loaded::other_lu: *note = why + ": not restored"; break;
+    case PrStore::Loaded::restored:
+      *note = fmt::format("persistent reservations restored from {}: {} registrations, {}", store->path(),
+                          pr.registrations(), pr.reserved() ? "reserved" : "no reservation");
+      break;
+  }
+  pr_ = std::move(pr);
+  store_ = std::move(store);
+  publish_access_locked();
+  return true;
+}
+
 Outcome SharedLuState::pr_out(Mailbox* self, const ItNexus& n, const uint8_t* cdb, const uint8_t* param,
                               uint32_t len, std::vector<Registration>& abort_here) {
   std::lock_guard g(mu_);
   PrEventSink sink(*this, self, abort_here);
-  Outcome o = pr_.out(n, cdb, param, len, sink);
+  if (!store_) {
+    Outcome o = pr_.out(n, cdb, param, len, sink);
+    publish_access_locked();
+    return o;
+  }
+  // With a store the new state is worked out on a copy, written (or its file removed when
+  // APTPL is no longer active) and only then taken, with its side effects: a command whose
+  // state cannot be kept changes nothing and fails.
+  PersistentReservations next = pr_;
+  RecordedPrEvents events;
+  Outcome o = next.out(n, cdb, param, len, events);
+  if (o.good() && (next.ptpl_active() || pr_.ptpl_active())) {
+    std::string why;
+    if (!(next.ptpl_active() ? store_->save(next, &why) : store_->erase(&why))) {
+      VCP_LOG_ERROR("target: PERSISTENT RESERVE OUT from {} failed: its reservations cannot be kept: {}",
+                    n.initiator_name, why);
+      return check(sense(SenseKey::hardware_error, Asc::internal_target_failure));
+    }
+  }
+  pr_ = std::move(next);
+  events.replay(sink);
   publish_access_locked();
   return o;
 }

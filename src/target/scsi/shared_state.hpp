@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "target/scsi/pr.hpp"
+#include "target/scsi/pr_store.hpp"
 #include "target/scsi/task.hpp"
 
 namespace vcp::scsi {
@@ -141,6 +142,12 @@ class SharedLuState {
   void ua_one(const ItNexus& n, Asc asc);
 
   // ---- Reservations ----
+  // Keeps the persistent reservations in `store` through restarts (PTPL_C: an initiator may ask
+  // for it with APTPL) and takes what it kept. Called before any member joins. False with
+  // *error when the store's file cannot be read (the LUN is not to be served: reservations an
+  // initiator was told are kept would be dropped); *note says when it held another LU's state
+  // (not restored) or what was restored.
+  bool keep_reservations(std::unique_ptr<PrStore> store, std::string* error, std::string* note);
   // Under the lock: what the reservations refuse nexus n, as of generation v->gen.
   void access_verdict(const ItNexus& n, AccessVerdict* v);
   Outcome pr_in(const uint8_t* cdb, std::vector<uint8_t>& out);
@@ -185,6 +192,7 @@ class SharedLuState {
   std::mutex mu_;
   // guarded by mu_:
   PersistentReservations pr_;
+  std::unique_ptr<PrStore> store_;  // set before members join; null: APTPL refused
   bool legacy_reserved_ = false;  // RESERVE(6/10)
   std::string legacy_name_;
   uint64_t legacy_isid_ = 0;

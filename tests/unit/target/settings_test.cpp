@@ -133,6 +133,22 @@ TEST(TargetSettings, ChapAlgorithms) {
   }
 }
 
+TEST(TargetSettings, StateDir) {
+  auto p = write_temp("state_dir = \"/var/lib/vcp/target\"\n");
+  TargetSettings s;
+  std::string err;
+  ASSERT_TRUE(load_toml(p, s, &err)) << err;
+  std::remove(p.c_str());
+  EXPECT_EQ(s.state_dir, "/var/lib/vcp/target");
+  for (const char* line : {"state_dir = \"\"", "state_dir = 5", "state_dir = [\"/x\"]"}) {
+    auto q = write_temp(std::string(line) + "\n");
+    TargetSettings t;
+    EXPECT_FALSE(load_toml(q, t, &err)) << line;
+    EXPECT_NE(err.find("state_dir: a directory's path"), std::string::npos) << line << ": " << err;
+    std::remove(q.c_str());
+  }
+}
+
 TEST(TargetSettings, Toml) {
   auto p = write_temp(R"(
 iqn = "iqn.2024-01.org.vcp:toml"
