@@ -33,9 +33,9 @@ struct Kind {
 };
 // Adding a backend: one line here and its file in this folder.
 constexpr Kind kKinds[] = {
-    {"null", backends::make_null, "null:size=SIZE[,block_size=N][,serial=S]  (completes at once; data untouched)"},
-    {"ram", backends::make_ram, "ram:size=SIZE[,block_size=N][,serial=S]"},
-    {"file", backends::make_file, "file:path=PATH[,direct=on][,ro=on][,block_size=N][,size=SIZE][,serial=S]"},
+    {"null", backends::make_null, "null:size=SIZE[,block_size=N][,physical_block_size=N][,serial=S]  (completes at once; data untouched)"},
+    {"ram", backends::make_ram, "ram:size=SIZE[,block_size=N][,physical_block_size=N][,serial=S]"},
+    {"file", backends::make_file, "file:path=PATH[,direct=on][,ro=on][,block_size=N][,physical_block_size=N][,size=SIZE][,serial=S]"},
 };
 }  // namespace
 

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -95,11 +96,13 @@ std::string lun_and_spec(const LunSpec& l, const TargetSpec& t, size_t target_in
   return lun_name(l, t, target_index) + " '" + l.backend + "'";
 }
 
-// The state directory (state_dir): made if missing (the last component), and it must be a
+// The state directory (state_dir): made if missing (with its parents), and it must be a
 // directory this process can write in.
 bool prepare_state_dir(const std::string& dir, std::string* error) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    *error = "state_dir " + dir + ": cannot create it: " + errno_str(errno);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    *error = "state_dir " + dir + ": cannot create it: " + ec.message();
     return false;
   }
   struct stat st {};

@@ -171,23 +171,14 @@ bool is_wildcard(const std::string& host) { return host == "0.0.0.0" || host == 
 
 namespace {
 
-// A TOML array of strings, each handed to add(); a missing key is no error.
+// A TOML array of strings (check_keys() saw to that), each handed to add(); a missing key is
+// no error.
 bool string_list(const toml::table& root, const char* key, InitiatorAcl& s,
                  bool (*add)(InitiatorAcl&, const std::string&, std::string*), std::string* error) {
-  const toml::node* node = root.get(key);
-  if (!node) return true;
-  const toml::array* a = node->as_array();
-  if (!a) {
-    *error = std::string(key) + ": a list of strings";
-    return false;
-  }
+  const toml::array* a = root[key].as_array();
+  if (!a) return true;
   for (const auto& item : *a) {
-    auto v = item.value<std::string>();
-    if (!v) {
-      *error = std::string(key) + ": a list of strings";
-      return false;
-    }
-    if (!add(s, *v, error)) {
+    if (!add(s, *item.value<std::string>(), error)) {
       *error = std::string(key) + ": " + *error;
       return false;
     }
@@ -222,6 +213,154 @@ bool chap_table(const toml::table& root, const char* table, const char* file_key
   }
   return true;
 }
+
+// ---- What a file may hold: every key with its type, so that a mistyped key or value is an
+// error at start (or a refused reload) instead of a setting silently not taken. ----
+
+enum class Kind : uint8_t { string, integer, boolean, table, tables, strings, string_or_strings };
+
+struct KeySpec {
+  std::string_view name;
+  Kind kind;
+  const std::vector<KeySpec>* sub = nullptr;  // table, tables: the keys inside
+};
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::string: return "a string";
+    case Kind::integer: return "an integer";
+    case Kind::boolean: return "true or false";
+    case Kind::table: return "a table";
+    case Kind::tables: return "a list of tables ([[...]])";
+    case Kind::strings: return "a list of strings";
+    case Kind::string_or_strings: return "a string or a list of strings";
+  }
+  return "?";
+}
+
+bool is_strings(const toml::node& n) {
+  const toml::array* a = n.as_array();
+  return a && std::all_of(a->begin(), a->end(), [](const toml::node& e) { return e.is_string(); });
+}
+
+bool has_kind(const toml::node& n, Kind k) {
+  switch (k) {
+    case Kind::string: return n.is_string();
+    case Kind::integer: return n.is_integer();
+    case Kind::boolean: return n.is_boolean();
+    case Kind::table: return n.is_table();
+    case Kind::tables: return n.is_array_of_tables();
+    case Kind::strings: return is_strings(n);
+    case Kind::string_or_strings: return n.is_string() || is_strings(n);
+  }
+  return false;
+}
+
+// Edit distance, for "did you mean" (names are short).
+size_t distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string line_of(const toml::node& n) {
+  return n.source().begin ? " (line " + std::to_string(n.source().begin.line) + ")" : "";
+}
+
+// Every key of t is one of `keys` with its kind; tables are checked in turn. `where` names the
+// table for the message ("" at the top, "[limits]", "[[target]] 2 [[lun]] 1").
+bool check_keys(const toml::table& t, const std::vector<KeySpec>& keys, const std::string& where, std::string* error) {
+  const std::string in = where.empty() ? "" : where + " ";
+  for (const auto& [k, node] : t) {
+    const std::string name(k.str());
+    auto spec = std::find_if(keys.begin(), keys.end(), [&](const KeySpec& s) { return s.name == name; });
+    if (spec == keys.end()) {
+      *error = (where.empty() ? "" : where + ": ") + "unknown key '" + name + "'" + line_of(node);
+      const KeySpec* best = nullptr;
+      size_t best_d = 3;  // suggest only close names
+      for (const auto& s : keys)
+        if (size_t d = distance(name, s.name); d < best_d) best_d = d, best = &s;
+      if (best) *error += ": did you mean '" + std::string(best->name) + "'?";
+      return false;
+    }
+    if (!has_kind(node, spec->kind)) {
+      *error = in + name + ": expected " + kind_name(spec->kind) + line_of(node);
+      return false;
+    }
+    if (!spec->sub) continue;
+    if (spec->kind == Kind::table) {
+      if (!check_keys(*node.as_table(), *spec->sub, in + "[" + name + "]", error)) return false;
+      continue;
+    }
+    const toml::array& a = *node.as_array();
+    for (size_t i = 0; i < a.size(); ++i)
+      if (!check_keys(*a.get(i)->as_table(), *spec->sub, in + "[[" + name + "]] " + std::to_string(i + 1), error))
+        return false;
+  }
+  return true;
+}
+
+const std::vector<KeySpec> kLunKeys = {{"number", Kind::integer}, {"backend", Kind::string}};
+const std::vector<KeySpec> kChapKeys = {{"name", Kind::string}, {"secret", Kind::string}};
+const std::vector<KeySpec> kTargetKeys = {
+    {"iqn", Kind::string},
+    {"alias", Kind::string},
+    {"lun", Kind::tables, &kLunKeys},
+    {"allowed_initiators", Kind::strings},
+    {"allowed_addresses", Kind::strings},
+    {"chap", Kind::table, &kChapKeys},
+    {"mutual_chap", Kind::table, &kChapKeys},
+    {"chap_file", Kind::string},
+    {"mutual_chap_file", Kind::string},
+};
+const std::vector<KeySpec> kLimitKeys = {
+    {"max_recv_data_segment_length", Kind::integer},
+    {"max_burst_length", Kind::integer},
+    {"first_burst_length", Kind::integer},
+    {"max_outstanding_r2t", Kind::integer},
+    {"initial_r2t", Kind::boolean},
+    {"immediate_data", Kind::boolean},
+    {"header_digest", Kind::string},
+    {"data_digest", Kind::string},
+    {"cmd_window", Kind::integer},
+    {"max_transfer_bytes", Kind::integer},
+    {"max_data_in_segment", Kind::integer},
+    {"direct_rx_min", Kind::integer},
+    {"login_timeout_ms", Kind::integer},
+    {"nop_interval_ms", Kind::integer},
+    {"nop_timeout_ms", Kind::integer},
+    {"max_tasks", Kind::integer},
+    {"connection_buffer_bytes", Kind::integer},
+    {"buffer_bytes", Kind::integer},
+    {"max_connections", Kind::integer},
+    {"sendfile", Kind::string},
+    {"sendfile_min", Kind::integer},
+};
+const std::vector<KeySpec> kTopKeys = [] {
+  std::vector<KeySpec> k = kTargetKeys;  // the first target's
+  k.insert(k.end(), {
+                        {"portal", Kind::string_or_strings},
+                        {"cpus", Kind::string},
+                        {"state_dir", Kind::string},
+                        {"chap_algorithms", Kind::string_or_strings},
+                        {"discovery_chap", Kind::table, &kChapKeys},
+                        {"discovery_chap_file", Kind::string},
+                        {"discovery_mutual_chap", Kind::table, &kChapKeys},
+                        {"discovery_mutual_chap_file", Kind::string},
+                        {"target", Kind::tables, &kTargetKeys},
+                        {"limits", Kind::table, &kLimitKeys},
+                    });
+  return k;
+}();
 
 // The keys of one target, at the top level of the file (the first target) or in a [[target]].
 bool target_table(const toml::table& t, TargetSpec& s, std::string* error) {
@@ -263,15 +402,11 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     *error = os.str();
     return false;
   }
+  if (!check_keys(root, kTopKeys, "", error)) return false;
   TargetSpec first = s.first_target();
   if (!target_table(root, first, error)) return false;
   s.set_first_target(std::move(first));
-  if (const toml::node* more = root.get("target")) {
-    const toml::array* a = more->as_array();
-    if (!a || !a->is_array_of_tables()) {
-      *error = "target: a list of tables ([[target]])";
-      return false;
-    }
+  if (const toml::array* a = root["target"].as_array()) {  // of tables: check_keys()
     for (size_t i = 0; i < a->size(); ++i) {
       TargetSpec t;
       if (!target_table(*a->get(i)->as_table(), t, error)) {
@@ -283,23 +418,13 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
   }
   if (auto v = root["portal"].value<std::string>()) {
     if (!s.set_portals({*v}, error)) return false;
-  } else if (const toml::array* list = root["portal"].as_array()) {
+  } else if (const toml::array* list = root["portal"].as_array()) {  // of strings: check_keys()
     std::vector<std::string> texts;
-    for (const auto& e : *list) {
-      auto t = e.value<std::string>();
-      if (!t) {
-        *error = "portal: a list of \"HOST:PORT\" strings";
-        return false;
-      }
-      texts.push_back(*t);
-    }
+    for (const auto& e : *list) texts.push_back(*e.value<std::string>());
     if (!s.set_portals(texts, error)) {
       *error = "portal: " + *error;
       return false;
     }
-  } else if (root.contains("portal")) {
-    *error = "portal: \"HOST:PORT\" or a list of them";
-    return false;
   }
   if (auto v = root["cpus"].value<std::string>()) {
     auto cpus = parse_cpu_list(*v);
@@ -310,8 +435,8 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     s.cpus = *cpus;
   }
   if (root.contains("state_dir")) {
-    auto v = root["state_dir"].value<std::string>();
-    if (!v || v->empty()) {
+    auto v = root["state_dir"].value<std::string>();  // a string: check_keys()
+    if (v->empty()) {
       *error = "state_dir: a directory's path";
       return false;
     }
@@ -323,15 +448,8 @@ bool load_toml(const std::string& path, TargetSettings& s, std::string* error) {
     std::string text;
     if (auto v = root["chap_algorithms"].value<std::string>()) {
       text = *v;
-    } else if (const toml::array* arr = root["chap_algorithms"].as_array()) {
-      for (const auto& node : *arr) {
-        auto n = node.value<std::string>();
-        if (!n) {
-          text.clear();
-          break;
-        }
-        text += (text.empty() ? "" : ":") + *n;
-      }
+    } else {
+      for (const auto& node : *root["chap_algorithms"].as_array()) text += (text.empty() ? "" : ":") + *node.value<std::string>();
     }
     auto list = iscsi::parse_chap_algorithm_names(text);
     if (!list) {

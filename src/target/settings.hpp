@@ -69,7 +69,8 @@ struct TargetSettings {
   std::vector<iscsi::ChapAlgorithm> chap_algorithms;
   std::vector<int> cpus;  // one I/O thread per CPU; empty: one unpinned thread
   // Where persistent reservations an initiator asks to keep through a restart (APTPL) are
-  // kept, a file per LUN (scsi::PrStore); empty: APTPL is refused (PTPL_C 0). Made if missing.
+  // kept, a file per LUN (scsi::PrStore); empty: APTPL is refused (PTPL_C 0). Made if missing
+  // (with its parents).
   std::string state_dir;
   InitiatorAcl acl;       // who may log in (--allow-initiator, --allow-address)
   std::vector<TargetSpec> more_targets;
