@@ -1391,8 +1391,12 @@ std::vector<std::string> TargetServer::status() {
     std::sort(sorted.begin(), sorted.end(), [](auto& x, auto& y) { return x.first.number < y.first.number; });
     for (const auto& [l, b] : sorted) {
       const BackendInfo& info = b->info();
-      luns += fmt::format("{}LUN {} {} ({} MiB{})", luns.empty() ? "" : "; ", l.number, l.backend,
-                          info.capacity_bytes >> 20, info.read_only ? ", read-only" : "");
+      // Its shared state: lu_states_ follows backends_.
+      std::string pr;
+      for (size_t k = 0; k < backends_.size(); ++k)
+        if (backends_[k].get() == b) pr = lu_states_[k]->reservations_summary();
+      luns += fmt::format("{}LUN {} {} ({} MiB{}{})", luns.empty() ? "" : "; ", l.number, l.backend,
+                          info.capacity_bytes >> 20, info.read_only ? ", read-only" : "", pr.empty() ? "" : ", " + pr);
     }
     const TargetAccess* a = ti < access->targets.size() ? &access->targets[ti] : nullptr;
     out.push_back(fmt::format("target {}{}: {}; access: {} initiator names, {} address ranges (none: any), CHAP {}",

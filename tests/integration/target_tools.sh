@@ -1315,6 +1315,10 @@ PY
   start_target --state-dir "$STATE"
   grep -q "LUN 0 '.*': persistent reservations restored from $STATE/$file: 2 registrations, reserved" "$DIR/target.log" ||
     fail "the restart did not say it restored them: $(cat "$DIR/target.log")"
+  kill -USR1 "$PID"
+  for _ in $(seq 50); do grep -q "vcp target: target $IQN: LUN 0" "$DIR/target.log" && break; sleep 0.1; done
+  grep -q "LUN 0 file:path=$DIR/lun0.img (64 MiB, 2 PR registrations, reserved (Exclusive Access) by iqn.2024-01.org.vcp:pr-a, kept in $STATE/$file)" \
+    "$DIR/target.log" || fail "the status report: $(grep "target $IQN" "$DIR/target.log")"
   out=$(timeout 30 python3 - "$PORT" "$IQN" <<'PY'
 import socket, sys
 from raw_iscsi import command, login, pr_in, pr_out, tur_status

@@ -330,6 +330,19 @@ Outcome PersistentReservations::do_preempt(const ItNexus& n, uint64_t sa_key, Pr
 // KEY and ISID in hex, the rest in decimal; NAME (the initiator's iSCSI name, from the wire)
 // with every byte outside '!'..'~' and '%' itself written %XX, so it is one word.
 
+const char* to_string(PrType t) {
+  switch (t) {
+    case PrType::none: return "none";
+    case PrType::write_exclusive: return "Write Exclusive";
+    case PrType::exclusive_access: return "Exclusive Access";
+    case PrType::write_exclusive_registrants_only: return "Write Exclusive - Registrants Only";
+    case PrType::exclusive_access_registrants_only: return "Exclusive Access - Registrants Only";
+    case PrType::write_exclusive_all_registrants: return "Write Exclusive - All Registrants";
+    case PrType::exclusive_access_all_registrants: return "Exclusive Access - All Registrants";
+  }
+  return "?";
+}
+
 std::string escape_word(const std::string& name) {
   if (name == "-") return "%2D";  // "-" alone is the empty text
   std::string out;

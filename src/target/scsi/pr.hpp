@@ -71,6 +71,8 @@ class PersistentReservations {
   bool registered(const ItNexus& n) const { return find(n) != nullptr; }
   bool reserved() const { return type_ != PrType::none; }
   PrType type() const { return type_; }
+  // The reserving I_T nexus (meaningless for the all-registrants types and when not reserved).
+  const Registration& holder() const { return holder_; }
   uint32_t generation() const { return generation_; }
   size_t registrations() const { return regs_.size(); }
 
@@ -115,6 +117,9 @@ class PersistentReservations {
   bool ptpl_capable_ = false;
   bool ptpl_active_ = false;
 };
+
+// "Exclusive Access", "Write Exclusive - Registrants Only", ... (SPC-4's names).
+const char* to_string(PrType t);
 
 // A text as one word of a state file: every byte outside '!'..'~', and '%' itself, as %XX;
 // the empty text as "-". unescape_word() undoes it (nullopt for a malformed escape).

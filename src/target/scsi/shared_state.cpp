@@ -287,6 +287,23 @@ PersistentReservations SharedLuState::reservations_snapshot() {
   return pr_;
 }
 
+std::string SharedLuState::reservations_summary() {
+  std::lock_guard g(mu_);
+  std::string out;
+  if (pr_.registrations() > 0) {
+    out = fmt::format("{} PR registration{}", pr_.registrations(), pr_.registrations() == 1 ? "" : "s");
+    if (pr_.reserved()) {
+      const bool all = pr_.type() == PrType::write_exclusive_all_registrants ||
+                       pr_.type() == PrType::exclusive_access_all_registrants;
+      out += fmt::format(", reserved ({}) by {}", to_string(pr_.type()),
+                         all ? std::string("every registrant") : pr_.holder().initiator_name);
+    }
+    if (pr_.ptpl_active() && store_) out += ", kept in " + store_->path();
+  }
+  if (legacy_reserved_) out += (out.empty() ? "" : "; ") + ("RESERVE(6/10) held by " + legacy_name_);
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mode pages and resets.
 

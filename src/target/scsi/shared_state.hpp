@@ -161,6 +161,9 @@ class SharedLuState {
   // The nexus's session ended: a RESERVE(6/10) it held goes.
   void nexus_lost(const ItNexus& n);
   PersistentReservations reservations_snapshot();
+  // For a status report: "2 PR registrations, reserved (Exclusive Access) by NAME, kept in
+  // FILE", "RESERVE(6/10) held by NAME"; empty when the LU has neither.
+  std::string reservations_summary();
 
   // ---- Mode pages ----
   ModePages mode();

@@ -137,6 +137,9 @@ TEST_F(AptplTest, ARegistrationWithAptplIsKeptThroughARestart) {
   EXPECT_EQ(read_status(u, b), Status::reservation_conflict) << "the reservation holds after the restart";
   EXPECT_EQ(read_status(u, a), Status::good);
   EXPECT_EQ(prin(u, a, 2).data[3] & 0x01, 0x01) << "PTPL_A stays";
+  // What the status report says of the LU.
+  EXPECT_EQ(u.shared->reservations_summary(),
+            "2 PR registrations, reserved (Exclusive Access) by iqn.2024-01.test:a, kept in " + path);
 }
 
 TEST_F(AptplTest, TheLastRegisterDecides) {
@@ -153,6 +156,7 @@ TEST_F(AptplTest, TheLastRegisterDecides) {
     ASSERT_TRUE(prout(u, b, kRegister, 0, 0, 0xb1).good());
     EXPECT_FALSE(file_exists());
     EXPECT_EQ(prin(u, a, 2).data[3] & 0x01, 0x00) << "PTPL_A";
+    EXPECT_EQ(u.shared->reservations_summary(), "2 PR registrations, reserved (Exclusive Access) by iqn.2024-01.test:a");
   }
   Unit u(path);
   ASSERT_TRUE(u.ok) << u.error;
@@ -167,6 +171,7 @@ TEST_F(AptplTest, WithoutAStoreAptplIsRefused) {
   Unit u("");
   ASSERT_TRUE(u.ok);
   clear_ua(u, a);
+  EXPECT_EQ(u.shared->reservations_summary(), "");
   EXPECT_EQ(prin(u, a, 2).data[2] & 0x01, 0x00) << "PTPL_C";
   EXPECT_TRUE(prout(u, a, kRegister, 0, 0, 0xa1, kAptpl).is(SenseKey::illegal_request, Asc::invalid_field_in_parameter_list));
   EXPECT_TRUE(keys(u, a).empty());
