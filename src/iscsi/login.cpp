@@ -173,7 +173,7 @@ LoginState TargetLogin::on_request(const LoginRequestPdu& rq, std::span<const ui
   TextKeys reply;
   const NegotiationError ne = negotiator_.receive(in, stage_, reply);
   if (ne != NegotiationError::Ok)
-    return fail(LoginStatus::InitiatorError, std::string(to_string(ne)), rq, out);
+    return fail(LoginStatus::InitiatorError, negotiator_.describe(ne), rq, out);
   if (!identified_ && identify(rq, out, reply) == LoginState::Failed) return state_;
   return stage_ == LoginStage::SecurityNegotiation ? security(rq, in, out, reply)
                                                    : operational(rq, in, out, reply);
@@ -281,7 +281,7 @@ LoginState TargetLogin::security(const LoginRequestPdu& rq, const TextKeys& in,
       negotiator_.add_operational_offers(reply);  // declares our MaxRecvDataSegmentLength
       const NegotiationError ne = negotiator_.finish();
       if (ne != NegotiationError::Ok)
-        return fail(LoginStatus::InitiatorError, std::string(to_string(ne)), rq, out);
+        return fail(LoginStatus::InitiatorError, negotiator_.describe(ne), rq, out);
     }
   }
   return respond(rq, std::move(reply), true, nsg, out);
@@ -300,7 +300,7 @@ LoginState TargetLogin::operational(const LoginRequestPdu& rq, const TextKeys&,
     return respond(rq, std::move(reply), false, LoginStage::SecurityNegotiation, out);
   const NegotiationError ne = negotiator_.finish();
   if (ne != NegotiationError::Ok)
-    return fail(LoginStatus::InitiatorError, std::string(to_string(ne)), rq, out);
+    return fail(LoginStatus::InitiatorError, negotiator_.describe(ne), rq, out);
   return respond(rq, std::move(reply), true, LoginStage::FullFeature, out);
 }
 
@@ -451,7 +451,7 @@ LoginState InitiatorLogin::security(const LoginResponsePdu& rs, const TextKeys& 
                                     LoginRequestOut& out) {
   TextKeys reply;
   const NegotiationError ne = negotiator_.receive(in, LoginStage::SecurityNegotiation, reply);
-  if (ne != NegotiationError::Ok) return fail(LoginStatus::InitiatorError, std::string(to_string(ne)));
+  if (ne != NegotiationError::Ok) return fail(LoginStatus::InitiatorError, negotiator_.describe(ne));
   switch (auth_) {
     case Auth::AwaitMethod: {
       const std::string* am = in.find("AuthMethod");
@@ -495,7 +495,7 @@ LoginState InitiatorLogin::operational(const LoginResponsePdu& rs, const TextKey
                                        LoginRequestOut& out) {
   TextKeys reply;
   const NegotiationError ne = negotiator_.receive(in, LoginStage::OperationalNegotiation, reply);
-  if (ne != NegotiationError::Ok) return fail(LoginStatus::InitiatorError, std::string(to_string(ne)));
+  if (ne != NegotiationError::Ok) return fail(LoginStatus::InitiatorError, negotiator_.describe(ne));
   if (rs.transit) {
     if (!reply.empty())
       return fail(LoginStatus::InitiatorError, "target ended the login with keys unanswered");
@@ -507,7 +507,7 @@ LoginState InitiatorLogin::operational(const LoginResponsePdu& rs, const TextKey
 
 LoginState InitiatorLogin::enter_full_feature(const LoginResponsePdu& rs) {
   const NegotiationError ne = negotiator_.finish();
-  if (ne != NegotiationError::Ok) return fail(LoginStatus::InitiatorError, std::string(to_string(ne)));
+  if (ne != NegotiationError::Ok) return fail(LoginStatus::InitiatorError, negotiator_.describe(ne));
   if (rs.tsih == 0) return fail(LoginStatus::InitiatorError, "no TSIH in the final response");
   tsih_ = rs.tsih;
   state_ = LoginState::FullFeature;

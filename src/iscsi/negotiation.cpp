@@ -307,8 +307,14 @@ NegotiationError Negotiator::take_answer(const KeyDef& def, KeyState& st,
     }
     case KeyKind::List: {
       const auto offered = split_list(st.our_offer);
-      if (std::find(offered.begin(), offered.end(), value) == offered.end())
+      if (std::find(offered.begin(), offered.end(), value) == offered.end()) {
+        // A digest we require answered with one we did not offer (tgtd says None to a
+        // CRC32C it is not set up for, though the RFC wants Reject): refused, so say that.
+        if ((def.name == "HeaderDigest" && limits_.header_digest == DigestPolicy::Require) ||
+            (def.name == "DataDigest" && limits_.data_digest == DigestPolicy::Require))
+          return NegotiationError::RequiredRefused;
         return NegotiationError::BadAnswer;
+      }
       break;
     }
     case KeyKind::Declarative:
@@ -370,7 +376,13 @@ NegotiationError Negotiator::receive(const TextKeys& in, LoginStage stage, TextK
         continue;  // the login state machine handles authentication
       }
       const NegotiationError e = handle(*def, p.value, stage, out);
-      if (e != NegotiationError::Ok) return e;
+      if (e != NegotiationError::Ok) {
+        error_detail_ = p.key + "=" + p.value;
+        const auto st = state_.find(p.key);
+        if (st != state_.end() && st->second.offered_by_us)
+          error_detail_ += " (we offered " + st->second.our_offer + ")";
+        return e;
+      }
     }
     return NegotiationError::Ok;
   };
@@ -388,15 +400,31 @@ bool Negotiator::has_outstanding_offers() const {
 }
 
 NegotiationError Negotiator::finish() {
-  if (has_outstanding_offers()) return NegotiationError::Unanswered;
-  if (limits_.header_digest == DigestPolicy::Require && !params_.header_digest)
+  error_detail_.clear();
+  for (const auto& [name, st] : state_) {
+    if (st.offered_by_us && !st.answered) {
+      error_detail_ = name + "=" + st.our_offer;
+      return NegotiationError::Unanswered;
+    }
+  }
+  if (limits_.header_digest == DigestPolicy::Require && !params_.header_digest) {
+    error_detail_ = "HeaderDigest=None";
     return NegotiationError::RequiredRefused;
-  if (limits_.data_digest == DigestPolicy::Require && !params_.data_digest)
+  }
+  if (limits_.data_digest == DigestPolicy::Require && !params_.data_digest) {
+    error_detail_ = "DataDigest=None";
     return NegotiationError::RequiredRefused;
+  }
   if (params_.session_type == SessionType::Normal && params_.first_burst_relevant() &&
       params_.first_burst_length > params_.max_burst_length)
     return NegotiationError::Inconsistent;
   return NegotiationError::Ok;
+}
+
+std::string Negotiator::describe(NegotiationError e) const {
+  std::string out(to_string(e));
+  if (e != NegotiationError::Ok && !error_detail_.empty()) out += ": " + error_detail_;
+  return out;
 }
 
 }  // namespace vcp::iscsi

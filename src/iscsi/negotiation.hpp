@@ -154,6 +154,12 @@ class Negotiator {
   bool has_outstanding_offers() const;
   // Final checks when the login reaches Full Feature Phase.
   NegotiationError finish();
+  // After receive() or finish() failed: the key it failed on, as a user can act on it:
+  // "HeaderDigest=None (we offered CRC32C)", "MaxBurstLength=x"; empty when no key is to blame.
+  const std::string& error_detail() const { return error_detail_; }
+  // to_string(e) with error_detail() after it: "answer violates the result function:
+  // HeaderDigest=None (we offered CRC32C)".
+  std::string describe(NegotiationError e) const;
 
  private:
   struct KeyState {
@@ -181,6 +187,7 @@ class Negotiator {
   SessionParams params_;
   std::map<std::string, KeyState, std::less<>> state_;
   bool declared_mrdsl_ = false;
+  std::string error_detail_;
 };
 
 }  // namespace vcp::iscsi

@@ -225,8 +225,11 @@ std::optional<std::vector<DiscoveredTarget>> discover_targets(const IscsiConfig&
       auto status = refused ? static_cast<is::LoginStatus>(rs->status_class << 8 | rs->status_detail) : login.status();
       char code[8];
       std::snprintf(code, sizeof code, "%04x", static_cast<unsigned>(status));
-      *error = "discovery login to " + where + " failed: " + std::string(is::to_string(status)) + " (0x" + code +
-               ")" + (refused || login.failure().empty() ? "" : ": " + login.failure());
+      if (!refused && status == is::LoginStatus::InitiatorError && !login.failure().empty())
+        *error = "discovery login to " + where + " failed: the target's answer cannot be taken: " + login.failure();
+      else
+        *error = "discovery login to " + where + " failed: " + std::string(is::to_string(status)) + " (0x" + code +
+                 ")" + (refused || login.failure().empty() ? "" : ": " + login.failure());
       return std::nullopt;
     }
   }

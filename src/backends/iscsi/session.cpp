@@ -359,9 +359,14 @@ void Session::on_login_response(const is::LoginResponsePdu& rs, std::span<const 
       refused ? static_cast<is::LoginStatus>(rs.status_class << 8 | rs.status_detail) : login_->status();
   char code[8];
   std::snprintf(code, sizeof code, "%04x", static_cast<unsigned>(status));
-  std::string why = "login to " + where() + " target " + cfg_.target +
-                    " failed: " + std::string(is::to_string(status)) + " (0x" + code + ")";
-  if (!refused && !login_->failure().empty()) why += ": " + login_->failure();
+  std::string why = "login to " + where() + " target " + cfg_.target + " failed: ";
+  if (!refused && status == is::LoginStatus::InitiatorError && !login_->failure().empty()) {
+    // Our verdict on the target's answer, not a status the target sent.
+    why += "the target's answer cannot be taken: " + login_->failure();
+  } else {
+    why += std::string(is::to_string(status)) + " (0x" + code + ")";
+    if (!refused && !login_->failure().empty()) why += ": " + login_->failure();
+  }
   if (refused) {
     if (const std::string chap = login_->chap_in_progress(); !chap.empty()) why += " " + chap;
   }
@@ -1274,7 +1279,17 @@ void Session::check_lowat_stall(uint64_t now) {
   if (now - last_rx_ms_ < kTickMs) return;
   int queued = 0;
   if (::ioctl(sock_.get(), FIONREAD, &queued) != 0 || queued <= 0 || queued >= rcvlowat_) return;
-  // Bytes wait below the mark and none came for a tick: the target sent a smaller PDU.
+  // Bytes wait below the mark and none came for a tick. The next PDU starts them (nothing of
+  // it is staged): its header says whether it is all here, smaller than the mark. If it is
+  // not, the rest is late, not missing: a segment lost on the way is sent again by TCP after
+  // 200 ms or more, and a slow link is slow; the mark is right and stays.
+  is::Bhs bhs;
+  const ssize_t got = ::recv(sock_.get(), bhs.bytes.data(), bhs.bytes.size(), MSG_PEEK | MSG_DONTWAIT);
+  if (got < static_cast<ssize_t>(is::kBhsSize) || is::pdu_length(bhs, digests_) > static_cast<uint64_t>(queued)) {
+    ++stats_.lowat_late;
+    return;
+  }
+  // The target sent a smaller PDU.
   ++stats_.lowat_misses;
   VCP_LOG_WARN("{}: the target sent a PDU smaller than the {} bytes of its last {} Data-In ({} bytes waited {} ms); "
                "no more whole-PDU receives on this connection",

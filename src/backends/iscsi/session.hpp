@@ -135,6 +135,7 @@ class Session {
     uint64_t pdus_received = 0;
     uint64_t receives = 0;  // socket receives that returned data
     uint64_t lowat_misses = 0;  // a whole-PDU mark the target's next PDU did not reach (timer)
+    uint64_t lowat_late = 0;    // timer ticks that found a whole PDU of the mark's size late
     uint64_t sends = 0;     // sendmsg calls (each carries every queued PDU it can)
     uint64_t failed = 0;    // commands answered with an error (CHECK CONDITION, residual, ...)
   };

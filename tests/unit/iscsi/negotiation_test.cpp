@@ -227,6 +227,40 @@ TEST(Negotiator, InitiatorChecksAnswers) {
   EXPECT_EQ(m.receive(keys({{"DataPDUInOrder", "No"}}), kOp, out), NegotiationError::BadAnswer);
 }
 
+// A refused answer is told with the key, the value and what we offered: the login error a
+// user reads ("the target's answer cannot be taken: ...") names what to change.
+TEST(Negotiator, AFailureNamesTheKey) {
+  NegotiationLimits lim;
+  lim.max_burst_length = 65536;
+  Negotiator i(Role::Initiator, lim);
+  TextKeys offers, out;
+  i.add_operational_offers(offers);
+  const NegotiationError e = i.receive(keys({{"MaxBurstLength", "131072"}}), kOp, out);
+  EXPECT_EQ(i.describe(e), "answer violates the result function: MaxBurstLength=131072 (we offered 65536)");
+
+  // A digest we require answered None (tgtd not set up for digests says so, where the RFC
+  // wants Reject): a required value refused, not a malformed answer.
+  NegotiationLimits req;
+  req.header_digest = DigestPolicy::Require;
+  Negotiator r(Role::Initiator, req);
+  offers.clear();
+  r.add_operational_offers(offers);
+  EXPECT_EQ(answer(offers, "HeaderDigest"), "CRC32C");
+  const NegotiationError d = r.receive(keys({{"HeaderDigest", "None"}}), kOp, out);
+  EXPECT_EQ(d, NegotiationError::RequiredRefused);
+  EXPECT_EQ(r.describe(d), "peer refused a required value: HeaderDigest=None (we offered CRC32C)");
+
+  // An offer the target never answered, found when the login ends.
+  Negotiator u(Role::Initiator, lim);
+  offers.clear();
+  u.add_operational_offers(offers);
+  ASSERT_EQ(u.receive(keys({{"MaxBurstLength", "65536"}}), kOp, out), NegotiationError::Ok);
+  const NegotiationError f = u.finish();
+  EXPECT_EQ(f, NegotiationError::Unanswered);
+  EXPECT_NE(u.describe(f).find("offer left unanswered: "), std::string::npos) << u.describe(f);
+  EXPECT_EQ(u.describe(NegotiationError::Ok), "ok");
+}
+
 TEST(Negotiator, InitiatorAgainstTarget) {
   NegotiationLimits il;
   il.header_digest = DigestPolicy::Prefer;

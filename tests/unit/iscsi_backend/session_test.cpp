@@ -37,6 +37,9 @@ namespace is = vcp::iscsi;
 
 constexpr uint64_t kTickSlackMs = 150;  // the session's timer ticks every 100 ms
 
+int initiator_socket(uint16_t target_port);  // the session's socket (below)
+int rcvlowat(int fd);                        // its SO_RCVLOWAT
+
 std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 9));
@@ -136,6 +139,19 @@ class IscsiSession : public ::testing::Test {
       ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
       ASSERT_EQ(io.status, 0);
     }
+  }
+
+  // A started session whose next header waits for a whole `len`-byte Data-In (a row of them
+  // answered), and a read of `len` bytes issued into it; its socket in *fd.
+  std::optional<is::ScsiCommandPdu> read_with_the_mark_armed(TestIo& io, uint32_t len, int* fd) {
+    start();
+    *fd = initiator_socket(target_.port());
+    if (*fd < 0) return std::nullopt;
+    reads_answered_whole(len, Session::kPredictAfter);
+    if (::testing::Test::HasFatalFailure()) return std::nullopt;
+    auto c = issue(io);
+    if (!c || !target_.run_until([&] { return rcvlowat(*fd) > 1; }, 2000)) return std::nullopt;
+    return c;
   }
 
   ScriptedTarget target_;
@@ -624,16 +640,46 @@ TEST_F(IscsiSession, AfterARowOfEqualDataInTheNextHeaderWaitsForTheWholePdu) {
   EXPECT_EQ(session_->stats().lowat_misses, 0u);
 }
 
-TEST_F(IscsiSession, APduSmallerThanPredictedIsTakenWithinTwoTicksAndEndsPredicting) {
-  start();
-  const int fd = initiator_socket(target_.port());
-  ASSERT_GE(fd, 0);
+// The rest of a PDU of the predicted size held up for several timer ticks (a segment lost and
+// sent again by TCP, 200 ms or more, or a slow link): the header says the PDU is not all here,
+// so it is late, not smaller; the mark stays, the PDU is taken whole when it is complete, and
+// predicting goes on. (Before, the stall was taken for a smaller PDU: a warning blaming the
+// target and no more whole-PDU receives on the connection, seen on a link dropping 3%.)
+TEST_F(IscsiSession, APduOfThePredictedSizeArrivingLateKeepsThePrediction) {
   constexpr uint32_t kLen = 64 * 1024;
-  ASSERT_NO_FATAL_FAILURE(reads_answered_whole(kLen, Session::kPredictAfter));
   TestIo io(BlockOp::read, 0, kLen);
-  auto c = issue(io);
+  int fd = -1;
+  const auto c = read_with_the_mark_armed(io, kLen, &fd);
   ASSERT_TRUE(c);
-  ASSERT_TRUE(target_.run_until([&] { return rcvlowat(fd) > 1; }, 2000));
+  const auto data = pattern(kLen, 91);
+  const std::vector<uint8_t> wire = data_in_wire(target_, c->itt, data);
+  target_.send_raw({wire.begin(), wire.begin() + is::kBhsSize + 20000});
+  target_.run_for(450);  // four ticks
+  EXPECT_FALSE(io.done());
+  EXPECT_EQ(session_->stats().lowat_misses, 0u) << "a late PDU was taken for a smaller one";
+  EXPECT_GE(session_->stats().lowat_late, 1u);
+  EXPECT_EQ(rcvlowat(fd), static_cast<int>(is::kBhsSize + kLen)) << "the mark was lowered";
+  target_.send_raw({wire.begin() + is::kBhsSize + 20000, wire.end()});
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.buf, data);
+  // Still predicting: the next read of the size is received whole again.
+  TestIo next(BlockOp::read, 0, kLen);
+  auto cn = issue(next);
+  ASSERT_TRUE(cn);
+  ASSERT_TRUE(target_.run_until([&] { return rcvlowat(fd) > 1; }, 2000)) << "predicting stopped";
+  target_.send_raw(data_in_wire(target_, cn->itt, data));
+  ASSERT_TRUE(target_.run_until([&] { return next.done(); }, 2000));
+  EXPECT_EQ(next.status, 0);
+  EXPECT_EQ(session_->stats().lowat_misses, 0u);
+}
+
+TEST_F(IscsiSession, APduSmallerThanPredictedIsTakenWithinTwoTicksAndEndsPredicting) {
+  constexpr uint32_t kLen = 64 * 1024;
+  TestIo io(BlockOp::read, 0, kLen);
+  int fd = -1;
+  const auto c = read_with_the_mark_armed(io, kLen, &fd);
+  ASSERT_TRUE(c);
   // The target answers with a CHECK CONDITION (a SCSI Response, no Data-In): far below the mark.
   const auto t0 = std::chrono::steady_clock::now();
   target_.respond(c->itt, vcp::scsi::code(vcp::scsi::Status::check_condition), ScriptedTarget::sense(0x3, 0x11, 0x00));
