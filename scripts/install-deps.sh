@@ -13,7 +13,7 @@ BUILD_PKGS=(
 PEER_PKGS=(
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static cpio e2fsprogs
   tgt libiscsi-bin libnbd-bin fio iproute2 util-linux kmod qemu-block-extra
-  python3
+  python3 nftables
 )
 
 want=("${BUILD_PKGS[@]}")

@@ -2,7 +2,9 @@
 # Starting and stopping tgt's tgtd for tests and benchmarks (sourced, not run).
 #
 #   source scripts/lib/tgtd.sh
-#   tgtd_start LOGFILE [CPU]       # tgtd on 127.0.0.1:$TGTD_PORT, control port $TGTD_CTL
+#   tgtd_start LOGFILE [CPU]       # tgtd on $TGTD_ADDR:$TGTD_PORT, control port $TGTD_CTL
+#                                  # (TGTD_ADDR: 127.0.0.1 unless set; TGTD_NETNS set: tgtd
+#                                  # runs in that network namespace, scripts/lib/netns.sh)
 #   tgtd_target TID IQN LUN IMAGE  # a target with one file-backed LUN, open to every initiator
 #   tgt --op ...                   # tgtadm on this tgtd (--lld iscsi)
 #   tgtd_stop                      # in the caller's EXIT trap
@@ -16,6 +18,8 @@
 TGTD_PID=""
 TGTD_PORT=""
 TGTD_CTL=""
+TGTD_ADDR=${TGTD_ADDR:-127.0.0.1}
+TGTD_NETNS=${TGTD_NETNS:-}
 
 _tgtd_die() {
   if declare -F die >/dev/null; then die "$*"; fi
@@ -53,10 +57,11 @@ tgtd_start() {
   local log=${1:?tgtd_start LOGFILE [CPU]} cpu=${2:-}
   local -a pin=()
   [[ -n "$cpu" ]] && pin=(taskset -c "$cpu")
+  [[ -n "$TGTD_NETNS" ]] && pin=(ip netns exec "$TGTD_NETNS" "${pin[@]}")
   [[ -n "$TGTD_PORT" ]] || TGTD_PORT=$(tgtd_free_port)
   [[ -n "$TGTD_CTL" ]] || TGTD_CTL=$(_tgtd_free_ctl) || _tgtd_die "no free tgtd control port in 100..499"
   for _ in $(seq 1 50); do
-    "${pin[@]}" tgtd -f --iscsi portal=127.0.0.1:$TGTD_PORT -C "$TGTD_CTL" >>"$log" 2>&1 &
+    "${pin[@]}" tgtd -f --iscsi portal=$TGTD_ADDR:$TGTD_PORT -C "$TGTD_CTL" >>"$log" 2>&1 &
     TGTD_PID=$!
     for _ in $(seq 1 50); do
       if tgt --op show --mode sys >/dev/null 2>&1; then return 0; fi
@@ -69,7 +74,7 @@ tgtd_start() {
     sleep 0.2
   done
   tail -n 20 "$log" >&2 2>/dev/null || true
-  _tgtd_die "tgtd did not start on 127.0.0.1:$TGTD_PORT -C $TGTD_CTL"
+  _tgtd_die "tgtd did not start on $TGTD_ADDR:$TGTD_PORT -C $TGTD_CTL"
 }
 
 # tgtd_target TID IQN LUN IMAGE: a target, one LUN on IMAGE (tgtd keeps LUN 0 for its

@@ -18,6 +18,16 @@
 #     vcp serve (iSCSI backend) without a front-end for 5 s, twice, against a vcp target that
 #     drops initiators silent for 2 s: the session stays (NOP-Ins answered, NOP-Outs sent), the
 #     front-ends that come find it (no reconnect) and verify clean.
+#   initiator_vcp_target.sh partition
+#     vcp target and the initiator on two hosts of their own (network namespaces joined by a
+#     veth pair, scripts/lib/netns.sh); the link goes silent for 8 s under verified load (every
+#     packet dropped: no RST, no ICMP). The target ends the session it can no longer reach
+#     (its NOP-In unanswered) and is left with no connection; the initiator's logins get no
+#     answer until the link is back, then it logs in again, reissues what was outstanding,
+#     and the verify ends clean.
+#   initiator_vcp_target.sh lossy
+#     the same two hosts, 3% of the packets each way dropped, both digests: 10 s of verified
+#     load stay on their first session, nothing aborted, every byte verifies.
 #   initiator_vcp_target.sh frontend_gone
 #     vcp serve's target SIGKILLed under load, then its front-end: the requests waiting for a
 #     session are given up at once and SIGTERM stops vcp serve within seconds.
@@ -35,12 +45,15 @@ IQN=iqn.2024-01.org.vcp.test:pushback
 # /var/tmp: the LUN is opened O_DIRECT (below), which a tmpfs /tmp may refuse.
 WORK=$(mktemp -d /var/tmp/vcp-initiator-target.XXXXXX)
 PIDS=()
+ADDR=127.0.0.1   # the targets' address
+TARGET_WRAP=()   # before `vcp target`: (ip netns exec NS) in the network cases
 cleanup() {
   local rc=$?
   for pid in "${PIDS[@]}"; do
     kill -KILL "$pid" 2>/dev/null || true  # a stopped target too
     wait "$pid" 2>/dev/null || true
   done
+  declare -F netns_cleanup >/dev/null && netns_cleanup
   if [[ $rc -ne 0 ]]; then
     for f in "$WORK"/target*.log; do
       [[ -f $f ]] && { echo "--- $f (last lines)" >&2; tail -n 20 "$f" >&2; }
@@ -51,17 +64,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# launch_target LOG LUNSPEC [vcp target options...]: a vcp target on 127.0.0.1 (a free port)
+# launch_target LOG LUNSPEC [vcp target options...]: a vcp target on $ADDR (a free port)
 # serving $IQN with LUN 1; sets PID and PORT.
 launch_target() {
   local log=$1 lun=$2
   shift 2
-  "$VCP_BIN" target --portal 127.0.0.1:0 --iqn "$IQN" --lun "1=$lun" "$@" >"$log" 2>&1 &
+  "${TARGET_WRAP[@]}" "$VCP_BIN" target --portal "$ADDR:0" --iqn "$IQN" --lun "1=$lun" "$@" >"$log" 2>&1 &
   PID=$!
   PIDS+=("$PID")
   PORT=""
   for _ in $(seq 100); do
-    PORT=$(sed -n 's/^vcp target: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
+    PORT=$(sed -n "s/^vcp target: listening on ${ADDR//./\\.}:\([0-9]*\)\$/\1/p" "$log")
     [[ -n "$PORT" ]] && break
     kill -0 "$PID" 2>/dev/null || { cat "$log" >&2; die "vcp target exited"; }
     sleep 0.05
@@ -102,6 +115,16 @@ failover() {
 }
 kill_a() { log "SIGKILL target A"; kill -KILL "$PID_A"; }
 stop_a() { log "SIGSTOP target A"; kill -STOP "$PID_A"; }
+
+# The network cases: the target in one network namespace, the initiator in another, joined
+# by a veth pair (scripts/lib/netns.sh).
+two_hosts() {
+  source "$(dirname "$0")/../../scripts/lib/netns.sh"
+  netns_pair
+  ADDR=$NETNS_T_ADDR
+  TARGET_WRAP=(ip netns exec "$NETNS_T")
+  IO_WRAP=(ip netns exec "$NETNS_I")
+}
 
 case "$CASE" in
   task_set_full)
@@ -201,6 +224,51 @@ case "$CASE" in
     kill -TERM "$serve"
     wait "$serve" || die "vcp serve did not end cleanly"
     log "10 s without a front-end against a target that drops silent initiators after 2 s: session kept" ;;
+  lossy)
+    two_hosts
+    start_target
+    netns_loss 3
+    clean_load "$WORK/load.log" "iscsi://$ADDR:$PORT/$IQN/1?header_digest=crc32c,data_digest=crc32c" 10
+    drops=$(netns_drops)
+    log "$drops packets dropped, TCP segments sent again: $(netns_retransmits "$NETNS_I") by the initiator, $(netns_retransmits "$NETNS_T") by the target"
+    [[ -n "$drops" && "$drops" -ge 100 ]] || die "the link dropped too few packets ($drops) to test anything"
+    [[ "$(q0_stat "$WORK/load.log" aborts)" == 0 ]] || die "a command was aborted"
+    # Nothing the target warns of (a digest error, a PDU rejected, a session ended but by logout).
+    ! grep -E " [WE] \[" "$WORK/target.log" || die "the target saw something wrong" ;;
+  partition)
+    two_hosts
+    # The target gives up on a silent initiator after 1 s + 2 s.
+    printf '[limits]\nnop_interval_ms = 1000\nnop_timeout_ms = 2000\n' >"$WORK/nop.toml"
+    start_target --config "$WORK/nop.toml"
+    log "vcp target pid $PID on $ADDR:$PORT in $NETNS_T, the initiator in $NETNS_I"
+    cut_link() {
+      log "the link goes silent (every packet dropped) for 8 s"
+      netns_cut
+      local cut_at=$SECONDS
+      # The target ends the session on its own while the link is down.
+      local ended=""
+      for _ in $(seq 70); do
+        grep -q "ended: NOP-In ping unanswered" "$WORK/target.log" && { ended=1; break; }
+        sleep 0.1
+      done
+      [[ -n $ended ]] || die "the target did not end the session it cannot reach within 7 s"
+      sleep 1
+      kill -USR1 "$PID"
+      for _ in $(seq 50); do grep -q "vcp target: status: " "$WORK/target.log" && break; sleep 0.1; done
+      grep -q "vcp target: status: 0 connections" "$WORK/target.log" ||
+        die "the target still holds a connection: $(grep "status: " "$WORK/target.log")"
+      while ((SECONDS - cut_at < 8)); do sleep 0.2; done
+      local drops
+      drops=$(netns_drops)
+      netns_heal
+      log "link back ($drops packets dropped); the target said: $(grep -o "session of .* ended: NOP.*" "$WORK/target.log")"
+    }
+    disturbed_load "$WORK/load.log" "iscsi://$ADDR:$PORT/$IQN/1" 20 cut_link
+    grep -q "no login to $ADDR:$PORT within 2 s" "$WORK/load.log" || die "no login went unanswered while the link was down"
+    grep -q "^load: [0-9]* operations, 0 errors" "$WORK/load.log" || die "the load saw errors"
+    # A new session at the target (the old one is gone): the probe's, the first, and this.
+    [[ $(grep -c "target: session of iqn.2024-01.org.vcp:initiator from $NETNS_I_ADDR (TSIH" "$WORK/target.log") -ge 3 ]] ||
+      die "no new session at the target: $(cat "$WORK/target.log")" ;;
   failover_stop)
     start_two_portals
     failover stop_a 12

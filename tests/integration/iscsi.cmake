@@ -29,6 +29,8 @@ vcp_iscsi_test(no_listener 60)
 vcp_iscsi_test(stop_cont 180)
 vcp_iscsi_test(restart 180)
 vcp_iscsi_test(delete_conn 120)
+vcp_iscsi_test(partition 120)
+vcp_iscsi_test(lossy 120)
 vcp_iscsi_test(nop 120)
 vcp_iscsi_test(redirect 120)
 vcp_iscsi_test(redirect_loop 60)
@@ -45,7 +47,7 @@ if(TARGET vcp)
   set_tests_properties(iscsi_vcp_target_task_set_full PROPERTIES LABELS integration TIMEOUT 120
                        ENVIRONMENT "IO_TEST=$<TARGET_FILE:iscsi_io_test>;VCP_BIN=$<TARGET_FILE:vcp>")
   # Two portals in the URL (portal=), the first killed or stopped under load: the session moves.
-  foreach(case failover_kill failover_stop frontend_gone idle_keepalive)
+  foreach(case failover_kill failover_stop frontend_gone idle_keepalive partition lossy)
     add_test(NAME iscsi_vcp_target_${case} COMMAND ${CMAKE_CURRENT_LIST_DIR}/initiator_vcp_target.sh ${case})
     set_tests_properties(iscsi_vcp_target_${case} PROPERTIES LABELS integration TIMEOUT 120
                          ENVIRONMENT "IO_TEST=$<TARGET_FILE:iscsi_io_test>;VCP_BIN=$<TARGET_FILE:vcp>")

@@ -11,10 +11,13 @@
 #                                     unless it ended with VERIFY OK after a reinstatement
 #   q0_stat LOG NAME                  the number before NAME in queue 0's closing line, e.g.
 #                                     q0_stat LOG "reconnects" (empty when there is none)
+# IO_WRAP (an array, empty unless the caller sets it) goes before `$IO_TEST`: e.g.
+# (ip netns exec NS) to run the initiator in a network namespace.
+IO_WRAP=()
 
 clean_load() {
   local log=$1 url=$2 secs=$3 qd=${4:-16}
-  "$IO_TEST" load "$url" "$secs" "$qd" >"$log" 2>&1 || { cat "$log" >&2; die "load run failed"; }
+  "${IO_WRAP[@]}" "$IO_TEST" load "$url" "$secs" "$qd" >"$log" 2>&1 || { cat "$log" >&2; die "load run failed"; }
   cat "$log" >&2
   grep -q "VERIFY OK" "$log" || die "no clean verify"
   ! grep -q "connection lost" "$log" || die "the session was dropped"
@@ -27,7 +30,7 @@ q0_stat() {
 
 disturbed_load() {
   local log=$1 url=$2 secs=$3 disturb=$4
-  "$IO_TEST" load "$url,timeout=2,nop_interval=1,login_timeout=2" "$secs" >"$log" 2>&1 &
+  "${IO_WRAP[@]}" "$IO_TEST" load "$url,timeout=2,nop_interval=1,login_timeout=2" "$secs" >"$log" 2>&1 &
   local io=$!
   sleep 3
   $disturb

@@ -29,6 +29,7 @@ OTHER_CTL=""
 cleanup() {
   local rc=$?
   tgtd_stop
+  declare -F netns_cleanup >/dev/null && netns_cleanup
   if [[ -n "$OTHER_PID" ]]; then
     kill -KILL "$OTHER_PID" 2>/dev/null || true
     wait "$OTHER_PID" 2>/dev/null || true
@@ -57,7 +58,7 @@ configure() {
       tgt --op new --mode account --user vcptarget --password "$MUTUAL"
       tgt --op bind --mode account --tid 1 --user vcpuser
       tgt --op bind --mode account --tid 1 --user vcptarget --outgoing ;;
-    digests)
+    digests|lossy)
       tgt --op update --mode target --tid 1 --name HeaderDigest --value CRC32C,None
       tgt --op update --mode target --tid 1 --name DataDigest --value CRC32C,None ;;
     r2t)
@@ -102,11 +103,22 @@ start_other_tgtd() {
   TGTD_PID=$a_pid TGTD_PORT=$a_port TGTD_CTL=$a_ctl
 }
 
+# The network cases: tgtd and the initiator on two hosts of their own (network namespaces
+# joined by a veth pair, scripts/lib/netns.sh), the link between them made to fail.
+case "$CASE" in
+  partition|lossy)
+    source "$(dirname "$0")/../../scripts/lib/netns.sh"
+    netns_pair
+    TGTD_NETNS=$NETNS_T TGTD_ADDR=$NETNS_T_ADDR
+    IO_WRAP=(ip netns exec "$NETNS_I")
+    log "tgtd in network namespace $NETNS_T ($NETNS_T_ADDR), the initiator in $NETNS_I ($NETNS_I_ADDR)" ;;
+esac
+
 start_tgtd
 configure
 PORT=$TGTD_PORT
-URL="iscsi://127.0.0.1:$PORT/$IQN/1"
-log "tgtd pid $TGTD_PID on 127.0.0.1:$PORT (-C $TGTD_CTL), LUN $WORK/lun1.img"
+URL="iscsi://$TGTD_ADDR:$PORT/$IQN/1"
+log "tgtd pid $TGTD_PID on $TGTD_ADDR:$PORT (-C $TGTD_CTL), LUN $WORK/lun1.img"
 
 # Runs the load generator in the background and disturbs tgtd while it runs.
 under_load() { disturbed_load "$WORK/load.log" "$URL" "$2" "$1"; }
@@ -120,6 +132,12 @@ delete_conn() {
   [[ -n "$sid" ]] || die "no session to delete"
   log "tgtadm --op delete --mode conn --sid $sid --cid 0"
   tgt --op delete --mode conn --tid 1 --sid "$sid" --cid 0
+}
+cut_link() {
+  log "the link goes silent (every packet dropped) for 10 s"
+  netns_cut; sleep 10
+  log "link back ($(netns_drops) packets dropped)"
+  netns_heal
 }
 kill_restart() {
   log "SIGKILL tgtd, restart in 1 s"
@@ -143,7 +161,13 @@ case "$CASE" in
     opts=""
     [[ $CASE == digests ]] && opts=",header_digest=crc32c,data_digest=crc32c"
     [[ $CASE == r2t ]] && opts=",max_recv_segment=4096"
-    "$IO_TEST" verify "$URL$opts" ;;
+    "$IO_TEST" verify "$URL$opts"
+    if [[ $CASE == plain ]]; then
+      # Digests required of a tgtd not set up for them: it answers None (not Reject, as the
+      # RFC has it); the error names the key, its answer and our offer.
+      "$IO_TEST" expect-fail "$URL,header_digest=crc32c" \
+        "failed: the target's answer cannot be taken: peer refused a required value: HeaderDigest=None (we offered CRC32C)"
+    fi ;;
   chap)
     VCP_ISCSI_SECRET="$SECRET" "$IO_TEST" verify "iscsi://vcpuser@127.0.0.1:$PORT/$IQN/1"
     # Stronger algorithms offered first: tgt knows MD5 and its own 7 (SHA-1 by its numbering),
@@ -168,6 +192,27 @@ case "$CASE" in
     under_load kill_restart 14 ;;
   delete_conn)
     under_load delete_conn 10 ;;
+  partition)
+    # The cable pulled for 10 s under verified load: no RST, no ICMP, tgtd alive and holding
+    # the session. The initiator's commands and NOP-Out go unanswered, it drops the
+    # connection; its logins then get no answer at all (SYNs dropped) until the link is back,
+    # when it reinstates the session tgtd still holds and reissues what was outstanding.
+    under_load cut_link 24
+    grep -q "no login to $TGTD_ADDR:$PORT within 2 s" "$WORK/load.log" ||
+      die "no login went unanswered while the link was down"
+    grep -q "^load: [0-9]* operations, 0 errors" "$WORK/load.log" || die "the load saw errors" ;;
+  lossy)
+    # 3% of the packets each way dropped, digests on, the initiator's default timeouts: TCP
+    # sends again, the session is never dropped, nothing times out, every byte verifies.
+    netns_loss 3
+    clean_load "$WORK/load.log" "$URL,header_digest=crc32c,data_digest=crc32c" 10
+    drops=$(netns_drops) resent=$(netns_retransmits "$NETNS_I")
+    log "$drops packets dropped, $resent TCP segments sent again by the initiator"
+    [[ -n "$drops" && "$drops" -ge 100 ]] || die "the link dropped too few packets ($drops) to test anything"
+    [[ "$(q0_stat "$WORK/load.log" aborts)" == 0 ]] || die "a command was aborted"
+    # A PDU's tail held up by a lost segment is late, not a smaller PDU from tgtd
+    # (Session::check_lowat_stall): whole-PDU receives stay on.
+    ! grep "the target sent a PDU smaller than" "$WORK/load.log" || die "a late PDU was taken for a smaller one" ;;
   nop)
     # 10 s of verified load with tgtd pinging every second: every ping is answered, so the
     # session is never dropped (our own keep-alive is off: nop_interval=60).
