@@ -1820,9 +1820,17 @@ void Session::on_timer() {
       maybe_answer_logout_request();
       if (state_ != State::FullFeature) break;
       if (nop_outstanding_ && now > nop_deadline_ms_) {
-        connection_failed("no answer to NOP-Out for " + std::to_string(nop_timeout_ms()) + " ms", -EIO,
-                          Cause::Unanswered);
-        break;
+        // Heard from since the ping (any bytes): the path is alive, the answer is behind what
+        // the target sends or our ping behind what we send (a slow or saturated link). The
+        // ping fails only after nop_timeout with nothing at all from the target, as open-iscsi
+        // and our target judge it; commands that do not move have their own timeout.
+        if (last_rx_ms_ > nop_deadline_ms_ - nop_timeout_ms()) {
+          nop_deadline_ms_ = last_rx_ms_ + nop_timeout_ms();
+        } else {
+          connection_failed("no answer to NOP-Out for " + std::to_string(nop_timeout_ms()) + " ms", -EIO,
+                            Cause::Unanswered);
+          break;
+        }
       }
       // A target that lets the CmdSN window close and keeps it closed (MaxCmdSN no longer
       // moving) would hold the commands waiting for it forever: none of them can be aborted,
@@ -2007,12 +2015,12 @@ void Session::logout(uint32_t timeout_ms) {
   closing_ = true;
   logout_done_ = true;
   if (stats_.receives > 0)
-    VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends; {} target NOP-In pings "
-                 "answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects, "
+    VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends, {} NOP-Out pings sent; "
+                 "{} target NOP-In pings answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects, "
                  "{} commands completed ({} failed, {} of them idle TEST UNIT READYs), {} queue depth reductions "
                  "(limit now {})",
                  name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),
-                 stats_.sends, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.aborts,
+                 stats_.sends, stats_.nops_sent, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.aborts,
                  stats_.lun_resets, stats_.redirects, completed_, stats_.failed, stats_.idle_polls,
                  stats_.depth_reductions,
                  depth_limit_ ? std::to_string(depth_limit_) : std::string("none"));

@@ -803,6 +803,45 @@ TEST_F(IscsiSession, KeepAlivePingsAndDropsASilentTarget) {
   EXPECT_GE(mono_ms() - r->at_ms, 500u);
 }
 
+// A slow or saturated link: the target keeps answering commands while the answer to our ping
+// is held up (behind its Data-In, or our NOP-Out behind our Data-Out). The target is heard
+// from all the while, so the connection stays (before, it was dropped nop_timeout after the
+// ping, and on a link that slow every reinstatement ended the same way); once the target
+// falls silent, the ping fails nop_timeout after the last thing it sent.
+TEST_F(IscsiSession, APingHeldUpBehindTrafficIsNotADeadPath) {
+  cfg_.nop_interval_ms = 200;
+  cfg_.nop_timeout_ms = 300;
+  cfg_.timeout_ms = 5000;
+  start();
+  auto r = target_.next(1000);  // the ping, after 200 ms of silence
+  ASSERT_TRUE(r && r->as<is::NopOutPdu>());
+  const uint32_t ping = r->as<is::NopOutPdu>()->itt;
+  // 1.2 s (four nop_timeouts) of reads, each answered 100 ms after it came; the ping not.
+  for (uint8_t i = 0; i < 12; ++i) {
+    TestIo io(BlockOp::read, 0, 512);
+    auto c = issue(io);
+    ASSERT_TRUE(c) << "read " << int(i) << ": the connection was dropped";
+    target_.run_for(100);
+    target_.data_in_good(c->itt, pattern(512, i));
+    ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 1000)) << "read " << int(i);
+    ASSERT_EQ(io.status, 0);
+  }
+  EXPECT_FALSE(target_.eof());
+  EXPECT_EQ(session_->stats().reconnects, 0u);
+  EXPECT_EQ(session_->stats().nops_sent, 1u) << "one ping at a time";
+  // Its answer at last; the next ping, unanswered by a silent target, ends the connection.
+  is::NopInPdu n;
+  n.itt = ping;
+  n.ttt = is::kReservedTag;
+  target_.stamp(n);
+  target_.send(n);
+  auto again = target_.next(1000);
+  ASSERT_TRUE(again && again->as<is::NopOutPdu>());
+  EXPECT_NE(again->as<is::NopOutPdu>()->itt, ping);
+  ASSERT_TRUE(target_.wait_eof(300 + 2 * kTickSlackMs + 200));
+  EXPECT_GE(mono_ms() - again->at_ms, 300u);
+}
+
 TEST_F(IscsiSession, ANopTimeoutOfItsOwnDropsASilentTargetSooner) {
   // nop_timeout= apart from the command timeout (open-iscsi's noop_out_timeout): a silent
   // path is found out in seconds while commands may still take the target long.
