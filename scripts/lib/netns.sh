@@ -10,7 +10,8 @@
 #   netns_cut              # the link goes silent: every packet into or out of $NETNS_T is
 #                          # dropped (a pulled cable or a dead switch: no RST, no ICMP)
 #   netns_loss PCT         # PCT per cent of the packets into and out of $NETNS_T dropped
-#   netns_heal             # the link as it was
+#   netns_heal             # the link as it was (drops off; a rate stays)
+#   netns_rate RATE        # the link carries RATE (tc's units: 8mbit) each way (tbf)
 #   netns_drops            # how many packets the fault has dropped so far
 #   netns_retransmits NS   # TCP segments NS has sent again (TcpRetransSegs)
 #   netns_cleanup          # in the caller's EXIT trap; never fails
@@ -19,6 +20,8 @@
 
 NETNS_T=""
 NETNS_I=""
+NETNS_VT=""  # the veth ends, in $NETNS_T and $NETNS_I
+NETNS_VI=""
 NETNS_T_ADDR=10.77.0.1
 NETNS_I_ADDR=10.77.0.2
 
@@ -47,6 +50,7 @@ netns_pair() {
   # addresses may repeat: each pair is a network of its own).
   NETNS_T="vcp-t-$$" NETNS_I="vcp-i-$$"
   local vt="vcpt$$" vi="vcpi$$"
+  NETNS_VT=$vt NETNS_VI=$vi
   ip netns add "$NETNS_T" || _netns_die "ip netns add $NETNS_T"
   ip netns add "$NETNS_I" || _netns_die "ip netns add $NETNS_I"
   ip link add "$vt" netns "$NETNS_T" type veth peer name "$vi" netns "$NETNS_I" ||
@@ -89,6 +93,14 @@ EOF
 netns_cut() { _netns_fault ""; }
 netns_loss() { _netns_fault "numgen random mod 100 < ${1:?netns_loss PCT}"; }
 netns_heal() { in_t nft delete table inet vcp_fault 2>/dev/null || true; }
+netns_rate() {
+  local rate=${1:?netns_rate RATE}
+  # A queue of up to 1 s at the rate: deep enough for TCP to fill the link, as a slow
+  # router's buffer would be.
+  in_t tc qdisc replace dev "$NETNS_VT" root tbf rate "$rate" burst 32kb latency 1000ms &&
+    in_i tc qdisc replace dev "$NETNS_VI" root tbf rate "$rate" burst 32kb latency 1000ms ||
+    _netns_die "tc: cannot limit the link to $rate"
+}
 netns_drops() {
   in_t nft list counter inet vcp_fault dropped 2>/dev/null | sed -n 's/.*packets \([0-9]*\).*/\1/p'
 }

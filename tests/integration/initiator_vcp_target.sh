@@ -28,6 +28,12 @@
 #   initiator_vcp_target.sh lossy
 #     the same two hosts, 3% of the packets each way dropped, both digests: 10 s of verified
 #     load stay on their first session, nothing aborted, every byte verifies.
+#   initiator_vcp_target.sh slow_link
+#     the same two hosts on a link of 4 Mbit/s each way, 1 MiB I/O at queue depth 8, nine in
+#     ten writes (16 s of data queued; the target silent for about 2 s while each write's data
+#     crosses), the initiator pinging after 1 s of silence and giving a ping 4 s: the pings
+#     wait behind megabytes of writes while the target's answers keep coming, and the session
+#     must stay (no reconnect) with every read verified.
 #   initiator_vcp_target.sh frontend_gone
 #     vcp serve's target SIGKILLed under load, then its front-end: the requests waiting for a
 #     session are given up at once and SIGTERM stops vcp serve within seconds.
@@ -235,6 +241,21 @@ case "$CASE" in
     [[ "$(q0_stat "$WORK/load.log" aborts)" == 0 ]] || die "a command was aborted"
     # Nothing the target warns of (a digest error, a PDU rejected, a session ended but by logout).
     ! grep -E " [WE] \[" "$WORK/target.log" || die "the target saw something wrong" ;;
+  slow_link)
+    two_hosts
+    start_target
+    netns_rate 4mbit
+    "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1?nop_interval=1,nop_timeout=4" \
+      --rw randrw --rwmixread 10 --size 16M --bs 1m --qd 8 --time 20 --verify >"$WORK/bench.log" 2>&1 ||
+      { cat "$WORK/bench.log" >&2; die "vcp bench over the slow link failed"; }
+    grep -v '^\[' "$WORK/bench.log" >&2
+    grep -q "verify: [1-9][0-9]* blocks checked, ok" "$WORK/bench.log" || die "no clean verify"
+    ! grep -E "connection lost|reinstated" "$WORK/bench.log" || die "the session was dropped on a slow but working link"
+    grep -q "iscsi q0: .* 0 reconnects, .* 0 aborts" "$WORK/bench.log" || die "a reconnect or an abort"
+    # The pings were sent and waited behind the writes (else nothing here was tested).
+    nops=$(q0_stat "$WORK/bench.log" "NOP-Out pings sent")
+    log "NOP-Out pings sent: ${nops:-none}"
+    [[ -n "$nops" && "$nops" -ge 1 ]] || die "no ping was sent: the link was not slow enough to test anything" ;;
   partition)
     two_hosts
     # The target gives up on a silent initiator after 1 s + 2 s.
