@@ -26,6 +26,7 @@
 #include "base/clock.hpp"
 #include "base/cpu.hpp"
 #include "base/log.hpp"
+#include "base/tcp_progress.hpp"
 #include "iscsi/names.hpp"
 #include "iscsi/sendtargets.hpp"
 #include "target/connection.hpp"
@@ -577,8 +578,13 @@ class IoThread {
       }
       for (auto& s : slots_)
         if (s.lun) s.lun->poll();
-      if (ticked)
-        for (auto& c : conns_) c->c->tick(now);
+      if (ticked) {
+        for (auto& c : conns_) {
+          if (c->c->wants_peer_progress())
+            if (const auto acked = tcp_bytes_acked(c->fd.get())) c->c->note_peer_acked(*acked, now);
+          c->c->tick(now);
+        }
+      }
       service_connections(now);
       for (auto& s : slots_)
         if (s.lun) s.lun->commit();

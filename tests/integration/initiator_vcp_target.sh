@@ -34,6 +34,11 @@
 #     crosses), the initiator pinging after 1 s of silence and giving a ping 4 s: the pings
 #     wait behind megabytes of writes while the target's answers keep coming, and the session
 #     must stay (no reconnect) with every read verified.
+#   initiator_vcp_target.sh slow_reads
+#     the same two hosts on a link of 4 Mbit/s each way, the target pinging after 1 s of
+#     silence and giving a ping 2 s, 4 MiB reads at queue depth 2 (16 s of Data-In queued; the
+#     initiator, waiting for them, sends a command every 8 s): the target's pings wait behind
+#     its Data-In, the initiator's TCP keeps acknowledging them, and the session must stay.
 #   initiator_vcp_target.sh frontend_gone
 #     vcp serve's target SIGKILLed under load, then its front-end: the requests waiting for a
 #     session are given up at once and SIGTERM stops vcp serve within seconds.
@@ -256,6 +261,20 @@ case "$CASE" in
     nops=$(q0_stat "$WORK/bench.log" "NOP-Out pings sent")
     log "NOP-Out pings sent: ${nops:-none}"
     [[ -n "$nops" && "$nops" -ge 1 ]] || die "no ping was sent: the link was not slow enough to test anything" ;;
+  slow_reads)
+    two_hosts
+    printf '[limits]\nnop_interval_ms = 1000\nnop_timeout_ms = 2000\n' >"$WORK/nop.toml"
+    start_target --config "$WORK/nop.toml"
+    netns_rate 4mbit
+    "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1" --rw randread --bs 4m --qd 2 --time 12 \
+      >"$WORK/bench.log" 2>&1 || { cat "$WORK/bench.log" >&2; die "vcp bench over the slow link failed"; }
+    grep -v '^\[' "$WORK/bench.log" >&2
+    grep -q " 0 errors" "$WORK/bench.log" || die "I/O errors"
+    ! grep -q "ended: NOP-In ping unanswered" "$WORK/target.log" || die "the target dropped a peer that took its output"
+    ! grep -E "connection lost|reinstated" "$WORK/bench.log" || die "the session was dropped on a slow but working link"
+    pings=$(q0_stat "$WORK/bench.log" "target NOP-In pings answered")
+    log "target pings answered: ${pings:-none}"
+    [[ -n "$pings" && "$pings" -ge 1 ]] || die "the target sent no ping: the link was not slow enough to test anything" ;;
   partition)
     two_hosts
     # The target gives up on a silent initiator after 1 s + 2 s.

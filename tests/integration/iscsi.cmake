@@ -47,7 +47,7 @@ if(TARGET vcp)
   set_tests_properties(iscsi_vcp_target_task_set_full PROPERTIES LABELS integration TIMEOUT 120
                        ENVIRONMENT "IO_TEST=$<TARGET_FILE:iscsi_io_test>;VCP_BIN=$<TARGET_FILE:vcp>")
   # Two portals in the URL (portal=), the first killed or stopped under load: the session moves.
-  foreach(case failover_kill failover_stop frontend_gone idle_keepalive partition lossy slow_link)
+  foreach(case failover_kill failover_stop frontend_gone idle_keepalive partition lossy slow_link slow_reads)
     add_test(NAME iscsi_vcp_target_${case} COMMAND ${CMAKE_CURRENT_LIST_DIR}/initiator_vcp_target.sh ${case})
     set_tests_properties(iscsi_vcp_target_${case} PROPERTIES LABELS integration TIMEOUT 120
                          ENVIRONMENT "IO_TEST=$<TARGET_FILE:iscsi_io_test>;VCP_BIN=$<TARGET_FILE:vcp>")

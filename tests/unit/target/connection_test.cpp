@@ -694,6 +694,40 @@ TEST(TargetNop, IdleConnectionIsPingedThenDropped) {
   EXPECT_EQ(f.sessions.size(), 0u);
 }
 
+// A peer waiting for reads on a slow link sends nothing while our ping waits behind the
+// Data-In ahead of it; its TCP taking our output (bytes acknowledged, which the server reads
+// from TCP_INFO before each tick) says it is alive. Once it takes nothing, the ping fails
+// nop_timeout later as for a silent peer.
+TEST(TargetNop, APeerTakingOurOutputIsAliveThoughSilent) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  uint64_t t = ini.now + f.settings.nop_interval_ms + 1;
+  EXPECT_FALSE(ini.conn().wants_peer_progress());
+  ini.conn().tick(t);
+  ASSERT_EQ(ini.take().size(), 1u);  // the ping
+  EXPECT_TRUE(ini.conn().wants_peer_progress());
+  uint64_t acked = 1000;
+  ini.conn().note_peer_acked(acked, t);  // the mark
+  // Four nop_timeouts of the peer taking output, a little each tick, and sending nothing.
+  const uint64_t end = t + 4 * f.settings.nop_timeout_ms;
+  for (t += 100; t < end; t += 100) {
+    acked += 1448;
+    if (ini.conn().wants_peer_progress()) ini.conn().note_peer_acked(acked, t);
+    ini.conn().tick(t);
+    ASSERT_FALSE(ini.conn().closing()) << "dropped " << t - ini.now << " ms in while the peer took output";
+  }
+  ini.take();  // the pings sent meanwhile (one at a time)
+  // It stops taking anything: dropped after nop_interval + nop_timeout at most.
+  const uint64_t stopped = t;
+  for (; t < stopped + f.settings.nop_interval_ms + f.settings.nop_timeout_ms + 300 && !ini.conn().closing(); t += 100) {
+    if (ini.conn().wants_peer_progress()) ini.conn().note_peer_acked(acked, t);
+    ini.conn().tick(t);
+  }
+  EXPECT_TRUE(ini.conn().closing()) << "a peer taking nothing and sending nothing was kept";
+  EXPECT_GT(t - stopped, f.settings.nop_timeout_ms);
+}
+
 TEST(TargetLogin, HalfOpenLoginTimesOut) {
   TargetFixture f;
   Initiator ini(f);
