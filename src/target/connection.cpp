@@ -1580,15 +1580,14 @@ void TargetConnection::tick(uint64_t now_ms) {
     send(p);
     nop_outstanding_ = true;
     nop_sent_ms_ = now_ms;
-    peer_acked_known_ = false;  // the next note_peer_acked() sets the mark
+    peer_progress_.reset();  // the next note_peer_progress() sets the mark
   }
 }
 
-void TargetConnection::note_peer_acked(uint64_t bytes_acked, uint64_t now_ms) {
+void TargetConnection::note_peer_progress(const TcpProgress& p, uint64_t now_ms) {
   if (!nop_outstanding_) return;
-  if (peer_acked_known_ && bytes_acked > peer_acked_) last_rx_ms_ = now_ms;  // it took output
-  peer_acked_ = bytes_acked;
-  peer_acked_known_ = true;
+  if (peer_progress_ && took_queued_output(*peer_progress_, p)) last_rx_ms_ = now_ms;  // it took output
+  peer_progress_ = p;
 }
 
 void TargetConnection::shutdown() {

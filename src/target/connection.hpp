@@ -48,6 +48,7 @@
 #include <string>
 #include <vector>
 
+#include "base/tcp_progress.hpp"
 #include "iscsi/login.hpp"
 #include "iscsi/pdu.hpp"
 #include "iscsi/sendtargets.hpp"
@@ -246,12 +247,12 @@ class TargetConnection {
   void tick(uint64_t now_ms);
   // Keep-alive on a slow or saturated link: our NOP-In waits behind the Data-In ahead of it,
   // and a peer waiting for those reads sends nothing meanwhile. While a ping is outstanding
-  // (wants_peer_progress()), the server tells, before tick(), how many bytes the peer's TCP
-  // has acknowledged so far (TCP_INFO tcpi_bytes_acked): a peer that takes our output is
-  // alive, as one that sends is. A host whose initiator hangs stops taking output once its
-  // receive buffer is full, and is dropped nop_timeout after that.
+  // (wants_peer_progress()), the server tells, before tick(), the connection's TCP progress
+  // (bytes the peer acknowledged, bytes still queued: base/tcp_progress.hpp): a peer that
+  // takes output we had queued is alive, as one that sends is. A host whose initiator hangs
+  // stops taking output once its receive buffer is full, and is dropped nop_timeout after.
   bool wants_peer_progress() const { return nop_outstanding_; }
-  void note_peer_acked(uint64_t bytes_acked, uint64_t now_ms);
+  void note_peer_progress(const TcpProgress& p, uint64_t now_ms);
   // The peer went away or the server stops: tasks are aborted, the session ends.
   void shutdown();
 
@@ -422,8 +423,7 @@ class TargetConnection {
   uint64_t last_rx_ms_ = 0;
   uint64_t nop_sent_ms_ = 0;
   bool nop_outstanding_ = false;
-  uint64_t peer_acked_ = 0;           // the peer's TCP acknowledged this many bytes (note_peer_acked)
-  bool peer_acked_known_ = false;     // ... as of the ping (false: not told yet)
+  std::optional<TcpProgress> peer_progress_;  // as last told (note_peer_progress); reset by a ping
   uint32_t nop_ttt_ = 0;
 
   std::unique_ptr<iscsi::TargetLogin> login_;

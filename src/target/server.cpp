@@ -581,7 +581,7 @@ class IoThread {
       if (ticked) {
         for (auto& c : conns_) {
           if (c->c->wants_peer_progress())
-            if (const auto acked = tcp_bytes_acked(c->fd.get())) c->c->note_peer_acked(*acked, now);
+            if (const auto p = tcp_progress(c->fd.get())) c->c->note_peer_progress(*p, now);
           c->c->tick(now);
         }
       }

@@ -29,11 +29,13 @@
 #     the same two hosts, 3% of the packets each way dropped, both digests: 10 s of verified
 #     load stay on their first session, nothing aborted, every byte verifies.
 #   initiator_vcp_target.sh slow_link
-#     the same two hosts on a link of 4 Mbit/s each way, 1 MiB I/O at queue depth 8, nine in
-#     ten writes (16 s of data queued; the target silent for about 2 s while each write's data
-#     crosses), the initiator pinging after 1 s of silence and giving a ping 4 s: the pings
-#     wait behind megabytes of writes while the target's answers keep coming, and the session
-#     must stay (no reconnect) with every read verified.
+#     the same two hosts on a link of 4 Mbit/s each way, nine in ten I/Os writes, the initiator
+#     pinging after 1 s of silence and giving a ping 4 s. 1 MiB at queue depth 8 (16 s of data
+#     queued; the target silent for about 2 s while each write's data crosses): the pings wait
+#     behind megabytes of writes while the target's answers keep coming; every read verified.
+#     Then the link at 1 Mbit/s, 1 MiB writes one at a time: the target says nothing for 8 s
+#     while a write's data crosses (one burst), its TCP acknowledging it. The session must
+#     stay (no reconnect) in both.
 #   initiator_vcp_target.sh slow_reads
 #     the same two hosts on a link of 4 Mbit/s each way, the target pinging after 1 s of
 #     silence and giving a ping 2 s, 4 MiB reads at queue depth 2 (16 s of Data-In queued; the
@@ -249,18 +251,25 @@ case "$CASE" in
   slow_link)
     two_hosts
     start_target
-    netns_rate 4mbit
-    "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1?nop_interval=1,nop_timeout=4" \
-      --rw randrw --rwmixread 10 --size 16M --bs 1m --qd 8 --time 20 --verify >"$WORK/bench.log" 2>&1 ||
-      { cat "$WORK/bench.log" >&2; die "vcp bench over the slow link failed"; }
-    grep -v '^\[' "$WORK/bench.log" >&2
-    grep -q "verify: [1-9][0-9]* blocks checked, ok" "$WORK/bench.log" || die "no clean verify"
-    ! grep -E "connection lost|reinstated" "$WORK/bench.log" || die "the session was dropped on a slow but working link"
-    grep -q "iscsi q0: .* 0 reconnects, .* 0 aborts" "$WORK/bench.log" || die "a reconnect or an abort"
-    # The pings were sent and waited behind the writes (else nothing here was tested).
-    nops=$(q0_stat "$WORK/bench.log" "NOP-Out pings sent")
-    log "NOP-Out pings sent: ${nops:-none}"
-    [[ -n "$nops" && "$nops" -ge 1 ]] || die "no ping was sent: the link was not slow enough to test anything" ;;
+    for shape in "4mbit randrw 8 20" "1mbit write 1 8"; do
+      read -r rate rw qd secs <<<"$shape"
+      netns_rate "$rate"
+      # (a session dropped and reinstated over and over never ends its last write: timeout)
+      timeout 60 "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1?nop_interval=1,nop_timeout=4" \
+        --rw "$rw" --rwmixread 10 --size 16M --bs 1m --qd "$qd" --time "$secs" --verify >"$WORK/bench.log" 2>&1 ||
+        { cat "$WORK/bench.log" >&2; die "vcp bench over the slow link failed ($rate, qd $qd)"; }
+      grep -v '^\[' "$WORK/bench.log" >&2
+      grep -q " 0 errors" "$WORK/bench.log" || die "I/O errors ($rate, qd $qd)"
+      [[ $rw == write ]] || grep -q "verify: [1-9][0-9]* blocks checked, ok" "$WORK/bench.log" ||
+        die "no clean verify ($rate, qd $qd)"
+      ! grep -E "connection lost|reinstated" "$WORK/bench.log" ||
+        die "the session was dropped on a slow but working link ($rate, qd $qd)"
+      grep -q "iscsi q0: .* 0 reconnects, .* 0 aborts" "$WORK/bench.log" || die "a reconnect or an abort ($rate, qd $qd)"
+      # The pings were sent and waited behind the writes (else nothing here was tested).
+      nops=$(q0_stat "$WORK/bench.log" "NOP-Out pings sent")
+      log "$rate, qd $qd: NOP-Out pings sent: ${nops:-none}"
+      [[ -n "$nops" && "$nops" -ge 1 ]] || die "no ping was sent: the link was not slow enough to test anything"
+    done ;;
   slow_reads)
     two_hosts
     printf '[limits]\nnop_interval_ms = 1000\nnop_timeout_ms = 2000\n' >"$WORK/nop.toml"

@@ -52,6 +52,7 @@ if(TARGET vcp)
     set_tests_properties(iscsi_vcp_target_${case} PROPERTIES LABELS integration TIMEOUT 120
                          ENVIRONMENT "IO_TEST=$<TARGET_FILE:iscsi_io_test>;VCP_BIN=$<TARGET_FILE:vcp>")
   endforeach()
+  set_tests_properties(iscsi_vcp_target_slow_link PROPERTIES TIMEOUT 180)  # two runs on a slow link
   # scripts/soak.sh for 45 s on one fault schedule (SEED=1: kills, stops past and short of the
   # NOP-Out timeout, reloads, status reports): vcp bench --verify through vcp serve must end clean.
   add_test(NAME iscsi_vcp_target_soak COMMAND ${PROJECT_SOURCE_DIR}/scripts/soak.sh $<TARGET_FILE_DIR:vcp> 45)

@@ -15,6 +15,7 @@
 
 #include "base/clock.hpp"
 #include "base/log.hpp"
+#include "base/tcp_progress.hpp"
 #include "iscsi/crc32c.hpp"
 #include "iscsi/text.hpp"
 
@@ -1819,13 +1820,21 @@ void Session::on_timer() {
     case State::FullFeature: {
       maybe_answer_logout_request();
       if (state_ != State::FullFeature) break;
+      if (nop_outstanding_ && !nop_acked_ && sock_) nop_acked_ = tcp_progress(sock_.get());
       if (nop_outstanding_ && now > nop_deadline_ms_) {
-        // Heard from since the ping (any bytes): the path is alive, the answer is behind what
-        // the target sends or our ping behind what we send (a slow or saturated link). The
-        // ping fails only after nop_timeout with nothing at all from the target, as open-iscsi
-        // and our target judge it; commands that do not move have their own timeout.
-        if (last_rx_ms_ > nop_deadline_ms_ - nop_timeout_ms()) {
-          nop_deadline_ms_ = last_rx_ms_ + nop_timeout_ms();
+        // Heard from since the ping (any bytes), or the target's TCP took some of the output
+        // we had queued (a target waiting for our Data-Out sends nothing; the kernel of a
+        // stopped target takes a ping or an ABORT TASK, which is why only queued output
+        // counts, base/tcp_progress.hpp): the path is alive, the answer is
+        // behind what the target sends or our ping behind what we send (a slow or saturated
+        // link). The ping fails only after nop_timeout with neither, as open-iscsi (which
+        // counts what it receives) and our target judge it; commands that do not move have
+        // their own timeout.
+        const auto acked = sock_ ? tcp_progress(sock_.get()) : std::nullopt;
+        const bool took = acked && nop_acked_ && took_queued_output(*nop_acked_, *acked);
+        if (last_rx_ms_ > nop_deadline_ms_ - nop_timeout_ms() || took) {
+          nop_deadline_ms_ = (took ? now : last_rx_ms_) + nop_timeout_ms();
+          nop_acked_ = acked;
         } else {
           connection_failed("no answer to NOP-Out for " + std::to_string(nop_timeout_ms()) + " ms", -EIO,
                             Cause::Unanswered);
@@ -1848,6 +1857,7 @@ void Session::on_timer() {
         nop_itt_ = kNopTag | (++special_seq_ & 0xffffff);
         nop_outstanding_ = true;
         nop_deadline_ms_ = now + nop_timeout_ms();
+        nop_acked_.reset();  // the mark is taken at the next tick, with the ping itself taken
         ++stats_.nops_sent;
         send_nop_out(nop_itt_, is::kReservedTag, {});
       }

@@ -38,6 +38,7 @@
 #include "backends/block_backend.hpp"
 #include "backends/iscsi/scsi.hpp"
 #include "backends/iscsi/url.hpp"
+#include "base/tcp_progress.hpp"
 #include "base/unique_fd.hpp"
 #include "iscsi/login.hpp"
 #include "iscsi/pdu.hpp"
@@ -431,6 +432,8 @@ class Session {
   uint32_t nop_itt_ = 0;
   bool nop_outstanding_ = false;
   uint64_t nop_deadline_ms_ = 0;
+  // The connection's TCP progress a tick after the ping (the ping's own bytes taken).
+  std::optional<TcpProgress> nop_acked_;
   uint64_t window_closed_since_ms_ = 0;  // commands have waited for the CmdSN window since (0: none)
   // The data of NOP-Outs answering target pings, one slot per answer not yet sent (each
   // record's iovec must stay as it is until the record leaves the ring).

@@ -842,6 +842,24 @@ TEST_F(IscsiSession, APingHeldUpBehindTrafficIsNotADeadPath) {
   EXPECT_GE(mono_ms() - again->at_ms, 300u);
 }
 
+// A target whose process is stopped: its kernel acknowledges the ping and then the ABORT TASK
+// (nothing of ours was queued behind them). That is no sign of the target: the ping fails on
+// time, before the escalation would have (taking those acknowledgements for a slow link put
+// the drop off to the LUN reset's timeout: iscsi_vcp_target_failover_stop).
+TEST_F(IscsiSession, AStoppedTargetsKernelTakingOurPingIsNoAnswer) {
+  cfg_.nop_interval_ms = 200;
+  cfg_.nop_timeout_ms = 500;
+  cfg_.timeout_ms = 400;
+  std::ostringstream out;
+  vcp::test::LogCapture capture(out);
+  start();
+  TestIo io(BlockOp::read, 0, 512);
+  submit(io);
+  ASSERT_TRUE(target_.wait_eof(200 + 500 + 3 * kTickSlackMs + 200)) << out.str();
+  EXPECT_NE(out.str().find("no answer to NOP-Out for 500 ms"), std::string::npos) << out.str();
+  EXPECT_EQ(out.str().find("LOGICAL UNIT RESET unanswered"), std::string::npos) << out.str();
+}
+
 TEST_F(IscsiSession, ANopTimeoutOfItsOwnDropsASilentTargetSooner) {
   // nop_timeout= apart from the command timeout (open-iscsi's noop_out_timeout): a silent
   // path is found out in seconds while commands may still take the target long.

@@ -707,25 +707,45 @@ TEST(TargetNop, APeerTakingOurOutputIsAliveThoughSilent) {
   ini.conn().tick(t);
   ASSERT_EQ(ini.take().size(), 1u);  // the ping
   EXPECT_TRUE(ini.conn().wants_peer_progress());
-  uint64_t acked = 1000;
-  ini.conn().note_peer_acked(acked, t);  // the mark
-  // Four nop_timeouts of the peer taking output, a little each tick, and sending nothing.
+  // Megabytes of Data-In queued ahead of the ping, the peer's TCP taking a little each tick.
+  TcpProgress tcp{1000, 4u << 20};
+  ini.conn().note_peer_progress(tcp, t);  // the mark
+  // Four nop_timeouts of the peer taking output and sending nothing.
   const uint64_t end = t + 4 * f.settings.nop_timeout_ms;
   for (t += 100; t < end; t += 100) {
-    acked += 1448;
-    if (ini.conn().wants_peer_progress()) ini.conn().note_peer_acked(acked, t);
+    tcp.acked += 1448;
+    tcp.queued -= 1448;
+    if (ini.conn().wants_peer_progress()) ini.conn().note_peer_progress(tcp, t);
     ini.conn().tick(t);
     ASSERT_FALSE(ini.conn().closing()) << "dropped " << t - ini.now << " ms in while the peer took output";
   }
   ini.take();  // the pings sent meanwhile (one at a time)
-  // It stops taking anything: dropped after nop_interval + nop_timeout at most.
+  // It stops taking anything (its receive buffer full: the queue stays): dropped after
+  // nop_interval + nop_timeout at most.
   const uint64_t stopped = t;
   for (; t < stopped + f.settings.nop_interval_ms + f.settings.nop_timeout_ms + 300 && !ini.conn().closing(); t += 100) {
-    if (ini.conn().wants_peer_progress()) ini.conn().note_peer_acked(acked, t);
+    if (ini.conn().wants_peer_progress()) ini.conn().note_peer_progress(tcp, t);
     ini.conn().tick(t);
   }
   EXPECT_TRUE(ini.conn().closing()) << "a peer taking nothing and sending nothing was kept";
   EXPECT_GT(t - stopped, f.settings.nop_timeout_ms);
+}
+
+// A stopped initiator's kernel acknowledges the ping itself (nothing else was queued): that
+// is no sign of the initiator, and the ping fails on time.
+TEST(TargetNop, APingTakenByTheKernelOfAStoppedPeerIsNoAnswer) {
+  TargetFixture f;
+  Initiator ini(f);
+  ASSERT_EQ(ini.login(), LoginState::FullFeature);
+  uint64_t t = ini.now + f.settings.nop_interval_ms + 1;
+  ini.conn().tick(t);
+  ASSERT_EQ(ini.take().size(), 1u);  // the ping
+  ini.conn().note_peer_progress(TcpProgress{5000, 0}, t + 100);  // the ping acknowledged, nothing queued
+  ini.conn().tick(t + 100);
+  ini.conn().note_peer_progress(TcpProgress{5048, 0}, t + 200);  // a late few bytes: still nothing queued before
+  ini.conn().tick(t + 200);
+  ini.conn().tick(t + f.settings.nop_timeout_ms + 1);
+  EXPECT_TRUE(ini.conn().closing());
 }
 
 TEST(TargetLogin, HalfOpenLoginTimesOut) {
