@@ -26,10 +26,10 @@
 #     answer until the link is back, then it logs in again, reissues what was outstanding,
 #     and the verify ends clean.
 #   initiator_vcp_target.sh lossy
-#     the same two hosts, 3% of the packets each way dropped, both digests: 10 s of verified
+#     the same two hosts, 3% of the packets each way dropped, both digests: 6 s of verified
 #     load stay on their first session, nothing aborted, every byte verifies.
 #   initiator_vcp_target.sh slow_link
-#     the same two hosts on a link of 4 Mbit/s each way, nine in ten I/Os writes, the initiator
+#     the same two hosts on a link of 4 Mbit/s each way, three in four I/Os writes, the initiator
 #     pinging after 1 s of silence and giving a ping 4 s. 1 MiB at queue depth 8 (16 s of data
 #     queued; the target silent for about 2 s while each write's data crosses): the pings wait
 #     behind megabytes of writes while the target's answers keep coming; every read verified.
@@ -241,7 +241,7 @@ case "$CASE" in
     two_hosts
     start_target
     netns_loss 3
-    clean_load "$WORK/load.log" "iscsi://$ADDR:$PORT/$IQN/1?header_digest=crc32c,data_digest=crc32c" 10
+    clean_load "$WORK/load.log" "iscsi://$ADDR:$PORT/$IQN/1?header_digest=crc32c,data_digest=crc32c" 6
     drops=$(netns_drops)
     log "$drops packets dropped, TCP segments sent again: $(netns_retransmits "$NETNS_I") by the initiator, $(netns_retransmits "$NETNS_T") by the target"
     [[ -n "$drops" && "$drops" -ge 100 ]] || die "the link dropped too few packets ($drops) to test anything"
@@ -251,12 +251,12 @@ case "$CASE" in
   slow_link)
     two_hosts
     start_target
-    for shape in "4mbit randrw 8 20" "1mbit write 1 8"; do
+    for shape in "4mbit randrw 8 10" "1mbit write 1 6"; do
       read -r rate rw qd secs <<<"$shape"
       netns_rate "$rate"
       # (a session dropped and reinstated over and over never ends its last write: timeout)
       timeout 60 "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1?nop_interval=1,nop_timeout=4" \
-        --rw "$rw" --rwmixread 10 --size 16M --bs 1m --qd "$qd" --time "$secs" --verify >"$WORK/bench.log" 2>&1 ||
+        --rw "$rw" --rwmixread 25 --size 4M --bs 1m --qd "$qd" --time "$secs" --verify >"$WORK/bench.log" 2>&1 ||
         { cat "$WORK/bench.log" >&2; die "vcp bench over the slow link failed ($rate, qd $qd)"; }
       grep -v '^\[' "$WORK/bench.log" >&2
       grep -q " 0 errors" "$WORK/bench.log" || die "I/O errors ($rate, qd $qd)"
@@ -275,7 +275,7 @@ case "$CASE" in
     printf '[limits]\nnop_interval_ms = 1000\nnop_timeout_ms = 2000\n' >"$WORK/nop.toml"
     start_target --config "$WORK/nop.toml"
     netns_rate 4mbit
-    "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1" --rw randread --bs 4m --qd 2 --time 12 \
+    "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1" --rw randread --bs 4m --qd 2 --time 4 \
       >"$WORK/bench.log" 2>&1 || { cat "$WORK/bench.log" >&2; die "vcp bench over the slow link failed"; }
     grep -v '^\[' "$WORK/bench.log" >&2
     grep -q " 0 errors" "$WORK/bench.log" || die "I/O errors"
@@ -312,7 +312,7 @@ case "$CASE" in
       netns_heal
       log "link back ($drops packets dropped); the target said: $(grep -o "session of .* ended: NOP.*" "$WORK/target.log")"
     }
-    disturbed_load "$WORK/load.log" "iscsi://$ADDR:$PORT/$IQN/1" 20 cut_link
+    disturbed_load "$WORK/load.log" "iscsi://$ADDR:$PORT/$IQN/1" 16 cut_link
     grep -q "no login to $ADDR:$PORT within 2 s" "$WORK/load.log" || die "no login went unanswered while the link was down"
     grep -q "^load: [0-9]* operations, 0 errors" "$WORK/load.log" || die "the load saw errors"
     # A new session at the target (the old one is gone): the probe's, the first, and this.

@@ -197,7 +197,7 @@ case "$CASE" in
     # the session. The initiator's commands and NOP-Out go unanswered, it drops the
     # connection; its logins then get no answer at all (SYNs dropped) until the link is back,
     # when it reinstates the session tgtd still holds and reissues what was outstanding.
-    under_load cut_link 24
+    under_load cut_link 20
     grep -q "no login to $TGTD_ADDR:$PORT within 2 s" "$WORK/load.log" ||
       die "no login went unanswered while the link was down"
     grep -q "^load: [0-9]* operations, 0 errors" "$WORK/load.log" || die "the load saw errors" ;;
@@ -205,7 +205,7 @@ case "$CASE" in
     # 3% of the packets each way dropped, digests on, the initiator's default timeouts: TCP
     # sends again, the session is never dropped, nothing times out, every byte verifies.
     netns_loss 3
-    clean_load "$WORK/load.log" "$URL,header_digest=crc32c,data_digest=crc32c" 10
+    clean_load "$WORK/load.log" "$URL,header_digest=crc32c,data_digest=crc32c" 6
     drops=$(netns_drops) resent=$(netns_retransmits "$NETNS_I")
     log "$drops packets dropped, $resent TCP segments sent again by the initiator"
     [[ -n "$drops" && "$drops" -ge 100 ]] || die "the link dropped too few packets ($drops) to test anything"
