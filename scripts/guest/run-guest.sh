@@ -5,6 +5,9 @@
 #   scripts/guest/run-guest.sh --socket SOCK [--queues N] [--log FILE] [--test all|raw|fs|smoke]
 #                              [--timeout S] [--discard yes|no] [--append 'ARGS']
 #   --test resize needs --append 'vcpresize_to=SECTORS' (scripts/guest/guest-init.sh)
+#   --test migrate: reads of a known pattern verified in a loop for vcpmigrate_s seconds
+#     (--append 'vcpmigrate_s=S'), after "VCPTEST: migrate ready" on the console: for a host
+#     that disturbs the disk meanwhile (a migration, a network partition)
 #
 # Exits 0 only when the serial console shows "VCPTEST: PASS"; otherwise non-zero, with the tail
 # of the console log on stderr. QEMU is killed after S seconds (default 150). The initramfs is
@@ -15,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 usage() {
-  echo "usage: $0 --socket SOCK [--queues N] [--log FILE] [--test all|raw|fs|smoke|resize] [--timeout S] [--discard yes|no] [--append 'ARGS']" >&2
+  echo "usage: $0 --socket SOCK [--queues N] [--log FILE] [--test all|raw|fs|smoke|resize|migrate] [--timeout S] [--discard yes|no] [--append 'ARGS']" >&2
   exit 2
 }
 die() { echo "run-guest: $*" >&2; exit 1; }
@@ -43,7 +46,7 @@ done
 [ -n "$socket" ] || usage
 [[ $queues =~ ^[1-9][0-9]*$ ]] || die "--queues must be a positive number, not '$queues'"
 [[ $timeout_s =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds, not '$timeout_s'"
-case $test_name in all | raw | fs | smoke | resize) ;; *) die "--test must be all, raw, fs, smoke or resize, not '$test_name'" ;; esac
+case $test_name in all | raw | fs | smoke | resize | migrate) ;; *) die "--test must be all, raw, fs, smoke, resize or migrate, not '$test_name'" ;; esac
 [[ $append =~ ^[a-z0-9_=\ ]*$ ]] || die "--append takes guest-init options (vcpNAME=VALUE ...), not '$append'"
 case $discard in yes | no) ;; *) die "--discard must be yes or no, not '$discard'" ;; esac
 [ -S "$socket" ] || die "$socket is not a unix socket (is the vhost-user-blk server running?)"

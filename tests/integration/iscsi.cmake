@@ -39,6 +39,8 @@ vcp_iscsi_test(readonly 60)
 vcp_iscsi_test(bench 120)
 vcp_iscsi_test(guest 300)
 set_tests_properties(iscsi_tgtd_guest PROPERTIES RESOURCE_LOCK qemu_guest)
+vcp_iscsi_test(guest_partition 300)
+set_tests_properties(iscsi_tgtd_guest_partition PROPERTIES RESOURCE_LOCK qemu_guest)
 
 # The initiator against our own target made to push back (initiator_vcp_target.sh).
 if(TARGET vcp)

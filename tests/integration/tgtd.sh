@@ -12,7 +12,7 @@ set -euo pipefail
 CASE=${1:?usage: tgtd.sh CASE}
 IQN=iqn.2024-01.org.vcp.test:disk1
 LUN_SIZE=${LUN_SIZE:-64M}
-[[ $CASE == guest ]] && LUN_SIZE=256M  # the guest test needs at least 128 MiB
+[[ $CASE == guest || $CASE == guest_partition ]] && LUN_SIZE=256M  # the guest tests need at least 128 MiB
 SECRET="vcp-initiator-secret-0123"
 MUTUAL="vcp-target-secret-4567890"
 
@@ -106,7 +106,7 @@ start_other_tgtd() {
 # The network cases: tgtd and the initiator on two hosts of their own (network namespaces
 # joined by a veth pair, scripts/lib/netns.sh), the link between them made to fail.
 case "$CASE" in
-  partition|lossy)
+  partition|lossy|guest_partition)
     source "$(dirname "$0")/../../scripts/lib/netns.sh"
     netns_pair
     TGTD_NETNS=$NETNS_T TGTD_ADDR=$NETNS_T_ADDR
@@ -146,11 +146,12 @@ kill_restart() {
   start_tgtd; configure; log "tgtd restarted (pid $TGTD_PID)"
 }
 
-# vcp serve on $URL, listening on $sock; $serve is its pid.
+# vcp serve on $URL (and OPTIONS, if given), listening on $sock; $serve is its pid. In the
+# network cases it runs on the initiator's host (the socket is a file: QEMU reaches it).
 start_serve() {
   [[ -x "${VCP_BIN:-}" ]] || die "VCP_BIN is not set to the vcp binary"
   sock="$WORK/vcp.sock"
-  "$VCP_BIN" serve --socket "$sock" --backend "$URL" >"$WORK/serve.log" 2>&1 &
+  "${IO_WRAP[@]}" "$VCP_BIN" serve --socket "$sock" --backend "$URL${1:-}" >"$WORK/serve.log" 2>&1 &
   serve=$!
   for _ in $(seq 1 100); do [[ -S $sock ]] && break; sleep 0.1; done
   [[ -S $sock ]] || { cat "$WORK/serve.log" >&2; die "vcp serve did not create $sock"; }
@@ -278,6 +279,32 @@ case "$CASE" in
     tail -n 30 "$WORK/guest.log" >&2 || true
     tail -n 10 "$WORK/serve.log" >&2 || true
     [[ $rc -eq 0 ]] || die "guest run failed (exit $rc)" ;;
+  guest_partition)
+    # A QEMU guest reads a known pattern in a loop (verifying every round) from a disk served
+    # by vcp serve on the initiator's host, while the link to tgtd goes silent for 10 s: the
+    # VCP reinstates the session and reissues what was outstanding; the guest sees a stall,
+    # no error, and every byte right (the paper's fault containment, on a real link).
+    [[ -x "${GUEST_RUNNER:-}" ]] || die "GUEST_RUNNER is not set to scripts/guest/run-guest.sh"
+    start_serve ",timeout=2,nop_interval=1,login_timeout=2"
+    rc=0
+    "$GUEST_RUNNER" --socket "$sock" --queues 1 --log "$WORK/guest.log" --test migrate \
+      --append "vcpmigrate_s=24" --timeout 240 >"$WORK/runner.log" 2>&1 &
+    runner=$!
+    for _ in $(seq 1200); do
+      grep -a -q "VCPTEST: migrate ready" "$WORK/guest.log" 2>/dev/null && break
+      kill -0 "$runner" 2>/dev/null || break
+      sleep 0.1
+    done
+    grep -a -q "VCPTEST: migrate ready" "$WORK/guest.log" || { cat "$WORK/runner.log" >&2; die "the guest did not get ready"; }
+    sleep 4
+    cut_link
+    wait "$runner" || rc=$?
+    kill -TERM "$serve" 2>/dev/null || true; wait "$serve" 2>/dev/null || true
+    cat "$WORK/runner.log" >&2
+    grep -a "VCPTEST: migrate reader" "$WORK/guest.log" >&2 || true
+    grep -E "connection lost|reinstated" "$WORK/serve.log" >&2 || true
+    [[ $rc -eq 0 ]] || { tail -n 20 "$WORK/serve.log" >&2; die "the guest's verified reads failed (exit $rc)"; }
+    grep -q "session reinstated" "$WORK/serve.log" || die "the partition did not reach the VCP (no reinstatement)" ;;
   *) die "unknown case" ;;
 esac
 log "PASS"
