@@ -55,11 +55,12 @@ netns_pair() {
   ip netns add "$NETNS_I" || _netns_die "ip netns add $NETNS_I"
   ip link add "$vt" netns "$NETNS_T" type veth peer name "$vi" netns "$NETNS_I" ||
     _netns_die "cannot make a veth pair"
-  ip -n "$NETNS_T" addr add "$NETNS_T_ADDR/24" dev "$vt" &&
+  if ! { ip -n "$NETNS_T" addr add "$NETNS_T_ADDR/24" dev "$vt" &&
     ip -n "$NETNS_I" addr add "$NETNS_I_ADDR/24" dev "$vi" &&
     ip -n "$NETNS_T" link set lo up && ip -n "$NETNS_I" link set lo up &&
-    ip -n "$NETNS_T" link set "$vt" up && ip -n "$NETNS_I" link set "$vi" up ||
+    ip -n "$NETNS_T" link set "$vt" up && ip -n "$NETNS_I" link set "$vi" up; }; then
     _netns_die "cannot set up the veth pair"
+  fi
   # Up when a connection crosses it (IPv4 needs no duplicate address detection).
   local ok=""
   for _ in $(seq 50); do
@@ -97,9 +98,10 @@ netns_rate() {
   local rate=${1:?netns_rate RATE}
   # A queue of up to 1 s at the rate: deep enough for TCP to fill the link, as a slow
   # router's buffer would be.
-  in_t tc qdisc replace dev "$NETNS_VT" root tbf rate "$rate" burst 32kb latency 1000ms &&
-    in_i tc qdisc replace dev "$NETNS_VI" root tbf rate "$rate" burst 32kb latency 1000ms ||
+  if ! { in_t tc qdisc replace dev "$NETNS_VT" root tbf rate "$rate" burst 32kb latency 1000ms &&
+    in_i tc qdisc replace dev "$NETNS_VI" root tbf rate "$rate" burst 32kb latency 1000ms; }; then
     _netns_die "tc: cannot limit the link to $rate"
+  fi
 }
 netns_drops() {
   in_t nft list counter inet vcp_fault dropped 2>/dev/null | sed -n 's/.*packets \([0-9]*\).*/\1/p'
