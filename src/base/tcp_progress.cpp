@@ -16,10 +16,10 @@ std::optional<TcpProgress> tcp_progress(int fd) {
   tcp_info ti{};
   socklen_t len = sizeof ti;
   if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return std::nullopt;
-  if (len < offsetof(tcp_info, tcpi_bytes_acked) + sizeof ti.tcpi_bytes_acked) return std::nullopt;
+  if (len < offsetof(tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received) return std::nullopt;
   int queued = 0;
   if (::ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0) return std::nullopt;
-  return TcpProgress{ti.tcpi_bytes_acked, static_cast<uint32_t>(queued)};
+  return TcpProgress{ti.tcpi_bytes_acked, static_cast<uint32_t>(queued), ti.tcpi_bytes_received};
 }
 
 }  // namespace vcp

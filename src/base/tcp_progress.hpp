@@ -1,6 +1,7 @@
 #pragma once
 // How far a TCP peer has taken our output: the bytes it acknowledged (TCP_INFO
-// tcpi_bytes_acked, Linux 4.1 and later) and what still waits in our send queue (SIOCOUTQ).
+// tcpi_bytes_acked, Linux 4.1 and later) and what still waits in our send queue (SIOCOUTQ);
+// and how much it sent us (tcpi_bytes_received), whether or not a read took it yet.
 // Keep-alive uses it on slow or saturated links: a peer that acknowledges output we had
 // queued is alive, even when it sends nothing (it waits for what we send).
 #include <cstdint>
@@ -11,6 +12,7 @@ namespace vcp {
 struct TcpProgress {
   uint64_t acked = 0;   // bytes the peer has acknowledged on this connection so far
   uint32_t queued = 0;  // bytes in our send queue not yet acknowledged
+  uint64_t received = 0;  // bytes received on this connection so far
 };
 
 // nullopt when fd is not a TCP socket, or the kernel does not report it.

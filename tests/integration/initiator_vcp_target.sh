@@ -255,7 +255,10 @@ case "$CASE" in
       read -r rate rw qd secs <<<"$shape"
       netns_rate "$rate"
       # (a session dropped and reinstated over and over never ends its last write: timeout)
-      timeout 60 "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1?nop_interval=1,nop_timeout=4" \
+      # A 3 s command timeout, where a 1 MiB request alone takes 2 s (4 Mbit/s) or 8 s (1
+      # Mbit/s) and the last of 8 waits 16 s: commands moving, or waiting behind ones that
+      # move, are given more time, and none is aborted.
+      timeout 60 "${IO_WRAP[@]}" "$VCP_BIN" bench --backend "iscsi://$ADDR:$PORT/$IQN/1?nop_interval=1,nop_timeout=4,timeout=3" \
         --rw "$rw" --rwmixread 25 --size 4M --bs 1m --qd "$qd" --time "$secs" --verify >"$WORK/bench.log" 2>&1 ||
         { cat "$WORK/bench.log" >&2; die "vcp bench over the slow link failed ($rate, qd $qd)"; }
       grep -v '^\[' "$WORK/bench.log" >&2
@@ -265,6 +268,9 @@ case "$CASE" in
       ! grep -E "connection lost|reinstated" "$WORK/bench.log" ||
         die "the session was dropped on a slow but working link ($rate, qd $qd)"
       grep -q "iscsi q0: .* 0 reconnects, .* 0 aborts" "$WORK/bench.log" || die "a reconnect or an abort ($rate, qd $qd)"
+      put_off=$(q0_stat "$WORK/bench.log" "command timeouts put off")
+      log "$rate, qd $qd: command timeouts put off: ${put_off:-none}"
+      [[ -n "$put_off" && "$put_off" -ge 1 ]] || die "no command outlasted its timeout: nothing here tested the timeouts"
       # The pings were sent and waited behind the writes (else nothing here was tested).
       nops=$(q0_stat "$WORK/bench.log" "NOP-Out pings sent")
       log "$rate, qd $qd: NOP-Out pings sent: ${nops:-none}"

@@ -256,6 +256,7 @@ void Session::connect_address() {
   addr_wait_ms_ = left / (addrs_.size() - addr_);
   addr_deadline_ms_ = now + addr_wait_ms_;
   sock_.reset(::socket(a.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  tx_bytes_ = tx_passed_ = rx_kernel_bytes_ = rx_kernel_ms_ = 0;
   rcvlowat_ = 1;
   if (!sock_) {
     connection_failed("socket: " + errno_str(errno));
@@ -851,6 +852,7 @@ Session::TxRecord* Session::tx_alloc() {
   r.trailer_len = 0;
   r.data_out = false;
   r.owner = UINT32_MAX;
+  r.task = UINT32_MAX;
   r.echo = -1;
   return &r;
 }
@@ -946,6 +948,10 @@ void Session::issue_ready() {
     t.cmd_sn = window_.take();
     set_state(t, TaskState::Issued);
     t.deadline_ms = now + cfg_.timeout_ms;
+    t.seq = ++issue_seq_;
+    t.moved_ms = now;
+    t.tx_mark = 0;
+    t.older = issued_ - 1;  // every other Issued command went before it
     t.rx_done = 0;
     t.next_data_sn = 0;
     t.r2t_count = 0;
@@ -975,6 +981,8 @@ void Session::issue_ready() {
 bool Session::emit_task_pdu(Task& t) {
   TxRecord& r = *tx_alloc();
   r.owner = static_cast<uint32_t>(&t - tasks_.get());
+  r.task = r.owner;
+  r.task_seq = t.seq;
   if (t.cmd_pending) {
     is::ScsiCommandPdu c;
     c.immediate = false;
@@ -1089,14 +1097,28 @@ void Session::on_sent(int res) {
     return;
   }
   uint64_t n = static_cast<uint64_t>(res);
+  uint64_t end = tx_bytes_ - tx_head_sent_;  // the connection's byte count where the head record began
+  tx_bytes_ += n;
+  const uint64_t now = now_ms();
+  // A command whose PDU the kernel took (some or all of it) moved: its timeout is put off.
+  auto moved = [&](const TxRecord& r, uint64_t mark) {
+    if (r.task == UINT32_MAX || r.total() == 0) return;
+    Task& t = tasks_[r.task];
+    if (t.seq != r.task_seq || t.state != TaskState::Issued) return;
+    t.moved_ms = now;
+    t.tx_mark = mark;
+  };
   // Pops every record sent whole (and dropped ones, of length 0, on the way).
   while (tx_count_ > 0) {
     TxRecord& r = tx_[tx_head_];
     uint64_t rem = r.total() - tx_head_sent_;
+    end += r.total();
     if (rem > n) {
       tx_head_sent_ += n;
+      moved(r, tx_bytes_);
       break;
     }
+    moved(r, end);
     n -= rem;
     tx_head_ = (tx_head_ + 1) % kTxRecords;
     --tx_count_;
@@ -1500,6 +1522,7 @@ void Session::process_pdu() {
     window_.update(d->exp_cmd_sn, d->max_cmd_sn);
     Task* t = task_for(d->itt);
     if (!t) return;  // a command we gave up on (aborted, reissued): its data is dropped
+    t->moved_ms = last_rx_ms_;
     if (rx_into_task_) t->rx_done += rx_dsl_;
     if (d->has_status) {
       update_sn(d->stat_sn, true, d->exp_cmd_sn, d->max_cmd_sn);
@@ -1746,6 +1769,7 @@ void Session::note_capacity_change(const Sense& s) {
 void Session::on_r2t(const is::R2TPdu& r) {
   Task* t = task_for(r.itt);
   if (!t) return;  // for a command we already gave up on
+  t->moved_ms = last_rx_ms_;
   if (!t->write || r.desired_data_transfer_length == 0 ||
       uint64_t{r.buffer_offset} + r.desired_data_transfer_length > t->xfer) {
     connection_failed("R2T outside the command's data (offset " + std::to_string(r.buffer_offset) + ", length " +
@@ -1820,6 +1844,7 @@ void Session::on_timer() {
     case State::FullFeature: {
       maybe_answer_logout_request();
       if (state_ != State::FullFeature) break;
+      if (issued_ > 0 || nop_outstanding_) sample_progress(now);
       if (nop_outstanding_ && !nop_acked_ && sock_) nop_acked_ = tcp_progress(sock_.get());
       if (nop_outstanding_ && now > nop_deadline_ms_) {
         // Heard from since the ping (any bytes), or the target's TCP took some of the output
@@ -1832,8 +1857,8 @@ void Session::on_timer() {
         // their own timeout.
         const auto acked = sock_ ? tcp_progress(sock_.get()) : std::nullopt;
         const bool took = acked && nop_acked_ && took_queued_output(*nop_acked_, *acked);
-        if (last_rx_ms_ > nop_deadline_ms_ - nop_timeout_ms() || took) {
-          nop_deadline_ms_ = (took ? now : last_rx_ms_) + nop_timeout_ms();
+        if (heard_ms() > nop_deadline_ms_ - nop_timeout_ms() || took) {
+          nop_deadline_ms_ = (took ? now : heard_ms()) + nop_timeout_ms();
           nop_acked_ = acked;
         } else {
           connection_failed("no answer to NOP-Out for " + std::to_string(nop_timeout_ms()) + " ms", -EIO,
@@ -1853,7 +1878,7 @@ void Session::on_timer() {
                           " commands waiting for it");
         break;
       }
-      if (!poll_when_idle(now) && !nop_outstanding_ && now - last_rx_ms_ >= cfg_.nop_interval_ms) {
+      if (!poll_when_idle(now) && !nop_outstanding_ && now - heard_ms() >= cfg_.nop_interval_ms) {
         nop_itt_ = kNopTag | (++special_seq_ & 0xffffff);
         nop_outstanding_ = true;
         nop_deadline_ms_ = now + nop_timeout_ms();
@@ -1876,6 +1901,18 @@ void Session::on_timer() {
         for (uint32_t i = 0; i < kMaxTasks; ++i) {
           Task& t = tasks_[i];
           if (t.state != TaskState::Issued || t.deadline_ms > now) continue;
+          // On a slow link a command waits behind the data of the ones before it: as long as it,
+          // or one issued before it, moves, it is given another timeout (as open-iscsi does).
+          // One the target sits on while the others move still runs out, once the ones before
+          // it are answered.
+          uint32_t older = 0;
+          const uint64_t last = last_moved(t, now, &older);
+          t.older = older;
+          if (last + cfg_.timeout_ms > now) {
+            t.deadline_ms = last + cfg_.timeout_ms;
+            ++stats_.timeouts_extended;
+            continue;
+          }
           VCP_LOG_WARN("{}: CDB 0x{:02x} (ITT 0x{:x}) unanswered for {} ms; ABORT TASK", name_, t.cdb[0], t.itt,
                        cfg_.timeout_ms);
           tmf_ = Tmf::AbortTask;
@@ -1912,6 +1949,47 @@ void Session::on_timer() {
       break;
   }
   maybe_reconnect();
+}
+
+void Session::sample_progress(uint64_t now) {
+  if (!sock_) return;
+  const auto p = tcp_progress(sock_.get());
+  if (!p) return;
+  if (p->received > rx_kernel_bytes_) {
+    // Bytes from the target, though no read has taken them yet (the rest of a long data
+    // segment arriving at the pace of a slow link): the target is alive, and so is the
+    // command whose data they are.
+    rx_kernel_bytes_ = p->received;
+    rx_kernel_ms_ = now;
+    if (rx_phase_ == RxPhase::Data && rx_into_task_)
+      if (const auto* d = std::get_if<is::DataInPdu>(&rx_pdu_))
+        if (Task* t = task_for(d->itt)) t->moved_ms = now;
+  }
+  // The kernel's queue passed on (the target acknowledged) bytes it held: the commands whose
+  // PDUs were among what it held are moving, at the link's pace.
+  const uint64_t passed = tx_bytes_ - std::min<uint64_t>(p->queued, tx_bytes_);
+  if (passed > tx_passed_) {
+    for (uint32_t i = 0; i < kMaxTasks; ++i) {
+      Task& t = tasks_[i];
+      if (t.state == TaskState::Issued && t.tx_mark > tx_passed_) t.moved_ms = now;
+    }
+    tx_passed_ = passed;
+  }
+}
+
+uint64_t Session::last_moved(const Task& t, uint64_t now, uint32_t* older) const {
+  uint64_t last = t.moved_ms;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < kMaxTasks; ++i) {
+    const Task& u = tasks_[i];
+    if (u.state != TaskState::Issued || u.seq >= t.seq) continue;
+    ++n;
+    last = std::max(last, u.moved_ms);
+  }
+  *older = n;
+  // Fewer of them than at the last check: some were answered since (a reissue counts too: the
+  // target answered an abort). When is not known; the check is at most a tick late.
+  return n < t.older ? now : last;
 }
 
 void Session::maybe_reconnect() {
@@ -2026,11 +2104,12 @@ void Session::logout(uint32_t timeout_ms) {
   logout_done_ = true;
   if (stats_.receives > 0)
     VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends, {} NOP-Out pings sent; "
-                 "{} target NOP-In pings answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} aborts, {} LUN resets, {} redirects, "
+                 "{} target NOP-In pings answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} command timeouts put "
+                 "off (the command or one before it moving), {} aborts, {} LUN resets, {} redirects, "
                  "{} commands completed ({} failed, {} of them idle TEST UNIT READYs), {} queue depth reductions "
                  "(limit now {})",
                  name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),
-                 stats_.sends, stats_.nops_sent, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.aborts,
+                 stats_.sends, stats_.nops_sent, stats_.nop_ins_answered, stats_.reconnects, stats_.retries, stats_.busy, stats_.timeouts_extended, stats_.aborts,
                  stats_.lun_resets, stats_.redirects, completed_, stats_.failed, stats_.idle_polls,
                  stats_.depth_reductions,
                  depth_limit_ ? std::to_string(depth_limit_) : std::string("none"));

@@ -126,6 +126,7 @@ class Session {
     uint64_t busy = 0;              // BUSY or TASK SET FULL answers (retried after a back-off)
     uint64_t depth_reductions = 0;  // times TASK SET FULL lowered the queue depth kept at the target
     uint64_t aborts = 0;
+    uint64_t timeouts_extended = 0;  // command timeouts put off: it, or one issued before it, moved
     uint64_t lun_resets = 0;
     uint64_t nops_sent = 0;
     uint64_t nop_ins_answered = 0;  // target pings (NOP-In with a TTT) echoed back
@@ -178,6 +179,13 @@ class Session {
     uint32_t tx_refs = 0;         // queued PDU records that send from the request's buffers
     int held_status = 0;          // Completing: the status to report
     uint64_t deadline_ms = 0;     // Issued: command timeout; Delayed: when to retry
+    // Progress (timeouts on slow links): the order of issue, the last time its data moved
+    // (Data-In or R2T received, its PDUs taken by the kernel or by the target's TCP), and the
+    // connection's byte count just past its last byte the kernel took.
+    uint64_t seq = 0;
+    uint64_t moved_ms = 0;
+    uint64_t tx_mark = 0;
+    uint32_t older = 0;           // commands issued before it still at the target, at the last check
     uint32_t next = UINT32_MAX;   // ready / tx FIFO link
     uint32_t tx_next = UINT32_MAX;
     std::array<uint8_t, kUnmapParamLength> params{};
@@ -194,6 +202,8 @@ class Session {
     uint8_t trailer_len = 0;
     bool data_out = false;          // a Data-Out: may be dropped while not yet handed to the kernel
     uint32_t owner = UINT32_MAX;    // the task whose buffers data_len bytes come from
+    uint32_t task = UINT32_MAX;     // the task the PDU is of (any of its PDUs), and its issue
+    uint64_t task_seq = 0;
     int8_t echo = -1;               // the NOP-Out echo slot whose data this record sends
     uint64_t total() const { return uint64_t{hdr_len} + data_len + trailer_len; }
   };
@@ -234,6 +244,13 @@ class Session {
   void on_sent(int res);
   void on_received(int res);
   void on_timer();
+  // Samples the connection's TCP progress: marks the commands whose queued bytes it moved.
+  void sample_progress(uint64_t now);
+  // The last time t, or a command issued before it, moved (or was answered); *older: how
+  // many issued before it are at the target now.
+  uint64_t last_moved(const Task& t, uint64_t now, uint32_t* older) const;
+  // The last time anything was heard from the target: a PDU, or bytes of one still arriving.
+  uint64_t heard_ms() const { return std::max(last_rx_ms_, rx_kernel_ms_); }
   void maybe_reconnect();
   void use_portal(size_t i);
   void next_portal() { use_portal((portal_ + 1) % portal_count(cfg_)); }
@@ -434,6 +451,14 @@ class Session {
   uint64_t nop_deadline_ms_ = 0;
   // The connection's TCP progress a tick after the ping (the ping's own bytes taken).
   std::optional<TcpProgress> nop_acked_;
+  // Progress of commands, for their timeouts: issue order, bytes the kernel took from us on
+  // this connection and how many of those its queue had passed on (acknowledged) at the last
+  // tick, bytes the target's TCP had sent us then, and the last time that grew.
+  uint64_t issue_seq_ = 0;
+  uint64_t tx_bytes_ = 0;
+  uint64_t tx_passed_ = 0;
+  uint64_t rx_kernel_bytes_ = 0;
+  uint64_t rx_kernel_ms_ = 0;
   uint64_t window_closed_since_ms_ = 0;  // commands have waited for the CmdSN window since (0: none)
   // The data of NOP-Outs answering target pings, one slot per answer not yet sent (each
   // record's iovec must stay as it is until the record leaves the ring).

@@ -39,6 +39,8 @@ constexpr uint64_t kTickSlackMs = 150;  // the session's timer ticks every 100 m
 
 int initiator_socket(uint16_t target_port);  // the session's socket (below)
 int rcvlowat(int fd);                        // its SO_RCVLOWAT
+// One Data-In with status carrying `data` for `itt`, as bytes for the wire (below).
+std::vector<uint8_t> data_in_wire(ScriptedTarget& target, uint32_t itt, const std::vector<uint8_t>& data);
 
 std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
   std::vector<uint8_t> v(n);
@@ -526,6 +528,154 @@ TEST_F(IscsiSession, AnsweredAbortTaskReissuesTheCommand) {
   EXPECT_EQ(io.buf, data);
   EXPECT_EQ(session_->stats().lun_resets, 0u);
   EXPECT_EQ(session_->stats().reconnects, 0u);
+}
+
+// ---- timeouts on a slow link ----
+
+// One Data-In of `data` at `offset` of the read `itt`, without status (more follows).
+void data_in_part(ScriptedTarget& target, uint32_t itt, std::span<const uint8_t> data, uint32_t offset,
+                  uint32_t data_sn) {
+  is::DataInPdu d;
+  d.data_segment_length = static_cast<uint32_t>(data.size());
+  d.itt = itt;
+  d.data_sn = data_sn;
+  d.buffer_offset = offset;
+  target.stamp(d, false);
+  target.send(d, data);
+}
+
+// Every PDU the initiator sent that the target has not looked at yet: none may be a task
+// management request.
+void expect_no_tmf(ScriptedTarget& target) {
+  while (auto r = target.next(20)) EXPECT_FALSE(r->as<is::TaskMgmtRequestPdu>()) << "a task management request";
+}
+
+// A slow link: a read's Data-In comes 1 KiB every 100 ms, four timeouts' worth, and a second
+// read waits behind it. Neither is aborted: the first moves, and the second waits behind one
+// that moves (before, both were aborted after 300 ms). Both complete once, with their data.
+TEST_F(IscsiSession, ACommandWaitingBehindOnesThatMoveIsGivenMoreTime) {
+  cfg_.timeout_ms = 300;
+  cfg_.nop_interval_ms = 60000;
+  start();
+  TestIo first(BlockOp::read, 0, 12 * 1024);
+  TestIo second(BlockOp::read, 0, 512);
+  auto a = issue(first);
+  auto b = issue(second);
+  ASSERT_TRUE(a && b);
+  const auto data = pattern(12 * 1024, 3);
+  for (uint32_t i = 0; i < 12; ++i) {
+    target_.run_for(100);
+    expect_no_tmf(target_);
+    if (i < 11) data_in_part(target_, a->itt, std::span(data).subspan(i * 1024, 1024), i * 1024, i);
+  }
+  is::DataInPdu last;
+  last.final = true;
+  last.has_status = true;
+  last.data_segment_length = 1024;
+  last.itt = a->itt;
+  last.data_sn = 11;
+  last.buffer_offset = 11 * 1024;
+  target_.stamp(last);
+  target_.send(last, std::span(data).subspan(11 * 1024));
+  target_.run_for(100);
+  target_.data_in_good(b->itt, pattern(512, 4));
+  ASSERT_TRUE(target_.run_until([&] { return first.done() && second.done(); }, 2000));
+  expect_no_tmf(target_);
+  EXPECT_EQ(first.status, 0);
+  EXPECT_EQ(first.buf, data);
+  EXPECT_EQ(second.status, 0);
+  EXPECT_EQ(second.buf, pattern(512, 4));
+  EXPECT_EQ(first.calls + second.calls, 2);
+  EXPECT_EQ(session_->stats().aborts, 0u);
+  EXPECT_GE(session_->stats().timeouts_extended, 2u);
+}
+
+// The other side of it: a command the target sits on while it answers every command sent
+// after it is aborted on time. Only progress of itself or of those before it counts.
+TEST_F(IscsiSession, ACommandTheTargetSitsOnIsAbortedThoughNewerOnesAreAnswered) {
+  cfg_.timeout_ms = 300;
+  cfg_.nop_interval_ms = 60000;
+  start();
+  TestIo stuck(BlockOp::read, 0, 4096);
+  auto s = issue(stuck);
+  ASSERT_TRUE(s);
+  const uint64_t issued = last_at_ms_;
+  std::optional<is::TaskMgmtRequestPdu> abort;
+  uint64_t abort_at = 0;
+  std::vector<std::unique_ptr<TestIo>> others;
+  while (!abort && mono_ms() - issued < 3000) {
+    others.push_back(std::make_unique<TestIo>(BlockOp::read, 0, 512));
+    submit(*others.back());
+    while (auto r = target_.next(200)) {
+      if (auto* c = r->as<is::ScsiCommandPdu>()) {
+        target_.saw_command(*c);
+        target_.run_for(40);
+        target_.data_in_good(c->itt, pattern(512, 7));
+        break;
+      }
+      if (auto* t = r->as<is::TaskMgmtRequestPdu>()) {
+        abort = *t;
+        abort_at = r->at_ms;
+        break;
+      }
+    }
+  }
+  ASSERT_TRUE(abort) << "the command was never aborted";
+  EXPECT_EQ(abort->function, is::TmfFunction::AbortTask);
+  EXPECT_EQ(abort->referenced_task_tag, s->itt);
+  EXPECT_GE(abort_at - issued, 300u);
+  EXPECT_LE(abort_at - issued, 300 + kTickSlackMs + 400);  // (slack for a loaded machine)
+  EXPECT_GE(others.size(), 4u);
+  EXPECT_FALSE(stuck.done());
+}
+
+// A long data segment arriving at a slow link's pace (4 KiB every 100 ms, 1.6 s for 64 KiB):
+// no read of the session's returns before the whole segment is in, yet the kernel receiving
+// its bytes is the target being heard from and the command moving. Neither the command's
+// timeout nor a ping's ends it (before: ABORT TASK at 300 ms, and the ping sent at 200 ms
+// dropped the connection at 500 ms).
+TEST_F(IscsiSession, ADataSegmentArrivingSlowlyKeepsItsCommandAndTheConnection) {
+  cfg_.timeout_ms = 300;
+  cfg_.nop_interval_ms = 200;
+  cfg_.nop_timeout_ms = 300;
+  start();
+  TestIo io(BlockOp::read, 0, 64 * 1024);
+  auto c = issue(io);
+  ASSERT_TRUE(c);
+  const auto data = pattern(64 * 1024, 11);
+  const auto wire = data_in_wire(target_, c->itt, data);
+  std::optional<uint32_t> ping;
+  auto look = [&] {
+    while (auto r = target_.next(10)) {
+      EXPECT_FALSE(r->as<is::TaskMgmtRequestPdu>()) << "a task management request";
+      if (auto* n = r->as<is::NopOutPdu>()) ping = n->itt;
+    }
+  };
+  for (size_t off = 0; off < wire.size(); off += 4096) {
+    const size_t n = std::min<size_t>(4096, wire.size() - off);
+    target_.send_raw(std::vector<uint8_t>(wire.begin() + static_cast<long>(off), wire.begin() + static_cast<long>(off + n)));
+    target_.run_for(100);
+    look();
+    ASSERT_FALSE(target_.eof()) << "dropped after " << off << " bytes";
+  }
+  ASSERT_TRUE(target_.run_until([&] { return io.done(); }, 2000));
+  EXPECT_EQ(io.status, 0);
+  EXPECT_EQ(io.buf, data);
+  EXPECT_EQ(io.calls, 1);
+  EXPECT_EQ(session_->stats().aborts, 0u);
+  EXPECT_EQ(session_->stats().reconnects, 0u);
+  EXPECT_GE(session_->stats().timeouts_extended, 1u);
+  // A ping may have gone out (a tick that found no new bytes); it is answered now, late.
+  look();
+  if (ping) {
+    is::NopInPdu n;
+    n.itt = *ping;
+    n.ttt = is::kReservedTag;
+    target_.stamp(n);
+    target_.send(n);
+  }
+  read_works(12);
+  EXPECT_FALSE(target_.eof());
 }
 
 // ---- receiving ----
