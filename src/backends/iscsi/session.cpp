@@ -256,7 +256,7 @@ void Session::connect_address() {
   addr_wait_ms_ = left / (addrs_.size() - addr_);
   addr_deadline_ms_ = now + addr_wait_ms_;
   sock_.reset(::socket(a.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  tx_bytes_ = tx_passed_ = rx_kernel_bytes_ = rx_kernel_ms_ = 0;
+  tx_bytes_ = tx_passed_ = tx_sampled_ = rx_kernel_bytes_ = rx_kernel_ms_ = 0;
   rcvlowat_ = 1;
   if (!sock_) {
     connection_failed("socket: " + errno_str(errno));
@@ -951,6 +951,7 @@ void Session::issue_ready() {
     t.seq = ++issue_seq_;
     t.moved_ms = now;
     t.tx_mark = 0;
+    t.ahead = t.checked_ahead = t.seq;
     t.older = issued_ - 1;  // every other Issued command went before it
     t.rx_done = 0;
     t.next_data_sn = 0;
@@ -1105,7 +1106,7 @@ void Session::on_sent(int res) {
     if (r.task == UINT32_MAX || r.total() == 0) return;
     Task& t = tasks_[r.task];
     if (t.seq != r.task_seq || t.state != TaskState::Issued) return;
-    t.moved_ms = now;
+    output_moved(t, now);
     t.tx_mark = mark;
   };
   // Pops every record sent whole (and dropped ones, of length 0, on the way).
@@ -1901,13 +1902,12 @@ void Session::on_timer() {
         for (uint32_t i = 0; i < kMaxTasks; ++i) {
           Task& t = tasks_[i];
           if (t.state != TaskState::Issued || t.deadline_ms > now) continue;
-          // On a slow link a command waits behind the data of the ones before it: as long as it,
-          // or one issued before it, moves, it is given another timeout (as open-iscsi does).
-          // One the target sits on while the others move still runs out, once the ones before
-          // it are answered.
-          uint32_t older = 0;
-          const uint64_t last = last_moved(t, now, &older);
-          t.older = older;
+          // On a slow link a command waits behind the data of others: as long as it, or one
+          // its answer may wait behind (issued before the last of its output was on its way),
+          // moves, it gets another timeout from then, as open-iscsi puts off its timeouts for
+          // the progress of a task or of an older one. One the target sits on while it
+          // answers those sent later still runs out, once the ones before it are answered.
+          const uint64_t last = last_moved(t, now);
           if (last + cfg_.timeout_ms > now) {
             t.deadline_ms = last + cfg_.timeout_ms;
             ++stats_.timeouts_extended;
@@ -1965,31 +1965,39 @@ void Session::sample_progress(uint64_t now) {
       if (const auto* d = std::get_if<is::DataInPdu>(&rx_pdu_))
         if (Task* t = task_for(d->itt)) t->moved_ms = now;
   }
-  // The kernel's queue passed on (the target acknowledged) bytes it held: the commands whose
-  // PDUs were among what it held are moving, at the link's pace.
+  // The kernel's queue passed on (the target acknowledged) bytes it held at the last tick:
+  // the commands whose PDUs were among them are moving, at the link's pace. (Bytes handed to
+  // it since were counted as moving when it took them.)
   const uint64_t passed = tx_bytes_ - std::min<uint64_t>(p->queued, tx_bytes_);
   if (passed > tx_passed_) {
     for (uint32_t i = 0; i < kMaxTasks; ++i) {
       Task& t = tasks_[i];
-      if (t.state == TaskState::Issued && t.tx_mark > tx_passed_) t.moved_ms = now;
+      if (t.state == TaskState::Issued && t.tx_mark > tx_passed_ && t.tx_mark <= tx_sampled_) output_moved(t, now);
     }
     tx_passed_ = passed;
   }
+  tx_sampled_ = tx_bytes_;
 }
 
-uint64_t Session::last_moved(const Task& t, uint64_t now, uint32_t* older) const {
+uint64_t Session::last_moved(Task& t, uint64_t now) {
   uint64_t last = t.moved_ms;
-  uint32_t n = 0;
+  uint32_t before = 0, now_ahead = 0;
   for (uint32_t i = 0; i < kMaxTasks; ++i) {
     const Task& u = tasks_[i];
-    if (u.state != TaskState::Issued || u.seq >= t.seq) continue;
-    ++n;
-    last = std::max(last, u.moved_ms);
+    if (u.state != TaskState::Issued || &u == &t) continue;
+    if (u.seq < t.checked_ahead) ++before;
+    if (u.seq < t.ahead) {
+      ++now_ahead;
+      last = std::max(last, u.moved_ms);
+    }
   }
-  *older = n;
-  // Fewer of them than at the last check: some were answered since (a reissue counts too: the
-  // target answered an abort). When is not known; the check is at most a tick late.
-  return n < t.older ? now : last;
+  // Fewer of those counted at the last check are out: some were answered since (a reissue
+  // counts too: the target answered an abort). When is not known; the check is at most a
+  // tick late.
+  if (before < t.older) last = now;
+  t.older = now_ahead;
+  t.checked_ahead = t.ahead;
+  return last;
 }
 
 void Session::maybe_reconnect() {

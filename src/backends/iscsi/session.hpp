@@ -185,7 +185,13 @@ class Session {
     uint64_t seq = 0;
     uint64_t moved_ms = 0;
     uint64_t tx_mark = 0;
-    uint32_t older = 0;           // commands issued before it still at the target, at the last check
+    // The commands its answer may wait behind at the target: those issued before the last of
+    // its output was on its way (seq below `ahead`, itself aside), whose answers the target
+    // may have queued first; and how many of them were still out at the last check (counted
+    // below `checked_ahead`, the bound then).
+    uint64_t ahead = 0;
+    uint64_t checked_ahead = 0;
+    uint32_t older = 0;
     uint32_t next = UINT32_MAX;   // ready / tx FIFO link
     uint32_t tx_next = UINT32_MAX;
     std::array<uint8_t, kUnmapParamLength> params{};
@@ -246,9 +252,15 @@ class Session {
   void on_timer();
   // Samples the connection's TCP progress: marks the commands whose queued bytes it moved.
   void sample_progress(uint64_t now);
-  // The last time t, or a command issued before it, moved (or was answered); *older: how
-  // many issued before it are at the target now.
-  uint64_t last_moved(const Task& t, uint64_t now, uint32_t* older) const;
+  // The last time t, or a command its answer may wait behind, moved or was answered; brings
+  // t's count of those up to date.
+  uint64_t last_moved(Task& t, uint64_t now);
+  // t's output moved (taken by the kernel, or passed on by it): what was issued by now may be
+  // answered ahead of it.
+  void output_moved(Task& t, uint64_t now) {
+    t.moved_ms = now;
+    t.ahead = issue_seq_ + 1;
+  }
   // The last time anything was heard from the target: a PDU, or bytes of one still arriving.
   uint64_t heard_ms() const { return std::max(last_rx_ms_, rx_kernel_ms_); }
   void maybe_reconnect();
@@ -457,6 +469,7 @@ class Session {
   uint64_t issue_seq_ = 0;
   uint64_t tx_bytes_ = 0;
   uint64_t tx_passed_ = 0;
+  uint64_t tx_sampled_ = 0;  // tx_bytes_ at the last tick's sample
   uint64_t rx_kernel_bytes_ = 0;
   uint64_t rx_kernel_ms_ = 0;
   uint64_t window_closed_since_ms_ = 0;  // commands have waited for the CmdSN window since (0: none)

@@ -590,6 +590,47 @@ TEST_F(IscsiSession, ACommandWaitingBehindOnesThatMoveIsGivenMoreTime) {
   EXPECT_GE(session_->stats().timeouts_extended, 2u);
 }
 
+// A target answers in its own order: a write's status can be queued behind the Data-In of a
+// read sent with it. The write waits behind data that moves, 1 KiB every 100 ms for a second
+// (before: the write, having nothing issued before it, was aborted after 300 ms).
+TEST_F(IscsiSession, AnAnswerQueuedBehindDataOfACommandSentWithItIsWaitedFor) {
+  cfg_.timeout_ms = 300;
+  cfg_.nop_interval_ms = 60000;
+  start();
+  TestIo write(BlockOp::write, 0, 4096);
+  write.buf = pattern(4096, 5);
+  TestIo read(BlockOp::read, 8192, 10 * 1024);
+  session_->submit(&write.req);
+  session_->submit(&read.req);
+  session_->commit();
+  auto w = next_command();
+  auto r = next_command();
+  ASSERT_TRUE(w && r);
+  ASSERT_TRUE(w->write && r->read);
+  const auto data = pattern(10 * 1024, 6);
+  for (uint32_t i = 0; i < 10; ++i) {
+    target_.run_for(100);
+    expect_no_tmf(target_);
+    is::DataInPdu d;
+    d.final = i == 9;
+    d.has_status = i == 9;
+    d.data_segment_length = 1024;
+    d.itt = r->itt;
+    d.data_sn = i;
+    d.buffer_offset = i * 1024;
+    target_.stamp(d, i == 9);
+    target_.send(d, std::span(data).subspan(i * 1024, 1024));
+  }
+  target_.respond(w->itt, 0);
+  ASSERT_TRUE(target_.run_until([&] { return write.done() && read.done(); }, 2000));
+  expect_no_tmf(target_);
+  EXPECT_EQ(write.status, 0);
+  EXPECT_EQ(read.status, 0);
+  EXPECT_EQ(read.buf, data);
+  EXPECT_EQ(write.calls + read.calls, 2);
+  EXPECT_EQ(session_->stats().aborts, 0u);
+}
+
 // The other side of it: a command the target sits on while it answers every command sent
 // after it is aborted on time. Only progress of itself or of those before it counts.
 TEST_F(IscsiSession, ACommandTheTargetSitsOnIsAbortedThoughNewerOnesAreAnswered) {
