@@ -1913,8 +1913,9 @@ void Session::on_timer() {
             ++stats_.timeouts_extended;
             continue;
           }
-          VCP_LOG_WARN("{}: CDB 0x{:02x} (ITT 0x{:x}) unanswered for {} ms; ABORT TASK", name_, t.cdb[0], t.itt,
-                       cfg_.timeout_ms);
+          VCP_LOG_WARN("{}: CDB 0x{:02x} (ITT 0x{:x}) unanswered, and nothing of it or of what it waits behind "
+                       "moving for {} ms; ABORT TASK",
+                       name_, t.cdb[0], t.itt, cfg_.timeout_ms);
           tmf_ = Tmf::AbortTask;
           ++stats_.aborts;
           send_tmf(is::TmfFunction::AbortTask, &t);
