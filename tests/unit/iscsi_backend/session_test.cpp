@@ -532,22 +532,31 @@ TEST_F(IscsiSession, AnsweredAbortTaskReissuesTheCommand) {
 
 // ---- timeouts on a slow link ----
 
-// One Data-In of `data` at `offset` of the read `itt`, without status (more follows).
-void data_in_part(ScriptedTarget& target, uint32_t itt, std::span<const uint8_t> data, uint32_t offset,
-                  uint32_t data_sn) {
-  is::DataInPdu d;
-  d.data_segment_length = static_cast<uint32_t>(data.size());
-  d.itt = itt;
-  d.data_sn = data_sn;
-  d.buffer_offset = offset;
-  target.stamp(d, false);
-  target.send(d, data);
-}
-
 // Every PDU the initiator sent that the target has not looked at yet: none may be a task
 // management request.
 void expect_no_tmf(ScriptedTarget& target) {
   while (auto r = target.next(20)) EXPECT_FALSE(r->as<is::TaskMgmtRequestPdu>()) << "a task management request";
+}
+
+// The read `itt`'s data as Data-Ins of 1 KiB, one every 100 ms, the last with GOOD status; no
+// task management request may come meanwhile (a slow link).
+void data_in_slowly(ScriptedTarget& target, uint32_t itt, std::span<const uint8_t> data) {
+  constexpr uint32_t kPart = 1024;
+  const uint32_t parts = static_cast<uint32_t>(data.size() / kPart);
+  for (uint32_t i = 0; i < parts; ++i) {
+    target.run_for(100);
+    expect_no_tmf(target);
+    const bool last = i + 1 == parts;
+    is::DataInPdu d;
+    d.final = last;
+    d.has_status = last;
+    d.data_segment_length = kPart;
+    d.itt = itt;
+    d.data_sn = i;
+    d.buffer_offset = i * kPart;
+    target.stamp(d, last);
+    target.send(d, data.subspan(i * kPart, kPart));
+  }
 }
 
 // A slow link: a read's Data-In comes 1 KiB every 100 ms, four timeouts' worth, and a second
@@ -563,20 +572,7 @@ TEST_F(IscsiSession, ACommandWaitingBehindOnesThatMoveIsGivenMoreTime) {
   auto b = issue(second);
   ASSERT_TRUE(a && b);
   const auto data = pattern(12 * 1024, 3);
-  for (uint32_t i = 0; i < 12; ++i) {
-    target_.run_for(100);
-    expect_no_tmf(target_);
-    if (i < 11) data_in_part(target_, a->itt, std::span(data).subspan(i * 1024, 1024), i * 1024, i);
-  }
-  is::DataInPdu last;
-  last.final = true;
-  last.has_status = true;
-  last.data_segment_length = 1024;
-  last.itt = a->itt;
-  last.data_sn = 11;
-  last.buffer_offset = 11 * 1024;
-  target_.stamp(last);
-  target_.send(last, std::span(data).subspan(11 * 1024));
+  data_in_slowly(target_, a->itt, data);
   target_.run_for(100);
   target_.data_in_good(b->itt, pattern(512, 4));
   ASSERT_TRUE(target_.run_until([&] { return first.done() && second.done(); }, 2000));
@@ -608,19 +604,7 @@ TEST_F(IscsiSession, AnAnswerQueuedBehindDataOfACommandSentWithItIsWaitedFor) {
   ASSERT_TRUE(w && r);
   ASSERT_TRUE(w->write && r->read);
   const auto data = pattern(10 * 1024, 6);
-  for (uint32_t i = 0; i < 10; ++i) {
-    target_.run_for(100);
-    expect_no_tmf(target_);
-    is::DataInPdu d;
-    d.final = i == 9;
-    d.has_status = i == 9;
-    d.data_segment_length = 1024;
-    d.itt = r->itt;
-    d.data_sn = i;
-    d.buffer_offset = i * 1024;
-    target_.stamp(d, i == 9);
-    target_.send(d, std::span(data).subspan(i * 1024, 1024));
-  }
+  data_in_slowly(target_, r->itt, data);
   target_.respond(w->itt, 0);
   ASSERT_TRUE(target_.run_until([&] { return write.done() && read.done(); }, 2000));
   expect_no_tmf(target_);
