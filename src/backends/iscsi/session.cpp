@@ -1845,8 +1845,9 @@ void Session::on_timer() {
     case State::FullFeature: {
       maybe_answer_logout_request();
       if (state_ != State::FullFeature) break;
-      if (issued_ > 0 || nop_outstanding_) sample_progress(now);
-      if (nop_outstanding_ && !nop_acked_ && sock_) nop_acked_ = tcp_progress(sock_.get());
+      // The connection's TCP progress, read once a tick while commands or a ping are out.
+      const auto tcp = issued_ > 0 || nop_outstanding_ ? sample_progress(now) : std::nullopt;
+      if (nop_outstanding_ && !nop_acked_) nop_acked_ = tcp;
       if (nop_outstanding_ && now > nop_deadline_ms_) {
         // Heard from since the ping (any bytes), or the target's TCP took some of the output
         // we had queued (a target waiting for our Data-Out sends nothing; the kernel of a
@@ -1856,7 +1857,7 @@ void Session::on_timer() {
         // link). The ping fails only after nop_timeout with neither, as open-iscsi (which
         // counts what it receives) and our target judge it; commands that do not move have
         // their own timeout.
-        const auto acked = sock_ ? tcp_progress(sock_.get()) : std::nullopt;
+        const auto& acked = tcp;
         const bool took = acked && nop_acked_ && took_queued_output(*nop_acked_, *acked);
         if (heard_ms() > nop_deadline_ms_ - nop_timeout_ms() || took) {
           nop_deadline_ms_ = (took ? now : heard_ms()) + nop_timeout_ms();
@@ -1952,10 +1953,10 @@ void Session::on_timer() {
   maybe_reconnect();
 }
 
-void Session::sample_progress(uint64_t now) {
-  if (!sock_) return;
+std::optional<TcpProgress> Session::sample_progress(uint64_t now) {
+  if (!sock_) return std::nullopt;
   const auto p = tcp_progress(sock_.get());
-  if (!p) return;
+  if (!p) return std::nullopt;
   if (p->received > rx_kernel_bytes_) {
     // Bytes from the target, though no read has taken them yet (the rest of a long data
     // segment arriving at the pace of a slow link): the target is alive, and so is the
@@ -1978,6 +1979,7 @@ void Session::sample_progress(uint64_t now) {
     tx_passed_ = passed;
   }
   tx_sampled_ = tx_bytes_;
+  return p;
 }
 
 uint64_t Session::last_moved(Task& t, uint64_t now) {
@@ -2114,7 +2116,7 @@ void Session::logout(uint32_t timeout_ms) {
   if (stats_.receives > 0)
     VCP_LOG_INFO("{}: {} PDUs received in {} receives ({:.2f} per receive), {} sends, {} NOP-Out pings sent; "
                  "{} target NOP-In pings answered, {} reconnects, {} retries ({} BUSY/TASK SET FULL), {} command timeouts put "
-                 "off (the command or one before it moving), {} aborts, {} LUN resets, {} redirects, "
+                 "off (the command or one it waits behind moving), {} aborts, {} LUN resets, {} redirects, "
                  "{} commands completed ({} failed, {} of them idle TEST UNIT READYs), {} queue depth reductions "
                  "(limit now {})",
                  name_, stats_.pdus_received, stats_.receives, double(stats_.pdus_received) / double(stats_.receives),

@@ -126,7 +126,7 @@ class Session {
     uint64_t busy = 0;              // BUSY or TASK SET FULL answers (retried after a back-off)
     uint64_t depth_reductions = 0;  // times TASK SET FULL lowered the queue depth kept at the target
     uint64_t aborts = 0;
-    uint64_t timeouts_extended = 0;  // command timeouts put off: it, or one issued before it, moved
+    uint64_t timeouts_extended = 0;  // command timeouts put off: it, or one it waits behind, moved
     uint64_t lun_resets = 0;
     uint64_t nops_sent = 0;
     uint64_t nop_ins_answered = 0;  // target pings (NOP-In with a TTT) echoed back
@@ -251,7 +251,8 @@ class Session {
   void on_received(int res);
   void on_timer();
   // Samples the connection's TCP progress: marks the commands whose queued bytes it moved.
-  void sample_progress(uint64_t now);
+  // Returns the sample (nullopt without a TCP socket), for keep-alive to judge its ping by.
+  std::optional<TcpProgress> sample_progress(uint64_t now);
   // The last time t, or a command its answer may wait behind, moved or was answered; brings
   // t's count of those up to date.
   uint64_t last_moved(Task& t, uint64_t now);
